@@ -1,0 +1,35 @@
+# Two entry points for newcomers (see README):
+#   make reproduce   set up .venv and run the main job
+#   make test        set up .venv and run the test suite
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+QUICK ?= --quick
+OUT ?= results
+
+.PHONY: setup test lint reproduce demo clean
+
+$(BIN)/depthaccel: pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# The CPU build of torch first: a bare torch requirement may pull a multi-GB CUDA build.
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $@
+
+setup: $(BIN)/depthaccel
+
+lint: setup
+	$(BIN)/ruff check src tests benchmarks
+
+test: setup lint
+	$(BIN)/python -m pytest -q -n 2
+
+reproduce: setup
+	$(BIN)/depthaccel reproduce all $(QUICK) --out $(OUT)
+
+demo: setup
+	$(BIN)/depthaccel demo
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info
