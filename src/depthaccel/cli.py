@@ -1,9 +1,19 @@
-"""The ``depthaccel`` command line: it only parses arguments and dispatches."""
+"""The ``depthaccel`` command line: it only parses arguments and dispatches.
+
+Each sub-command lives in ``depthaccel.commands.<name>`` and provides
+``add_parser(subparsers) -> argparse.ArgumentParser`` (which sets ``func`` with
+``parser.set_defaults(func=...)``); the function receives the parsed namespace and
+returns an exit code.
+"""
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
+
+# Sub-command modules under depthaccel.commands, in the order --help lists them.
+COMMANDS: tuple[str, ...] = ()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -14,7 +24,9 @@ def build_parser() -> argparse.ArgumentParser:
             "reproduce the paper, test depth on your own data, check the theory."
         ),
     )
-    parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f"depthaccel.commands.{name}").add_parser(sub)
     return parser
 
 

@@ -1,0 +1,1 @@
+"""Sub-commands of the ``depthaccel`` command line (one module each; see ``depthaccel.cli``)."""
