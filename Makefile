@@ -20,7 +20,7 @@ $(BIN)/depthaccel: pyproject.toml
 setup: $(BIN)/depthaccel
 
 lint: setup
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check .
 
 test: setup lint
 	$(BIN)/python -m pytest -q -n 2
