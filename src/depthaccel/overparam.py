@@ -1,0 +1,485 @@
+r"""Overparameterize any PyTorch model by depth, and collapse it back.
+
+``overparameterize(model, depth=N)`` replaces the weight of each selected layer by a
+product of N factors (the paper's depth-N linear network, Section 2)::
+
+    W = W_N W_{N-1} ... W_1,        W_j of shape (h_j, h_{j-1}),  h_0 = in, h_N = out,
+
+using :mod:`torch.nn.utils.parametrize`: the layer keeps its class interface (``layer.weight``
+is the product, recomputed on access), and the factors are ordinary Parameters at
+``layer.parametrizations.weight.original0 .. original{N-1}`` (``original0 = W_1``), so any
+optimizer sees them and ``state_dict`` saves them. Biases are left alone. The model
+computes the same family of functions as before (depth adds no expressiveness), but
+gradient descent on the factors follows the end-to-end rule of Eq. 10.
+
+Convolutions (``Conv1d/2d/3d``, ``groups == 1``) become the original k x k kernel with
+``h_1`` output channels followed by N-1 1 x 1 convolutions; equivalently their weight is
+``W_N ... W_2 . reshape(W_1, (h_1, in * kh * kw))`` reshaped back to
+``(out, in, kh, kw)``. Stride, padding and dilation are unchanged because the layer itself
+is unchanged: only its weight is a product.
+
+``collapse(model)`` removes the factorization again
+(``parametrize.remove_parametrizations(..., leave_parametrized=True)``): each layer is a
+plain ``nn.Linear`` / ``nn.Conv2d`` whose weight is the current product.
+
+Initializations (``init=``):
+
+- ``"preserve"``: balanced factors of the existing weight via its SVD, so the model
+  computes the same function (to round-off). With ``W = U S V^T`` truncated to its
+  q = min(h_min, in, out) leading singular triplets and ``P_j = I[:h_j, :q]``::
+
+      W_1 = P_1 S^{1/N} V^T,   W_j = P_j S^{1/N} P_{j-1}^T,   W_N = U S^{1/N} P_{N-1}^T,
+
+  which satisfies the balancedness condition of Eq. 7, ``W_{j+1}^T W_{j+1} = W_j W_j^T``,
+  exactly in exact arithmetic. Needs every hidden width >= rank(W) (ValueError otherwise).
+  Hidden units beyond q start at zero; under plain gradient descent they stay at zero
+  (a saddle, as the paper's Section 5 explains for zero singular values).
+- ``"random"``: fresh factors, each drawn like PyTorch's default ``nn.Linear`` /
+  ``nn.ConvNd`` weight for its own shape: ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``
+  (kaiming-uniform with a = sqrt(5)), with ``fan_in = h_{j-1}`` (``in * kh * kw`` for the
+  first factor). With ``scale`` given, every entry is drawn from ``N(0, scale^2)`` instead
+  (the paper's near-zero init). The original weight is discarded.
+- ``"identity"``: the paper's "linear residual" near-identity init: every factor is a
+  (padded) identity ``I[:h_j, :h_{j-1}]``; for a convolution the first factor is a Dirac
+  kernel (``nn.init.dirac_``: the centre tap of channel i -> channel i). The product is
+  then ``I[:out, :in]`` (Dirac for conv), NOT the original weight, which is discarded.
+  With ``scale`` given, ``N(0, scale^2)`` noise is added to every entry.
+
+Hidden widths (``hidden=``, the same for all N-1 inner dimensions of a layer): ``"out"``
+(the layer's output width, the paper's MNIST choice), ``"min"`` (``min(out, in * kh * kw)``,
+the smallest that keeps full expressiveness), or an int.
+
+Layer selection (``include=``, ``exclude=``): each entry is either a supported layer type
+name (``"Linear"``, ``"Conv1d"``, ``"Conv2d"``, ``"Conv3d"``; matched with ``isinstance``,
+so subclasses count), or a module-name pattern matched with :func:`fnmatch.fnmatchcase`
+against the qualified name from ``model.named_modules()`` (``"features.0"``,
+``"encoder.*"``, ``"fc?"``); a pattern also selects everything below a matching module
+(``"encoder"`` matches ``"encoder.0"``). A layer is overparameterized iff it is of a
+supported type, matches at least one ``include`` entry and no ``exclude`` entry. A string
+that is neither a supported type name nor a pattern matching any module name is a
+ValueError (it catches typos such as ``"Conv2D"``).
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+__all__ = [
+    "LayerChange",
+    "OverparamSummary",
+    "ProductWeight",
+    "SUPPORTED_LAYERS",
+    "collapse",
+    "overparameterize",
+]
+
+SUPPORTED_LAYERS: dict[str, type[nn.Module]] = {
+    "Linear": nn.Linear,
+    "Conv1d": nn.Conv1d,
+    "Conv2d": nn.Conv2d,
+    "Conv3d": nn.Conv3d,
+}
+_INITS = ("preserve", "random", "identity")
+_HIDDEN_NAMES = ("out", "min")
+
+
+def _balanced_factors(
+    weight: torch.Tensor, depth: int, hidden: int, rtol: float | None = None
+) -> list[torch.Tensor]:
+    r"""Balanced depth-N factors of a matrix, ``W = W_N ... W_1`` with Eq. 7.
+
+    ``W = U S V^T`` (thin SVD, computed in float64), truncated to
+    ``q = min(hidden, out, in)`` triplets, ``P_j = I[:h_j, :q]``::
+
+        W_1 = P_1 S^{1/N} V^T,  W_j = P_j S^{1/N} P_{j-1}^T,  W_N = U S^{1/N} P_{N-1}^T
+
+    where:
+        W: (out, in) matrix; N = depth; h_1 = ... = h_{N-1} = hidden.
+    Then ``W_{j+1}^T W_{j+1} = P_j S^{2/N} P_j^T = W_j W_j^T`` (Eq. 7).
+
+    Raises ValueError if ``hidden < rank(W)`` (singular values above
+    ``rtol * s_max``, ``rtol = max(out, in) * eps(dtype)`` by default).
+    """
+    out_f, in_f = weight.shape
+    w64 = weight.detach().to(torch.float64)
+    if depth == 1:
+        return [weight.detach().clone()]
+    u, s, vh = torch.linalg.svd(w64, full_matrices=False)
+    if rtol is None:
+        rtol = max(out_f, in_f) * torch.finfo(weight.dtype).eps
+    rank = int((s > rtol * s[0]).sum()) if s.numel() and s[0] > 0 else 0
+    if hidden < rank:
+        raise ValueError(
+            f"hidden width {hidden} < rank(W) = {rank}: init='preserve' cannot factor a "
+            f"({out_f} x {in_f}) weight of rank {rank} exactly; use hidden >= {rank} "
+            "(e.g. 'min' or 'out')"
+        )
+    q = min(hidden, s.numel())
+    u, s, vh = u[:, :q], s[:q], vh[:q]
+    root = s.pow(1.0 / depth)
+    pad = torch.eye(hidden, q, dtype=torch.float64, device=weight.device)  # P_j
+    mid = pad @ torch.diag(root) @ pad.T
+    factors = [pad @ (root[:, None] * vh)]
+    factors += [mid.clone() for _ in range(depth - 2)]
+    factors.append((u * root) @ pad.T)
+    return [f.to(weight.dtype) for f in factors]
+
+
+class ProductWeight(nn.Module):
+    r"""Parametrization ``weight = W_N ... W_2 . W_1`` (Eq. 1's end-to-end matrix).
+
+    ``forward(W_1, ..., W_N)`` returns the product reshaped to ``(out, *in_shape)``,
+    where:
+        W_1: (h_1, *in_shape) -- ``in_shape = (in,)`` for Linear, ``(in, kh, kw)`` for
+        Conv2d, flattened to (h_1, prod(in_shape)) for the product;
+        W_j: (h_j, h_{j-1}) for j >= 2, h_N = out.
+    ``right_inverse(W)`` returns balanced factors of ``W`` (see ``_balanced_factors``), so
+    assigning ``layer.weight = W`` re-factors W exactly; at registration it returns the
+    ``initial`` factors instead when they are given (``init='random'/'identity'``).
+    """
+
+    def __init__(
+        self,
+        out_features: int,
+        in_shape: Sequence[int],
+        depth: int,
+        hidden: int,
+        initial: Sequence[torch.Tensor] | None = None,
+    ) -> None:
+        super().__init__()
+        self.out_features = int(out_features)
+        self.in_shape = tuple(int(d) for d in in_shape)
+        self.depth = int(depth)
+        self.hidden = int(hidden)
+        self._initial = None if initial is None else tuple(initial)
+
+    @property
+    def in_flat(self) -> int:
+        return math.prod(self.in_shape)
+
+    def factor_shapes(self) -> list[tuple[int, ...]]:
+        """Shapes of W_1 .. W_N."""
+        if self.depth == 1:
+            return [(self.out_features, *self.in_shape)]
+        h = self.hidden
+        shapes: list[tuple[int, ...]] = [(h, *self.in_shape)]
+        shapes += [(h, h)] * (self.depth - 2)
+        shapes.append((self.out_features, h))
+        return shapes
+
+    def forward(self, *factors: torch.Tensor) -> torch.Tensor:
+        first = factors[0].reshape(factors[0].shape[0], -1)
+        if len(factors) == 1:
+            prod = first
+        else:
+            # multi_dot picks the cheapest association (W_1 is the wide factor).
+            prod = torch.linalg.multi_dot([*reversed(factors[1:]), first])
+        return prod.reshape(self.out_features, *self.in_shape)
+
+    def right_inverse(self, weight: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if self._initial is not None:
+            initial, self._initial = self._initial, None
+            return initial
+        flat = weight.reshape(self.out_features, self.in_flat)
+        factors = _balanced_factors(flat, self.depth, self.hidden)
+        factors[0] = factors[0].reshape(-1, *self.in_shape)
+        return tuple(factors)
+
+    def extra_repr(self) -> str:
+        return f"depth={self.depth}, shapes={self.factor_shapes()}"
+
+
+@dataclass(frozen=True)
+class LayerChange:
+    """One overparameterized layer: its name, type, weight shape and factor shapes."""
+
+    name: str
+    layer_type: str
+    weight_shape: tuple[int, ...]
+    factor_shapes: tuple[tuple[int, ...], ...]
+
+    @property
+    def params_before(self) -> int:
+        return math.prod(self.weight_shape)
+
+    @property
+    def params_after(self) -> int:
+        return sum(math.prod(s) for s in self.factor_shapes)
+
+
+@dataclass(frozen=True)
+class OverparamSummary:
+    """What ``overparameterize`` changed; ``params_*`` count the whole model's parameters."""
+
+    depth: int
+    hidden: str | int
+    init: str
+    layers: tuple[LayerChange, ...]
+    params_before: int
+    params_after: int
+
+    def __str__(self) -> str:
+        lines = [
+            f"overparameterize: depth={self.depth}, hidden={self.hidden!r}, init={self.init!r}, "
+            f"{len(self.layers)} layer(s) changed"
+        ]
+        width = max([len(c.name or "<model>") for c in self.layers] + [5])
+        for c in self.layers:
+            shapes = " -> ".join("x".join(map(str, s)) for s in c.factor_shapes)
+            lines.append(
+                f"  {c.name or '<model>':<{width}}  {c.layer_type:<6}  "
+                f"{'x'.join(map(str, c.weight_shape))} = [{shapes}]  "
+                f"{c.params_before:,} -> {c.params_after:,} params"
+            )
+        ratio = self.params_after / self.params_before if self.params_before else float("nan")
+        lines.append(
+            f"  model parameters: {self.params_before:,} -> {self.params_after:,} ({ratio:.3f}x)"
+        )
+        return "\n".join(lines)
+
+
+def _count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def _as_entries(arg: str | type | Iterable[str | type], what: str) -> list[str | type]:
+    if isinstance(arg, str | type):
+        return [arg]
+    entries = list(arg)
+    for e in entries:
+        if not isinstance(e, str | type):
+            raise ValueError(f"{what} entries must be strings or layer classes, got {e!r}")
+    return entries
+
+
+def _name_matches(name: str, pattern: str) -> bool:
+    return fnmatch.fnmatchcase(name, pattern) or fnmatch.fnmatchcase(name, pattern + ".*")
+
+
+def _make_matcher(entries: list[str | type], names: list[str], what: str):
+    types: list[type] = []
+    patterns: list[str] = []
+    for e in entries:
+        if isinstance(e, type):
+            if not any(issubclass(e, t) for t in SUPPORTED_LAYERS.values()):
+                raise ValueError(
+                    f"{what}: unsupported layer class {e.__name__}; supported: "
+                    f"{', '.join(SUPPORTED_LAYERS)}"
+                )
+            types.append(e)
+        elif e in SUPPORTED_LAYERS:
+            types.append(SUPPORTED_LAYERS[e])
+        elif any(_name_matches(n, e) for n in names):
+            patterns.append(e)
+        else:
+            raise ValueError(
+                f"{what}: {e!r} is neither a supported layer type "
+                f"({', '.join(SUPPORTED_LAYERS)}) nor a module-name pattern matching any "
+                f"module of the model (names look like {names[1:4] or names})"
+            )
+
+    def matches(name: str, module: nn.Module) -> bool:
+        return isinstance(module, tuple(types)) or any(_name_matches(name, p) for p in patterns)
+
+    return matches
+
+
+def _layer_geometry(name: str, layer: nn.Module) -> tuple[int, tuple[int, ...]]:
+    """(out, in_shape) of a supported layer's weight; errors for unsupported settings."""
+    label = f"layer {name or '<model>'!r} ({type(layer).__name__})"
+    weight = getattr(layer, "weight", None)
+    if isinstance(weight, nn.parameter.UninitializedParameter):
+        raise ValueError(f"{label} is lazy and not initialized yet; run one forward pass first")
+    if not isinstance(weight, torch.Tensor):
+        raise ValueError(f"{label} has no weight tensor")
+    if parametrize.is_parametrized(layer, "weight"):
+        already = any(isinstance(p, ProductWeight) for p in layer.parametrizations.weight)
+        raise ValueError(
+            f"{label} is already "
+            + ("overparameterized; call collapse() first" if already else "parametrized")
+        )
+    if isinstance(layer, nn.modules.conv._ConvNd) and layer.groups != 1:
+        raise ValueError(
+            f"{label} has groups={layer.groups}; only groups == 1 convolutions can be "
+            "overparameterized (exclude it)"
+        )
+    if not weight.is_floating_point():
+        raise ValueError(f"{label} has a non-floating weight ({weight.dtype})")
+    return weight.shape[0], tuple(weight.shape[1:])
+
+
+def _resolve_hidden(hidden: str | int, out_f: int, in_flat: int) -> int:
+    if isinstance(hidden, bool) or not isinstance(hidden, int | str):
+        raise ValueError(f"hidden must be 'out', 'min' or a positive int, got {hidden!r}")
+    if hidden == "out":
+        return out_f
+    if hidden == "min":
+        return min(out_f, in_flat)
+    if isinstance(hidden, str):
+        raise ValueError(f"hidden must be 'out', 'min' or a positive int, got {hidden!r}")
+    if hidden < 1:
+        raise ValueError(f"hidden width must be >= 1, got {hidden}")
+    return hidden
+
+
+def _initial_factors(
+    pw: ProductWeight,
+    init: str,
+    like: torch.Tensor,
+    generator: torch.Generator | None,
+    scale: float | None,
+    is_conv: bool,
+) -> tuple[torch.Tensor, ...] | None:
+    if init == "preserve":
+        return None
+    kw = {"dtype": like.dtype, "device": like.device}
+    factors = []
+    for j, shape in enumerate(pw.factor_shapes()):
+        if init == "random":
+            if scale is not None:
+                f = torch.randn(shape, generator=generator, **kw) * scale
+            else:
+                bound = 1.0 / math.sqrt(math.prod(shape[1:]))
+                f = (torch.rand(shape, generator=generator, **kw) * 2 - 1) * bound
+        else:  # identity
+            if j == 0 and is_conv:
+                f = nn.init.dirac_(torch.empty(shape, **kw))
+            else:
+                f = torch.eye(shape[0], math.prod(shape[1:]), **kw).reshape(shape)
+            if scale is not None:
+                f = f + torch.randn(shape, generator=generator, **kw) * scale
+        factors.append(f)
+    return tuple(factors)
+
+
+def overparameterize(
+    model: nn.Module,
+    depth: int = 2,
+    hidden: str | int = "out",
+    init: str = "preserve",
+    include: str | type | Iterable[str | type] = ("Linear",),
+    exclude: str | type | Iterable[str | type] = (),
+    generator: torch.Generator | None = None,
+    scale: float | None = None,
+) -> tuple[nn.Module, OverparamSummary]:
+    r"""Replace each selected layer's weight by a product of ``depth`` factors, in place.
+
+    ``layer.weight = W_N ... W_1`` (a ``torch.nn.utils.parametrize`` parametrization,
+    :class:`ProductWeight`); the factors are the Parameters
+    ``layer.parametrizations.weight.original0 .. original{N-1}`` (W_1 first).
+
+    Args:
+        model: any module (modified in place; the root itself may be a layer).
+        depth: N >= 1 factors per layer (1 wraps the weight in one factor: a no-op
+            apart from the parameter names).
+        hidden: inner width of every factor: ``"out"`` (layer output width), ``"min"``
+            (``min(out, in*kh*kw)``) or an int >= 1.
+        init: ``"preserve"`` (balanced SVD factors, same function), ``"random"`` (default
+            PyTorch init per factor, or ``N(0, scale^2)``) or ``"identity"`` (padded
+            identities / Dirac, plus ``N(0, scale^2)`` noise if ``scale``); see the module
+            docstring.
+        include, exclude: layer type names (``"Linear"``, ``"Conv1d"``, ``"Conv2d"``,
+            ``"Conv3d"``), layer classes, or module-name glob patterns.
+        generator: random generator for ``"random"`` and the ``scale`` noise.
+        scale: see ``init``; must be > 0 when given; ignored by ``"preserve"``.
+
+    Returns:
+        ``(model, summary)``: the same model object, and an :class:`OverparamSummary`.
+
+    Note: the parameters change, so create the optimizer after this call.
+    """
+    if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
+        raise ValueError(f"depth must be an int >= 1, got {depth!r}")
+    if init not in _INITS:
+        raise ValueError(f"init must be one of {_INITS}, got {init!r}")
+    if scale is not None and not (math.isfinite(scale) and scale > 0):
+        raise ValueError(f"scale must be a finite number > 0 (or None), got {scale!r}")
+    _resolve_hidden(hidden, 1, 1)  # validate early, before touching the model
+
+    modules = list(model.named_modules())
+    names = [n for n, _ in modules]
+    inc = _make_matcher(_as_entries(include, "include"), names, "include")
+    exc = _make_matcher(_as_entries(exclude, "exclude"), names, "exclude")
+    supported = tuple(SUPPORTED_LAYERS.values())
+    selected = [
+        (n, m) for n, m in modules if isinstance(m, supported) and inc(n, m) and not exc(n, m)
+    ]
+
+    # Validate everything before changing anything, so an error leaves the model intact.
+    plans = []
+    seen_weights: dict[int, str] = {}
+    for name, layer in selected:
+        out_f, in_shape = _layer_geometry(name, layer)
+        if id(layer.weight) in seen_weights:
+            raise ValueError(
+                f"layer {name!r} shares its weight with {seen_weights[id(layer.weight)]!r}; "
+                "tied weights are not supported (exclude one of them)"
+            )
+        seen_weights[id(layer.weight)] = name
+        in_flat = math.prod(in_shape)
+        h = _resolve_hidden(hidden, out_f, in_flat)
+        pw = ProductWeight(out_f, in_shape, depth, h)
+        if init == "preserve":
+            try:
+                factors = pw.right_inverse(layer.weight)
+            except ValueError as err:
+                raise ValueError(f"layer {name or '<model>'!r}: {err}") from None
+        else:
+            is_conv = isinstance(layer, nn.modules.conv._ConvNd)
+            factors = _initial_factors(pw, init, layer.weight, generator, scale, is_conv)
+        plans.append((name, layer, pw, factors))
+
+    params_before = _count_params(model)
+    changes = []
+    for name, layer, pw, factors in plans:
+        pw._initial = factors
+        shape = tuple(layer.weight.shape)
+        parametrize.register_parametrization(layer, "weight", pw)
+        changes.append(
+            LayerChange(
+                name=name,
+                layer_type=parametrize.type_before_parametrizations(layer).__name__,
+                weight_shape=shape,
+                factor_shapes=tuple(pw.factor_shapes()),
+            )
+        )
+    summary = OverparamSummary(
+        depth=depth,
+        hidden=hidden,
+        init=init,
+        layers=tuple(changes),
+        params_before=params_before,
+        params_after=_count_params(model),
+    )
+    return model, summary
+
+
+def collapse(model: nn.Module) -> nn.Module:
+    r"""Turn every overparameterized layer back into a plain layer, in place.
+
+    Each layer whose weight is a :class:`ProductWeight` gets the current product
+    ``W_N ... W_1`` as its plain ``weight`` Parameter, and its original class back
+    (``parametrize.remove_parametrizations(layer, "weight", leave_parametrized=True)``).
+    Idempotent; a model with nothing to collapse is returned unchanged. The weight is a
+    new Parameter: create the optimizer after this call.
+    """
+    for name, module in list(model.named_modules()):
+        if not parametrize.is_parametrized(module, "weight"):
+            continue
+        plist = module.parametrizations.weight
+        if not any(isinstance(p, ProductWeight) for p in plist):
+            continue
+        if len(plist) != 1:
+            raise ValueError(
+                f"layer {name or '<model>'!r} has other parametrizations stacked on its "
+                "product weight; remove them first"
+            )
+        parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+    return model
