@@ -1,0 +1,215 @@
+"""Strict numeric CSV/NPZ reading and user regression tables (``load_table``).
+
+Formats accepted by ``load_table``:
+
+* CSV (``.csv``, ``.csv.gz``, ``.tsv``/``.txt`` with tabs or commas): a header row of
+  column names, then one row per example, every value numeric. The target is the
+  column named ``target`` (default: the last column); all other columns are features.
+* NPZ (``.npz``): either arrays ``X`` (m, d) and ``y`` (m,) or (m, k) (optional
+  ``feature_names``/``target_name`` string arrays), or one 1-D array per column of
+  equal length m, the target chosen by name as for CSV (default: the last array in
+  file order).
+
+Checks, each a ValueError that names the problem and where it is: an empty file,
+a row with the wrong number of fields, a non-numeric value (column and row), NaN or
+inf (column and rows), a missing target column (lists the available ones), fewer
+than ``MIN_ROWS`` rows or fewer rows than feature columns + 1 is *allowed* but fewer
+than 2 is not (standardisation and a loss gap need at least two rows), constant
+feature columns when standardising (named), and an unknown file extension.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from depthaccel.data._common import Dataset, sha256_file, standardize
+
+MIN_ROWS = 2
+
+
+def _open_text(path: Path) -> io.TextIOBase:
+    if path.name.lower().endswith(".gz"):
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
+    return open(path, encoding="utf-8", newline="")
+
+
+def read_numeric_csv(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
+    """Read a CSV with a header row and numeric values into (column names, float64 (m, n)).
+
+    The delimiter is a comma, or a tab when the header holds tabs and no commas.
+    Errors name the column and the data row (1-based; line = row + 1).
+    """
+    path = Path(path)
+    try:
+        with _open_text(path) as f:
+            text = f.read()
+    except (OSError, EOFError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: cannot read ({type(exc).__name__}: {exc})") from exc
+    lines = text.splitlines()
+    while lines and not lines[-1].strip():
+        lines.pop()
+    if not lines or not lines[0].strip():
+        raise ValueError(f"{path}: empty file (no header row)")
+    delim = "\t" if ("\t" in lines[0] and "," not in lines[0]) else ","
+    reader = csv.reader(lines, delimiter=delim)
+    header = [h.strip() for h in next(reader)]
+    if any(not h for h in header):
+        raise ValueError(
+            f"{path}: empty column name in header at position(s) "
+            f"{[i + 1 for i, h in enumerate(header) if not h]}"
+        )
+    dup = sorted({h for h in header if header.count(h) > 1})
+    if dup:
+        raise ValueError(f"{path}: duplicate column name(s) {dup} in header")
+    n = len(header)
+    rows: list[list[float]] = []
+    for r, fields in enumerate(reader, start=1):
+        if len(fields) != n:
+            raise ValueError(
+                f"{path}: row {r} (line {r + 1}) has {len(fields)} fields, header has {n}"
+            )
+        vals = []
+        for j, s in enumerate(fields):
+            try:
+                vals.append(float(s))
+            except ValueError:
+                raise ValueError(
+                    f"{path}: non-numeric value {s.strip()!r} in column {header[j]!r}, "
+                    f"row {r} (line {r + 1})"
+                ) from None
+        rows.append(vals)
+    if not rows:
+        raise ValueError(f"{path}: no data rows after the header")
+    return header, np.asarray(rows, dtype=np.float64)
+
+
+def check_finite(values: np.ndarray, names: Sequence[str], where: str) -> None:
+    """ValueError naming every column holding NaN/inf and the first rows (1-based)."""
+    bad = ~np.isfinite(values)
+    if not bad.any():
+        return
+    parts = []
+    for j in np.flatnonzero(bad.any(axis=0)):
+        rows = np.flatnonzero(bad[:, j]) + 1
+        shown = ", ".join(str(int(r)) for r in rows[:5]) + (", ..." if len(rows) > 5 else "")
+        parts.append(f"column {names[j]!r} rows {shown}")
+    raise ValueError(f"{where}: NaN or inf values in " + "; ".join(parts))
+
+
+def _split_target(
+    columns: list[str], values: np.ndarray, target: str | None, where: str
+) -> tuple[np.ndarray, np.ndarray, list[str], str]:
+    if target is None:
+        target = columns[-1]
+    if target not in columns:
+        raise ValueError(f"{where}: no target column {target!r}; available columns: {columns}")
+    if len(columns) < 2:
+        raise ValueError(f"{where}: needs at least one feature column besides target {target!r}")
+    t = columns.index(target)
+    feats = [c for i, c in enumerate(columns) if i != t]
+    X = np.delete(values, t, axis=1)
+    return X, values[:, t].copy(), feats, target
+
+
+def _load_npz(path: Path, target: str | None) -> tuple[np.ndarray, np.ndarray, list[str], str]:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except Exception as exc:  # zipfile / format errors come in many types
+        raise ValueError(f"{path}: cannot read as .npz ({type(exc).__name__}: {exc})") from exc
+    if not arrays:
+        raise ValueError(f"{path}: empty .npz (no arrays)")
+    where = str(path)
+    for k, a in arrays.items():
+        if a.dtype.kind not in "biuf" and k not in ("feature_names", "target_name"):
+            raise ValueError(f"{where}: array {k!r} is not numeric (dtype {a.dtype})")
+    if "X" in arrays and "y" in arrays:
+        if target is not None and target != "y":
+            raise ValueError(
+                f"{where}: holds arrays X and y; target must be None or 'y', got {target!r}"
+            )
+        X = np.asarray(arrays["X"], dtype=np.float64)
+        y = np.asarray(arrays["y"], dtype=np.float64)
+        if X.ndim != 2:
+            raise ValueError(f"{where}: X must be 2-D (m, d), got shape {X.shape}")
+        if y.ndim not in (1, 2) or y.shape[0] != X.shape[0]:
+            raise ValueError(
+                f"{where}: y must be (m,) or (m, k) with m = {X.shape[0]}, got {y.shape}"
+            )
+        feats = (
+            [str(s) for s in arrays["feature_names"]]
+            if "feature_names" in arrays
+            else [f"x{j + 1}" for j in range(X.shape[1])]
+        )
+        if len(feats) != X.shape[1]:
+            raise ValueError(f"{where}: {len(feats)} feature_names for {X.shape[1]} columns of X")
+        tname = str(arrays["target_name"]) if "target_name" in arrays else "y"
+        check_finite(X, feats, where + " (X)")
+        ycols = y.reshape(len(y), -1)
+        check_finite(ycols, [tname] * ycols.shape[1], where + " (y)")
+        return X, y, feats, tname
+    cols = [k for k in arrays if k not in ("feature_names", "target_name")]
+    shapes = {k: arrays[k].shape for k in cols}
+    if any(len(s) != 1 for s in shapes.values()) or len({s[0] for s in shapes.values()}) != 1:
+        raise ValueError(
+            f"{where}: expected arrays 'X' and 'y', or 1-D column arrays of equal length; "
+            f"got shapes {shapes}"
+        )
+    values = np.column_stack([np.asarray(arrays[k], dtype=np.float64) for k in cols])
+    check_finite(values, cols, where)
+    return _split_target(cols, values, target, where)
+
+
+def load_table(
+    path: str | os.PathLike, target: str | None = None, *, standardize: bool = True
+) -> Dataset:
+    """Load a user's regression table (CSV or NPZ, see the module docstring).
+
+    ``target`` names the target column (default: the last column). With
+    ``standardize=True`` (default) features and target are z-scored by
+    ``depthaccel.data.standardize`` and the means/stds are kept in
+    ``Dataset.standardization``; ``standardize=False`` returns the raw values.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"table file not found: {path}")
+    name = path.name.lower()
+    if name.endswith(".npz"):
+        X, y, feats, tname = _load_npz(path, target)
+    elif name.endswith((".csv", ".csv.gz", ".tsv", ".txt")):
+        columns, values = read_numeric_csv(path)
+        check_finite(values, columns, str(path))
+        X, y, feats, tname = _split_target(columns, values, target, str(path))
+    else:
+        raise ValueError(
+            f"{path}: unknown table format {path.suffix!r}; use .csv, .csv.gz, .tsv, .txt or .npz"
+        )
+    if X.shape[0] < MIN_ROWS:
+        raise ValueError(f"{path}: {X.shape[0]} row(s); at least {MIN_ROWS} are needed")
+    if X.shape[1] < 1:
+        raise ValueError(f"{path}: no feature columns")
+    info = None
+    if standardize:
+        X, y, info = _standardize_named(X, y, feats, tname, path)
+    return Dataset(
+        X=X,
+        y=y,
+        feature_names=feats,
+        target_name=tname,
+        standardization=info,
+        source=f"table {path} sha256={sha256_file(path)}",
+    )
+
+
+def _standardize_named(X, y, feats, tname, path):
+    try:
+        return standardize(X, y, feature_names=feats, target_name=tname)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None
