@@ -1,0 +1,616 @@
+"""The common framework of ``depthaccel reproduce``: results, claims, the registry, reports
+and plotting helpers.
+
+An experiment is a module ``depthaccel.experiments.<module>`` that provides:
+
+* ``Config``: a small typed (frozen) dataclass with ``Config.quick()`` (CI-sized) and
+  ``Config.full()`` (the paper's setup) constructors; every choice the paper leaves open
+  is a field.
+* ``run(config, out_dir, *, device="cpu", dtype=None, progress=False, data_dir=None)
+  -> ExperimentResult``: runs it, writes its figure(s) (PNG) and curves (CSV) into
+  ``out_dir`` (created by the caller) and returns the result with the claim checks.
+
+The registry (:data:`EXPERIMENTS`) maps command-line names to modules and one-line
+descriptions. :func:`run_experiment` runs one by name and writes ``OUT/<name>/settings.json``
+and ``OUT/<name>/result.json``; :func:`write_report` (re)builds ``OUT/REPORT.md`` from all
+``result.json`` files under OUT, in registry order, so re-running an experiment replaces
+its section and running a new one adds a section.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import importlib
+import json
+import math
+import os
+import platform
+import time
+import traceback
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "EXPERIMENTS",
+    "Claim",
+    "Curve",
+    "ExperimentError",
+    "ExperimentResult",
+    "ExperimentSpec",
+    "config_for",
+    "format_lr",
+    "get_experiment",
+    "log_grid",
+    "plot_gap_panels",
+    "run_experiment",
+    "to_jsonable",
+    "write_curves_csv",
+    "write_report",
+]
+
+REPORT_NAME = "REPORT.md"
+RESULT_NAME = "result.json"
+SETTINGS_NAME = "settings.json"
+
+
+# ----------------------------------------------------------------------------- results
+
+
+@dataclass
+class Claim:
+    """One checked claim of the paper.
+
+    ``text`` states the claim, ``measured`` our numbers, ``passed`` the verdict.
+    ``note`` qualifies it (e.g. "quick mode: shorter run than the paper's; the full
+    claim needs --full").
+    """
+
+    text: str
+    measured: str
+    passed: bool
+    note: str = ""
+
+
+@dataclass
+class ExperimentResult:
+    """What one experiment produced.
+
+    ``settings`` is JSON-able and holds every choice made (grids, chosen learning rates,
+    iterations, data preprocessing). ``figures``/``curves`` are paths of the PNG and CSV
+    files written. ``notes`` list choices where the paper is silent and differences from
+    the paper. ``wall_time`` is seconds; :func:`run_experiment` fills it when 0.
+    """
+
+    name: str
+    title: str
+    mode: str
+    settings: dict[str, Any]
+    figures: list[Path] = field(default_factory=list)
+    curves: list[Path] = field(default_factory=list)
+    claims: list[Claim] = field(default_factory=list)
+    wall_time: float = 0.0
+    notes: list[str] = field(default_factory=list)
+    status: str = "ok"  # "ok" or "error"
+    error: str = ""
+    started: str = ""
+    device: str = ""
+
+    @property
+    def n_passed(self) -> int:
+        return sum(c.passed for c in self.claims)
+
+    def to_json(self, root: Path | None = None) -> dict[str, Any]:
+        """JSON form; paths are made relative to ``root`` when given."""
+
+        def rel(p: Path) -> str:
+            p = Path(p)
+            if root is not None:
+                try:
+                    return str(p.resolve().relative_to(Path(root).resolve()))
+                except ValueError:
+                    pass
+            return str(p)
+
+        return {
+            "name": self.name,
+            "title": self.title,
+            "mode": self.mode,
+            "status": self.status,
+            "error": self.error,
+            "started": self.started,
+            "device": self.device,
+            "wall_time": self.wall_time,
+            "settings": to_jsonable(self.settings),
+            "figures": [rel(p) for p in self.figures],
+            "curves": [rel(p) for p in self.curves],
+            "claims": [dataclasses.asdict(c) for c in self.claims],
+            "notes": list(self.notes),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], root: Path | None = None) -> ExperimentResult:
+        def ab(p: str) -> Path:
+            return Path(root) / p if root is not None and not os.path.isabs(p) else Path(p)
+
+        return cls(
+            name=data["name"],
+            title=data.get("title", data["name"]),
+            mode=data.get("mode", "?"),
+            settings=dict(data.get("settings", {})),
+            figures=[ab(p) for p in data.get("figures", [])],
+            curves=[ab(p) for p in data.get("curves", [])],
+            claims=[Claim(**c) for c in data.get("claims", [])],
+            wall_time=float(data.get("wall_time", 0.0)),
+            notes=list(data.get("notes", [])),
+            status=data.get("status", "ok"),
+            error=data.get("error", ""),
+            started=data.get("started", ""),
+            device=data.get("device", ""),
+        )
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Convert dataclasses, numpy scalars/arrays, paths, tuples and non-finite floats
+    into plain JSON values (non-finite floats become the strings "inf", "-inf", "nan")."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, Mapping):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        return to_jsonable(obj.item())
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else str(obj)
+    if obj is None or isinstance(obj, (bool, int, str)):
+        return obj
+    return str(obj)
+
+
+# ---------------------------------------------------------------------------- registry
+
+
+class ExperimentError(RuntimeError):
+    """An experiment name that is unknown, or a registered module that is missing or
+    does not provide the experiment interface."""
+
+
+@dataclass(frozen=True)
+class ExperimentSpec:
+    """Registry entry: command-line ``name``, ``module`` under depthaccel.experiments
+    (or a full dotted module path),
+    a one-line ``summary`` for ``--help`` (what it runs and what it claims), and whether
+    it needs a data set (``data``: "ethanol", "mnist" or "")."""
+
+    name: str
+    module: str
+    summary: str
+    data: str = ""
+
+
+_SPECS: tuple[ExperimentSpec, ...] = (
+    ExperimentSpec(
+        "claim1",
+        "claim1",
+        "spectrum of the explicit preconditioner P_W on random (incl. rank-deficient) "
+        "matrices vs Claim 1's eigenvalue formula; claims: they agree to round-off",
+    ),
+    ExperimentSpec(
+        "thm2",
+        "thm2",
+        "line integral of Eq. 14's field F around the paper's closed curve near 0; "
+        "claims: non-zero for N >= 3, zero to round-off for N = 1 (a true gradient)",
+    ),
+    ExperimentSpec(
+        "sec7",
+        "sec7",
+        "Section 7's two-point l4 problem, GD vs Eq. 12 (N = 2, 3) over y1/y2; "
+        "claims: Eq. 12 needs fewer iterations and the speed-up grows with y1/y2",
+    ),
+    ExperimentSpec(
+        "fig2",
+        "fig2",
+        "Fig. 2: depth-2/3 nets (width 1 and 100, lr 1e-3) vs the Eq. 12 scheme, l2 and "
+        "l4 on Ethanol; claims: the scheme emulates the nets, width does not matter",
+        data="ethanol",
+    ),
+    ExperimentSpec(
+        "fig3",
+        "fig3",
+        "Fig. 3: depth 1/2/3, lr grid-searched per model, l2 and l4 on Ethanol; claims: "
+        "l2 depth does not accelerate, l4 depth 3 < depth 2 < depth 1 in final gap",
+        data="ethanol",
+    ),
+    ExperimentSpec(
+        "fig4-left",
+        "fig4_left",
+        "Fig. 4 left: depth-3 GD vs AdaGrad and AdaDelta on a single layer, each "
+        "grid-searched, l4 on Ethanol; claim: depth-3 GD ends lower than both",
+        data="ethanol",
+    ),
+    ExperimentSpec(
+        "fig4-right",
+        "fig4_right",
+        "Fig. 4 right: Adam (TensorFlow defaults) on depth 1/2/3, l4 on Ethanol; "
+        "claim: depth helps Adam too",
+        data="ethanol",
+    ),
+    ExperimentSpec(
+        "fig5-left",
+        "fig5_left",
+        "Fig. 5 left: depth 4 and 8, near-zero vs near-identity init vs depth 1, l4 on "
+        "Ethanol; claims: near-zero init stalls, identity init moves at once and wins",
+        data="ethanol",
+    ),
+    ExperimentSpec(
+        "fig5-right",
+        "fig5_right",
+        "Fig. 5 right: MNIST conv tutorial vs the same net with each dense matrix a "
+        "product of two; claim: the overparameterized net's batch loss falls faster",
+        data="mnist",
+    ),
+)
+
+#: Command-line name -> registry entry, in the order ``all`` runs them.
+EXPERIMENTS: dict[str, ExperimentSpec] = {s.name: s for s in _SPECS}
+
+
+def get_experiment(name: str) -> ModuleType:
+    """Import the module of experiment ``name`` and check its interface.
+
+    Raises :class:`ExperimentError` naming the problem for an unknown name, a registered
+    module that cannot be imported, or a module without ``Config.quick``/``Config.full``
+    and ``run``.
+    """
+    spec = EXPERIMENTS.get(name)
+    if spec is None:
+        raise ExperimentError(
+            f"unknown experiment {name!r}; known: {', '.join(EXPERIMENTS)} (or 'all')"
+        )
+    modname = spec.module if "." in spec.module else f"depthaccel.experiments.{spec.module}"
+    try:
+        mod = importlib.import_module(modname)
+    except ModuleNotFoundError as exc:
+        if exc.name == modname:
+            raise ExperimentError(
+                f"experiment {name!r} is registered but its module {modname} is missing"
+            ) from exc
+        raise
+    missing = [
+        attr
+        for attr, ok in (
+            ("Config", hasattr(mod, "Config")),
+            ("Config.quick", hasattr(getattr(mod, "Config", None), "quick")),
+            ("Config.full", hasattr(getattr(mod, "Config", None), "full")),
+            ("run", callable(getattr(mod, "run", None))),
+        )
+        if not ok
+    ]
+    if missing:
+        raise ExperimentError(f"experiment module {modname} does not provide {', '.join(missing)}")
+    return mod
+
+
+def config_for(name: str, *, quick: bool) -> Any:
+    """The experiment's ``Config.quick()`` or ``Config.full()``."""
+    cfg_cls = get_experiment(name).Config
+    return cfg_cls.quick() if quick else cfg_cls.full()
+
+
+# ------------------------------------------------------------------------------ running
+
+
+def run_experiment(
+    name: str,
+    out_root: str | os.PathLike,
+    *,
+    quick: bool = False,
+    config: Any | None = None,
+    device: str = "cpu",
+    dtype: str | None = None,
+    progress: bool = False,
+    data_dir: str | os.PathLike | None = None,
+    report: bool = True,
+) -> ExperimentResult:
+    """Run experiment ``name`` into ``out_root/<name>/`` and record it.
+
+    ``config`` overrides ``Config.quick()``/``Config.full()``. Writes ``settings.json``
+    and ``result.json`` into the experiment's folder and, with ``report``, rebuilds
+    ``out_root/REPORT.md``. Errors propagate (after an error ``result.json`` recording
+    the failure is written, so the report shows it).
+    """
+    out_root = Path(out_root)
+    mod = get_experiment(name)
+    if config is None:
+        config = mod.Config.quick() if quick else mod.Config.full()
+    out_dir = out_root / name
+    out_dir.mkdir(parents=True, exist_ok=True)
+    started = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    mode = "quick" if quick else "full"
+    t0 = time.perf_counter()
+    try:
+        result = mod.run(
+            config, out_dir, device=device, dtype=dtype, progress=progress, data_dir=data_dir
+        )
+    except Exception as exc:
+        failed = ExperimentResult(
+            name=name,
+            title=EXPERIMENTS[name].summary,
+            mode=mode,
+            settings={"config": to_jsonable(config)},
+            wall_time=time.perf_counter() - t0,
+            status="error",
+            error="".join(traceback.format_exception_only(type(exc), exc)).strip(),
+            started=started,
+            device=device,
+        )
+        _write_json(out_dir / RESULT_NAME, failed.to_json(out_root))
+        if report:
+            write_report(out_root)
+        raise
+    if not result.wall_time:
+        result.wall_time = time.perf_counter() - t0
+    result.started = result.started or started
+    result.device = result.device or device
+    result.mode = result.mode or mode
+    result.settings.setdefault("config", to_jsonable(config))
+    _write_json(out_dir / SETTINGS_NAME, result.settings)
+    _write_json(out_dir / RESULT_NAME, result.to_json(out_root))
+    if report:
+        write_report(out_root)
+    return result
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    path.write_text(json.dumps(to_jsonable(obj), indent=2) + "\n")
+
+
+# ------------------------------------------------------------------------------ reports
+
+
+def _fmt_seconds(s: float) -> str:
+    if s < 120:
+        return f"{s:.1f} s"
+    if s < 7200:
+        return f"{s / 60:.1f} min"
+    return f"{s / 3600:.2f} h"
+
+
+def _md_cell(text: str) -> str:
+    return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def report_section(result: ExperimentResult, root: Path) -> str:
+    """The markdown section of one experiment (paths relative to ``root``)."""
+    data = result.to_json(root)
+    lines = [f"## {result.name}: {result.title}", ""]
+    when = f"started {result.started}, " if result.started else ""
+    lines.append(
+        f"*Mode: {result.mode}; device: {result.device or '?'}; {when}"
+        f"took {_fmt_seconds(result.wall_time)}.*"
+    )
+    lines.append("")
+    if result.status != "ok":
+        lines += ["**ERROR**: the experiment did not finish:", "", "```", result.error, "```", ""]
+        return "\n".join(lines)
+    run_desc = result.settings.get("what_was_run")
+    if run_desc:
+        lines += [str(run_desc), ""]
+    for fig in data["figures"]:
+        lines += [f"![{result.name}]({fig})", ""]
+    if result.claims:
+        lines += ["| claim | measured | verdict |", "|---|---|---|"]
+        for c in result.claims:
+            verdict = "PASS" if c.passed else "FAIL"
+            measured = c.measured + (f" ({c.note})" if c.note else "")
+            lines.append(f"| {_md_cell(c.text)} | {_md_cell(measured)} | **{verdict}** |")
+        lines.append("")
+    if result.notes:
+        lines += ["Notes:", ""]
+        lines += [f"- {n}" for n in result.notes]
+        lines.append("")
+    if data["curves"]:
+        lines += ["Curves: " + ", ".join(f"[{c}]({c})" for c in data["curves"]), ""]
+    settings = json.dumps(data["settings"], indent=1)
+    lines += [
+        "<details><summary>Settings</summary>",
+        "",
+        "```json",
+        settings,
+        "```",
+        "",
+        "</details>",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def load_results(out_root: str | os.PathLike) -> list[ExperimentResult]:
+    """All ``OUT/<name>/result.json`` of registered experiments, in registry order."""
+    root = Path(out_root)
+    found = []
+    for name in EXPERIMENTS:
+        path = root / name / RESULT_NAME
+        if path.is_file():
+            found.append(ExperimentResult.from_json(json.loads(path.read_text()), root))
+    return found
+
+
+def write_report(out_root: str | os.PathLike) -> Path:
+    """(Re)build ``OUT/REPORT.md`` from every ``OUT/<name>/result.json``: a summary table
+    (experiment, mode, time, claims passed, status) and one section per experiment."""
+    root = Path(out_root)
+    results = load_results(root)
+    lines = [
+        "# Reproduction report: Arora, Cohen & Hazan (ICML 2018)",
+        "",
+        "Generated by `depthaccel reproduce` on "
+        f"{platform.node() or 'this machine'} ({platform.machine()}, "
+        f"{os.cpu_count()} CPUs). Each section: what was run, how long it took, the "
+        "figure, the claims table (PASS/FAIL against our measured numbers), notes on "
+        "choices where the paper is silent, and the settings.",
+        "",
+        "| experiment | mode | time | claims passed | status |",
+        "|---|---|---|---|---|",
+    ]
+    for r in results:
+        status = "ok" if r.status == "ok" else "**ERROR**"
+        if r.status == "ok" and r.n_passed < len(r.claims):
+            status = f"{len(r.claims) - r.n_passed} claim(s) FAIL"
+        lines.append(
+            f"| [{r.name}](#{_anchor(r)}) | {r.mode} | {_fmt_seconds(r.wall_time)} | "
+            f"{r.n_passed}/{len(r.claims)} | {status} |"
+        )
+    lines.append("")
+    for r in results:
+        lines.append(report_section(r, root))
+    path = root / REPORT_NAME
+    root.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines))
+    return path
+
+
+def _anchor(r: ExperimentResult) -> str:
+    """GitHub's anchor of the heading ``## name: title``."""
+    text = f"{r.name}: {r.title}".lower()
+    out = []
+    for ch in text:
+        if ch.isalnum() or ch in "-_":
+            out.append(ch)
+        elif ch == " ":
+            out.append("-")
+    return "".join(out)
+
+
+# ----------------------------------------------------------------------- curves, plots
+
+
+@dataclass
+class Curve:
+    """One plotted line: ``label`` (model and chosen lr), x = ``iters``, y = ``values``
+    (usually the loss gap L - L*), drawn in panel ``panel`` (e.g. "l2", "l4")."""
+
+    label: str
+    iters: np.ndarray
+    values: np.ndarray
+    panel: str = ""
+    style: dict[str, Any] = field(default_factory=dict)
+
+
+def log_grid(lo: float, hi: float, per_decade: int = 2) -> tuple[float, ...]:
+    """Learning rates ``lo .. hi`` on a log scale with ``per_decade`` points per decade
+    (both ends included, rounded to 4 significant digits), e.g. ``log_grid(1e-4, 1, 2)``
+    = 1e-4, 3.162e-4, ..., 1."""
+    if not (0 < lo <= hi) or per_decade < 1:
+        raise ValueError(f"need 0 < lo <= hi and per_decade >= 1, got {lo}, {hi}, {per_decade}")
+    n = round(math.log10(hi / lo) * per_decade)
+    vals = np.logspace(math.log10(lo), math.log10(hi), n + 1) if n else np.array([lo])
+    return tuple(float(f"{v:.4g}") for v in vals)
+
+
+def format_lr(lr: float) -> str:
+    """A learning rate for a legend: ``1e-3``, ``3.16e-4``, ``0.5``."""
+    if lr == 0:
+        return "0"
+    if 1e-2 <= abs(lr) < 1e3:
+        return f"{lr:.3g}"
+    exp = math.floor(math.log10(abs(lr)))
+    mant = lr / 10**exp
+    if abs(mant - round(mant)) < 1e-9:
+        return f"{round(mant)}e{exp}"
+    return f"{mant:.3g}e{exp}"
+
+
+def write_curves_csv(path: str | os.PathLike, curves: Iterable[Curve]) -> Path:
+    """Write curves in long form: columns ``panel,series,iteration,value``."""
+    path = Path(path)
+    with path.open("w") as fh:
+        fh.write("panel,series,iteration,value\n")
+        for c in curves:
+            label = c.label.replace('"', "'")
+            for it, v in zip(np.asarray(c.iters), np.asarray(c.values), strict=True):
+                fh.write(f'{c.panel},"{label}",{int(it)},{float(v):.17g}\n')
+    return path
+
+
+def read_curves_csv(path: str | os.PathLike) -> list[Curve]:
+    """Read back what :func:`write_curves_csv` wrote (for tests and re-plotting)."""
+    import csv
+
+    series: dict[tuple[str, str], tuple[list[int], list[float]]] = {}
+    with Path(path).open() as fh:
+        for row in csv.DictReader(fh):
+            key = (row["panel"], row["series"])
+            its, vals = series.setdefault(key, ([], []))
+            its.append(int(row["iteration"]))
+            vals.append(float(row["value"]))
+    return [
+        Curve(label=k[1], panel=k[0], iters=np.array(v[0]), values=np.array(v[1]))
+        for k, v in series.items()
+    ]
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_gap_panels(
+    path: str | os.PathLike,
+    panels: Sequence[tuple[str, Sequence[Curve]]],
+    *,
+    suptitle: str = "",
+    ylabel: str = "loss (distance from optimum)",
+    xlabel: str = "iteration",
+    logy: bool = True,
+    logx: bool = False,
+    panel_size: tuple[float, float] = (5.2, 3.8),
+) -> Path:
+    """Plot panels side by side in the paper's style and save a PNG.
+
+    ``panels`` = [(panel title, curves), ...]; each curve is drawn against its
+    iterations with a log y axis (non-positive values are dropped from a log plot), legend
+    naming model and learning rate. ``ylabel`` may contain ``{panel}``.
+    """
+    plt = _pyplot()
+    n = max(1, len(panels))
+    fig, axes = plt.subplots(1, n, figsize=(panel_size[0] * n, panel_size[1]), squeeze=False)
+    for ax, (ptitle, curves) in zip(axes[0], panels, strict=False):
+        for c in curves:
+            x = np.asarray(c.iters, dtype=float)
+            y = np.asarray(c.values, dtype=float)
+            if logy:
+                keep = np.isfinite(y) & (y > 0)
+                x, y = x[keep], y[keep]
+            ax.plot(x, y, label=c.label, **c.style)
+        if logy:
+            ax.set_yscale("log")
+        if logx:
+            ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel.format(panel=ptitle))
+        ax.set_title(ptitle)
+        ax.grid(True, which="major", alpha=0.3)
+        if curves:
+            ax.legend(fontsize=8)
+    if suptitle:
+        fig.suptitle(suptitle)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,250 @@
+"""The reproduce framework: registry, JSON, curves CSV, plotting and REPORT.md."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import math
+import pkgutil
+import sys
+import types
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import depthaccel.experiments as experiments_pkg
+from depthaccel.experiments import base
+from depthaccel.experiments.base import (
+    EXPERIMENTS,
+    Claim,
+    Curve,
+    ExperimentError,
+    ExperimentResult,
+    ExperimentSpec,
+    format_lr,
+    get_experiment,
+    log_grid,
+    plot_gap_panels,
+    read_curves_csv,
+    run_experiment,
+    to_jsonable,
+    write_curves_csv,
+    write_report,
+)
+
+PAPER_NAMES = {
+    "fig2",
+    "fig3",
+    "fig4-left",
+    "fig4-right",
+    "fig5-left",
+    "fig5-right",
+    "sec7",
+    "thm2",
+    "claim1",
+}
+
+
+def test_registry_names_and_every_module_is_registered():
+    assert set(EXPERIMENTS) == PAPER_NAMES
+    registered = {s.module for s in EXPERIMENTS.values()}
+    # every module of the package that provides the experiment interface is registered
+    # (supporting modules without Config/run, e.g. model code, need not be)
+    on_disk = set()
+    for m in pkgutil.iter_modules(experiments_pkg.__path__):
+        if m.name == "base" or m.name.startswith("_"):
+            continue
+        mod = importlib.import_module(f"depthaccel.experiments.{m.name}")
+        if hasattr(mod, "Config") and hasattr(mod, "run"):
+            on_disk.add(m.name)
+    assert on_disk <= registered, f"experiment modules not in the registry: {on_disk - registered}"
+    for spec in EXPERIMENTS.values():
+        assert spec.summary and "claim" in spec.summary
+
+
+def test_unknown_name_is_a_clear_error():
+    with pytest.raises(ExperimentError, match="unknown experiment 'fig9'.*fig2"):
+        get_experiment("fig9")
+
+
+def test_missing_module_is_a_clear_error(monkeypatch):
+    monkeypatch.setitem(
+        EXPERIMENTS, "ghost", ExperimentSpec("ghost", "depthaccel.experiments.no_such_mod", "x")
+    )
+    with pytest.raises(ExperimentError, match="registered but its module .*no_such_mod is missing"):
+        get_experiment("ghost")
+
+
+def test_module_without_interface_is_a_clear_error(monkeypatch):
+    mod = types.ModuleType("fakepkg.noiface")
+    monkeypatch.setitem(sys.modules, "fakepkg.noiface", mod)
+    monkeypatch.setitem(EXPERIMENTS, "noiface", ExperimentSpec("noiface", "fakepkg.noiface", "x"))
+    with pytest.raises(ExperimentError, match="does not provide Config, Config.quick"):
+        get_experiment("noiface")
+
+
+def test_every_present_module_provides_the_interface():
+    for name in EXPERIMENTS:
+        try:
+            mod = get_experiment(name)
+        except ExperimentError as exc:
+            if "is missing" in str(exc):
+                continue  # written by another helper; the CLI reports it as an error
+            raise
+        q, f = mod.Config.quick(), mod.Config.full()
+        assert type(q) is type(f) is mod.Config
+        json.dumps(to_jsonable(q))
+
+
+def test_to_jsonable():
+    @dataclass
+    class C:
+        a: tuple = (1, 2)
+        b: float = float("inf")
+
+    out = to_jsonable({"c": C(), "x": np.float32(1.5), "arr": np.arange(3), "p": Path("/a")})
+    assert out == {"c": {"a": [1, 2], "b": "inf"}, "x": 1.5, "arr": [0, 1, 2], "p": "/a"}
+    json.dumps(out)
+
+
+def test_log_grid_and_format_lr():
+    g = log_grid(1e-4, 1.0, 2)
+    assert len(g) == 9 and g[0] == 1e-4 and g[-1] == 1.0
+    ratios = np.diff(np.log10(g))
+    np.testing.assert_allclose(ratios, 0.5, atol=1e-3)
+    assert log_grid(1e-3, 1e-3) == (1e-3,)
+    with pytest.raises(ValueError):
+        log_grid(1.0, 0.1)
+    assert [format_lr(x) for x in (1e-3, 3.162e-4, 0.5, 2e-3, 1e-5)] == [
+        "1e-3",
+        "3.16e-4",
+        "0.5",
+        "2e-3",
+        "1e-5",
+    ]
+
+
+def test_curves_csv_roundtrip(tmp_path):
+    curves = [
+        Curve("depth 2, lr 1e-3", np.array([0, 10, 20]), np.array([1.0, 0.5, 1e-17]), panel="l2"),
+        Curve('a "quoted", label', np.array([0, 5]), np.array([2.0, math.pi]), panel="l4"),
+    ]
+    p = write_curves_csv(tmp_path / "c.csv", curves)
+    back = read_curves_csv(p)
+    assert [c.panel for c in back] == ["l2", "l4"]
+    assert back[0].label == "depth 2, lr 1e-3"
+    np.testing.assert_array_equal(back[0].iters, [0, 10, 20])
+    np.testing.assert_array_equal(back[0].values, curves[0].values)
+    np.testing.assert_array_equal(back[1].values, curves[1].values)
+
+
+def test_plot_gap_panels_writes_png(tmp_path):
+    c = Curve("x", np.arange(5), np.array([1.0, 0.1, 0.0, -1.0, 1e-3]))
+    p = plot_gap_panels(tmp_path / "f.png", [("l2", [c]), ("l4", [])], suptitle="t")
+    assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# --- a fake experiment to drive run_experiment / write_report end to end -------------
+
+
+def _fake_module(fail: bool = False) -> types.ModuleType:
+    mod = types.ModuleType("fakepkg.exp_ok")
+
+    @dataclass(frozen=True)
+    class Config:
+        iters: int = 10
+
+        @classmethod
+        def quick(cls):
+            return cls(iters=3)
+
+        @classmethod
+        def full(cls):
+            return cls(iters=100)
+
+    def run(config, out_dir, *, device="cpu", dtype=None, progress=False, data_dir=None):
+        if fail:
+            raise ValueError("boom: bad thing")
+        c = Curve("m", np.arange(config.iters), np.linspace(1, 0.1, config.iters))
+        fig = plot_gap_panels(out_dir / "fake.png", [("p", [c])])
+        csv = write_curves_csv(out_dir / "curves.csv", [c])
+        return ExperimentResult(
+            name="fake",
+            title="A fake experiment",
+            mode="",
+            settings={"iters": config.iters, "lr": 1e-3},
+            figures=[fig],
+            curves=[csv],
+            claims=[Claim("it goes down", "1 -> 0.1", True), Claim("a|b", "no", False, "quick")],
+            notes=["a choice"],
+        )
+
+    mod.Config, mod.run = Config, run
+    return mod
+
+
+@pytest.fixture
+def fake_registry(monkeypatch):
+    monkeypatch.setitem(sys.modules, "fakepkg.exp_ok", _fake_module())
+    monkeypatch.setitem(sys.modules, "fakepkg.exp_bad", _fake_module(fail=True))
+    monkeypatch.setitem(
+        EXPERIMENTS, "fake", ExperimentSpec("fake", "fakepkg.exp_ok", "fake; claims: none")
+    )
+    monkeypatch.setitem(
+        EXPERIMENTS, "bad", ExperimentSpec("bad", "fakepkg.exp_bad", "bad; claims: none")
+    )
+
+
+def test_run_experiment_writes_files_and_report(tmp_path, fake_registry):
+    res = run_experiment("fake", tmp_path, quick=True)
+    assert res.mode == "quick" and res.wall_time > 0 and res.settings["iters"] == 3
+    d = tmp_path / "fake"
+    assert (d / "fake.png").is_file() and (d / "curves.csv").is_file()
+    settings = json.loads((d / "settings.json").read_text())
+    assert settings["iters"] == 3 and settings["config"] == {"iters": 3}
+    saved = json.loads((d / "result.json").read_text())
+    assert saved["figures"] == ["fake/fake.png"]  # relative to OUT
+    report = (tmp_path / "REPORT.md").read_text()
+    assert "## fake: A fake experiment" in report
+    assert "![fake](fake/fake.png)" in report
+    assert "| it goes down | 1 -> 0.1 | **PASS** |" in report
+    assert "| a\\|b | no (quick) | **FAIL** |" in report
+    assert "- a choice" in report
+    assert "| 1/2 | 1 claim(s) FAIL |" in report
+
+    # re-running replaces the section, it is not duplicated
+    run_experiment("fake", tmp_path, quick=False)
+    report = (tmp_path / "REPORT.md").read_text()
+    assert report.count("## fake:") == 1 and "*Mode: full;" in report
+
+
+def test_failed_experiment_is_recorded_and_raised(tmp_path, fake_registry):
+    run_experiment("fake", tmp_path, quick=True)
+    with pytest.raises(ValueError, match="boom"):
+        run_experiment("bad", tmp_path, quick=True)
+    saved = json.loads((tmp_path / "bad" / "result.json").read_text())
+    assert saved["status"] == "error" and "boom: bad thing" in saved["error"]
+    report = write_report(tmp_path).read_text()
+    assert "## fake:" in report and "**ERROR**" in report and "boom: bad thing" in report
+
+
+def test_result_json_roundtrip(tmp_path):
+    r = ExperimentResult(
+        "x",
+        "T",
+        "quick",
+        {"a": 1},
+        figures=[tmp_path / "x" / "f.png"],
+        claims=[Claim("c", "m", True)],
+        wall_time=1.5,
+    )
+    back = ExperimentResult.from_json(r.to_json(tmp_path), tmp_path)
+    assert back.figures == [tmp_path / "x" / "f.png"]
+    assert back.claims == r.claims and back.wall_time == 1.5 and back.n_passed == 1
+
+
+def test_report_section_anchor():
+    r = ExperimentResult("fig4-left", "Fig. 4 left: GD vs AdaGrad", "quick", {})
+    assert base._anchor(r) == "fig4-left-fig-4-left-gd-vs-adagrad"
