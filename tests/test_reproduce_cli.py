@@ -1,0 +1,139 @@
+"""The ``depthaccel reproduce`` command: arguments, help, exit codes, files written."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from depthaccel.cli import main
+from depthaccel.experiments.base import (
+    EXPERIMENTS,
+    Claim,
+    Curve,
+    ExperimentResult,
+    ExperimentSpec,
+    plot_gap_panels,
+    write_curves_csv,
+)
+
+
+def test_help_lists_every_experiment(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["reproduce", "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for name, spec in EXPERIMENTS.items():
+        assert f"  {name} " in out, name
+        assert spec.summary.split()[0] in out
+    for opt in ("--quick", "--out", "--device", "--dtype", "--data-dir"):
+        assert opt in out
+
+
+def test_reproduce_is_listed_in_top_level_help(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    assert "reproduce" in capsys.readouterr().out
+
+
+def test_unknown_name_is_a_clear_error(capsys, tmp_path):
+    rc = main(["reproduce", "fig9", "--out", str(tmp_path)])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "unknown experiment(s) 'fig9'" in err and "fig4-left" in err
+    assert not (tmp_path / "REPORT.md").exists()
+
+
+def test_all_with_other_names_is_an_error(capsys, tmp_path):
+    assert main(["reproduce", "all", "fig2", "--out", str(tmp_path)]) == 2
+    assert "'all' cannot be combined" in capsys.readouterr().err
+
+
+def test_bad_data_dir_is_an_error(capsys, tmp_path):
+    rc = main(["reproduce", "claim1", "--out", str(tmp_path), "--data-dir", str(tmp_path / "no")])
+    assert rc == 2 and "is not a directory" in capsys.readouterr().err
+
+
+def _fake(name: str, *, fail_claim: bool = False, error: bool = False) -> types.ModuleType:
+    mod = types.ModuleType(f"fakecli.{name}")
+
+    @dataclass(frozen=True)
+    class Config:
+        n: int = 5
+
+        @classmethod
+        def quick(cls):
+            return cls(4)
+
+        @classmethod
+        def full(cls):
+            return cls(50)
+
+    def run(config, out_dir, *, device="cpu", dtype=None, progress=False, data_dir=None):
+        if error:
+            raise RuntimeError(f"{name} exploded")
+        c = Curve("model A, lr 1e-3", np.arange(config.n), np.geomspace(1, 1e-3, config.n))
+        return ExperimentResult(
+            name=name,
+            title=f"Fake {name}",
+            mode="",
+            settings={"n": config.n, "device": device, "dtype": dtype},
+            figures=[plot_gap_panels(out_dir / f"{name}.png", [("l4", [c])])],
+            curves=[write_curves_csv(out_dir / "curves.csv", [c])],
+            claims=[Claim("goes down", "1 -> 1e-3", not fail_claim)],
+        )
+
+    mod.Config, mod.run = Config, run
+    return mod
+
+
+@pytest.fixture
+def fake_experiments(monkeypatch):
+    """Replace the registry by three fake experiments: one fine, one with a FAIL claim,
+    one that raises."""
+    specs = {
+        "good": _fake("good"),
+        "failing": _fake("failing", fail_claim=True),
+        "broken": _fake("broken", error=True),
+    }
+    monkeypatch.setattr(
+        "depthaccel.experiments.base.EXPERIMENTS",
+        {n: ExperimentSpec(n, f"fakecli.{n}", f"{n}; claims: x") for n in specs},
+    )
+    monkeypatch.setattr(
+        "depthaccel.commands.reproduce.EXPERIMENTS",
+        {n: ExperimentSpec(n, f"fakecli.{n}", f"{n}; claims: x") for n in specs},
+    )
+    for n, m in specs.items():
+        monkeypatch.setitem(sys.modules, f"fakecli.{n}", m)
+
+
+def test_all_runs_everything_reports_errors_and_fail_claims(fake_experiments, tmp_path, capsys):
+    rc = main(["reproduce", "all", "--quick", "--out", str(tmp_path), "--no-progress"])
+    cap = capsys.readouterr()
+    assert rc == 1  # one experiment raised
+    assert "broken: ERROR: RuntimeError: broken exploded" in cap.err
+    assert "2/3 experiments ran" in cap.out
+    assert "claims FAIL in: failing" in cap.out and "ERRORS in: broken" in cap.out
+    for n in ("good", "failing"):
+        d = tmp_path / n
+        assert (d / f"{n}.png").read_bytes()[:4] == b"\x89PNG"
+        assert (d / "curves.csv").read_text().startswith("panel,series,iteration,value")
+        assert json.loads((d / "settings.json").read_text())["n"] == 4
+    report = (tmp_path / "REPORT.md").read_text()
+    assert "## good: Fake good" in report and "## failing: Fake failing" in report
+    assert "| goes down | 1 -> 1e-3 | **FAIL** |" in report
+    assert "broken exploded" in report
+
+
+def test_fail_claim_is_exit_0(fake_experiments, tmp_path, capsys):
+    rc = main(["reproduce", "failing", "good", "--out", str(tmp_path), "--dtype", "float64"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "claims FAIL in: failing" in out
+    settings = json.loads((tmp_path / "good" / "settings.json").read_text())
+    assert settings["n"] == 50 and settings["dtype"] == "float64"  # full mode by default
