@@ -17,10 +17,13 @@ from depthaccel.data import (
     IncompleteDataWarning,
     data_dir,
     load_ethanol,
+    load_mnist,
+    load_table,
     standardize,
     unstandardize_y,
 )
 from depthaccel.data import ethanol as eth
+from depthaccel.data import mnist as mn
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,6 +38,15 @@ def _shared() -> Path | None:
 
 SHARED = _shared()
 needs_shared = pytest.mark.skipif(SHARED is None, reason="shared data folder not found")
+
+
+@pytest.fixture(autouse=True)
+def _no_network(monkeypatch, tmp_path):
+    """Point every download URL at a local folder that does not exist: no test can
+    reach the network; download tests set their own file:// URLs."""
+    nowhere = (tmp_path / "no-such-mirror").as_uri()
+    monkeypatch.setattr(eth, "UCI_URLS", [nowhere + "/archive.zip"])
+    monkeypatch.setattr(mn, "MIRRORS", [nowhere + "/"])
 
 
 def _sha(path: Path) -> str:
@@ -267,3 +279,294 @@ def test_shared_batches_verify_and_agree_with_csv():
     if len(present) == 8:
         assert n_rows == 1316
     assert n_diff <= 2
+
+
+# ------------------------------------------------------------- Ethanol download
+
+
+def test_ethanol_download_from_zip(tmp_path, monkeypatch):
+    import zipfile
+
+    src = tmp_path / "src" / "gas_sensor_drift"
+    X, y, b = _write_fake_batches(src, monkeypatch)
+    archive = tmp_path / "archive.zip"
+    with zipfile.ZipFile(archive, "w") as outer:
+        inner = tmp_path / "Dataset.zip"  # the batch files inside a nested zip folder
+        with zipfile.ZipFile(inner, "w") as zf:
+            for name in eth.BATCH_NAMES:
+                zf.write(src / name, f"Dataset/{name}")
+        outer.write(inner, "Dataset.zip")
+    dest = tmp_path / "dest"
+    (dest / "gas_sensor_drift").mkdir(parents=True)
+    (dest / "gas_sensor_drift" / "batch3.dat").write_bytes((src / "batch3.dat").read_bytes())
+    monkeypatch.setattr(eth, "UCI_URLS", [archive.as_uri()])
+    d = load_ethanol(dest, standardize=False, source="batches", download=True)
+    np.testing.assert_array_equal(d.X, X)
+    np.testing.assert_array_equal(d.y, y)
+    assert sorted(p.name for p in (dest / "gas_sensor_drift").iterdir()) == sorted(eth.BATCH_NAMES)
+    # a tampered archive is refused and nothing is written
+    monkeypatch.setitem(eth.BATCH_SHA256, "batch5.dat", "0" * 64)
+    dest2 = tmp_path / "dest2"
+    with pytest.raises(FileNotFoundError, match=r"batch5\.dat sha256 .* != expected 0000"):
+        load_ethanol(dest2, download=True)
+    assert not (dest2 / "gas_sensor_drift").exists() or not any(
+        (dest2 / "gas_sensor_drift").glob("batch*.dat")
+    )
+
+
+def test_ethanol_download_offline_names_missing(tmp_path):
+    with pytest.raises(FileNotFoundError) as ei:
+        load_ethanol(tmp_path / "empty", download=True)
+    msg = str(ei.value)
+    assert "batch1.dat" in msg and "batch10.dat" in msg and "Download failed" in msg
+    assert str(tmp_path / "empty" / "gas_sensor_drift") in msg and "DEPTHACCEL_DATA_DIR" in msg
+
+
+# ------------------------------------------------------------------ MNIST, small
+
+
+def _idx(arr: np.ndarray) -> bytes:
+    head = bytes([0, 0, 0x08, arr.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in arr.shape)
+    return head + arr.astype(np.uint8).tobytes()
+
+
+def _write_fake_mnist(folder: Path, monkeypatch, n_train=5, n_test=3):
+    rng = np.random.default_rng(2)
+    arrays = {
+        "train_images": rng.integers(0, 256, (n_train, 28, 28)),
+        "train_labels": rng.integers(0, 10, n_train),
+        "test_images": rng.integers(0, 256, (n_test, 28, 28)),
+        "test_labels": rng.integers(0, 10, n_test),
+    }
+    folder.mkdir(parents=True, exist_ok=True)
+    shas, md5s = {}, {}
+    for key, fname in mn.FILES.items():
+        raw = _idx(arrays[key])
+        (folder / fname).write_bytes(gzip.compress(raw, mtime=0))
+        shas[fname] = _sha(folder / fname)
+        md5s[fname] = hashlib.md5(raw).hexdigest()
+    monkeypatch.setattr(mn, "GZ_SHA256", shas)
+    monkeypatch.setattr(mn, "RAW_MD5", md5s)
+    monkeypatch.setattr(
+        mn,
+        "SHAPES",
+        {k: (n_train if "train" in k else n_test,) + a.shape[1:] for k, a in arrays.items()},
+    )
+    return arrays
+
+
+def test_mnist_small_roundtrip_and_recompressed_copy(tmp_path, monkeypatch):
+    arrays = _write_fake_mnist(tmp_path / "mnist", monkeypatch)
+    m = load_mnist(tmp_path, download=False)
+    for key, a in arrays.items():
+        got = getattr(m, key)
+        assert got.dtype == np.uint8
+        np.testing.assert_array_equal(got, a)
+    assert "sha256=" in m.source
+    # same content, different gzip level: accepted through the md5 of the content
+    p = tmp_path / "mnist" / mn.FILES["test_labels"]
+    p.write_bytes(gzip.compress(gzip.decompress(p.read_bytes()), compresslevel=1, mtime=7))
+    m2 = load_mnist(tmp_path, download=False)
+    np.testing.assert_array_equal(m2.test_labels, arrays["test_labels"])
+    assert "md5(uncompressed)=" in m2.source
+
+
+def test_mnist_truncated_gz_is_checksum_error(tmp_path, monkeypatch):
+    _write_fake_mnist(tmp_path / "mnist", monkeypatch)
+    p = tmp_path / "mnist" / mn.FILES["train_images"]
+    expected = mn.GZ_SHA256[p.name]
+    p.write_bytes(p.read_bytes()[:-100])
+    with pytest.raises(ChecksumError) as ei:
+        load_mnist(tmp_path, download=False)
+    msg = str(ei.value)
+    assert str(p) in msg and expected in msg and _sha(p) in msg and "truncated" in msg
+
+
+def test_mnist_wrong_content_is_checksum_error(tmp_path, monkeypatch):
+    _write_fake_mnist(tmp_path / "mnist", monkeypatch)
+    p = tmp_path / "mnist" / mn.FILES["test_labels"]
+    raw = bytearray(gzip.decompress(p.read_bytes()))
+    raw[-1] = (raw[-1] + 1) % 10  # a valid file with one label changed
+    p.write_bytes(gzip.compress(bytes(raw)))
+    with pytest.raises(ChecksumError, match=mn.RAW_MD5[p.name]):
+        load_mnist(tmp_path, download=False)
+
+
+def test_parse_idx_errors():
+    good = _idx(np.arange(12).reshape(3, 4))
+    np.testing.assert_array_equal(mn.parse_idx(good), np.arange(12).reshape(3, 4))
+    with pytest.raises(ValueError, match=r"f: bad IDX magic number 0x00000f02"):
+        mn.parse_idx(b"\x00\x00\x0f\x02" + good[4:], "f")
+    with pytest.raises(ValueError, match="bad IDX magic"):
+        mn.parse_idx(b"\x12\x34" + good[2:], "f")
+    with pytest.raises(ValueError, match=r"dims \(3, 4\).*truncated"):
+        mn.parse_idx(good[:-1], "f")
+    with pytest.raises(ValueError, match="trailing data"):
+        mn.parse_idx(good + b"\x00", "f")
+    with pytest.raises(ValueError, match="truncated IDX header"):
+        mn.parse_idx(good[:9], "f")
+
+
+def test_mnist_bad_magic_in_verified_file(tmp_path, monkeypatch):
+    _write_fake_mnist(tmp_path / "mnist", monkeypatch)
+    p = tmp_path / "mnist" / mn.FILES["train_labels"]
+    raw = bytearray(gzip.decompress(p.read_bytes()))
+    raw[2] = 0x42
+    p.write_bytes(gzip.compress(bytes(raw)))
+    monkeypatch.setitem(mn.GZ_SHA256, p.name, _sha(p))
+    with pytest.raises(ValueError, match=r"train-labels-idx1-ubyte\.gz: bad IDX magic"):
+        load_mnist(tmp_path, download=False)
+
+
+def test_mnist_download_via_file_url(tmp_path, monkeypatch):
+    arrays = _write_fake_mnist(tmp_path / "mirror", monkeypatch)
+    (tmp_path / "mirror" / mn.FILES["test_images"]).write_bytes(b"garbage")  # bad first mirror
+    good = tmp_path / "mirror2"
+    _write_fake_mnist(good, monkeypatch)  # same seed: same arrays and checksums
+    monkeypatch.setattr(mn, "MIRRORS", [(tmp_path / "mirror").as_uri() + "/", good.as_uri() + "/"])
+    m = load_mnist(tmp_path / "data")
+    np.testing.assert_array_equal(m.test_images, arrays["test_images"])
+    assert sorted(p.name for p in (tmp_path / "data" / "mnist").iterdir()) == sorted(
+        mn.FILES.values()
+    )
+
+
+def test_mnist_missing_offline(tmp_path, monkeypatch):
+    monkeypatch.setenv("DEPTHACCEL_DOWNLOAD", "no")
+    with pytest.raises(FileNotFoundError) as ei:
+        load_mnist(tmp_path)
+    msg = str(ei.value)
+    assert all(f in msg for f in mn.FILES.values()) and str(tmp_path / "mnist") in msg
+    with pytest.raises(FileNotFoundError, match="Download failed"):
+        load_mnist(tmp_path, download=True)
+
+
+@needs_shared
+def test_shared_mnist():
+    if not (SHARED / "mnist").is_dir():
+        pytest.skip("mnist absent")
+    m = load_mnist(SHARED, download=False)
+    assert m.train_images.shape == (60000, 28, 28) and m.test_images.shape == (10000, 28, 28)
+    assert m.train_images.dtype == np.uint8
+    for labels, n in ((m.train_labels, 60000), (m.test_labels, 10000)):
+        assert labels.shape == (n,) and labels.min() == 0 and labels.max() == 9
+    # label counts published with the data (shared/data/README.md)
+    assert np.bincount(m.test_labels).tolist() == [
+        980,
+        1135,
+        1032,
+        1010,
+        982,
+        892,
+        958,
+        1028,
+        974,
+        1009,
+    ]
+    assert m.train_images.mean() / 255 == pytest.approx(0.13066048, abs=1e-8)
+
+
+# ------------------------------------------------------------------- user tables
+
+
+def _csv(tmp_path: Path, text: str, name="t.csv") -> Path:
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def test_table_csv_default_and_named_target(tmp_path):
+    p = _csv(tmp_path, "a,b,t\n1,2,3\n2,0,5\n4,1,4.5\n")
+    d = load_table(p, standardize=False)
+    np.testing.assert_array_equal(d.X, [[1, 2], [2, 0], [4, 1]])
+    np.testing.assert_array_equal(d.y, [3, 5, 4.5])
+    assert d.feature_names == ["a", "b"] and d.target_name == "t" and d.standardization is None
+    assert _sha(p) in d.source
+    d2 = load_table(p, target="a")
+    raw_X = np.array([[2, 3], [0, 5], [1, 4.5]])
+    np.testing.assert_allclose(d2.X, (raw_X - raw_X.mean(0)) / raw_X.std(0), rtol=1e-13)
+    np.testing.assert_allclose(
+        d2.y * d2.standardization["y_std"] + d2.standardization["y_mean"], [1, 2, 4]
+    )
+    assert d2.feature_names == ["b", "t"]
+
+
+def test_table_csv_gz_and_tsv(tmp_path):
+    p = tmp_path / "t.csv.gz"
+    with gzip.open(p, "wt") as f:
+        f.write("x,y\n1,2\n3,5\n")
+    assert load_table(p, standardize=False).y.tolist() == [2, 5]
+    q = _csv(tmp_path, "x\ty\n1\t2\n3\t5\n", "t.tsv")
+    assert load_table(q, standardize=False).X[:, 0].tolist() == [1, 3]
+
+
+@pytest.mark.parametrize(
+    "text, pattern",
+    [
+        ("a,b,t\n1,2,3\n2,x7,5\n", r"non-numeric value 'x7' in column 'b', row 2 \(line 3\)"),
+        ("a,b,t\n1,2,3\n2,,5\n", r"non-numeric value '' in column 'b', row 2"),
+        ("a,b,t\n1,2,3\n2,5\n", r"row 2 \(line 3\) has 2 fields, header has 3"),
+        ("a,b,t\n1,nan,3\n2,1,5\n3,inf,1\n", r"NaN or inf values in column 'b' rows 1, 3"),
+        ("a,b,t\n1,2,3\n2,2,5\n3,2,1\n", r"constant feature column\(s\) \['b'\]"),
+        ("a,b,t\n1,2,3\n", r"1 row\(s\); at least 2"),
+        ("a,b,t\n", "no data rows"),
+        ("", "empty file"),
+        ("\n\n", "empty file"),
+        ("a,a,t\n1,2,3\n2,1,5\n", r"duplicate column name\(s\) \['a'\]"),
+    ],
+)
+def test_table_csv_errors(tmp_path, text, pattern):
+    p = _csv(tmp_path, text)
+    with pytest.raises(ValueError, match=pattern) as ei:
+        load_table(p)
+    assert str(p) in str(ei.value)
+
+
+def test_table_other_errors(tmp_path):
+    p = _csv(tmp_path, "a,b,t\n1,2,3\n2,1,5\n")
+    with pytest.raises(
+        ValueError, match=r"no target column 'z'; available columns: \['a', 'b', 't'\]"
+    ):
+        load_table(p, target="z")
+    with pytest.raises(ValueError, match="unknown table format '.xlsx'"):
+        load_table(_csv(tmp_path, "a,b\n1,2\n", "t.xlsx"))
+    with pytest.raises(FileNotFoundError, match="table file not found"):
+        load_table(tmp_path / "nope.csv")
+    with pytest.raises(ValueError, match="at least one feature column"):
+        load_table(_csv(tmp_path, "t\n1\n2\n", "one.csv"))
+    # constant columns are fine when not standardising
+    d = load_table(_csv(tmp_path, "a,b,t\n1,2,3\n2,2,5\n", "c.csv"), standardize=False)
+    assert d.X[:, 1].tolist() == [2, 2]
+
+
+def test_table_npz(tmp_path):
+    rng = np.random.default_rng(3)
+    X, y = rng.normal(size=(6, 3)), rng.normal(size=(6, 2))
+    p = tmp_path / "xy.npz"
+    np.savez(p, X=X, y=y, feature_names=np.array(["p", "q", "r"]))
+    d = load_table(p, standardize=False)
+    np.testing.assert_array_equal(d.X, X)
+    np.testing.assert_array_equal(d.y, y)
+    assert d.feature_names == ["p", "q", "r"]
+    ds = load_table(p)
+    np.testing.assert_allclose(ds.y, (y - y.mean(0)) / y.std(0), rtol=1e-12)
+    q = tmp_path / "cols.npz"
+    np.savez(q, u=X[:, 0], v=X[:, 1], w=X[:, 2])
+    dc = load_table(q, target="u", standardize=False)
+    np.testing.assert_array_equal(dc.y, X[:, 0])
+    np.testing.assert_array_equal(dc.X, X[:, 1:])
+    assert dc.feature_names == ["v", "w"]
+    Xn = X.copy()
+    Xn[4, 2] = np.nan
+    np.savez(tmp_path / "nan.npz", X=Xn, y=y[:, 0])
+    with pytest.raises(ValueError, match=r"NaN or inf values in column 'x3' rows 5"):
+        load_table(tmp_path / "nan.npz")
+    np.savez(tmp_path / "bad.npz", X=X, y=y[:4])
+    with pytest.raises(ValueError, match=r"y must be \(m,\) or \(m, k\) with m = 6"):
+        load_table(tmp_path / "bad.npz")
+    np.savez(tmp_path / "ragged.npz", a=np.ones(3), b=np.ones(4))
+    with pytest.raises(ValueError, match="1-D column arrays of equal length"):
+        load_table(tmp_path / "ragged.npz")
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    with pytest.raises(ValueError, match="cannot read as .npz"):
+        load_table(tmp_path / "junk.npz")

@@ -16,14 +16,17 @@ from depthaccel.data._common import (
     unstandardize_y,
 )
 from depthaccel.data.ethanol import IncompleteDataWarning, load_ethanol
+from depthaccel.data.mnist import MNIST, load_mnist
 from depthaccel.data.tables import load_table
 
 __all__ = [
     "ChecksumError",
     "Dataset",
     "IncompleteDataWarning",
+    "MNIST",
     "data_dir",
     "load_ethanol",
+    "load_mnist",
     "load_table",
     "sha256_file",
     "standardize",

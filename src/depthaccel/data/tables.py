@@ -10,12 +10,15 @@ Formats accepted by ``load_table``:
   equal length m, the target chosen by name as for CSV (default: the last array in
   file order).
 
-Checks, each a ValueError that names the problem and where it is: an empty file,
-a row with the wrong number of fields, a non-numeric value (column and row), NaN or
-inf (column and rows), a missing target column (lists the available ones), fewer
-than ``MIN_ROWS`` rows or fewer rows than feature columns + 1 is *allowed* but fewer
-than 2 is not (standardisation and a loss gap need at least two rows), constant
-feature columns when standardising (named), and an unknown file extension.
+Checks, each a ValueError that names the problem and where it is: an empty file, a
+duplicate or empty column name, a row with the wrong number of fields, a non-numeric
+or empty value (column and row; row 1 is the first data row, on line 2), NaN or inf
+(column and rows), a missing target column (lists the available ones), no feature
+column, fewer than ``MIN_ROWS`` = 2 rows (a mean, a standard deviation and a loss gap
+need two), constant feature columns or a constant target when standardising (named),
+an unknown file extension, and (FileNotFoundError) a missing file. Fewer rows than
+features is allowed: the least-squares problem is then underdetermined but the
+optimisers still run on it.
 """
 
 from __future__ import annotations
