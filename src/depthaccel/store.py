@@ -1,0 +1,444 @@
+"""The embedded results store: one SQLite file holding finished runs and checkpoints.
+
+A sweep (``depthaccel.sweep``) keys every run by a hash of its full configuration, the
+data's fingerprint and the code's version of the math (``run_key``); a finished run is
+written once with its whole curve and read back instead of being recomputed. Long groups
+of runs save their latest state here every K iterations, so a killed process resumes
+where it left off.
+
+Schema (``SCHEMA_VERSION`` 1; the file carries ``PRAGMA application_id = APPLICATION_ID``
+and ``PRAGMA user_version = SCHEMA_VERSION``, both checked on open)::
+
+    runs(
+      key              TEXT PRIMARY KEY,  -- run_key(config, data_fingerprint, math_version)
+      config           TEXT NOT NULL,     -- JSON of the run's full configuration (Run.key())
+      data_fingerprint TEXT NOT NULL,     -- sha256 hex of the data and the trainer settings
+      math_version     TEXT NOT NULL,     -- depthaccel.sweep.MATH_VERSION when computed
+      label            TEXT NOT NULL,     -- human-readable name of the run
+      iters            BLOB NOT NULL,     -- logged iterations, little-endian int64
+      gap              BLOB NOT NULL,     -- loss minus optimum at those iterations, little-endian float64
+      first_hit        TEXT NOT NULL,     -- JSON list of [threshold, first iteration or null]
+      final_gap        REAL,              -- gap after the last iteration (NULL if not finite)
+      diverged         INTEGER NOT NULL,  -- 0 or 1
+      diverged_at      INTEGER,           -- iteration at which it diverged, or NULL
+      wall_time        REAL NOT NULL,     -- seconds of the training call that produced it
+      extra            TEXT NOT NULL,     -- JSON object: anything else (device, dtype, ...)
+      created_at       REAL NOT NULL      -- Unix time of the insert
+    )
+    checkpoints(
+      group_key  TEXT PRIMARY KEY,        -- sha256 hex of the group's ordered run keys
+      run_keys   TEXT NOT NULL,           -- JSON list of those run keys, in training order
+      iteration  INTEGER NOT NULL,        -- iterations done when the state was taken
+      state      BLOB NOT NULL,           -- the trainer's state (bytes; torch.save in sweep)
+      updated_at REAL NOT NULL
+    )
+    meta(name TEXT PRIMARY KEY, value TEXT NOT NULL)   -- 'created_by', 'created_at'
+
+Concurrency: the file is opened in WAL mode with a busy timeout, and every write is one
+``BEGIN IMMEDIATE`` transaction, so several processes may read and write one store at
+once (on a local file system; SQLite's WAL mode does not work over network file systems).
+A finished group's runs are inserted and its checkpoint deleted in the same transaction.
+
+Safety: a file that is not an SQLite database, or an SQLite database that is not a
+depthaccel store (another ``application_id``, or tables of its own), or a store written by
+a newer schema, raises ``StoreError`` and is never written to.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+APPLICATION_ID = 0x44414343  # "DACC"
+SCHEMA_VERSION = 1
+DEFAULT_FILENAME = "depthaccel-store.sqlite"
+SQLITE_HEADER = b"SQLite format 3\x00"
+
+_SCHEMA = """
+CREATE TABLE runs (
+  key TEXT PRIMARY KEY,
+  config TEXT NOT NULL,
+  data_fingerprint TEXT NOT NULL,
+  math_version TEXT NOT NULL,
+  label TEXT NOT NULL,
+  iters BLOB NOT NULL,
+  gap BLOB NOT NULL,
+  first_hit TEXT NOT NULL,
+  final_gap REAL,
+  diverged INTEGER NOT NULL,
+  diverged_at INTEGER,
+  wall_time REAL NOT NULL,
+  extra TEXT NOT NULL,
+  created_at REAL NOT NULL
+);
+CREATE TABLE checkpoints (
+  group_key TEXT PRIMARY KEY,
+  run_keys TEXT NOT NULL,
+  iteration INTEGER NOT NULL,
+  state BLOB NOT NULL,
+  updated_at REAL NOT NULL
+);
+CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+_TABLES = {"runs", "checkpoints", "meta"}
+
+
+class StoreError(ValueError):
+    """The store file is corrupt, foreign, or from an incompatible version."""
+
+
+def canonical_json(obj: Any) -> str:
+    """JSON with sorted keys and no whitespace: equal objects give equal strings.
+
+    Floats are written with Python's shortest round-trip repr, so they are exact.
+    Non-finite floats are rejected (they have no portable JSON form).
+    """
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def run_key(config: Mapping[str, Any], data_fingerprint: str, math_version: str) -> str:
+    """sha256 hex of ``{"config": config, "data": data_fingerprint, "math": math_version}``
+    in canonical JSON: the identity of a run's result."""
+    payload = canonical_json(
+        {"config": config, "data": data_fingerprint, "math": str(math_version)}
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def group_key(run_keys: Sequence[str]) -> str:
+    """sha256 hex of an ordered list of run keys: the identity of a checkpointed group."""
+    return hashlib.sha256(canonical_json(list(run_keys)).encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class StoredRun:
+    """One finished run as held in the store."""
+
+    key: str
+    config: dict[str, Any]
+    data_fingerprint: str
+    math_version: str
+    label: str
+    iters: np.ndarray  # int64
+    gap: np.ndarray  # float64
+    first_hit: dict[float, int | None]
+    final_gap: float
+    diverged: bool
+    diverged_at: int | None
+    wall_time: float
+    extra: dict[str, Any] = field(default_factory=dict)
+    created_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """The latest saved state of a group of runs being trained together."""
+
+    group_key: str
+    run_keys: list[str]
+    iteration: int
+    state: bytes
+    updated_at: float
+
+
+def _blob(a: np.ndarray, dtype: str) -> bytes:
+    return np.ascontiguousarray(np.asarray(a), dtype=np.dtype(dtype)).tobytes()
+
+
+def _row_to_run(row: sqlite3.Row) -> StoredRun:
+    final_gap = row["final_gap"]
+    return StoredRun(
+        key=row["key"],
+        config=json.loads(row["config"]),
+        data_fingerprint=row["data_fingerprint"],
+        math_version=row["math_version"],
+        label=row["label"],
+        iters=np.frombuffer(row["iters"], dtype="<i8").astype(np.int64),
+        gap=np.frombuffer(row["gap"], dtype="<f8").astype(np.float64),
+        first_hit={
+            float(t): (None if i is None else int(i)) for t, i in json.loads(row["first_hit"])
+        },
+        final_gap=math.nan if final_gap is None else float(final_gap),
+        diverged=bool(row["diverged"]),
+        diverged_at=None if row["diverged_at"] is None else int(row["diverged_at"]),
+        wall_time=float(row["wall_time"]),
+        extra=json.loads(row["extra"]),
+        created_at=float(row["created_at"]),
+    )
+
+
+def _run_to_row(run: StoredRun, now: float) -> tuple:
+    iters = np.asarray(run.iters)
+    gap = np.asarray(run.gap)
+    if iters.ndim != 1 or gap.shape != iters.shape:
+        raise ValueError(
+            f"run {run.label!r}: iters and gap must be 1-D of equal length, "
+            f"got shapes {iters.shape} and {gap.shape}"
+        )
+    final_gap = float(run.final_gap)
+    first_hit = [
+        [float(t), None if i is None else int(i)] for t, i in sorted(run.first_hit.items())
+    ]
+    return (
+        run.key,
+        canonical_json(run.config),
+        run.data_fingerprint,
+        str(run.math_version),
+        run.label,
+        _blob(iters, "<i8"),
+        _blob(gap, "<f8"),
+        json.dumps(first_hit),
+        final_gap if math.isfinite(final_gap) else None,
+        int(bool(run.diverged)),
+        None if run.diverged_at is None else int(run.diverged_at),
+        float(run.wall_time),
+        canonical_json(run.extra),
+        now,
+    )
+
+
+class Store:
+    """A depthaccel results store in one SQLite file (see the module docstring).
+
+    ``Store(path)`` opens an existing store or creates a new one; ``path`` may be a
+    directory, in which case the file is ``path / DEFAULT_FILENAME``. Use it as a
+    context manager or call ``close()``.
+    """
+
+    def __init__(self, path: str | os.PathLike, *, timeout: float = 60.0, create: bool = True):
+        p = Path(path).expanduser()
+        if p.is_dir():
+            p = p / DEFAULT_FILENAME
+        self.path = p
+        _check_header(p)
+        if not p.exists():
+            if not create:
+                raise FileNotFoundError(f"no depthaccel store at {p}")
+            if not p.parent.is_dir():
+                raise FileNotFoundError(f"cannot create a store in {p.parent}: no such directory")
+        try:
+            self._conn = sqlite3.connect(
+                str(p), timeout=timeout, isolation_level=None, check_same_thread=False
+            )
+        except sqlite3.Error as e:  # pragma: no cover - e.g. permissions
+            raise StoreError(f"cannot open store {p}: {e}") from e
+        self._conn.row_factory = sqlite3.Row
+        try:
+            self._conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+            self._validate_or_init()
+            self._conn.execute("PRAGMA journal_mode = WAL")
+            self._conn.execute("PRAGMA synchronous = NORMAL")
+        except sqlite3.DatabaseError as e:
+            self._conn.close()
+            raise StoreError(
+                f"{p} is not a usable depthaccel store (SQLite says: {e}); "
+                "it was left untouched. Choose another output directory or move the file away."
+            ) from e
+        except BaseException:
+            self._conn.close()
+            raise
+
+    # -- opening -----------------------------------------------------------------
+
+    def _validate_or_init(self) -> None:
+        c = self._conn
+        app_id, version, tables = self._identity()
+        if app_id == APPLICATION_ID and version == SCHEMA_VERSION and _TABLES <= tables:
+            return
+        self._raise_if_foreign(app_id, version, tables)
+        # An empty database (new or zero-length file): create the schema, unless a
+        # concurrent opener got there first (checked again under the write lock).
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            app_id, version, tables = self._identity()
+            if not tables and app_id == 0 and version == 0:
+                for stmt in _SCHEMA.strip().split(";"):
+                    if stmt.strip():
+                        c.execute(stmt)
+                c.executemany(
+                    "INSERT INTO meta(name, value) VALUES (?, ?)",
+                    [("created_by", "depthaccel"), ("created_at", repr(time.time()))],
+                )
+                c.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                c.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+        app_id, version, tables = self._identity()
+        self._raise_if_foreign(app_id, version, tables)
+        if not (app_id == APPLICATION_ID and version == SCHEMA_VERSION and _TABLES <= tables):
+            raise StoreError(f"{self.path}: could not initialise the store schema")
+
+    def _identity(self) -> tuple[int, int, set[str]]:
+        c = self._conn
+        app_id = c.execute("PRAGMA application_id").fetchone()[0]
+        version = c.execute("PRAGMA user_version").fetchone()[0]
+        tables = {
+            r[0]
+            for r in c.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")
+        }
+        return app_id, version, tables
+
+    def _raise_if_foreign(self, app_id: int, version: int, tables: set[str]) -> None:
+        p = self.path
+        if app_id == 0 and version == 0 and not tables:
+            return  # empty: ours to initialise
+        if app_id != APPLICATION_ID:
+            raise StoreError(
+                f"{p} is an SQLite database but not a depthaccel store "
+                f"(application_id {app_id:#x}, expected {APPLICATION_ID:#x}; tables: "
+                f"{', '.join(sorted(tables)) or 'none'}); it was left untouched. "
+                "Choose another output directory or move the file away."
+            )
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{p} was written by a newer depthaccel (store schema {version}, this version "
+                f"reads {SCHEMA_VERSION}); it was left untouched. Upgrade depthaccel."
+            )
+        if version != SCHEMA_VERSION or not _TABLES <= tables:
+            raise StoreError(
+                f"{p} is a damaged or incompatible depthaccel store (schema {version}, "
+                f"tables: {', '.join(sorted(tables)) or 'none'}); it was left untouched."
+            )
+
+    # -- plumbing ------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _write(self, statements: Iterable[tuple[str, Sequence[Any]]]) -> None:
+        """Run the statements as one IMMEDIATE transaction (all or nothing)."""
+        c = self._conn
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            for sql, params in statements:
+                c.execute(sql, params)
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
+
+    # -- runs ----------------------------------------------------------------------
+
+    def put_runs(self, runs: Iterable[StoredRun]) -> None:
+        """Insert (or replace) finished runs in one transaction."""
+        self.finish_group(None, runs)
+
+    def put_run(self, run: StoredRun) -> None:
+        self.put_runs([run])
+
+    def get_run(self, key: str) -> StoredRun | None:
+        row = self._conn.execute("SELECT * FROM runs WHERE key = ?", (key,)).fetchone()
+        return None if row is None else _row_to_run(row)
+
+    def get_runs(self, keys: Iterable[str]) -> dict[str, StoredRun]:
+        """The stored runs among ``keys``, by key (missing keys are absent)."""
+        keys = list(dict.fromkeys(keys))
+        out: dict[str, StoredRun] = {}
+        for i in range(0, len(keys), 500):
+            chunk = keys[i : i + 500]
+            q = f"SELECT * FROM runs WHERE key IN ({','.join('?' * len(chunk))})"
+            for row in self._conn.execute(q, chunk):
+                out[row["key"]] = _row_to_run(row)
+        return out
+
+    def run_keys(self) -> list[str]:
+        return [r[0] for r in self._conn.execute("SELECT key FROM runs ORDER BY created_at, key")]
+
+    def count_runs(self) -> int:
+        return int(self._conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0])
+
+    def delete_runs(self, keys: Iterable[str]) -> None:
+        self._write(("DELETE FROM runs WHERE key = ?", (k,)) for k in keys)
+
+    # -- checkpoints ---------------------------------------------------------------
+
+    def save_checkpoint(
+        self, group: str, run_keys: Sequence[str], iteration: int, state: bytes
+    ) -> None:
+        """Replace the group's checkpoint with ``state`` taken after ``iteration`` iterations."""
+        self._write(
+            [
+                (
+                    "INSERT OR REPLACE INTO checkpoints(group_key, run_keys, iteration, state, "
+                    "updated_at) VALUES (?, ?, ?, ?, ?)",
+                    (group, json.dumps(list(run_keys)), int(iteration), bytes(state), time.time()),
+                )
+            ]
+        )
+
+    def load_checkpoint(self, group: str) -> Checkpoint | None:
+        row = self._conn.execute(
+            "SELECT * FROM checkpoints WHERE group_key = ?", (group,)
+        ).fetchone()
+        if row is None:
+            return None
+        return Checkpoint(
+            group_key=row["group_key"],
+            run_keys=json.loads(row["run_keys"]),
+            iteration=int(row["iteration"]),
+            state=bytes(row["state"]),
+            updated_at=float(row["updated_at"]),
+        )
+
+    def checkpoints(self) -> list[tuple[str, int]]:
+        """(group_key, iteration) of every saved checkpoint."""
+        return [
+            (r[0], int(r[1]))
+            for r in self._conn.execute("SELECT group_key, iteration FROM checkpoints")
+        ]
+
+    def delete_checkpoint(self, group: str) -> None:
+        self._write([("DELETE FROM checkpoints WHERE group_key = ?", (group,))])
+
+    def finish_group(self, group: str | None, runs: Iterable[StoredRun]) -> None:
+        """Insert the group's finished runs and delete its checkpoint, atomically."""
+        now = time.time()
+        stmts: list[tuple[str, Sequence[Any]]] = [
+            (
+                "INSERT OR REPLACE INTO runs(key, config, data_fingerprint, math_version, label, "
+                "iters, gap, first_hit, final_gap, diverged, diverged_at, wall_time, extra, "
+                "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                _run_to_row(r, now),
+            )
+            for r in runs
+        ]
+        if group is not None:
+            stmts.append(("DELETE FROM checkpoints WHERE group_key = ?", (group,)))
+        self._write(stmts)
+
+
+def _check_header(p: Path) -> None:
+    """Refuse, before SQLite touches it, a non-empty file that is not an SQLite database."""
+    if p.is_dir():
+        raise StoreError(f"{p} is a directory, not a store file")
+    if not p.exists():
+        return
+    try:
+        with open(p, "rb") as f:
+            head = f.read(len(SQLITE_HEADER))
+    except OSError as e:
+        raise StoreError(f"cannot read store {p}: {e}") from e
+    if head and head != SQLITE_HEADER[: len(head)] or 0 < len(head) < len(SQLITE_HEADER):
+        raise StoreError(
+            f"{p} is not a depthaccel store (not an SQLite database: it may be corrupt or "
+            "another kind of file); it was left untouched. Choose another output directory "
+            "or move the file away."
+        )
