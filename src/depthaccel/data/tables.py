@@ -72,6 +72,14 @@ def read_numeric_csv(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
     if dup:
         raise ValueError(f"{path}: duplicate column name(s) {dup} in header")
     n = len(header)
+    if len(lines) < 2:
+        raise ValueError(f"{path}: no data rows after the header")
+    try:  # fast path (C parser); any problem is located by the strict loop below
+        values = np.loadtxt(lines[1:], delimiter=delim, dtype=np.float64, ndmin=2, comments=None)
+        if values.shape[1] == n:
+            return header, values
+    except ValueError:
+        pass
     rows: list[list[float]] = []
     for r, fields in enumerate(reader, start=1):
         if len(fields) != n:
