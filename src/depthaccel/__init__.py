@@ -1,5 +1,7 @@
 """depthaccel: implicit acceleration by overparameterization (Arora, Cohen & Hazan, ICML 2018)."""
 
+from depthaccel.nets import DeepLinear, balancedness
+from depthaccel.optim import EndToEndSGD
 from depthaccel.preconditioner import (
     claim1_eigenvalues,
     end_to_end_direction,
@@ -10,6 +12,9 @@ from depthaccel.preconditioner import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "DeepLinear",
+    "EndToEndSGD",
+    "balancedness",
     "claim1_eigenvalues",
     "end_to_end_direction",
     "preconditioner_matrix",
