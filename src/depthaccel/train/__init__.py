@@ -1,0 +1,41 @@
+"""The batched full-batch trainer (runs, engine, grid search).
+
+``train(X, y, p, runs, iters)`` trains a whole grid of :class:`Run` configurations as
+one batched tensor program and returns a :class:`RunResult` per run;
+``grid_search`` picks each model's best learning rate. See
+:mod:`depthaccel.train.engine` for the algorithm, divergence handling and
+checkpoint/resume.
+"""
+
+from depthaccel.train.engine import DEFAULT_DTYPE, initial_factors, log_iterations, train
+from depthaccel.train.grid import GridEdgeWarning, ModelSearch, best_result, grid_search, model_key
+from depthaccel.train.runs import (
+    ADAPTIVE_METHODS,
+    CONVENTIONS,
+    DEFAULT_HPARAMS,
+    INITS,
+    METHODS,
+    NET_METHODS,
+    Run,
+    RunResult,
+)
+
+__all__ = [
+    "ADAPTIVE_METHODS",
+    "CONVENTIONS",
+    "DEFAULT_DTYPE",
+    "DEFAULT_HPARAMS",
+    "GridEdgeWarning",
+    "INITS",
+    "METHODS",
+    "ModelSearch",
+    "NET_METHODS",
+    "Run",
+    "RunResult",
+    "best_result",
+    "grid_search",
+    "initial_factors",
+    "log_iterations",
+    "model_key",
+    "train",
+]
