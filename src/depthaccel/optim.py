@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from depthaccel.preconditioner import end_to_end_direction
+from depthaccel.preconditioner import end_to_end_direction, single_output_direction
 
 __all__ = ["EndToEndSGD", "end_to_end_sgd_step"]
 
@@ -69,6 +69,9 @@ def end_to_end_sgd_step(
 
         b <- b - lr * (g + weight_decay * b)
 
+    A weight with a single row or column (k = 1 or d = 1) uses Eq. 12's O(d) form
+    (:func:`~depthaccel.preconditioner.single_output_direction`), which equals Eq. 10 there.
+
     The form ``p - lr * (direction + decay * p)`` is torch.optim.SGD's, so N = 1 gives
     bit-identical results to ``torch.optim.SGD(lr=lr, weight_decay=weight_decay)``.
 
@@ -89,8 +92,14 @@ def end_to_end_sgd_step(
             )
     for p, g in zip(params, grads, strict=True):
         if p.dim() >= 2 and depth != 1:
-            W = p.reshape(p.shape[0], -1)
-            D = end_to_end_direction(W, g.reshape(W.shape), depth).reshape(p.shape)
+            W, G = p.reshape(p.shape[0], -1), g.reshape(p.shape[0], -1)
+            if W.shape[0] == 1:  # one row: Eq. 12, O(d), no SVD
+                D = single_output_direction(W, G, depth)
+            elif W.shape[1] == 1:  # one column: P_W(G) = P_{W^T}(G^T)^T
+                D = single_output_direction(W.mT, G.mT, depth).mT
+            else:
+                D = end_to_end_direction(W, G, depth)
+            D = D.reshape(p.shape)
             decay = weight_decay * depth
         else:
             D = g
