@@ -2,6 +2,7 @@
 
 from depthaccel.nets import DeepLinear, balancedness
 from depthaccel.optim import EndToEndSGD
+from depthaccel.overparam import collapse, overparameterize
 from depthaccel.preconditioner import (
     claim1_eigenvalues,
     end_to_end_direction,
@@ -16,7 +17,9 @@ __all__ = [
     "EndToEndSGD",
     "balancedness",
     "claim1_eigenvalues",
+    "collapse",
     "end_to_end_direction",
+    "overparameterize",
     "preconditioner_matrix",
     "single_output_direction",
 ]

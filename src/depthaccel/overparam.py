@@ -26,13 +26,13 @@ Initializations (``init=``):
 
 - ``"preserve"``: balanced factors of the existing weight via its SVD, so the model
   computes the same function (to round-off). With ``W = U S V^T`` truncated to its
-  q = min(h_min, in, out) leading singular triplets and ``P_j = I[:h_j, :q]``::
+  numerical rank r and ``P_j = I[:h_j, :r]`` (:func:`depthaccel.nets.balanced_factors`)::
 
       W_1 = P_1 S^{1/N} V^T,   W_j = P_j S^{1/N} P_{j-1}^T,   W_N = U S^{1/N} P_{N-1}^T,
 
   which satisfies the balancedness condition of Eq. 7, ``W_{j+1}^T W_{j+1} = W_j W_j^T``,
   exactly in exact arithmetic. Needs every hidden width >= rank(W) (ValueError otherwise).
-  Hidden units beyond q start at zero; under plain gradient descent they stay at zero
+  Hidden units beyond r start at zero; under plain gradient descent they stay at zero
   (a saddle, as the paper's Section 5 explains for zero singular values).
 - ``"random"``: fresh factors, each drawn like PyTorch's default ``nn.Linear`` /
   ``nn.ConvNd`` weight for its own shape: ``U(-1/sqrt(fan_in), 1/sqrt(fan_in))``
@@ -71,6 +71,8 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from depthaccel.nets import balanced_factors
+
 __all__ = [
     "LayerChange",
     "OverparamSummary",
@@ -90,48 +92,6 @@ _INITS = ("preserve", "random", "identity")
 _HIDDEN_NAMES = ("out", "min")
 
 
-def _balanced_factors(
-    weight: torch.Tensor, depth: int, hidden: int, rtol: float | None = None
-) -> list[torch.Tensor]:
-    r"""Balanced depth-N factors of a matrix, ``W = W_N ... W_1`` with Eq. 7.
-
-    ``W = U S V^T`` (thin SVD, computed in float64), truncated to
-    ``q = min(hidden, out, in)`` triplets, ``P_j = I[:h_j, :q]``::
-
-        W_1 = P_1 S^{1/N} V^T,  W_j = P_j S^{1/N} P_{j-1}^T,  W_N = U S^{1/N} P_{N-1}^T
-
-    where:
-        W: (out, in) matrix; N = depth; h_1 = ... = h_{N-1} = hidden.
-    Then ``W_{j+1}^T W_{j+1} = P_j S^{2/N} P_j^T = W_j W_j^T`` (Eq. 7).
-
-    Raises ValueError if ``hidden < rank(W)`` (singular values above
-    ``rtol * s_max``, ``rtol = max(out, in) * eps(dtype)`` by default).
-    """
-    out_f, in_f = weight.shape
-    w64 = weight.detach().to(torch.float64)
-    if depth == 1:
-        return [weight.detach().clone()]
-    u, s, vh = torch.linalg.svd(w64, full_matrices=False)
-    if rtol is None:
-        rtol = max(out_f, in_f) * torch.finfo(weight.dtype).eps
-    rank = int((s > rtol * s[0]).sum()) if s.numel() and s[0] > 0 else 0
-    if hidden < rank:
-        raise ValueError(
-            f"hidden width {hidden} < rank(W) = {rank}: init='preserve' cannot factor a "
-            f"({out_f} x {in_f}) weight of rank {rank} exactly; use hidden >= {rank} "
-            "(e.g. 'min' or 'out')"
-        )
-    q = min(hidden, s.numel())
-    u, s, vh = u[:, :q], s[:q], vh[:q]
-    root = s.pow(1.0 / depth)
-    pad = torch.eye(hidden, q, dtype=torch.float64, device=weight.device)  # P_j
-    mid = pad @ torch.diag(root) @ pad.T
-    factors = [pad @ (root[:, None] * vh)]
-    factors += [mid.clone() for _ in range(depth - 2)]
-    factors.append((u * root) @ pad.T)
-    return [f.to(weight.dtype) for f in factors]
-
-
 class ProductWeight(nn.Module):
     r"""Parametrization ``weight = W_N ... W_2 . W_1`` (Eq. 1's end-to-end matrix).
 
@@ -140,7 +100,7 @@ class ProductWeight(nn.Module):
         W_1: (h_1, *in_shape) -- ``in_shape = (in,)`` for Linear, ``(in, kh, kw)`` for
         Conv2d, flattened to (h_1, prod(in_shape)) for the product;
         W_j: (h_j, h_{j-1}) for j >= 2, h_N = out.
-    ``right_inverse(W)`` returns balanced factors of ``W`` (see ``_balanced_factors``), so
+    ``right_inverse(W)`` returns balanced factors of ``W`` (``nets.balanced_factors``), so
     assigning ``layer.weight = W`` re-factors W exactly; at registration it returns the
     ``initial`` factors instead when they are given (``init='random'/'identity'``).
     """
@@ -188,7 +148,7 @@ class ProductWeight(nn.Module):
             initial, self._initial = self._initial, None
             return initial
         flat = weight.reshape(self.out_features, self.in_flat)
-        factors = _balanced_factors(flat, self.depth, self.hidden)
+        factors = balanced_factors(flat.detach(), self.depth, self.hidden)
         factors[0] = factors[0].reshape(-1, *self.in_shape)
         return tuple(factors)
 
@@ -388,7 +348,7 @@ def overparameterize(
         include, exclude: layer type names (``"Linear"``, ``"Conv1d"``, ``"Conv2d"``,
             ``"Conv3d"``), layer classes, or module-name glob patterns.
         generator: random generator for ``"random"`` and the ``scale`` noise.
-        scale: see ``init``; must be > 0 when given; ignored by ``"preserve"``.
+        scale: see ``init``; must be > 0 when given; not allowed with ``"preserve"``.
 
     Returns:
         ``(model, summary)``: the same model object, and an :class:`OverparamSummary`.
@@ -401,6 +361,8 @@ def overparameterize(
         raise ValueError(f"init must be one of {_INITS}, got {init!r}")
     if scale is not None and not (math.isfinite(scale) and scale > 0):
         raise ValueError(f"scale must be a finite number > 0 (or None), got {scale!r}")
+    if scale is not None and init == "preserve":
+        raise ValueError("scale has no effect with init='preserve' (the function is kept exactly)")
     _resolve_hidden(hidden, 1, 1)  # validate early, before touching the model
 
     modules = list(model.named_modules())
@@ -441,6 +403,8 @@ def overparameterize(
     for name, layer, pw, factors in plans:
         pw._initial = factors
         shape = tuple(layer.weight.shape)
+        if parametrize.is_parametrized(layer):  # another tensor (e.g. bias) is parametrized
+            _own_class(layer)
         parametrize.register_parametrization(layer, "weight", pw)
         changes.append(
             LayerChange(
@@ -461,6 +425,18 @@ def overparameterize(
     return model, summary
 
 
+def _own_class(module: nn.Module) -> None:
+    """Give a parametrized module a private copy of its injected ``Parametrized*`` class.
+
+    ``copy.deepcopy`` of a parametrized module shares that class with the original, and
+    ``remove_parametrizations`` / ``register_parametrization`` edit the class (they delete
+    or add the property), which would break the other copy.
+    """
+    cls = module.__class__
+    own = {k: v for k, v in vars(cls).items() if k not in ("__dict__", "__weakref__")}
+    module.__class__ = type(cls.__name__, cls.__bases__, own)
+
+
 def collapse(model: nn.Module) -> nn.Module:
     r"""Turn every overparameterized layer back into a plain layer, in place.
 
@@ -468,7 +444,8 @@ def collapse(model: nn.Module) -> nn.Module:
     ``W_N ... W_1`` as its plain ``weight`` Parameter, and its original class back
     (``parametrize.remove_parametrizations(layer, "weight", leave_parametrized=True)``).
     Idempotent; a model with nothing to collapse is returned unchanged. The weight is a
-    new Parameter: create the optimizer after this call.
+    new Parameter: create the optimizer after this call. Safe on a ``copy.deepcopy`` of a
+    model (``deployed = collapse(copy.deepcopy(model))`` leaves ``model`` intact).
     """
     for name, module in list(model.named_modules()):
         if not parametrize.is_parametrized(module, "weight"):
@@ -481,5 +458,6 @@ def collapse(model: nn.Module) -> nn.Module:
                 f"layer {name or '<model>'!r} has other parametrizations stacked on its "
                 "product weight; remove them first"
             )
+        _own_class(module)
         parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
     return model
