@@ -13,7 +13,7 @@ import importlib
 import sys
 
 # Sub-command modules under depthaccel.commands, in the order --help lists them.
-COMMANDS: tuple[str, ...] = ("reproduce",)
+COMMANDS: tuple[str, ...] = ("reproduce", "demo")
 
 
 def build_parser() -> argparse.ArgumentParser:
