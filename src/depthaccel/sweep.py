@@ -1,0 +1,461 @@
+"""Run a list of training runs through the results store: reuse, checkpoint, resume.
+
+``sweep(X, y, p, runs, iters, store=...)`` is ``depthaccel.train.train`` with memory:
+
+* every run is keyed by ``store.run_key(run.key(), fingerprint, MATH_VERSION)`` where
+  the fingerprint (``data_fingerprint``) is the sha256 of X and y (float64 bytes and
+  shapes), p, the number of iterations, the logging settings and the compute dtype;
+* runs already in the store (with first-hit iterations for every requested threshold)
+  are read back, not trained; the result says how many (``SweepResult.reused``);
+* the other runs are trained together in one ``train`` call (a "group"; grouping them
+  into tensor programs is the trainer's business), which saves its state into the store
+  every ``checkpoint_every`` iterations; when it finishes, its runs are stored and its
+  checkpoint deleted in one transaction;
+* after a crash or ``kill -9``, the same call finds the checkpoint of its group and
+  resumes from it: at most ``checkpoint_every`` iterations are redone, no finished run
+  is recomputed, and the curves equal those of an uninterrupted run (float64, same
+  device: the trainer's resume guarantee). A checkpoint also serves a later call whose
+  pending runs include all of the checkpointed group's runs (e.g. a re-run with one
+  more depth): that group resumes, the new runs train in a group of their own.
+
+``MATH_VERSION`` names the version of the numbers the code computes: bump it whenever a
+change to the trainer, the losses or the optimum can change any run's curve, so stale
+results are not reused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from depthaccel.losses import LpOptimum
+from depthaccel.store import Store, StoredRun, canonical_json, group_key, run_key
+from depthaccel.train import Run, RunResult, train
+
+__all__ = [
+    "MATH_VERSION",
+    "StoreTrainer",
+    "SweepResult",
+    "data_fingerprint",
+    "dumps_state",
+    "loads_state",
+    "sweep",
+]
+
+#: Version of the math behind every stored number (trainer, losses, optimum, logging).
+MATH_VERSION = "1"
+
+_NUMPY_TAG = "__depthaccel_numpy__"
+# Keyword arguments of depthaccel.train.train that sweep passes on (and fingerprints).
+_TRAIN_OPTIONS = {"log_scale", "diverge_factor", "gram", "fast_width1"}
+
+
+def data_fingerprint(
+    X: Any,
+    y: Any,
+    p: float,
+    iters: int,
+    *,
+    log_points: int,
+    dtype: str,
+    optimum: float | None = None,
+    options: dict[str, Any] | None = None,
+) -> str:
+    """sha256 hex identifying the data and every trainer setting that shapes a curve.
+
+    Hashed: X and y as float64 C-order bytes with their shapes, p, iters, log_points,
+    the compute dtype's name, the other trainer ``options`` that change numbers
+    (``log_scale``, ``diverge_factor``, ``gram``, ...) and, when the caller fixed it, the
+    optimum L* (otherwise L* is ``lp_optimum(X, y, p)``, a function of the data; a
+    float given here is hashed bit-exactly). Thresholds are not part of
+    it: a stored run is reused when it holds first-hit iterations for every requested
+    threshold.
+    """
+    h = hashlib.sha256(b"depthaccel-data-fingerprint-v1\0")
+    for name, a in (("X", X), ("y", y)):
+        t = a.detach().cpu().numpy() if isinstance(a, torch.Tensor) else a
+        arr = np.ascontiguousarray(np.asarray(t, dtype=np.float64))
+        h.update(f"{name}{arr.shape}\0".encode())
+        h.update(arr.tobytes())
+    opt = "computed" if optimum is None else repr(float(optimum))
+    h.update(
+        f"p={float(p)!r};iters={int(iters)};log_points={int(log_points)};"
+        f"dtype={dtype};optimum={opt};options=".encode()
+    )
+    h.update(canonical_json(options or {}).encode())
+    return h.hexdigest()
+
+
+def _dtype_name(dtype: Any) -> str:
+    if dtype is None:
+        return "default"
+    if isinstance(dtype, torch.dtype):
+        return str(dtype).removeprefix("torch.")
+    return str(dtype)
+
+
+# ------------------------------------------------------------------ state (de)serialising
+
+
+def _to_safe(obj: Any) -> Any:
+    """Replace numpy arrays/scalars by tensors/Python numbers so torch.load(weights_only)
+    can read the state back; arrays are tagged to come back as arrays."""
+    if isinstance(obj, np.ndarray):
+        return {_NUMPY_TAG: torch.from_numpy(np.ascontiguousarray(obj).copy())}
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, dict):
+        return {k: _to_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_to_safe(v) for v in obj)
+    return obj
+
+
+def _from_safe(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        if set(obj) == {_NUMPY_TAG}:
+            return obj[_NUMPY_TAG].numpy()
+        return {k: _from_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_from_safe(v) for v in obj)
+    return obj
+
+
+def dumps_state(state: Any) -> bytes:
+    """A trainer state (dict of tensors, numpy arrays, numbers, strings) as bytes."""
+    buf = io.BytesIO()
+    torch.save(_to_safe(state), buf)
+    return buf.getvalue()
+
+
+def loads_state(blob: bytes, map_location: Any = None) -> Any:
+    """Inverse of ``dumps_state``; reads with ``weights_only=True`` (no arbitrary code)."""
+    return _from_safe(torch.load(io.BytesIO(blob), map_location=map_location, weights_only=True))
+
+
+# ---------------------------------------------------------------------------- the sweep
+
+
+@dataclass
+class SweepResult:
+    """What ``sweep`` returns.
+
+    Attributes:
+        results: one RunResult per requested run, in the order given (duplicates of one
+            configuration share a result).
+        reused: how many distinct runs were read from the store instead of trained.
+        computed: how many distinct runs were trained by this call.
+        resumed: group key -> iteration a checkpointed group resumed from.
+        fingerprint: the data fingerprint used in the run keys.
+        keys: the store key of each requested run (same order as ``results``).
+        store_path: the store file.
+    """
+
+    results: list[RunResult]
+    reused: int
+    computed: int
+    resumed: dict[str, int] = field(default_factory=dict)
+    fingerprint: str = ""
+    keys: list[str] = field(default_factory=list)
+    store_path: Path | None = None
+
+    @property
+    def total(self) -> int:
+        return self.reused + self.computed
+
+
+def _stored_to_result(run: Run, s: StoredRun, thresholds: Sequence[float]) -> RunResult:
+    return RunResult(
+        run=run,
+        iters=s.iters,
+        gap=s.gap,
+        first_hit={t: s.first_hit[t] for t in thresholds},
+        final_gap=s.final_gap,
+        diverged=s.diverged,
+        diverged_at=s.diverged_at,
+        wall_time=s.wall_time,
+    )
+
+
+def _result_to_stored(key: str, r: RunResult, fingerprint: str, extra: dict[str, Any]) -> StoredRun:
+    return StoredRun(
+        key=key,
+        config=r.run.key(),
+        data_fingerprint=fingerprint,
+        math_version=MATH_VERSION,
+        label=r.run.label(),
+        iters=np.asarray(r.iters, dtype=np.int64),
+        gap=np.asarray(r.gap, dtype=np.float64),
+        first_hit={float(t): i for t, i in r.first_hit.items()},
+        final_gap=float(r.final_gap),
+        diverged=bool(r.diverged),
+        diverged_at=r.diverged_at,
+        wall_time=float(r.wall_time),
+        extra=extra,
+    )
+
+
+def sweep(
+    X: Any,
+    y: Any,
+    p: float,
+    runs: Sequence[Run],
+    iters: int,
+    *,
+    store: Store | str | Path,
+    optimum: float | None = None,
+    thresholds: Iterable[float] = (),
+    log_points: int = 1000,
+    device: str | torch.device = "cpu",
+    dtype: Any = None,
+    checkpoint_every: int | None = None,
+    progress: bool = False,
+    log: Callable[[str], None] | None = None,
+    **train_options: Any,
+) -> SweepResult:
+    """Train ``runs`` (see ``depthaccel.train.train``) through the results ``store``.
+
+    Runs already stored are reused; the rest are trained in one group that checkpoints
+    every ``checkpoint_every`` iterations (None: never) and resumes from its checkpoint
+    when the same sweep is started again. ``store`` is a Store or a path (a directory
+    gets ``store.DEFAULT_FILENAME`` inside it). ``log`` receives one-line progress
+    messages (how many runs were reused, resumed, trained). ``train_options`` are passed
+    to ``train`` (``log_scale``, ``diverge_factor``, ``gram``, ``fast_width1``) and are
+    part of the data fingerprint. ``optimum`` (a float or an ``LpOptimum``) fixes L*;
+    by default ``train`` computes it.
+
+    Round-off note: a reused run was computed in the batch it was first trained in; the
+    trainer's float64 results can differ in the last bits between batch compositions.
+    """
+    runs = list(runs)
+    if not runs:
+        raise ValueError("sweep needs at least one run")
+    for r in runs:
+        if not isinstance(r, Run):
+            raise ValueError(f"runs must be depthaccel.train.Run instances, got {r!r}")
+    iters = int(iters)
+    if checkpoint_every is not None and int(checkpoint_every) < 1:
+        raise ValueError(f"checkpoint_every must be >= 1 or None, got {checkpoint_every!r}")
+    thresholds = sorted({float(t) for t in thresholds})
+    if isinstance(optimum, LpOptimum):
+        optimum = optimum.loss
+    unknown = set(train_options) - _TRAIN_OPTIONS
+    if unknown:
+        raise ValueError(
+            f"unknown train option(s) {sorted(unknown)}; sweep passes on {sorted(_TRAIN_OPTIONS)}"
+        )
+    say = log or (lambda msg: None)
+    own = not isinstance(store, Store)
+    st = Store(store) if own else store
+    try:
+        return _sweep(
+            st, X, y, p, runs, iters, optimum, thresholds, log_points, device, dtype,
+            checkpoint_every, progress, say, train_options,
+        )  # fmt: skip
+    finally:
+        if own:
+            st.close()
+
+
+def _sweep(
+    st: Store,
+    X: Any,
+    y: Any,
+    p: float,
+    runs: list[Run],
+    iters: int,
+    optimum: float | None,
+    thresholds: list[float],
+    log_points: int,
+    device: Any,
+    dtype: Any,
+    checkpoint_every: int | None,
+    progress: bool,
+    say: Callable[[str], None],
+    options: dict[str, Any],
+) -> SweepResult:
+    fp = data_fingerprint(
+        X,
+        y,
+        p,
+        iters,
+        log_points=log_points,
+        dtype=_dtype_name(dtype),
+        optimum=optimum,
+        options=options,
+    )
+    keys = [run_key(r.key(), fp, MATH_VERSION) for r in runs]
+    by_key: dict[str, Run] = dict(zip(keys, runs, strict=True))
+    stored = st.get_runs(by_key)
+    done: dict[str, RunResult] = {}
+    extra_thresholds: set[float] = set()
+    for k, s in stored.items():
+        if all(t in s.first_hit for t in thresholds):
+            done[k] = _stored_to_result(by_key[k], s, thresholds)
+        else:  # stored without some threshold: retrain, keeping the thresholds it had
+            extra_thresholds.update(s.first_hit)
+    reused = len(done)
+    pending = [k for k in by_key if k not in done]
+    say(
+        f"store {st.path}: reused {reused} of {len(by_key)} runs"
+        + (f", {len(pending)} to train" if pending else "")
+    )
+    all_thresholds = sorted(set(thresholds) | extra_thresholds)
+    groups = _plan_groups(st, pending, all_thresholds)
+    resumed: dict[str, int] = {}
+    for gkeys, ck_state in groups:
+        gk = group_key(gkeys)
+        group_thresholds = ck_state["thresholds"] if ck_state is not None else all_thresholds
+        if ck_state is not None:
+            resumed[gk] = int(ck_state["iteration"])
+            say(f"resuming {len(gkeys)} runs from iteration {ck_state['iteration']} of {iters}")
+        else:
+            say(f"training {len(gkeys)} runs for {iters} iterations")
+        results = _train_group(
+            st, X, y, p, [by_key[k] for k in gkeys], gkeys, gk, iters, optimum,
+            group_thresholds, log_points, device, dtype, checkpoint_every, progress,
+            ck_state, fp, options,
+        )  # fmt: skip
+        for k, r in zip(gkeys, results, strict=True):
+            done[k] = replace(r, first_hit={t: r.first_hit[t] for t in thresholds})
+    return SweepResult(
+        results=[done[k] for k in keys],
+        reused=reused,
+        computed=len(pending),
+        resumed=resumed,
+        fingerprint=fp,
+        keys=keys,
+        store_path=st.path,
+    )
+
+
+def _plan_groups(
+    st: Store, pending: list[str], thresholds: list[float]
+) -> list[tuple[list[str], dict[str, Any] | None]]:
+    """Split the pending runs into groups: first every stored checkpoint whose runs are
+    all pending (and which tracks every threshold needed), then the rest, fresh."""
+    left = set(pending)
+    groups: list[tuple[list[str], dict[str, Any] | None]] = []
+    for gk, _ in sorted(st.checkpoints(), key=lambda c: -c[1]):
+        ck = st.load_checkpoint(gk)
+        if ck is None or not ck.run_keys or not set(ck.run_keys) <= left:
+            continue
+        try:
+            state = loads_state(ck.state)
+            ok = set(thresholds) <= set(state["thresholds"])
+        except Exception as e:  # an unreadable blob is skipped, never fatal
+            warnings.warn(f"ignoring unreadable checkpoint {gk[:12]}: {e}", stacklevel=3)
+            continue
+        if ok:
+            groups.append((list(ck.run_keys), state))
+            left -= set(ck.run_keys)
+    rest = [k for k in pending if k in left]
+    if rest:
+        groups.append((rest, None))
+    return groups
+
+
+def _train_group(
+    st: Store,
+    X: Any,
+    y: Any,
+    p: float,
+    runs: list[Run],
+    gkeys: list[str],
+    gk: str,
+    iters: int,
+    optimum: float | None,
+    thresholds: list[float],
+    log_points: int,
+    device: Any,
+    dtype: Any,
+    checkpoint_every: int | None,
+    progress: bool,
+    ck_state: dict[str, Any] | None,
+    fp: str,
+    options: dict[str, Any],
+) -> list[RunResult]:
+    def save(state: dict[str, Any]) -> None:
+        wrapped = {"trainer": state, "iteration": int(state["t"]), "thresholds": thresholds}
+        st.save_checkpoint(gk, gkeys, wrapped["iteration"], dumps_state(wrapped))
+
+    kwargs: dict[str, Any] = {}
+    if checkpoint_every is not None:
+        kwargs.update(checkpoint_every=int(checkpoint_every), checkpoint=save)
+
+    def run_train(**more: Any) -> list[RunResult]:
+        return train(
+            X,
+            y,
+            p,
+            runs,
+            iters,
+            optimum=optimum,
+            thresholds=thresholds,
+            log_points=log_points,
+            device=device,
+            dtype=dtype,
+            progress=progress,
+            **options,
+            **kwargs,
+            **more,
+        )
+
+    if ck_state is None:
+        results = run_train()
+    else:
+        try:
+            results = run_train(resume=ck_state["trainer"])
+        except ValueError as e:  # e.g. saved by another version of the trainer
+            warnings.warn(
+                f"cannot resume from the checkpoint ({e}); training these runs from the start",
+                stacklevel=3,
+            )
+            results = run_train()
+    extra = {"device": str(device), "dtype": _dtype_name(dtype), "group_size": len(runs)}
+    st.finish_group(
+        gk, [_result_to_stored(k, r, fp, extra) for k, r in zip(gkeys, results, strict=True)]
+    )
+    return results
+
+
+class StoreTrainer:
+    """A drop-in for ``depthaccel.train.train`` that goes through a results store.
+
+    ``trainer = StoreTrainer(store, checkpoint_every=K)`` then
+    ``trainer(X, y, p, runs, iters, **train_kwargs)`` returns what ``train`` would,
+    reusing stored runs and checkpointing as ``sweep`` does; ``trainer.reused`` and
+    ``trainer.computed`` count runs over all calls. For code (an experiment, a grid
+    search) that takes its training function as a parameter.
+    """
+
+    def __init__(
+        self,
+        store: Store | str | Path,
+        *,
+        checkpoint_every: int | None = None,
+        log: Callable[[str], None] | None = None,
+    ):
+        self.store = store
+        self.checkpoint_every = checkpoint_every
+        self.log = log
+        self.reused = 0
+        self.computed = 0
+
+    def __call__(self, X: Any, y: Any, p: float, runs: Sequence[Run], iters: int, **kwargs: Any):
+        for name in ("checkpoint", "resume"):
+            if kwargs.pop(name, None) is not None:
+                raise ValueError(f"StoreTrainer handles checkpoints itself; do not pass {name}=")
+        kwargs.setdefault("checkpoint_every", self.checkpoint_every)
+        res = sweep(X, y, p, runs, iters, store=self.store, log=self.log, **kwargs)
+        self.reused += res.reused
+        self.computed += res.computed
+        return res.results
