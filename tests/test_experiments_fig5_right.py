@@ -84,8 +84,9 @@ def test_tutorial_init_statistics_and_same_convs():
         assert abs(fct.std().item() - 0.1 * 0.87962) < 3e-3
 
 
-def test_preserve_init_computes_the_same_function_float64():
-    cfg = _cfg(factor_init="preserve", dropout=0.0)
+@pytest.mark.parametrize("init", ["preserve", "residual"])
+def test_function_keeping_inits_compute_the_same_function_float64(init):
+    cfg = _cfg(factor_init=init, dropout=0.0)
     plain, over, _ = f5.build_models(cfg, dtype=torch.float64)
     x = torch.rand(5, 1, 28, 28, dtype=torch.float64) - 0.5
     plain.eval(), over.eval()
@@ -93,6 +94,9 @@ def test_preserve_init_computes_the_same_function_float64():
     for factored in (True, False):
         over.factored_forward = factored
         torch.testing.assert_close(over(x), ref, rtol=1e-10, atol=1e-10)
+    if init == "residual":
+        w1, w2 = f5.dense_factors(over.fc1)
+        assert torch.equal(w1, plain.fc1.weight) and torch.equal(w2, torch.eye(512).double())
     # the factors are really used: perturbing one changes the output
     with torch.no_grad():
         f5.dense_factors(over.fc2)[1].mul_(1.5)
