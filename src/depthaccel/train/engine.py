@@ -27,8 +27,12 @@ Divergence: a run whose loss at iteration t is non-finite or above
 ``diverge_factor * L_0`` is frozen from t on (its parameters and optimizer state stop
 changing: updates are masked with ``torch.where``), marked ``diverged_at = t``, and its
 logged gaps from t on are NaN. Runs never mix: each run is one row of the GEMMs and all
-other operations are row-wise, so (with a BLAS that computes each row independently, as
-MKL and OpenBLAS do) the other runs' curves are bit-identical to a grid without it.
+other operations are row-wise, so a divergent run (inf/NaN included) cannot change
+another run's numbers: the other curves are bit-identical to those of the same grid
+with tame runs in its slots (tested). Removing runs from a grid changes the GEMMs' row
+count, and MKL's blocking then changes the rounding of a row (measured: results depend
+on the number of rows and on a row's position), so across grids of different sizes a
+run's curve agrees to round-off (~1e-15 relative), not always bit for bit.
 
 Resumability: ``checkpoint_every=K`` calls ``checkpoint(state)`` after every K-th
 update, where ``state`` is a plain dict (ints, floats, strings, lists, numpy arrays and

@@ -1,0 +1,132 @@
+"""l_p loss and its Newton optimum against independent float64 references."""
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import scipy.optimize
+import torch
+
+from depthaccel.losses import lp_loss, lp_optimum
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def problem(m=50, d=6, k=1, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((m, d))
+    w = rng.standard_normal((d, k))
+    y = X @ w + 0.5 * rng.standard_normal((m, k))
+    return X, (y[:, 0] if k == 1 else y)
+
+
+def loop_loss(pred, y, p):
+    pred = np.asarray(pred).reshape(len(y), -1)
+    y = np.asarray(y).reshape(len(y), -1)
+    total = 0.0
+    for i in range(pred.shape[0]):
+        for c in range(pred.shape[1]):
+            total += abs(pred[i, c] - y[i, c]) ** p / p
+    return total / pred.shape[0]
+
+
+@pytest.mark.parametrize("p", [2, 3.5, 4, 6])
+@pytest.mark.parametrize("k", [1, 2])
+def test_lp_loss_matches_loop(p, k):
+    X, y = problem(k=k)
+    pred = X @ np.ones((6, k)) * 0.3
+    pred = pred[:, 0] if k == 1 else pred
+    got = lp_loss(torch.from_numpy(pred), torch.from_numpy(y), p)
+    assert got.item() == pytest.approx(loop_loss(pred, y, p), rel=1e-13)
+
+
+def test_lp_loss_batched_and_errors():
+    X, y = problem(k=2)
+    yt = torch.from_numpy(y)
+    preds = torch.stack([yt + 1, yt * 0.5])
+    got = lp_loss(preds, yt, 4)
+    assert got.shape == (2,)
+    assert got[0].item() == pytest.approx(2 * 1 / 4, rel=1e-14)  # |1|^4/4 summed over 2 outputs
+    with pytest.raises(ValueError, match="p must be"):
+        lp_loss(yt, yt, 1.5)
+    with pytest.raises(ValueError, match="shape"):
+        lp_loss(yt[:, :1], yt, 4)
+
+
+def grad_autograd(X, y, w, p):
+    Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
+    wt = torch.tensor(w, requires_grad=True)
+    pred = Xt @ wt
+    loss = lp_loss(pred, yt, p)
+    loss.backward()
+    return loss.item(), wt.grad.numpy()
+
+
+@pytest.mark.parametrize("p", [2, 3, 4])
+@pytest.mark.parametrize("k", [1, 2])
+def test_lp_optimum_certificate_and_scipy(p, k):
+    X, y = problem(k=k, seed=p)
+    opt = lp_optimum(X, y, p)
+    assert opt.w.shape == ((6,) if k == 1 else (6, k))
+    loss, g = grad_autograd(X, y, opt.w, p)
+    assert np.linalg.norm(g) < 1e-10
+    assert opt.grad_norm < 1e-10
+    assert opt.loss == pytest.approx(loss, rel=1e-13)
+
+    # scipy's BFGS on the same objective, column by column (independent algorithm)
+    Y = y.reshape(len(y), -1)
+    ref_loss = 0.0
+    for c in range(Y.shape[1]):
+
+        def f(w, c=c):
+            r = X @ w - Y[:, c]
+            return np.mean(np.abs(r) ** p) / p, X.T @ (np.abs(r) ** (p - 2) * r) / len(r)
+
+        res = scipy.optimize.minimize(
+            f, np.zeros(6), jac=True, method="BFGS", options={"gtol": 1e-12, "maxiter": 10000}
+        )
+        wc = opt.w if k == 1 else opt.w[:, c]
+        np.testing.assert_allclose(wc, res.x, atol=1e-6)
+        ref_loss += res.fun
+    assert opt.loss == pytest.approx(ref_loss, rel=1e-10)
+    assert opt.loss <= ref_loss + 1e-15
+
+
+def test_lp_optimum_p2_is_normal_equations():
+    X, y = problem()
+    opt = lp_optimum(X, y, 2)
+    w = np.linalg.solve(X.T @ X, X.T @ y)
+    np.testing.assert_allclose(opt.w, w, rtol=1e-11)
+    assert opt.iterations == 0
+
+
+def test_lp_optimum_errors():
+    X, y = problem()
+    Xd = X.copy()
+    Xd[:, 3] = 2 * Xd[:, 1]
+    with pytest.raises(ValueError, match="rank deficient"):
+        lp_optimum(Xd, y, 4)
+    with pytest.raises(ValueError, match="rank deficient"):
+        lp_optimum(X[:4], y[:4], 4)
+    Xn = X.copy()
+    Xn[0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN"):
+        lp_optimum(Xn, y, 4)
+    with pytest.raises(ValueError, match="y must have shape"):
+        lp_optimum(X, y[:-1], 4)
+    with pytest.raises(ValueError, match="p must be"):
+        lp_optimum(X, y, 1)
+
+
+@pytest.mark.skipif(not (DATA / "gas_sensor_drift").is_dir(), reason="shared data absent")
+def test_lp_optimum_ethanol_l4():
+    from depthaccel.data import load_ethanol
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the shared folder lacks two official batch files
+        ds = load_ethanol(DATA)
+    opt = lp_optimum(ds.X, ds.y, 4)
+    _, g = grad_autograd(ds.X, ds.y, opt.w, 4)
+    assert np.linalg.norm(g) < 1e-10
+    assert opt.loss == pytest.approx(0.0554, abs=5e-4)  # GUIDE.md section 2
