@@ -13,7 +13,7 @@ import importlib
 import sys
 
 # Sub-command modules under depthaccel.commands, in the order --help lists them.
-COMMANDS: tuple[str, ...] = ("reproduce", "demo")
+COMMANDS: tuple[str, ...] = ("reproduce", "demo", "compare")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,0 +1,252 @@
+"""``depthaccel compare``: does depth accelerate gradient descent on your own table?
+
+Parsing only; the work is :func:`depthaccel.compare.run_compare`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from depthaccel.compare import (
+    DEFAULT_CHECKPOINT_EVERY,
+    DEFAULT_ITERS,
+    DEFAULT_LRS,
+    DEFAULT_RELATIVE_THRESHOLDS,
+    CompareConfig,
+    parse_loss,
+    run_compare,
+)
+from depthaccel.experiments.base import format_lr
+from depthaccel.store import StoreError
+from depthaccel.train import METHODS
+
+_EPILOG = f"""\
+Models: every method at every depth (the Eq. 12 end-to-end scheme 'e2e' only at depths
+> 1; at depth 1 it is plain GD), hidden width --hidden (1, as in the paper), near-zero
+initialisation; each model at every learning rate of --lrs (default
+{", ".join(format_lr(x) for x in DEFAULT_LRS)}). Each model's best rate is the one with
+the lowest final gap (ties: fewer iterations to reach the thresholds); diverged runs are
+marked, never chosen. Thresholds default to {", ".join(f"{r:g}" for r in DEFAULT_RELATIVE_THRESHOLDS)}
+times the initial gap L(0) - L*.
+
+Outputs in --out: compare.png (gap vs iteration, best rate per model, log scale),
+summary.csv (one row per run: method, depth, lr, final_gap, diverged, first-hit iteration
+per threshold, best_for_model), curves.csv (run, iteration, gap), REPORT.md (table and
+verdict), and the results store depthaccel-store.sqlite: re-running the command reuses
+finished runs (it says how many), and an interrupted run (Ctrl-C, kill -9) resumes from
+its last checkpoint, redoing at most --checkpoint-every iterations.
+
+Exit status: 0 on success, 1 when the data or the store cannot be used, 2 on bad
+arguments.
+
+Example:
+  depthaccel compare --data my_table.csv --target price --loss l4 --iters 20000
+"""
+
+
+def _csv_list(conv, what: str):
+    def parse(text: str):
+        items = [s.strip() for s in text.split(",") if s.strip()]
+        if not items:
+            raise argparse.ArgumentTypeError(f"empty list of {what}")
+        out = []
+        for s in items:
+            try:
+                out.append(conv(s))
+            except (ValueError, argparse.ArgumentTypeError) as e:
+                raise argparse.ArgumentTypeError(f"bad {what} {s!r}: {e}") from None
+        return tuple(out)
+
+    return parse
+
+
+def _depth(s: str) -> int:
+    try:
+        d = float(s)
+    except ValueError:
+        raise ValueError("not a number") from None
+    if not d.is_integer() or d < 1:
+        raise ValueError("depths are integers >= 1")
+    return int(d)
+
+
+def _method(s: str) -> str:
+    s = s.lower()
+    if s not in METHODS:
+        raise ValueError(f"choose from {', '.join(METHODS)}")
+    return s
+
+
+def _positive(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise ValueError("not a number") from None
+    if not (v > 0 and v < float("inf")):
+        raise ValueError("must be a finite number > 0")
+    return v
+
+
+def _loss(s: str) -> str:
+    try:
+        parse_loss(s)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    return s.lower()
+
+
+def _int_at_least(lo: int, what: str):
+    def parse(s: str) -> int:
+        try:
+            v = int(s)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} must be an integer, got {s!r}") from None
+        if v < lo:
+            raise argparse.ArgumentTypeError(f"{what} must be >= {lo}, got {v}")
+        return v
+
+    return parse
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(
+        "compare",
+        help="does depth accelerate GD on your table? (grid, best rates, plot, verdict)",
+        description=(
+            "Train linear models of several depths and optimizers on your regression "
+            "table (CSV or NPZ), pick each model's best learning rate, and report whether "
+            "depth accelerates gradient descent on it, by how much, and against the "
+            "adaptive optimizers."
+        ),
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--data", required=True, metavar="FILE", help="the table (.csv, .csv.gz, .tsv, .npz)"
+    )
+    p.add_argument(
+        "--target", default=None, metavar="COL", help="target column (default: the last column)"
+    )
+    p.add_argument(
+        "--loss", type=_loss, default="l4", help="l2, l4 or l<p> with p >= 2 (default: l4)"
+    )
+    p.add_argument(
+        "--depths",
+        type=_csv_list(_depth, "depth"),
+        default=(1, 2, 3),
+        help="comma-separated depths (default: 1,2,3)",
+    )
+    p.add_argument(
+        "--methods",
+        type=_csv_list(_method, "method"),
+        default=("gd", "e2e", "adagrad", "adadelta", "adam"),
+        help=f"comma-separated, from {','.join(METHODS)} (default: all)",
+    )
+    p.add_argument(
+        "--iters",
+        type=_int_at_least(1, "--iters"),
+        default=DEFAULT_ITERS,
+        help=f"full-batch iterations per run (default: {DEFAULT_ITERS})",
+    )
+    p.add_argument(
+        "--lrs",
+        type=_csv_list(_positive, "learning rate"),
+        default=DEFAULT_LRS,
+        help="comma-separated learning rates (default: 1e-4..1, two per decade)",
+    )
+    p.add_argument(
+        "--thresholds",
+        type=_csv_list(_positive, "threshold"),
+        default=None,
+        help="comma-separated gap thresholds for iterations-to-reach "
+        "(default: 1e-1..1e-6 times the initial gap)",
+    )
+    p.add_argument(
+        "--out", default="compare-results", help="output directory (default: compare-results)"
+    )
+    p.add_argument(
+        "--checkpoint-every",
+        type=_int_at_least(0, "--checkpoint-every"),
+        default=DEFAULT_CHECKPOINT_EVERY,
+        metavar="K",
+        help=f"save the training state every K iterations, 0 = never (default: {DEFAULT_CHECKPOINT_EVERY})",
+    )
+    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1 (default: cpu)")
+    p.add_argument(
+        "--dtype",
+        choices=("float64", "float32"),
+        default="float64",
+        help="compute dtype (default: float64)",
+    )
+    p.add_argument(
+        "--no-standardize",
+        action="store_true",
+        help="train on the raw values (default: z-score features and target)",
+    )
+    p.add_argument(
+        "--hidden", type=_int_at_least(1, "--hidden"), default=1, help="hidden width (default: 1)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="initialisation seed (default: 0)")
+    p.add_argument(
+        "--convention",
+        choices=("tf", "torch"),
+        default="tf",
+        help="defaults of the adaptive optimizers: TensorFlow 1 (the paper) or PyTorch (default: tf)",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    prog = "depthaccel compare"
+    try:
+        cfg = CompareConfig(
+            data=args.data,
+            target=args.target,
+            loss=args.loss,
+            depths=args.depths,
+            methods=args.methods,
+            iters=args.iters,
+            lrs=args.lrs,
+            thresholds=args.thresholds,
+            out=args.out,
+            checkpoint_every=args.checkpoint_every or None,
+            device=args.device,
+            dtype=args.dtype,
+            standardize=not args.no_standardize,
+            hidden=args.hidden,
+            seed=args.seed,
+            convention=args.convention,
+        )
+    except ValueError as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
+    if cfg.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            print(
+                f"{prog}: error: --device {cfg.device} but CUDA is not available", file=sys.stderr
+            )
+            return 2
+    try:
+        res = run_compare(cfg, progress=not args.no_progress, log=print)
+    except (ValueError, FileNotFoundError, StoreError, OSError) as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(
+            f"\n{prog}: interrupted; finished runs and the last checkpoint are in the store: "
+            "run the same command again to resume",
+            file=sys.stderr,
+        )
+        return 130
+    print(res.verdict.text)
+    print(
+        f"{len(res.results)} runs: {res.reused} reused from the store, {res.computed} trained "
+        f"({res.wall_time:.1f} s)"
+    )
+    print(f"outputs in {cfg.out}/: " + ", ".join(p.name for p in res.outputs.values()))
+    return 0
