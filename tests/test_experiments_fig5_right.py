@@ -178,6 +178,23 @@ def test_scale_images_and_smoothing_helpers():
     ]
 
 
+def test_variants_train_alongside_with_their_own_l2_target():
+    cfg = _cfg(epochs=0.1, train_size=640, variants=(("residual", "product"),), dropout=0.0)
+    _, over, _ = f5.build_models(cfg, dtype=torch.float64)
+    var, _ = f5.overparameterized_net(cfg, "residual", dtype=torch.float64)
+    g = torch.Generator().manual_seed(2)
+    x = (torch.rand(640, 1, 28, 28, generator=g) - 0.5).double()
+    y = torch.randint(0, 10, (640,), generator=g)
+    splits = f5.Splits(x, y, x[:64], y[:64], x[:1], y[:1])
+    hist, _, _ = f5.train_pair({"o": over, "v": var}, splits, cfg, l2_on={"v": "product"})
+    ce0 = hist["v"].ce[0]
+    # residual init: the variant starts as the original function; its L2 is on the product
+    plain = f5.build_models(cfg, dtype=torch.float64)[0]
+    want = ce0 + 5e-4 * f5.l2_penalty(plain, "factors").item()
+    assert hist["v"].loss[0] == pytest.approx(want, rel=1e-12)
+    assert hist["o"].loss[0] - hist["o"].ce[0] != pytest.approx(want - ce0, rel=1e-3)
+
+
 def test_config_validation_names_the_field():
     with pytest.raises(ValueError, match="factor_init"):
         _cfg(factor_init="zeros").validate()
@@ -185,6 +202,8 @@ def test_config_validation_names_the_field():
         _cfg(l2_on="both").validate()
     with pytest.raises(ValueError, match="train_size"):
         _cfg(train_size=56000).validate()
+    with pytest.raises(ValueError, match="variants"):
+        _cfg(variants=(("tutorial", "weights"),)).validate()
     with pytest.raises(ValueError, match="base_lr"):
         _cfg(base_lr=float("nan")).validate()
 
@@ -255,7 +274,10 @@ def test_quick_mode_runs_and_writes_outputs(tmp_path):
     curves = {(c.panel, c.label): c for c in read_curves_csv(out / "curves.csv")}
     loss = curves[("batch_loss", "original")]
     assert list(loss.iters) == list(range(1, 31)) and np.all(np.isfinite(loss.values))
-    assert ("batch_loss", "overparameterized (depth-2 dense)") in curves
+    assert (
+        "batch_loss",
+        "overparameterized (depth-2 dense; init tutorial, L2 on factors)",
+    ) in curves
     # SGD on the tutorial net does learn in 30 steps (cross-entropy starts near ln 10)
     ce = curves[("batch_cross_entropy", "original")].values
     assert ce[-5:].mean() < ce[:5].mean()
