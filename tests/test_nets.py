@@ -5,7 +5,8 @@ import torch
 
 from depthaccel.nets import DeepLinear, balanced_factors, balancedness, layer_widths
 
-torch.set_default_dtype(torch.float64)
+DEFAULT_DTYPE = torch.float64
+torch.set_default_dtype(DEFAULT_DTYPE)
 
 
 def product(factors):

@@ -9,7 +9,8 @@ from depthaccel.nets import DeepLinear, balancedness
 from depthaccel.optim import EndToEndSGD, end_to_end_sgd_step
 from depthaccel.preconditioner import end_to_end_direction
 
-torch.set_default_dtype(torch.float64)
+DEFAULT_DTYPE = torch.float64
+torch.set_default_dtype(DEFAULT_DTYPE)
 
 
 def psd_power(A: torch.Tensor, q: float) -> torch.Tensor:

@@ -12,7 +12,8 @@ from depthaccel.preconditioner import (
     single_output_direction,
 )
 
-torch.set_default_dtype(torch.float64)
+DEFAULT_DTYPE = torch.float64
+torch.set_default_dtype(DEFAULT_DTYPE)
 
 
 def psd_power(A: torch.Tensor, q: float) -> torch.Tensor:
