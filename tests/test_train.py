@@ -224,6 +224,16 @@ def test_gram_form_matches_residual_form_p2():
         assert a.first_hit == b.first_hit
 
 
+@pytest.mark.parametrize("p", [2, 3, 3.5])
+def test_other_exponents_match_references(p):
+    X, y = problem(k=2, seed=9)
+    runs = net_runs("gd", "tf", 0.01)[:4] + [Run("adam", 0.01, depth=2, init_scale=0.5)]
+    res = train(X, y, p, runs, 100, optimum=0.0, log_points=101, gram=False)
+    for r in res:
+        ref = reference(r.run, X, y, p, iters=100)
+        np.testing.assert_allclose(r.gap, ref, rtol=0, atol=1e-10, err_msg=r.run.label())
+
+
 def test_first_hit_is_exact_and_logging_subsamples():
     X, y = problem(seed=4)
     runs = [Run("gd", lr, depth=d, init_scale=0.5) for lr in (0.01, 0.03) for d in (1, 2, 3)]
@@ -293,6 +303,22 @@ def test_divergent_runs_are_frozen_and_do_not_disturb_others():
         np.testing.assert_allclose(r.gap[before], ref[r.iters[before]], rtol=1e-10)
         assert math.isnan(r.final_gap)
     assert not any(r.diverged for r in ctrl)
+
+
+def test_always_masked_path_equals_lazy_path(monkeypatch):
+    """On accelerators the engine masks every step (no host sync); same numbers."""
+    from depthaccel.train import engine
+
+    X, y = problem(seed=5)
+    good, bad = divergence_grid()
+    runs = [*good, *bad, Run("adagrad", 0.05, depth=2, init_scale=0.5)]
+    kw = {"optimum": 0.0, "log_points": 31, "thresholds": (0.3, 0.2)}
+    lazy = train(X, y, 4, runs, T, **kw)
+    monkeypatch.setattr(engine, "_ALWAYS_MASK", True)
+    masked = train(X, y, 4, runs, T, **kw)
+    for a, b in zip(lazy, masked, strict=True):
+        assert np.array_equal(a.gap, b.gap, equal_nan=True)
+        assert a.first_hit == b.first_hit and a.diverged_at == b.diverged_at
 
 
 def test_divergent_run_parameters_and_state_stop_changing():

@@ -65,6 +65,7 @@ __all__ = ["DEFAULT_DTYPE", "initial_factors", "log_iterations", "train"]
 DEFAULT_DTYPE = torch.float64
 STATE_FORMAT = "depthaccel.train.state/1"
 _NEVER = np.iinfo(np.int64).max
+_ALWAYS_MASK = False  # tests set True to run the accelerator path (masks every step) on the CPU
 
 Tensor = torch.Tensor
 
@@ -126,8 +127,8 @@ class _Problem:
         m = self.m
         self.X64, self.Y64 = X64, Y64
         # residual form
-        self.XT = X64.T.contiguous().to(device=device, dtype=dtype)  # (d, m)
-        self.Xs = (X64 / m).contiguous().to(device=device, dtype=dtype)  # (m, d)
+        # one copy of X serves both GEMMs (as X^T in the forward one): half the cache
+        self.X = X64.contiguous().to(device=device, dtype=dtype)  # (m, d)
         self.YT = Y64.T.contiguous().to(device=device, dtype=dtype)  # (k, m)
         # float64 copies for exact logging
         self.XT64 = X64.T.contiguous().to(device=device)
@@ -141,7 +142,7 @@ class _Problem:
         """Exact float64 losses (R,) of end-to-end matrices We (R, k, d), residual form."""
         R = We.shape[0]
         W = We.to(torch.float64).reshape(R * self.k, self.d)
-        r = (W @ self.XT64).view(R, self.k, self.m) - self.YT64
+        r = (W @ self.XT64).view(R, self.k, self.m) - self.YT64  # float64 exact
         a = r.abs()
         vals = a * a if self.p == 2.0 else a.pow(self.p)
         return vals.reshape(R, -1).sum(-1) / (self.p * self.m)
@@ -172,12 +173,17 @@ class _Forward:
             self.tmp = torch.empty(R, k, d, **opts)
         else:
             self.P = torch.empty(R * k, m, **opts)
-            self.r2 = torch.empty(R, k, m, **opts) if prob.p == 4.0 else None
-            self.phi = torch.empty(R, k, m, **opts) if prob.p != 2.0 else None
+            self.aux = torch.empty(R, k * m, **opts) if prob.p != 2.0 else None
         self.scale = 1.0 / (prob.p * m)
+        self.inv_m = 1.0 / m
 
     def __call__(self) -> Tensor:
-        """Fill self.G with dL/dW_e at self.We; return the losses (R,) in the compute dtype."""
+        """Fill self.G with dL/dW_e at self.We; return the losses (R,) in the compute dtype.
+
+        Residual form, with P = W_e X^T overwritten in place: r = P - Y^T, then
+        phi = |r|^{p-2} r (p = 4: r * r^2; p = 2: r itself), G = (1/m) phi X and
+        sum |r|^p = ||r^2||^2 (p = 4), ||r||^2 (p = 2) or <phi, r> (other p): one pass
+        per elementwise op, no temporaries."""
         prob, R, k, d = self.prob, self.R, self.prob.k, self.prob.d
         Wf = self.We.view(R * k, d)
         if prob.gram:
@@ -188,20 +194,20 @@ class _Forward:
             loss = self.tmp.view(R, k * d).sum(-1)
             return loss.add_(prob.c).mul_(0.5)
         m = prob.m
-        torch.mm(Wf, prob.XT, out=self.P)
-        r = self.P.view(R, k, m).sub_(prob.YT)
+        torch.mm(Wf, prob.X.T, out=self.P)
+        r = self.P.view(R, k, m).sub_(prob.YT).view(R, k * m)
+        phi = self.P
         if prob.p == 2.0:
-            phi = r
-            lsum = torch.linalg.vecdot(r.view(R, k * m), r.view(R, k * m))
+            lsum = torch.linalg.vector_norm(r, dim=-1).square_()
         elif prob.p == 4.0:
-            torch.mul(r, r, out=self.r2)
-            phi = torch.mul(self.r2, r, out=self.phi)
-            lsum = torch.linalg.vecdot(self.r2.view(R, k * m), self.r2.view(R, k * m))
+            r2 = torch.mul(r, r, out=self.aux)
+            lsum = torch.linalg.vector_norm(r2, dim=-1).square_()
+            r.mul_(r2)  # phi = r^3, in place
         else:
-            torch.abs(r, out=self.phi)
-            phi = self.phi.pow_(prob.p - 2.0).mul_(r)
-            lsum = torch.linalg.vecdot(phi.view(R, k * m), r.view(R, k * m))
-        torch.mm(phi.view(R * k, m), prob.Xs, out=self.G.view(R * k, d))
+            phi = torch.abs(r, out=self.aux).pow_(prob.p - 2.0).mul_(r)
+            lsum = torch.linalg.vecdot(phi, r)
+        torch.mm(phi.view(R * k, m), prob.X, out=self.G.view(R * k, d))
+        self.G.mul_(self.inv_m)
         return lsum.mul_(self.scale)
 
 
@@ -224,7 +230,9 @@ class _Group:
     def write_we(self, We: Tensor) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
-    def step(self, G: Tensor, active: Tensor, t: int) -> None:  # pragma: no cover
+    def step(self, G: Tensor, active: Tensor | None, t: int) -> None:  # pragma: no cover
+        """One update from the gradient G (R_g, k, d) of W_e; ``active`` (R_g,) bool masks
+        frozen runs (None: all runs active)."""
         raise NotImplementedError
 
     def tensors(self) -> dict[str, Tensor]:  # pragma: no cover
@@ -264,17 +272,17 @@ class _OptMixin:
                 self.hp[name] = vals[0] if len(set(vals)) == 1 else _col(vals, tail, ref)
             self.update = kernels.UPDATES[self.method]
 
-    def _apply(self, p: Tensor, g: Tensor, state: dict[str, Tensor], mask: Tensor, t: int):
-        """New value of p (and state, in place), frozen where mask is False."""
+    def _apply(self, p: Tensor, g: Tensor, state: dict[str, Tensor], mask: Tensor | None, t: int):
+        """New value of p (and of the state), frozen where mask is False (None: nowhere)."""
         if self.method == "gd":
             new = torch.addcmul(p * self.decay if self.has_wd else p, self.lr, g, value=-1)
-            return torch.where(mask, new, p)
+            return new if mask is None else torch.where(mask, new, p)
         if self.has_wd:
             g = g + self.wd * p
         new, st = self.update(p, g, state, self.hp, self.lr, t + 1, self.tf)
         for name, v in st.items():
-            state[name].copy_(torch.where(mask, v, state[name]))
-        return torch.where(mask, new, p)
+            state[name] = v if mask is None else torch.where(mask, v, state[name])
+        return new if mask is None else torch.where(mask, new, p)
 
 
 class _Width1Group(_Group, _OptMixin):
@@ -296,6 +304,7 @@ class _Width1Group(_Group, _OptMixin):
                 smask[i, j] = True
         self.S = S.to(**opts)
         self.smask = smask.to(device=prob.device)
+        self.padded = not bool(smask.all())
         self._setup_opt(runs, 1, self.v)
         self.state_v = kernels.init_state(self.method, self.v, self.hp)
         self.state_S = kernels.init_state(self.method, self.S, self.hp)
@@ -315,14 +324,18 @@ class _Width1Group(_Group, _OptMixin):
     def write_we(self, We: Tensor) -> None:
         torch.mul(self.v, self.c, out=We.view(We.shape[0], -1))
 
-    def step(self, G: Tensor, active: Tensor, t: int) -> None:
+    def step(self, G: Tensor, active: Tensor | None, t: int) -> None:
         g = G.view(G.shape[0], -1)
-        act = active.unsqueeze(1)
+        act = None if active is None else active.unsqueeze(1)
         dv = g * self.c
         if self.Q:
             vg = torch.linalg.vecdot(self.v, g).unsqueeze(1)
             dS = self._excl() * vg
-            self.S = self._apply(self.S, dS, self.state_S, self.smask & act, t)
+            if act is None:
+                mask = self.smask if self.padded else None
+            else:
+                mask = self.smask & act
+            self.S = self._apply(self.S, dS, self.state_S, mask, t)
             self.c = self.S.prod(1, keepdim=True) if self.Q > 1 else self.S
         self.v = self._apply(self.v, dv, self.state_v, act, t)
 
@@ -362,9 +375,9 @@ class _NetGroup(_Group, _OptMixin):
     def write_we(self, We: Tensor) -> None:
         We.copy_(self.pre[-1])
 
-    def step(self, G: Tensor, active: Tensor, t: int) -> None:
+    def step(self, G: Tensor, active: Tensor | None, t: int) -> None:
         N = len(self.W)
-        act = active.view(-1, 1, 1)
+        act = None if active is None else active.view(-1, 1, 1)
         left = G
         grads: list[Tensor] = [G] * N
         for j in range(N - 1, -1, -1):
@@ -414,17 +427,17 @@ class _E2EGroup(_Group):
     def write_we(self, We: Tensor) -> None:
         We.copy_(self.W)
 
-    def step(self, G: Tensor, active: Tensor, t: int) -> None:
-        act = active.view(-1, 1, 1)
-        W = torch.where(act, self.W, 0.0)
-        Gs = torch.where(act, G, 0.0)
+    def step(self, G: Tensor, active: Tensor | None, t: int) -> None:
+        act = None if active is None else active.view(-1, 1, 1)
+        W = self.W if act is None else torch.where(act, self.W, 0.0)
+        Gs = G if act is None else torch.where(act, G, 0.0)
         if self.k1:
             Rg = W.shape[0]
             D = single_output_direction(W.view(Rg, -1), Gs.view(Rg, -1), self.depth).view_as(W)
         else:
             D = end_to_end_direction(W, Gs, self.depth)
         new = torch.addcmul(self.W * self.decay if self.has_wd else self.W, self.lr, D, value=-1)
-        self.W = torch.where(act, new, self.W)
+        self.W = new if act is None else torch.where(act, new, self.W)
 
     def tensors(self) -> dict[str, Tensor]:
         return {"W": self.W}
@@ -595,6 +608,10 @@ def train(
         grp.write_we(fwd.We[grp.rows])
 
     limit = None if loss0 is None else loss0 * diverge_factor
+    # On the CPU a host-side check of "all runs fine" costs ~1 us and saves the masking
+    # ops; on accelerators the check would synchronise every step, so masks are always on.
+    lazy = device.type == "cpu" and not _ALWAYS_MASK
+    any_frozen = bool((diverged_at < _NEVER).any())
     next_log_idx = int(np.searchsorted(log_iters, t0))
     bar = None
     if progress:
@@ -610,9 +627,13 @@ def train(
             if limit is None:
                 loss0 = loss.clone()
                 limit = loss0 * diverge_factor
-            bad = ~(loss <= limit)
-            torch.minimum(diverged_at, torch.where(bad, t, _NEVER), out=diverged_at)
-            active = diverged_at > t
+            ok = loss <= limit  # False for NaN
+            if lazy and not any_frozen and bool(ok.all()):
+                active = None  # the common case on the CPU: no masking at all
+            else:
+                torch.minimum(diverged_at, torch.where(ok, _NEVER, t), out=diverged_at)
+                active = diverged_at > t
+                any_frozen = True
             if thr:
                 hit = (loss - Lstar).unsqueeze(1) < thr_t
                 torch.minimum(first_hit, torch.where(hit, t, _NEVER), out=first_hit)
@@ -625,7 +646,7 @@ def train(
                 break
             for grp in groups:
                 rows = grp.rows
-                grp.step(fwd.G[rows], active[rows], t)
+                grp.step(fwd.G[rows], None if active is None else active[rows], t)
                 grp.write_we(fwd.We[rows])
             if checkpoint is not None and checkpoint_every and (t + 1) % checkpoint_every == 0:
                 checkpoint(

@@ -1,0 +1,256 @@
+"""Batched trainer vs a plain per-run PyTorch loop on the paper's l4 Ethanol task.
+
+R = 64 runs (gradient descent on width-1 linear nets of depths 1, 2, 3 x a log-spaced
+learning-rate grid: 22 rates x 3 depths, the first 64). Measured in one process,
+interleaved (plain, batched, GEMM, ... repeated; medians reported) because the machine
+is shared:
+
+* plain loop: one run at a time, ``nn.Linear`` stack (no bias), ``torch.optim.SGD``,
+  full batch, the loss read (``.item()``) every step; a few runs of each depth;
+* batched: ``depthaccel.train.train`` on all 64 runs (l4; and l2 in the Gram form);
+* GEMM ceiling: a 2565x128 @ 128x64 float32 (and float64) GEMM in a loop; one run-
+  iteration of l_p costs two such products per run, 4 m d FLOP (~1.31 MFLOP), so
+  ``gemm_fraction = run-iterations/s * 4 m d / GEMM FLOP/s``.
+
+Logging density of the batched runs is that of a real long run (1000 logged points
+over 1e6 iterations): here only iterations 0 and T are logged; the loss itself is
+computed at every iteration for first hits and divergence, as always.
+
+Usage:
+    python benchmarks/bench_train.py [--threads N] [--iters T] [--repeats K] [--json PATH]
+    python benchmarks/bench_train.py --dtype-check [--check-iters T]   # float32 vs float64
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from depthaccel.train import Run, train
+
+R = 64
+
+
+def load_data() -> tuple[np.ndarray, np.ndarray, str]:
+    try:
+        from depthaccel.data import load_ethanol
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = load_ethanol()
+        return np.asarray(ds.X), np.asarray(ds.y), "Ethanol (standardised)"
+    except Exception as exc:  # noqa: BLE001 - any missing-data error: fall back
+        print(f"Ethanol data unavailable ({exc}); using a random problem of the same shape")
+        rng = np.random.default_rng(0)
+        X = rng.standard_normal((2565, 128))
+        y = X @ rng.standard_normal(128) / 11 + 0.3 * rng.standard_normal(2565)
+        return X, (y - y.mean()) / y.std(), "random 2565 x 128"
+
+
+def grid_runs() -> list[Run]:
+    lrs = np.geomspace(1e-4, 3e-2, 22)
+    return [Run("gd", float(lr), depth=N) for N in (1, 2, 3) for lr in lrs][:R]
+
+
+def plain_loop(X: torch.Tensor, y: torch.Tensor, p: float, run: Run, iters: int) -> float:
+    """One run the plain way; returns seconds for ``iters`` iterations (after 3 warm-up)."""
+    torch.manual_seed(run.seed)
+    widths = [X.shape[1]] + [1] * (run.depth - 1) + [1]
+    layers = [nn.Linear(a, b, bias=False) for a, b in zip(widths[:-1], widths[1:], strict=True)]
+    for lin in layers:
+        nn.init.normal_(lin.weight, std=1e-3)
+    model = nn.Sequential(*layers).to(X.dtype)
+    opt = torch.optim.SGD(model.parameters(), lr=run.lr)
+    Y = y[:, None]
+
+    def step() -> float:
+        opt.zero_grad()
+        loss = ((model(X) - Y) ** p).mean() / p  # p even here
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    for _ in range(3):
+        step()
+    t = time.perf_counter()
+    for _ in range(iters):
+        step()
+    return time.perf_counter() - t
+
+
+def gemm_flops(dtype: torch.dtype, reps: int = 50) -> float:
+    A = torch.randn(2565, 128, dtype=dtype)
+    B = torch.randn(128, R, dtype=dtype)
+    out = torch.empty(2565, R, dtype=dtype)
+    for _ in range(5):
+        torch.mm(A, B, out=out)
+    t = time.perf_counter()
+    for _ in range(reps):
+        torch.mm(A, B, out=out)
+    return 2 * 2565 * 128 * R * reps / (time.perf_counter() - t)
+
+
+def batched(X, y, p, runs, iters, dtype) -> float:
+    t = time.perf_counter()
+    train(X, y, p, runs, iters, optimum=0.0, dtype=dtype, log_points=2)
+    return time.perf_counter() - t
+
+
+def measure(args) -> dict:
+    torch.set_num_threads(args.threads)
+    Xn, yn, source = load_data()
+    m, d = Xn.shape
+    runs = grid_runs()
+    X32 = torch.tensor(Xn, dtype=torch.float32)
+    y32 = torch.tensor(yn, dtype=torch.float32)
+    plain_runs = [runs[0], runs[22], runs[44]]  # depths 1, 2, 3
+    flop_per_run_iter = 4 * m * d
+    T, Tg, Tp = args.iters, args.iters * 10, args.plain_iters
+    # warm-up (imports, allocator, MKL JIT)
+    train(Xn, yn, 4, runs, 3, optimum=0.0, dtype=torch.float32, log_points=2)
+    train(Xn, yn, 2, runs, 3, optimum=0.0, dtype=torch.float32, log_points=2)
+    keys = ["plain4", "plain2", "b4_32", "b4_64", "b2_32", "b2_64", "gemm32", "gemm64"]
+    samples: dict[str, list[float]] = {k: [] for k in keys}
+    for rep in range(args.repeats):
+        t4 = sum(plain_loop(X32, y32, 4, r, Tp) for r in plain_runs)
+        samples["plain4"].append(len(plain_runs) * Tp / t4)
+        t2 = sum(plain_loop(X32, y32, 2, r, Tp) for r in plain_runs)
+        samples["plain2"].append(len(plain_runs) * Tp / t2)
+        samples["b4_32"].append(R * T / batched(Xn, yn, 4, runs, T, torch.float32))
+        samples["b4_64"].append(R * T / batched(Xn, yn, 4, runs, T, torch.float64))
+        samples["b2_32"].append(R * Tg / batched(Xn, yn, 2, runs, Tg, torch.float32))
+        samples["b2_64"].append(R * Tg / batched(Xn, yn, 2, runs, Tg, torch.float64))
+        samples["gemm32"].append(gemm_flops(torch.float32))
+        samples["gemm64"].append(gemm_flops(torch.float64))
+        print(
+            f"  repeat {rep + 1}/{args.repeats}: plain l4 {samples['plain4'][-1]:,.0f}, "
+            f"batched l4 f32 {samples['b4_32'][-1]:,.0f}, f64 {samples['b4_64'][-1]:,.0f}, "
+            f"Gram l2 f32 {samples['b2_32'][-1]:,.0f} run-it/s; "
+            f"GEMM f32 {samples['gemm32'][-1] / 1e9:.1f} GFLOP/s",
+            flush=True,
+        )
+    med = {k: statistics.median(v) for k, v in samples.items()}
+    # ratios per repeat (same moment, same load), then their median
+    ratio = lambda a, b: statistics.median(
+        x / y for x, y in zip(samples[a], samples[b], strict=True)
+    )
+    gfrac = lambda a, g: statistics.median(
+        x * flop_per_run_iter / y for x, y in zip(samples[a], samples[g], strict=True)
+    )
+    return {
+        "data": source,
+        "shape": [m, d],
+        "runs": R,
+        "threads": args.threads,
+        "iters_l4": T,
+        "iters_l2": Tg,
+        "plain_iters_per_run": Tp,
+        "repeats": args.repeats,
+        "plain_loop_run_iters_per_s": med["plain4"],
+        "plain_loop_l2_run_iters_per_s": med["plain2"],
+        "batched_f32_run_iters_per_s": med["b4_32"],
+        "batched_f64_run_iters_per_s": med["b4_64"],
+        "gram_f32_run_iters_per_s": med["b2_32"],
+        "gram_f64_run_iters_per_s": med["b2_64"],
+        "gemm_f32_gflops": med["gemm32"] / 1e9,
+        "gemm_f64_gflops": med["gemm64"] / 1e9,
+        "speedup_vs_plain_loop": ratio("b4_32", "plain4"),
+        "speedup_f64_vs_plain_loop": ratio("b4_64", "plain4"),
+        "gemm_fraction": gfrac("b4_32", "gemm32"),
+        "gemm_fraction_f64": gfrac("b4_64", "gemm64"),
+        "gram_speedup_vs_plain_loop": ratio("b2_32", "plain2"),
+        "gram_f64_speedup_vs_plain_loop": ratio("b2_64", "plain2"),
+        "load_average": list(__import__("os").getloadavg()),
+    }
+
+
+def dtype_check(args) -> dict:
+    """float32 vs float64 curves on Ethanol l4: max |gap32 - gap64| / gap64 over logged points."""
+    torch.set_num_threads(args.threads)
+    Xn, yn, source = load_data()
+    from depthaccel.losses import lp_optimum
+
+    opt = lp_optimum(Xn, yn, 4)
+    runs = [
+        Run("gd", lr, depth=N)
+        for N, lrs in ((1, (1e-3, 1e-2, 3e-2)), (2, (1e-3, 1e-2, 3e-2)), (3, (1e-3, 1e-2, 3e-2)))
+        for lr in lrs
+    ]
+    T = args.check_iters
+    kw = {"optimum": opt, "log_points": 200, "log_scale": True}
+    r64 = train(Xn, yn, 4, runs, T, dtype=torch.float64, **kw)
+    r32 = train(Xn, yn, 4, runs, T, dtype=torch.float32, **kw)
+    rows = []
+    worst = 0.0
+    for a, b in zip(r64, r32, strict=True):
+        if a.diverged or b.diverged:
+            rows.append((a.run.label(), a.run.lr, a.diverged, b.diverged, math.nan, math.nan))
+            continue
+        rel = np.abs(b.gap - a.gap) / np.abs(a.gap)
+        worst = max(worst, float(rel.max()))
+        rows.append((a.run.label(), a.run.lr, False, False, float(rel.max()), float(a.final_gap)))
+    for lab, lr, d64, d32, rel, fg in rows:
+        print(
+            f"  {lab:24s} lr {lr:g}: diverged {d64}/{d32}, max rel dev {rel:.2e}, final gap {fg:.3e}"
+        )
+    print(f"worst relative deviation of the float32 gap: {worst:.3e} over {T} iterations")
+    return {"dtype_check_iters": T, "dtype_check_worst_rel_dev": worst, "data": source}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--iters", type=int, default=300, help="batched l4 iterations (l2: 10x)")
+    ap.add_argument("--plain-iters", type=int, default=100, help="plain-loop iterations per run")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--dtype-check", action="store_true")
+    ap.add_argument("--check-iters", type=int, default=100_000)
+    args = ap.parse_args(argv)
+    if args.dtype_check:
+        out = dtype_check(args)
+    else:
+        out = measure(args)
+        print(f"data: {out['data']} {out['shape']}, R = {R} runs, {args.threads} thread(s)")
+        print(
+            f"plain per-run loop (l4, float32):  {out['plain_loop_run_iters_per_s']:>12,.0f} run-it/s"
+        )
+        print(
+            f"batched l4 float32:                {out['batched_f32_run_iters_per_s']:>12,.0f} run-it/s"
+            f"  = {out['speedup_vs_plain_loop']:.1f}x plain, {100 * out['gemm_fraction']:.0f}% of GEMM ceiling"
+            f" ({out['gemm_f32_gflops']:.1f} GFLOP/s)"
+        )
+        print(
+            f"batched l4 float64:                {out['batched_f64_run_iters_per_s']:>12,.0f} run-it/s"
+            f"  = {out['speedup_f64_vs_plain_loop']:.1f}x plain, {100 * out['gemm_fraction_f64']:.0f}% of float64 GEMM"
+            f" ({out['gemm_f64_gflops']:.1f} GFLOP/s)"
+        )
+        print(
+            f"plain per-run loop (l2, float32):  {out['plain_loop_l2_run_iters_per_s']:>12,.0f} run-it/s"
+        )
+        print(
+            f"batched l2 Gram float32:           {out['gram_f32_run_iters_per_s']:>12,.0f} run-it/s"
+            f"  = {out['gram_speedup_vs_plain_loop']:.1f}x plain"
+        )
+        print(
+            f"batched l2 Gram float64:           {out['gram_f64_run_iters_per_s']:>12,.0f} run-it/s"
+            f"  = {out['gram_f64_speedup_vs_plain_loop']:.1f}x plain"
+        )
+        print("goals: >= 15x plain and >= 50% of GEMM (l4), >= 100x plain (l2 Gram)")  # fmt: skip
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
