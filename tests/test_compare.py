@@ -70,6 +70,8 @@ def test_parse_loss():
         ({"loss": "l1"}, "p must be a finite number >= 2"),
         ({"checkpoint_every": 0}, "checkpoint_every must be >= 1"),
         ({"device": "gpu7"}, "unknown device"),
+        ({"init": "zeros"}, "unknown init 'zeros'"),
+        ({"init_scale": -1.0}, "init_scale must be finite and >= 0"),
     ],
 )
 def test_config_rejects_bad_values(kw, match):
@@ -93,6 +95,17 @@ def test_build_runs_grid():
     }
     assert combos == expect and len(runs) == len(expect) == 16
     assert all(r.hidden == 1 and r.init == "near_zero" and r.convention == "tf" for r in runs)
+    ident = build_runs(
+        CompareConfig(
+            data=Path("t.csv"),
+            depths=(2,),
+            methods=("gd",),
+            lrs=(0.1,),
+            init="identity",
+            init_scale=0.0,
+        )
+    )
+    assert [(r.init, r.init_scale) for r in ident] == [("identity", 0.0)]
     with pytest.raises(ValueError, match="e2e scheme needs a depth > 1"):
         build_runs(CompareConfig(data=Path("t.csv"), depths=(1,), methods=("e2e",)))
 
@@ -181,6 +194,16 @@ def test_verdict_answers_and_factors():
         "edge of the grid (or every rate diverged) for depth-2 gd"
         in verdict([base, edge], THR, 1000, 0.05).text
     )
+
+
+def test_verdict_flags_models_that_barely_moved():
+    base = model(fake("gd", 1, 1e-2, 1e-3, {}))
+    stuck = model(fake("gd", 3, 1e-2, 0.95, {}))  # gap[0] = 1.0: barely moved
+    moving = model(fake("gd", 2, 1e-2, 0.5, {}))
+    v = verdict([base, stuck, moving], (), 1000, 0.05)
+    assert "Barely moved from the initial point in 1000 iterations" in v.text
+    assert "depth-3 gd;" in v.text and "depth-2 gd;" not in v.text
+    assert "Barely moved" not in verdict([base, moving], (), 1000, 0.05).text
 
 
 def test_verdict_when_it_cannot_say():

@@ -6,7 +6,8 @@
    standardised by default) and computes the l_p optimum L* (``lp_optimum``);
 2. builds the grid: every method in ``methods`` at every depth in ``depths`` (the
    end-to-end scheme ``e2e`` only at depths > 1: at depth 1 it is GD), each at every
-   learning rate in ``lrs``, hidden width ``hidden``, near-zero initialisation;
+   learning rate in ``lrs``, hidden width ``hidden``, initialisation ``init`` (near-zero
+   by default);
 3. trains it through the results store in the output directory (``depthaccel.sweep``:
    finished runs are reused, long runs checkpoint every ``checkpoint_every``
    iterations and resume after a crash);
@@ -45,6 +46,7 @@ from depthaccel.sweep import sweep
 from depthaccel.train import (
     ADAPTIVE_METHODS,
     CONVENTIONS,
+    INITS,
     METHODS,
     Run,
     RunResult,
@@ -82,6 +84,8 @@ METHOD_NAMES = {
 }
 # Final-gap ratios within this factor of 1 count as "no clear difference".
 SAME_FACTOR = 1.1
+# A best run whose final gap is at least this fraction of its initial gap "barely moved".
+STALL_FRACTION = 0.9
 
 
 def parse_loss(name: str) -> float:
@@ -133,7 +137,9 @@ class CompareConfig:
         device, dtype: torch device and compute dtype (``float64`` or ``float32``).
         standardize: z-score features and target (the paper's setup) before training.
         hidden: hidden width of the nets (the paper uses 1).
-        seed: seed of the near-zero initialisation.
+        init, init_scale: the initialisation (``near_zero``, ``identity`` or ``balanced``,
+            see ``depthaccel.train.Run``) and its scale (None: the trainer's default).
+        seed: seed of the initialisation.
         convention: ``tf`` or ``torch`` defaults for the adaptive optimizers.
         log_points: about this many logged iterations per curve.
     """
@@ -152,6 +158,8 @@ class CompareConfig:
     dtype: str = "float64"
     standardize: bool = True
     hidden: int = 1
+    init: str = "near_zero"
+    init_scale: float | None = None
     seed: int = 0
     convention: str = "tf"
     log_points: int = 1000
@@ -194,6 +202,12 @@ class CompareConfig:
             raise ValueError(f"convention must be one of {CONVENTIONS}, got {self.convention!r}")
         if isinstance(self.hidden, bool) or int(self.hidden) != self.hidden or self.hidden < 1:
             raise ValueError(f"hidden must be an integer >= 1, got {self.hidden!r}")
+        if self.init not in INITS:
+            raise ValueError(f"unknown init {self.init!r}; choose from {', '.join(INITS)}")
+        if self.init_scale is not None and not (
+            math.isfinite(float(self.init_scale)) and float(self.init_scale) >= 0
+        ):
+            raise ValueError(f"init_scale must be finite and >= 0, got {self.init_scale!r}")
         if int(self.log_points) < 2:
             raise ValueError(f"log_points must be >= 2, got {self.log_points!r}")
         try:
@@ -209,7 +223,16 @@ class CompareConfig:
 def build_runs(cfg: CompareConfig) -> list[Run]:
     """Every (method, depth, lr) of the grid; e2e only at depths > 1."""
     runs = [
-        Run(m, lr, depth=d, hidden=cfg.hidden, seed=cfg.seed, convention=cfg.convention)
+        Run(
+            m,
+            lr,
+            depth=d,
+            hidden=cfg.hidden,
+            init=cfg.init,
+            init_scale=cfg.init_scale,
+            seed=cfg.seed,
+            convention=cfg.convention,
+        )
         for m in cfg.methods
         for d in cfg.depths
         if not (m == "e2e" and d == 1)
@@ -493,7 +516,7 @@ def verdict(
         parts.append("Within each adaptive method, " + "; ".join(helped) + ".")
     edge = [m.label for m in models if m.on_edge]
     caveat = (
-        "Caveats: one seed and one near-zero initialisation, a finite grid of learning "
+        "Caveats: one seed and one initialisation, a finite grid of learning "
         f"rates, and {iters} iterations; the ranking can change with longer training."
     )
     if edge:
@@ -501,6 +524,19 @@ def verdict(
             " The best rate sits on the edge of the grid (or every rate diverged) for "
             + ", ".join(edge)
             + ": a wider --lrs grid could change their numbers."
+        )
+    stalled = [
+        m.label
+        for m in models
+        if m.best is not None and m.best.final_gap >= STALL_FRACTION * m.best.gap[0]
+    ]
+    if stalled:
+        caveat += (
+            f" Barely moved from the initial point in {iters} iterations (final gap >= "
+            f"{STALL_FRACTION:g} x the initial one): "
+            + ", ".join(stalled)
+            + "; deep nets started near zero can stall for long (vanishing gradients, the "
+            "paper's Fig. 5 left): try more --iters, --init identity or a larger --init-scale."
         )
     parts.append(caveat)
     if context:
@@ -539,6 +575,7 @@ class CompareResult:
     wall_time: float
     store_path: Path | None
     outputs: dict[str, Path] = field(default_factory=dict)
+    resumed: dict[str, int] = field(default_factory=dict)
 
 
 def _initial_gap(y: np.ndarray, p: float, optimum: float) -> float:
@@ -612,6 +649,7 @@ def run_compare(
         reused=sw.reused,
         computed=sw.computed,
         wall_time=0.0,
+        resumed=sw.resumed,
         store_path=sw.store_path,
     )
     res.wall_time = time.perf_counter() - t0
@@ -716,7 +754,8 @@ def _report(res: CompareResult) -> str:
         f"{res.initial_gap:.4g}.",
         "",
         f"Grid: methods {', '.join(cfg.methods)}; depths {', '.join(map(str, cfg.depths))} "
-        f"(e2e at depths > 1 only); hidden width {cfg.hidden}; near-zero init, seed "
+        f"(e2e at depths > 1 only); hidden width {cfg.hidden}; {cfg.init} init"
+        f"{'' if cfg.init_scale is None else f' (scale {cfg.init_scale:g})'}, seed "
         f"{cfg.seed}; adaptive optimizers with {cfg.convention} defaults; learning rates "
         f"{', '.join(format_lr(x) for x in cfg.lrs)}; {cfg.iters} full-batch iterations; "
         f"{cfg.device}, {cfg.dtype}. {len(res.results)} runs: {res.reused} reused from the "

@@ -23,8 +23,8 @@ from depthaccel.train import METHODS
 
 _EPILOG = f"""\
 Models: every method at every depth (the Eq. 12 end-to-end scheme 'e2e' only at depths
-> 1; at depth 1 it is plain GD), hidden width --hidden (1, as in the paper), near-zero
-initialisation; each model at every learning rate of --lrs (default
+> 1; at depth 1 it is plain GD), hidden width --hidden (1, as in the paper), --init
+(near-zero by default); each model at every learning rate of --lrs (default
 {", ".join(format_lr(x) for x in DEFAULT_LRS)}). Each model's best rate is the one with
 the lowest final gap (ties: fewer iterations to reach the thresholds); diverged runs are
 marked, never chosen. Thresholds default to {", ".join(f"{r:g}" for r in DEFAULT_RELATIVE_THRESHOLDS)}
@@ -187,6 +187,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument(
         "--hidden", type=_int_at_least(1, "--hidden"), default=1, help="hidden width (default: 1)"
     )
+    p.add_argument(
+        "--init",
+        choices=("near_zero", "identity", "balanced"),
+        default="near_zero",
+        help="initialisation of the nets (default: near_zero, as in the paper)",
+    )
+    p.add_argument(
+        "--init-scale",
+        type=float,
+        default=None,
+        help="std of the initial Gaussian draws (default: the trainer's, 1e-3 for near_zero)",
+    )
     p.add_argument("--seed", type=int, default=0, help="initialisation seed (default: 0)")
     p.add_argument(
         "--convention",
@@ -217,6 +229,8 @@ def run(args: argparse.Namespace) -> int:
             dtype=args.dtype,
             standardize=not args.no_standardize,
             hidden=args.hidden,
+            init=args.init,
+            init_scale=args.init_scale,
             seed=args.seed,
             convention=args.convention,
         )
@@ -244,9 +258,14 @@ def run(args: argparse.Namespace) -> int:
         )
         return 130
     print(res.verdict.text)
+    resumed = ""
+    if res.resumed:
+        resumed = ", resumed from checkpoints at iteration " + ", ".join(
+            str(i) for i in res.resumed.values()
+        )
     print(
-        f"{len(res.results)} runs: {res.reused} reused from the store, {res.computed} trained "
-        f"({res.wall_time:.1f} s)"
+        f"{len(res.results)} runs: {res.reused} reused from the store, {res.computed} trained"
+        f"{resumed} ({res.wall_time:.1f} s)"
     )
     print(f"outputs in {cfg.out}/: " + ", ".join(p.name for p in res.outputs.values()))
     return 0
