@@ -253,3 +253,23 @@ def test_meta_records_creator(tmp_path):
         rows = dict(s._conn.execute("SELECT name, value FROM meta").fetchall())
     assert rows["created_by"] == "depthaccel"
     assert json.loads(rows["created_at"]) > 0
+
+
+def test_write_failure_is_a_store_error(tmp_path):
+    """A writer that cannot get the lock within its timeout gets a StoreError, and the
+    transaction of the holder is unaffected."""
+    with Store(tmp_path) as s:
+        s.put_run(make_run(0))
+    holder = sqlite3.connect(tmp_path / DEFAULT_FILENAME, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        with Store(tmp_path, timeout=0.05) as s:
+            with pytest.raises(StoreError, match="cannot write to the store.*locked"):
+                s.put_run(make_run(1))
+            assert s.count_runs() == 1  # readers are not blocked (WAL)
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    with Store(tmp_path) as s:
+        s.put_run(make_run(1))
+        assert s.count_runs() == 2

@@ -326,14 +326,18 @@ class Store:
     def _write(self, statements: Iterable[tuple[str, Sequence[Any]]]) -> None:
         """Run the statements as one IMMEDIATE transaction (all or nothing)."""
         c = self._conn
-        c.execute("BEGIN IMMEDIATE")
         try:
-            for sql, params in statements:
-                c.execute(sql, params)
-            c.execute("COMMIT")
-        except BaseException:
-            c.execute("ROLLBACK")
-            raise
+            c.execute("BEGIN IMMEDIATE")
+            try:
+                for sql, params in statements:
+                    c.execute(sql, params)
+                c.execute("COMMIT")
+            except BaseException:
+                if c.in_transaction:
+                    c.execute("ROLLBACK")
+                raise
+        except sqlite3.OperationalError as e:  # locked past the timeout, read-only, disk full
+            raise StoreError(f"cannot write to the store {self.path}: {e}") from e
 
     # -- runs ----------------------------------------------------------------------
 
