@@ -1,0 +1,95 @@
+"""sec7 experiment: the two-point problem, GD vs Eq. 12."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from depthaccel.experiments import sec7
+from depthaccel.experiments.sec7 import Config, iterations_to_tol, step_direction
+
+
+def _first_hit_loop(y, lr, depth, w0, p, tol, T):
+    """Plain per-run loop with Eq. 12 written out (independent of the library)."""
+    w = np.array(w0, dtype=float)
+    y = np.asarray(y, float)
+    L0 = np.sum((w - y) ** p) / p
+    for t in range(T + 1):
+        L = np.sum((w - y) ** p) / p
+        if not np.isfinite(L) or L > L0:
+            return -1, True
+        if L <= tol:
+            return t, False
+        g = (w - y) ** (p - 1)
+        if depth == 1:
+            d = g
+        else:
+            n = np.linalg.norm(w)
+            wh = w / n
+            d = n ** (2 - 2 / depth) * (g + (depth - 1) * (g @ wh) * wh)
+        w = w - lr * d
+    return -1, False
+
+
+def test_batched_first_hits_equal_plain_loops():
+    y = (4.0, 1.0)
+    lrs = (1e-3, 1e-2, 0.05, 0.2)
+    rng = np.random.default_rng(0)
+    inits = rng.standard_normal((3, 2))
+    inits *= 1e-3 / np.linalg.norm(inits, axis=1, keepdims=True)
+    for depth in (1.0, 2.0, 3.0):
+        res = iterations_to_tol(
+            y, lrs, depth, inits, p=4, tol=1e-3, max_iters=20000, check_every=10**9
+        )
+        for i, lr in enumerate(lrs):
+            for s in range(3):
+                hit, div = _first_hit_loop(y, lr, depth, inits[s], 4, 1e-3, 20000)
+                assert res["hits"][i, s] == hit, (depth, lr, s)
+                assert res["diverged"][i, s] == div
+
+
+def test_gd_direction_and_eq12_direction():
+    w = torch.tensor([[0.3, -0.2]], dtype=torch.float64)
+    y = torch.tensor([2.0, 1.0], dtype=torch.float64)
+    g = (w - y) ** 3
+    torch.testing.assert_close(step_direction(w, y, 4, 1.0), g)
+    n = torch.linalg.norm(w)
+    wh = w / n
+    expect = n ** (2 - 2 / 3) * (g + 2 * (g * wh).sum() * wh)
+    torch.testing.assert_close(step_direction(w, y, 4, 3.0), expect)
+
+
+def test_gd_learning_rate_cap_is_2_over_y1_squared():
+    # Eq. 15: Delta <- Delta (1 - eta Delta^2) from Delta = -y1 diverges iff eta y1^2 > 2
+    y1 = 8.0
+    inits = np.zeros((1, 2))
+    lrs = (1.9 / y1**2, 2.1 / y1**2)
+    res = iterations_to_tol((y1, 1.0), lrs, 1.0, inits, p=4, tol=1e-2, max_iters=10**6)
+    assert not res["diverged"][0, 0] and res["hits"][0, 0] > 0
+    assert res["diverged"][1, 0]
+
+
+def test_early_stop_keeps_the_best():
+    y = (8.0, 1.0)
+    lrs = (1e-3, 3e-3, 1e-2, 3e-2)
+    inits = np.array([[1e-3, 0.0], [0.0, 1e-3], [7e-4, 7e-4]])
+    full = iterations_to_tol(y, lrs, 1.0, inits, p=4, tol=1e-2, max_iters=10**6, check_every=10**9)
+    early = iterations_to_tol(y, lrs, 1.0, inits, p=4, tol=1e-2, max_iters=10**6, check_every=7)
+    best_full = full["needed"][full["needed"] >= 0].min()
+    assert early["needed"][early["needed"] >= 0].min() == best_full
+    assert early["iters_run"] < full["iters_run"]
+
+
+def test_quick_run_speedup(tmp_path):
+    cfg = Config.quick()
+    res = sec7.run(cfg, tmp_path)
+    sp = res.settings["speedups"]
+    for ratio in cfg.ratios:
+        if ratio >= cfg.ill_conditioned_from:
+            for d in cfg.depths:
+                assert sp[f"{ratio:g}"][f"N={d:g}"] > 1.0
+    by_text = {c.text: c for c in res.claims}
+    cap = [c for t, c in by_text.items() if t.startswith("GD is stable only")][0]
+    assert cap.passed
+    assert (tmp_path / "sec7.png").is_file() and (tmp_path / "table.csv").is_file()
+    assert "y1_over_y2,method" in (tmp_path / "table.csv").read_text()
