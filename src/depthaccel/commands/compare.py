@@ -206,6 +206,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         default="tf",
         help="defaults of the adaptive optimizers: TensorFlow 1 (the paper) or PyTorch (default: tf)",
     )
+    p.add_argument(
+        "--threads",
+        type=_int_at_least(0, "--threads"),
+        default=1,
+        help="torch CPU threads, 0 = torch's default (default: 1: these GEMMs are small, and "
+        "extra threads slowed training 14x on a busy 2-core machine)",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
     return p
@@ -245,6 +252,10 @@ def run(args: argparse.Namespace) -> int:
                 f"{prog}: error: --device {cfg.device} but CUDA is not available", file=sys.stderr
             )
             return 2
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     try:
         res = run_compare(cfg, progress=not args.no_progress, log=print)
     except (ValueError, FileNotFoundError, StoreError, OSError) as e:
