@@ -260,7 +260,7 @@ def test_bad_arguments(tmp_path):
 
 DRIVER = textwrap.dedent(
     """
-    import json, os, sys
+    import json, os, sys, time
     import numpy as np, torch
     torch.set_num_threads(1)
     sys.path.insert(0, {tests!r})
@@ -285,6 +285,8 @@ DRIVER = textwrap.dedent(
             n[0] += 1
             if n[0] == 2:
                 open(store + ".ready", "w").close()
+            if n[0] >= 2:  # leave the test time to kill us before the sweep ends
+                time.sleep(0.02)
         Store.save_checkpoint = signal_after_two
     res = sweep(X, y, 4, second, {T}, store=store, log=print, **kw)
     print("RESULT " + json.dumps({{"reused": res.reused, "computed": res.computed,
