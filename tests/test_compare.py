@@ -320,6 +320,9 @@ def test_bad_arguments_give_clear_errors(tmp_path, capsys):
     for extra, want_code, match in cases:
         code, err = run_cli(base + extra, capsys)
         assert code == want_code and match in err, (extra, err)
+    if not torch.cuda.is_available():
+        code, err = run_cli(base + ["--device", "cuda"], capsys)
+        assert code == 2 and "CUDA is not available" in err
     code, err = run_cli(["compare", "--data", str(tmp_path / "missing.csv")], capsys)
     assert code == 1 and "not found" in err and "missing.csv" in err
 
