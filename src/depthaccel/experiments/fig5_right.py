@@ -650,8 +650,9 @@ def _run(
         claims.append(
             Claim(
                 text=(
-                    f"The overparameterized net's {what} falls faster: it reaches the "
-                    f"original net's smoothed level at every checkpoint in fewer iterations"
+                    f"The overparameterized net's (factor init {cfg.factor_init}, L2 on the "
+                    f"{cfg.l2_on}) {what} falls faster: it reaches the original net's "
+                    "smoothed level at every checkpoint in fewer iterations"
                 ),
                 measured=(
                     _speedup_text(r)
@@ -662,18 +663,41 @@ def _run(
                 note=quick_note,
             )
         )
+    # The paper leaves the factor init and the L2 placement open: each variant gets its
+    # own verdict on the paper's quantity (batch loss), so the table shows which readings
+    # of the setup reproduce the claim.
+    for k, vr in variant_rows.items():
+        init, target = k.removeprefix("variant ").split("/")
+        final = (sm["original"]["loss"][-1], sm[k]["loss"][-1])
+        claims.append(
+            Claim(
+                text=(
+                    f"Variant (factor init {init}, L2 on the {target}; a choice the paper "
+                    "leaves open): the overparameterized net's batch loss falls faster"
+                ),
+                measured=(
+                    "batch loss: "
+                    + _speedup_text(vr["loss"])
+                    + f"; final smoothed {final[0]:.4g} (original) vs {final[1]:.4g}; "
+                    "cross-entropy: " + _speedup_text(vr["ce"])
+                ),
+                passed=all(x["speedup"] > 1.0 for x in vr["loss"]),
+                note=quick_note,
+            )
+        )
     test_txt = (
         f"test error {test_err['original']:.2f}% (original) vs "
         f"{test_err['overparameterized']:.2f}% (overparameterized) on {cfg.test_size} images"
     )
+    test_all = ", ".join(f"{k} {v:.2f}%" for k, v in test_err.items())
     if cfg.max_test_error is not None:
         claims.append(
             Claim(
                 text=(
-                    "Both nets reach the tutorial's accuracy (test error below "
+                    "All nets reach the tutorial's accuracy (test error below "
                     f"{cfg.max_test_error}%; the tutorial states about 0.7-0.8%)"
                 ),
-                measured=test_txt,
+                measured=f"test error on {cfg.test_size} images: {test_all}",
                 passed=max(test_err.values()) < cfg.max_test_error,
                 note=quick_note,
             )
@@ -711,12 +735,11 @@ def _run(
         "Input scaling as the tutorial: (x - 127.5)/255; flatten order NCHW (a fixed "
         "permutation of fc1's inputs vs TF's NHWC).",
     ]
-    for k, vr in variant_rows.items():
+    for k in variant_rows:
         notes.append(
-            f"{labels[k]} (trained alongside on the same batches; not part of the claims): "
-            f"batch loss: {_speedup_text(vr['loss'])}; cross-entropy: "
-            f"{_speedup_text(vr['ce'])}; final smoothed loss {sm[k]['loss'][-1]:.4g}, "
-            f"cross-entropy {sm[k]['ce'][-1]:.4g}; test error {test_err[k]:.2f}%."
+            f"{labels[k]}: trained alongside on the same batches, dropout masks and conv "
+            f"init; final smoothed loss {sm[k]['loss'][-1]:.4g}, cross-entropy "
+            f"{sm[k]['ce'][-1]:.4g}; test error {test_err[k]:.2f}%."
         )
     settings = {
         "what_was_run": (
