@@ -248,3 +248,78 @@ def test_result_json_roundtrip(tmp_path):
 def test_report_section_anchor():
     r = ExperimentResult("fig4-left", "Fig. 4 left: GD vs AdaGrad", "quick", {})
     assert base._anchor(r) == "fig4-left-fig-4-left-gd-vs-adagrad"
+
+
+# --- trainer helpers -----------------------------------------------------------------
+
+
+def _small_problem():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((40, 5))
+    y = X @ rng.standard_normal(5) + 0.1 * rng.standard_normal(40)
+    return X, y
+
+
+def test_search_picks_lowest_final_gap_and_extends_edges():
+    import torch
+
+    from depthaccel.train import Run, grid_search
+
+    torch.set_num_threads(1)
+    X, y = _small_problem()
+    models = [Run("gd", 1.0, depth=1), Run("gd", 1.0, depth=2, init_scale=0.3)]
+    grid = (1e-3, 1e-2)  # the best rate for 200 iterations is above this grid
+    found = base.search(X, y, 4, models, grid, 200, max_extensions=6)
+    from dataclasses import replace
+
+    runs = [replace(m, lr=lr) for m in models for lr in grid]
+    ref = grid_search(X, y, 4, runs, 200, extend=True, max_extensions=6, warn=False)
+    for f, r in zip(found, ref, strict=True):
+        assert f["extensions"] >= 1 and f["lrs"][0] == 1e-3
+        gaps = [(x.final_gap, x.run.lr) for x in f["results"] if not x.diverged]
+        assert f["best_lr"] == min(gaps)[1]
+        assert f["best_lr"] == pytest.approx(r.best_lr, rel=1e-3)
+        assert f["on_edge"] == r.on_edge
+    rows = base.search_settings(found)
+    assert rows[0]["chosen_lr"] == found[0]["best_lr"] and len(rows[0]["grid"]) == len(
+        found[0]["lrs"]
+    )
+    # one grid per model
+    per = base.search(X, y, 4, models, [(1e-3, 3e-3), (1e-2, 3e-2)], 50, extend=False)
+    assert per[0]["lrs"] == [1e-3, 3e-3] and per[1]["lrs"] == [1e-2, 3e-2]
+    with pytest.raises(ValueError, match="3 grids for 2 models"):
+        base.search(X, y, 4, models, [(1e-3,), (1e-2,), (1e-1,)], 10)
+
+
+def test_narrow_grid_and_two_stage_search():
+    import torch
+
+    from depthaccel.train import Run
+
+    torch.set_num_threads(1)
+    g = base.narrow_grid(1e-2, 5, 10**0.25)
+    assert len(g) == 5 and g[2] == 1e-2
+    np.testing.assert_allclose(np.diff(np.log10(g)), 0.25, atol=1e-3)
+    X, y = _small_problem()
+    models = [Run("gd", 1.0, depth=1)]
+    broad = base.log_grid(1e-4, 1.0, 1)
+    found, rec = base.two_stage_search(
+        X, y, 4, models, broad, 300, presearch_iters=100, narrow_points=3
+    )
+    assert rec["presearch_iters"] == 100 and rec["broad_grid"] == list(broad)
+    pre_best = rec["presearch"][0]["chosen_lr"]
+    assert set(base.narrow_grid(pre_best, 3, 10**0.25)) <= set(found[0]["lrs"])
+    assert found[0]["results"][0].iters[-1] == 300
+
+
+def test_set_store_routes_training_through_the_store(tmp_path):
+    from depthaccel.sweep import StoreTrainer
+    from depthaccel.train import train
+
+    assert base.trainer() is train
+    base.set_store(tmp_path / "s.sqlite")
+    try:
+        assert isinstance(base.trainer(), StoreTrainer)
+    finally:
+        base.set_store(None)
+    assert base.trainer() is train

@@ -66,15 +66,20 @@ SETTINGS_NAME = "settings.json"
 class Claim:
     """One checked claim of the paper.
 
-    ``text`` states the claim, ``measured`` our numbers, ``passed`` the verdict.
-    ``note`` qualifies it (e.g. "quick mode: shorter run than the paper's; the full
-    claim needs --full").
+    ``text`` states the claim, ``measured`` our numbers, ``passed`` the verdict: True
+    (PASS), False (FAIL) or None (not assessed: the run is too short to test it, e.g.
+    quick mode; the measurement is still shown). ``note`` qualifies it (e.g. "quick
+    mode: 5000 iterations, the paper's claim is about 1e6").
     """
 
     text: str
     measured: str
-    passed: bool
+    passed: bool | None
     note: str = ""
+
+    @property
+    def verdict(self) -> str:
+        return {True: "PASS", False: "FAIL", None: "not assessed"}[self.passed]
 
 
 @dataclass
@@ -103,7 +108,15 @@ class ExperimentResult:
 
     @property
     def n_passed(self) -> int:
-        return sum(c.passed for c in self.claims)
+        return sum(c.passed is True for c in self.claims)
+
+    @property
+    def n_failed(self) -> int:
+        return sum(c.passed is False for c in self.claims)
+
+    @property
+    def n_assessed(self) -> int:
+        return sum(c.passed is not None for c in self.claims)
 
     def to_json(self, root: Path | None = None) -> dict[str, Any]:
         """JSON form; paths are made relative to ``root`` when given."""
@@ -411,7 +424,7 @@ def report_section(result: ExperimentResult, root: Path) -> str:
     if result.claims:
         lines += ["| claim | measured | verdict |", "|---|---|---|"]
         for c in result.claims:
-            verdict = "PASS" if c.passed else "FAIL"
+            verdict = c.verdict
             measured = c.measured + (f" ({c.note})" if c.note else "")
             lines.append(f"| {_md_cell(c.text)} | {_md_cell(measured)} | **{verdict}** |")
         lines.append("")
@@ -460,16 +473,18 @@ def write_report(out_root: str | os.PathLike) -> Path:
         "figure, the claims table (PASS/FAIL against our measured numbers), notes on "
         "choices where the paper is silent, and the settings.",
         "",
-        "| experiment | mode | time | claims passed | status |",
+        "| experiment | mode | time | claims passed / assessed | status |",
         "|---|---|---|---|---|",
     ]
     for r in results:
         status = "ok" if r.status == "ok" else "**ERROR**"
-        if r.status == "ok" and r.n_passed < len(r.claims):
-            status = f"{len(r.claims) - r.n_passed} claim(s) FAIL"
+        if r.status == "ok" and r.n_failed:
+            status = f"{r.n_failed} claim(s) FAIL"
+        if r.status == "ok" and r.n_assessed < len(r.claims):
+            status += f", {len(r.claims) - r.n_assessed} not assessed"
         lines.append(
             f"| [{r.name}](#{_anchor(r)}) | {r.mode} | {_fmt_seconds(r.wall_time)} | "
-            f"{r.n_passed}/{len(r.claims)} | {status} |"
+            f"{r.n_passed}/{r.n_assessed} | {status} |"
         )
     lines.append("")
     for r in results:
@@ -579,17 +594,25 @@ def plot_gap_panels(
     logy: bool = True,
     logx: bool = False,
     panel_size: tuple[float, float] = (5.2, 3.8),
+    ncols: int | None = None,
 ) -> Path:
     """Plot panels side by side in the paper's style and save a PNG.
 
     ``panels`` = [(panel title, curves), ...]; each curve is drawn against its
     iterations with a log y axis (non-positive values are dropped from a log plot), legend
-    naming model and learning rate. ``ylabel`` may contain ``{panel}``.
+    naming model and learning rate. ``ylabel`` may contain ``{panel}``. ``ncols``: panels
+    per row (default: all in one row).
     """
     plt = _pyplot()
     n = max(1, len(panels))
-    fig, axes = plt.subplots(1, n, figsize=(panel_size[0] * n, panel_size[1]), squeeze=False)
-    for ax, (ptitle, curves) in zip(axes[0], panels, strict=False):
+    nc = min(n, ncols or n)
+    nr = -(-n // nc)
+    fig, axes = plt.subplots(
+        nr, nc, figsize=(panel_size[0] * nc, panel_size[1] * nr), squeeze=False
+    )
+    for ax in axes.flat[len(panels) :]:
+        ax.set_visible(False)
+    for ax, (ptitle, curves) in zip(axes.flat, panels, strict=False):
         for c in curves:
             x = np.asarray(c.iters, dtype=float)
             y = np.asarray(c.values, dtype=float)
@@ -614,3 +637,253 @@ def plot_gap_panels(
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+# ------------------------------------------------------------------- trainer helpers
+#
+# Shared by the experiments on the Ethanol task (fig2 .. fig5-left).
+
+_STORE: dict[str, Any] = {"path": None}
+
+
+def set_store(path: str | os.PathLike | None) -> None:
+    """Route the experiments' training through a results store (``depthaccel.sweep``):
+    runs already computed with the same data, settings and dtype are reused, long runs
+    checkpoint and resume after a crash. ``None`` (default): train directly."""
+    _STORE["path"] = None if path is None else str(path)
+
+
+def trainer():
+    """``depthaccel.train.train`` or, after :func:`set_store`, a ``StoreTrainer`` with
+    checkpoints every 50,000 iterations."""
+    if _STORE["path"] is None:
+        from depthaccel.train import train
+
+        return train
+    from depthaccel.sweep import StoreTrainer
+
+    return StoreTrainer(_STORE["path"], checkpoint_every=50_000)
+
+
+def torch_dtype(name: str | None):
+    """``None`` -> None (the trainer's default), "float32"/"float64" -> torch dtype."""
+    if name is None:
+        return None
+    import torch
+
+    table = {"float32": torch.float32, "float64": torch.float64}
+    if name not in table:
+        raise ValueError(f"dtype must be 'float32' or 'float64', got {name!r}")
+    return table[name]
+
+
+_TASKS: dict[tuple[str, bool], Any] = {}
+
+
+def ethanol_task(data_dir: str | os.PathLike | None, *, standardize: bool = True):
+    """The Ethanol task (``depthaccel.data.load_ethanol``), cached per data directory."""
+    import warnings
+
+    from depthaccel.data import data_dir as resolve_dir
+    from depthaccel.data import load_ethanol
+
+    key = (str(resolve_dir(data_dir)), standardize)
+    if key not in _TASKS:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # incomplete official batches: the csv is used
+            _TASKS[key] = load_ethanol(data_dir, standardize=standardize)
+    return _TASKS[key]
+
+
+_OPTIMA: dict[tuple[str, float], Any] = {}
+
+
+def optimum(X: np.ndarray, y: np.ndarray, p: float):
+    """``depthaccel.losses.lp_optimum`` cached by the data's content and p."""
+    import hashlib
+
+    from depthaccel.losses import lp_optimum
+
+    h = hashlib.sha256(np.ascontiguousarray(X, dtype=np.float64).tobytes())
+    h.update(np.ascontiguousarray(y, dtype=np.float64).tobytes())
+    key = (h.hexdigest(), float(p))
+    if key not in _OPTIMA:
+        _OPTIMA[key] = lp_optimum(X, y, p)
+    return _OPTIMA[key]
+
+
+def result_curve(res, label: str | None = None, panel: str = "") -> Curve:
+    """A trainer ``RunResult`` as a :class:`Curve` (label: the run's label + its lr)."""
+    if label is None:
+        label = f"{res.run.label()}, lr {format_lr(res.run.effective_lr)}"
+    return Curve(label, np.asarray(res.iters), np.asarray(res.gap, dtype=float), panel=panel)
+
+
+def search(
+    X: np.ndarray,
+    y: np.ndarray,
+    p: float,
+    models: Sequence[Any],
+    lrs: Sequence[float] | Sequence[Sequence[float]],
+    iters: int,
+    *,
+    extend: bool = True,
+    max_extensions: int = 4,
+    **train_kwargs: Any,
+) -> list[dict[str, Any]]:
+    """Grid search through :func:`trainer`: every model (a ``Run`` whose lr is
+    replaced) at every lr of its grid, all in one batched call; per model the lr with
+    the lowest final gap (``depthaccel.train.best_result``); with ``extend``, a model
+    whose best lr is on its grid's edge gets rates beyond that edge (the grid's log
+    step), one batched call per round, until the best is interior or ``max_extensions``
+    rounds ran.
+
+    ``lrs`` is one grid for all models or one grid per model. Returns one dict per
+    model: ``model`` (the Run), ``best`` (RunResult or None), ``best_lr``, ``results``
+    (sorted by lr), ``lrs``, ``on_edge``, ``extensions``.
+    """
+    from dataclasses import replace
+
+    from depthaccel.train import best_result
+
+    if len(lrs) and not isinstance(lrs[0], (int, float)):
+        grids = [sorted(float(v) for v in g) for g in lrs]
+        if len(grids) != len(models):
+            raise ValueError(f"{len(grids)} grids for {len(models)} models")
+    else:
+        grids = [sorted(float(v) for v in lrs)] * len(models)
+    steps = [(g[-1] / g[0]) ** (1 / (len(g) - 1)) if len(g) > 1 else 10.0 for g in grids]
+    train_fn = trainer()
+    runs = [replace(m, lr=lr) for m, g in zip(models, grids, strict=True) for lr in g]
+    out = train_fn(X, y, p, runs, iters, **train_kwargs)
+    per_model: list[list[Any]] = []
+    k = 0
+    for g in grids:
+        per_model.append(list(out[k : k + len(g)]))
+        k += len(g)
+    extensions = [0] * len(models)
+    for _ in range(max_extensions if extend else 0):
+        new_runs, owners = [], []
+        for i, res in enumerate(per_model):
+            res.sort(key=lambda r: r.run.effective_lr)
+            best = best_result(res)
+            have = [r.run.effective_lr for r in res]
+            if best is None:
+                new = have[0] / steps[i]
+            elif best.run.effective_lr == have[-1]:
+                new = have[-1] * steps[i]
+            elif best.run.effective_lr == have[0]:
+                new = have[0] / steps[i]
+            else:
+                continue
+            new_runs.append(replace(models[i], lr=float(f"{new:.4g}")))
+            owners.append(i)
+        if not new_runs:
+            break
+        for i, r in zip(owners, train_fn(X, y, p, new_runs, iters, **train_kwargs), strict=True):
+            per_model[i].append(r)
+            extensions[i] += 1
+    found = []
+    for i, res in enumerate(per_model):
+        res.sort(key=lambda r: r.run.effective_lr)
+        best = best_result(res)
+        have = [r.run.effective_lr for r in res]
+        found.append(
+            {
+                "model": models[i],
+                "best": best,
+                "best_lr": None if best is None else best.run.effective_lr,
+                "results": res,
+                "lrs": have,
+                "on_edge": best is None or best.run.effective_lr in (have[0], have[-1]),
+                "extensions": extensions[i],
+            }
+        )
+    return found
+
+
+def search_settings(found: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """JSON-able summary of :func:`search` output: per model its grid, the final gap at
+    each lr (None: diverged), the chosen lr and whether it is on the grid's edge."""
+    rows = []
+    for f in found:
+        rows.append(
+            {
+                "model": f["model"].label(),
+                "grid": f["lrs"],
+                "final_gap": [
+                    None if r.diverged or not math.isfinite(r.final_gap) else r.final_gap
+                    for r in f["results"]
+                ],
+                "chosen_lr": f["best_lr"],
+                "chosen_final_gap": None if f["best"] is None else f["best"].final_gap,
+                "on_edge": f["on_edge"],
+                "extensions": f["extensions"],
+            }
+        )
+    return rows
+
+
+def narrow_grid(center: float, points: int, factor: float) -> tuple[float, ...]:
+    """``points`` rates spaced by ``factor`` on a log scale, centred on ``center``."""
+    half = (points - 1) / 2
+    return tuple(float(f"{center * factor ** (i - half):.4g}") for i in range(points))
+
+
+def two_stage_search(
+    X: np.ndarray,
+    y: np.ndarray,
+    p: float,
+    models: Sequence[Any],
+    broad: Sequence[float] | Sequence[Sequence[float]],
+    iters: int,
+    *,
+    presearch_iters: int | None = None,
+    narrow_points: int = 5,
+    narrow_factor: float = 10**0.25,
+    log_points: int = 1000,
+    device: str = "cpu",
+    dtype: Any = None,
+    progress: bool = False,
+    thresholds: Sequence[float] = (),
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Grid search per model, in one or two stages.
+
+    ``broad``: one grid for all models or one per model. Without ``presearch_iters``
+    (or when it is >= ``iters``): :func:`search` over the ``broad`` grid for ``iters`` iterations. With it: a search over ``broad`` for
+    ``presearch_iters`` iterations, then a search for ``iters`` iterations over
+    ``narrow_points`` rates spaced by ``narrow_factor`` around each model's pre-search
+    best (extended beyond an edge as :func:`search` does) -- for budgets where the broad
+    grid at full length does not fit. Returns the per-model searches and a JSON-able
+    record of every grid and chosen rate.
+    """
+    from dataclasses import replace
+
+    opt = optimum(X, y, p)
+    kw = dict(
+        optimum=opt,
+        log_points=log_points,
+        device=device,
+        dtype=dtype,
+        progress=progress,
+        thresholds=tuple(thresholds),
+    )
+    record: dict[str, Any] = {"broad_grid": to_jsonable(broad), "iters": iters}
+    if presearch_iters is None or presearch_iters >= iters:
+        found = search(X, y, p, models, broad, iters, **kw)
+        record["search"] = search_settings(found)
+        return found, record
+    pre = search(X, y, p, models, broad, presearch_iters, **kw)
+    record["presearch_iters"] = presearch_iters
+    record["presearch"] = search_settings(pre)
+    grids = [
+        narrow_grid(
+            f["best_lr"] if f["best_lr"] is not None else min(f["lrs"]),
+            narrow_points,
+            narrow_factor,
+        )
+        for f in pre
+    ]
+    found = search(X, y, p, [replace(f["model"], lr=1.0) for f in pre], grids, iters, **kw)
+    record["search"] = search_settings(found)
+    return found, record

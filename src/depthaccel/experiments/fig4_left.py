@@ -1,0 +1,217 @@
+r"""Fig. 4 left: depth-3 GD vs AdaGrad and AdaDelta on a single layer (l4, Ethanol).
+
+Paper (Sec. 8): with the setup of Fig. 3 right (l4 loss, 1e6 iterations, learning rates
+grid-searched per model) a depth-3 linear network trained by plain gradient descent
+converges faster than a single layer trained by AdaGrad or AdaDelta; AdaGrad is even
+slower than plain GD on the single layer.
+
+AdaGrad and AdaDelta use the TensorFlow-1 conventions (the paper used TensorFlow):
+AdaGrad's initial accumulator 0.1, AdaDelta's rho 0.95 and eps 1e-8; their learning
+rates are grid-searched like GD's. Same grid-search procedure as fig3 (a pre-search at
+``presearch_iters`` then a narrow full-length grid when set).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from depthaccel.experiments.base import (
+    Claim,
+    ExperimentResult,
+    ethanol_task,
+    format_lr,
+    log_grid,
+    plot_gap_panels,
+    result_curve,
+    torch_dtype,
+    two_stage_search,
+    write_curves_csv,
+)
+
+NAME = "fig4-left"
+TITLE = "Fig. 4 left: depth-3 GD vs AdaGrad and AdaDelta on a single layer (l4, Ethanol)"
+
+
+@dataclass(frozen=True)
+class Config:
+    p: float = 4.0
+    # (method, depth, lr grid low, lr grid high): the models compared
+    models: tuple[tuple[str, int, float, float], ...] = (
+        ("gd", 3, 1e-4, 1.0),
+        ("gd", 1, 1e-4, 1.0),
+        ("adagrad", 1, 1e-3, 10.0),
+        ("adadelta", 1, 1e-2, 100.0),
+    )
+    convention: str = "tf"
+    hidden: int = 1
+    lrs_per_decade: int = 2
+    iters: int = 1_000_000
+    presearch_iters: int | None = 20_000
+    narrow_points: int = 3
+    narrow_factor: float = 10**0.25
+    init: str = "near_zero"
+    init_scale: float | None = 0.05  # "near-zero" (the paper's scale is not given)
+    seed: int = 0
+    log_points: int = 1000
+    assess_claims: bool = True  # False: report the numbers without a verdict
+
+    @classmethod
+    def quick(cls) -> Config:
+        return cls(
+            lrs_per_decade=1,
+            iters=5_000,
+            presearch_iters=None,
+            log_points=200,
+            assess_claims=False,
+        )
+
+    @classmethod
+    def full(cls) -> Config:
+        return cls()
+
+
+def run(
+    config: Config,
+    out_dir: Path,
+    *,
+    device: str = "cpu",
+    dtype: str | None = None,
+    progress: bool = False,
+    data_dir: str | None = None,
+) -> ExperimentResult:
+    from depthaccel.train import Run
+
+    t0 = time.perf_counter()
+    task = ethanol_task(data_dir)
+    X, y = task.X, task.y
+    models = [
+        Run(
+            method,
+            1.0,
+            depth=depth,
+            hidden=config.hidden,
+            init=config.init,
+            init_scale=config.init_scale,
+            seed=config.seed,
+            convention=config.convention,
+        )
+        for method, depth, _, _ in config.models
+    ]
+    grids = [log_grid(lo, hi, config.lrs_per_decade) for _, _, lo, hi in config.models]
+    found_all, record = two_stage_search(
+        X,
+        y,
+        config.p,
+        models,
+        grids,
+        config.iters,
+        presearch_iters=config.presearch_iters,
+        narrow_points=config.narrow_points,
+        narrow_factor=config.narrow_factor,
+        log_points=config.log_points,
+        device=device,
+        dtype=torch_dtype(dtype),
+        progress=progress,
+    )
+    finals, curves = {}, []
+    styles = {
+        ("gd", 3): {"color": "tab:red", "lw": 2},
+        ("gd", 1): {"color": "tab:gray", "ls": "--"},
+        ("adagrad", 1): {"color": "tab:green"},
+        ("adadelta", 1): {"color": "tab:purple"},
+    }
+    order = {(m, d): i for i, (m, d, _, _) in enumerate(config.models)}
+    found_all.sort(key=lambda f: order[(f["model"].method, f["model"].depth)])
+    for f in found_all:
+        m = f["model"]
+        key = (m.method, m.depth)
+        if f["best"] is None:
+            finals[key] = float("nan")
+            continue
+        name = {"gd": "GD", "adagrad": "AdaGrad", "adadelta": "AdaDelta"}[m.method]
+        c = result_curve(
+            f["best"], f"{m.depth}-layer {name}, lr {format_lr(f['best_lr'])}", f"l{config.p:g}"
+        )
+        c.style = dict(styles.get(key, {}))
+        curves.append(c)
+        finals[key] = f["best"].final_gap
+    fig = plot_gap_panels(
+        out_dir / "fig4_left.png",
+        [(f"l{config.p:g} loss", curves)],
+        suptitle="Depth-3 GD vs AdaGrad / AdaDelta on a single layer",
+        ylabel=f"l{config.p:g} loss (distance from optimum)",
+        panel_size=(7.0, 4.6),
+    )
+    csv = write_curves_csv(out_dir / "curves.csv", curves)
+
+    note = (
+        "" if config.iters >= 1_000_000 else f"quick mode: {config.iters} iterations (paper: 1e6)"
+    )
+    g3 = finals.get(("gd", 3), float("nan"))
+    claims = []
+    for method, name in (("adagrad", "AdaGrad"), ("adadelta", "AdaDelta")):
+        if (method, 1) in finals:
+            ga = finals[(method, 1)]
+            claims.append(
+                Claim(
+                    f"Depth-3 GD ends lower than single-layer {name} (each at its best lr)",
+                    f"final gap depth-3 GD {g3:.3e} vs {name} {ga:.3e} (ratio {g3 / ga:.3g})",
+                    bool(g3 < ga) if config.assess_claims else None,
+                    note,
+                )
+            )
+    if ("adagrad", 1) in finals and ("gd", 1) in finals:
+        ga, g1 = finals[("adagrad", 1)], finals[("gd", 1)]
+        claims.append(
+            Claim(
+                "AdaGrad is slower than plain GD on the single layer (the paper's caption)",
+                f"final gap AdaGrad {ga:.3e} vs 1-layer GD {g1:.3e}",
+                bool(ga > g1) if config.assess_claims else None,
+                note,
+            )
+        )
+    notes = [
+        f"Data: {task.source}; features and target standardised; l{config.p:g} loss "
+        "(1/m) sum (1/p)(x^T w - y)^p; no bias.",
+        f"Adaptive optimizers with the {config.convention} conventions (TensorFlow 1: "
+        "AdaGrad initial accumulator 0.1; AdaDelta rho 0.95, eps 1e-8); learning rates "
+        "grid-searched per model on log grids "
+        + ", ".join(
+            f"{m} depth {d}: {format_lr(lo)}..{format_lr(hi)}" for m, d, lo, hi in config.models
+        )
+        + f" ({config.lrs_per_decade} per decade), extended beyond an edge when the best "
+        "rate sits on it; lowest final gap wins.",
+        f"Initialisation: {config.init}, scale "
+        f"{'1e-3 (trainer default)' if config.init_scale is None else config.init_scale} "
+        f"(i.i.d. Gaussian factor entries); hidden width {config.hidden}. The paper says "
+        "'near-zero' without a scale; at 1e-3 a depth-3 width-1 net at lr 1e-3 did not "
+        "move for more than 1e4 iterations in our trial.",
+    ]
+    if config.presearch_iters is not None and config.presearch_iters < config.iters:
+        notes.append(
+            f"Budget: the broad grids ran {config.presearch_iters} iterations; the "
+            f"{config.iters}-iteration search used {config.narrow_points} rates spaced by "
+            f"{config.narrow_factor:.3g} around each model's pre-search best."
+        )
+    return ExperimentResult(
+        name=NAME,
+        title=TITLE,
+        mode="",
+        settings={
+            "what_was_run": (
+                f"l{config.p:g}, {config.iters} iterations: "
+                + ", ".join(f"{m} depth {d}" for m, d, _, _ in config.models)
+                + ", learning rate grid-searched per model."
+            ),
+            "data_source": task.source,
+            "grid_search": record,
+            "final_gaps": {f"{m}/depth{d}": g for (m, d), g in finals.items()},
+        },
+        figures=[fig],
+        curves=[csv],
+        claims=claims,
+        wall_time=time.perf_counter() - t0,
+        notes=notes,
+    )

@@ -1,0 +1,71 @@
+"""fig2 experiment (quick config on the real Ethanol data)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from depthaccel.experiments import fig2
+from depthaccel.experiments.base import read_curves_csv
+from depthaccel.experiments.fig2 import Config, max_rel_dev
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def _data_dir() -> str | None:
+    env = os.environ.get("DEPTHACCEL_DATA_DIR", "").strip()
+    for d in ([Path(env)] if env else []) + [DATA]:
+        if (d / "gas_sensor_drift" / "ethanol_2565.csv.gz").is_file():
+            return str(d)
+    return None
+
+
+needs_ethanol = pytest.mark.skipif(_data_dir() is None, reason="Ethanol data not found")
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_max_rel_dev():
+    it = np.array([0, 10, 20, 30])
+    a = np.array([1.0, 0.5, 0.3, 0.2])
+    b = np.array([1.0, 0.4, 0.3, 0.25])
+    assert max_rel_dev(a, b, it) == pytest.approx(0.25)
+    assert max_rel_dev(a, b, it, start=20) == pytest.approx(0.2)
+    assert max_rel_dev(np.array([1.0, np.nan]), np.array([1.0, 1.0]), it[:2]) == float("inf")
+
+
+@needs_ethanol
+def test_quick_run(tmp_path):
+    cfg = Config.quick()
+    res = fig2.run(cfg, tmp_path, data_dir=_data_dir())
+    devs = res.settings["deviations"]
+    # balanced init (Theorem 1's assumption): the scheme tracks every net closely
+    bal = [v for k, v in devs.items() if k.startswith("balanced/") and k.endswith("scheme_vs_net")]
+    assert len(bal) == 8 and max(bal) < 1e-2
+    assert res.claims[0].passed is True
+    # the deviations in the settings are recomputable from the curves CSV
+    curves = {(c.panel, c.label): c for c in read_curves_csv(tmp_path / "curves.csv")}
+    assert len(curves) == 2 * 2 * 2 * 2 * 2  # inits x losses x depths x widths x (net, scheme)
+    net = curves[("near_zero/l4", "depth-3 net, width 1, lr 1e-3")]
+    sch = curves[("near_zero/l4", "Eq. 12, N=3 (from the width-1 net's init)")]
+    assert max_rel_dev(sch.values, net.values, net.iters) == pytest.approx(
+        devs["near_zero/l4/depth3/width1/scheme_vs_net"], rel=1e-12
+    )
+    # every curve starts at the same gap for the net and its scheme (same end-to-end start)
+    for (panel, label), c in curves.items():
+        if label.startswith("Eq. 12"):
+            width = label.split("width-")[1].split(" ")[0]
+            depth = label.split("N=")[1].split(" ")[0]
+            twin = curves[(panel, f"depth-{depth} net, width {width}, lr 1e-3")]
+            assert c.values[0] == pytest.approx(twin.values[0], rel=1e-12)
+    assert (tmp_path / "fig2.png").read_bytes()[:4] == b"\x89PNG"
