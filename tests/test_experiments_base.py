@@ -308,7 +308,9 @@ def test_narrow_grid_and_two_stage_search():
     )
     assert rec["presearch_iters"] == 100 and rec["broad_grid"] == list(broad)
     pre_best = rec["presearch"][0]["chosen_lr"]
-    assert set(base.narrow_grid(pre_best, 3, 10**0.25)) <= set(found[0]["lrs"])
+    assert set(base.narrow_grid(pre_best, 3, 10**0.25, 0)) <= set(found[0]["lrs"])
+    assert base.narrow_grid(1.0, 3, 10.0, 0) == (0.01, 0.1, 1.0)
+    assert base.narrow_grid(1.0, 3, 10.0) == (0.1, 1.0, 10.0)
     assert found[0]["results"][0].iters[-1] == 300
 
 

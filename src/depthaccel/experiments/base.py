@@ -824,10 +824,13 @@ def search_settings(found: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
-def narrow_grid(center: float, points: int, factor: float) -> tuple[float, ...]:
-    """``points`` rates spaced by ``factor`` on a log scale, centred on ``center``."""
-    half = (points - 1) / 2
-    return tuple(float(f"{center * factor ** (i - half):.4g}") for i in range(points))
+def narrow_grid(
+    center: float, points: int, factor: float, above: int | None = None
+) -> tuple[float, ...]:
+    """``points`` rates spaced by ``factor`` on a log scale around ``center``, with
+    ``above`` of them above it (default: symmetric, ``(points - 1) / 2``)."""
+    top = (points - 1) / 2 if above is None else above
+    return tuple(float(f"{center * factor ** (i - (points - 1 - top)):.4g}") for i in range(points))
 
 
 def two_stage_search(
@@ -841,6 +844,8 @@ def two_stage_search(
     presearch_iters: int | None = None,
     narrow_points: int = 5,
     narrow_factor: float = 10**0.25,
+    narrow_above: int = 0,
+    narrow_extensions: int = 1,
     log_points: int = 1000,
     device: str = "cpu",
     dtype: Any = None,
@@ -853,8 +858,11 @@ def two_stage_search(
     (or when it is >= ``iters``): :func:`search` over the ``broad`` grid for ``iters`` iterations. With it: a search over ``broad`` for
     ``presearch_iters`` iterations, then a search for ``iters`` iterations over
     ``narrow_points`` rates spaced by ``narrow_factor`` around each model's pre-search
-    best (extended beyond an edge as :func:`search` does) -- for budgets where the broad
-    grid at full length does not fit. Returns the per-model searches and a JSON-able
+    best, ``narrow_above`` of them above it (default 0: the best and rates below it, as
+    a longer run tends to need a smaller rate: a rate stable for ``presearch_iters`` may
+    diverge later) (extended beyond an edge at most ``narrow_extensions`` times: each extension is
+    another full-length call) -- for budgets where the broad grid at full length does
+    not fit. Returns the per-model searches and a JSON-able
     record of every grid and chosen rate.
     """
     from dataclasses import replace
@@ -881,9 +889,19 @@ def two_stage_search(
             f["best_lr"] if f["best_lr"] is not None else min(f["lrs"]),
             narrow_points,
             narrow_factor,
+            narrow_above,
         )
         for f in pre
     ]
-    found = search(X, y, p, [replace(f["model"], lr=1.0) for f in pre], grids, iters, **kw)
+    found = search(
+        X,
+        y,
+        p,
+        [replace(f["model"], lr=1.0) for f in pre],
+        grids,
+        iters,
+        max_extensions=narrow_extensions,
+        **kw,
+    )
     record["search"] = search_settings(found)
     return found, record
