@@ -191,7 +191,7 @@ def run(
             f"{config.iters}-iteration search used {config.narrow_points} rates spaced by "
             f"{config.narrow_factor:.3g} ending at each model's pre-search best (a longer run "
             "tends to need a smaller rate), extended "
-            "at most once beyond an edge (the settings show whether a chosen rate is "
+            "at most twice beyond an edge (the settings show whether a chosen rate is "
             "still on its grid's edge). Reason: at ~15k run-iterations/s (l4, this 2-core "
             "machine, one thread) the broad grid at full length would take hours."
         )

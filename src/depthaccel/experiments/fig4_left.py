@@ -110,6 +110,7 @@ def run(
         presearch_iters=config.presearch_iters,
         narrow_points=config.narrow_points,
         narrow_factor=config.narrow_factor,
+        narrow_extensions=2,
         log_points=config.log_points,
         device=device,
         dtype=torch_dtype(dtype),
@@ -194,7 +195,7 @@ def run(
             f"Budget: the broad grids ran {config.presearch_iters} iterations; the "
             f"{config.iters}-iteration search used {config.narrow_points} rates spaced by "
             f"{config.narrow_factor:.3g} ending at each model's pre-search best (a longer run "
-            "tends to need a smaller rate), extended at most once beyond an edge (the "
+            "tends to need a smaller rate), extended at most twice beyond an edge (the "
             "settings show whether a chosen rate is still on its grid's edge). Reason: at "
             "~15k run-iterations/s (l4, this 2-core machine, one thread) the broad grids at "
             "full length would take hours."
