@@ -52,7 +52,8 @@ def test_quick_run(tmp_path):
     # balanced init (Theorem 1's assumption): the scheme tracks every net closely
     bal = [v for k, v in devs.items() if k.startswith("balanced/") and k.endswith("scheme_vs_net")]
     assert len(bal) == 8 and max(bal) < 1e-2
-    assert res.claims[0].passed is True
+    # balanced claims assessed; near-zero ones (a transient at 2000 iterations) not
+    assert [c.passed for c in res.claims] == [True, None, True, None]
     # the deviations in the settings are recomputable from the curves CSV
     curves = {(c.panel, c.label): c for c in read_curves_csv(tmp_path / "curves.csv")}
     assert len(curves) == 2 * 2 * 2 * 2 * 2  # inits x losses x depths x widths x (net, scheme)

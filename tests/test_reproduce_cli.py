@@ -137,3 +137,33 @@ def test_fail_claim_is_exit_0(fake_experiments, tmp_path, capsys):
     assert "claims FAIL in: failing" in out
     settings = json.loads((tmp_path / "good" / "settings.json").read_text())
     assert settings["n"] == 50 and settings["dtype"] == "float64"  # full mode by default
+
+
+@pytest.mark.slow
+def test_reproduce_all_quick_real(tmp_path, capsys):
+    """The real quick configs of every experiment, end to end (about 2 minutes)."""
+    import os
+    from pathlib import Path
+
+    import torch
+
+    data = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    env = os.environ.get("DEPTHACCEL_DATA_DIR", "").strip()
+    data = Path(env) if env else data
+    if not (data / "gas_sensor_drift" / "ethanol_2565.csv.gz").is_file():
+        pytest.skip("Ethanol data not found")
+    before = torch.get_num_threads()
+    try:
+        rc = main(["reproduce", "all", "--quick", "--out", str(tmp_path), "--no-progress"])
+    finally:
+        torch.set_num_threads(before)
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert "9/9 experiments ran" in out
+    report = (tmp_path / "REPORT.md").read_text()
+    for name in EXPERIMENTS:
+        assert f"## {name}: " in report
+        saved = json.loads((tmp_path / name / "result.json").read_text())
+        assert saved["status"] == "ok" and saved["mode"] == "quick"
+        assert saved["figures"] and all((tmp_path / f).is_file() for f in saved["figures"])
+        assert (tmp_path / name / "settings.json").is_file()
