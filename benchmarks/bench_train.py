@@ -8,8 +8,9 @@ is shared:
 * plain loop: one run at a time, ``nn.Linear`` stack (no bias), ``torch.optim.SGD``,
   full batch, the loss read (``.item()``) every step; a few runs of each depth;
 * batched: ``depthaccel.train.train`` on all 64 runs (l4; and l2 in the Gram form);
-* GEMM ceiling: a 2565x128 @ 128x64 float32 (and float64) GEMM in a loop; one run-
-  iteration of l_p costs two such products per run, 4 m d FLOP (~1.31 MFLOP), so
+* GEMM ceiling: a 2565x128 @ 128x64 float32 (and float64) GEMM in a loop, run right
+  after each batched l4 measurement for as many calls as it made (two per step); one
+  run-iteration of l_p costs two such products per run, 4 m d FLOP (~1.31 MFLOP), so
   ``gemm_fraction = run-iterations/s * 4 m d / GEMM FLOP/s``.
 
 Logging density of the batched runs is that of a real long run (1000 logged points
@@ -88,16 +89,17 @@ def plain_loop(X: torch.Tensor, y: torch.Tensor, p: float, run: Run, iters: int)
     return time.perf_counter() - t
 
 
-def gemm_flops(dtype: torch.dtype, reps: int = 50) -> float:
+def gemm_flops(dtype: torch.dtype, calls: int) -> float:
+    """FLOP/s of ``calls`` back-to-back 2565x128 @ 128x64 GEMMs (the ceiling's shape)."""
     A = torch.randn(2565, 128, dtype=dtype)
     B = torch.randn(128, R, dtype=dtype)
     out = torch.empty(2565, R, dtype=dtype)
     for _ in range(5):
         torch.mm(A, B, out=out)
     t = time.perf_counter()
-    for _ in range(reps):
+    for _ in range(calls):
         torch.mm(A, B, out=out)
-    return 2 * 2565 * 128 * R * reps / (time.perf_counter() - t)
+    return 2 * 2565 * 128 * R * calls / (time.perf_counter() - t)
 
 
 def batched(X, y, p, runs, iters, dtype) -> float:
@@ -126,12 +128,13 @@ def measure(args) -> dict:
         samples["plain4"].append(len(plain_runs) * Tp / t4)
         t2 = sum(plain_loop(X32, y32, 2, r, Tp) for r in plain_runs)
         samples["plain2"].append(len(plain_runs) * Tp / t2)
+        # each batched l4 run is followed by as many ceiling GEMMs as it did (2 per step)
         samples["b4_32"].append(R * T / batched(Xn, yn, 4, runs, T, torch.float32))
+        samples["gemm32"].append(gemm_flops(torch.float32, 2 * T))
         samples["b4_64"].append(R * T / batched(Xn, yn, 4, runs, T, torch.float64))
+        samples["gemm64"].append(gemm_flops(torch.float64, 2 * T))
         samples["b2_32"].append(R * Tg / batched(Xn, yn, 2, runs, Tg, torch.float32))
         samples["b2_64"].append(R * Tg / batched(Xn, yn, 2, runs, Tg, torch.float64))
-        samples["gemm32"].append(gemm_flops(torch.float32))
-        samples["gemm64"].append(gemm_flops(torch.float64))
         print(
             f"  repeat {rep + 1}/{args.repeats}: plain l4 {samples['plain4'][-1]:,.0f}, "
             f"batched l4 f32 {samples['b4_32'][-1]:,.0f}, f64 {samples['b4_64'][-1]:,.0f}, "
@@ -181,11 +184,9 @@ def dtype_check(args) -> dict:
     from depthaccel.losses import lp_optimum
 
     opt = lp_optimum(Xn, yn, 4)
-    runs = [
-        Run("gd", lr, depth=N)
-        for N, lrs in ((1, (1e-3, 1e-2, 3e-2)), (2, (1e-3, 1e-2, 3e-2)), (3, (1e-3, 1e-2, 3e-2)))
-        for lr in lrs
-    ]
+    runs = [Run("gd", lr, depth=N) for N in (1, 2, 3) for lr in args.check_lrs]
+    if args.check_adam:
+        runs += [Run("adam", None, depth=N, convention="tf") for N in (1, 2, 3)]
     T = args.check_iters
     kw = {"optimum": opt, "log_points": 200, "log_scale": True}
     r64 = train(Xn, yn, 4, runs, T, dtype=torch.float64, **kw)
@@ -194,11 +195,15 @@ def dtype_check(args) -> dict:
     worst = 0.0
     for a, b in zip(r64, r32, strict=True):
         if a.diverged or b.diverged:
-            rows.append((a.run.label(), a.run.lr, a.diverged, b.diverged, math.nan, math.nan))
+            rows.append(
+                (a.run.label(), a.run.effective_lr, a.diverged, b.diverged, math.nan, math.nan)
+            )
             continue
         rel = np.abs(b.gap - a.gap) / np.abs(a.gap)
         worst = max(worst, float(rel.max()))
-        rows.append((a.run.label(), a.run.lr, False, False, float(rel.max()), float(a.final_gap)))
+        rows.append(
+            (a.run.label(), a.run.effective_lr, False, False, float(rel.max()), float(a.final_gap))
+        )
     for lab, lr, d64, d32, rel, fg in rows:
         print(
             f"  {lab:24s} lr {lr:g}: diverged {d64}/{d32}, max rel dev {rel:.2e}, final gap {fg:.3e}"
@@ -216,6 +221,10 @@ def main(argv=None) -> int:
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--dtype-check", action="store_true")
     ap.add_argument("--check-iters", type=int, default=100_000)
+    ap.add_argument("--check-lrs", type=float, nargs="+", default=[1e-3, 2e-3])
+    ap.add_argument(
+        "--check-adam", action="store_true", help="add Adam (TF defaults) at depths 1-3"
+    )
     args = ap.parse_args(argv)
     if args.dtype_check:
         out = dtype_check(args)

@@ -611,7 +611,8 @@ def train(
     # On the CPU a host-side check of "all runs fine" costs ~1 us and saves the masking
     # ops; on accelerators the check would synchronise every step, so masks are always on.
     lazy = device.type == "cpu" and not _ALWAYS_MASK
-    any_frozen = bool((diverged_at < _NEVER).any())
+    active_t = diverged_at == _NEVER
+    any_frozen = not bool(active_t.all())
     next_log_idx = int(np.searchsorted(log_iters, t0))
     bar = None
     if progress:
@@ -628,12 +629,16 @@ def train(
                 loss0 = loss.clone()
                 limit = loss0 * diverge_factor
             ok = loss <= limit  # False for NaN
-            if lazy and not any_frozen and bool(ok.all()):
-                active = None  # the common case on the CPU: no masking at all
+            if lazy:
+                # frozen runs keep their (bad) loss, so "ok == active" means nothing new
+                if bool(torch.ne(ok, active_t).any()):
+                    diverged_at.masked_fill_(active_t & ~ok, t)
+                    active_t &= ok
+                    any_frozen = True
+                active = active_t if any_frozen else None
             else:
                 torch.minimum(diverged_at, torch.where(ok, _NEVER, t), out=diverged_at)
                 active = diverged_at > t
-                any_frozen = True
             if thr:
                 hit = (loss - Lstar).unsqueeze(1) < thr_t
                 torch.minimum(first_hit, torch.where(hit, t, _NEVER), out=first_hit)

@@ -9,7 +9,7 @@ dataclass: hashable, comparable, and ``key()`` gives the full config as a JSON-a
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -191,10 +191,6 @@ class Run:
         hp = {k: v for k, v in DEFAULT_HPARAMS[(self.method, self.convention)].items() if k != "lr"}
         hp.update(dict(self.hparams))
         return hp
-
-    def model(self) -> Run:
-        """This run with lr removed (set to None where allowed, else 1.0): the grid-search 'model'."""
-        return replace(self, lr=None if self.method in ADAPTIVE_METHODS else 1.0)
 
     def label(self) -> str:
         """A short human name, e.g. ``depth-3 GD (width 1)``."""
