@@ -263,15 +263,21 @@ def run(
             pts_r = [r for r, _ in pts]
             slope = float(np.polyfit(np.log(pts_r), np.log([s for _, s in pts]), 1)[0])
             grows = slope > 0 and pts[-1][1] > pts[0][1]
+            sp = [s for _, s in pts]
+            monotone = all(b >= a for a, b in zip(sp, sp[1:], strict=False))
             measured = (
-                f"log-log slope of speed-up vs y1/y2 = {slope:.2f}; speed-up "
-                f"{_fmt_sp(pts[0][1])} at {pts_r[0]:g} -> {_fmt_sp(pts[-1][1])} at {pts_r[-1]:g}"
+                f"log-log slope of speed-up vs y1/y2 = {slope:.2f} (speed-up x"
+                f"{(pts_r[-1] / pts_r[0]) ** slope:.2f} over a x{pts_r[-1] / pts_r[0]:g} range of "
+                f"y1/y2); speed-up {_fmt_sp(pts[0][1])} at {pts_r[0]:g} -> "
+                f"{_fmt_sp(pts[-1][1])} at {pts_r[-1]:g}; monotone: "
+                f"{'yes' if monotone else 'no'}"
             )
         else:
             grows, measured = False, "too few ratios with a speed-up"
         claims.append(
             Claim(
-                f"The speed-up of Eq. 12 (N={depth:g}) over GD grows with y1/y2",
+                f"The speed-up of Eq. 12 (N={depth:g}) over GD grows with y1/y2 (criterion: "
+                "positive log-log slope and last > first)",
                 measured,
                 grows,
                 "" if len(ill) >= 4 else "quick mode: few ratios; see full mode",
