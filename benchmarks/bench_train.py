@@ -1,7 +1,8 @@
 """Batched trainer vs a plain per-run PyTorch loop on the paper's l4 Ethanol task.
 
 R = 64 runs (gradient descent on width-1 linear nets of depths 1, 2, 3 x a log-spaced
-learning-rate grid: 22 rates x 3 depths, the first 64). Measured in one process,
+learning-rate grid: 22 rates in [1e-5, 1e-3] x 3 depths, the first 64; none diverges
+within the measured iterations, so every row does useful work). Measured in one process,
 interleaved (plain, batched, GEMM, ... repeated; medians reported) because the machine
 is shared:
 
@@ -59,7 +60,7 @@ def load_data() -> tuple[np.ndarray, np.ndarray, str]:
 
 
 def grid_runs() -> list[Run]:
-    lrs = np.geomspace(1e-4, 3e-2, 22)
+    lrs = np.geomspace(1e-5, 1e-3, 22)  # all stable for T iterations: no frozen rows
     return [Run("gd", float(lr), depth=N) for N in (1, 2, 3) for lr in lrs][:R]
 
 
@@ -216,8 +217,8 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--iters", type=int, default=300, help="batched l4 iterations (l2: 10x)")
-    ap.add_argument("--plain-iters", type=int, default=100, help="plain-loop iterations per run")
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--plain-iters", type=int, default=200, help="plain-loop iterations per run")
+    ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--dtype-check", action="store_true")
     ap.add_argument("--check-iters", type=int, default=100_000)

@@ -1,5 +1,6 @@
 """depthaccel: implicit acceleration by overparameterization (Arora, Cohen & Hazan, ICML 2018)."""
 
+from depthaccel.losses import LpOptimum, lp_loss, lp_optimum
 from depthaccel.nets import DeepLinear, balancedness
 from depthaccel.optim import EndToEndSGD
 from depthaccel.overparam import collapse, overparameterize
@@ -9,16 +10,23 @@ from depthaccel.preconditioner import (
     preconditioner_matrix,
     single_output_direction,
 )
+from depthaccel.train import Run, RunResult, grid_search  # train: depthaccel.train.train
 
 __version__ = "0.1.0"
 
 __all__ = [
     "DeepLinear",
     "EndToEndSGD",
+    "LpOptimum",
+    "Run",
+    "RunResult",
     "balancedness",
     "claim1_eigenvalues",
     "collapse",
     "end_to_end_direction",
+    "grid_search",
+    "lp_loss",
+    "lp_optimum",
     "overparameterize",
     "preconditioner_matrix",
     "single_output_direction",
