@@ -19,7 +19,8 @@ Groups:
       ``dL/dv = (prod s) g`` and ``dL/ds_j = (prod_{i != j} s_i) <v, g>``. All depths
       share one group (scalars padded with 1 and masked);
     * general nets (any widths and outputs): batched ``bmm`` over the runs, with
-      ``dL/dW_j = (W_N..W_{j+1})^T G (W_{j-1}..W_1)^T``;
+      ``dL/dW_j = (W_N..W_{j+1})^T G (W_{j-1}..W_1)^T``, every product taken with the
+      k-row side first (O(k n^2) per factor, not O(d n^2));
     * the e2e scheme, per depth: Eq. 12 (``single_output_direction``) for k = 1,
       Eq. 10 (``end_to_end_direction``) for k > 1.
 
@@ -353,7 +354,14 @@ class _Width1Group(_Group, _OptMixin):
 
 
 class _NetGroup(_Group, _OptMixin):
-    """Depth-N nets of one shape (any widths/outputs) and one method: batched bmm."""
+    """Depth-N nets of one shape (any widths/outputs) and one method: batched bmm.
+
+    With factors ``F_0..F_{N-1}`` (``F_j = W_{j+1}``, n_{j+1} x n_j), the left products
+    ``L_j = F_{N-1} ... F_{j+1}`` (k x n_{j+1}; ``L_{N-1} = I``) give ``W_e = L_0 F_0`` and
+    the right chain ``V_0 = G``, ``V_j = V_{j-1} F_{j-1}^T`` (k x n_j) gives the gradients
+    ``dL/dF_j = L_j^T V_j``: every product has k (the number of outputs) as one side, so
+    a step costs O(k sum_j n_j n_{j+1}) instead of O(d sum_j n_j n_{j+1}).
+    """
 
     kind = "net"
 
@@ -364,31 +372,36 @@ class _NetGroup(_Group, _OptMixin):
         self.W = [torch.stack([f[j] for f in inits]).to(**opts) for j in range(N)]
         self._setup_opt(runs, 2, self.W[0])
         self.states = [kernels.init_state(self.method, w, self.hp) for w in self.W]
-        self._prefix()
+        self._left()
 
-    def _prefix(self) -> None:
-        pre = [self.W[0]]
-        for w in self.W[1:]:
-            pre.append(torch.bmm(w, pre[-1]))
-        self.pre = pre
+    def _left(self) -> None:
+        N = len(self.W)
+        left: list[Tensor | None] = [None] * N  # left[j] = L_j; None = identity
+        acc = None
+        for j in range(N - 1, 0, -1):
+            acc = self.W[j] if acc is None else torch.bmm(acc, self.W[j])
+            left[j - 1] = acc
+        self.left = left
+        self.We = self.W[0] if acc is None else torch.bmm(acc, self.W[0])
 
     def write_we(self, We: Tensor) -> None:
-        We.copy_(self.pre[-1])
+        We.copy_(self.We)
 
     def step(self, G: Tensor, active: Tensor | None, t: int) -> None:
         N = len(self.W)
         act = None if active is None else active.view(-1, 1, 1)
-        left = G
-        grads: list[Tensor] = [G] * N
-        for j in range(N - 1, -1, -1):
-            grads[j] = torch.bmm(left, self.pre[j - 1].mT) if j > 0 else left
+        grads: list[Tensor] = []
+        V = G
+        for j in range(N):
             if j > 0:
-                left = torch.bmm(self.W[j].mT, left)
+                V = torch.bmm(V, self.W[j - 1].mT)
+            L = self.left[j]
+            grads.append(V if L is None else torch.bmm(L.mT, V))
         self.W = [
             self._apply(w, gj, st, act, t)
             for w, gj, st in zip(self.W, grads, self.states, strict=True)
         ]
-        self._prefix()
+        self._left()
 
     def tensors(self) -> dict[str, Tensor]:
         out = {f"W{j + 1}": w for j, w in enumerate(self.W)}
@@ -399,7 +412,7 @@ class _NetGroup(_Group, _OptMixin):
     def load_tensors(self, sd):
         self.W = [w.clone() for w in self.W]
         super().load_tensors(sd)
-        self._prefix()
+        self._left()
 
 
 class _E2EGroup(_Group):
