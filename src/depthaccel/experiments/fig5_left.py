@@ -112,7 +112,7 @@ def run(
         dtype=torch_dtype(dtype),
         progress=progress,
     )
-    curves, finals, moves = [], {}, {}
+    curves, finals, moves, stuck = [], {}, {}, {}
     colors = {1: "tab:gray", 4: "tab:blue", 8: "tab:red"}
     for f in found:
         m = f["model"]
@@ -128,7 +128,16 @@ def run(
             if m.depth == 1
             else (", near-zero init" if m.init == "near_zero" else ", identity init")
         )
-        c = result_curve(b, f"{m.depth}-layer{init_txt}, lr {format_lr(f['best_lr'])}", "l4")
+        lr_txt = f"lr {format_lr(f['best_lr'])}"
+        if all(
+            move_iteration(r.iters, r.gap, config.move_drop) is None
+            for r in f["results"]
+            if not r.diverged
+        ):
+            # no rate moved it: the "best" rate is arbitrary (final gaps tie to round-off)
+            stuck[key] = [format_lr(min(f["lrs"])), format_lr(max(f["lrs"]))]
+            lr_txt = f"stuck at every lr in {stuck[key][0]}..{stuck[key][1]}"
+        c = result_curve(b, f"{m.depth}-layer{init_txt}, {lr_txt}", "l4")
         c.style = {
             "color": colors.get(m.depth, "k"),
             "ls": "--" if m.init == "near_zero" and m.depth > 1 else "-",
@@ -194,6 +203,9 @@ def run(
         f"{format_lr(config.lr_min)}..{format_lr(config.lr_max)}, "
         f"{config.lrs_per_decade} per decade, extended beyond an edge; every grid and "
         "chosen rate is in the settings.",
+        "A model that no rate of its (extended) grid moves is labelled 'stuck at every lr': "
+        "its final gaps tie to round-off, so the extension keeps raising the rate and the "
+        "rate shown in the settings is arbitrary.",
         f"'Starts to move' = first logged iteration with gap <= {1 - config.move_drop:g} x "
         f"the initial gap (logged every ~{max(1, T // config.log_points)} iterations).",
     ]
@@ -211,6 +223,7 @@ def run(
             "grid_search": record,
             "final_gaps": {f"depth{d}/{i}": g for (d, i), g in finals.items()},
             "move_iteration": {f"depth{d}/{i}": m for (d, i), m in moves.items()},
+            "stuck_at_every_lr": {f"depth{d}/{i}": r for (d, i), r in stuck.items()},
         },
         figures=[fig],
         curves=[csv],
