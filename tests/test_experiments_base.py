@@ -321,7 +321,50 @@ def test_set_store_routes_training_through_the_store(tmp_path):
     assert base.trainer() is train
     base.set_store(tmp_path / "s.sqlite")
     try:
-        assert isinstance(base.trainer(), StoreTrainer)
+        assert isinstance(base.trainer().inner, StoreTrainer)
     finally:
         base.set_store(None)
     assert base.trainer() is train
+
+
+def test_report_says_when_runs_came_from_the_store(tmp_path):
+    r = ExperimentResult(
+        "x",
+        "T",
+        "full",
+        {
+            "results_store": {
+                "path": "s",
+                "runs_reused": 45,
+                "runs_trained": 0,
+                "training_seconds": 386.5,
+            }
+        },
+    )
+    text = base.report_section(r, tmp_path)
+    assert "45 runs read from the results store" in text and "0 trained now" in text
+    assert "training time of all the runs used: 6.4 min" in text
+
+
+def test_store_counts_are_recorded_per_experiment(tmp_path, fake_registry, monkeypatch):
+    from depthaccel.train import Run, train
+
+    X, y = _small_problem()
+
+    def run(config, out_dir, **kw):
+        res = base.trainer()(X, y, 2, [Run("gd", 1e-2)], 20, log_points=5)
+        return ExperimentResult("fake", "F", "", {"gap": res[0].final_gap})
+
+    monkeypatch.setattr(sys.modules["fakepkg.exp_ok"], "run", run)
+    base.set_store(tmp_path / "s.sqlite")
+    try:
+        first = run_experiment("fake", tmp_path, quick=True)
+        second = run_experiment("fake", tmp_path, quick=True)
+    finally:
+        base.set_store(None)
+    s1, s2 = first.settings["results_store"], second.settings["results_store"]
+    assert (s1["runs_reused"], s1["runs_trained"]) == (0, 1)
+    assert (s2["runs_reused"], s2["runs_trained"]) == (1, 0)
+    assert s2["training_seconds"] == s1["training_seconds"] > 0
+    ref = train(X, y, 2, [Run("gd", 1e-2)], 20, log_points=5)[0].final_gap
+    assert second.settings["gap"] == pytest.approx(ref, rel=1e-12)

@@ -350,6 +350,7 @@ def run_experiment(
     out_dir.mkdir(parents=True, exist_ok=True)
     started = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     mode = "quick" if quick else "full"
+    _STORE["trainer"] = None  # a fresh StoreTrainer per experiment: its counts are this run's
     t0 = time.perf_counter()
     try:
         result = mod.run(
@@ -377,6 +378,14 @@ def run_experiment(
     result.device = result.device or device
     result.mode = result.mode or mode
     result.settings.setdefault("config", to_jsonable(config))
+    st = _STORE.get("trainer")
+    if st is not None:
+        result.settings["results_store"] = {
+            "path": _STORE["path"],
+            "runs_reused": st.reused,
+            "runs_trained": st.computed,
+            "training_seconds": sum(st.call_times),
+        }
     _write_json(out_dir / SETTINGS_NAME, result.settings)
     _write_json(out_dir / RESULT_NAME, result.to_json(out_root))
     if report:
@@ -408,9 +417,17 @@ def report_section(result: ExperimentResult, root: Path) -> str:
     data = result.to_json(root)
     lines = [f"## {result.name}: {result.title}", ""]
     when = f"started {result.started}, " if result.started else ""
+    store = result.settings.get("results_store")
+    reuse = ""
+    if store and store.get("runs_reused"):
+        reuse = (
+            f" ({store['runs_reused']} runs read from the results store, trained by an "
+            f"earlier call; {store['runs_trained']} trained now; training time of all the "
+            f"runs used: {_fmt_seconds(store.get('training_seconds', 0.0))})"
+        )
     lines.append(
         f"*Mode: {result.mode}; device: {result.device or '?'}; {when}"
-        f"took {_fmt_seconds(result.wall_time)}.*"
+        f"took {_fmt_seconds(result.wall_time)}{reuse}.*"
     )
     lines.append("")
     if result.status != "ok":
@@ -651,6 +668,7 @@ def set_store(path: str | os.PathLike | None) -> None:
     runs already computed with the same data, settings and dtype are reused, long runs
     checkpoint and resume after a crash. ``None`` (default): train directly."""
     _STORE["path"] = None if path is None else str(path)
+    _STORE["trainer"] = None
 
 
 def trainer():
@@ -662,7 +680,32 @@ def trainer():
         return train
     from depthaccel.sweep import StoreTrainer
 
-    return StoreTrainer(_STORE["path"], checkpoint_every=50_000)
+    if _STORE.get("trainer") is None:
+        _STORE["trainer"] = _RecordingTrainer(StoreTrainer(_STORE["path"], checkpoint_every=50_000))
+    return _STORE["trainer"]
+
+
+class _RecordingTrainer:
+    """A StoreTrainer that also collects the wall times of the batched calls that
+    produced the runs it returns (stored runs keep their original call's time), so a
+    report can say how long the training took even when runs were reused."""
+
+    def __init__(self, inner: Any):
+        self.inner = inner
+        self.call_times: set[float] = set()
+
+    @property
+    def reused(self) -> int:
+        return self.inner.reused
+
+    @property
+    def computed(self) -> int:
+        return self.inner.computed
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        out = self.inner(*args, **kwargs)
+        self.call_times.update(float(r.wall_time) for r in out)
+        return out
 
 
 def torch_dtype(name: str | None):
