@@ -368,3 +368,19 @@ def test_store_counts_are_recorded_per_experiment(tmp_path, fake_registry, monke
     assert s2["training_seconds"] == s1["training_seconds"] > 0
     ref = train(X, y, 2, [Run("gd", 1e-2)], 20, log_points=5)[0].final_gap
     assert second.settings["gap"] == pytest.approx(ref, rel=1e-12)
+
+
+def test_search_rescues_a_model_whose_every_rate_diverged():
+    import torch
+
+    from depthaccel.train import Run
+
+    torch.set_num_threads(1)
+    X, y = _small_problem()
+    models = [Run("gd", 1.0, depth=1)]
+    found = base.search(X, y, 4, models, (10.0, 100.0), 100, max_extensions=0)
+    f = found[0]
+    assert f["extensions"] >= 1 and f["best"] is not None
+    assert min(f["lrs"]) < 10.0 and all(r.diverged for r in f["results"] if r.run.lr >= 10)
+    none = base.search(X, y, 4, models, (10.0, 100.0), 100, max_extensions=0, rescue_diverged=0)
+    assert none[0]["best"] is None and none[0]["extensions"] == 0

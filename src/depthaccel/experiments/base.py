@@ -772,6 +772,7 @@ def search(
     *,
     extend: bool = True,
     max_extensions: int = 4,
+    rescue_diverged: int = 2,
     **train_kwargs: Any,
 ) -> list[dict[str, Any]]:
     """Grid search through :func:`trainer`: every model (a ``Run`` whose lr is
@@ -779,7 +780,8 @@ def search(
     the lowest final gap (``depthaccel.train.best_result``); with ``extend``, a model
     whose best lr is on its grid's edge gets rates beyond that edge (the grid's log
     step), one batched call per round, until the best is interior or ``max_extensions``
-    rounds ran.
+    rounds ran; a model whose every run diverged gets rates below its grid for up to
+    ``max(max_extensions, rescue_diverged)`` rounds (so it has a curve at all).
 
     ``lrs`` is one grid for all models or one grid per model. Returns one dict per
     model: ``model`` (the Run), ``best`` (RunResult or None), ``best_lr``, ``results``
@@ -805,12 +807,16 @@ def search(
         per_model.append(list(out[k : k + len(g)]))
         k += len(g)
     extensions = [0] * len(models)
-    for _ in range(max_extensions if extend else 0):
+    for round_ in range(max(max_extensions, rescue_diverged) if extend else 0):
         new_runs, owners = [], []
         for i, res in enumerate(per_model):
             res.sort(key=lambda r: r.run.effective_lr)
             best = best_result(res)
             have = [r.run.effective_lr for r in res]
+            if round_ >= (
+                max_extensions if best is not None else max(max_extensions, rescue_diverged)
+            ):
+                continue
             if best is None:
                 new = have[0] / steps[i]
             elif best.run.effective_lr == have[-1]:
