@@ -50,9 +50,10 @@ class Config:
     presearch_iters: int | None = 20_000
     narrow_points: int = 3
     narrow_factor: float = 10**0.25
-    # full-length extensions of the narrow grid: each costs a 1e6-iteration call (~30-40
-    # min on the busy 2-core machine), so none by default; edges are flagged instead
-    narrow_extensions: int = 0
+    # full-length extensions of the narrow grid, per loss: an l4 round is a 1e6-iteration
+    # call (~30-45 min on the busy 2-core machine), so none for l4 (edges are flagged);
+    # l2 uses the Gram form and is cheap
+    narrow_extensions: tuple[tuple[float, int], ...] = ((2.0, 2), (4.0, 0))
     init: str = "near_zero"
     init_scale: float | None = 0.05  # "near-zero" (the paper's scale is not given)
     seed: int = 0
@@ -122,7 +123,7 @@ def run(
             presearch_iters=config.presearch_iters,
             narrow_points=config.narrow_points,
             narrow_factor=config.narrow_factor,
-            narrow_extensions=config.narrow_extensions,
+            narrow_extensions=dict(config.narrow_extensions).get(p, 0),
             log_points=config.log_points,
             device=device,
             dtype=torch_dtype(dtype),
@@ -207,10 +208,12 @@ def run(
             f"{config.iters}-iteration search used {config.narrow_points} rates spaced by "
             f"{config.narrow_factor:.3g} ending at each model's pre-search best (a longer run "
             "tends to need a smaller rate), extended "
-            f"at most {config.narrow_extensions} time(s) beyond an edge at full length (the "
+            "at most "
+            + ", ".join(f"{n} time(s) for l{q:g}" for q, n in config.narrow_extensions)
+            + " beyond an edge at full length (the "
             "settings and the claims say whether a chosen rate is on its grid's edge). "
             "Reason: a 1e6-iteration call of the batched trainer took ~30-45 min on this "
-            "busy 2-core machine (other jobs running), so the broad grid at full length, or "
+            "busy 2-core machine (other jobs running), so the broad grid at full length, or l4 "
             "extension rounds, did not fit the session."
         )
     return ExperimentResult(
