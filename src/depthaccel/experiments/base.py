@@ -499,8 +499,14 @@ def write_report(out_root: str | os.PathLike) -> Path:
             status = f"{r.n_failed} claim(s) FAIL"
         if r.status == "ok" and r.n_assessed < len(r.claims):
             status += f", {len(r.claims) - r.n_assessed} not assessed"
+        took = _fmt_seconds(r.wall_time)
+        store = r.settings.get("results_store") or {}
+        if store.get("runs_reused"):
+            took += (
+                f" (reused runs; their training: {_fmt_seconds(store.get('training_seconds', 0))})"
+            )
         lines.append(
-            f"| [{r.name}](#{_anchor(r)}) | {r.mode} | {_fmt_seconds(r.wall_time)} | "
+            f"| [{r.name}](#{_anchor(r)}) | {r.mode} | {took} | "
             f"{r.n_passed}/{r.n_assessed} | {status} |"
         )
     lines.append("")
