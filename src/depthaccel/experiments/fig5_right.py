@@ -639,6 +639,8 @@ def _run(
         if k.startswith("variant ")
     }
     quick_note = "" if done >= 1000 else f"short run ({done} steps): not the paper's setting"
+    # A speed-up over a few dozen steps says nothing about the paper's 8600-step claim.
+    assessable = not quick_note
     claims = []
     for q, what in (
         ("loss", "batch loss (cross-entropy + L2, the tutorial's objective)"),
@@ -659,7 +661,7 @@ def _run(
                     + f"; final smoothed {final[0]:.4g} (original) vs {final[1]:.4g} "
                     f"(overparam.), window {w}"
                 ),
-                passed=ok,
+                passed=ok if assessable else None,
                 note=quick_note,
             )
         )
@@ -681,7 +683,7 @@ def _run(
                     + f"; final smoothed {final[0]:.4g} (original) vs {final[1]:.4g}; "
                     "cross-entropy: " + _speedup_text(vr["ce"])
                 ),
-                passed=all(x["speedup"] > 1.0 for x in vr["loss"]),
+                passed=all(x["speedup"] > 1.0 for x in vr["loss"]) if assessable else None,
                 note=quick_note,
             )
         )
