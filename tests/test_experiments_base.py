@@ -384,3 +384,21 @@ def test_search_rescues_a_model_whose_every_rate_diverged():
     assert min(f["lrs"]) < 10.0 and all(r.diverged for r in f["results"] if r.run.lr >= 10)
     none = base.search(X, y, 4, models, (10.0, 100.0), 100, max_extensions=0, rescue_diverged=0)
     assert none[0]["best"] is None and none[0]["extensions"] == 0
+
+
+def test_refine_search_adds_half_steps_and_rechooses():
+    import torch
+
+    from depthaccel.train import Run
+
+    torch.set_num_threads(1)
+    X, y = _small_problem()
+    models = [Run("gd", 1.0, depth=1)]
+    found = base.search(X, y, 4, models, (1e-3, 1e-2, 1e-1), 200, extend=False)
+    best = found[0]["best_lr"]
+    ref = base.refine_search(X, y, 4, found, 200, 10**0.5)
+    lrs = ref[0]["lrs"]
+    assert len(lrs) == 5 and float(f"{best / 10**0.5:.4g}") in lrs
+    gaps = {r.run.lr: r.final_gap for r in ref[0]["results"] if not r.diverged}
+    assert ref[0]["best_lr"] == min(gaps, key=gaps.get)
+    assert found[0]["lrs"] == [1e-3, 1e-2, 1e-1]  # the input is not modified

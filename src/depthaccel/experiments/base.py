@@ -901,6 +901,7 @@ def two_stage_search(
     narrow_factor: float = 10**0.25,
     narrow_above: int = 0,
     narrow_extensions: int = 1,
+    refine: bool = False,
     log_points: int = 1000,
     device: str = "cpu",
     dtype: Any = None,
@@ -917,7 +918,8 @@ def two_stage_search(
     a longer run tends to need a smaller rate: a rate stable for ``presearch_iters`` may
     diverge later) (extended beyond an edge at most ``narrow_extensions`` times: each extension is
     another full-length call) -- for budgets where the broad grid at full length does
-    not fit. Returns the per-model searches and a JSON-able
+    not fit; with ``refine``, one more call at half that spacing around each model's best
+    (:func:`refine_search`). Returns the per-model searches and a JSON-able
     record of every grid and chosen rate.
     """
     from dataclasses import replace
@@ -958,5 +960,54 @@ def two_stage_search(
         max_extensions=narrow_extensions,
         **kw,
     )
+    if refine:
+        found = refine_search(X, y, p, found, iters, math.sqrt(narrow_factor), **kw)
+        record["refined"] = True
     record["search"] = search_settings(found)
     return found, record
+
+
+def refine_search(
+    X: np.ndarray,
+    y: np.ndarray,
+    p: float,
+    found: Sequence[dict[str, Any]],
+    iters: int,
+    factor: float,
+    **train_kwargs: Any,
+) -> list[dict[str, Any]]:
+    """One more batched call: every model with a best rate also runs at best/factor and
+    best*factor (rates it has not run yet); the best is re-chosen over all its runs."""
+    from dataclasses import replace
+
+    from depthaccel.train import best_result
+
+    models, grids, owners = [], [], []
+    for i, f in enumerate(found):
+        if f["best_lr"] is None:
+            continue
+        new = [
+            lr
+            for lr in (float(f"{f['best_lr'] / factor:.4g}"), float(f"{f['best_lr'] * factor:.4g}"))
+            if all(abs(lr / have - 1) > 1e-3 for have in f["lrs"])
+        ]
+        if new:
+            models.append(replace(f["model"], lr=1.0))
+            grids.append(new)
+            owners.append(i)
+    out = [dict(f) for f in found]
+    if not models:
+        return out
+    extra = search(X, y, p, models, grids, iters, extend=False, **train_kwargs)
+    for i, e in zip(owners, extra, strict=True):
+        res = sorted(out[i]["results"] + e["results"], key=lambda r: r.run.effective_lr)
+        best = best_result(res)
+        have = [r.run.effective_lr for r in res]
+        out[i].update(
+            results=res,
+            best=best,
+            best_lr=None if best is None else best.run.effective_lr,
+            lrs=have,
+            on_edge=best is None or best.run.effective_lr in (have[0], have[-1]),
+        )
+    return out

@@ -54,6 +54,8 @@ class Config:
     # call (~30-45 min on the busy 2-core machine), so one for l4 (edges are flagged);
     # l2 uses the Gram form and is cheap
     narrow_extensions: tuple[tuple[float, int], ...] = ((2.0, 2), (4.0, 1))
+    # one more full-length call at half the narrow spacing around each model's best
+    refine: bool = True
     init: str = "near_zero"
     init_scale: float | None = 0.05  # "near-zero" (the paper's scale is not given)
     seed: int = 0
@@ -124,6 +126,7 @@ def run(
             narrow_points=config.narrow_points,
             narrow_factor=config.narrow_factor,
             narrow_extensions=dict(config.narrow_extensions).get(p, 0),
+            refine=config.refine,
             log_points=config.log_points,
             device=device,
             dtype=torch_dtype(dtype),
@@ -210,7 +213,8 @@ def run(
             "tends to need a smaller rate), extended "
             "at most "
             + ", ".join(f"{n} time(s) for l{q:g}" for q, n in config.narrow_extensions)
-            + " beyond an edge at full length (the "
+            + " beyond an edge at full length, then refined once at half that spacing "
+            "(sqrt of the factor) around each model's best (the "
             "settings and the claims say whether a chosen rate is on its grid's edge). "
             "Reason: a 1e6-iteration call of the batched trainer took ~30-45 min on this "
             "busy 2-core machine (other jobs running), so the broad grid at full length, or more "

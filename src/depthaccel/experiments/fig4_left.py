@@ -55,6 +55,8 @@ class Config:
     # min on the busy 2-core machine), so at most one (as fig3's l4, whose GD runs this
     # reuses through the results store); edges are flagged
     narrow_extensions: int = 1
+    # one more full-length call at half the narrow spacing around each model's best
+    refine: bool = True
     init: str = "near_zero"
     init_scale: float | None = 0.05  # "near-zero" (the paper's scale is not given)
     seed: int = 0
@@ -115,6 +117,7 @@ def run(
         narrow_points=config.narrow_points,
         narrow_factor=config.narrow_factor,
         narrow_extensions=config.narrow_extensions,
+        refine=config.refine,
         log_points=config.log_points,
         device=device,
         dtype=torch_dtype(dtype),
@@ -208,7 +211,8 @@ def run(
             f"{config.iters}-iteration search used {config.narrow_points} rates spaced by "
             f"{config.narrow_factor:.3g} ending at each model's pre-search best (a longer run "
             "tends to need a smaller rate), extended at most "
-            f"{config.narrow_extensions} time(s) beyond an edge at full length (the settings "
+            f"{config.narrow_extensions} time(s) beyond an edge at full length, then refined "
+            "once at half that spacing around each model's best (the settings "
             "and the claims say whether a chosen rate is on its grid's edge). Reason: a "
             "1e6-iteration call of the batched trainer took ~30-45 min on this busy 2-core "
             "machine (other jobs running), so the broad grids at full length, or more "
