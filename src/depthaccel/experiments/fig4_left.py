@@ -215,8 +215,7 @@ def run(
                 if not edges
                 else f"chosen rates on a grid edge ({', '.join(edges)}) may hide better ones. "
             )
-            + "
-            "AdaGrad and AdaDelta are not invariant to the scale of the gradient, and ours "
+            + "AdaGrad and AdaDelta are not invariant to the scale of the gradient, and ours "
             "differs from the paper's in ways the paper does not pin down: standardised "
             "features and target, the (1/p) in the loss, the TensorFlow-1 defaults we assume "
             "(AdaGrad initial accumulator 0.1; AdaDelta rho 0.95, eps 1e-8, whose eps sets the "
