@@ -167,3 +167,49 @@ def test_reproduce_all_quick_real(tmp_path, capsys):
         assert saved["status"] == "ok" and saved["mode"] == "quick"
         assert saved["figures"] and all((tmp_path / f).is_file() for f in saved["figures"])
         assert (tmp_path / name / "settings.json").is_file()
+
+
+def _shared_data_or_skip():
+    import os
+    from pathlib import Path
+
+    env = os.environ.get("DEPTHACCEL_DATA_DIR", "").strip()
+    data = Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    if not (data / "gas_sensor_drift" / "ethanol_2565.csv.gz").is_file():
+        pytest.skip("Ethanol data not found")
+
+
+def test_store_is_on_by_default_and_a_rerun_reuses_every_run(tmp_path, capsys):
+    import torch
+
+    from depthaccel.experiments import base
+
+    _shared_data_or_skip()
+    before = torch.get_num_threads()
+    args = ["reproduce", "fig4-right", "--quick", "--out", str(tmp_path), "--no-progress"]
+    try:
+        assert main(args) == 0
+        first = capsys.readouterr().out
+        curves_first = (tmp_path / "fig4-right" / "curves.csv").read_text()
+        assert main(args + ["--checkpoint-every", "500"]) == 0
+        second = capsys.readouterr().out
+    finally:
+        torch.set_num_threads(before)
+        base.set_store(None)
+    assert (tmp_path / "depthaccel-store.sqlite").is_file()
+    assert ", 0 trained" not in first and "0 reused from the store" in first
+    assert ", 0 trained" in second and "0 reused from the store" not in second
+    assert (tmp_path / "fig4-right" / "curves.csv").read_text() == curves_first
+
+
+def test_no_store_and_bad_checkpoint_every(tmp_path, capsys):
+    from depthaccel.experiments import base
+
+    try:
+        assert main(["reproduce", "claim1", "--quick", "--out", str(tmp_path), "--no-store"]) == 0
+    finally:
+        base.set_store(None)
+    assert not (tmp_path / "depthaccel-store.sqlite").exists()
+    capsys.readouterr()
+    assert main(["reproduce", "claim1", "--out", str(tmp_path), "--checkpoint-every", "0"]) == 2
+    assert "--checkpoint-every" in capsys.readouterr().err

@@ -87,8 +87,23 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--store",
         default=None,
         metavar="PATH",
-        help="results store (sqlite file or directory): reuse trained runs across "
-        "experiments and re-runs, checkpoint long runs and resume them after a crash",
+        help="results store (sqlite file or directory; default: OUT/depthaccel-store.sqlite): "
+        "finished runs are reused across experiments and re-runs (a repeated command is "
+        "near-instant and says how many runs it reused), long runs checkpoint and resume "
+        "after a crash or kill",
+    )
+    p.add_argument(
+        "--no-store",
+        action="store_true",
+        help="train without a results store (nothing reused, no checkpoints)",
+    )
+    p.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=50_000,
+        metavar="K",
+        help="with the store: checkpoint long runs every K iterations; a killed run "
+        "resumes and redoes at most K iterations (default 50000)",
     )
     p.add_argument(
         "--threads",
@@ -145,7 +160,13 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    set_store(args.store)
+    if args.checkpoint_every < 1:
+        print("depthaccel reproduce: error: --checkpoint-every must be >= 1", file=sys.stderr)
+        return 2
+    store = (
+        None if args.no_store else (args.store or os.path.join(args.out, "depthaccel-store.sqlite"))
+    )
+    set_store(store, checkpoint_every=args.checkpoint_every)
     mode = "quick" if args.quick else "full"
     errors: list[str] = []
     failed_claims: list[str] = []
@@ -172,9 +193,15 @@ def run(args: argparse.Namespace) -> int:
         verdict = "no FAIL" if n_fail == 0 else f"{n_fail} FAIL"
         if res.n_assessed < len(res.claims):
             verdict += f", {len(res.claims) - res.n_assessed} not assessed in {mode} mode"
+        st = res.settings.get("results_store") or {}
+        runs = (
+            f"; runs: {st['runs_reused']} reused from the store, {st['runs_trained']} trained"
+            if st
+            else ""
+        )
         print(
             f"[{i}/{len(names)}] {name}: done in {res.wall_time:.1f} s; "
-            f"claims {res.n_passed}/{res.n_assessed} pass ({verdict})",
+            f"claims {res.n_passed}/{res.n_assessed} pass ({verdict}){runs}",
             flush=True,
         )
         if n_fail:
@@ -188,5 +215,7 @@ def run(args: argparse.Namespace) -> int:
     )
     if errors:
         summary += f"; ERRORS in: {', '.join(errors)}"
+    if store is not None:
+        summary += f"; results store: {store}"
     print(f"{summary}. Report: {report}")
     return 1 if errors else 0

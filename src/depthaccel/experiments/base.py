@@ -669,17 +669,21 @@ def plot_gap_panels(
 _STORE: dict[str, Any] = {"path": None}
 
 
-def set_store(path: str | os.PathLike | None) -> None:
+def set_store(path: str | os.PathLike | None, *, checkpoint_every: int = 50_000) -> None:
     """Route the experiments' training through a results store (``depthaccel.sweep``):
     runs already computed with the same data, settings and dtype are reused, long runs
-    checkpoint and resume after a crash. ``None`` (default): train directly."""
+    checkpoint every ``checkpoint_every`` iterations and resume after a crash (redoing
+    at most that many). ``None`` (default): train directly."""
+    if checkpoint_every < 1:
+        raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
     _STORE["path"] = None if path is None else str(path)
+    _STORE["checkpoint_every"] = int(checkpoint_every)
     _STORE["trainer"] = None
 
 
 def trainer():
-    """``depthaccel.train.train`` or, after :func:`set_store`, a ``StoreTrainer`` with
-    checkpoints every 50,000 iterations."""
+    """``depthaccel.train.train`` or, after :func:`set_store`, a ``StoreTrainer`` that
+    checkpoints every ``checkpoint_every`` iterations."""
     if _STORE["path"] is None:
         from depthaccel.train import train
 
@@ -687,7 +691,8 @@ def trainer():
     from depthaccel.sweep import StoreTrainer
 
     if _STORE.get("trainer") is None:
-        _STORE["trainer"] = _RecordingTrainer(StoreTrainer(_STORE["path"], checkpoint_every=50_000))
+        k = _STORE.get("checkpoint_every", 50_000)
+        _STORE["trainer"] = _RecordingTrainer(StoreTrainer(_STORE["path"], checkpoint_every=k))
     return _STORE["trainer"]
 
 
