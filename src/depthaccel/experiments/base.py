@@ -26,6 +26,7 @@ import json
 import math
 import os
 import platform
+import sys
 import time
 import traceback
 from collections.abc import Iterable, Mapping, Sequence
@@ -692,8 +693,15 @@ def trainer():
 
     if _STORE.get("trainer") is None:
         k = _STORE.get("checkpoint_every", 50_000)
-        _STORE["trainer"] = _RecordingTrainer(StoreTrainer(_STORE["path"], checkpoint_every=k))
+        _STORE["trainer"] = _RecordingTrainer(
+            StoreTrainer(_STORE["path"], checkpoint_every=k, log=_store_log)
+        )
     return _STORE["trainer"]
+
+
+def _store_log(message: str) -> None:
+    # stderr, beside the progress bars: says what was reused and where a run resumed
+    print(f"  store: {message}", file=sys.stderr, flush=True)
 
 
 class _RecordingTrainer:
