@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 QUICK ?= --quick
 OUT ?= results
 
-.PHONY: setup test lint reproduce demo clean
+.PHONY: setup test test-slow lint reproduce demo clean
 
 $(BIN)/depthaccel: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -24,6 +24,9 @@ lint: setup
 
 test: setup lint
 	$(BIN)/python -m pytest -q -n 2
+
+test-slow: setup
+	$(BIN)/python -m pytest -q -m slow
 
 reproduce: setup
 	$(BIN)/depthaccel reproduce all $(QUICK) --out $(OUT)
