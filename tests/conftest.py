@@ -6,6 +6,9 @@ default dtype is process-global, so it is reset before each module is imported a
 for each test from its own module: no module's choice leaks into another's tests.
 """
 
+import os
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -22,3 +25,31 @@ def _module_default_dtype(request):
     torch.set_default_dtype(dtype)
     yield
     torch.set_default_dtype(previous)
+
+
+def _find_shared_data() -> Path | None:
+    env = os.environ.get("DEPTHACCEL_DATA_DIR", "").strip()
+    default = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+    for d in ([Path(env)] if env else []) + [default]:
+        if (d / "gas_sensor_drift" / "ethanol_2565.csv.gz").is_file():
+            return d
+    return None
+
+
+@pytest.fixture
+def ethanol_data_dir() -> str:
+    """The data directory holding the Ethanol table ($DEPTHACCEL_DATA_DIR, else
+    ../shared/data next to the repo); the test is skipped when neither has it."""
+    found = _find_shared_data()
+    if found is None:
+        pytest.skip("Ethanol data not found")
+    return str(found)
+
+
+@pytest.fixture
+def one_torch_thread():
+    """Train with one torch thread (more were much slower on the shared 2-core machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

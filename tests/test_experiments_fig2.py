@@ -2,37 +2,14 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 import pytest
-import torch
 
 from depthaccel.experiments import fig2
 from depthaccel.experiments.base import read_curves_csv
 from depthaccel.experiments.fig2 import Config, max_rel_dev
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-
-def _data_dir() -> str | None:
-    env = os.environ.get("DEPTHACCEL_DATA_DIR", "").strip()
-    for d in ([Path(env)] if env else []) + [DATA]:
-        if (d / "gas_sensor_drift" / "ethanol_2565.csv.gz").is_file():
-            return str(d)
-    return None
-
-
-needs_ethanol = pytest.mark.skipif(_data_dir() is None, reason="Ethanol data not found")
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_max_rel_dev():
@@ -44,10 +21,9 @@ def test_max_rel_dev():
     assert max_rel_dev(np.array([1.0, np.nan]), np.array([1.0, 1.0]), it[:2]) == float("inf")
 
 
-@needs_ethanol
-def test_quick_run(tmp_path):
+def test_quick_run(tmp_path, ethanol_data_dir):
     cfg = Config.quick()
-    res = fig2.run(cfg, tmp_path, data_dir=_data_dir())
+    res = fig2.run(cfg, tmp_path, data_dir=ethanol_data_dir)
     devs = res.settings["deviations"]
     # balanced init (Theorem 1's assumption): the scheme tracks every net closely
     bal = [v for k, v in devs.items() if k.startswith("balanced/") and k.endswith("scheme_vs_net")]

@@ -2,39 +2,18 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import pytest
-import torch
 
 from depthaccel.experiments import fig4_left
 from depthaccel.experiments.base import read_curves_csv
 from depthaccel.experiments.fig4_left import Config
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def _data_dir() -> str | None:
-    env = os.environ.get("DEPTHACCEL_DATA_DIR", "").strip()
-    for d in ([Path(env)] if env else []) + [DATA]:
-        if (d / "gas_sensor_drift" / "ethanol_2565.csv.gz").is_file():
-            return str(d)
-    return None
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.mark.skipif(_data_dir() is None, reason="Ethanol data not found")
-def test_quick_run(tmp_path):
+def test_quick_run(tmp_path, ethanol_data_dir):
     cfg = Config.quick()
-    res = fig4_left.run(cfg, tmp_path, data_dir=_data_dir())
+    res = fig4_left.run(cfg, tmp_path, data_dir=ethanol_data_dir)
     # quick mode is far shorter than the paper's 1e6 iterations: no verdicts, numbers shown
     assert res.claims and all(c.passed is None for c in res.claims)
     assert all("final gap" in c.measured for c in res.claims)

@@ -2,39 +2,18 @@
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
-
 import numpy as np
 import pytest
-import torch
 
 from depthaccel.experiments import fig4_right
 from depthaccel.experiments.base import read_curves_csv
 from depthaccel.experiments.fig4_right import Config
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def _data_dir() -> str | None:
-    env = os.environ.get("DEPTHACCEL_DATA_DIR", "").strip()
-    for d in ([Path(env)] if env else []) + [DATA]:
-        if (d / "gas_sensor_drift" / "ethanol_2565.csv.gz").is_file():
-            return str(d)
-    return None
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-@pytest.mark.skipif(_data_dir() is None, reason="Ethanol data not found")
-def test_quick_run(tmp_path):
-    res = fig4_right.run(Config.quick(), tmp_path, data_dir=_data_dir())
+def test_quick_run(tmp_path, ethanol_data_dir):
+    res = fig4_right.run(Config.quick(), tmp_path, data_dir=ethanol_data_dir)
     assert res.settings["lr"] == 1e-3  # TensorFlow's Adam default
     finals = res.settings["final_gaps"]
     # what quick mode shows: depth-2/3 Adam ahead of the single layer

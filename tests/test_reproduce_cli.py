@@ -140,18 +140,10 @@ def test_fail_claim_is_exit_0(fake_experiments, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_reproduce_all_quick_real(tmp_path, capsys):
+def test_reproduce_all_quick_real(tmp_path, capsys, ethanol_data_dir):
     """The real quick configs of every experiment, end to end (about 2 minutes)."""
-    import os
-    from pathlib import Path
-
     import torch
 
-    data = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-    env = os.environ.get("DEPTHACCEL_DATA_DIR", "").strip()
-    data = Path(env) if env else data
-    if not (data / "gas_sensor_drift" / "ethanol_2565.csv.gz").is_file():
-        pytest.skip("Ethanol data not found")
     before = torch.get_num_threads()
     try:
         rc = main(["reproduce", "all", "--quick", "--out", str(tmp_path), "--no-progress"])
@@ -169,22 +161,11 @@ def test_reproduce_all_quick_real(tmp_path, capsys):
         assert (tmp_path / name / "settings.json").is_file()
 
 
-def _shared_data_or_skip():
-    import os
-    from pathlib import Path
-
-    env = os.environ.get("DEPTHACCEL_DATA_DIR", "").strip()
-    data = Path(env) if env else Path(__file__).resolve().parents[1].parent / "shared" / "data"
-    if not (data / "gas_sensor_drift" / "ethanol_2565.csv.gz").is_file():
-        pytest.skip("Ethanol data not found")
-
-
-def test_store_is_on_by_default_and_a_rerun_reuses_every_run(tmp_path, capsys):
+def test_store_is_on_by_default_and_a_rerun_reuses_every_run(tmp_path, capsys, ethanol_data_dir):
     import torch
 
     from depthaccel.experiments import base
 
-    _shared_data_or_skip()
     before = torch.get_num_threads()
     args = ["reproduce", "fig4-right", "--quick", "--out", str(tmp_path), "--no-progress"]
     try:
