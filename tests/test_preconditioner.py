@@ -7,9 +7,11 @@ import torch
 
 from depthaccel.preconditioner import (
     claim1_eigenvalues,
+    direction_from_svd,
     end_to_end_direction,
     preconditioner_matrix,
     single_output_direction,
+    thresholded_svd,
 )
 
 DEFAULT_DTYPE = torch.float64
@@ -64,6 +66,25 @@ def test_closed_form_equals_explicit_sum(name, W, depth):
     got = end_to_end_direction(W, G, depth)
     want = explicit_sum(W, G, depth)
     assert torch.allclose(got, want, atol=1e-10, rtol=1e-10), (got - want).abs().max()
+
+
+@pytest.mark.parametrize("shape", [(5, 5), (3, 7), (7, 3)])
+def test_cached_svd_applies_the_old_matrix_operator(shape):
+    """direction_from_svd(SVD of W_old, G) is Eq. 10's sum at W_old, not at the current W."""
+    g = torch.Generator().manual_seed(5)
+    W_old, W_new, G = (torch.randn(*shape, generator=g) for _ in range(3))
+    U, s, V = thresholded_svd(W_old)
+    for N in (2, 3, 4):
+        got = direction_from_svd(U, s, V, G, N)
+        torch.testing.assert_close(got, explicit_sum(W_old, G, N), rtol=1e-10, atol=1e-12)
+        assert not torch.allclose(got, explicit_sum(W_new, G, N), rtol=1e-3, atol=1e-3)
+
+
+def test_thresholded_svd_zeroes_round_off_singular_values():
+    W = matrix_with_singular_values(5, 4, [2.0, 1e-17, 0.0, 0.0])
+    U, s, V = thresholded_svd(W)
+    assert s[0] == pytest.approx(2.0) and torch.all(s[1:] == 0)
+    torch.testing.assert_close((U * s) @ V.T, W, rtol=0, atol=1e-14)
 
 
 def test_clustered_singular_values_are_stable():

@@ -37,9 +37,11 @@ import torch
 
 __all__ = [
     "claim1_eigenvalues",
+    "direction_from_svd",
     "end_to_end_direction",
     "single_output_direction",
     "preconditioner_matrix",
+    "thresholded_svd",
 ]
 
 
@@ -81,9 +83,11 @@ def claim1_eigenvalues(a: torch.Tensor, b: torch.Tensor, depth: float) -> torch.
     return torch.where(hi_pos, scale * ratio, torch.zeros_like(hi))
 
 
-def _thresholded_svd(
-    w: torch.Tensor, rtol: float | None
+def thresholded_svd(
+    w: torch.Tensor, rtol: float | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Thin SVD ``w = U diag(s) V^T`` as ``(U, s, V)``, singular values below ``rtol * s_max``
+    set to exactly 0 (default ``rtol = max(k, d) * eps``). No input checks (callers check)."""
     u, s, vh = torch.linalg.svd(w, full_matrices=False)
     if rtol is None:
         rtol = max(w.shape[-2], w.shape[-1]) * torch.finfo(w.dtype).eps
@@ -125,8 +129,22 @@ def end_to_end_direction(
     if n == 1.0:
         return G.clone()
     _check_finite("W", W)
-    k, d = W.shape[-2], W.shape[-1]
-    U, s, V = _thresholded_svd(W, rtol)
+    U, s, V = thresholded_svd(W, rtol)
+    return direction_from_svd(U, s, V, G, n)
+
+
+def direction_from_svd(
+    U: torch.Tensor, s: torch.Tensor, V: torch.Tensor, G: torch.Tensor, depth: float
+) -> torch.Tensor:
+    r"""Claim 1's operator of ``W = U diag(s) V^T`` applied to G: ``P_W(G)`` of Eq. 10.
+
+    ``(U, s, V)`` is a thin SVD as :func:`thresholded_svd` returns it (U: ``(..., k, m)``,
+    s: ``(..., m)``, V: ``(..., d, m)``, m = min(k, d)); G has shape ``(..., k, d)``. The
+    formula is the one of :func:`end_to_end_direction`. Given the SVD of an *earlier* W
+    (a cached factorisation) it applies that W's operator to the current G. No input checks.
+    """
+    n = float(depth)
+    k, d = G.shape[-2], G.shape[-1]
     Kmat = claim1_eigenvalues(s.unsqueeze(-1), s.unsqueeze(-2), n)
     GV = G @ V  # (..., k, m)
     core = U.mT @ GV  # (..., m, m)
