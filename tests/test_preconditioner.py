@@ -224,3 +224,58 @@ def test_bad_shapes_and_values():
         end_to_end_direction(torch.tensor([[float("nan"), 1.0]]), torch.ones(1, 2), 2)
     with pytest.raises(ValueError, match="same shape"):
         single_output_direction(torch.ones(3), torch.ones(4), 2)
+
+
+def test_g_with_nan_or_inf_is_refused():
+    W = torch.randn(3, 4)
+    for bad in (float("nan"), float("inf")):
+        G = torch.ones(3, 4)
+        G[1, 2] = bad
+        for depth in (1, 2, 3.5):
+            with pytest.raises(ValueError, match="G contains NaN or inf"):
+                end_to_end_direction(W, G, depth)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda W, G: end_to_end_direction(W, G, 2),
+        lambda W, G: single_output_direction(W[0], G[0], 2),
+        lambda W, G: preconditioner_matrix(W, 2),
+        lambda W, G: claim1_eigenvalues(W, G, 2),
+    ],
+)
+def test_complex_input_is_refused(call):
+    W = torch.randn(1, 4, dtype=torch.complex128)
+    G = torch.randn(1, 4, dtype=torch.complex128)
+    with pytest.raises(ValueError, match="complex"):
+        call(W, G)
+
+
+def test_complex_gradient_with_real_weight_is_refused():
+    with pytest.raises(ValueError, match="G is complex"):
+        end_to_end_direction(torch.randn(2, 3), torch.randn(2, 3, dtype=torch.complex128), 2)
+
+
+@pytest.mark.parametrize("scale", [1e160, 1e-160, 1e-170, 1e-200])
+@pytest.mark.parametrize("N", [2, 3, 4.5])
+def test_single_output_at_extreme_scales_matches_general(scale, N):
+    """Eq. 12 with a scaled norm: the squares of w overflow (1e160) or underflow (<1e-154)."""
+    g = torch.Generator().manual_seed(3)
+    w = torch.randn(1, 6, generator=g, dtype=torch.float64)
+    grad = torch.randn(1, 6, generator=g, dtype=torch.float64)
+    ws = w * scale
+    got = single_output_direction(ws[0], grad[0], N)
+    assert torch.isfinite(got).all() and got.abs().max() > 0
+    # the general SVD path (Eq. 10) in float64 as the independent reference
+    ref = end_to_end_direction(ws, grad, N)[0]
+    assert torch.allclose(got, ref, rtol=1e-10, atol=0)
+    # and the exact scaling law P_{cw}(g) = c^{2(N-1)/N} P_w(g)
+    unit = single_output_direction(w[0], grad[0], N)
+    assert torch.allclose(got, unit * scale ** (2 * (N - 1) / N), rtol=1e-10, atol=0)
+
+
+def test_scaled_norm_empty_and_zero():
+    z = single_output_direction(torch.zeros(2, 4), torch.ones(2, 4), 3)
+    assert torch.equal(z, torch.zeros(2, 4))
+    assert single_output_direction(torch.zeros(3, 0), torch.zeros(3, 0), 3).shape == (3, 0)

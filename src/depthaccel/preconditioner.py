@@ -29,6 +29,10 @@ has no cancellation for clustered singular values.
 Singular values below ``rtol * s_max`` (``rtol = max(k, d) * eps`` by default) are
 treated as exact zeros: a fractional power of a round-off-sized singular value would
 otherwise turn noise into a large spurious component (``(1e-16)^{1/4} = 1e-4``).
+
+Only real tensors are accepted: the paper's operator is defined for real matrices, and a
+complex W would need the conjugate transpose ``W^H`` throughout. Complex input is refused
+with a ``ValueError`` rather than silently using the plain transpose.
 """
 
 from __future__ import annotations
@@ -57,14 +61,50 @@ def _check_finite(name: str, t: torch.Tensor) -> None:
         raise ValueError(f"{name} contains NaN or inf")
 
 
+def _check_real(**tensors: torch.Tensor) -> None:
+    """Refuse complex (and non-floating) tensors: the formulas here use the real transpose."""
+    for name, t in tensors.items():
+        if t.is_complex():
+            raise ValueError(
+                f"{name} is complex ({t.dtype}); the end-to-end preconditioner is defined for "
+                "real matrices only (pass the real and imaginary parts as separate real weights)"
+            )
+        if not t.is_floating_point():
+            raise ValueError(f"{name} must be a floating-point tensor, got {t.dtype}")
+
+
+def _check_all_finite(W: torch.Tensor, G: torch.Tensor, wname: str, gname: str) -> None:
+    """One host sync for both tensors; the message names the offending one."""
+    if bool(torch.isfinite(W).all() & torch.isfinite(G).all()):
+        return
+    bad = wname if not torch.isfinite(W).all() else gname
+    raise ValueError(f"{bad} contains NaN or inf")
+
+
+def _scaled_norm(w: torch.Tensor) -> torch.Tensor:
+    """``||w||_2`` over the last dim without overflow/underflow of the squares.
+
+    ``||w|| = m * ||w / m||`` with ``m = max_i |w_i|`` (LAPACK's ``nrm2`` idea): the squares
+    of ``w / m`` lie in [0, d], so ``w = 1e160`` (squares 1e320 overflow float64) and
+    ``w = 1e-170`` (squares underflow to 0) both give the right norm.
+    """
+    if w.shape[-1] == 0:
+        return torch.linalg.vector_norm(w, dim=-1, keepdim=True)
+    m = w.abs().amax(dim=-1, keepdim=True)
+    safe_m = torch.where(m > 0, m, torch.ones_like(m))
+    return m * torch.linalg.vector_norm(w / safe_m, dim=-1, keepdim=True)
+
+
 def claim1_eigenvalues(a: torch.Tensor, b: torch.Tensor, depth: float) -> torch.Tensor:
     r"""Claim 1's eigenvalue ``K(a, b) = sum_{j=1..N} a^{2(j-1)/N} b^{2(N-j)/N}``, elementwise.
 
     ``a`` and ``b`` are tensors of non-negative singular values that broadcast against each
     other; ``depth`` is N (any real >= 1). ``K`` is symmetric in (a, b),
     ``K(s, s) = N s^{2(N-1)/N}``, ``K(s, 0) = s^{2(N-1)/N}`` and ``K(0, 0) = [N == 1]``.
+    Complex input is refused (``ValueError``).
     """
     n = _check_depth(depth)
+    _check_real(a=a, b=b)
     a, b = torch.broadcast_tensors(a, b)
     if n == 1.0:
         return torch.ones_like(a)
@@ -87,7 +127,9 @@ def thresholded_svd(
     w: torch.Tensor, rtol: float | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Thin SVD ``w = U diag(s) V^T`` as ``(U, s, V)``, singular values below ``rtol * s_max``
-    set to exactly 0 (default ``rtol = max(k, d) * eps``). No input checks (callers check)."""
+    set to exactly 0 (default ``rtol = max(k, d) * eps``). Only the dtype is checked (complex
+    input is refused); finiteness is left to callers."""
+    _check_real(W=w)
     u, s, vh = torch.linalg.svd(w, full_matrices=False)
     if rtol is None:
         rtol = max(w.shape[-2], w.shape[-1]) * torch.finfo(w.dtype).eps
@@ -120,15 +162,21 @@ def end_to_end_direction(
 
     Returns:
         ``P_W(G)``, same shape and dtype as G.
+
+    Raises:
+        ValueError: bad depth, shapes that differ, complex or integer W or G (only real
+            matrices are supported; the plain transpose would be wrong for complex ones),
+            or NaN/inf in W or in G.
     """
     n = _check_depth(depth)
+    _check_real(W=W, G=G)
     if W.shape != G.shape or W.dim() < 2:
         raise ValueError(
             f"W and G must have the same shape (..., k, d); got {tuple(W.shape)} and {tuple(G.shape)}"
         )
+    _check_all_finite(W, G, "W", "G")
     if n == 1.0:
         return G.clone()
-    _check_finite("W", W)
     U, s, V = thresholded_svd(W, rtol)
     return direction_from_svd(U, s, V, G, n)
 
@@ -167,16 +215,21 @@ def single_output_direction(w: torch.Tensor, g: torch.Tensor, depth: float) -> t
         ||w||^{2-2/N} * ( g + (N-1) <g, w_hat> w_hat ),   w_hat = w / ||w||
 
     (0 at w = 0 for N > 1, g for N = 1). ``w`` and ``g`` have shape ``(..., d)``; the
-    leading dimensions are independent problems.
+    leading dimensions are independent problems. ``||w||`` is computed in a scaled way
+    (``max|w_i| * ||w / max|w_i|||``), so huge (1e160) or tiny (1e-170) weights in float64
+    do not overflow or underflow in the squares. Only real tensors are accepted (complex ->
+    ``ValueError``). No NaN/inf check here (it would cost a host sync per call in the hot
+    training loop); :func:`end_to_end_direction` does check.
     """
     n = _check_depth(depth)
+    _check_real(w=w, g=g)
     if w.shape != g.shape or w.dim() < 1:
         raise ValueError(
             f"w and g must have the same shape (..., d); got {tuple(w.shape)} and {tuple(g.shape)}"
         )
     if n == 1.0:
         return g.clone()
-    norm = torch.linalg.vector_norm(w, dim=-1, keepdim=True)
+    norm = _scaled_norm(w)
     pos = norm > 0
     safe = torch.where(pos, norm, torch.ones_like(norm))
     w_hat = w / safe
@@ -197,9 +250,10 @@ def preconditioner_matrix(
 
     with the *full* SVD (U: k x k, V: d x d, singular values padded with zeros). It is
     symmetric positive semi-definite with eigenvalues ``K(s_r, s_r')``. For checks on
-    small sizes only (memory ``(kd)^2``). ``W`` must be a single 2-D matrix.
+    small sizes only (memory ``(kd)^2``). ``W`` must be a single real 2-D matrix.
     """
     n = _check_depth(depth)
+    _check_real(W=W)
     if W.dim() != 2:
         raise ValueError(f"W must be a 2-D matrix, got shape {tuple(W.shape)}")
     _check_finite("W", W)

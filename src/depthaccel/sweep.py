@@ -51,7 +51,7 @@ __all__ = [
 ]
 
 #: Version of the math behind every stored number (trainer, losses, optimum, logging).
-MATH_VERSION = "1"
+MATH_VERSION = "2"  # 2: Eq. 12 uses a scaled norm (last-bit changes for k = 1)
 
 _NUMPY_TAG = "__depthaccel_numpy__"
 # Keyword arguments of depthaccel.train.train that sweep passes on (and fingerprints).
