@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from depthaccel.preconditioner import end_to_end_direction, single_output_direction
+from depthaccel.update import end_to_end_update
 
 __all__ = ["EndToEndSGD", "end_to_end_sgd_step"]
 
@@ -69,8 +69,8 @@ def end_to_end_sgd_step(
 
         b <- b - lr * (g + weight_decay * b)
 
-    A weight with a single row or column (k = 1 or d = 1) uses Eq. 12's O(d) form
-    (:func:`~depthaccel.preconditioner.single_output_direction`), which equals Eq. 10 there.
+    The direction of a weight is :func:`depthaccel.update.end_to_end_update` (the one Eq. 10
+    kernel; Eq. 12's O(d) form for a single row or column).
 
     The form ``p - lr * (direction + decay * p)`` is torch.optim.SGD's, so N = 1 gives
     bit-identical results to ``torch.optim.SGD(lr=lr, weight_decay=weight_decay)``.
@@ -93,19 +93,9 @@ def end_to_end_sgd_step(
     for p, g in zip(params, grads, strict=True):
         if p.dim() >= 2 and depth != 1:
             W, G = p.reshape(p.shape[0], -1), g.reshape(p.shape[0], -1)
-            if W.shape[0] == 1:  # one row: Eq. 12, O(d), no SVD
-                D = single_output_direction(W, G, depth)
-            elif W.shape[1] == 1:  # one column: P_W(G) = P_{W^T}(G^T)^T
-                D = single_output_direction(W.mT, G.mT, depth).mT
-            else:
-                D = end_to_end_direction(W, G, depth)
-            D = D.reshape(p.shape)
-            decay = weight_decay * depth
+            D = end_to_end_update(W, G, depth=depth, weight_decay=weight_decay).reshape(p.shape)
         else:
-            D = g
-            decay = weight_decay
-        if decay != 0:
-            D = D.add(p, alpha=decay)
+            D = g if weight_decay == 0 else g.add(p, alpha=weight_decay)
         p.add_(D, alpha=-lr)
 
 

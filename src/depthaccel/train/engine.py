@@ -21,8 +21,8 @@ Groups:
     * general nets (any widths and outputs): batched ``bmm`` over the runs, with
       ``dL/dW_j = (W_N..W_{j+1})^T G (W_{j-1}..W_1)^T``, every product taken with the
       k-row side first (O(k n^2) per factor, not O(d n^2));
-    * the e2e scheme, per depth: Eq. 12 (``single_output_direction``) for k = 1,
-      Eq. 10 (``end_to_end_direction``) for k > 1.
+    * the e2e scheme, per depth: ``W_e <- W_e - lr * end_to_end_update(W_e, G)``, the one
+      Eq. 10 kernel (Eq. 12 for k = 1).
 
 Divergence: a run whose loss at iteration t is non-finite or above
 ``diverge_factor * L_0`` is frozen from t on (its parameters and optimizer state stop
@@ -57,9 +57,9 @@ import torch
 
 from depthaccel.losses import LpOptimum, lp_optimum
 from depthaccel.nets import DeepLinear
-from depthaccel.preconditioner import end_to_end_direction, single_output_direction
 from depthaccel.train import kernels
 from depthaccel.train.runs import ADAPTIVE_METHODS, Run, RunResult
+from depthaccel.update import end_to_end_update
 
 __all__ = ["DEFAULT_DTYPE", "initial_factors", "log_iterations", "train"]
 
@@ -432,10 +432,8 @@ class _E2EGroup(_Group):
             Wes.append(W)
         self.W = torch.stack(Wes).to(**opts)  # (Rg, k, d)
         self.lr = _col([r.effective_lr for r in runs], 2, self.W)
-        wd = _col([r.weight_decay for r in runs], 2, self.W)
-        self.decay = 1 - self.lr * wd * self.depth
-        self.has_wd = any(r.weight_decay != 0 for r in runs)
-        self.k1 = prob.k == 1
+        has_wd = any(r.weight_decay != 0 for r in runs)
+        self.wd = _col([r.weight_decay for r in runs], 2, self.W) if has_wd else 0.0
 
     def write_we(self, We: Tensor) -> None:
         We.copy_(self.W)
@@ -444,12 +442,8 @@ class _E2EGroup(_Group):
         act = None if active is None else active.view(-1, 1, 1)
         W = self.W if act is None else torch.where(act, self.W, 0.0)
         Gs = G if act is None else torch.where(act, G, 0.0)
-        if self.k1:
-            Rg = W.shape[0]
-            D = single_output_direction(W.view(Rg, -1), Gs.view(Rg, -1), self.depth).view_as(W)
-        else:
-            D = end_to_end_direction(W, Gs, self.depth)
-        new = torch.addcmul(self.W * self.decay if self.has_wd else self.W, self.lr, D, value=-1)
+        D = end_to_end_update(W, Gs, depth=self.depth, weight_decay=self.wd)
+        new = torch.addcmul(self.W, self.lr, D, value=-1)
         self.W = new if act is None else torch.where(act, new, self.W)
 
     def tensors(self) -> dict[str, Tensor]:
