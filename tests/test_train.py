@@ -386,7 +386,7 @@ def test_gap_uses_optimum_and_default_optimum():
 
 def test_run_validation_key_and_label():
     r = Run("gd", 0.1, depth=3, hidden=(4, 5))
-    assert json.loads(json.dumps(r.key()))["hidden"] == [4, 5]
+    assert json.loads(json.dumps(r.config_dict()))["hidden"] == [4, 5]
     assert r.label() == "depth-3 GD (width [4, 5])"
     assert Run("gd", 0.1, depth=3).label() == "depth-3 GD (width 1)"
     assert Run("adam", None).effective_lr == 1e-3

@@ -51,7 +51,7 @@ from depthaccel.train import (
     Run,
     RunResult,
     best_result,
-    model_key,
+    model_id,
 )
 
 __all__ = [
@@ -279,7 +279,7 @@ def select_best(results: Sequence[RunResult], *, tie_tol: float = 0.0) -> list[M
     appearance."""
     groups: dict[str, list[int]] = {}
     for i, r in enumerate(results):
-        groups.setdefault(model_key(r.run), []).append(i)
+        groups.setdefault(model_id(r.run), []).append(i)
     out = []
     for idx in groups.values():
         idx = sorted(idx, key=lambda i: results[i].run.effective_lr)

@@ -11,7 +11,7 @@ and ``PRAGMA user_version = SCHEMA_VERSION``, both checked on open)::
 
     runs(
       key              TEXT PRIMARY KEY,  -- run_key(config, data_fingerprint, math_version)
-      config           TEXT NOT NULL,     -- JSON of the run's full configuration (Run.key())
+      config           TEXT NOT NULL,     -- JSON of the run's full configuration (Run.config_dict())
       data_fingerprint TEXT NOT NULL,     -- sha256 hex of the data and the trainer settings
       math_version     TEXT NOT NULL,     -- depthaccel.sweep.MATH_VERSION when computed
       label            TEXT NOT NULL,     -- human-readable name of the run

@@ -2,7 +2,7 @@
 
 ``sweep(X, y, p, runs, iters, store=...)`` is ``depthaccel.train.train`` with memory:
 
-* every run is keyed by ``store.run_key(run.key(), fingerprint, MATH_VERSION)`` where
+* every run is keyed by ``store.run_key(run.config_dict(), fingerprint, MATH_VERSION)`` where
   the fingerprint (``data_fingerprint``) is the sha256 of X and y (float64 bytes and
   shapes), p, the number of iterations, the logging settings and the compute dtype;
 * runs already in the store (with first-hit iterations for every requested threshold)
@@ -188,7 +188,7 @@ def _stored_to_result(run: Run, s: StoredRun, thresholds: Sequence[float]) -> Ru
 def _result_to_stored(key: str, r: RunResult, fingerprint: str, extra: dict[str, Any]) -> StoredRun:
     return StoredRun(
         key=key,
-        config=r.run.key(),
+        config=r.run.config_dict(),
         data_fingerprint=fingerprint,
         math_version=MATH_VERSION,
         label=r.run.label(),
@@ -292,7 +292,7 @@ def _sweep(
         optimum=optimum,
         options=options,
     )
-    keys = [run_key(r.key(), fp, MATH_VERSION) for r in runs]
+    keys = [run_key(r.config_dict(), fp, MATH_VERSION) for r in runs]
     by_key: dict[str, Run] = dict(zip(keys, runs, strict=True))
     stored = st.get_runs(by_key)
     done: dict[str, RunResult] = {}

@@ -8,7 +8,7 @@ checkpoint/resume.
 """
 
 from depthaccel.train.engine import DEFAULT_DTYPE, initial_factors, log_iterations, train
-from depthaccel.train.grid import GridEdgeWarning, ModelSearch, best_result, grid_search, model_key
+from depthaccel.train.grid import GridEdgeWarning, ModelSearch, best_result, grid_search, model_id
 from depthaccel.train.runs import (
     ADAPTIVE_METHODS,
     CONVENTIONS,
@@ -36,6 +36,6 @@ __all__ = [
     "grid_search",
     "initial_factors",
     "log_iterations",
-    "model_key",
+    "model_id",
     "train",
 ]

@@ -454,7 +454,8 @@ class _E2EGroup(_Group):
         super().load_tensors(sd)
 
 
-def _group_key(run: Run, k: int, widths: tuple[int, ...], fast: bool) -> tuple:
+def _batch_signature(run: Run, k: int, widths: tuple[int, ...], fast: bool) -> tuple:
+    """Runs with equal signatures are trained by one group (one batched program)."""
     if run.method == "e2e":
         return ("e2e", float(run.depth))
     conv = run.convention if run.method in ADAPTIVE_METHODS else ""
@@ -566,19 +567,19 @@ def train(
 
     # ---- groups
     d, k = prob.d, prob.k
-    keyed: dict[tuple, list[int]] = {}
+    by_signature: dict[tuple, list[int]] = {}
     for i, r in enumerate(runs):
-        keyed.setdefault(_group_key(r, k, _widths(r, d, k), fast_width1), []).append(i)
+        by_signature.setdefault(_batch_signature(r, k, _widths(r, d, k), fast_width1), []).append(i)
     R = len(runs)
     fwd = _Forward(prob, R)
     groups: list[_Group] = []
     row_of = np.empty(R, dtype=np.int64)
     r0 = 0
-    for key, idx in keyed.items():
+    for sig, idx in by_signature.items():
         g_runs = [runs[i] for i in idx]
         inits = [initial_factors(r, d, k) for r in g_runs]
         rows = slice(r0, r0 + len(idx))
-        grp = _GROUP_CLASSES[key[0]](g_runs, rows, prob, inits)
+        grp = _GROUP_CLASSES[sig[0]](g_runs, rows, prob, inits)
         groups.append(grp)
         row_of[idx] = np.arange(r0, r0 + len(idx))
         r0 += len(idx)
@@ -593,7 +594,7 @@ def train(
     loss0 = None
     t0 = 0
     elapsed0 = 0.0
-    run_keys = [json.dumps(r.key(), sort_keys=True) for r in runs]
+    run_configs = [json.dumps(r.config_dict(), sort_keys=True) for r in runs]
 
     if resume is not None:
         t0, elapsed0, loss0 = _load_state(
@@ -602,7 +603,7 @@ def train(
             log_vals,
             first_hit,
             diverged_at,
-            run_keys,
+            run_configs,
             T,
             p,
             Lstar,
@@ -674,7 +675,7 @@ def train(
                         first_hit,
                         diverged_at,
                         loss0,
-                        run_keys,
+                        run_configs,
                         prob,
                         elapsed0 + time.perf_counter() - t_start,
                     )
@@ -725,7 +726,7 @@ def _state(
     first_hit,
     diverged_at,
     loss0,
-    run_keys,
+    run_configs,
     prob,
     elapsed,
 ):
@@ -737,7 +738,7 @@ def _state(
         "optimum": float(Lstar),
         "thresholds": list(thr),
         "log_iters": log_iters.copy(),
-        "run_keys": list(run_keys),
+        "run_keys": list(run_configs),  # the runs' config JSONs (field name of format 1)
         "shape": [prob.m, prob.d, prob.k],
         "dtype": str(prob.dtype),
         "gram": bool(prob.gram),
@@ -753,7 +754,7 @@ def _state(
 
 
 def _load_state(
-    state, groups, log_vals, first_hit, diverged_at, run_keys, T, p, Lstar, thr, log_iters, prob
+    state, groups, log_vals, first_hit, diverged_at, run_configs, T, p, Lstar, thr, log_iters, prob
 ):
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise ValueError(f"resume state is not a {STATE_FORMAT!r} dict")
@@ -762,7 +763,7 @@ def _load_state(
         "p": (state.get("p"), p),
         "optimum": (state.get("optimum"), Lstar),
         "thresholds": (list(state.get("thresholds", [])), list(thr)),
-        "run_keys": (list(state.get("run_keys", [])), run_keys),
+        "run_keys": (list(state.get("run_keys", [])), run_configs),
         "shape": (list(state.get("shape", [])), [prob.m, prob.d, prob.k]),
         "dtype": (state.get("dtype"), str(prob.dtype)),
         "gram": (state.get("gram"), bool(prob.gram)),

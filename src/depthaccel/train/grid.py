@@ -21,18 +21,19 @@ from depthaccel.losses import LpOptimum, lp_optimum
 from depthaccel.train.engine import train
 from depthaccel.train.runs import Run, RunResult
 
-__all__ = ["GridEdgeWarning", "ModelSearch", "best_result", "grid_search", "model_key"]
+__all__ = ["GridEdgeWarning", "ModelSearch", "best_result", "grid_search", "model_id"]
 
 
 class GridEdgeWarning(UserWarning):
     """The best learning rate of a model is on the edge of its grid."""
 
 
-def model_key(run: Run) -> str:
-    """The run's configuration without its learning rate, as canonical JSON."""
-    key = run.key()
-    key.pop("lr")
-    return json.dumps(key, sort_keys=True)
+def model_id(run: Run) -> str:
+    """The run's configuration without its learning rate, as canonical JSON: the runs of one
+    model (those that differ only in lr) share it."""
+    config = run.config_dict()
+    config.pop("lr")
+    return json.dumps(config, sort_keys=True)
 
 
 @dataclass
@@ -113,18 +114,18 @@ def grid_search(
     models: dict[str, list[RunResult]] = {}
     order: list[str] = []
     for res in train(X, y, p, runs, iters, **train_kwargs):
-        mk = model_key(res.run)
-        if mk not in models:
-            models[mk] = []
-            order.append(mk)
-        if any(r.run.effective_lr == res.run.effective_lr for r in models[mk]):
+        mid = model_id(res.run)
+        if mid not in models:
+            models[mid] = []
+            order.append(mid)
+        if any(r.run.effective_lr == res.run.effective_lr for r in models[mid]):
             continue  # duplicate lr
-        models[mk].append(res)
+        models[mid].append(res)
     extensions = dict.fromkeys(order, 0)
     for _ in range(max_extensions if extend else 0):
         new_runs: list[Run] = []
-        for mk in order:
-            res = sorted(models[mk], key=lambda r: r.run.effective_lr)
+        for mid in order:
+            res = sorted(models[mid], key=lambda r: r.run.effective_lr)
             best = best_result(res, tie_tol=tie_tol)
             lrs = [r.run.effective_lr for r in res]
             ratio = _ratio(lrs)
@@ -137,14 +138,14 @@ def grid_search(
             else:
                 continue
             new_runs.append(replace(res[0].run, lr=lr_new))
-            extensions[mk] += 1
+            extensions[mid] += 1
         if not new_runs:
             break
         for res in train(X, y, p, new_runs, iters, **train_kwargs):
-            models[model_key(res.run)].append(res)
+            models[model_id(res.run)].append(res)
     out = []
-    for mk in order:
-        res = sorted(models[mk], key=lambda r: r.run.effective_lr)
+    for mid in order:
+        res = sorted(models[mid], key=lambda r: r.run.effective_lr)
         best = best_result(res, tie_tol=tie_tol)
         lrs = [r.run.effective_lr for r in res]
         if best is None:
@@ -172,7 +173,7 @@ def grid_search(
                 best=best,
                 best_lr=None if best is None else best.run.effective_lr,
                 on_edge=on_edge,
-                extensions=extensions[mk],
+                extensions=extensions[mid],
                 lrs=lrs,
             )
         )

@@ -3,7 +3,8 @@
 A :class:`Run` is one training curve: a method (GD on a depth-N linear network, the
 end-to-end scheme of Eq. 10/12, or an adaptive optimizer on the factors), its learning
 rate, architecture, initialisation, seed and hyperparameters. It is a small frozen
-dataclass: hashable, comparable, and ``key()`` gives the full config as a JSON-able dict.
+dataclass: hashable, comparable, and ``config_dict()`` gives the full config as a JSON-able
+dict.
 """
 
 from __future__ import annotations
@@ -216,7 +217,7 @@ class Run:
             s += f", {self.init} init"
         return s
 
-    def key(self) -> dict[str, Any]:
+    def config_dict(self) -> dict[str, Any]:
         """The full configuration as a JSON-able dict (defaults resolved)."""
         return {
             "method": self.method,
