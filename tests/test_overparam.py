@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import io
 import math
@@ -579,3 +580,132 @@ def test_product_weight_module_shapes():
     pw = ProductWeight(4, (3, 2, 2), depth=3, hidden=5)
     assert pw.factor_shapes() == [(5, 3, 2, 2), (5, 5), (4, 5)]
     assert ProductWeight(4, (3,), depth=1, hidden=9).factor_shapes() == [(4, 3)]
+
+
+# ---------------------------------------------------------------- refusals leave the model intact
+
+
+def snapshot(model: nn.Module) -> tuple[dict[str, torch.Tensor], list[str]]:
+    sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    return sd, [type(m).__name__ for m in model.modules()]
+
+
+def assert_unchanged(model: nn.Module, snap) -> None:
+    sd, classes = snap
+    now = model.state_dict()
+    assert list(now) == list(sd)
+    assert all(torch.equal(now[k], sd[k]) for k in sd)
+    assert [type(m).__name__ for m in model.modules()] == classes
+    assert not any(parametrize.is_parametrized(m) for m in model.modules())
+
+
+class TiedLM(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.body = nn.Linear(4, 4)
+        self.emb = nn.Embedding(10, 4)
+        self.head = nn.Linear(4, 10, bias=False)
+        self.head.weight = self.emb.weight  # weight tying (language models)
+
+
+def test_weight_tied_to_an_embedding_is_refused_and_model_unchanged():
+    m = TiedLM().to(DT)
+    snap = snapshot(m)
+    with pytest.raises(ValueError, match=r"'head' shares its weight with emb.weight.*tied"):
+        overparameterize(m, depth=2)
+    assert_unchanged(m, snap)
+    assert m.head.weight is m.emb.weight
+    # excluding the tied layer works, and the tie survives
+    _, s = overparameterize(m, depth=2, exclude="head")
+    assert [c.name for c in s.layers] == ["body"] and m.head.weight is m.emb.weight
+
+
+def unsupported_model() -> nn.Module:
+    m = nn.Module()
+    m.fc = nn.Linear(3, 3)
+    m.deconv = nn.ConvTranspose2d(2, 3, 3)
+    m.bil = nn.Bilinear(2, 3, 4)
+    m.rnn = nn.LSTM(2, 3)
+    m.block = nn.Sequential(nn.LayerNorm(3), nn.ReLU())
+    return m.to(DT)
+
+
+@pytest.mark.parametrize(
+    "include, match",
+    [
+        ("deconv", r"'deconv' \(ConvTranspose2d\).*does not support"),
+        ("bil", r"'bil' \(Bilinear\).*does not support"),
+        ("rnn", r"'rnn' \(LSTM\).*does not support"),
+        (("fc", "rnn"), r"'rnn' \(LSTM\)"),
+        ("block", r"'block' matches no supported layer.*LayerNorm"),
+        ("ConvTranspose2d", r"unsupported layer type 'ConvTranspose2d'"),
+        ("LSTM", r"unsupported layer type 'LSTM'"),
+        (nn.ConvTranspose2d, "unsupported layer class ConvTranspose2d"),
+        (nn.Bilinear, "unsupported layer class Bilinear"),
+        (nn.LSTM, "unsupported layer class LSTM"),
+    ],
+)
+def test_unsupported_layers_selected_explicitly_are_refused(include, match):
+    m = unsupported_model()
+    snap = snapshot(m)
+    with pytest.raises(ValueError, match=match):
+        overparameterize(m, depth=2, include=include)
+    assert_unchanged(m, snap)
+
+
+def test_a_pattern_over_a_container_skips_its_unsupported_children():
+    m = nn.Module()
+    m.encoder = nn.Sequential(nn.Linear(3, 3), nn.LayerNorm(3), nn.Linear(3, 3))
+    _, s = overparameterize(m.to(DT), depth=2, include="encoder")
+    assert [c.name for c in s.layers] == ["encoder.0", "encoder.2"]
+
+
+@pytest.mark.parametrize("hook", ["weight_norm", "spectral_norm"])
+def test_old_api_weight_hooks_are_refused_before_any_change(hook):
+    m = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2)).to(DT)
+    with pytest.warns(FutureWarning) if hook == "weight_norm" else contextlib.nullcontext():
+        getattr(nn.utils, hook)(m[2])
+    snap = snapshot(m)
+    with pytest.raises(ValueError, match=rf"layer '2'.*old-API torch.nn.utils.{hook}"):
+        overparameterize(m, depth=2)
+    assert_unchanged(m, snap)  # layer 0 was NOT factored first
+
+
+def test_failure_during_registration_restores_the_changed_layers(monkeypatch):
+    m = small_model()
+    x = inputs()
+    before = m(x)
+    params = {n: p for n, p in m.named_parameters()}
+    snap = snapshot(m)
+    real = parametrize.register_parametrization
+    calls = []
+
+    def flaky(module, name, p, **kw):
+        calls.append(module)
+        if len(calls) == 2:
+            raise RuntimeError("injected failure")
+        return real(module, name, p, **kw)
+
+    monkeypatch.setattr(parametrize, "register_parametrization", flaky)
+    with pytest.raises(RuntimeError, match="injected"):
+        overparameterize(m, depth=3, include=("Linear", "Conv2d"))
+    assert_unchanged(m, snap)
+    # the very same Parameter objects are back (an optimizer built before still works)
+    assert all(p is params[n] for n, p in m.named_parameters())
+    assert torch.equal(m(x), before)
+
+
+def test_torch_save_of_the_model_fails_but_state_dict_round_trips():
+    """README: save state_dict, not the model (PyTorch cannot pickle parametrized classes)."""
+    m = small_model()
+    overparameterize(m, depth=2, include=("Linear", "Conv2d"))
+    with pytest.raises(Exception, match="(?i)pickle|parametriz"):
+        torch.save(m, io.BytesIO())
+    buf = io.BytesIO()
+    torch.save(m.state_dict(), buf)
+    buf.seek(0)
+    fresh = small_model(seed=3)
+    overparameterize(fresh, depth=2, include=("Linear", "Conv2d"))
+    fresh.load_state_dict(torch.load(buf))
+    x = inputs()
+    assert torch.equal(fresh(x), m(x))

@@ -58,6 +58,17 @@ against the qualified name from ``model.named_modules()`` (``"features.0"``,
 supported type, matches at least one ``include`` entry and no ``exclude`` entry. A string
 that is neither a supported type name nor a pattern matching any module name is a
 ValueError (it catches typos such as ``"Conv2D"``).
+
+Refusals (``ValueError``, raised before ANY layer is changed, so a refused call leaves the
+model exactly as it was; should registration still fail, the layers already changed are
+restored): an unsupported layer (``ConvTranspose2d``, ``Bilinear``, ``LSTM``, ...) named
+explicitly by type, type name or a pattern that matches that module's own name; an include
+pattern that selects no supported layer; a selected weight that is tied to another
+parameter of the model (e.g. a Linear head sharing an Embedding's weight: factoring one
+side would silently break the tie); a weight under an old-API ``torch.nn.utils.weight_norm``
+/ ``spectral_norm`` hook (the weight is recomputed from ``weight_g``/``weight_v`` or
+``weight_orig`` before each forward); grouped convolutions, lazy, non-float or already
+parametrized weights.
 """
 
 from __future__ import annotations
@@ -238,6 +249,10 @@ def _make_matcher(entries: list[str | type], names: list[str], what: str):
             types.append(SUPPORTED_LAYERS[e])
         elif any(_name_matches(n, e) for n in names):
             patterns.append(e)
+        elif isinstance(getattr(nn, e, None), type) and issubclass(getattr(nn, e), nn.Module):
+            raise ValueError(
+                f"{what}: unsupported layer type {e!r}; supported: {', '.join(SUPPORTED_LAYERS)}"
+            )
         else:
             raise ValueError(
                 f"{what}: {e!r} is neither a supported layer type "
@@ -248,7 +263,49 @@ def _make_matcher(entries: list[str | type], names: list[str], what: str):
     def matches(name: str, module: nn.Module) -> bool:
         return isinstance(module, tuple(types)) or any(_name_matches(name, p) for p in patterns)
 
-    return matches
+    return matches, patterns
+
+
+def _check_explicit_patterns(patterns: list[str], modules: list[tuple[str, nn.Module]]) -> None:
+    """Refuse include patterns that name unsupported layers or select no supported layer.
+
+    A module whose own name matches a pattern and that holds parameters of its own but is
+    not a supported type (``ConvTranspose2d``, ``Bilinear``, ``LSTM``, ...) was asked for
+    explicitly: silently skipping it would report "0 layers changed".
+    """
+    supported = tuple(SUPPORTED_LAYERS.values())
+    for p in patterns:
+        hit_supported = False
+        for name, m in modules:
+            if not _name_matches(name, p):
+                continue
+            if isinstance(m, supported):
+                hit_supported = True
+            elif fnmatch.fnmatchcase(name, p) and any(True for _ in m.parameters(recurse=False)):
+                raise ValueError(
+                    f"include: {p!r} selects layer {name or '<model>'!r} "
+                    f"({type(m).__name__}), which overparameterize does not support; "
+                    f"supported: {', '.join(SUPPORTED_LAYERS)} (exclude it or select its "
+                    "supported sublayers)"
+                )
+        if not hit_supported:
+            found = sorted({type(m).__name__ for n, m in modules if _name_matches(n, p)})
+            raise ValueError(
+                f"include: {p!r} matches no supported layer (it matches {', '.join(found)}); "
+                f"supported: {', '.join(SUPPORTED_LAYERS)}"
+            )
+
+
+def _old_api_hook(layer: nn.Module) -> str | None:
+    """Name of an old-API weight reparametrization hook on ``layer`` (weight_norm etc.)."""
+    for hook in layer._forward_pre_hooks.values():
+        cls = type(hook)
+        if cls.__module__.startswith("torch.nn.utils.") and cls.__name__ in (
+            "WeightNorm",
+            "SpectralNorm",
+        ):
+            return {"WeightNorm": "weight_norm", "SpectralNorm": "spectral_norm"}[cls.__name__]
+    return None
 
 
 def _layer_geometry(name: str, layer: nn.Module) -> tuple[int, tuple[int, ...]]:
@@ -270,6 +327,15 @@ def _layer_geometry(name: str, layer: nn.Module) -> tuple[int, tuple[int, ...]]:
             f"{label} has groups={layer.groups}; only groups == 1 convolutions can be "
             "overparameterized (exclude it)"
         )
+    hook = _old_api_hook(layer)
+    if hook is not None:
+        raise ValueError(
+            f"{label} has an old-API torch.nn.utils.{hook} hook (its weight is recomputed "
+            f"before every forward); remove it first (torch.nn.utils.remove_{hook}) or "
+            "exclude this layer"
+        )
+    if not isinstance(layer._parameters.get("weight"), nn.Parameter):
+        raise ValueError(f"{label}: its weight is not a Parameter of the layer")
     if not weight.is_floating_point():
         raise ValueError(f"{label} has a non-floating weight ({weight.dtype})")
     return weight.shape[0], tuple(weight.shape[1:])
@@ -367,24 +433,29 @@ def overparameterize(
 
     modules = list(model.named_modules())
     names = [n for n, _ in modules]
-    inc = _make_matcher(_as_entries(include, "include"), names, "include")
-    exc = _make_matcher(_as_entries(exclude, "exclude"), names, "exclude")
+    inc, inc_patterns = _make_matcher(_as_entries(include, "include"), names, "include")
+    exc, _ = _make_matcher(_as_entries(exclude, "exclude"), names, "exclude")
     supported = tuple(SUPPORTED_LAYERS.values())
+    _check_explicit_patterns(inc_patterns, modules)
     selected = [
         (n, m) for n, m in modules if isinstance(m, supported) and inc(n, m) and not exc(n, m)
     ]
 
     # Validate everything before changing anything, so an error leaves the model intact.
+    owners: dict[int, list[str]] = {}
+    for pname, param in model.named_parameters(remove_duplicate=False):
+        owners.setdefault(id(param), []).append(pname)
     plans = []
-    seen_weights: dict[int, str] = {}
     for name, layer in selected:
         out_f, in_shape = _layer_geometry(name, layer)
-        if id(layer.weight) in seen_weights:
+        own = f"{name}.weight" if name else "weight"
+        others = [o for o in owners.get(id(layer.weight), []) if o != own]
+        if others:
             raise ValueError(
-                f"layer {name!r} shares its weight with {seen_weights[id(layer.weight)]!r}; "
-                "tied weights are not supported (exclude one of them)"
+                f"layer {name or '<model>'!r} shares its weight with {', '.join(others)} "
+                "(tied weights); factoring it would silently break the tie, so it is not "
+                "supported (exclude this layer)"
             )
-        seen_weights[id(layer.weight)] = name
         in_flat = math.prod(in_shape)
         h = _resolve_hidden(hidden, out_f, in_flat)
         pw = ProductWeight(out_f, in_shape, depth, h)
@@ -400,20 +471,34 @@ def overparameterize(
 
     params_before = _count_params(model)
     changes = []
-    for name, layer, pw, factors in plans:
-        pw._initial = factors
-        shape = tuple(layer.weight.shape)
-        if parametrize.is_parametrized(layer):  # another tensor (e.g. bias) is parametrized
-            _own_class(layer)
-        parametrize.register_parametrization(layer, "weight", pw)
-        changes.append(
-            LayerChange(
-                name=name,
-                layer_type=parametrize.type_before_parametrizations(layer).__name__,
-                weight_shape=shape,
-                factor_shapes=tuple(pw.factor_shapes()),
+    done: list[tuple[nn.Module, nn.Parameter, list[str]]] = []
+    try:
+        for name, layer, pw, factors in plans:
+            pw._initial = factors
+            shape = tuple(layer.weight.shape)
+            original = layer._parameters["weight"]
+            order = list(layer._parameters)
+            if parametrize.is_parametrized(layer):  # another tensor (e.g. bias) is parametrized
+                _own_class(layer)
+            parametrize.register_parametrization(layer, "weight", pw)
+            done.append((layer, original, order))
+            changes.append(
+                LayerChange(
+                    name=name,
+                    layer_type=parametrize.type_before_parametrizations(layer).__name__,
+                    weight_shape=shape,
+                    factor_shapes=tuple(pw.factor_shapes()),
+                )
             )
-        )
+    except Exception:
+        for layer, original, order in reversed(done):  # put the original Parameters back
+            _own_class(layer)
+            parametrize.remove_parametrizations(layer, "weight", leave_parametrized=True)
+            rest = dict(layer._parameters)
+            rest["weight"] = original
+            layer._parameters.clear()
+            layer._parameters.update((k, rest[k]) for k in order)
+        raise
     summary = OverparamSummary(
         depth=depth,
         hidden=hidden,
