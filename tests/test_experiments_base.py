@@ -33,6 +33,7 @@ from depthaccel.experiments.base import (
     write_curves_csv,
     write_report,
 )
+from depthaccel.experiments.context import ExperimentContext
 
 PAPER_NAMES = {
     "fig2",
@@ -164,12 +165,12 @@ def _fake_module(fail: bool = False) -> types.ModuleType:
         def full(cls):
             return cls(iters=100)
 
-    def run(config, out_dir, *, device="cpu", dtype=None, progress=False, data_dir=None):
+    def run(config, ctx):
         if fail:
             raise ValueError("boom: bad thing")
         c = Curve("m", np.arange(config.iters), np.linspace(1, 0.1, config.iters))
-        fig = plot_gap_panels(out_dir / "fake.png", [("p", [c])])
-        csv = write_curves_csv(out_dir / "curves.csv", [c])
+        fig = plot_gap_panels(ctx.out_dir / "fake.png", [("p", [c])])
+        csv = write_curves_csv(ctx.out_dir / "curves.csv", [c])
         return ExperimentResult(
             name="fake",
             title="A fake experiment",
@@ -260,16 +261,13 @@ def _small_problem():
     return X, y
 
 
-def test_search_picks_lowest_final_gap_and_extends_edges():
-    import torch
+def test_search_picks_lowest_final_gap_and_extends_edges(one_torch_thread):
+    from depthaccel.train import Run, grid_search, train
 
-    from depthaccel.train import Run, grid_search
-
-    torch.set_num_threads(1)
     X, y = _small_problem()
     models = [Run("gd", 1.0, depth=1), Run("gd", 1.0, depth=2, init_scale=0.3)]
     grid = (1e-3, 1e-2)  # the best rate for 200 iterations is above this grid
-    found = base.search(X, y, 4, models, grid, 200, max_extensions=6)
+    found = base.search(X, y, 4, models, grid, 200, train_fn=train, max_extensions=6)
     from dataclasses import replace
 
     runs = [replace(m, lr=lr) for m in models for lr in grid]
@@ -285,18 +283,17 @@ def test_search_picks_lowest_final_gap_and_extends_edges():
         found[0]["lrs"]
     )
     # one grid per model
-    per = base.search(X, y, 4, models, [(1e-3, 3e-3), (1e-2, 3e-2)], 50, extend=False)
+    per = base.search(
+        X, y, 4, models, [(1e-3, 3e-3), (1e-2, 3e-2)], 50, train_fn=train, extend=False
+    )
     assert per[0]["lrs"] == [1e-3, 3e-3] and per[1]["lrs"] == [1e-2, 3e-2]
     with pytest.raises(ValueError, match="3 grids for 2 models"):
-        base.search(X, y, 4, models, [(1e-3,), (1e-2,), (1e-1,)], 10)
+        base.search(X, y, 4, models, [(1e-3,), (1e-2,), (1e-1,)], 10, train_fn=train)
 
 
-def test_narrow_grid_and_two_stage_search():
-    import torch
+def test_narrow_grid_and_two_stage_search(one_torch_thread):
+    from depthaccel.train import Run, train
 
-    from depthaccel.train import Run
-
-    torch.set_num_threads(1)
     g = base.narrow_grid(1e-2, 5, 10**0.25)
     assert len(g) == 5 and g[2] == 1e-2
     np.testing.assert_allclose(np.diff(np.log10(g)), 0.25, atol=1e-3)
@@ -304,7 +301,7 @@ def test_narrow_grid_and_two_stage_search():
     models = [Run("gd", 1.0, depth=1)]
     broad = base.log_grid(1e-4, 1.0, 1)
     found, rec = base.two_stage_search(
-        X, y, 4, models, broad, 300, presearch_iters=100, narrow_points=3
+        X, y, 4, models, broad, 300, presearch_iters=100, narrow_points=3, train_fn=train
     )
     assert rec["presearch_iters"] == 100 and rec["broad_grid"] == list(broad)
     pre_best = rec["presearch"][0]["chosen_lr"]
@@ -314,17 +311,64 @@ def test_narrow_grid_and_two_stage_search():
     assert found[0]["results"][0].iters[-1] == 300
 
 
-def test_set_store_routes_training_through_the_store(tmp_path):
-    from depthaccel.sweep import StoreTrainer
-    from depthaccel.train import train
+def test_the_context_routes_training_through_its_store(tmp_path):
+    """ctx.train trains directly without a store and through the store with one (a
+    second context on the same store reuses the run: nothing global links them)."""
+    from depthaccel.train import Run, train
 
-    assert base.trainer() is train
-    base.set_store(tmp_path / "s.sqlite")
-    try:
-        assert isinstance(base.trainer().inner, StoreTrainer)
-    finally:
-        base.set_store(None)
-    assert base.trainer() is train
+    X, y = _small_problem()
+    run = [Run("gd", 1e-2)]
+    plain = ExperimentContext(tmp_path / "a")
+    first = ExperimentContext(tmp_path / "b", store=tmp_path / "s.sqlite")
+    second = ExperimentContext(tmp_path / "c", store=tmp_path / "s.sqlite")
+    ref = train(X, y, 2, run, 20, log_points=5)[0].final_gap
+    assert plain.train(X, y, 2, run, 20, log_points=5)[0].final_gap == ref
+    assert plain.store_summary() is None and not (tmp_path / "s.sqlite").exists()
+    assert first.train(X, y, 2, run, 20, log_points=5)[0].final_gap == pytest.approx(ref)
+    assert (first.stats.reused, first.stats.trained) == (0, 1)
+    assert second.train(X, y, 2, run, 20, log_points=5)[0].final_gap == pytest.approx(ref)
+    assert (second.stats.reused, second.stats.trained) == (1, 0)
+    assert (first.stats.reused, first.stats.trained) == (0, 1)  # untouched by the second
+    assert second.store_summary()["training_seconds"] == first.stats.training_seconds > 0
+
+
+def test_the_context_caches_optima_in_its_cache_only():
+    from depthaccel.experiments.context import ContextCache
+    from depthaccel.losses import lp_optimum
+
+    X, y = _small_problem()
+    shared = ContextCache()
+    a, b = ExperimentContext(Path("a"), cache=shared), ExperimentContext(Path("b"), cache=shared)
+    opt = a.optimum(X, y, 4)
+    assert opt.loss == pytest.approx(lp_optimum(X, y, 4).loss, rel=1e-12)
+    assert b.optimum(X, y, 4) is opt  # shared cache
+    assert ExperimentContext(Path("c")).optimum(X, y, 4) is not opt  # a fresh context
+    assert a.optimum(X, y, 2) is not opt
+
+
+def test_context_arguments_are_checked():
+    import torch
+
+    assert ExperimentContext(Path("x"), dtype="float64").dtype is torch.float64
+    with pytest.raises(ValueError, match="dtype must be 'float32' or 'float64'"):
+        ExperimentContext(Path("x"), dtype="float16")
+    with pytest.raises(ValueError, match="checkpoint_every must be >= 1"):
+        ExperimentContext(Path("x"), checkpoint_every=0)
+
+
+def test_context_map_is_a_loop_or_the_executor():
+    calls = []
+
+    class Recorder:
+        name = "recorder"
+
+        def map(self, fn, items, *, gpu=False):
+            calls.append(gpu)
+            return [fn(i) for i in items]
+
+    assert ExperimentContext(Path("x")).map(lambda v: v * 2, [1, 2]) == [2, 4]
+    ctx = ExperimentContext(Path("x"), executor=Recorder())
+    assert ctx.map(lambda v: v + 1, (1, 2), gpu=True) == [2, 3] and calls == [True]
 
 
 def test_report_says_when_runs_came_from_the_store(tmp_path):
@@ -351,52 +395,48 @@ def test_store_counts_are_recorded_per_experiment(tmp_path, fake_registry, monke
 
     X, y = _small_problem()
 
-    def run(config, out_dir, **kw):
-        res = base.trainer()(X, y, 2, [Run("gd", 1e-2)], 20, log_points=5)
+    def run(config, ctx):
+        res = ctx.train(X, y, 2, [Run("gd", 1e-2)], 20, log_points=5)
         return ExperimentResult("fake", "F", "", {"gap": res[0].final_gap})
 
     monkeypatch.setattr(sys.modules["fakepkg.exp_ok"], "run", run)
-    base.set_store(tmp_path / "s.sqlite")
-    try:
-        first = run_experiment("fake", tmp_path, quick=True)
-        second = run_experiment("fake", tmp_path, quick=True)
-    finally:
-        base.set_store(None)
+    store = tmp_path / "s.sqlite"
+    first = run_experiment("fake", tmp_path, quick=True, store=store)
+    second = run_experiment("fake", tmp_path, quick=True, store=store)
     s1, s2 = first.settings["results_store"], second.settings["results_store"]
     assert (s1["runs_reused"], s1["runs_trained"]) == (0, 1)
     assert (s2["runs_reused"], s2["runs_trained"]) == (1, 0)
     assert s2["training_seconds"] == s1["training_seconds"] > 0
     ref = train(X, y, 2, [Run("gd", 1e-2)], 20, log_points=5)[0].final_gap
     assert second.settings["gap"] == pytest.approx(ref, rel=1e-12)
+    # without a store nothing is recorded
+    third = run_experiment("fake", tmp_path, quick=True)
+    assert "results_store" not in third.settings
 
 
-def test_search_rescues_a_model_whose_every_rate_diverged():
-    import torch
+def test_search_rescues_a_model_whose_every_rate_diverged(one_torch_thread):
+    from depthaccel.train import Run, train
 
-    from depthaccel.train import Run
-
-    torch.set_num_threads(1)
     X, y = _small_problem()
     models = [Run("gd", 1.0, depth=1)]
-    found = base.search(X, y, 4, models, (10.0, 100.0), 100, max_extensions=0)
+    found = base.search(X, y, 4, models, (10.0, 100.0), 100, train_fn=train, max_extensions=0)
     f = found[0]
     assert f["extensions"] >= 1 and f["best"] is not None
     assert min(f["lrs"]) < 10.0 and all(r.diverged for r in f["results"] if r.run.lr >= 10)
-    none = base.search(X, y, 4, models, (10.0, 100.0), 100, max_extensions=0, rescue_diverged=0)
+    none = base.search(
+        X, y, 4, models, (10.0, 100.0), 100, train_fn=train, max_extensions=0, rescue_diverged=0
+    )
     assert none[0]["best"] is None and none[0]["extensions"] == 0
 
 
-def test_refine_search_adds_half_steps_and_rechooses():
-    import torch
+def test_refine_search_adds_half_steps_and_rechooses(one_torch_thread):
+    from depthaccel.train import Run, train
 
-    from depthaccel.train import Run
-
-    torch.set_num_threads(1)
     X, y = _small_problem()
     models = [Run("gd", 1.0, depth=1)]
-    found = base.search(X, y, 4, models, (1e-3, 1e-2, 1e-1), 200, extend=False)
+    found = base.search(X, y, 4, models, (1e-3, 1e-2, 1e-1), 200, train_fn=train, extend=False)
     best = found[0]["best_lr"]
-    ref = base.refine_search(X, y, 4, found, 200, 10**0.5)
+    ref = base.refine_search(X, y, 4, found, 200, 10**0.5, train_fn=train)
     lrs = ref[0]["lrs"]
     assert len(lrs) == 5 and float(f"{best / 10**0.5:.4g}") in lrs
     gaps = {r.run.lr: r.final_gap for r in ref[0]["results"] if not r.diverged}

@@ -15,6 +15,7 @@ from depthaccel.experiments.claim1 import (
     formula_eigenvalues,
     random_matrix,
 )
+from depthaccel.experiments.context import ExperimentContext
 from depthaccel.preconditioner import preconditioner_matrix
 
 
@@ -67,7 +68,7 @@ def test_check_case_detects_a_wrong_preconditioner(monkeypatch):
 
 def test_quick_run_passes_and_writes_files(tmp_path):
     cfg = Config.quick()
-    res = claim1.run(cfg, tmp_path)
+    res = claim1.run(cfg, ExperimentContext(tmp_path))
     assert [c.passed for c in res.claims] == [True, True, True]
     dev = res.settings["max_deviation"]
     assert dev["spectrum"] < 1e-10 and dev["definition"] < 1e-10 and dev["action"] < 1e-10

@@ -7,6 +7,7 @@ import pytest
 
 from depthaccel.experiments import fig2
 from depthaccel.experiments.base import read_curves_csv
+from depthaccel.experiments.context import ExperimentContext
 from depthaccel.experiments.fig2 import Config, max_rel_dev
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -23,7 +24,7 @@ def test_max_rel_dev():
 
 def test_quick_run(tmp_path, ethanol_data_dir):
     cfg = Config.quick()
-    res = fig2.run(cfg, tmp_path, data_dir=ethanol_data_dir)
+    res = fig2.run(cfg, ExperimentContext(tmp_path, data_dir=ethanol_data_dir))
     devs = res.settings["deviations"]
     # balanced init (Theorem 1's assumption): the scheme tracks every net closely
     bal = [v for k, v in devs.items() if k.startswith("balanced/") and k.endswith("scheme_vs_net")]

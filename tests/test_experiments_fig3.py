@@ -7,6 +7,7 @@ import math
 import pytest
 
 from depthaccel.experiments import fig3
+from depthaccel.experiments.context import ExperimentContext
 from depthaccel.experiments.fig3 import Config
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -14,7 +15,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 def test_quick_run(tmp_path, ethanol_data_dir):
     cfg = Config.quick()
-    res = fig3.run(cfg, tmp_path, data_dir=ethanol_data_dir)
+    res = fig3.run(cfg, ExperimentContext(tmp_path, data_dir=ethanol_data_dir))
     gs = res.settings["grid_search"]
     finals = res.settings["final_gaps"]
     for loss in ("l2", "l4"):

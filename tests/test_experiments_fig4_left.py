@@ -6,6 +6,7 @@ import pytest
 
 from depthaccel.experiments import fig4_left
 from depthaccel.experiments.base import read_curves_csv
+from depthaccel.experiments.context import ExperimentContext
 from depthaccel.experiments.fig4_left import Config
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -13,7 +14,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 def test_quick_run(tmp_path, ethanol_data_dir):
     cfg = Config.quick()
-    res = fig4_left.run(cfg, tmp_path, data_dir=ethanol_data_dir)
+    res = fig4_left.run(cfg, ExperimentContext(tmp_path, data_dir=ethanol_data_dir))
     # quick mode is far shorter than the paper's 1e6 iterations: no verdicts, numbers shown
     assert res.claims and all(c.passed is None for c in res.claims)
     assert all("final gap" in c.measured for c in res.claims)

@@ -7,13 +7,14 @@ import pytest
 
 from depthaccel.experiments import fig4_right
 from depthaccel.experiments.base import read_curves_csv
+from depthaccel.experiments.context import ExperimentContext
 from depthaccel.experiments.fig4_right import Config
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_quick_run(tmp_path, ethanol_data_dir):
-    res = fig4_right.run(Config.quick(), tmp_path, data_dir=ethanol_data_dir)
+    res = fig4_right.run(Config.quick(), ExperimentContext(tmp_path, data_dir=ethanol_data_dir))
     assert res.settings["lr"] == 1e-3  # TensorFlow's Adam default
     finals = res.settings["final_gaps"]
     # what quick mode shows: depth-2/3 Adam ahead of the single layer

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from depthaccel.experiments import fig5_left
+from depthaccel.experiments.context import ExperimentContext
 from depthaccel.experiments.fig5_left import Config, move_iteration
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -20,7 +21,7 @@ def test_move_iteration():
 
 def test_quick_run(tmp_path, ethanol_data_dir):
     cfg = Config.quick()
-    res = fig5_left.run(cfg, tmp_path, data_dir=ethanol_data_dir)
+    res = fig5_left.run(cfg, ExperimentContext(tmp_path, data_dir=ethanol_data_dir))
     moves = res.settings["move_iteration"]
     finals = res.settings["final_gaps"]
     # near-zero deep nets have not moved in the quick run; identity-initialised ones move

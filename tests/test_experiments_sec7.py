@@ -6,6 +6,7 @@ import numpy as np
 import torch
 
 from depthaccel.experiments import sec7
+from depthaccel.experiments.context import ExperimentContext
 from depthaccel.experiments.sec7 import Config, iterations_to_tol, step_direction
 
 
@@ -82,7 +83,7 @@ def test_early_stop_keeps_the_best():
 
 def test_quick_run_speedup(tmp_path):
     cfg = Config.quick()
-    res = sec7.run(cfg, tmp_path)
+    res = sec7.run(cfg, ExperimentContext(tmp_path))
     sp = res.settings["speedups"]
     for ratio in cfg.ratios:
         if ratio >= cfg.ill_conditioned_from:

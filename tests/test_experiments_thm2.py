@@ -7,6 +7,7 @@ import math
 import numpy as np
 
 from depthaccel.experiments import thm2
+from depthaccel.experiments.context import ExperimentContext
 from depthaccel.experiments.thm2 import (
     Config,
     constant_field_value,
@@ -106,7 +107,7 @@ def test_nonzero_for_N3_zero_for_gradient_field():
 
 
 def test_quick_run_claims(tmp_path):
-    res = thm2.run(Config.quick(), tmp_path)
+    res = thm2.run(Config.quick(), ExperimentContext(tmp_path))
     assert all(c.passed for c in res.claims), [(c.text, c.measured) for c in res.claims]
     vals = {(x["depth"], x["R"]): x for x in res.settings["integrals"]}
     i3 = vals[(3.0, 0.1)]

@@ -73,7 +73,7 @@ def _fake(name: str, *, fail_claim: bool = False, error: bool = False) -> types.
         def full(cls):
             return cls(50)
 
-    def run(config, out_dir, *, device="cpu", dtype=None, progress=False, data_dir=None):
+    def run(config, ctx):
         if error:
             raise RuntimeError(f"{name} exploded")
         c = Curve("model A, lr 1e-3", np.arange(config.n), np.geomspace(1, 1e-3, config.n))
@@ -81,9 +81,9 @@ def _fake(name: str, *, fail_claim: bool = False, error: bool = False) -> types.
             name=name,
             title=f"Fake {name}",
             mode="",
-            settings={"n": config.n, "device": device, "dtype": dtype},
-            figures=[plot_gap_panels(out_dir / f"{name}.png", [("l4", [c])])],
-            curves=[write_curves_csv(out_dir / "curves.csv", [c])],
+            settings={"n": config.n, "device": ctx.device, "dtype": str(ctx.dtype)},
+            figures=[plot_gap_panels(ctx.out_dir / f"{name}.png", [("l4", [c])])],
+            curves=[write_curves_csv(ctx.out_dir / "curves.csv", [c])],
             claims=[Claim("goes down", "1 -> 1e-3", not fail_claim)],
         )
 
@@ -136,19 +136,13 @@ def test_fail_claim_is_exit_0(fake_experiments, tmp_path, capsys):
     assert rc == 0
     assert "claims FAIL in: failing" in out
     settings = json.loads((tmp_path / "good" / "settings.json").read_text())
-    assert settings["n"] == 50 and settings["dtype"] == "float64"  # full mode by default
+    assert settings["n"] == 50 and settings["dtype"] == "torch.float64"  # full mode by default
 
 
 @pytest.mark.slow
 def test_reproduce_all_quick_real(tmp_path, capsys, ethanol_data_dir):
     """The real quick configs of every experiment, end to end (about 2 minutes)."""
-    import torch
-
-    before = torch.get_num_threads()
-    try:
-        rc = main(["reproduce", "all", "--quick", "--out", str(tmp_path), "--no-progress"])
-    finally:
-        torch.set_num_threads(before)
+    rc = main(["reproduce", "all", "--quick", "--out", str(tmp_path), "--no-progress"])
     out = capsys.readouterr().out
     assert rc == 0, out
     assert "9/9 experiments ran" in out
@@ -162,21 +156,12 @@ def test_reproduce_all_quick_real(tmp_path, capsys, ethanol_data_dir):
 
 
 def test_store_is_on_by_default_and_a_rerun_reuses_every_run(tmp_path, capsys, ethanol_data_dir):
-    import torch
-
-    from depthaccel.experiments import base
-
-    before = torch.get_num_threads()
     args = ["reproduce", "fig4-right", "--quick", "--out", str(tmp_path), "--no-progress"]
-    try:
-        assert main(args) == 0
-        first = capsys.readouterr().out
-        curves_first = (tmp_path / "fig4-right" / "curves.csv").read_text()
-        assert main(args + ["--checkpoint-every", "500"]) == 0
-        second = capsys.readouterr().out
-    finally:
-        torch.set_num_threads(before)
-        base.set_store(None)
+    assert main(args) == 0
+    first = capsys.readouterr().out
+    curves_first = (tmp_path / "fig4-right" / "curves.csv").read_text()
+    assert main(args + ["--checkpoint-every", "500"]) == 0
+    second = capsys.readouterr().out
     assert (tmp_path / "depthaccel-store.sqlite").is_file()
     assert ", 0 trained" not in first and "0 reused from the store" in first
     assert ", 0 trained" in second and "0 reused from the store" not in second
@@ -184,13 +169,35 @@ def test_store_is_on_by_default_and_a_rerun_reuses_every_run(tmp_path, capsys, e
 
 
 def test_no_store_and_bad_checkpoint_every(tmp_path, capsys):
-    from depthaccel.experiments import base
-
-    try:
-        assert main(["reproduce", "claim1", "--quick", "--out", str(tmp_path), "--no-store"]) == 0
-    finally:
-        base.set_store(None)
+    assert main(["reproduce", "claim1", "--quick", "--out", str(tmp_path), "--no-store"]) == 0
     assert not (tmp_path / "depthaccel-store.sqlite").exists()
     capsys.readouterr()
     assert main(["reproduce", "claim1", "--out", str(tmp_path), "--checkpoint-every", "0"]) == 2
     assert "--checkpoint-every" in capsys.readouterr().err
+
+
+def test_the_command_restores_the_torch_thread_count(fake_experiments, tmp_path, capsys):
+    import torch
+
+    before = torch.get_num_threads()
+    want = 2 if before != 2 else 3
+    main(["reproduce", "good", "--quick", "--out", str(tmp_path), "--threads", str(want)])
+    assert torch.get_num_threads() == before
+
+
+def test_each_experiment_gets_its_own_context(fake_experiments, tmp_path, monkeypatch, capsys):
+    """Two experiments of one command: separate contexts (their own folders and store
+    counts) sharing one cache of data and optima."""
+    seen = []
+
+    def spy(config, ctx):
+        seen.append(ctx)
+        return ExperimentResult("good", "G", "", {})
+
+    monkeypatch.setattr(sys.modules["fakecli.good"], "run", spy)
+    monkeypatch.setattr(sys.modules["fakecli.failing"], "run", spy)
+    assert main(["reproduce", "good", "failing", "--quick", "--out", str(tmp_path)]) == 0
+    a, b = seen
+    assert a is not b and a.stats is not b.stats and a.cache is b.cache
+    assert (a.out_dir, b.out_dir) == (tmp_path / "good", tmp_path / "failing")
+    assert a.store == b.store == tmp_path / "depthaccel-store.sqlite" and a.quick

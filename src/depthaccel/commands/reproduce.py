@@ -14,9 +14,9 @@ from depthaccel.experiments.base import (
     ExperimentError,
     get_experiment,
     run_experiment,
-    set_store,
     write_report,
 )
+from depthaccel.experiments.context import ContextCache
 
 _EPILOG_HEAD = """\
 experiments (run in this order by 'all'):
@@ -157,16 +157,34 @@ def run(args: argparse.Namespace) -> int:
     if args.threads < 1:
         print("depthaccel reproduce: error: --threads must be >= 1", file=sys.stderr)
         return 2
-    import torch
-
-    torch.set_num_threads(args.threads)
     if args.checkpoint_every < 1:
         print("depthaccel reproduce: error: --checkpoint-every must be >= 1", file=sys.stderr)
         return 2
+    import torch
+
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    try:
+        return _run_all(args, names)
+    finally:
+        torch.set_num_threads(threads_before)  # the command leaves global torch state as it was
+
+
+def _run_all(args: argparse.Namespace, names: list[str]) -> int:
     store = (
         None if args.no_store else (args.store or os.path.join(args.out, "depthaccel-store.sqlite"))
     )
-    set_store(store, checkpoint_every=args.checkpoint_every)
+    # every experiment gets its own context (its own store counts); they share the data
+    # and optima through one cache
+    context_options = dict(
+        device=args.device,
+        dtype=args.dtype,
+        progress=not args.no_progress,
+        data_dir=args.data_dir,
+        store=store,
+        checkpoint_every=args.checkpoint_every,
+        cache=ContextCache(),
+    )
     mode = "quick" if args.quick else "full"
     errors: list[str] = []
     failed_claims: list[str] = []
@@ -175,15 +193,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"[{i}/{len(names)}] {name} ({mode}) ...", flush=True)
         try:
             get_experiment(name)  # a missing module is an error of this experiment
-            res = run_experiment(
-                name,
-                args.out,
-                quick=args.quick,
-                device=args.device,
-                dtype=args.dtype,
-                progress=not args.no_progress,
-                data_dir=args.data_dir,
-            )
+            res = run_experiment(name, args.out, quick=args.quick, **context_options)
         except Exception as exc:  # keep going with the others
             msg = "".join(traceback.format_exception_only(type(exc), exc)).strip()
             print(f"[{i}/{len(names)}] {name}: ERROR: {msg}", file=sys.stderr, flush=True)

@@ -6,9 +6,10 @@ An experiment is a module ``depthaccel.experiments.<module>`` that provides:
 * ``Config``: a small typed (frozen) dataclass with ``Config.quick()`` (CI-sized) and
   ``Config.full()`` (the paper's setup) constructors; every choice the paper leaves open
   is a field.
-* ``run(config, out_dir, *, device="cpu", dtype=None, progress=False, data_dir=None)
-  -> ExperimentResult``: runs it, writes its figure(s) (PNG) and curves (CSV) into
-  ``out_dir`` (created by the caller) and returns the result with the claim checks.
+* ``run(config, ctx) -> ExperimentResult``: runs it in the
+  :class:`~depthaccel.experiments.context.ExperimentContext` ``ctx`` (all its training
+  through ``ctx.train``), writes its figure(s) (PNG) and curves (CSV) into
+  ``ctx.out_dir`` (created by the caller) and returns the result with the claim checks.
 
 The registry (:data:`EXPERIMENTS`) maps command-line names to modules and one-line
 descriptions. :func:`run_experiment` runs one by name and writes ``OUT/<name>/settings.json``
@@ -26,16 +27,17 @@ import json
 import math
 import os
 import platform
-import sys
 import time
 import traceback
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import numpy as np
+
+from depthaccel.experiments.context import ExperimentContext
 
 __all__ = [
     "EXPERIMENTS",
@@ -330,33 +332,31 @@ def run_experiment(
     *,
     quick: bool = False,
     config: Any | None = None,
-    device: str = "cpu",
-    dtype: str | None = None,
-    progress: bool = False,
-    data_dir: str | os.PathLike | None = None,
     report: bool = True,
+    **context_options: Any,
 ) -> ExperimentResult:
     """Run experiment ``name`` into ``out_root/<name>/`` and record it.
 
-    ``config`` overrides ``Config.quick()``/``Config.full()``. Writes ``settings.json``
-    and ``result.json`` into the experiment's folder and, with ``report``, rebuilds
-    ``out_root/REPORT.md``. Errors propagate (after an error ``result.json`` recording
-    the failure is written, so the report shows it).
+    ``config`` overrides ``Config.quick()``/``Config.full()``. ``context_options`` are the
+    other fields of the :class:`ExperimentContext` the experiment runs in (``device``,
+    ``dtype``, ``progress``, ``data_dir``, ``store``, ``checkpoint_every``, ``executor``,
+    ``log``, ``cache``); each call gets a fresh context, so its store counts are this
+    run's. Writes ``settings.json`` and ``result.json`` into the experiment's folder
+    and, with ``report``, rebuilds ``out_root/REPORT.md``. Errors propagate (after an
+    error ``result.json`` recording the failure is written, so the report shows it).
     """
     out_root = Path(out_root)
     mod = get_experiment(name)
     if config is None:
         config = mod.Config.quick() if quick else mod.Config.full()
     out_dir = out_root / name
+    ctx = ExperimentContext(out_dir=out_dir, quick=quick, **context_options)
     out_dir.mkdir(parents=True, exist_ok=True)
     started = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     mode = "quick" if quick else "full"
-    _STORE["trainer"] = None  # a fresh StoreTrainer per experiment: its counts are this run's
     t0 = time.perf_counter()
     try:
-        result = mod.run(
-            config, out_dir, device=device, dtype=dtype, progress=progress, data_dir=data_dir
-        )
+        result = mod.run(config, ctx)
     except Exception as exc:
         failed = ExperimentResult(
             name=name,
@@ -367,7 +367,7 @@ def run_experiment(
             status="error",
             error="".join(traceback.format_exception_only(type(exc), exc)).strip(),
             started=started,
-            device=device,
+            device=ctx.device,
         )
         _write_json(out_dir / RESULT_NAME, failed.to_json(out_root))
         if report:
@@ -376,17 +376,12 @@ def run_experiment(
     if not result.wall_time:
         result.wall_time = time.perf_counter() - t0
     result.started = result.started or started
-    result.device = result.device or device
+    result.device = result.device or ctx.device
     result.mode = result.mode or mode
     result.settings.setdefault("config", to_jsonable(config))
-    st = _STORE.get("trainer")
-    if st is not None:
-        result.settings["results_store"] = {
-            "path": _STORE["path"],
-            "runs_reused": st.reused,
-            "runs_trained": st.computed,
-            "training_seconds": sum(st.call_times),
-        }
+    store = ctx.store_summary()
+    if store is not None:
+        result.settings["results_store"] = store
     _write_json(out_dir / SETTINGS_NAME, result.settings)
     _write_json(out_dir / RESULT_NAME, result.to_json(out_root))
     if report:
@@ -667,112 +662,6 @@ def plot_gap_panels(
 #
 # Shared by the experiments on the Ethanol task (fig2 .. fig5-left).
 
-_STORE: dict[str, Any] = {"path": None}
-
-
-def set_store(path: str | os.PathLike | None, *, checkpoint_every: int = 50_000) -> None:
-    """Route the experiments' training through a results store (``depthaccel.sweep``):
-    runs already computed with the same data, settings and dtype are reused, long runs
-    checkpoint every ``checkpoint_every`` iterations and resume after a crash (redoing
-    at most that many). ``None`` (default): train directly."""
-    if checkpoint_every < 1:
-        raise ValueError(f"checkpoint_every must be >= 1, got {checkpoint_every}")
-    _STORE["path"] = None if path is None else str(path)
-    _STORE["checkpoint_every"] = int(checkpoint_every)
-    _STORE["trainer"] = None
-
-
-def trainer():
-    """``depthaccel.train.train`` or, after :func:`set_store`, a ``StoreTrainer`` that
-    checkpoints every ``checkpoint_every`` iterations."""
-    if _STORE["path"] is None:
-        from depthaccel.train import train
-
-        return train
-    from depthaccel.sweep import StoreTrainer
-
-    if _STORE.get("trainer") is None:
-        k = _STORE.get("checkpoint_every", 50_000)
-        _STORE["trainer"] = _RecordingTrainer(
-            StoreTrainer(_STORE["path"], checkpoint_every=k, log=_store_log)
-        )
-    return _STORE["trainer"]
-
-
-def _store_log(message: str) -> None:
-    # stderr, beside the progress bars: says what was reused and where a run resumed
-    print(f"  store: {message}", file=sys.stderr, flush=True)
-
-
-class _RecordingTrainer:
-    """A StoreTrainer that also collects the wall times of the batched calls that
-    produced the runs it returns (stored runs keep their original call's time), so a
-    report can say how long the training took even when runs were reused."""
-
-    def __init__(self, inner: Any):
-        self.inner = inner
-        self.call_times: set[float] = set()
-
-    @property
-    def reused(self) -> int:
-        return self.inner.reused
-
-    @property
-    def computed(self) -> int:
-        return self.inner.computed
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        out = self.inner(*args, **kwargs)
-        self.call_times.update(float(r.wall_time) for r in out)
-        return out
-
-
-def torch_dtype(name: str | None):
-    """``None`` -> None (the trainer's default), "float32"/"float64" -> torch dtype."""
-    if name is None:
-        return None
-    import torch
-
-    table = {"float32": torch.float32, "float64": torch.float64}
-    if name not in table:
-        raise ValueError(f"dtype must be 'float32' or 'float64', got {name!r}")
-    return table[name]
-
-
-_TASKS: dict[tuple[str, bool], Any] = {}
-
-
-def ethanol_task(data_dir: str | os.PathLike | None, *, standardize: bool = True):
-    """The Ethanol task (``depthaccel.data.load_ethanol``), cached per data directory."""
-    import warnings
-
-    from depthaccel.data import data_dir as resolve_dir
-    from depthaccel.data import load_ethanol
-
-    key = (str(resolve_dir(data_dir)), standardize)
-    if key not in _TASKS:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # incomplete official batches: the csv is used
-            _TASKS[key] = load_ethanol(data_dir, standardize=standardize)
-    return _TASKS[key]
-
-
-_OPTIMA: dict[tuple[str, float], Any] = {}
-
-
-def optimum(X: np.ndarray, y: np.ndarray, p: float):
-    """``depthaccel.losses.lp_optimum`` cached by the data's content and p."""
-    import hashlib
-
-    from depthaccel.losses import lp_optimum
-
-    h = hashlib.sha256(np.ascontiguousarray(X, dtype=np.float64).tobytes())
-    h.update(np.ascontiguousarray(y, dtype=np.float64).tobytes())
-    key = (h.hexdigest(), float(p))
-    if key not in _OPTIMA:
-        _OPTIMA[key] = lp_optimum(X, y, p)
-    return _OPTIMA[key]
-
 
 def result_curve(res, label: str | None = None, panel: str = "") -> Curve:
     """A trainer ``RunResult`` as a :class:`Curve` (label: the run's label + its lr)."""
@@ -789,12 +678,13 @@ def search(
     lrs: Sequence[float] | Sequence[Sequence[float]],
     iters: int,
     *,
+    train_fn: Callable[..., Any],
     extend: bool = True,
     max_extensions: int = 4,
     rescue_diverged: int = 2,
     **train_kwargs: Any,
 ) -> list[dict[str, Any]]:
-    """Grid search through :func:`trainer`: every model (a ``Run`` whose lr is
+    """Grid search through ``train_fn`` (``ExperimentContext.train``): every model (a ``Run`` whose lr is
     replaced) at every lr of its grid, all in one batched call; per model the lr with
     the lowest final gap (``depthaccel.train.best_result``); with ``extend``, a model
     whose best lr is on its grid's edge gets rates beyond that edge (the grid's log
@@ -817,7 +707,6 @@ def search(
     else:
         grids = [sorted(float(v) for v in lrs)] * len(models)
     steps = [(g[-1] / g[0]) ** (1 / (len(g) - 1)) if len(g) > 1 else 10.0 for g in grids]
-    train_fn = trainer()
     runs = [replace(m, lr=lr) for m, g in zip(models, grids, strict=True) for lr in g]
     out = train_fn(X, y, p, runs, iters, **train_kwargs)
     per_model: list[list[Any]] = []
@@ -915,10 +804,8 @@ def two_stage_search(
     narrow_above: int = 0,
     narrow_extensions: int = 1,
     refine: bool = False,
+    train_fn: Callable[..., Any],
     log_points: int = 1000,
-    device: str = "cpu",
-    dtype: Any = None,
-    progress: bool = False,
     thresholds: Sequence[float] = (),
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Grid search per model, in one or two stages.
@@ -932,20 +819,13 @@ def two_stage_search(
     diverge later) (extended beyond an edge at most ``narrow_extensions`` times: each extension is
     another full-length call) -- for budgets where the broad grid at full length does
     not fit; with ``refine``, one more call at half that spacing around each model's best
-    (:func:`refine_search`). Returns the per-model searches and a JSON-able
+    (:func:`refine_search`). ``train_fn`` trains (``ExperimentContext.train``: it
+    supplies device, dtype, progress and the cached optimum). Returns the per-model searches and a JSON-able
     record of every grid and chosen rate.
     """
     from dataclasses import replace
 
-    opt = optimum(X, y, p)
-    kw = dict(
-        optimum=opt,
-        log_points=log_points,
-        device=device,
-        dtype=dtype,
-        progress=progress,
-        thresholds=tuple(thresholds),
-    )
+    kw = dict(train_fn=train_fn, log_points=log_points, thresholds=tuple(thresholds))
     record: dict[str, Any] = {"broad_grid": to_jsonable(broad), "iters": iters}
     if presearch_iters is None or presearch_iters >= iters:
         found = search(X, y, p, models, broad, iters, **kw)

@@ -25,7 +25,6 @@ Deviations are relative to the largest eigenvalue (resp. the norm of the result)
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +32,7 @@ import numpy as np
 import torch
 
 from depthaccel.experiments.base import Claim, ExperimentResult
+from depthaccel.experiments.context import ExperimentContext
 from depthaccel.preconditioner import end_to_end_direction, preconditioner_matrix
 
 NAME = "claim1"
@@ -178,18 +178,9 @@ def check_case(W: np.ndarray, G: np.ndarray, depth: float) -> dict:
     }
 
 
-def run(
-    config: Config,
-    out_dir: Path,
-    *,
-    device: str = "cpu",
-    dtype: str | None = None,
-    progress: bool = False,
-    data_dir: str | None = None,
-) -> ExperimentResult:
+def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
     """Check Claim 1 on ``config.trials`` random matrices per case and depth (float64,
-    CPU: this is an exactness check; ``device``/``dtype`` do not apply)."""
-    t0 = time.perf_counter()
+    CPU: this is an exactness check; ``ctx.device``/``ctx.dtype`` do not apply)."""
     rng = np.random.default_rng(config.seed)
     rows = []
     pairs = []  # (formula, measured) eigenvalues for the figure
@@ -201,7 +192,7 @@ def run(
                 dev = check_case(W, G, depth)
                 pairs.append((depth, dev.pop("ref"), dev.pop("eig")))
                 rows.append({"case": case, "depth": depth, **dev})
-    csv_path = out_dir / "deviations.csv"
+    csv_path = ctx.out_dir / "deviations.csv"
     with csv_path.open("w") as fh:
         fh.write("k,d,rank,repeated,depth,spectrum_rel_dev,definition_rel_dev,action_rel_dev\n")
         for r in rows:
@@ -210,7 +201,7 @@ def run(
                 f"{c.k},{c.d},{c.rank},{int(c.repeated)},{r['depth']},"
                 f"{r['spectrum']:.3e},{r['definition']:.3e},{r['action']:.3e}\n"
             )
-    fig_path = _plot(out_dir / "claim1.png", pairs)
+    fig_path = _plot(ctx.out_dir / "claim1.png", pairs)
 
     def worst(key: str) -> tuple[float, dict]:
         vals = [r for r in rows if np.isfinite(r[key])]
@@ -266,7 +257,6 @@ def run(
         figures=[fig_path],
         curves=[csv_path],
         claims=claims,
-        wall_time=time.perf_counter() - t0,
         notes=[
             "Random matrices have singular values uniform in [0.1, 3] and random orthogonal "
             "singular vectors; rank-deficient and zero matrices have exact zeros, which both "

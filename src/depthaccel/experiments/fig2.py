@@ -13,9 +13,7 @@ update rule from the draw of the initialisation; the deviation between two curve
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -23,15 +21,12 @@ from depthaccel.experiments.base import (
     Claim,
     Curve,
     ExperimentResult,
-    ethanol_task,
     format_lr,
-    optimum,
     plot_gap_panels,
     result_curve,
-    torch_dtype,
-    trainer,
     write_curves_csv,
 )
+from depthaccel.experiments.context import ExperimentContext
 
 NAME = "fig2"
 TITLE = "Fig. 2: depth-2/3 linear nets vs the Eq. 12 scheme (l2 and l4, Ethanol)"
@@ -76,21 +71,11 @@ def max_rel_dev(a: np.ndarray, b: np.ndarray, iters: np.ndarray, start: int = 0)
     return float(np.max(np.abs(a - b) / np.abs(b)))
 
 
-def run(
-    config: Config,
-    out_dir: Path,
-    *,
-    device: str = "cpu",
-    dtype: str | None = None,
-    progress: bool = False,
-    data_dir: str | None = None,
-) -> ExperimentResult:
+def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
     from depthaccel.train import Run
 
-    t0 = time.perf_counter()
-    task = ethanol_task(data_dir)
+    task = ctx.ethanol()
     X, y = task.X, task.y
-    train_fn = trainer()
     panels = []
     all_curves: list[Curve] = []
     devs: dict[str, dict] = {}
@@ -98,7 +83,6 @@ def run(
     colors = {2: "tab:blue", 3: "tab:red", 4: "tab:green"}
     for init, scale in config.inits:
         for p in config.losses:
-            opt = optimum(X, y, p)
             runs = []
             for depth in config.depths:
                 for width in config.widths:
@@ -112,17 +96,13 @@ def run(
                     )
                     runs.append(Run("gd", **common))
                     runs.append(Run("e2e", **common))
-            res = train_fn(
+            res = ctx.train(
                 X,
                 y,
                 p,
                 runs,
                 config.iters,
-                optimum=opt,
                 log_points=config.log_points,
-                device=device,
-                dtype=torch_dtype(dtype),
-                progress=progress,
             )
             by = {(r.run.method, r.run.depth, r.run.hidden): r for r in res}
             tag = f"{init}/l{p:g}"
@@ -161,13 +141,13 @@ def run(
             all_curves += curves
 
     fig = plot_gap_panels(
-        out_dir / "fig2.png",
+        ctx.out_dir / "fig2.png",
         panels,
         suptitle=f"GD on deep linear nets vs Eq. 12 (lr {format_lr(config.lr)}, Ethanol)",
         ylabel="loss (distance from optimum)",
         ncols=len(config.losses),
     )
-    csv = write_curves_csv(out_dir / "curves.csv", all_curves)
+    csv = write_curves_csv(ctx.out_dir / "curves.csv", all_curves)
 
     claims = []
     quick_note = "" if config.iters >= 20_000 else f"quick mode: {config.iters} iterations"
@@ -280,6 +260,5 @@ def run(
         figures=[fig],
         curves=[csv],
         claims=claims,
-        wall_time=time.perf_counter() - t0,
         notes=notes,
     )

@@ -15,24 +15,21 @@ iterations does not fit this machine's budget.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from depthaccel.experiments.base import (
     Claim,
     ExperimentResult,
-    ethanol_task,
     format_lr,
     log_grid,
     plot_gap_panels,
     result_curve,
-    torch_dtype,
     two_stage_search,
     write_curves_csv,
 )
+from depthaccel.experiments.context import ExperimentContext
 
 NAME = "fig3"
 TITLE = "Fig. 3: depth 1/2/3, lr grid-searched per model (l2 and l4, Ethanol)"
@@ -87,19 +84,10 @@ def _edge_text(depths: list[int] | None) -> str:
     )
 
 
-def run(
-    config: Config,
-    out_dir: Path,
-    *,
-    device: str = "cpu",
-    dtype: str | None = None,
-    progress: bool = False,
-    data_dir: str | None = None,
-) -> ExperimentResult:
+def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
     from depthaccel.train import Run
 
-    t0 = time.perf_counter()
-    task = ethanol_task(data_dir)
+    task = ctx.ethanol()
     X, y = task.X, task.y
     models = [
         Run(
@@ -128,9 +116,7 @@ def run(
             narrow_extensions=dict(config.narrow_extensions).get(p, 0),
             refine=config.refine,
             log_points=config.log_points,
-            device=device,
-            dtype=torch_dtype(dtype),
-            progress=progress,
+            train_fn=ctx.train,
         )
         searched[f"l{p:g}"] = record
         pc = []
@@ -147,12 +133,12 @@ def run(
         panels.append((f"l{p:g} loss", pc))
         curves += pc
     fig = plot_gap_panels(
-        out_dir / "fig3.png",
+        ctx.out_dir / "fig3.png",
         panels,
         suptitle="GD: single layer vs depth-2/3 linear nets, lr grid-searched per model",
         ylabel="{panel} (distance from optimum)",
     )
-    csv = write_curves_csv(out_dir / "curves.csv", curves)
+    csv = write_curves_csv(ctx.out_dir / "curves.csv", curves)
 
     full_len = config.iters >= 1_000_000
     note = "" if full_len else f"quick mode: {config.iters} iterations (paper: 1e6)"
@@ -236,6 +222,5 @@ def run(
         figures=[fig],
         curves=[csv],
         claims=claims,
-        wall_time=time.perf_counter() - t0,
         notes=notes,
     )

@@ -13,22 +13,19 @@ rates are grid-searched like GD's. Same grid-search procedure as fig3 (a pre-sea
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from depthaccel.experiments.base import (
     Claim,
     ExperimentResult,
-    ethanol_task,
     format_lr,
     log_grid,
     plot_gap_panels,
     result_curve,
-    torch_dtype,
     two_stage_search,
     write_curves_csv,
 )
+from depthaccel.experiments.context import ExperimentContext
 
 NAME = "fig4-left"
 TITLE = "Fig. 4 left: depth-3 GD vs AdaGrad and AdaDelta on a single layer (l4, Ethanol)"
@@ -78,19 +75,10 @@ class Config:
         return cls()
 
 
-def run(
-    config: Config,
-    out_dir: Path,
-    *,
-    device: str = "cpu",
-    dtype: str | None = None,
-    progress: bool = False,
-    data_dir: str | None = None,
-) -> ExperimentResult:
+def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
     from depthaccel.train import Run
 
-    t0 = time.perf_counter()
-    task = ethanol_task(data_dir)
+    task = ctx.ethanol()
     X, y = task.X, task.y
     models = [
         Run(
@@ -119,9 +107,7 @@ def run(
         narrow_extensions=config.narrow_extensions,
         refine=config.refine,
         log_points=config.log_points,
-        device=device,
-        dtype=torch_dtype(dtype),
-        progress=progress,
+        train_fn=ctx.train,
     )
     finals, curves, edges = {}, [], []
     styles = {
@@ -148,13 +134,13 @@ def run(
         if f["on_edge"]:
             edges.append(f"{m.method} depth {m.depth}")
     fig = plot_gap_panels(
-        out_dir / "fig4_left.png",
+        ctx.out_dir / "fig4_left.png",
         [(f"l{config.p:g} loss", curves)],
         suptitle="Depth-3 GD vs AdaGrad / AdaDelta on a single layer",
         ylabel=f"l{config.p:g} loss (distance from optimum)",
         panel_size=(7.0, 4.6),
     )
-    csv = write_curves_csv(out_dir / "curves.csv", curves)
+    csv = write_curves_csv(ctx.out_dir / "curves.csv", curves)
 
     note = (
         "" if config.iters >= 1_000_000 else f"quick mode: {config.iters} iterations (paper: 1e6)"
@@ -256,6 +242,5 @@ def run(
         figures=[fig],
         curves=[csv],
         claims=claims,
-        wall_time=time.perf_counter() - t0,
         notes=notes,
     )

@@ -12,22 +12,17 @@ grid search (the paper used the default rate), applied to every factor of the ne
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
-from pathlib import Path
 
 from depthaccel.experiments.base import (
     Claim,
     ExperimentResult,
-    ethanol_task,
     format_lr,
-    optimum,
     plot_gap_panels,
     result_curve,
-    torch_dtype,
-    trainer,
     write_curves_csv,
 )
+from depthaccel.experiments.context import ExperimentContext
 
 NAME = "fig4-right"
 TITLE = "Fig. 4 right: Adam (TensorFlow defaults) on depth 1/2/3 (l4, Ethanol)"
@@ -57,19 +52,10 @@ class Config:
         return cls()
 
 
-def run(
-    config: Config,
-    out_dir: Path,
-    *,
-    device: str = "cpu",
-    dtype: str | None = None,
-    progress: bool = False,
-    data_dir: str | None = None,
-) -> ExperimentResult:
+def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
     from depthaccel.train import Run
 
-    t0 = time.perf_counter()
-    task = ethanol_task(data_dir)
+    task = ctx.ethanol()
     X, y = task.X, task.y
     runs = [
         Run(
@@ -84,18 +70,14 @@ def run(
         )
         for d in config.depths
     ]
-    res = trainer()(
+    res = ctx.train(
         X,
         y,
         config.p,
         runs,
         config.iters,
-        optimum=optimum(X, y, config.p),
         thresholds=config.thresholds,
         log_points=config.log_points,
-        device=device,
-        dtype=torch_dtype(dtype),
-        progress=progress,
     )
     lr = runs[0].effective_lr
     curves = []
@@ -103,13 +85,13 @@ def run(
         c = result_curve(r, f"{r.run.depth}-layer Adam, lr {format_lr(lr)}", f"l{config.p:g}")
         curves.append(c)
     fig = plot_gap_panels(
-        out_dir / "fig4_right.png",
+        ctx.out_dir / "fig4_right.png",
         [(f"l{config.p:g} loss", curves)],
         suptitle=f"Adam ({config.convention} defaults) on depth {', '.join(map(str, config.depths))}",
         ylabel=f"l{config.p:g} loss (distance from optimum)",
         panel_size=(7.0, 4.6),
     )
-    csv = write_curves_csv(out_dir / "curves.csv", curves)
+    csv = write_curves_csv(ctx.out_dir / "curves.csv", curves)
     finals = {r.run.depth: r.final_gap for r in res}
     hits = {r.run.depth: {f"{t:g}": r.first_hit.get(t) for t in config.thresholds} for r in res}
     d1 = min(config.depths)
@@ -161,6 +143,5 @@ def run(
         figures=[fig],
         curves=[csv],
         claims=claims,
-        wall_time=time.perf_counter() - t0,
         notes=notes,
     )

@@ -14,24 +14,21 @@ N(0, identity_scale^2) noise.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
 from depthaccel.experiments.base import (
     Claim,
     ExperimentResult,
-    ethanol_task,
     format_lr,
     log_grid,
     plot_gap_panels,
     result_curve,
-    torch_dtype,
     two_stage_search,
     write_curves_csv,
 )
+from depthaccel.experiments.context import ExperimentContext
 
 NAME = "fig5-left"
 TITLE = "Fig. 5 left: depth 4/8, near-zero vs near-identity init, vs depth 1 (l4, Ethanol)"
@@ -71,19 +68,10 @@ def move_iteration(iters: np.ndarray, gap: np.ndarray, drop: float) -> int | Non
     return int(np.asarray(iters)[hit[0]]) if hit.size else None
 
 
-def run(
-    config: Config,
-    out_dir: Path,
-    *,
-    device: str = "cpu",
-    dtype: str | None = None,
-    progress: bool = False,
-    data_dir: str | None = None,
-) -> ExperimentResult:
+def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
     from depthaccel.train import Run
 
-    t0 = time.perf_counter()
-    task = ethanol_task(data_dir)
+    task = ctx.ethanol()
     X, y = task.X, task.y
     specs = [(1, "near_zero")]
     specs += [(d, "near_zero") for d in config.deep]
@@ -108,9 +96,7 @@ def run(
         log_grid(config.lr_min, config.lr_max, config.lrs_per_decade),
         config.iters,
         log_points=config.log_points,
-        device=device,
-        dtype=torch_dtype(dtype),
-        progress=progress,
+        train_fn=ctx.train,
     )
     curves, finals, moves, stuck = [], {}, {}, {}
     colors = {1: "tab:gray", 4: "tab:blue", 8: "tab:red"}
@@ -144,13 +130,13 @@ def run(
         }
         curves.append(c)
     fig = plot_gap_panels(
-        out_dir / "fig5_left.png",
+        ctx.out_dir / "fig5_left.png",
         [(f"l{config.p:g} loss", curves)],
         suptitle="Deeper nets: near-zero vs identity initialisation",
         ylabel=f"l{config.p:g} loss (distance from optimum)",
         panel_size=(7.0, 4.6),
     )
-    csv = write_curves_csv(out_dir / "curves.csv", curves)
+    csv = write_curves_csv(ctx.out_dir / "curves.csv", curves)
 
     T = config.iters
     claims = []
@@ -228,6 +214,5 @@ def run(
         figures=[fig],
         curves=[csv],
         claims=claims,
-        wall_time=time.perf_counter() - t0,
         notes=notes,
     )

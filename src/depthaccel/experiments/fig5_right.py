@@ -50,6 +50,7 @@ from torch.nn.utils import parametrize
 
 from depthaccel.experiments import mnist_cnn
 from depthaccel.experiments.base import Claim, Curve, ExperimentResult, write_curves_csv
+from depthaccel.experiments.context import ExperimentContext
 from depthaccel.overparam import ProductWeight, overparameterize
 
 NAME = "fig5-right"
@@ -557,17 +558,9 @@ def _count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def run(
-    config: Config,
-    out_dir: str | Path,
-    *,
-    device: str = "cpu",
-    dtype: str | None = None,
-    progress: bool = False,
-    data_dir: str | Path | None = None,
-) -> ExperimentResult:
-    """Train both nets, write ``fig5_right.png`` and ``curves.csv`` into ``out_dir``, and
-    check the claim (see the module docstring)."""
+def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
+    """Train both nets, write ``fig5_right.png`` and ``curves.csv`` into ``ctx.out_dir``,
+    and check the claim (see the module docstring)."""
 
     cfg = config
     cfg.validate()
@@ -575,27 +568,21 @@ def run(
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     try:
-        return _run(cfg, Path(out_dir), device, dtype, progress, data_dir)
+        return _run(cfg, ctx)
     finally:
         torch.set_num_threads(threads_before)
 
 
-def _run(
-    cfg: Config,
-    out_dir: Path,
-    device: str,
-    dtype: str | None,
-    progress: bool,
-    data_dir: str | Path | None,
-) -> ExperimentResult:
+def _run(cfg: Config, ctx: ExperimentContext) -> ExperimentResult:
     from depthaccel.data import load_mnist
 
+    out_dir = ctx.out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
-    tdtype = _resolve_dtype(dtype)
-    dev = torch.device(device)
+    tdtype = _resolve_dtype(ctx.dtype)
+    dev = torch.device(ctx.device)
     t_all = time.perf_counter()
 
-    data = load_mnist(data_dir)
+    data = load_mnist(ctx.data_dir)
     splits = make_splits(data, cfg, dev, tdtype)
     plain, over, summary = build_models(cfg, dev, tdtype)
     labels = {
@@ -610,7 +597,7 @@ def _run(
         nets[key] = overparameterized_net(cfg, init, dev, tdtype)[0]
         labels[key] = f"variant: overparam. init {init}, L2 on {target}"
         l2_on[key] = target
-    hist, lrs, done = train_pair(nets, splits, cfg, l2_on=l2_on, progress=progress)
+    hist, lrs, done = train_pair(nets, splits, cfg, l2_on=l2_on, progress=ctx.progress)
     test_err = {k: error_rate(m, splits.test_x, splits.test_y) for k, m in nets.items()}
 
     # curves
@@ -745,7 +732,7 @@ def _run(
         )
     settings = {
         "what_was_run": (
-            f"TensorFlow's MNIST conv tutorial in PyTorch ({device}, {str(tdtype)[6:]}), "
+            f"TensorFlow's MNIST conv tutorial in PyTorch ({ctx.device}, {str(tdtype)[6:]}), "
             f"{done} SGD+momentum steps of batch {cfg.batch_size} on {cfg.train_size} "
             f"training images, original vs each dense matrix a product of {cfg.depth} "
             f"(hidden width {cfg.factor_hidden!r})."
@@ -773,5 +760,5 @@ def _run(
         claims=claims,
         wall_time=time.perf_counter() - t_all,
         notes=notes,
-        device=device,
+        device=ctx.device,
     )

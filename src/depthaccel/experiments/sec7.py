@@ -26,7 +26,6 @@ library's ``single_output_direction``.
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +40,7 @@ from depthaccel.experiments.base import (
     log_grid,
     write_curves_csv,
 )
+from depthaccel.experiments.context import ExperimentContext
 from depthaccel.preconditioner import single_output_direction
 
 NAME = "sec7"
@@ -159,19 +159,10 @@ def _method_name(depth: float) -> str:
     return "GD" if depth == 1.0 else f"Eq. 12, N={depth:g}"
 
 
-def run(
-    config: Config,
-    out_dir: Path,
-    *,
-    device: str = "cpu",
-    dtype: str | None = None,
-    progress: bool = False,
-    data_dir: str | None = None,
-) -> ExperimentResult:
+def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
     """Iterations to tolerance for GD and Eq. 12 over y1/y2 (float64, CPU)."""
     from tqdm.auto import tqdm
 
-    t0 = time.perf_counter()
     lrs = log_grid(config.lr_min, config.lr_max, config.lrs_per_decade)
     grid_factor = 10 ** (1 / config.lrs_per_decade)
     rng = np.random.default_rng(config.seed)
@@ -180,7 +171,7 @@ def run(
     methods = (1.0, *config.depths)
     table = []  # one row per (ratio, method)
     jobs = [(ratio, m) for ratio in config.ratios for m in methods]
-    for ratio, depth in tqdm(jobs, desc="sec7", disable=not progress, leave=False):
+    for ratio, depth in tqdm(jobs, desc="sec7", disable=not ctx.progress, leave=False):
         y = (ratio * config.y2, config.y2)
         res = iterations_to_tol(
             y,
@@ -314,8 +305,8 @@ def run(
                 panel=f"loss_y1_over_y2_{r_big:g}",
             )
         )
-    csv_curves = write_curves_csv(out_dir / "curves.csv", curves + traj)
-    csv_table = out_dir / "table.csv"
+    csv_curves = write_curves_csv(ctx.out_dir / "curves.csv", curves + traj)
+    csv_table = ctx.out_dir / "table.csv"
     with csv_table.open("w") as fh:
         fh.write("y1_over_y2,method,chosen_lr,iterations,largest_stable_lr,speedup_vs_gd\n")
         for r in table:
@@ -324,7 +315,7 @@ def run(
                 f"{r['ratio']:g},{r['method']},{r['lr']},{r['iters']},"
                 f"{r['largest_stable_lr']},{sp}\n"
             )
-    fig = _plot(out_dir / "sec7.png", config, curves, traj, speedups, r_big)
+    fig = _plot(ctx.out_dir / "sec7.png", config, curves, traj, speedups, r_big)
 
     kappa = {d: _safe_regime_factor(d) for d in config.depths}
     notes = [
@@ -369,7 +360,6 @@ def run(
         figures=[fig],
         curves=[csv_curves, csv_table],
         claims=claims,
-        wall_time=time.perf_counter() - t0,
         notes=notes,
     )
 

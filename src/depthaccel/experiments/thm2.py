@@ -33,7 +33,6 @@ successive values agree; the difference is the error estimate.
 from __future__ import annotations
 
 import math
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,6 +40,7 @@ import numpy as np
 import torch
 
 from depthaccel.experiments.base import Claim, ExperimentResult
+from depthaccel.experiments.context import ExperimentContext
 from depthaccel.preconditioner import single_output_direction
 
 NAME = "thm2"
@@ -161,17 +161,8 @@ def constant_field_value(kappa_norm: float, depth: float, r: float, R: float, t1
     )
 
 
-def run(
-    config: Config,
-    out_dir: Path,
-    *,
-    device: str = "cpu",
-    dtype: str | None = None,
-    progress: bool = False,
-    data_dir: str | None = None,
-) -> ExperimentResult:
+def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
     """Integrate F_N around Gamma_{r,R} for each depth and radius (float64, CPU)."""
-    t0 = time.perf_counter()
     X, y = regression_problem(config)
     grad = lp_gradient(X, y, config.p)
     kappa = grad(np.zeros(config.d))
@@ -304,7 +295,7 @@ def run(
             "N = 2 needs extra assumptions on L."
         )
 
-    csv_path = out_dir / "integrals.csv"
+    csv_path = ctx.out_dir / "integrals.csv"
     with csv_path.open("w") as fh:
         fh.write(
             "depth,R,r,I_regression,err_regression,scale_regression,nodes,"
@@ -317,7 +308,7 @@ def run(
                 f"{g['scale']:.17g},{g['nodes']},{lin['value']:.17g},"
                 f"{x['closed_form_linear']:.17g}\n"
             )
-    fig_path = _plot(out_dir / "thm2.png", rows, config, e, f, grad)
+    fig_path = _plot(ctx.out_dir / "thm2.png", rows, config, e, f, grad)
     return ExperimentResult(
         name=NAME,
         title=TITLE,
@@ -347,7 +338,6 @@ def run(
         figures=[fig_path],
         curves=[csv_path],
         claims=claims,
-        wall_time=time.perf_counter() - t0,
         notes=notes,
     )
 

@@ -1,0 +1,203 @@
+"""The explicit context every experiment runs in: ``run(config, ctx) -> ExperimentResult``.
+
+An :class:`ExperimentContext` carries what an experiment needs from its caller (output
+folder, quick or full mode, device, dtype, data folder, progress bars, a results store, an
+executor for independent tasks, a log for messages) and is the single path through which
+experiments train linear runs (:meth:`ExperimentContext.train`) and map independent tasks
+(:meth:`ExperimentContext.map`). There is no module-level state: two contexts never share
+anything unless the caller hands them the same :class:`ContextCache` (``depthaccel
+reproduce all`` does, so the Ethanol table and each l_p optimum are computed once).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+import warnings
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+if TYPE_CHECKING:  # pragma: no cover
+    from depthaccel.data import Dataset
+    from depthaccel.losses import LpOptimum
+    from depthaccel.train import Run, RunResult
+
+__all__ = ["ContextCache", "ExperimentContext", "TrainingStats", "parse_dtype"]
+
+_DTYPES = {"float32": torch.float32, "float64": torch.float64}
+
+
+def parse_dtype(dtype: str | torch.dtype | None) -> torch.dtype | None:
+    """``None`` (the trainer's default), ``"float32"``/``"float64"`` or a torch dtype of
+    those two -> the torch dtype; anything else is a ValueError."""
+    if dtype is None or dtype in _DTYPES.values():
+        return dtype
+    if isinstance(dtype, str) and dtype in _DTYPES:
+        return _DTYPES[dtype]
+    raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+
+
+def _stderr(message: str) -> None:
+    print(f"  {message}", file=sys.stderr, flush=True)
+
+
+@dataclass
+class ContextCache:
+    """Data and optima computed once and shared by the contexts that hold this object.
+
+    Keys are explicit: Ethanol tables by (resolved data folder, standardize), optima by
+    the sha256 of the data's float64 bytes and p.
+    """
+
+    tasks: dict[tuple[str, bool], Any] = field(default_factory=dict)
+    optima: dict[tuple[str, float], Any] = field(default_factory=dict)
+
+
+@dataclass
+class TrainingStats:
+    """What :meth:`ExperimentContext.train` did through the results store: runs reused
+    and trained, and the wall times of the batched calls that produced the runs it
+    returned (a stored run keeps its original call's time)."""
+
+    reused: int = 0
+    trained: int = 0
+    call_times: set[float] = field(default_factory=set)
+
+    @property
+    def training_seconds(self) -> float:
+        return float(sum(self.call_times))
+
+
+@dataclass
+class ExperimentContext:
+    """Everything an experiment gets from its caller.
+
+    Attributes:
+        out_dir: the experiment's output folder (created by the caller).
+        quick: CI-sized run (``Config.quick()``) rather than the paper's setup.
+        device: torch device for training ("cpu" or "cuda").
+        dtype: training dtype (None: the trainer's default); strings are parsed.
+        data_dir: data folder (None: ``$DEPTHACCEL_DATA_DIR`` or the default).
+        progress: show progress bars (stderr).
+        store: results store (sqlite file or folder) or None: train directly.
+        checkpoint_every: with a store, long runs checkpoint every this many iterations.
+        executor: runs independent tasks (``map``) and, with a store, the sweep's shards;
+            None: in this process (nothing else is imported).
+        log: one-line messages (stderr by default).
+        cache: data and optima shared with other contexts given the same object.
+        stats: what the results store did for this context (filled by ``train``).
+    """
+
+    out_dir: Path
+    quick: bool = False
+    device: str = "cpu"
+    dtype: torch.dtype | None = None
+    data_dir: Path | None = None
+    progress: bool = False
+    store: Path | None = None
+    checkpoint_every: int = 50_000
+    executor: Any = None
+    log: Callable[[str], None] = _stderr
+    cache: ContextCache = field(default_factory=ContextCache)
+    stats: TrainingStats = field(default_factory=TrainingStats)
+
+    def __post_init__(self) -> None:
+        self.out_dir = Path(self.out_dir)
+        self.dtype = parse_dtype(self.dtype)
+        if self.data_dir is not None:
+            self.data_dir = Path(self.data_dir)
+        if self.store is not None:
+            self.store = Path(self.store)
+        if isinstance(self.checkpoint_every, bool) or int(self.checkpoint_every) < 1:
+            raise ValueError(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
+
+    # ------------------------------------------------------------------ training
+
+    def train(
+        self, X: Any, y: Any, p: float, runs: Sequence[Run], iters: int, **train_options: Any
+    ) -> list[RunResult]:
+        """Train linear ``runs`` (see ``depthaccel.train.train``): THE path for every
+        linear-run training of an experiment.
+
+        ``device``, ``dtype``, ``progress`` default to the context's; ``optimum`` to the
+        cached :meth:`optimum`. Without a store: ``depthaccel.train.train``. With one:
+        ``depthaccel.sweep.sweep`` (stored runs are reused, long runs checkpoint every
+        ``checkpoint_every`` iterations and resume; the executor, if any, trains the
+        shards), and :attr:`stats` records what was reused and trained.
+        """
+        train_options.setdefault("device", self.device)
+        train_options.setdefault("dtype", self.dtype)
+        train_options.setdefault("progress", self.progress)
+        if train_options.get("optimum") is None:
+            train_options["optimum"] = self.optimum(X, y, p)
+        if self.store is None:
+            from depthaccel.train import train
+
+            return train(X, y, p, runs, iters, **train_options)
+        from depthaccel.sweep import sweep
+
+        for name in ("checkpoint", "resume"):
+            if train_options.pop(name, None) is not None:
+                raise ValueError(f"the results store handles checkpoints; do not pass {name}=")
+        train_options.setdefault("checkpoint_every", self.checkpoint_every)
+        if self.executor is not None:
+            train_options["executor"] = self.executor
+        res = sweep(X, y, p, runs, iters, store=self.store, log=self._store_log, **train_options)
+        self.stats.reused += res.reused
+        self.stats.trained += res.computed
+        self.stats.call_times.update(float(r.wall_time) for r in res.results)
+        return res.results
+
+    def _store_log(self, message: str) -> None:
+        # beside the progress bars: what was reused and where a killed run resumed
+        self.log(f"store: {message}")
+
+    def map(self, fn: Callable[[Any], Any], items: Iterable[Any], *, gpu: bool = False) -> list:
+        """``[fn(item) for item in items]``, through the executor when there is one
+        (``gpu``: each task wants an accelerator). Tasks must be independent."""
+        items = list(items)
+        if self.executor is not None:
+            return list(self.executor.map(fn, items, gpu=gpu))
+        return [fn(item) for item in items]
+
+    def store_summary(self) -> dict[str, Any] | None:
+        """The results store's record for ``settings.json`` (None without a store)."""
+        if self.store is None:
+            return None
+        return {
+            "path": str(self.store),
+            "runs_reused": self.stats.reused,
+            "runs_trained": self.stats.trained,
+            "training_seconds": self.stats.training_seconds,
+        }
+
+    # ---------------------------------------------------------------- shared data
+
+    def ethanol(self, *, standardize: bool = True) -> Dataset:
+        """The Ethanol task (``depthaccel.data.load_ethanol`` on :attr:`data_dir`), loaded
+        once per data folder for every context sharing :attr:`cache`."""
+        from depthaccel.data import data_dir as resolve_dir
+        from depthaccel.data import load_ethanol
+
+        key = (str(resolve_dir(self.data_dir)), standardize)
+        if key not in self.cache.tasks:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # incomplete official batches: the csv is used
+                self.cache.tasks[key] = load_ethanol(self.data_dir, standardize=standardize)
+        return self.cache.tasks[key]
+
+    def optimum(self, X: Any, y: Any, p: float) -> LpOptimum:
+        """``depthaccel.losses.lp_optimum(X, y, p)``, computed once per data and p."""
+        from depthaccel.losses import lp_optimum
+
+        h = hashlib.sha256(np.ascontiguousarray(X, dtype=np.float64).tobytes())
+        h.update(np.ascontiguousarray(y, dtype=np.float64).tobytes())
+        key = (h.hexdigest(), float(p))
+        if key not in self.cache.optima:
+            self.cache.optima[key] = lp_optimum(X, y, p)
+        return self.cache.optima[key]
