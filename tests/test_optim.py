@@ -265,3 +265,503 @@ def test_gd_keeps_balancedness_to_second_order(wd):
     assert devs[-1] > 0
     for a, b in zip(devs[:-1], devs[1:], strict=True):
         assert math.isclose(a / b, 4.0, rel_tol=0.05), devs
+
+
+# ---------------------------------------------------------------- torch.optim parity (issue 13)
+
+SGD_COMBOS = [
+    (m, dmp, nest, mx)
+    for m in (0.0, 0.9)
+    for dmp in (0.0, 0.3)
+    for nest in (False, True)
+    for mx in (False, True)
+    if not (nest and (m == 0 or dmp != 0))  # torch.optim.SGD refuses these too
+]
+
+
+def small_model(seed=0, dtype=torch.float32):
+    torch.manual_seed(seed)
+    return torch.nn.Sequential(
+        torch.nn.Linear(5, 4),
+        torch.nn.Tanh(),
+        torch.nn.Linear(4, 3),
+        torch.nn.Tanh(),
+        torch.nn.Linear(3, 1),
+    ).to(dtype)
+
+
+def train_steps(model, opt, steps, x, y, sched=None):
+    for _ in range(steps):
+        opt.zero_grad()
+        torch.nn.functional.mse_loss(model(x), y).backward()
+        opt.step()
+        if sched is not None:
+            sched.step()
+
+
+@pytest.mark.parametrize("momentum,dampening,nesterov,maximize", SGD_COMBOS)
+@pytest.mark.parametrize("wd", [0.0, 0.01])
+@pytest.mark.parametrize("tensor_lr", [False, True])
+def test_depth_one_is_sgd_bit_for_bit_with_momentum(
+    momentum, dampening, nesterov, maximize, wd, tensor_lr
+):
+    model, ref = small_model(1), small_model(1)
+    x, y = rand(16, 5, seed=1).float(), rand(16, 1, seed=2).float()
+    lr = torch.tensor(0.05) if tensor_lr else 0.05
+    kw = dict(
+        momentum=momentum,
+        dampening=dampening,
+        weight_decay=wd,
+        nesterov=nesterov,
+        maximize=maximize,
+    )
+    # second group: its own settings (lr, momentum, no Nesterov)
+    other = dict(lr=0.02, momentum=0.5, dampening=0.1, nesterov=False)
+
+    def groups(m):
+        ps = list(m.parameters())
+        return [{"params": ps[:4]}, {"params": ps[4:], **other}]
+
+    opt = EndToEndSGD(groups(model), lr=lr, depth=1, **kw)
+    opt_ref = torch.optim.SGD(groups(ref), lr=lr.clone() if tensor_lr else lr, **kw)
+    for _ in range(4):
+        train_steps(model, opt, 1, x, y)
+        train_steps(ref, opt_ref, 1, x, y)
+        for a, b in zip(model.parameters(), ref.parameters(), strict=True):
+            assert torch.equal(a, b)
+    moved = sum(
+        (a - b).abs().sum().item()
+        for a, b in zip(model.parameters(), small_model(1).parameters(), strict=True)
+    )
+    assert moved > 0
+
+
+def sgd_reference(
+    W0, grad_fn, steps, *, lr, depth, momentum, dampening, nesterov, maximize, wd, every=1
+):
+    """float64 SGD-with-momentum on the explicit Eq. 10 sum (eigh powers), written out.
+    With ``every`` > 1 the sum uses the matrix of the last refresh step (the amortised rule)."""
+    W, buf, Wc = W0.clone(), None, None
+    for t in range(steps):
+        G = grad_fn(W)
+        if maximize:
+            G = -G
+        if t % every == 0:
+            Wc = W.clone()
+        D = explicit_eq10(Wc, G, depth) + wd * depth * W
+        if momentum:
+            buf = D.clone() if buf is None else momentum * buf + (1 - dampening) * D
+            D = D + momentum * buf if nesterov else buf
+        W = W - lr * D
+    return W
+
+
+@pytest.mark.parametrize("momentum,dampening,nesterov,maximize", SGD_COMBOS)
+@pytest.mark.parametrize("shape", [(3, 5), (5, 3), (1, 6), (6, 1)])
+def test_depth_n_momentum_matches_float64_reference(momentum, dampening, nesterov, maximize, shape):
+    X = rand(20, shape[1], seed=3)
+    Y = rand(20, shape[0], seed=4)
+
+    sign = -1.0 if maximize else 1.0  # maximize -0.5/n ||X W^T - Y||^2 (stays bounded)
+
+    def grad_fn(W):  # gradient of sign * 0.5/n ||X W^T - Y||^2
+        return sign * (X @ W.T - Y).T @ X / X.shape[0]
+
+    W0 = 0.7 * rand(*shape, seed=5)
+    kw = dict(momentum=momentum, dampening=dampening, nesterov=nesterov, maximize=maximize)
+    p = torch.nn.Parameter(W0.clone())
+    opt = EndToEndSGD([p], lr=0.05, depth=3, weight_decay=0.01, **kw)
+    for _ in range(6):
+        p.grad = grad_fn(p.detach())
+        opt.step()
+    ref = sgd_reference(W0, grad_fn, 6, lr=0.05, depth=3, wd=0.01, **kw)
+    torch.testing.assert_close(p.detach(), ref, rtol=1e-10, atol=1e-12)
+    assert (ref - W0).abs().max() > 1e-2
+
+
+def test_param_groups_with_different_settings_match_reference():
+    X = rand(20, 4, seed=6)
+    Ys = [rand(20, 3, seed=7), rand(20, 2, seed=8)]
+    W0s = [0.5 * rand(3, 4, seed=9), 0.5 * rand(2, 4, seed=10)]
+    settings = [
+        dict(lr=0.05, depth=2, momentum=0.9, dampening=0.0, nesterov=True, maximize=False, wd=0.0),
+        dict(
+            lr=0.02, depth=2.5, momentum=0.5, dampening=0.2, nesterov=False, maximize=False, wd=0.1
+        ),
+    ]
+    ps = [torch.nn.Parameter(W.clone()) for W in W0s]
+    groups = [
+        {"params": [p], **{("weight_decay" if k == "wd" else k): v for k, v in s.items()}}
+        for p, s in zip(ps, settings, strict=True)
+    ]
+    opt = EndToEndSGD(groups, lr=1.0, depth=1)
+    fns = [lambda W, Y=Y: (X @ W.T - Y).T @ X / 20 for Y in Ys]
+    for _ in range(5):
+        for p, f in zip(ps, fns, strict=True):
+            p.grad = f(p.detach())
+        opt.step()
+    for p, W0, f, s in zip(ps, W0s, fns, settings, strict=True):
+        if s["depth"] == 2.5:  # fractional depth: reference through the closed form
+            continue
+        ref = sgd_reference(W0, f, 5, **s)
+        torch.testing.assert_close(p.detach(), ref, rtol=1e-10, atol=1e-12)
+
+
+def test_tensor_lr_same_as_float_lr():
+    W0, G = rand(3, 4, seed=1), rand(3, 4, seed=2)
+    out = []
+    for lr in (0.1, torch.tensor(0.1), torch.tensor([0.1])):
+        p = torch.nn.Parameter(W0.clone())
+        opt = EndToEndSGD([p], lr=lr, depth=3, momentum=0.9)
+        for _ in range(3):
+            p.grad = G.clone()
+            opt.step()
+        out.append(p.detach())
+    assert torch.equal(out[0], out[1]) and torch.equal(out[0], out[2])
+
+
+def test_one_cycle_lr_with_defaults():
+    """OneCycleLR's cycle_momentum needs 'momentum' in defaults; depth 1 follows SGD exactly."""
+    x, y = rand(16, 5, seed=1).float(), rand(16, 1, seed=2).float()
+    finals = []
+    for cls, kw in (
+        (EndToEndSGD, dict(depth=1)),
+        (torch.optim.SGD, {}),
+        (EndToEndSGD, dict(depth=2)),
+    ):
+        model = small_model(2)
+        opt = cls(model.parameters(), lr=0.1, **kw)
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=12)
+        moms = []
+        for _ in range(12):
+            train_steps(model, opt, 1, x, y)
+            sched.step() if len(moms) < 11 else None
+            moms.append(opt.param_groups[0]["momentum"])
+        assert min(moms) < 0.9 < max(moms)  # the momentum cycles
+        finals.append([p.detach().clone() for p in model.parameters()])
+    assert all(torch.equal(a, b) for a, b in zip(finals[0], finals[1], strict=True))
+    assert not all(torch.equal(a, b) for a, b in zip(finals[0], finals[2], strict=True))
+
+
+# ---------------------------------------------------------------- validation when set
+
+
+def test_hyperparameters_validated_when_set():
+    opt = EndToEndSGD([torch.nn.Parameter(torch.ones(2, 2))], lr=0.1, depth=2, momentum=0.9)
+    g = opt.param_groups[0]
+    for key, bad in [
+        ("lr", -1.0),
+        ("lr", float("nan")),
+        ("lr", torch.tensor([0.1, 0.2])),
+        ("lr", torch.tensor(-0.1)),
+        ("lr", torch.tensor(float("inf"))),
+        ("lr", torch.tensor(1)),
+        ("depth", 0.9),
+        ("momentum", -0.1),
+        ("dampening", float("nan")),
+        ("weight_decay", -1.0),
+        ("nesterov", 1),
+        ("maximize", "yes"),
+        ("precondition_every", 0),
+        ("precondition_every", 2.0),
+        ("matrix_params", "3d"),
+    ]:
+        with pytest.raises(ValueError, match=key):
+            g[key] = bad
+    g["nesterov"] = True  # momentum 0.9, dampening 0: fine
+    with pytest.raises(ValueError, match="nesterov"):
+        g["momentum"] = 0.0
+    with pytest.raises(ValueError, match="nesterov"):
+        g.update(dampening=0.5)
+    assert g["momentum"] == 0.9 and g["dampening"] == 0.0 and g["lr"] == 0.1
+    g["lr"] = torch.tensor(0.01)  # schedulers may set a tensor
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(momentum=-0.5), "momentum"),
+        (dict(nesterov=True), "nesterov"),
+        (dict(nesterov=True, momentum=0.9, dampening=0.1), "nesterov"),
+        (dict(precondition_every=0), "precondition_every"),
+        (dict(matrix_params="rows"), "matrix_params"),
+        (dict(lr=torch.ones(2)), "lr"),
+    ],
+)
+def test_new_options_validated_at_construction(kwargs, match):
+    kw = dict(lr=0.1, depth=2) | kwargs
+    with pytest.raises(ValueError, match=match):
+        EndToEndSGD([torch.nn.Parameter(torch.ones(2, 2))], **kw)
+    opt = EndToEndSGD([torch.nn.Parameter(torch.ones(2, 2))], lr=0.1, depth=2)
+    with pytest.raises(ValueError, match=match):
+        opt.add_param_group({"params": [torch.nn.Parameter(torch.ones(3))], **kwargs})
+    assert len(opt.param_groups) == 1
+
+
+@pytest.mark.parametrize("every", [1, 2])
+def test_one_host_read_per_step(monkeypatch, every):
+    """The fast path reads one value from the device per step (the fused finite check),
+    not one per parameter; hyperparameters are not re-read."""
+    model = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.Linear(5, 1), torch.nn.Linear(1, 4))
+    opt = EndToEndSGD(model.parameters(), lr=0.1, depth=2, momentum=0.9, precondition_every=every)
+    x = rand(8, 6, seed=1)
+    reads = []
+    for name in ("__bool__", "item", "__float__", "tolist"):
+        orig = getattr(torch.Tensor, name)
+        monkeypatch.setattr(
+            torch.Tensor, name, lambda self, *a, _o=orig, _n=name: reads.append(_n) or _o(self, *a)
+        )
+    for _ in range(3):
+        opt.zero_grad()
+        model(x).pow(2).sum().backward()
+        reads.clear()
+        opt.step()
+        assert reads == ["__bool__"], reads
+
+
+# ---------------------------------------------------------------- robustness (issue 12)
+
+
+def test_nonfinite_gradient_in_second_group_changes_nothing():
+    a, b = torch.nn.Parameter(rand(2, 3, seed=1)), torch.nn.Parameter(rand(3, 2, seed=2))
+    opt = EndToEndSGD([{"params": [a]}, {"params": [b], "depth": 1}], lr=0.1, depth=2, momentum=0.9)
+    a.grad, b.grad = rand(2, 3, seed=3), rand(3, 2, seed=4)
+    opt.step()
+    before = [a.detach().clone(), b.detach().clone(), opt.state[a]["momentum_buffer"].clone()]
+    a.grad, b.grad = rand(2, 3, seed=5), rand(3, 2, seed=6)
+    b.grad[2, 1] = float("nan")
+    with pytest.raises(ValueError, match="parameter 0 of group 1.*NaN or inf"):
+        opt.step()
+    after = [a.detach(), b.detach(), opt.state[a]["momentum_buffer"]]
+    assert all(torch.equal(x, y) for x, y in zip(before, after, strict=True))
+
+
+@pytest.mark.parametrize("shape", [(0, 5), (5, 0), (0,), (2, 0, 3)])
+def test_empty_parameters_work(shape):
+    e = torch.nn.Parameter(torch.zeros(shape))
+    w = torch.nn.Parameter(rand(2, 3, seed=1))
+    opt = EndToEndSGD([e, w], lr=0.1, depth=3, momentum=0.9, weight_decay=0.1, precondition_every=2)
+    for _ in range(3):
+        e.grad, w.grad = torch.zeros(shape), rand(2, 3, seed=2)
+        opt.step()
+    assert e.shape == shape and torch.isfinite(w).all()
+
+
+def test_complex_parameters_refused():
+    with pytest.raises(ValueError, match="complex"):
+        EndToEndSGD([torch.nn.Parameter(torch.ones(2, 2, dtype=torch.complex64))], lr=0.1, depth=2)
+    opt = EndToEndSGD([torch.nn.Parameter(torch.ones(2, 2))], lr=0.1, depth=1)
+    with pytest.raises(ValueError, match="complex"):
+        opt.add_param_group({"params": [torch.nn.Parameter(torch.ones(3, dtype=torch.cdouble))]})
+    with pytest.raises(ValueError, match="complex"):
+        end_to_end_sgd_step(
+            [torch.ones(2, 2, dtype=torch.cdouble)],
+            [torch.ones(2, 2, dtype=torch.cdouble)],
+            lr=0.1,
+            depth=2,
+        )
+
+
+def test_loading_a_foreign_state_dict_is_refused_at_load_time():
+    model = small_model(0, torch.float64)
+    sgd = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    train_steps(model, sgd, 1, rand(4, 5), rand(4, 1))
+    opt = EndToEndSGD(model.parameters(), lr=0.1, depth=2)
+    with pytest.raises(ValueError, match="not an EndToEndSGD state_dict"):
+        opt.load_state_dict(sgd.state_dict())
+    with pytest.raises(ValueError, match="state_dict"):
+        opt.load_state_dict({"param_groups": []})
+    bad = opt.state_dict()
+    bad["param_groups"][0]["depth"] = 0.5
+    with pytest.raises(ValueError, match="depth"):
+        opt.load_state_dict(bad)
+
+
+def test_state_dict_of_the_previous_version_loads_with_defaults():
+    p = torch.nn.Parameter(rand(3, 4, seed=1))
+    opt = EndToEndSGD([p], lr=0.1, depth=2, momentum=0.9)
+    old = {
+        "state": {},
+        "param_groups": [{"lr": 0.05, "depth": 3, "weight_decay": 0.0, "params": [0]}],
+    }
+    opt.load_state_dict(old)
+    g = opt.param_groups[0]
+    assert (g["lr"], g["depth"], g["momentum"], g["precondition_every"]) == (0.05, 3, 0.9, 1)
+    g["lr"] = 0.2  # still validated after a load
+    with pytest.raises(ValueError, match="lr"):
+        g["lr"] = -1.0
+
+
+def test_pickle_and_deepcopy_keep_validated_groups():
+    import copy
+    import pickle
+
+    p = torch.nn.Parameter(rand(3, 4, seed=1))
+    opt = EndToEndSGD([{"params": [p], "nesterov": True, "momentum": 0.9}], lr=0.1, depth=2)
+    for clone in (copy.deepcopy(opt), pickle.loads(pickle.dumps(opt))):
+        with pytest.raises(ValueError, match="lr"):
+            clone.param_groups[0]["lr"] = -1.0
+
+
+# ---------------------------------------------------------------- half precision
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("shape", [(1, 40), (40, 1), (6, 40), (8, 3, 3, 3)])
+@pytest.mark.parametrize("every", [1, 3])
+def test_half_precision_step_is_the_float32_computation(dtype, shape, every):
+    """The direction is Eq. 10 of the half weight and gradient evaluated in high precision,
+    rounded once to the half dtype; the update then runs in the half dtype."""
+    W0 = (0.3 * rand(*shape, seed=1)).to(dtype)
+    G = rand(*shape, seed=2).to(dtype)
+    p = torch.nn.Parameter(W0.clone())
+    p.grad = G.clone()
+    EndToEndSGD([p], lr=0.05, depth=3, precondition_every=every).step()
+    assert p.dtype == dtype
+    W2, G2 = W0.double().reshape(shape[0], -1), G.double().reshape(shape[0], -1)
+    D = explicit_eq10(W2, G2, 3).reshape(shape)
+    D_half = D.to(dtype)
+    # one rounding of D (float32 vs float64 differ far below half's eps), then the half axpy
+    expected = W0.clone().add_(D_half, alpha=-0.05)
+    eps = torch.finfo(dtype).eps
+    torch.testing.assert_close(p.detach().double(), expected.double(), rtol=2 * eps, atol=0)
+    assert not torch.equal(p.detach(), W0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: torch.nn.Linear(12, 1),
+        lambda: torch.nn.Linear(1, 12),
+        lambda: torch.nn.Linear(12, 5),
+        lambda: torch.nn.Conv2d(2, 4, 3),
+    ],
+    ids=["1xd", "dx1", "kxd", "conv"],
+)
+def test_half_precision_layers_train(dtype, make):
+    torch.manual_seed(0)
+    layer = make().to(dtype)
+    conv = isinstance(layer, torch.nn.Conv2d)
+    x = torch.randn(32, 2, 5, 5) if conv else torch.randn(32, layer.in_features)
+    with torch.no_grad():
+        target = make()(x) * 0.5  # a reachable float32 target of the same architecture
+    x = x.to(dtype)
+    opt = EndToEndSGD(layer.parameters(), lr=0.05, depth=2, momentum=0.9, precondition_every=5)
+    losses = []
+    for _ in range(60):
+        opt.zero_grad()
+        loss = (layer(x).float() - target).pow(2).mean()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    assert all(math.isfinite(v) for v in losses)
+    assert losses[-1] < 0.5 * losses[0], losses[::10]
+
+
+# ---------------------------------------------------------------- amortised preconditioning
+
+
+@pytest.mark.parametrize("shape", [(3, 5), (5, 3), (4, 4)])
+@pytest.mark.parametrize("every", [2, 3])
+def test_precondition_every_matches_cached_reference(shape, every):
+    X, Y = rand(20, shape[1], seed=3), rand(20, shape[0], seed=4)
+
+    def grad_fn(W):
+        return (X @ W.T - Y).T @ X / X.shape[0]
+
+    W0 = 0.7 * rand(*shape, seed=5)
+    kw = dict(momentum=0.9, dampening=0.0, nesterov=True, maximize=False)
+    p = torch.nn.Parameter(W0.clone())
+    opt = EndToEndSGD([p], lr=0.05, depth=3, weight_decay=0.01, precondition_every=every, **kw)
+    for _ in range(7):
+        p.grad = grad_fn(p.detach())
+        opt.step()
+    ref = sgd_reference(W0, grad_fn, 7, lr=0.05, depth=3, wd=0.01, every=every, **kw)
+    torch.testing.assert_close(p.detach(), ref, rtol=1e-10, atol=1e-12)
+    exact = sgd_reference(W0, grad_fn, 7, lr=0.05, depth=3, wd=0.01, **kw)
+    assert (exact - ref).abs().max() > 1e-6  # the approximation is a different rule
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16])
+def test_state_dict_round_trip_mid_cycle(dtype):
+    """Save after 7 steps of K = 5 (mid-cycle), load into a fresh optimizer: the
+    continuation is identical to the uninterrupted run, also for half weights."""
+    import copy
+
+    x, y = rand(16, 5, seed=1).to(dtype), rand(16, 1, seed=2).to(dtype)
+    kw = dict(lr=0.05, depth=2, momentum=0.9, precondition_every=5)
+    model = small_model(3, dtype)
+    opt = EndToEndSGD(model.parameters(), **kw)
+    train_steps(model, opt, 7, x, y)
+    saved_model, saved_opt = copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict())
+    train_steps(model, opt, 6, x, y)
+    fresh = small_model(4, dtype)
+    fresh.load_state_dict(saved_model)
+    opt2 = EndToEndSGD(fresh.parameters(), lr=1.0, depth=5)
+    opt2.load_state_dict(saved_opt)
+    st = opt2.state[fresh[0].weight]
+    assert st["precond_step"] == 7 and st["precond_U"].dtype == (
+        torch.float32 if dtype == torch.float16 else dtype
+    )
+    train_steps(fresh, opt2, 6, x, y)
+    for a, b in zip(model.parameters(), fresh.parameters(), strict=True):
+        assert torch.equal(a, b)
+
+
+# ---------------------------------------------------------------- which parameters
+
+
+def test_matrix_params_selects_what_is_preconditioned():
+    torch.manual_seed(0)
+    conv, lin = torch.nn.Conv2d(2, 3, 3), torch.nn.Linear(12, 4)
+    ref_conv, ref_lin = torch.nn.Conv2d(2, 3, 3), torch.nn.Linear(12, 4)
+    ref_conv.load_state_dict(conv.state_dict())
+    ref_lin.load_state_dict(lin.state_dict())
+    x, z = torch.randn(4, 2, 4, 4), torch.randn(4, 12)
+
+    def run(c, l_, opt):
+        for _ in range(3):
+            opt.zero_grad()
+            (c(x).pow(2).sum() + l_(z).pow(2).sum()).backward()  # independent parts
+            opt.step()
+
+    run(
+        conv,
+        lin,
+        EndToEndSGD(
+            [*conv.parameters(), *lin.parameters()],
+            lr=0.01,
+            depth=2,
+            momentum=0.9,
+            matrix_params="2d",
+        ),
+    )
+    run(
+        ref_conv,
+        ref_lin,
+        torch.optim.SGD([*ref_conv.parameters(), *ref_lin.parameters()], lr=0.01, momentum=0.9),
+    )
+    assert torch.equal(conv.weight, ref_conv.weight)  # 4-D: plain SGD under "2d"
+    assert not torch.allclose(lin.weight, ref_lin.weight, atol=1e-6)  # 2-D: Eq. 10
+    emb = torch.nn.Parameter(rand(10, 3, seed=1))
+    emb0, g = emb.detach().clone(), rand(10, 3, seed=2)
+    emb.grad = g.clone()
+    EndToEndSGD([emb], lr=0.1, depth=3, matrix_params="none").step()
+    assert torch.equal(emb.detach(), emb0.add(g, alpha=-0.1))
+
+
+def test_fsdp_flattened_parameter_warns_once():
+    flat = [torch.nn.Parameter(torch.ones(12)) for _ in range(3)]
+    flat[0]._is_flat_param = True
+    flat[1]._fsdp_flattened = True
+    with pytest.warns(UserWarning, match="flattened by FSDP") as rec:
+        opt = EndToEndSGD([flat[0], flat[2]], lr=0.1, depth=2)
+        opt.add_param_group({"params": [flat[1]]})
+    assert len([w for w in rec if "FSDP" in str(w.message)]) == 1
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        EndToEndSGD([flat[0]], lr=0.1, depth=2, matrix_params="none")
+        EndToEndSGD([flat[0]], lr=0.1, depth=1)

@@ -105,3 +105,24 @@ def test_bad_inputs_are_clear_errors():
         end_to_end_update(W, W, depth=2, weight_decay=-1.0)
     with pytest.raises(ValueError, match="weight_decay"):
         end_to_end_update(W, W, depth=2, weight_decay=float("nan"))
+
+
+@pytest.mark.parametrize("shape", [(3, 5), (5, 3), (1, 6)])
+def test_cached_svd_uses_the_old_matrix_and_the_current_decay(shape):
+    from depthaccel.preconditioner import thresholded_svd
+
+    W_old, W, G = rand(*shape, seed=3), rand(*shape, seed=4), rand(*shape, seed=5)
+    D = end_to_end_update(W, G, depth=3, weight_decay=0.1, svd=thresholded_svd(W_old))
+    if shape[0] == 1:  # Eq. 12 ignores the cache: exact at the current W
+        expected = reference(W, G, 3, 0.1)
+    else:
+        expected = reference(W_old, G, 3) + 0.1 * 3 * W
+    torch.testing.assert_close(D, expected, rtol=1e-10, atol=1e-12)
+
+
+def test_check_finite_can_be_left_to_the_caller():
+    W, G = rand(3, 4, seed=1), rand(3, 4, seed=2)
+    G[0, 0] = float("nan")
+    with pytest.raises(ValueError, match="G contains NaN"):
+        end_to_end_update(W, G, depth=2)
+    assert torch.isnan(end_to_end_update(W, G, depth=2, check_finite=False)).any()

@@ -16,35 +16,244 @@ where:
     N       the depth (any real >= 1; N = 1 is plain SGD);
     [A]^q   the fractional power of a PSD matrix (``[A]^0 = I``).
 
-The sum is :func:`depthaccel.preconditioner.end_to_end_direction` (one SVD, Claim 1).
-``EndToEndSGD`` therefore trains a single layer as if it were a depth-N linear network,
-without the extra parameters.
+``EndToEndSGD`` writes this as ``W <- W - eta * D`` with the *direction*
+``D = P_W(G) + lambda*N*W`` and then treats D exactly as ``torch.optim.SGD`` treats its
+``d_p`` (momentum, dampening, Nesterov, maximize), so it trains a single layer as if it
+were a depth-N linear network trained by SGD with momentum, without the extra parameters.
+D is computed by the shared Eq. 10 kernel :func:`depthaccel.update.end_to_end_update`
+(one SVD and Claim 1; Eq. 12's O(d) form for a single row or column).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Sequence
+import sys
+import warnings
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
 
+from depthaccel.preconditioner import thresholded_svd
 from depthaccel.update import end_to_end_update
 
-__all__ = ["EndToEndSGD", "end_to_end_sgd_step"]
+__all__ = ["EndToEndSGD", "MATRIX_PARAMS", "end_to_end_sgd_step"]
+
+MATRIX_PARAMS = ("all", "2d", "none")
+"""Values of ``matrix_params``: which parameters get Eq. 10 (see :class:`EndToEndSGD`)."""
+
+_HALF = (torch.float16, torch.bfloat16)
+# per-parameter state of the amortised preconditioner (kept in float32 for half weights)
+_CACHE_KEYS = ("precond_U", "precond_s", "precond_V")
 
 
-def _check_hparams(lr: float, depth: float, weight_decay: float) -> None:
-    if isinstance(lr, torch.Tensor) or not (isinstance(lr, (int, float)) and lr >= 0):
-        raise ValueError(f"lr must be a number >= 0, got {lr!r}")
-    if not math.isfinite(lr):
-        raise ValueError(f"lr must be finite, got {lr!r}")
-    if not (isinstance(depth, (int, float)) and math.isfinite(depth) and depth >= 1):
-        raise ValueError(f"depth must be a finite real number >= 1, got {depth!r}")
-    if not (
-        isinstance(weight_decay, (int, float)) and math.isfinite(weight_decay) and weight_decay >= 0
+# ----------------------------------------------------------------------- hyperparameters
+
+
+def _is_real(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _check_lr(lr: Any) -> None:
+    if isinstance(lr, torch.Tensor):
+        if lr.numel() != 1 or not lr.is_floating_point():
+            raise ValueError(
+                f"a tensor lr must be a 1-element floating-point tensor, got {tuple(lr.shape)} "
+                f"{lr.dtype}"
+            )
+        if lr.requires_grad:
+            raise ValueError("a tensor lr must not require grad")
+        value = float(lr.detach().reshape(()).cpu())  # one read, when lr is set
+        if not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"lr must be finite and >= 0, got tensor({value})")
+        return
+    if not (_is_real(lr) and math.isfinite(lr) and lr >= 0):
+        raise ValueError(f"lr must be a finite number >= 0 or a 1-element tensor, got {lr!r}")
+
+
+def _check_nonneg(name: str, v: Any) -> None:
+    if not (_is_real(v) and math.isfinite(v) and v >= 0):
+        raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
+
+
+def _check_depth(v: Any) -> None:
+    if not (_is_real(v) and math.isfinite(v) and v >= 1):
+        raise ValueError(f"depth must be a finite real number >= 1, got {v!r}")
+
+
+def _check_dampening(v: Any) -> None:
+    if not (_is_real(v) and math.isfinite(v)):
+        raise ValueError(f"dampening must be a finite number, got {v!r}")
+
+
+def _check_bool(name: str) -> Callable[[Any], None]:
+    def check(v: Any) -> None:
+        if not isinstance(v, bool):
+            raise ValueError(f"{name} must be True or False, got {v!r}")
+
+    return check
+
+
+def _check_every(v: Any) -> None:
+    if not (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
+        raise ValueError(f"precondition_every must be an integer >= 1, got {v!r}")
+
+
+def _check_matrix_params(v: Any) -> None:
+    if v not in MATRIX_PARAMS:
+        raise ValueError(f"matrix_params must be one of {MATRIX_PARAMS}, got {v!r}")
+
+
+_CHECKS: dict[str, Callable[[Any], None]] = {
+    "lr": _check_lr,
+    "depth": _check_depth,
+    "momentum": lambda v: _check_nonneg("momentum", v),
+    "dampening": _check_dampening,
+    "weight_decay": lambda v: _check_nonneg("weight_decay", v),
+    "nesterov": _check_bool("nesterov"),
+    "maximize": _check_bool("maximize"),
+    "precondition_every": _check_every,
+    "matrix_params": _check_matrix_params,
+}
+_GROUP_KEYS = tuple(_CHECKS)
+
+
+def _check_nesterov(group: Mapping[str, Any]) -> None:
+    if group.get("nesterov") and not (
+        group.get("momentum", 0) > 0 and group.get("dampening", 0) == 0
     ):
-        raise ValueError(f"weight_decay must be a finite number >= 0, got {weight_decay!r}")
+        raise ValueError("nesterov=True requires momentum > 0 and dampening = 0")
+
+
+class _CheckedGroup(dict):
+    """A param group that validates an optimizer hyperparameter when it is *set*
+    (constructor, ``add_param_group``, ``load_state_dict``, and ``group[key] = value``
+    as learning-rate and momentum schedulers do), so ``step`` reads them unchecked.
+    An in-place change of a tensor lr (``lr.fill_``) is not seen."""
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        if key in _CHECKS:
+            _CHECKS[key](value)
+            trial = {**self, key: value}
+            if all(k in trial for k in ("nesterov", "momentum", "dampening")):
+                _check_nesterov(trial)  # (unpickling sets the keys one by one)
+        super().__setitem__(key, value)
+
+    def update(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        for key, value in dict(*args, **kwargs).items():
+            self[key] = value
+
+    def setdefault(self, key: str, default: Any = None) -> Any:
+        if key not in self:
+            self[key] = default
+        return self[key]
+
+
+def _validate_group(group: Mapping[str, Any]) -> None:
+    for key in _GROUP_KEYS:
+        _CHECKS[key](group[key])
+    _check_nesterov(group)
+
+
+# --------------------------------------------------------------------------- the step
+
+
+def _check_finite_grads(grads: Sequence[torch.Tensor], labels: Sequence[str] | None = None) -> None:
+    """ValueError if any gradient has a NaN or inf entry, with one host sync per device:
+    the inf-norms of all gradients (``torch._foreach_norm``, NaN-propagating) are
+    stacked and tested together; only on failure is the culprit searched."""
+    by_device: dict[torch.device, list[torch.Tensor]] = {}
+    for g in grads:
+        if g.numel():
+            by_device.setdefault(g.device, []).append(g)
+    for gs in by_device.values():
+        norms = torch._foreach_norm(gs, float("inf"))
+        if not bool(torch.stack([n.float() for n in norms]).isfinite().all()):
+            for i, g in enumerate(grads):
+                if g.numel() and not bool(torch.isfinite(g).all()):
+                    where = labels[i] if labels is not None else f"parameter {i}"
+                    raise ValueError(
+                        f"gradient of {where} (shape {tuple(g.shape)}) contains NaN or "
+                        "inf; the loss diverged or the learning rate is too large (no "
+                        "parameter was changed)"
+                    )
+
+
+def _preconditioned(
+    p: torch.Tensor,
+    d_p: torch.Tensor,
+    depth: float,
+    weight_decay: float,
+    every: int,
+    state: dict[str, Any],
+) -> torch.Tensor:
+    """``D = P_W(d_p) + weight_decay * N * W`` (Eq. 10, the shared kernel
+    :func:`depthaccel.update.end_to_end_update`) for the parameter p viewed as
+    ``out x rest``, computed in float32 for half-precision p and cast back to p's dtype.
+    With ``every > 1`` the SVD of W is taken on every ``every``-th call and cached in
+    ``state`` in between."""
+    if p.numel() == 0:
+        return d_p.clone()  # nothing to precondition (a dimension of size 0)
+    shape = p.shape
+    work = torch.float32 if p.dtype in _HALF else p.dtype
+    W = p.reshape(shape[0], -1).to(work)
+    G = d_p.reshape(shape[0], -1).to(work)
+    svd = None
+    if every > 1 and min(W.shape) > 1:  # (a row or column uses Eq. 12: exact, O(d))
+        n = state.get("precond_step", 0)
+        if n % every == 0 or "precond_U" not in state:
+            state["precond_U"], state["precond_s"], state["precond_V"] = thresholded_svd(W)
+        svd = (state["precond_U"], state["precond_s"], state["precond_V"])
+        state["precond_step"] = n + 1
+    # the gradients were checked for NaN/inf already (one fused check per step)
+    D = end_to_end_update(W, G, depth=depth, weight_decay=weight_decay, svd=svd, check_finite=False)
+    return D.to(p.dtype).reshape(shape)
+
+
+def _is_matrix(p: torch.Tensor, matrix_params: str) -> bool:
+    if matrix_params == "all":
+        return p.dim() >= 2
+    return matrix_params == "2d" and p.dim() == 2
+
+
+@torch.no_grad()
+def _sgd_on_directions(
+    params: Sequence[torch.Tensor],
+    grads: Sequence[torch.Tensor],
+    states: Sequence[dict[str, Any]],
+    *,
+    lr: float | torch.Tensor,
+    depth: float,
+    momentum: float,
+    dampening: float,
+    weight_decay: float,
+    nesterov: bool,
+    maximize: bool,
+    precondition_every: int,
+    matrix_params: str,
+) -> None:
+    """torch.optim.SGD's single-tensor step with ``d_p`` replaced by Eq. 10's direction."""
+    if isinstance(lr, torch.Tensor):
+        lr = lr.reshape(())
+        lr_on_host = lr.device.type == "cpu"  # reading a CPU tensor is no device sync
+    for p, g, state in zip(params, grads, states, strict=True):
+        d_p = g if not maximize else -g
+        if depth != 1 and _is_matrix(p, matrix_params):
+            d_p = _preconditioned(p, d_p, depth, weight_decay, precondition_every, state)
+        elif weight_decay != 0:
+            d_p = d_p.add(p, alpha=weight_decay)
+        if momentum != 0:
+            buf = state.get("momentum_buffer")
+            if buf is None:
+                buf = d_p.detach().clone()
+                state["momentum_buffer"] = buf
+            else:
+                buf.mul_(momentum).add_(d_p, alpha=1 - dampening)
+            d_p = d_p.add(buf, alpha=momentum) if nesterov else buf
+        if isinstance(lr, torch.Tensor) and not lr_on_host:
+            p.addcmul_(d_p, lr.to(p.dtype), value=-1)  # no .item(): no host sync
+        else:
+            p.add_(d_p, alpha=-lr)
 
 
 @torch.no_grad()
@@ -56,7 +265,7 @@ def end_to_end_sgd_step(
     depth: float,
     weight_decay: float = 0.0,
 ) -> None:
-    r"""One Eq. 10 step, in place, on each parameter with its gradient.
+    r"""One Eq. 10 step, in place, on each parameter with its gradient (no momentum).
 
     For a parameter with >= 2 dimensions, viewed as ``W`` (k x d = out x rest)::
 
@@ -69,77 +278,235 @@ def end_to_end_sgd_step(
 
         b <- b - lr * (g + weight_decay * b)
 
-    The direction of a weight is :func:`depthaccel.update.end_to_end_update` (the one Eq. 10
-    kernel; Eq. 12's O(d) form for a single row or column).
-
-    The form ``p - lr * (direction + decay * p)`` is torch.optim.SGD's, so N = 1 gives
-    bit-identical results to ``torch.optim.SGD(lr=lr, weight_decay=weight_decay)``.
+    A weight with a single row or column (k = 1 or d = 1) uses Eq. 12's O(d) form
+    (:func:`~depthaccel.preconditioner.single_output_direction`), which equals Eq. 10 there.
+    Half-precision weights are preconditioned in float32. N = 1 gives bit-identical
+    results to ``torch.optim.SGD(lr=lr, weight_decay=weight_decay)``.
 
     Raises:
         ValueError: a gradient with a shape different from its parameter's, or with NaN
             or inf entries (checked before any parameter is changed); bad hyperparameters.
     """
-    _check_hparams(lr, depth, weight_decay)
+    _check_lr(lr)
+    _check_depth(depth)
+    _check_nonneg("weight_decay", weight_decay)
     if len(params) != len(grads):
         raise ValueError(f"got {len(params)} params but {len(grads)} grads")
     for i, (p, g) in enumerate(zip(params, grads, strict=True)):
         if p.shape != g.shape:
             raise ValueError(f"grad {i} has shape {tuple(g.shape)}, its parameter {tuple(p.shape)}")
-        if not torch.isfinite(g).all():
-            raise ValueError(
-                f"gradient of parameter {i} (shape {tuple(p.shape)}) contains NaN or inf; "
-                "the loss diverged or the learning rate is too large"
-            )
-    for p, g in zip(params, grads, strict=True):
-        if p.dim() >= 2 and depth != 1:
-            W, G = p.reshape(p.shape[0], -1), g.reshape(p.shape[0], -1)
-            D = end_to_end_update(W, G, depth=depth, weight_decay=weight_decay).reshape(p.shape)
-        else:
-            D = g if weight_decay == 0 else g.add(p, alpha=weight_decay)
-        p.add_(D, alpha=-lr)
+        if p.is_complex() or g.is_complex():
+            raise ValueError(f"parameter {i} is complex; Eq. 10 is implemented for real tensors")
+    _check_finite_grads(grads)
+    _sgd_on_directions(
+        params,
+        grads,
+        [{} for _ in params],
+        lr=lr,
+        depth=depth,
+        momentum=0.0,
+        dampening=0.0,
+        weight_decay=weight_decay,
+        nesterov=False,
+        maximize=False,
+        precondition_every=1,
+        matrix_params="all",
+    )
+
+
+# ------------------------------------------------------------------------ the optimizer
+
+
+def _is_dtensor(p: torch.Tensor) -> bool:
+    mod = sys.modules.get("torch.distributed.tensor")  # no DTensor exists unless imported
+    return mod is not None and isinstance(p, getattr(mod, "DTensor", ()))
+
+
+def _is_fsdp_flat(p: torch.Tensor) -> bool:
+    # FSDP1 marks its FlatParameter (``_is_flat_param``) and, with use_orig_params=True,
+    # the original parameters it turned into 1-D views (``_fsdp_flattened``).
+    return bool(getattr(p, "_is_flat_param", False) or getattr(p, "_fsdp_flattened", False))
 
 
 class EndToEndSGD(torch.optim.Optimizer):
-    r"""SGD with the end-to-end update rule of a depth-N linear network (Eq. 10).
+    r"""SGD (with momentum) on the end-to-end direction of a depth-N linear network (Eq. 10).
 
-    Every parameter with >= 2 dimensions (flattened to ``out x rest``) is updated as::
+    For every *matrix parameter* W (see ``matrix_params``; flattened to ``out x rest``) the
+    step takes torch.optim.SGD's rule with its ``d_p`` replaced by the direction::
 
-        W <- (1 - lr*weight_decay*N) W - lr * sum_{j=1..N} [W W^T]^{(j-1)/N} G [W^T W]^{(N-j)/N}
+        D = P_W(s*G) + weight_decay * N * W,     s = -1 if maximize else 1,
+        P_W(G) = sum_{j=1..N} [W W^T]^{(j-1)/N} G [W^T W]^{(N-j)/N}      (Eq. 10)
+        B <- D                        on the first step, else
+        B <- momentum * B + (1 - dampening) * D                           (if momentum > 0)
+        D <- D + momentum * B  if nesterov  else  B                       (if momentum > 0)
+        W <- W - lr * D
 
-    where:
-        G is the gradient of the loss at W, N = ``depth`` (any real >= 1; per param
-        group), ``[A]^q`` the fractional power of a PSD matrix; this is what gradient
-        descent on a balanced depth-N factorisation of W does to first order in ``lr``
-        (Arora, Cohen & Hazan 2018, Theorem 1). Parameters with < 2 dimensions (biases)
-        get plain SGD: ``b <- (1 - lr*weight_decay) b - lr*g``. With ``depth=1`` the
-        optimizer is ``torch.optim.SGD(lr, weight_decay)`` exactly.
+    where G is the gradient at W, N = ``depth`` (any real >= 1) and ``[A]^q`` the
+    fractional power of a PSD matrix. Without momentum this is what gradient descent on a
+    balanced depth-N factorisation of W does to first order in ``lr`` (Theorem 1); with
+    momentum it is heavy-ball/Nesterov applied to that direction (the same construction as
+    training the factorised net with momentum only to first order in ``lr`` and when the
+    factors stay balanced). Every other parameter (biases, and what ``matrix_params``
+    excludes) gets torch.optim.SGD's rule with ``D = s*g + weight_decay * p``. With
+    ``depth=1`` the optimizer is ``torch.optim.SGD`` with the same arguments, bit for bit.
 
-    Parameters whose ``.grad`` is None are skipped. A NaN or inf gradient raises a
-    ``ValueError`` before any parameter of the group is changed. The work is one SVD of
-    each weight matrix per step (see :func:`end_to_end_sgd_step`), on whatever device the
-    parameters live.
+    A weight with one row or one column uses Eq. 12's O(d) form (no SVD, always exact).
+    float16/bfloat16 weights are preconditioned in float32 (the SVD, Claim 1 and Eq. 12;
+    the direction is cast back to the weight's dtype and the SGD rule runs in it).
+
+    **Amortised preconditioning** (``precondition_every=K > 1``): the SVD ``U, s, V`` of a
+    weight is recomputed on every K-th step of that weight and cached in the optimizer
+    state in between; a step in between applies Claim 1's operator of the *cached* matrix
+    ``W_c`` (the weight at the last refresh) to the *current* gradient::
+
+        P_{W_c}(G) = sum_j [W_c W_c^T]^{(j-1)/N} G [W_c^T W_c]^{(N-j)/N}
+
+    i.e. the preconditioner is frozen for K - 1 steps while W keeps moving (the weight
+    decay term still uses the current W). The error is of the order of how far W moves in
+    K steps relative to its singular values (measured in the project README). Single
+    row/column weights ignore K (Eq. 12 is O(d)). The cache (about twice the weight's size,
+    float32 for half weights) and the per-weight step count are in ``state_dict()``.
+
+    **Which parameters** (``matrix_params``, per group): ``"all"`` (default) -- every
+    parameter with >= 2 dimensions, a conv kernel as ``out x (in*kh*kw)``; ``"2d"`` -- only
+    2-D parameters (Linear weights; conv kernels get plain SGD); ``"none"`` -- plain SGD
+    for the whole group. An embedding table or a stacked attention projection (e.g.
+    ``nn.MultiheadAttention.in_proj_weight``, Q/K/V as one 3E x E matrix) cannot be told
+    from a Linear weight by its shape: put such parameters in a group with
+    ``matrix_params="none"`` (or ``depth=1``). A 1-D parameter is always plain SGD; one
+    that FSDP1 flattened from a matrix (detectable by FSDP's markers) gets a warning, once.
+    DTensor parameters (FSDP2, tensor parallel) are refused as matrices: the SVD of a local
+    shard is not the SVD of the matrix.
+
+    **Performance.** Hyperparameters are validated when they are set (constructor,
+    ``add_param_group``, ``load_state_dict``, ``group[key] = value`` as schedulers do),
+    not on every step. Non-finite gradients (NaN or inf, in any group) raise a
+    ``ValueError`` before any parameter changes; the check costs one host sync per step
+    and device (one fused inf-norm over all gradients). A tensor ``lr`` on an accelerator
+    is applied without reading it on the host (``addcmul_``; torch.optim.SGD reads it);
+    on the CPU it is read, as SGD does. The SVD itself may synchronise (LAPACK/cuSOLVER
+    convergence checks): once per K steps per weight with ``precondition_every=K``.
+
+    Parameters whose ``.grad`` is None are skipped. Sparse gradients and complex
+    parameters are refused. A ``state_dict`` of another optimizer (e.g.
+    ``torch.optim.SGD``) is refused by ``load_state_dict``.
 
     Args:
         params: iterable of parameters or of param-group dicts.
-        lr: learning rate, >= 0.
+        lr: learning rate, a number >= 0 or a 1-element tensor (e.g. for ``torch.compile``).
         depth: N, a finite real number >= 1.
-        weight_decay: lambda, >= 0: the decay rate of each factor of the emulated network.
+        momentum: momentum factor, >= 0 (default 0).
+        dampening: dampening for momentum (default 0).
+        weight_decay: lambda, >= 0: the decay rate of each factor of the emulated network
+            (matrix parameters decay by ``lambda * N``, others by ``lambda``).
+        nesterov: Nesterov momentum (needs momentum > 0 and dampening = 0).
+        maximize: maximize the objective instead of minimising it.
+        precondition_every: K >= 1, recompute each weight's SVD every K of its steps
+            (1: exact Eq. 10 at every step).
+        matrix_params: ``"all"``, ``"2d"`` or ``"none"``: which parameters are matrices.
     """
 
     def __init__(
         self,
         params: Iterable[torch.Tensor] | Iterable[dict[str, Any]],
-        lr: float,
+        lr: float | torch.Tensor,
         depth: float,
+        momentum: float = 0.0,
+        dampening: float = 0.0,
         weight_decay: float = 0.0,
+        nesterov: bool = False,
+        *,
+        maximize: bool = False,
+        precondition_every: int = 1,
+        matrix_params: str = "all",
     ) -> None:
-        _check_hparams(lr, depth, weight_decay)
-        super().__init__(params, dict(lr=lr, depth=depth, weight_decay=weight_decay))
+        defaults = dict(
+            lr=lr,
+            depth=depth,
+            momentum=momentum,
+            dampening=dampening,
+            weight_decay=weight_decay,
+            nesterov=nesterov,
+            maximize=maximize,
+            precondition_every=precondition_every,
+            matrix_params=matrix_params,
+        )
+        _validate_group(defaults)
+        self._warned_flat = False
+        super().__init__(params, defaults)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         super().add_param_group(param_group)
-        g = self.param_groups[-1]
-        _check_hparams(g["lr"], g["depth"], g["weight_decay"])
+        group = self.param_groups[-1]
+        try:
+            _validate_group(group)
+            self._check_params(group)
+        except ValueError:
+            self.param_groups.pop()
+            raise
+        self.param_groups[-1] = _CheckedGroup(group)
+
+    def _check_params(self, group: Mapping[str, Any]) -> None:
+        for p in group["params"]:
+            if p.is_complex():
+                raise ValueError(
+                    f"EndToEndSGD does not support complex parameters (got {p.dtype}, shape "
+                    f"{tuple(p.shape)}): Eq. 10 is implemented for real matrices"
+                )
+            if group["depth"] == 1 or group["matrix_params"] == "none":
+                continue
+            if _is_matrix(p, group["matrix_params"]) and _is_dtensor(p):
+                raise ValueError(
+                    "EndToEndSGD cannot precondition a DTensor parameter (FSDP2 / tensor "
+                    "parallel): the SVD of a local shard is not the SVD of the matrix; put "
+                    "it in a group with matrix_params='none'"
+                )
+            if p.dim() == 1 and _is_fsdp_flat(p) and not self._warned_flat:
+                self._warned_flat = True
+                warnings.warn(
+                    "EndToEndSGD got a 1-D parameter flattened by FSDP (FSDP1 FlatParameter "
+                    "or use_orig_params view): it gets plain SGD, not Eq. 10; the matrices "
+                    "it holds are not preconditioned",
+                    UserWarning,
+                    stacklevel=3,
+                )
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        groups = []
+        for group in self.param_groups:
+            _validate_group(group)
+            groups.append(group if isinstance(group, _CheckedGroup) else _CheckedGroup(group))
+        self.param_groups = groups
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """torch's ``load_state_dict``, refusing a state_dict that is not EndToEndSGD's
+        (a clear ``ValueError`` now instead of a ``KeyError`` at the next step) and keeping
+        the cached SVD of half-precision weights in float32."""
+        saved_groups = state_dict.get("param_groups") if isinstance(state_dict, dict) else None
+        if not isinstance(saved_groups, list) or "state" not in state_dict:
+            raise ValueError("not an optimizer state_dict (needs 'state' and 'param_groups')")
+        for i, g in enumerate(saved_groups):
+            missing = [k for k in _GROUP_KEYS if k not in g]
+            if "depth" in missing:
+                raise ValueError(
+                    f"param group {i} of this state_dict has no 'depth': it is not an "
+                    "EndToEndSGD state_dict (torch.optim.SGD's, for example); build the "
+                    "EndToEndSGD afresh instead of loading it"
+                )
+        # an EndToEndSGD state_dict of an older version: the options it lacks get defaults
+        state_dict = dict(state_dict)
+        state_dict["param_groups"] = [
+            {**{k: self.defaults[k] for k in _GROUP_KEYS}, **g} for g in saved_groups
+        ]
+        super().load_state_dict(state_dict)
+        params = [p for g in self.param_groups for p in g["params"]]
+        saved_ids = [i for g in saved_groups for i in g["params"]]
+        for old, p in zip(saved_ids, params, strict=True):
+            saved = state_dict["state"].get(old, {})
+            for k in _CACHE_KEYS:
+                if k in saved:  # torch cast these to p's dtype; the cache is float32
+                    self.state[p][k] = saved[k].to(device=p.device)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
@@ -148,15 +515,23 @@ class EndToEndSGD(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        for group in self.param_groups:
+        work, labels = [], []
+        for gi, group in enumerate(self.param_groups):
             params = [p for p in group["params"] if p.grad is not None]
             if any(p.grad.is_sparse for p in params):
                 raise ValueError("EndToEndSGD does not support sparse gradients")
-            end_to_end_sgd_step(
+            work.append((group, params, [p.grad for p in params]))
+            labels += [
+                f"parameter {i} of group {gi}"
+                for i, p in enumerate(group["params"])
+                if p.grad is not None
+            ]
+        _check_finite_grads([g for _, _, grads in work for g in grads], labels)  # before any change
+        for group, params, grads in work:
+            _sgd_on_directions(
                 params,
-                [p.grad for p in params],
-                lr=group["lr"],
-                depth=group["depth"],
-                weight_decay=group["weight_decay"],
+                grads,
+                [self.state[p] for p in params],
+                **{k: group[k] for k in _GROUP_KEYS},
             )
         return loss

@@ -139,7 +139,12 @@ def thresholded_svd(
 
 
 def end_to_end_direction(
-    W: torch.Tensor, G: torch.Tensor, depth: float, *, rtol: float | None = None
+    W: torch.Tensor,
+    G: torch.Tensor,
+    depth: float,
+    *,
+    rtol: float | None = None,
+    check_finite: bool = True,
 ) -> torch.Tensor:
     r"""Eq. 10's direction ``P_W(G) = sum_{j=1..N} [W W^T]^{(j-1)/N} G [W^T W]^{(N-j)/N}``.
 
@@ -159,6 +164,8 @@ def end_to_end_direction(
         depth: N, any real number >= 1 (N = 1 returns G unchanged).
         rtol: singular values below ``rtol * s_max`` count as zero; default
             ``max(k, d) * eps``.
+        check_finite: refuse NaN/inf in W or G (one host sync); False for callers that
+            checked already (e.g. one fused check over all gradients per optimizer step).
 
     Returns:
         ``P_W(G)``, same shape and dtype as G.
@@ -174,7 +181,8 @@ def end_to_end_direction(
         raise ValueError(
             f"W and G must have the same shape (..., k, d); got {tuple(W.shape)} and {tuple(G.shape)}"
         )
-    _check_all_finite(W, G, "W", "G")
+    if check_finite:
+        _check_all_finite(W, G, "W", "G")
     if n == 1.0:
         return G.clone()
     U, s, V = thresholded_svd(W, rtol)

@@ -36,7 +36,11 @@ import math
 
 import torch
 
-from depthaccel.preconditioner import end_to_end_direction, single_output_direction
+from depthaccel.preconditioner import (
+    direction_from_svd,
+    end_to_end_direction,
+    single_output_direction,
+)
 
 __all__ = ["end_to_end_update"]
 
@@ -53,7 +57,13 @@ def _check_weight_decay(weight_decay: float | Tensor) -> None:
 
 
 def end_to_end_update(
-    W: Tensor, G: Tensor, *, depth: float, weight_decay: float | Tensor = 0.0
+    W: Tensor,
+    G: Tensor,
+    *,
+    depth: float,
+    weight_decay: float | Tensor = 0.0,
+    svd: tuple[Tensor, Tensor, Tensor] | None = None,
+    check_finite: bool = True,
 ) -> Tensor:
     r"""The Eq. 10 step direction ``D = P_W(G) + weight_decay * N * W`` (``W_new = W - lr * D``).
 
@@ -69,6 +79,13 @@ def end_to_end_update(
         weight_decay: lambda, the decay rate of each factor: a number >= 0, or a tensor
             broadcastable against W (e.g. shape ``(R, 1, 1)``: one lambda per matrix).
             0 (the default) adds nothing, so ``D`` is then exactly ``P_W(G)``.
+        svd: optional ``(U, s, V)`` of an earlier matrix ``W_c`` (from
+            :func:`depthaccel.preconditioner.thresholded_svd`): the direction is then
+            ``P_{W_c}(G) + weight_decay * N * W`` (the amortised rule of ``EndToEndSGD``'s
+            ``precondition_every``). Ignored for a single row or column (Eq. 12 is exact
+            and O(d)).
+        check_finite: refuse NaN/inf in W and G (a host sync); False when the caller
+            checked already.
 
     Returns:
         ``D``, same shape and dtype as G.
@@ -86,8 +103,10 @@ def end_to_end_update(
         D = single_output_direction(W.squeeze(-2), G.squeeze(-2), depth).unsqueeze(-2)
     elif W.shape[-1] == 1:  # one column: P_W(G) = P_{W^T}(G^T)^T
         D = single_output_direction(W.squeeze(-1), G.squeeze(-1), depth).unsqueeze(-1)
+    elif svd is not None:
+        D = direction_from_svd(*svd, G, depth)
     else:
-        D = end_to_end_direction(W, G, depth)
+        D = end_to_end_direction(W, G, depth, check_finite=check_finite)
     if isinstance(weight_decay, Tensor):
         return torch.addcmul(D, weight_decay * float(depth), W)
     if weight_decay != 0:
