@@ -273,3 +273,157 @@ def test_write_failure_is_a_store_error(tmp_path):
     with Store(tmp_path) as s:
         s.put_run(make_run(1))
         assert s.count_runs() == 2
+
+
+# ---------------------------------------------------------------- integrity (bit rot)
+
+
+def flip_byte(path: Path, table: str, column: str, where: str, args: tuple, index: int = 3):
+    """Flip one bit of one byte inside a stored BLOB/TEXT value, through sqlite."""
+    con = sqlite3.connect(path)
+    (value,) = con.execute(f"SELECT {column} FROM {table} WHERE {where}", args).fetchone()
+    data = bytearray(value if isinstance(value, bytes) else value.encode())
+    data[index] ^= 0x10
+    new = bytes(data) if isinstance(value, bytes) else data.decode()
+    con.execute(f"UPDATE {table} SET {column} = ? WHERE {where}", (new, *args))
+    con.commit()
+    con.close()
+
+
+def test_row_checksum_is_sha256_of_tagged_values():
+    """Independent reference: the documented encoding written out by hand."""
+    import struct
+
+    vals = ["k", 3, 1.5, b"\x00\x01", None, True]
+    h = hashlib.sha256()
+    h.update(b"T" + struct.pack("<Q", 1) + b"k")
+    h.update(b"I" + struct.pack("<Q", 1) + b"3")
+    h.update(b"R" + struct.pack("<Q", 8) + struct.pack("<d", 1.5))
+    h.update(b"B" + struct.pack("<Q", 2) + b"\x00\x01")
+    h.update(b"N")
+    h.update(b"I" + struct.pack("<Q", 1) + b"1")
+    assert store_module.row_checksum(vals) == h.hexdigest()
+    # one ulp, one byte or a type change all change it
+    assert store_module.row_checksum(["k", 3, math.nextafter(1.5, 2)]) != store_module.row_checksum(
+        ["k", 3, 1.5]
+    )
+    assert store_module.row_checksum(["3"]) != store_module.row_checksum([3])
+
+
+@pytest.mark.parametrize(
+    "column, index", [("gap", 13), ("iters", 9), ("config", 5), ("label", 1), ("first_hit", 2)]
+)
+def test_flipped_byte_in_a_run_is_reported_and_never_used(tmp_path, column, index):
+    runs = [make_run(i) for i in range(3)]
+    with Store(tmp_path) as s:
+        s.put_runs(runs)
+    f = tmp_path / DEFAULT_FILENAME
+    bad = runs[1].key
+    flip_byte(f, "runs", column, "key = ?", (bad,), index)
+    with Store(f) as s:
+        with pytest.warns(
+            store_module.StoreIntegrityWarning, match=f"run {bad} failed its checksum"
+        ):
+            got = s.get_runs([r.key for r in runs])
+        assert sorted(got) == sorted([runs[0].key, runs[2].key])
+        assert np.array_equal(got[runs[0].key].gap, runs[0].gap)
+        with pytest.warns(store_module.StoreIntegrityWarning, match=bad):
+            assert s.get_run(bad) is None
+        s.put_runs([runs[1]])  # a recomputed run replaces the bad row
+        assert np.array_equal(s.get_run(bad).gap, runs[1].gap)
+
+
+def test_flipped_real_column_is_detected(tmp_path):
+    with Store(tmp_path) as s:
+        s.put_runs([make_run(0)])
+    con = sqlite3.connect(tmp_path / DEFAULT_FILENAME)
+    con.execute("UPDATE runs SET final_gap = final_gap * 2, wall_time = wall_time")
+    con.commit()
+    con.close()
+    with Store(tmp_path) as s, pytest.warns(store_module.StoreIntegrityWarning):
+        assert s.get_runs([make_run(0).key]) == {}
+
+
+def test_flipped_byte_in_a_checkpoint_is_reported_and_ignored(tmp_path):
+    keys = [make_run(i).key for i in range(2)]
+    g = group_key(keys)
+    with Store(tmp_path) as s:
+        s.save_checkpoint(g, keys, 100, bytes(range(200)))
+        assert s.load_checkpoint(g).state == bytes(range(200))
+    flip_byte(tmp_path / DEFAULT_FILENAME, "checkpoints", "state", "group_key = ?", (g,), 77)
+    with Store(tmp_path) as s:
+        with pytest.warns(store_module.StoreIntegrityWarning, match=f"checkpoint {g} failed"):
+            assert s.load_checkpoint(g) is None
+    con = sqlite3.connect(tmp_path / DEFAULT_FILENAME)
+    con.execute("UPDATE checkpoints SET iteration = 101")  # a flipped INTEGER as well
+    con.commit()
+    con.close()
+    with Store(tmp_path) as s, pytest.warns(store_module.StoreIntegrityWarning):
+        assert s.load_checkpoint(g) is None
+
+
+_V1_SCHEMA = """
+CREATE TABLE runs (key TEXT PRIMARY KEY, config TEXT NOT NULL, data_fingerprint TEXT NOT NULL,
+  math_version TEXT NOT NULL, label TEXT NOT NULL, iters BLOB NOT NULL, gap BLOB NOT NULL,
+  first_hit TEXT NOT NULL, final_gap REAL, diverged INTEGER NOT NULL, diverged_at INTEGER,
+  wall_time REAL NOT NULL, extra TEXT NOT NULL, created_at REAL NOT NULL);
+CREATE TABLE checkpoints (group_key TEXT PRIMARY KEY, run_keys TEXT NOT NULL,
+  iteration INTEGER NOT NULL, state BLOB NOT NULL, updated_at REAL NOT NULL);
+CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+def make_v1_store(path: Path) -> StoredRun:
+    """A schema-1 file as depthaccel 0.1 wrote it (no checksum columns), holding one run."""
+    r = make_run(4)
+    con = sqlite3.connect(path)
+    con.executescript(_V1_SCHEMA)
+    con.execute(
+        "INSERT INTO runs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (r.key, json.dumps(r.config), r.data_fingerprint, r.math_version, r.label,
+         r.iters.astype("<i8").tobytes(), r.gap.astype("<f8").tobytes(), "[[0.001, 21]]",
+         r.final_gap, 0, None, r.wall_time, "{}", 1.0),
+    )  # fmt: skip
+    con.execute("INSERT INTO checkpoints VALUES ('g', '[]', 5, x'00', 1.0)")
+    con.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+    con.execute("PRAGMA user_version = 1")
+    con.commit()
+    con.close()
+    return r
+
+
+def test_v1_store_is_upgraded_in_place_and_old_rows_are_unverified(tmp_path):
+    f = tmp_path / DEFAULT_FILENAME
+    old = make_v1_store(f)
+    with Store(f) as s:
+        assert s.count_runs() == 1
+        with pytest.warns(
+            store_module.StoreIntegrityWarning, match=f"run {old.key} has no checksum"
+        ):
+            assert s.get_runs([old.key]) == {}
+        with pytest.warns(store_module.StoreIntegrityWarning, match="checkpoint g has no checksum"):
+            assert s.load_checkpoint("g") is None
+        s.put_runs([old])  # recomputed: now verified
+        assert np.array_equal(s.get_run(old.key).gap, old.gap)
+    con = sqlite3.connect(f)
+    assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    cols = [r[1] for r in con.execute("PRAGMA table_info(runs)")]
+    assert cols[-1] == "checksum"
+    con.close()
+
+
+def test_read_only_v1_store_is_refused_untouched(tmp_path):
+    f = tmp_path / DEFAULT_FILENAME
+    make_v1_store(f)
+    before = sha(f)
+    f.chmod(0o444)
+    tmp_path.chmod(0o555)
+    try:
+        if os.access(f, os.W_OK):
+            pytest.skip("running as a user who can write read-only files")
+        with pytest.raises(StoreError, match="schema-1.*upgrade"):
+            Store(f)
+    finally:
+        tmp_path.chmod(0o755)
+        f.chmod(0o644)
+    assert sha(f) == before

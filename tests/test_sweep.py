@@ -373,3 +373,104 @@ def test_store_trainer_is_a_drop_in_for_train(tmp_path):
         tr(X, y, 4, runs, 200, resume={})
     with pytest.raises(ValueError, match="unknown train option"):
         sweep(X, y, 4, runs, 200, store=tmp_path, warp_speed=True)
+
+
+def _flip(path: Path, sql_select: str, sql_update: str, args: tuple, index: int) -> None:
+    con = sqlite3.connect(path)
+    (blob,) = con.execute(sql_select, args).fetchone()
+    data = bytearray(blob)
+    data[index] ^= 0x40
+    con.execute(sql_update, (bytes(data), *args))
+    con.commit()
+    con.close()
+
+
+def test_bit_rot_in_a_stored_run_is_reported_and_retrained(tmp_path, monkeypatch):
+    from depthaccel.store import DEFAULT_FILENAME, StoreIntegrityWarning
+
+    X, y = problem()
+    runs = grid()[:4]
+    kw = dict(thresholds=THRESHOLDS, log_points=30)
+    first = sweep(X, y, 4, runs, 200, store=tmp_path, **kw)
+    bad = first.keys[2]
+    _flip(
+        tmp_path / DEFAULT_FILENAME,
+        "SELECT gap FROM runs WHERE key = ?",
+        "UPDATE runs SET gap = ? WHERE key = ?",
+        (bad,),
+        8 * 5 + 7,  # the exponent byte of the 6th logged gap
+    )
+    trained = []
+    real = sweep_mod.train
+
+    def spy(X, y, p, rs, *a, **k):
+        trained.append(list(rs))
+        return real(X, y, p, rs, *a, **k)
+
+    monkeypatch.setattr(sweep_mod, "train", spy)
+    logs: list[str] = []
+    with pytest.warns(StoreIntegrityWarning, match=f"run {bad} failed its checksum"):
+        again = sweep(X, y, 4, runs, 200, store=tmp_path, log=logs.append, **kw)
+    assert (again.reused, again.computed) == (3, 1) and trained == [[runs[2]]]
+    assert any("reused 3 of 4 runs, 1 to train" in m for m in logs)
+    # the curves are the true ones again (the retrained run alone; round-off may differ
+    # from its first, batched training, so the reference trains it alone too)
+    assert_same([again.results[i] for i in (0, 1, 3)], [first.results[i] for i in (0, 1, 3)])
+    assert_same(again.results[2:3], train(X, y, 4, runs[2:3], 200, **kw))
+    assert np.allclose(again.results[2].gap, first.results[2].gap, rtol=1e-9, atol=0)
+    # The replaced row verifies: a third sweep reuses everything, without warnings.
+    import warnings as _w
+
+    with _w.catch_warnings():
+        _w.simplefilter("error")
+        assert sweep(X, y, 4, runs, 200, store=tmp_path, **kw).reused == 4
+
+
+def test_bit_rot_in_a_checkpoint_is_not_resumed_from(tmp_path, monkeypatch):
+    from depthaccel.store import DEFAULT_FILENAME, StoreIntegrityWarning
+
+    X, y = problem()
+    runs = grid()[:3]
+    kw = dict(thresholds=THRESHOLDS, log_points=20)
+    T, K = 300, 100
+    with Store(tmp_path) as s:
+        real = s.save_checkpoint
+        n = [0]
+
+        def crash(*a):
+            n[0] += 1
+            if n[0] == 2:
+                raise Crash
+            real(*a)
+
+        s.save_checkpoint = crash
+        with pytest.raises(Crash):
+            sweep(X, y, 4, runs, T, store=s, checkpoint_every=K, **kw)
+        ((gk, it),) = s.checkpoints()
+        assert it == K
+    f = tmp_path / DEFAULT_FILENAME
+    con = sqlite3.connect(f)
+    size = con.execute("SELECT length(state) FROM checkpoints").fetchone()[0]
+    con.close()
+    # a byte in the middle of the torch.save blob: inside the saved tensors' data
+    _flip(
+        f,
+        "SELECT state FROM checkpoints WHERE group_key = ?",
+        "UPDATE checkpoints SET state = ? WHERE group_key = ?",
+        (gk,),
+        size // 2,
+    )
+    started = []
+    real_train = sweep_mod.train
+
+    def spy(*a, **k):
+        started.append(k["resume"]["t"] if k.get("resume") else 0)
+        return real_train(*a, **k)
+
+    monkeypatch.setattr(sweep_mod, "train", spy)
+    with pytest.warns(StoreIntegrityWarning, match=f"checkpoint {gk} failed its checksum"):
+        res = sweep(X, y, 4, runs, T, store=tmp_path, checkpoint_every=K, **kw)
+    assert started == [0] and res.resumed == {}
+    assert_same(res.results, train(X, y, 4, runs, T, **kw))
+    with Store(tmp_path) as s:
+        assert s.checkpoints() == [] and s.count_runs() == len(runs)

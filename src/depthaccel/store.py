@@ -6,7 +6,7 @@ written once with its whole curve and read back instead of being recomputed. Lon
 of runs save their latest state here every K iterations, so a killed process resumes
 where it left off.
 
-Schema (``SCHEMA_VERSION`` 1; the file carries ``PRAGMA application_id = APPLICATION_ID``
+Schema (``SCHEMA_VERSION`` 2; the file carries ``PRAGMA application_id = APPLICATION_ID``
 and ``PRAGMA user_version = SCHEMA_VERSION``, both checked on open)::
 
     runs(
@@ -23,14 +23,16 @@ and ``PRAGMA user_version = SCHEMA_VERSION``, both checked on open)::
       diverged_at      INTEGER,           -- iteration at which it diverged, or NULL
       wall_time        REAL NOT NULL,     -- seconds of the training call that produced it
       extra            TEXT NOT NULL,     -- JSON object: anything else (device, dtype, ...)
-      created_at       REAL NOT NULL      -- Unix time of the insert
+      created_at       REAL NOT NULL,     -- Unix time of the insert
+      checksum         TEXT               -- sha256 hex of all the columns above (NULL: from v1)
     )
     checkpoints(
       group_key  TEXT PRIMARY KEY,        -- sha256 hex of the group's ordered run keys
       run_keys   TEXT NOT NULL,           -- JSON list of those run keys, in training order
       iteration  INTEGER NOT NULL,        -- iterations done when the state was taken
       state      BLOB NOT NULL,           -- the trainer's state (bytes; torch.save in sweep)
-      updated_at REAL NOT NULL
+      updated_at REAL NOT NULL,
+      checksum   TEXT                     -- sha256 hex of the columns above (NULL: from v1)
     )
     meta(name TEXT PRIMARY KEY, value TEXT NOT NULL)   -- 'created_by', 'created_at'
 
@@ -42,6 +44,20 @@ A finished group's runs are inserted and its checkpoint deleted in the same tran
 Safety: a file that is not an SQLite database, or an SQLite database that is not a
 depthaccel store (another ``application_id``, or tables of its own), or a store written by
 a newer schema, raises ``StoreError`` and is never written to.
+
+Integrity (bit rot): every run and checkpoint row carries ``checksum``, the sha256 of all
+its other columns exactly as stored (:func:`row_checksum`), computed on write and verified
+on every read. A run whose checksum does not match (or that cannot be decoded) is reported
+with a :class:`StoreIntegrityWarning` naming its key and treated as absent, so a sweep
+retrains it (and the new row replaces the bad one); a bad checkpoint is reported the same
+way and ignored, so its group starts over. A bad row is never used.
+
+Migration: a schema-1 store (no checksum columns) is upgraded in place on open (one
+transaction adds the two columns and sets ``user_version = 2``). Its old rows keep
+``checksum = NULL``: they cannot be verified, so they count as *unverified* and are not
+used (each read of one is reported with a warning naming its key); a sweep recomputes them. (Schema-1 rows were
+written under ``MATH_VERSION`` 1, which no current run key matches anyway.) A read-only
+schema-1 file cannot be upgraded and raises ``StoreError``.
 """
 
 from __future__ import annotations
@@ -51,7 +67,9 @@ import json
 import math
 import os
 import sqlite3
+import struct
 import time
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -60,7 +78,7 @@ from typing import Any
 import numpy as np
 
 APPLICATION_ID = 0x44414343  # "DACC"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DEFAULT_FILENAME = "depthaccel-store.sqlite"
 SQLITE_HEADER = b"SQLite format 3\x00"
 
@@ -79,22 +97,61 @@ CREATE TABLE runs (
   diverged_at INTEGER,
   wall_time REAL NOT NULL,
   extra TEXT NOT NULL,
-  created_at REAL NOT NULL
+  created_at REAL NOT NULL,
+  checksum TEXT
 );
 CREATE TABLE checkpoints (
   group_key TEXT PRIMARY KEY,
   run_keys TEXT NOT NULL,
   iteration INTEGER NOT NULL,
   state BLOB NOT NULL,
-  updated_at REAL NOT NULL
+  updated_at REAL NOT NULL,
+  checksum TEXT
 );
 CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 _TABLES = {"runs", "checkpoints", "meta"}
+_RUN_COLUMNS = (
+    "key", "config", "data_fingerprint", "math_version", "label", "iters", "gap",
+    "first_hit", "final_gap", "diverged", "diverged_at", "wall_time", "extra", "created_at",
+)  # fmt: skip
+_CHECKPOINT_COLUMNS = ("group_key", "run_keys", "iteration", "state", "updated_at")
 
 
 class StoreError(ValueError):
     """The store file is corrupt, foreign, or from an incompatible version."""
+
+
+class StoreIntegrityWarning(UserWarning):
+    """A stored run or checkpoint failed its checksum (or is unverified): it is not used."""
+
+
+def row_checksum(values: Sequence[Any]) -> str:
+    """sha256 hex of a row's column values exactly as SQLite stores them.
+
+    Each value is encoded with a type tag and its length: NULL, INTEGER (decimal), REAL
+    (IEEE-754 little-endian float64, bit-exact), TEXT (UTF-8) or BLOB (raw bytes), so any
+    flipped byte in any column changes the digest.
+    """
+    h = hashlib.sha256()
+    for v in values:
+        if v is None:
+            h.update(b"N")
+            continue
+        if isinstance(v, bool):
+            v = int(v)
+        if isinstance(v, int):
+            tag, data = b"I", str(v).encode()
+        elif isinstance(v, float):
+            tag, data = b"R", struct.pack("<d", v)
+        elif isinstance(v, str):
+            tag, data = b"T", v.encode("utf-8", "surrogatepass")
+        elif isinstance(v, bytes | bytearray | memoryview):
+            tag, data = b"B", bytes(v)
+        else:
+            raise TypeError(f"cannot checksum a {type(v).__name__}")
+        h.update(tag + struct.pack("<Q", len(data)) + data)
+    return h.hexdigest()
 
 
 def canonical_json(obj: Any) -> str:
@@ -157,6 +214,9 @@ def _blob(a: np.ndarray, dtype: str) -> bytes:
 
 def _row_to_run(row: sqlite3.Row) -> StoredRun:
     final_gap = row["final_gap"]
+    for name, item in (("iters", 8), ("gap", 8)):
+        if not isinstance(row[name], bytes) or len(row[name]) % item:
+            raise ValueError(f"column {name} is not a whole number of 8-byte values")
     return StoredRun(
         key=row["key"],
         config=json.loads(row["config"]),
@@ -178,6 +238,7 @@ def _row_to_run(row: sqlite3.Row) -> StoredRun:
 
 
 def _run_to_row(run: StoredRun, now: float) -> tuple:
+    """The row's column values in ``_RUN_COLUMNS`` order, plus its checksum."""
     iters = np.asarray(run.iters)
     gap = np.asarray(run.gap)
     if iters.ndim != 1 or gap.shape != iters.shape:
@@ -203,7 +264,7 @@ def _run_to_row(run: StoredRun, now: float) -> tuple:
         None if run.diverged_at is None else int(run.diverged_at),
         float(run.wall_time),
         canonical_json(run.extra),
-        now,
+        float(now),
     )
 
 
@@ -255,6 +316,9 @@ class Store:
         app_id, version, tables = self._identity()
         if app_id == APPLICATION_ID and version == SCHEMA_VERSION and _TABLES <= tables:
             return
+        if app_id == APPLICATION_ID and version == 1 and _TABLES <= tables:
+            self._migrate_from_v1()
+            return
         self._raise_if_foreign(app_id, version, tables)
         # An empty database (new or zero-length file): create the schema, unless a
         # concurrent opener got there first (checked again under the write lock).
@@ -279,6 +343,63 @@ class Store:
         self._raise_if_foreign(app_id, version, tables)
         if not (app_id == APPLICATION_ID and version == SCHEMA_VERSION and _TABLES <= tables):
             raise StoreError(f"{self.path}: could not initialise the store schema")
+
+    def _migrate_from_v1(self) -> None:
+        """Schema 1 -> 2 in place: add the checksum columns (old rows stay NULL = unverified)."""
+        c = self._conn
+        try:
+            c.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as e:
+            raise StoreError(
+                f"{self.path} is a schema-1 depthaccel store and cannot be upgraded to schema "
+                f"{SCHEMA_VERSION} ({e}); make it writable or choose another store"
+            ) from e
+        try:
+            if c.execute("PRAGMA user_version").fetchone()[0] == 1:  # not done by another opener
+                c.execute("ALTER TABLE runs ADD COLUMN checksum TEXT")
+                c.execute("ALTER TABLE checkpoints ADD COLUMN checksum TEXT")
+                c.execute(
+                    "INSERT OR REPLACE INTO meta(name, value) VALUES ('migrated_from_v1', ?)",
+                    (repr(time.time()),),
+                )
+                c.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            c.execute("COMMIT")
+        except sqlite3.OperationalError as e:
+            if c.in_transaction:
+                c.execute("ROLLBACK")
+            raise StoreError(f"cannot upgrade the schema-1 store {self.path}: {e}") from e
+        except BaseException:
+            if c.in_transaction:
+                c.execute("ROLLBACK")
+            raise
+
+    def _verified_run(self, row: sqlite3.Row) -> StoredRun | None:
+        """The row as a StoredRun if its checksum matches, else None (with a warning)."""
+        key = row["key"]
+        stored = row["checksum"]
+        if stored is None:
+            self._warn(f"run {key} has no checksum (written by store schema 1): unverified")
+            return None
+        values = [row[c] for c in _RUN_COLUMNS]
+        try:
+            ok = row_checksum(values) == stored
+            run = _row_to_run(row) if ok else None
+        except (TypeError, ValueError) as e:  # undecodable: same treatment as a mismatch
+            ok, run = False, None
+            detail = f" ({e})"
+        else:
+            detail = ""
+        if not ok or run is None:
+            self._warn(f"run {key} failed its checksum{detail} (bit rot?)")
+            return None
+        return run
+
+    def _warn(self, what: str) -> None:
+        warnings.warn(
+            f"store {self.path}: {what}; it is ignored and will be recomputed",
+            StoreIntegrityWarning,
+            stacklevel=4,
+        )
 
     def _identity(self) -> tuple[int, int, set[str]]:
         c = self._conn
@@ -349,18 +470,22 @@ class Store:
         self.put_runs([run])
 
     def get_run(self, key: str) -> StoredRun | None:
+        """The verified run stored under ``key``, or None (absent, or failed its checksum)."""
         row = self._conn.execute("SELECT * FROM runs WHERE key = ?", (key,)).fetchone()
-        return None if row is None else _row_to_run(row)
+        return None if row is None else self._verified_run(row)
 
     def get_runs(self, keys: Iterable[str]) -> dict[str, StoredRun]:
-        """The stored runs among ``keys``, by key (missing keys are absent)."""
+        """The stored runs among ``keys``, by key (missing keys are absent; so are runs that
+        fail their checksum, each reported with a :class:`StoreIntegrityWarning`)."""
         keys = list(dict.fromkeys(keys))
         out: dict[str, StoredRun] = {}
         for i in range(0, len(keys), 500):
             chunk = keys[i : i + 500]
             q = f"SELECT * FROM runs WHERE key IN ({','.join('?' * len(chunk))})"
             for row in self._conn.execute(q, chunk):
-                out[row["key"]] = _row_to_run(row)
+                run = self._verified_run(row)
+                if run is not None:
+                    out[row["key"]] = run
         return out
 
     def run_keys(self) -> list[str]:
@@ -378,25 +503,39 @@ class Store:
         self, group: str, run_keys: Sequence[str], iteration: int, state: bytes
     ) -> None:
         """Replace the group's checkpoint with ``state`` taken after ``iteration`` iterations."""
+        values = (str(group), json.dumps(list(run_keys)), int(iteration), bytes(state), time.time())
         self._write(
             [
                 (
                     "INSERT OR REPLACE INTO checkpoints(group_key, run_keys, iteration, state, "
-                    "updated_at) VALUES (?, ?, ?, ?, ?)",
-                    (group, json.dumps(list(run_keys)), int(iteration), bytes(state), time.time()),
+                    "updated_at, checksum) VALUES (?, ?, ?, ?, ?, ?)",
+                    (*values, row_checksum(values)),
                 )
             ]
         )
 
     def load_checkpoint(self, group: str) -> Checkpoint | None:
+        """The group's verified checkpoint, or None (none saved, or it failed its checksum:
+        reported with a :class:`StoreIntegrityWarning`, and the group starts over)."""
         row = self._conn.execute(
             "SELECT * FROM checkpoints WHERE group_key = ?", (group,)
         ).fetchone()
         if row is None:
             return None
+        if row["checksum"] is None:
+            self._warn(f"checkpoint {group} has no checksum (written by store schema 1)")
+            return None
+        try:
+            ok = row_checksum([row[c] for c in _CHECKPOINT_COLUMNS]) == row["checksum"]
+            run_keys = json.loads(row["run_keys"]) if ok else None
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            self._warn(f"checkpoint {group} failed its checksum (bit rot?)")
+            return None
         return Checkpoint(
             group_key=row["group_key"],
-            run_keys=json.loads(row["run_keys"]),
+            run_keys=run_keys,
             iteration=int(row["iteration"]),
             state=bytes(row["state"]),
             updated_at=float(row["updated_at"]),
@@ -415,14 +554,14 @@ class Store:
     def finish_group(self, group: str | None, runs: Iterable[StoredRun]) -> None:
         """Insert the group's finished runs and delete its checkpoint, atomically."""
         now = time.time()
+        rows = [_run_to_row(r, now) for r in runs]
         stmts: list[tuple[str, Sequence[Any]]] = [
             (
-                "INSERT OR REPLACE INTO runs(key, config, data_fingerprint, math_version, label, "
-                "iters, gap, first_hit, final_gap, diverged, diverged_at, wall_time, extra, "
-                "created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                _run_to_row(r, now),
+                f"INSERT OR REPLACE INTO runs({', '.join(_RUN_COLUMNS)}, checksum) "
+                f"VALUES ({', '.join('?' * (len(_RUN_COLUMNS) + 1))})",
+                (*row, row_checksum(row)),
             )
-            for r in runs
+            for row in rows
         ]
         if group is not None:
             stmts.append(("DELETE FROM checkpoints WHERE group_key = ?", (group,)))
