@@ -202,19 +202,20 @@ def direction_from_svd(
     n = float(depth)
     k, d = G.shape[-2], G.shape[-1]
     Kmat = claim1_eigenvalues(s.unsqueeze(-1), s.unsqueeze(-2), n)
-    GV = G @ V  # (..., k, m)
-    core = U.mT @ GV  # (..., m, m)
-    out = U @ (core * Kmat) @ V.mT
-    if k != d:
-        c = claim1_eigenvalues(s, torch.zeros_like(s), n)  # K(s, 0) = s^{2(N-1)/N}
-        if k < d:  # U is square: G's part outside the row space of W
-            UtG = U.mT @ G
-            rest = UtG - core @ V.mT  # U^T G (I - V V^T)
-            out = out + U @ (c.unsqueeze(-1) * rest)
-        else:  # V is square: G's part outside the column space of W
-            rest = GV - U @ core  # (I - U U^T) G V
-            out = out + (rest * c.unsqueeze(-2)) @ V.mT
-    return out
+    core = U.mT @ (G @ V)  # (..., m, m)
+    M = core * Kmat
+    if k == d:
+        return (U @ M) @ V.mT
+    # G's part outside W's row (k < d) or column (k > d) space, written so that only
+    # three or four products have the large size k*d*m:
+    #   k < d: U diag(c) U^T G (I - V V^T) = C G - U (c * core) V^T,  C = U diag(c) U^T
+    #   k > d: (I - U U^T) G V diag(c) V^T = G C - U (core * c) V^T,  C = V diag(c) V^T
+    c = claim1_eigenvalues(s, torch.zeros_like(s), n)  # K(s, 0) = s^{2(N-1)/N}
+    if k < d:  # U is square (k x k)
+        C = (U * c.unsqueeze(-2)) @ U.mT
+        return (U @ (M - c.unsqueeze(-1) * core)) @ V.mT + C @ G
+    C = (V * c.unsqueeze(-2)) @ V.mT  # V is square (d x d)
+    return U @ ((M - core * c.unsqueeze(-2)) @ V.mT) + G @ C
 
 
 def single_output_direction(w: torch.Tensor, g: torch.Tensor, depth: float) -> torch.Tensor:
