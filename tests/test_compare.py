@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import math
+import re
 from collections import defaultdict
 from pathlib import Path
 
@@ -18,10 +19,12 @@ from depthaccel.compare import (
     ModelBest,
     build_runs,
     parse_loss,
+    roundoff_floor,
     select_best,
     verdict,
 )
 from depthaccel.data import load_table
+from depthaccel.outdir import MANIFEST_NAME
 from depthaccel.store import DEFAULT_FILENAME
 from depthaccel.train import Run, RunResult, train
 
@@ -176,7 +179,10 @@ def test_verdict_answers_and_factors():
     assert v.final_ratio == pytest.approx(10.0)
     assert v.speedup == pytest.approx(3.0) and v.speedup_threshold == 1e-3
     assert v.baselines == {"adagrad": pytest.approx(200.0)}
-    assert "10x lower in final gap" in v.text and "after 300 vs 900 iterations" in v.text
+    # Iterations first, then the final gaps.
+    assert (
+        "300 vs 900 iterations to a gap of 0.001; final gap 0.0001 vs 0.001 (10x lower)" in v.text
+    )
     assert "Caveats" in v.text
     # Ratios: modest, no difference, slower.
     for final, answer in ((6e-4, "modest"), (1.05e-3, "no difference"), (2e-3, "slower")):
@@ -187,7 +193,9 @@ def test_verdict_answers_and_factors():
     d0 = model(fake("gd", 2, 1e-2, -1e-18, {1e-1: 30, 1e-3: 100, 1e-5: 200}))
     v0 = verdict([b0, d0], THR, 1000, 0.05)
     assert v0.answer == "yes" and v0.speedup == pytest.approx(3.0)
-    assert "both reach the optimum to round-off" in v0.text
+    assert (
+        "200 vs 600 iterations to a gap of 1e-05; both end at the optimum to round-off" in v0.text
+    )
     # The edge caveat names the models whose best rate is on the edge.
     edge = model(fake("gd", 2, 1e-3, 1e-4, {1e-1: 40, 1e-3: 300, 1e-5: None}), on_edge=True)
     assert (
@@ -240,7 +248,7 @@ def test_compare_end_to_end(tmp_path, capsys):
     rows = list(csv.DictReader((out / "summary.csv").open()))
     assert len(rows) == n_runs
     hit_cols = [c for c in rows[0] if c.startswith("first_hit_")]
-    assert len(hit_cols) == 5  # default thresholds: 1e-1 .. 1e-6 of the initial gap
+    assert len(hit_cols) == 6  # default thresholds: 1e-1 .. 1e-6 of the initial gap
     best = defaultdict(int)
     for r in rows:
         best[(r["method"], r["depth"])] += int(r["best_for_model"])
@@ -337,3 +345,217 @@ def test_corrupt_store_in_out_dir_is_refused_untouched(tmp_path, capsys):
     code, err = run_cli(argv, capsys)
     assert code == 1 and "not a depthaccel store" in err
     assert hashlib.sha256((out / DEFAULT_FILENAME).read_bytes()).hexdigest() == before
+
+
+# ------------------------------------------------------------- arguments: exit 2, no files
+
+
+@pytest.mark.parametrize(
+    "extra, match",
+    [
+        (["--iters", "99999999999999999999"], "--iters must be <= 1e+12"),
+        (["--device", "mps"], "unsupported device 'mps'"),
+        (["--device", "meta"], "unsupported device 'meta'"),
+        (["--device", "cpu:1"], "unsupported device 'cpu:1'"),
+        (["--seed", "99999999999999999999999"], "--seed must be a 64-bit integer"),
+        (["--seed", "1.5"], "--seed must be an integer"),
+    ],
+)
+def test_argument_errors_exit_2_before_any_file(tmp_path, capsys, extra, match):
+    table = write_table(tmp_path / "t.csv")
+    out = tmp_path / "o"
+    code, err = run_cli(["compare", "--data", str(table), "--out", str(out), *extra], capsys)
+    assert code == 2 and match in err, err
+    assert len(err.strip().splitlines()[-1]) > 0 and "Traceback" not in err
+    assert not out.exists()
+
+
+def test_config_checks_device_and_seed():
+    assert CompareConfig(data=Path("t.csv"), device="CUDA:1").device == "cuda:1"
+    for dev in ("mps", "meta", "xla"):
+        with pytest.raises(ValueError, match="device"):
+            CompareConfig(data=Path("t.csv"), device=dev)
+    with pytest.raises(ValueError, match="seed must be an integer in"):
+        CompareConfig(data=Path("t.csv"), seed=2**64)
+    with pytest.raises(ValueError, match="iters must be <="):
+        CompareConfig(data=Path("t.csv"), iters=10**13)
+
+
+def test_too_large_grid_is_refused_with_the_estimate(tmp_path, capsys):
+    table = write_table(tmp_path / "t.csv")
+    out = tmp_path / "o"
+    argv = ["compare", "--data", str(table), "--out", str(out), "--hidden", "200000"]
+    code, err = run_cli(argv, capsys)
+    # depth-3 nets of width 200000 hold a 200000 x 200000 factor: 320 GB per run
+    assert code == 2 and "runs need about" in err and "TB of memory" in err, err
+    assert "5x200000x200000x1" in err and "--hidden" in err  # 5 features (target: last)
+    assert not out.exists()
+
+
+# ----------------------------------------------------------------- outputs: never lose data
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()
+    }
+
+
+QUICK = ["--target", "price", *ARGS, "--no-progress", "--iters", "30"]
+
+
+def test_folder_with_user_files_is_refused_byte_for_byte(tmp_path, capsys, monkeypatch):
+    table = write_table(tmp_path / "data.csv")
+    home = tmp_path / "project"
+    home.mkdir()
+    (home / "REPORT.md").write_text("# My own report\n\nhours of work\n")
+    (home / "summary.csv").write_bytes(b"my,own\n1,2\n")
+    before = _snapshot(home)
+    monkeypatch.chdir(home)
+    code, err = run_cli(["compare", "--data", str(table), "--out", ".", *QUICK], capsys)
+    assert code == 2 and "depthaccel did not write (REPORT.md, summary.csv)" in err
+    assert "--force" in err
+    assert _snapshot(home) == before  # nothing changed, nothing created (no store either)
+    # With --force the outputs are written; a file that is not an output is left alone.
+    (home / "notes.txt").write_text("keep me")
+    code, _ = run_cli(["compare", "--data", str(table), "--out", ".", *QUICK, "--force"], capsys)
+    assert code == 0
+    assert (home / "notes.txt").read_text() == "keep me"
+    assert (home / "REPORT.md").read_text().startswith("# Does depth accelerate")
+
+
+def test_input_file_is_never_an_output(tmp_path, capsys):
+    table = write_table(tmp_path / "data.csv")
+    out = tmp_path / "out"
+    assert run_cli(["compare", "--data", str(table), "--out", str(out), *QUICK], capsys)[0] == 0
+    before = _snapshot(out)
+    argv = ["compare", "--data", str(out / "curves.csv"), "--out", str(out), "--target", "gap"]
+    for extra in ([], ["--force"]):
+        code, err = run_cli([*argv, *extra, "--iters", "5", "--no-progress"], capsys)
+        assert code == 2 and "is also an output (curves.csv" in err, err
+        assert _snapshot(out) == before
+
+
+def test_rerun_into_own_folder_is_accepted(tmp_path, capsys):
+    table = write_table(tmp_path / "data.csv")
+    out = tmp_path / "out"
+    argv = ["compare", "--data", str(table), "--out", str(out), *QUICK]
+    assert run_cli(argv, capsys)[0] == 0
+    assert run_cli([*argv[:-2], "--iters", "40"], capsys)[0] == 0  # other outputs, same folder
+    (out / "summary.csv").write_text("edited by hand\n")
+    code, err = run_cli(argv, capsys)
+    assert code == 2 and "(summary.csv)" in err
+
+
+def test_failure_mid_write_keeps_the_previous_good_set(tmp_path, capsys, monkeypatch):
+    import depthaccel.compare as cmp
+
+    table = write_table(tmp_path / "data.csv")
+    out = tmp_path / "out"
+    argv = ["compare", "--data", str(table), "--out", str(out), *QUICK]
+    assert run_cli(argv, capsys)[0] == 0
+    good = {k: v for k, v in _snapshot(out).items() if not k.startswith("depthaccel-store")}
+    assert set(good) == {"summary.csv", "curves.csv", "compare.png", "REPORT.md", MANIFEST_NAME}
+
+    def full_disk(res):  # REPORT.md is the last output: the others are already staged
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(cmp, "_report", full_disk)
+    code, err = run_cli([*argv[:-2], "--iters", "50"], capsys)
+    assert code == 1 and "No space left on device" in err
+    after = {k: v for k, v in _snapshot(out).items() if not k.startswith("depthaccel-store")}
+    assert after == good  # byte for byte, and no temporary file left behind
+    monkeypatch.undo()
+    assert run_cli([*argv[:-2], "--iters", "50"], capsys)[0] == 0  # the folder is still ours
+
+
+# --------------------------------------------------------------- round-off floor (exact fit)
+
+
+def _exact_fit(m=80, d=4, seed=3, scale=1.0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((m, d))
+    return X, scale * (X @ rng.standard_normal(d))
+
+
+def test_roundoff_floor_bounds_the_loss_noise_at_an_exact_fit():
+    from depthaccel.losses import lp_optimum
+
+    X, y = _exact_fit()
+    for p in (2.0, 4.0):
+        opt = lp_optimum(X, y, p)
+        floor = roundoff_floor(X, y, p, opt.w)
+
+        def loss(w, p=p):  # a plain float64 loop: the reference
+            return sum(
+                abs(sum(X[i, j] * w[j] for j in range(X.shape[1])) - y[i]) ** p
+                for i in range(X.shape[0])
+            ) / (p * X.shape[0])
+
+        rng = np.random.default_rng(0)
+        eps = np.finfo(np.float64).eps
+        noise = [
+            abs(loss(opt.w * (1 + eps * rng.uniform(-1, 1, opt.w.shape))) - opt.loss)
+            for _ in range(20)
+        ]
+        assert max(noise) < floor  # round-off-level changes of w stay below the floor
+        assert floor < 1e-25  # but far below any real gap: a 1e-6 move is well above it
+        assert loss(opt.w + 1e-6) - opt.loss > 1e3 * floor
+
+
+def test_roundoff_floor_scales_like_the_loss():
+    from depthaccel.losses import lp_optimum
+
+    X, y = _exact_fit()
+    rng = np.random.default_rng(1)
+    y_noisy = y + 0.3 * rng.standard_normal(len(y))
+    for yy in (y, y_noisy):
+        opt = lp_optimum(X, yy, 4.0)
+        f1 = roundoff_floor(X, yy, 4.0, opt.w)
+        f8 = roundoff_floor(X, 8 * yy, 4.0, 8 * opt.w)  # L scales by 8^4
+        assert f8 == pytest.approx(8**4 * f1, rel=1e-6)
+        # float32 resolves ~2^29 times less
+        f32 = roundoff_floor(X, yy, 4.0, opt.w, eps=float(np.finfo(np.float32).eps))
+        assert f32 > 1e6 * f1
+    # With noise, the floor is eps-relative to L* (first-order term), not to L*'s ulps only.
+    opt = lp_optimum(X, y_noisy, 2.0)
+    assert 1e-16 * opt.loss < roundoff_floor(X, y_noisy, 2.0, opt.w) < 1e-12 * opt.loss
+
+
+def test_verdict_never_compares_gaps_at_round_off():
+    floor = 1e-29
+    base = model(fake("gd", 1, 1e-2, 3.7e-32, {1e-1: 90, 1e-3: 676, 1e-5: 900}))
+    deep = model(fake("gd", 2, 1e-2, 1e-10, {1e-1: 30, 1e-3: 220, 1e-5: None}))
+    names = {1e-1: "1e-1 of the initial gap", 1e-3: "1e-3 of the initial gap"}
+    v = verdict([base, deep], THR, 1000, 2.7e-30, floor=floor, threshold_names=names)
+    assert "220 vs 676 iterations to 1e-3 of the initial gap" in v.text
+    assert "never reaches a gap of 1e-05, which depth-1 gd reaches in 900 iterations" in v.text
+    assert "final gap 1e-10 vs the optimum to round-off (below 1e-29)" in v.text
+    assert v.answer == "slower"
+    # Both below the floor: converged, compared by iterations only; no ratio of gaps.
+    d0 = model(fake("gd", 2, 1e-2, 4e-31, {1e-1: 30, 1e-3: 220, 1e-5: 300}))
+    v0 = verdict([base, d0], THR, 1000, 2.7e-30, floor=floor, threshold_names=names)
+    assert "both end at the optimum to round-off" in v0.text
+    assert v0.speedup == pytest.approx(3.0) and v0.answer == "yes"
+    for text in (v.text, v0.text):
+        assert not re.search(r"e\+\d+x", text) and "x lower" not in text, text
+    # Thresholds at or below the floor are ignored.
+    v1 = verdict([base, d0], (1e-30,), 1000, 2.7e-30, floor=floor)
+    assert "iterations to" not in v1.text
+
+
+def test_exact_fit_end_to_end_reports_convergence_not_ratios(tmp_path, capsys):
+    X, y = _exact_fit(m=60, d=3)
+    f = tmp_path / "exact.csv"
+    np.savetxt(f, np.c_[X, y], delimiter=",", header="a,b,c,y", comments="")
+    out = tmp_path / "o"
+    argv = ["compare", "--data", str(f), "--out", str(out), "--no-standardize", "--loss", "l2"]
+    argv += ["--depths", "1,2", "--methods", "gd,adam", "--lrs", "0.01,0.1,0.5"]
+    argv += ["--iters", "3000", "--no-progress"]
+    code, _ = run_cli(argv, capsys)
+    assert code == 0
+    report = (out / "REPORT.md").read_text()
+    verdict_text = report.split("## Verdict")[1].split("##")[0]
+    assert "to round-off" in verdict_text
+    assert "iterations to 1e-6 of the initial gap" in verdict_text
+    assert not re.search(r"\d(\.\d+)?e\+\d+x", verdict_text), verdict_text

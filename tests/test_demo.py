@@ -39,7 +39,21 @@ def test_demo_help_and_bad_arguments(capsys):
     assert e.value.code == 0
     assert "EndToEndSGD" in capsys.readouterr().out
     assert main(["demo", "--lr", "-1", "--quiet"]) == 2
-    assert "lr must be" in capsys.readouterr().out
+    assert "lr must be" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (["--samples", "1"], "samples must be >= 2"),
+        (["--samples", "2", "--dim", "20"], "samples (2) must be >= dim (20)"),
+    ],
+)
+def test_demo_too_few_samples_is_a_one_line_error(capsys, argv, match):
+    assert main(["demo", *argv, "--quiet", "--steps", "3"]) == 2
+    cap = capsys.readouterr()
+    assert cap.err.startswith("depthaccel demo: error:") and match in cap.err
+    assert len(cap.err.strip().splitlines()) == 1 and "Traceback" not in cap.err + cap.out
 
 
 def test_demo_divergence_is_reported(capsys):

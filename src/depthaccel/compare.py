@@ -32,7 +32,7 @@ from __future__ import annotations
 import csv
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,6 +42,9 @@ import torch
 from depthaccel.data import Dataset, load_table
 from depthaccel.experiments.base import format_lr, log_grid
 from depthaccel.losses import lp_optimum
+from depthaccel.outdir import OutputFolder
+from depthaccel.resources import check_train_memory
+from depthaccel.store import DEFAULT_FILENAME as STORE_FILENAME
 from depthaccel.sweep import sweep
 from depthaccel.train import (
     ADAPTIVE_METHODS,
@@ -72,8 +75,12 @@ __all__ = [
 #: Learning-rate grid: 1e-4 .. 1 with two rates per decade (GUIDE.md section 2).
 DEFAULT_LRS: tuple[float, ...] = log_grid(1e-4, 1.0, 2)
 #: Default gap thresholds, as fractions of the initial gap L(0) - L*.
-DEFAULT_RELATIVE_THRESHOLDS: tuple[float, ...] = (1e-1, 1e-2, 1e-3, 1e-4, 1e-6)
+DEFAULT_RELATIVE_THRESHOLDS: tuple[float, ...] = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
 DEFAULT_ITERS = 10_000
+#: More iterations than this would take years at any speed the trainer reaches.
+MAX_ITERS = 10**12
+#: Seeds of torch's generator: a signed 64-bit integer.
+SEED_RANGE = (-(2**63), 2**63 - 1)
 DEFAULT_CHECKPOINT_EVERY = 2_000
 METHOD_NAMES = {
     "gd": "GD",
@@ -102,6 +109,19 @@ def parse_loss(name: str) -> float:
     if not (math.isfinite(p) and p >= 2):
         raise ValueError(f"loss {name!r}: p must be a finite number >= 2, got {p:g}")
     return p
+
+
+def check_device(device: str) -> str:
+    """``cpu``, ``cuda`` or ``cuda:<index>`` (the devices the trainer supports); the
+    canonical spelling. Other torch devices (mps, meta, ...) raise ValueError."""
+    text = str(device).strip().lower()
+    try:
+        dev = torch.device(text)
+    except (RuntimeError, ValueError) as e:
+        raise ValueError(f"unknown device {device!r}: {e}") from None
+    if dev.type not in ("cpu", "cuda") or (dev.type == "cpu" and dev.index not in (None, 0)):
+        raise ValueError(f"unsupported device {device!r}: use cpu, cuda or cuda:<index>")
+    return str(dev)
 
 
 def _positive_sorted(name: str, values: Sequence[float]) -> tuple[float, ...]:
@@ -142,6 +162,8 @@ class CompareConfig:
         seed: seed of the initialisation.
         convention: ``tf`` or ``torch`` defaults for the adaptive optimizers.
         log_points: about this many logged iterations per curve.
+        force: write into an output folder that holds files depthaccel did not write
+            (``depthaccel.outdir``; files with an output's name are replaced).
     """
 
     data: Path
@@ -163,6 +185,7 @@ class CompareConfig:
     seed: int = 0
     convention: str = "tf"
     log_points: int = 1000
+    force: bool = False
 
     def __post_init__(self) -> None:
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731
@@ -186,6 +209,8 @@ class CompareConfig:
         set_("methods", tuple(dict.fromkeys(methods)))
         if isinstance(self.iters, bool) or int(self.iters) != self.iters or self.iters < 1:
             raise ValueError(f"iters must be an integer >= 1, got {self.iters!r}")
+        if self.iters > MAX_ITERS:
+            raise ValueError(f"iters must be <= {MAX_ITERS:.0e}, got {self.iters!r}")
         set_("iters", int(self.iters))
         set_("lrs", _positive_sorted("learning rates", self.lrs))
         if self.thresholds is not None:
@@ -208,12 +233,17 @@ class CompareConfig:
             math.isfinite(float(self.init_scale)) and float(self.init_scale) >= 0
         ):
             raise ValueError(f"init_scale must be finite and >= 0, got {self.init_scale!r}")
+        if (
+            isinstance(self.seed, bool)
+            or int(self.seed) != self.seed
+            or not (SEED_RANGE[0] <= int(self.seed) <= SEED_RANGE[1])
+        ):
+            raise ValueError(
+                f"seed must be an integer in [{SEED_RANGE[0]}, {SEED_RANGE[1]}], got {self.seed!r}"
+            )
         if int(self.log_points) < 2:
             raise ValueError(f"log_points must be >= 2, got {self.log_points!r}")
-        try:
-            torch.device(self.device)
-        except (RuntimeError, ValueError) as e:
-            raise ValueError(f"unknown device {self.device!r}: {e}") from None
+        set_("device", check_device(self.device))
 
     @property
     def p(self) -> float:
@@ -334,8 +364,39 @@ class Verdict:
 
 
 def _gap_floor(optimum: float) -> float:
-    """Gaps below this are round-off: ~100 float64 ulps of L*."""
+    """The smallest floor ever used: ~100 float64 ulps of L* (see :func:`roundoff_floor`
+    for the floor of the data)."""
     return 100 * np.finfo(np.float64).eps * max(abs(optimum), np.finfo(np.float64).tiny)
+
+
+#: The round-off floor is this many times the estimated rounding error of the loss.
+FLOOR_SAFETY = 10.0
+
+
+def roundoff_floor(X, y, p: float, w, *, eps: float = float(np.finfo(np.float64).eps)) -> float:
+    r"""The smallest loss gap ``L(w) - L*`` that the arithmetic resolves on this data.
+
+    A computed residual ``r_i = x_i^T w - y_i`` carries an absolute rounding error of
+    about ``delta_i = eps * (|y_i| + sum_j |x_ij w_j|)`` (eps times the magnitudes of the
+    terms summed; rounding ``w`` to the compute dtype contributes the same order). Near the
+    optimum ``w*`` the computed loss ``(1/(p m)) sum_i |r_i|^p`` is therefore off by about
+
+        E = (1/m) sum_i [ |r*_i|^(p-1) delta_i + delta_i^p / p ]
+
+    (the first-order change, plus what remains when ``r* = 0``: an exact fit, where L* is
+    itself round-off, e.g. 1e-30). The floor is ``FLOOR_SAFETY * E`` (and never below
+    ~100 ulps of L*): gaps below it are "converged to round-off" and are never compared
+    as ratios. ``y`` may be (m,) or (m, k) with ``w`` (d,) or (d, k); ``eps`` is the
+    machine epsilon of the compute dtype (float32 training cannot resolve more).
+    """
+    X = np.asarray(X, dtype=np.float64)
+    Y = np.asarray(y, dtype=np.float64).reshape(X.shape[0], -1)
+    W = np.asarray(w, dtype=np.float64).reshape(X.shape[1], -1)
+    r = X @ W - Y
+    delta = eps * (np.abs(Y) + np.abs(X) @ np.abs(W))
+    err = np.mean(np.sum(np.abs(r) ** (p - 1) * delta + delta**p / p, axis=1))
+    L = float(np.mean(np.sum(np.abs(r) ** p, axis=1)) / p)
+    return float(max(FLOOR_SAFETY * err, _gap_floor(L)))
 
 
 def _fmt(x: float) -> str:
@@ -350,15 +411,17 @@ def _ratio_words(r: float, more: str = "lower", less: str = "higher") -> str:
 
 def _hits_compare(a: RunResult, b: RunResult, thresholds: Sequence[float]):
     """(threshold, a's iteration, b's iteration) for the smallest threshold both reached,
-    and the smallest threshold only b reached (None where there is none)."""
+    the smallest threshold only b reached and the smallest only a reached (None where
+    there is none)."""
     ha, hb = a.first_hit, b.first_hit
     both = [t for t in thresholds if ha.get(t) is not None and hb.get(t) is not None]
     only_b = [t for t in thresholds if ha.get(t) is None and hb.get(t) is not None]
+    only_a = [t for t in thresholds if ha.get(t) is not None and hb.get(t) is None]
     common = None
     if both:
         t = min(both)
         common = (t, ha[t], hb[t])
-    return common, (min(only_b) if only_b else None)
+    return common, (min(only_b) if only_b else None), (min(only_a) if only_a else None)
 
 
 @dataclass
@@ -373,40 +436,65 @@ class _Pair:
     text: str
 
 
-def _pair(a: ModelBest, b: ModelBest, thresholds: Sequence[float], floor: float) -> _Pair:
-    """Compare b against a; ``text`` says how b fares (b is the sentence's subject)."""
+def _threshold_name(t: float, names: Mapping[float, str] | None) -> str:
+    if names and t in names:
+        return names[t]
+    return f"a gap of {_fmt(t)}"
+
+
+def _pair(
+    a: ModelBest,
+    b: ModelBest,
+    thresholds: Sequence[float],
+    floor: float,
+    names: Mapping[float, str] | None = None,
+) -> _Pair:
+    """Compare b against a; ``text`` gives b's numbers first, then a's: iterations to the
+    thresholds, then final gaps (a ratio only when both are above the round-off floor)."""
     ra, rb = a.best, b.best
     fa, fb = max(ra.final_gap, floor), max(rb.final_gap, floor)
     a0, b0 = ra.final_gap <= floor, rb.final_gap <= floor
     final_ratio = fa / fb
-    common, only_b = _hits_compare(ra, rb, thresholds)
+    common, only_b, only_a = _hits_compare(ra, rb, thresholds)
     speedup = None
-    hits = ""
+    hits = []
     if common is not None and common[2] > 0:
         t, ia, ib = common
         speedup = ia / ib
-        hits = f"gap below {_fmt(t)} after {ib} vs {ia} iterations"
+        hits.append(f"{ib} vs {ia} iterations to {_threshold_name(t, names)}")
     if only_b is not None:
-        hits += (", " if hits else "") + (
-            f"below {_fmt(only_b)} after {rb.first_hit[only_b]} iterations, "
-            f"which {a.label} never reaches"
+        hits.append(
+            f"{rb.first_hit[only_b]} iterations to {_threshold_name(only_b, names)}, which "
+            f"{a.label} never reaches"
         )
+    if only_a is not None:
+        hits.append(
+            f"never reaches {_threshold_name(only_a, names)}, which {a.label} reaches in "
+            f"{ra.first_hit[only_a]} iterations"
+        )
+    if not hits and thresholds:
+        hits.append(f"neither reaches {_threshold_name(max(thresholds), names)}")
     if a0 and b0:
         factor = speedup if speedup is not None else 1.0
-        text = f"{_ratio_words(factor, 'faster', 'slower')} (both reach the optimum to round-off"
-        text += f"; {hits})" if hits else ")"
+        final = f"both end at the optimum to round-off (gap below the floor {_fmt(floor)})"
     elif b0:
         factor = final_ratio
-        text = f"better: it reaches the optimum to round-off, {a.label} ends at a gap of {_fmt(ra.final_gap)}"
-        text += f" ({hits})" if hits else ""
+        final = (
+            f"final gap at the optimum to round-off (below {_fmt(floor)}) vs "
+            f"{_fmt(ra.final_gap)} for {a.label}"
+        )
     elif a0:
         factor = final_ratio
-        text = f"worse: it ends at a gap of {_fmt(rb.final_gap)}, {a.label} reaches the optimum to round-off"
-        text += f" ({hits})" if hits else ""
+        final = (
+            f"final gap {_fmt(rb.final_gap)} vs the optimum to round-off (below "
+            f"{_fmt(floor)}) for {a.label}"
+        )
     else:
         factor = final_ratio
-        text = f"{_ratio_words(final_ratio)} in final gap ({_fmt(rb.final_gap)} vs {_fmt(ra.final_gap)}"
-        text += f"; {hits})" if hits else ")"
+        final = (
+            f"final gap {_fmt(rb.final_gap)} vs {_fmt(ra.final_gap)} ({_ratio_words(final_ratio)})"
+        )
+    text = "; ".join([*hits, final])
     return _Pair(
         factor, final_ratio, speedup, None if common is None else common[0], a0 and b0, text
     )
@@ -427,20 +515,28 @@ def verdict(
     optimum: float,
     *,
     context: str = "",
+    floor: float | None = None,
+    threshold_names: Mapping[float, str] | None = None,
 ) -> Verdict:
     """The one-paragraph answer to "does depth accelerate this problem?".
 
     Primary comparison: the best deep GD-trained model (a depth > 1 GD net or the e2e
     scheme; lowest final gap, then fewest iterations to the thresholds) vs depth-1 GD,
-    each at its best learning rate. The factor is depth-1 GD's final gap over the deep
-    model's (gaps floored at ~100 ulps of L*, ``_gap_floor``), or, when both reach the
-    optimum to round-off, depth-1 GD's iterations over the deep model's to reach the
-    smallest threshold both reach. "yes" for a factor >= 2, "modest" for 1.1..2, "no
-    difference" within 1.1x either way, "slower" below 1/1.1. Then the adaptive
-    optimizers on a single layer against the deep model, and depth within each adaptive
-    method, with the same measure; then the caveats.
+    each at its best learning rate. Each comparison leads with the iterations both need
+    to reach the smallest threshold both reach (``threshold_names`` words them, e.g.
+    "1e-3 of the initial gap"), then the thresholds only one reaches, then the final
+    gaps. Gaps at or below ``floor`` (the data's round-off floor, :func:`roundoff_floor`;
+    at least ~100 ulps of L*) count as "at the optimum to round-off": they are never
+    compared as ratios, and thresholds below the floor are ignored. The factor is
+    depth-1 GD's final gap over the deep model's (both floored), or, when both reach the
+    optimum to round-off, depth-1 GD's iterations over the deep model's. "yes" for a
+    factor >= 2, "modest" for 1.1..2, "no difference" within 1.1x either way, "slower"
+    below 1/1.1. Then the adaptive optimizers on a single layer against the deep model,
+    and depth within each adaptive method, with the same measure; then the caveats.
     """
-    floor = _gap_floor(optimum)
+    floor = max(_gap_floor(optimum), 0.0 if floor is None else float(floor))
+    thresholds = [t for t in thresholds if t > floor]
+    names = threshold_names
     base = next((m for m in models if m.method == "gd" and m.depth == 1), None)
     deep_all = [m for m in models if m.method in ("gd", "e2e") and m.depth > 1]
     deep_ok = [m for m in deep_all if m.best is not None]
@@ -462,7 +558,7 @@ def verdict(
             base=base,
             deep=deep,
         )
-    main = _pair(base, deep, thresholds, floor)
+    main = _pair(base, deep, thresholds, floor, names)
     score = main.factor
     if score >= 2:
         answer, head = "yes", "Yes, on this problem and with these settings"
@@ -475,8 +571,8 @@ def verdict(
     dl = f"{deep.label} (lr {format_lr(deep.best_lr)})"
     bl = f"depth-1 GD (lr {format_lr(base.best_lr)})"
     parts = [
-        lead + f"{head}: after {iters} iterations, the best deep model, {dl}, is "
-        f"{main.text} compared with {bl}."
+        lead + f"{head}. The best deep model, {dl}, against {bl} in {iters} iterations: "
+        f"{main.text}."
     ]
     baselines: dict[str, float] = {}
     phrases = []
@@ -486,12 +582,12 @@ def verdict(
         if m.best is None:
             phrases.append(f"{m.label} diverged at every rate")
             continue
-        pr = _pair(m, deep, thresholds, floor)
+        pr = _pair(m, deep, thresholds, floor, names)
         baselines[m.method] = pr.factor
-        phrases.append(f"vs {m.label} (lr {format_lr(m.best_lr)}) it is {pr.text}")
+        phrases.append(f"vs {m.label} (lr {format_lr(m.best_lr)}): {pr.text}")
     if phrases:
         parts.append(
-            f"Against adaptive optimizers on a single layer, {deep.label}: "
+            f"Against adaptive optimizers on a single layer, {deep.label} "
             + "; ".join(phrases)
             + "."
         )
@@ -502,7 +598,7 @@ def verdict(
         if one is None or not deeper:
             continue
         top = min(deeper, key=lambda m: _rank_key(m, floor))
-        pr = _pair(one, top, thresholds, floor)
+        pr = _pair(one, top, thresholds, floor, names)
         word = (
             "helps"
             if pr.factor >= SAME_FACTOR
@@ -510,7 +606,7 @@ def verdict(
         )
         helped.append(
             f"depth {word} {METHOD_NAMES[meth]} ({top.label}, lr {format_lr(top.best_lr)}, "
-            f"is {pr.text} vs depth 1, lr {format_lr(one.best_lr)})"
+            f"vs depth 1, lr {format_lr(one.best_lr)}: {pr.text})"
         )
     if helped:
         parts.append("Within each adaptive method, " + "; ".join(helped) + ".")
@@ -576,6 +672,7 @@ class CompareResult:
     store_path: Path | None
     outputs: dict[str, Path] = field(default_factory=dict)
     resumed: dict[str, int] = field(default_factory=dict)
+    floor: float = 0.0  # round-off floor of the gap (``roundoff_floor``)
 
 
 def _initial_gap(y: np.ndarray, p: float, optimum: float) -> float:
@@ -584,19 +681,63 @@ def _initial_gap(y: np.ndarray, p: float, optimum: float) -> float:
     return float(np.mean(np.sum(np.abs(Y) ** p, axis=1)) / p - optimum)
 
 
+#: The outputs ``run_compare`` writes into ``cfg.out`` (besides the results store).
+OUTPUT_NAMES = {
+    "summary": "summary.csv",
+    "curves": "curves.csv",
+    "plot": "compare.png",
+    "report": "REPORT.md",
+}
+#: The results store and SQLite's side files: always allowed in the output folder.
+STORE_NAMES = tuple(STORE_FILENAME + s for s in ("", "-wal", "-shm", "-journal"))
+
+
+def output_folder(cfg: CompareConfig) -> OutputFolder:
+    """The guarded output folder of ``cfg`` (see ``depthaccel.outdir``)."""
+    return OutputFolder(cfg.out, force=cfg.force, allowed=STORE_NAMES)
+
+
+def _threshold_names(thresholds: Sequence[float], g0: float, relative: bool) -> dict[float, str]:
+    if not relative:
+        return {t: f"a gap of {_fmt(t)}" for t in thresholds}
+    return {
+        float(f"{g0 * r:.3g}"): f"{format_lr(r)} of the initial gap"
+        for r in DEFAULT_RELATIVE_THRESHOLDS
+    }
+
+
 def run_compare(
     cfg: CompareConfig,
     *,
     progress: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> CompareResult:
-    """Run the comparison described in the module docstring and write its outputs."""
+    """Run the comparison described in the module docstring and write its outputs.
+
+    Nothing is written before every check passed: the output folder (``OutputFolderError``:
+    foreign files without ``cfg.force``, the input among the outputs, not writable), the
+    data (``ValueError`` and friends from ``load_table``), the memory estimate
+    (``MemoryEstimateError``)."""
     say = log or (lambda msg: None)
     t0 = time.perf_counter()
+    folder = output_folder(cfg)
+    folder.check(outputs=[*OUTPUT_NAMES.values(), *STORE_NAMES], inputs=[cfg.data])
     ds = load_table(cfg.data, cfg.target, standardize=cfg.standardize)
     p = cfg.p
+    runs = build_runs(cfg)
+    Y = ds.y.reshape(len(ds.y), -1)
+    dtype = getattr(torch, cfg.dtype)
+    check_train_memory(
+        runs,
+        ds.X.shape[0],
+        ds.X.shape[1],
+        Y.shape[1],
+        itemsize=dtype.itemsize,
+        device=cfg.device,
+    )
     opt = lp_optimum(ds.X, ds.y, p)
     g0 = _initial_gap(ds.y, p, opt.loss)
+    floor = roundoff_floor(ds.X, ds.y, p, opt.w, eps=float(torch.finfo(dtype).eps))
     if cfg.thresholds is not None:
         thresholds = cfg.thresholds
     else:
@@ -606,12 +747,19 @@ def run_compare(
             )
         thresholds = tuple(float(f"{g0 * r:.3g}") for r in DEFAULT_RELATIVE_THRESHOLDS)
     thresholds = tuple(sorted(set(thresholds), reverse=True))  # easiest first
-    runs = build_runs(cfg)
-    cfg.out.mkdir(parents=True, exist_ok=True)
+    names = _threshold_names(thresholds, g0, cfg.thresholds is None)
+    folder.prepare()
     say(
         f"compare: {ds.X.shape[0]} rows x {ds.X.shape[1]} features, l{p:g} loss "
-        f"(L* = {opt.loss:.6g}); {len(runs)} runs x {cfg.iters} iterations"
+        f"(L* = {opt.loss:.6g}, round-off floor of the gap {floor:.3g}); {len(runs)} runs x "
+        f"{cfg.iters} iterations"
     )
+    below = [t for t in thresholds if t <= floor]
+    if below:
+        say(
+            f"compare: thresholds {', '.join(_fmt(t) for t in below)} are at or below the "
+            f"round-off floor {floor:.3g}: reaching them is not meaningful (the verdict ignores them)"
+        )
     sw = sweep(
         ds.X,
         ds.y,
@@ -622,19 +770,28 @@ def run_compare(
         thresholds=thresholds,
         log_points=cfg.log_points,
         device=cfg.device,
-        dtype=getattr(torch, cfg.dtype),
+        dtype=dtype,
         checkpoint_every=cfg.checkpoint_every,
         progress=progress,
         log=say,
     )
-    models = select_best(sw.results, tie_tol=_gap_floor(opt.loss))
+    models = select_best(sw.results, tie_tol=floor)
     context = (
         f"(Data: {ds.X.shape[0]} rows x {ds.X.shape[1]} features"
         f"{', standardised' if cfg.standardize else ''}; l{p:g} loss; learning rates "
         f"{format_lr(cfg.lrs[0])}..{format_lr(cfg.lrs[-1])}, {len(cfg.lrs)} values, the best "
-        "per model by final gap.)"
+        f"per model by final gap; gaps below {floor:.2g}, the round-off floor of this data, "
+        "count as converged.)"
     )
-    v = verdict(models, thresholds, cfg.iters, opt.loss, context=context)
+    v = verdict(
+        models,
+        thresholds,
+        cfg.iters,
+        opt.loss,
+        context=context,
+        floor=floor,
+        threshold_names=names,
+    )
     res = CompareResult(
         config=cfg,
         dataset=ds,
@@ -651,6 +808,7 @@ def run_compare(
         wall_time=0.0,
         resumed=sw.resumed,
         store_path=sw.store_path,
+        floor=floor,
     )
     res.wall_time = time.perf_counter() - t0
     res.outputs = write_outputs(res)
@@ -670,43 +828,50 @@ def _num(x: float | None) -> str:
     return "nan" if not math.isfinite(x) else f"{x:.17g}"
 
 
-def write_outputs(res: CompareResult) -> dict[str, Path]:
-    """Write compare.png, summary.csv, curves.csv and REPORT.md into the output dir."""
-    out = res.config.out
+def _summary_csv(res: CompareResult, fh) -> None:
     best_idx = {m.best_index for m in res.models if m.best_index is not None}
-    paths = {
-        "summary": out / "summary.csv",
-        "curves": out / "curves.csv",
-        "plot": out / "compare.png",
-        "report": out / "REPORT.md",
-    }
-    with paths["summary"].open("w", newline="") as fh:
-        w = csv.writer(fh)
+    w = csv.writer(fh)
+    w.writerow(
+        ["run", "method", "depth", "lr", "final_gap", "diverged", "diverged_at"]
+        + [_thr_col(t) for t in res.thresholds]
+        + ["best_for_model", "label", "key"]
+    )
+    for i, r in enumerate(res.results):
         w.writerow(
-            ["run", "method", "depth", "lr", "final_gap", "diverged", "diverged_at"]
-            + [_thr_col(t) for t in res.thresholds]
-            + ["best_for_model", "label", "key"]
+            [i, r.run.method, f"{r.run.depth:g}", repr(r.run.effective_lr), _num(r.final_gap)]
+            + [int(r.diverged), "" if r.diverged_at is None else r.diverged_at]
+            + ["" if r.first_hit[t] is None else r.first_hit[t] for t in res.thresholds]
+            + [int(i in best_idx), f"{r.run.label()}, lr {format_lr(r.run.effective_lr)}"]
+            + [res.keys[i]]
         )
-        for i, r in enumerate(res.results):
-            w.writerow(
-                [i, r.run.method, f"{r.run.depth:g}", repr(r.run.effective_lr), _num(r.final_gap)]
-                + [int(r.diverged), "" if r.diverged_at is None else r.diverged_at]
-                + ["" if r.first_hit[t] is None else r.first_hit[t] for t in res.thresholds]
-                + [int(i in best_idx), f"{r.run.label()}, lr {format_lr(r.run.effective_lr)}"]
-                + [res.keys[i]]
-            )
-    with paths["curves"].open("w", newline="") as fh:
-        fh.write("run,iteration,gap\n")
-        for i, r in enumerate(res.results):
-            fh.writelines(
-                f"{i},{int(it)},{_num(float(g))}\n" for it, g in zip(r.iters, r.gap, strict=True)
-            )
-    _plot(res, paths["plot"])
-    paths["report"].write_text(_report(res))
+
+
+def _curves_csv(res: CompareResult, fh) -> None:
+    fh.write("run,iteration,gap\n")
+    for i, r in enumerate(res.results):
+        fh.writelines(
+            f"{i},{int(it)},{_num(float(g))}\n" for it, g in zip(r.iters, r.gap, strict=True)
+        )
+
+
+def write_outputs(res: CompareResult) -> dict[str, Path]:
+    """Write compare.png, summary.csv, curves.csv and REPORT.md into the output folder,
+    all-or-nothing: each is staged in a temporary file and the four are renamed into
+    place only once all were written (``depthaccel.outdir``), so an error, a kill or a
+    full disk midway leaves the previous set as it was."""
+    folder = output_folder(res.config)
+    paths = {k: res.config.out / name for k, name in OUTPUT_NAMES.items()}
+    with folder.staged() as stage:
+        with stage.open(paths["summary"], "w", newline="") as fh:
+            _summary_csv(res, fh)
+        with stage.open(paths["curves"], "w", newline="") as fh:
+            _curves_csv(res, fh)
+        stage.write_with(paths["plot"], lambda fh: _plot(res, fh))
+        stage.write(paths["report"], _report(res))
     return paths
 
 
-def _plot(res: CompareResult, path: Path) -> None:
+def _plot(res: CompareResult, path) -> None:
     import matplotlib
 
     matplotlib.use("Agg", force=False)
@@ -738,7 +903,7 @@ def _plot(res: CompareResult, path: Path) -> None:
     ax.grid(True, which="major", alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, format="png")
     plt.close(fig)
 
 

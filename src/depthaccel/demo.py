@@ -59,6 +59,15 @@ class DemoConfig:
             v = getattr(self, name)
             if not (math.isfinite(v) and v > 0):
                 raise ValueError(f"{name} must be a finite number > 0, got {v!r}")
+        if self.samples < 2:
+            raise ValueError(
+                f"samples must be >= 2 (the target is scaled by its std), got {self.samples}"
+            )
+        if self.samples < self.dim:
+            raise ValueError(
+                f"samples ({self.samples}) must be >= dim ({self.dim}): with fewer rows than "
+                "features the l_p minimiser is not unique"
+            )
         if self.cond < 1:
             raise ValueError(f"cond must be >= 1, got {self.cond!r}")
         if not (math.isfinite(self.p) and self.p >= 2):

@@ -13,11 +13,16 @@ from depthaccel.compare import (
     DEFAULT_ITERS,
     DEFAULT_LRS,
     DEFAULT_RELATIVE_THRESHOLDS,
+    MAX_ITERS,
+    SEED_RANGE,
     CompareConfig,
+    check_device,
     parse_loss,
     run_compare,
 )
 from depthaccel.experiments.base import format_lr
+from depthaccel.outdir import OutputFolderError
+from depthaccel.resources import MemoryEstimateError
 from depthaccel.store import StoreError
 from depthaccel.train import METHODS
 
@@ -30,15 +35,24 @@ the lowest final gap (ties: fewer iterations to reach the thresholds); diverged 
 marked, never chosen. Thresholds default to {", ".join(f"{r:g}" for r in DEFAULT_RELATIVE_THRESHOLDS)}
 times the initial gap L(0) - L*.
 
-Outputs in --out: compare.png (gap vs iteration, best rate per model, log scale),
+Outputs in --out (an empty or new folder, or one holding only outputs of an earlier
+compare: a folder with other files is refused unless --force; the input is never an
+output; every file is replaced atomically, so an interrupted write keeps the previous
+set): compare.png (gap vs iteration, best rate per model, log scale),
 summary.csv (one row per run: method, depth, lr, final_gap, diverged, first-hit iteration
 per threshold, best_for_model), curves.csv (run, iteration, gap), REPORT.md (table and
 verdict), and the results store depthaccel-store.sqlite: re-running the command reuses
 finished runs (it says how many), and an interrupted run (Ctrl-C, kill -9) resumes from
 its last checkpoint, redoing at most --checkpoint-every iterations.
 
+Before anything is written, the grid's memory is estimated from the table's rows and
+features, --hidden and the number of runs; a grid that cannot fit is refused with the
+estimate. Gaps below the data's round-off floor (printed at the start) count as
+converged: they are reported as such, never compared as ratios.
+
 Exit status: 0 on success, 1 when the data or the store cannot be used, 2 on bad
-arguments.
+arguments (also: an unusable --out folder, a grid too large for the memory), in which
+case no file is created.
 
 Example:
   depthaccel compare --data my_table.csv --target price --loss l4 --iters 20000
@@ -96,7 +110,7 @@ def _loss(s: str) -> str:
     return s.lower()
 
 
-def _int_at_least(lo: int, what: str):
+def _int_at_least(lo: int, what: str, hi: int | None = None):
     def parse(s: str) -> int:
         try:
             v = int(s)
@@ -104,9 +118,30 @@ def _int_at_least(lo: int, what: str):
             raise argparse.ArgumentTypeError(f"{what} must be an integer, got {s!r}") from None
         if v < lo:
             raise argparse.ArgumentTypeError(f"{what} must be >= {lo}, got {v}")
+        if hi is not None and v > hi:
+            raise argparse.ArgumentTypeError(f"{what} must be <= {hi:.4g}, got {s}")
         return v
 
     return parse
+
+
+def _seed(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--seed must be an integer, got {s!r}") from None
+    if not SEED_RANGE[0] <= v <= SEED_RANGE[1]:
+        raise argparse.ArgumentTypeError(
+            f"--seed must be a 64-bit integer in [{SEED_RANGE[0]}, {SEED_RANGE[1]}], got {s}"
+        )
+    return v
+
+
+def _device(s: str) -> str:
+    try:
+        return check_device(s)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -145,7 +180,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     p.add_argument(
         "--iters",
-        type=_int_at_least(1, "--iters"),
+        type=_int_at_least(1, "--iters", MAX_ITERS),
         default=DEFAULT_ITERS,
         help=f"full-batch iterations per run (default: {DEFAULT_ITERS})",
     )
@@ -166,13 +201,24 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--out", default="compare-results", help="output directory (default: compare-results)"
     )
     p.add_argument(
+        "--force",
+        action="store_true",
+        help="write into an --out folder that holds files depthaccel did not write "
+        "(files named like an output are replaced; the others are left alone)",
+    )
+    p.add_argument(
         "--checkpoint-every",
         type=_int_at_least(0, "--checkpoint-every"),
         default=DEFAULT_CHECKPOINT_EVERY,
         metavar="K",
         help=f"save the training state every K iterations, 0 = never (default: {DEFAULT_CHECKPOINT_EVERY})",
     )
-    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1 (default: cpu)")
+    p.add_argument(
+        "--device",
+        type=_device,
+        default="cpu",
+        help="torch device: cpu, cuda, cuda:1 (default: cpu)",
+    )
     p.add_argument(
         "--dtype",
         choices=("float64", "float32"),
@@ -199,7 +245,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         default=None,
         help="std of the initial Gaussian draws (default: the trainer's, 1e-3 for near_zero)",
     )
-    p.add_argument("--seed", type=int, default=0, help="initialisation seed (default: 0)")
+    p.add_argument("--seed", type=_seed, default=0, help="initialisation seed (default: 0)")
     p.add_argument(
         "--convention",
         choices=("tf", "torch"),
@@ -240,6 +286,7 @@ def run(args: argparse.Namespace) -> int:
             init_scale=args.init_scale,
             seed=args.seed,
             convention=args.convention,
+            force=args.force,
         )
     except ValueError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
@@ -258,6 +305,9 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     try:
         res = run_compare(cfg, progress=not args.no_progress, log=print)
+    except (OutputFolderError, MemoryEstimateError) as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        return 2
     except (ValueError, FileNotFoundError, StoreError, OSError) as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 
 from depthaccel.demo import DemoConfig, format_table, run_demo
@@ -68,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
             seed=args.seed,
         )
     except ValueError as e:
-        print(f"depthaccel demo: error: {e}")
+        print(f"depthaccel demo: error: {e}", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
     result = run_demo(cfg, quiet=args.quiet)

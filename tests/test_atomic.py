@@ -1,0 +1,119 @@
+"""Tests of depthaccel.atomic: atomic single writes and all-or-nothing sets."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from depthaccel import atomic
+from depthaccel.atomic import (
+    StagedWrites,
+    atomic_open,
+    is_temp_name,
+    remove_stale_temps,
+    write_atomic,
+)
+
+
+def listing(d):
+    return sorted(p.name for p in d.iterdir())
+
+
+def test_write_atomic_text_and_bytes(tmp_path):
+    p = tmp_path / "a.txt"
+    write_atomic(p, "héllo\n")
+    assert p.read_bytes() == "héllo\n".encode()
+    write_atomic(p, b"\x00\x01")
+    assert p.read_bytes() == b"\x00\x01"
+    assert listing(tmp_path) == ["a.txt"]
+
+
+def test_new_files_get_the_umask_permissions(tmp_path):
+    old = os.umask(0o022)
+    try:
+        write_atomic(tmp_path / "a", "x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "a").stat().st_mode & 0o777 == 0o644
+
+
+def test_error_while_writing_keeps_the_old_file(tmp_path):
+    p = tmp_path / "summary.csv"
+    p.write_bytes(b"the good old content\n")
+    with pytest.raises(OSError, match="No space"):
+        with atomic_open(p, "w") as fh:
+            fh.write("half of the new cont")
+            raise OSError(28, "No space left on device")
+    assert p.read_bytes() == b"the good old content\n"
+    assert listing(tmp_path) == ["summary.csv"]  # no temporary file left behind
+
+
+def test_atomic_open_rejects_other_modes(tmp_path):
+    with pytest.raises(ValueError, match="modes"):
+        with atomic_open(tmp_path / "x", "a"):
+            pass
+
+
+def test_staged_set_is_all_or_nothing(tmp_path):
+    old = {"a.csv": b"old a\n", "b.csv": b"old b\n", "c.md": b"old c\n"}
+    for k, v in old.items():
+        (tmp_path / k).write_bytes(v)
+    with pytest.raises(RuntimeError, match="plot failed"):
+        with StagedWrites() as st:
+            st.write(tmp_path / "a.csv", "new a\n")
+            with st.open(tmp_path / "b.csv", "w", newline="") as fh:
+                fh.write("new b\n")
+            st.write_with(
+                tmp_path / "c.md", lambda fh: (_ for _ in ()).throw(RuntimeError("plot failed"))
+            )
+    for k, v in old.items():
+        assert (tmp_path / k).read_bytes() == v, k
+    assert listing(tmp_path) == sorted(old)
+    # The same set without the failure replaces all three.
+    with StagedWrites() as st:
+        st.write(tmp_path / "a.csv", "new a\n")
+        st.write(tmp_path / "b.csv", b"new b\n")
+        st.write_with(tmp_path / "c.md", lambda fh: fh.write(b"new c\n"))
+        assert (tmp_path / "a.csv").read_bytes() == b"old a\n"  # nothing renamed yet
+    assert [(tmp_path / k).read_bytes() for k in sorted(old)] == [
+        b"new a\n",
+        b"new b\n",
+        b"new c\n",
+    ]
+    assert listing(tmp_path) == sorted(old)
+
+
+def test_before_commit_sees_the_staged_files_and_can_abort(tmp_path):
+    seen = {}
+
+    def hook(dests):
+        seen.update({d.name: st.temp_of(d).read_bytes() for d in dests})
+        raise OSError("manifest not writable")
+
+    st = StagedWrites(before_commit=hook)
+    with pytest.raises(OSError, match="manifest"):
+        with st:
+            st.write(tmp_path / "x", "1")
+    assert seen == {"x": b"1"}
+    assert listing(tmp_path) == []
+    with pytest.raises(RuntimeError, match="already"):
+        st.write(tmp_path / "y", "2")
+
+
+def test_staging_a_file_twice_is_an_error(tmp_path):
+    with pytest.raises(ValueError, match="staged twice"):
+        with StagedWrites() as st:
+            st.write(tmp_path / "x", "1")
+            st.write(tmp_path / "x", "2")
+    assert listing(tmp_path) == []
+
+
+def test_remove_stale_temps(tmp_path):
+    stale = tmp_path / (atomic.TEMP_PREFIX + "curves.csv.abc123")
+    stale.write_text("truncated")
+    (tmp_path / "keep.csv").write_text("mine")
+    assert is_temp_name(stale.name) and not is_temp_name("keep.csv")
+    assert remove_stale_temps(tmp_path) == [stale]
+    assert listing(tmp_path) == ["keep.csv"]
+    assert remove_stale_temps(tmp_path / "missing") == []
