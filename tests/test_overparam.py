@@ -709,3 +709,20 @@ def test_torch_save_of_the_model_fails_but_state_dict_round_trips():
     fresh.load_state_dict(torch.load(buf))
     x = inputs()
     assert torch.equal(fresh(x), m(x))
+
+
+def test_factors_accessor_returns_the_layer_parameters_in_order():
+    from depthaccel.overparam import factors as public_factors
+
+    model, _ = overparameterize(small_model(), depth=3, hidden=4, init="random")
+    for layer in (model[4], model[6]):
+        got = public_factors(layer)
+        want = factors(layer)  # the parametrization's storage, read directly
+        assert len(got) == 3 and all(a is b for a, b in zip(got, want, strict=True))
+        prod = flat(got[0])
+        for f in got[1:]:
+            prod = f @ prod
+        torch.testing.assert_close(prod, flat(layer.weight), rtol=1e-12, atol=1e-12)
+        assert all(isinstance(f, nn.Parameter) for f in got)
+    assert public_factors(nn.Linear(3, 2)) is None
+    assert public_factors(collapse(model)[4]) is None

@@ -90,6 +90,7 @@ __all__ = [
     "ProductWeight",
     "SUPPORTED_LAYERS",
     "collapse",
+    "factors",
     "overparameterize",
 ]
 
@@ -520,6 +521,22 @@ def _own_class(module: nn.Module) -> None:
     cls = module.__class__
     own = {k: v for k, v in vars(cls).items() if k not in ("__dict__", "__weakref__")}
     module.__class__ = type(cls.__name__, cls.__bases__, own)
+
+
+def factors(module: nn.Module) -> list[torch.Tensor] | None:
+    r"""The factors ``[W_1, ..., W_N]`` of a layer overparameterized by
+    :func:`overparameterize` (its end-to-end weight is ``W_N ... W_1``, Eq. 1), or None for
+    a layer whose weight is not such a product.
+
+    The tensors are the layer's Parameters themselves (not copies): an optimizer updates
+    them, and writing to them under ``torch.no_grad()`` re-initialises the factors.
+    """
+    if not parametrize.is_parametrized(module, "weight"):
+        return None
+    plist = module.parametrizations.weight
+    if len(plist) != 1 or not isinstance(plist[0], ProductWeight):
+        return None
+    return [getattr(plist, f"original{i}") for i in range(plist[0].depth)]
 
 
 def collapse(model: nn.Module) -> nn.Module:

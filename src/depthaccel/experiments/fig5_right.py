@@ -1,7 +1,7 @@
 """Fig. 5 right: TensorFlow's MNIST convolutional tutorial, original vs overparameterized.
 
 The paper (Section 8, last paragraphs) trains the tutorial's network
-(:mod:`depthaccel.experiments.mnist_cnn`) with the tutorial's own hyperparameters, and the
+(:mod:`depthaccel.models.mnist_tutorial`) with the tutorial's own hyperparameters, and the
 same network with each dense matrix replaced by a product of two (a depth-2 linear
 network; hidden width = the layer's output width, about 15% more parameters), and plots
 the batch loss per iteration: the overparameterized net's loss falls considerably faster.
@@ -45,22 +45,18 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
-from torch.nn.utils import parametrize
 
-from depthaccel.experiments import mnist_cnn
 from depthaccel.experiments.base import Claim, Curve, ExperimentResult, write_curves_csv
 from depthaccel.experiments.context import ExperimentContext
-from depthaccel.overparam import ProductWeight, overparameterize
+from depthaccel.models import mnist_tutorial as mt
 
 NAME = "fig5-right"
 TITLE = (
     "Fig. 5 right: MNIST conv tutorial vs the same net with each dense matrix a product "
     "of two; claim: the overparameterized net's batch loss falls faster"
 )
-FACTOR_INITS = ("tutorial", "random", "preserve", "residual")
-L2_TARGETS = ("factors", "product")
-DENSE_LAYERS = ("fc1", "fc2")
+FACTOR_INITS = mt.FACTOR_INITS
+L2_TARGETS = mt.L2_TARGETS
 
 
 @dataclass(frozen=True)
@@ -172,68 +168,7 @@ class Config:
             raise ValueError(f"checkpoints must be fractions in (0, 1], got {self.checkpoints}")
 
 
-# ----------------------------------------------------------------------------- models
-
-
-def dense_factors(layer: nn.Module) -> list[torch.Tensor] | None:
-    """The factors ``[W_1, ..., W_N]`` of a layer overparameterized by
-    :func:`depthaccel.overparameterize`, or None for a plain layer."""
-    if not parametrize.is_parametrized(layer, "weight"):
-        return None
-    plist = layer.parametrizations.weight
-    if len(plist) != 1 or not isinstance(plist[0], ProductWeight):
-        return None
-    return [getattr(plist, f"original{i}") for i in range(plist[0].depth)]
-
-
-def dense_forward(layer: nn.Linear, x: torch.Tensor, factored: bool = True) -> torch.Tensor:
-    """``layer(x)``; for an overparameterized Linear with ``factored``, computed as
-    ``(((x W_1^T) W_2^T) ... W_N^T) + b`` without forming ``W_N ... W_1``."""
-    factors = dense_factors(layer) if factored else None
-    if factors is None:
-        return layer(x)
-    for f in factors[:-1]:
-        x = F.linear(x, f)
-    return F.linear(x, factors[-1], layer.bias)
-
-
-class Fig5Net(mnist_cnn.TutorialCNN):
-    """The tutorial net whose dense layers may be overparameterized (see ``dense_forward``)."""
-
-    def __init__(self, dropout: float = 0.5, factored_forward: bool = True) -> None:
-        super().__init__(dropout=dropout)
-        self.factored_forward = factored_forward
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.pool(self.act(self.conv1(x)))
-        x = self.pool(self.act(self.conv2(x)))
-        x = self.act(dense_forward(self.fc1, x.flatten(1), self.factored_forward))
-        return dense_forward(self.fc2, self.dropout(x), self.factored_forward)
-
-
-def l2_penalty(model: mnist_cnn.TutorialCNN, on: str = "factors") -> torch.Tensor:
-    """The tutorial's regulariser ``sum l2_loss(p)`` over the dense weights and biases.
-
-    ``l2_loss(p) = sum(p**2) / 2``. For an overparameterized layer the weight terms are
-    ``sum_j l2_loss(W_j)`` (``on="factors"``) or ``l2_loss(W_N ... W_1)`` (``"product"``).
-    """
-    if on not in L2_TARGETS:
-        raise ValueError(f"l2 target must be one of {L2_TARGETS}, got {on!r}")
-    total = model.fc1.bias.new_zeros(())
-    for name in DENSE_LAYERS:
-        layer = getattr(model, name)
-        factors = dense_factors(layer)
-        weights = factors if (factors is not None and on == "factors") else [layer.weight]
-        for w in weights:
-            total = total + mnist_cnn.tf_l2_loss(w)
-        total = total + mnist_cnn.tf_l2_loss(layer.bias)
-    return total
-
-
-def _tutorial_net(cfg: Config, device: torch.device | str, dtype: torch.dtype) -> Fig5Net:
-    net = Fig5Net(cfg.dropout, cfg.factored_forward)
-    net = mnist_cnn.tutorial_init_(net, cfg.seed).to(device=device, dtype=dtype)
-    return net.to(memory_format=torch.channels_last) if cfg.channels_last else net
+# ----------------------------------------------------------------- models, training
 
 
 def overparameterized_net(
@@ -241,40 +176,27 @@ def overparameterized_net(
     factor_init: str,
     device: torch.device | str = "cpu",
     dtype: torch.dtype = torch.float32,
-) -> tuple[Fig5Net, Any]:
+) -> tuple[mt.FactoredTutorialCNN, Any]:
     """(net, overparameterize summary): the tutorial net (seed ``cfg.seed``) with its dense
-    layers overparameterized and the factors initialised per ``factor_init`` (one of
-    ``FACTOR_INITS``; the random draws use seed ``cfg.seed + 1``, so two nets with the same
-    ``factor_init`` start identical)."""
-    if factor_init not in FACTOR_INITS:
-        raise ValueError(f"factor_init must be one of {FACTOR_INITS}, got {factor_init!r}")
-    original = _tutorial_net(cfg, device, dtype)
-    over = _tutorial_net(cfg, device, dtype)
-    gen = torch.Generator(device=device).manual_seed(cfg.seed + 1)
-    over, summary = overparameterize(
-        over,
+    layers overparameterized per ``cfg`` and factors initialised per ``factor_init``
+    (``depthaccel.models.mnist_tutorial.overparameterized_tutorial_net``)."""
+    return mt.overparameterized_tutorial_net(
+        cfg.seed,
         depth=cfg.depth,
         hidden=cfg.factor_hidden,
-        init="preserve" if factor_init == "preserve" else "random",
-        include=list(DENSE_LAYERS),
-        generator=gen,
+        factor_init=factor_init,
+        factor_std=cfg.factor_std,
+        dropout=cfg.dropout,
+        factored_forward=cfg.factored_forward,
+        channels_last=cfg.channels_last,
+        device=device,
+        dtype=dtype,
     )
-    with torch.no_grad():
-        for name in DENSE_LAYERS:
-            factors = dense_factors(getattr(over, name))
-            if factor_init == "tutorial":
-                for f in factors:
-                    mnist_cnn.truncated_normal_(f, cfg.factor_std, gen)
-            elif factor_init == "residual":
-                factors[0].copy_(getattr(original, name).weight)
-                for f in factors[1:]:
-                    f.copy_(torch.eye(*f.shape, dtype=f.dtype, device=f.device))
-    return over, summary
 
 
 def build_models(
     cfg: Config, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
-) -> tuple[Fig5Net, Fig5Net, Any]:
+) -> tuple[mt.FactoredTutorialCNN, mt.FactoredTutorialCNN, Any]:
     """(original, overparameterized, overparameterize summary), initialised as configured.
 
     Both start from the tutorial's init with ``cfg.seed`` (identical convolutions and
@@ -283,155 +205,34 @@ def build_models(
     """
     cfg.validate()
     over, summary = overparameterized_net(cfg, cfg.factor_init, device, dtype)
-    return _tutorial_net(cfg, device, dtype), over, summary
-
-
-# ---------------------------------------------------------------------------- training
-
-
-@dataclass
-class Splits:
-    """Tensors on the device: train (x, y), validation (x, y), test (x, y)."""
-
-    train_x: torch.Tensor
-    train_y: torch.Tensor
-    val_x: torch.Tensor
-    val_y: torch.Tensor
-    test_x: torch.Tensor
-    test_y: torch.Tensor
-
-
-def make_splits(data: Any, cfg: Config, device: torch.device | str, dtype: torch.dtype) -> Splits:
-    """The tutorial's split: the first ``validation_size`` training images are held out,
-    the next ``train_size`` train; pixels scaled to ``(x - 127.5) / 255``."""
-
-    def tx(images: np.ndarray) -> torch.Tensor:
-        t = torch.from_numpy(mnist_cnn.scale_images(images)).to(device=device, dtype=dtype)
-        # one channel: channels_last has the same memory layout, but says so to the convs
-        return t.contiguous(memory_format=torch.channels_last) if cfg.channels_last else t
-
-    def ty(labels: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.asarray(labels, dtype=np.int64)).to(device)
-
-    v, n = cfg.validation_size, cfg.train_size
-    return Splits(
-        train_x=tx(data.train_images[v : v + n]),
-        train_y=ty(data.train_labels[v : v + n]),
-        val_x=tx(data.train_images[: cfg.validation_eval]),
-        val_y=ty(data.train_labels[: cfg.validation_eval]),
-        test_x=tx(data.test_images[: cfg.test_size]),
-        test_y=ty(data.test_labels[: cfg.test_size]),
+    plain = mt.tutorial_net(
+        cfg.seed,
+        dropout=cfg.dropout,
+        factored_forward=cfg.factored_forward,
+        channels_last=cfg.channels_last,
+        device=device,
+        dtype=dtype,
     )
+    return plain, over, summary
 
 
-@torch.no_grad()
-def error_rate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch: int = 1000) -> float:
-    """Percent of ``x`` misclassified by ``model`` in eval mode (no dropout)."""
-    if len(x) == 0:
-        return float("nan")
-    was_training = model.training
-    model.eval()
-    wrong = 0
-    for i in range(0, len(x), batch):
-        wrong += int((model(x[i : i + batch]).argmax(1) != y[i : i + batch]).sum())
-    model.train(was_training)
-    return 100.0 * wrong / len(x)
-
-
-@dataclass
-class History:
-    """Per-step records of one net; validation error at ``val_steps``."""
-
-    loss: list[float] = dataclasses.field(default_factory=list)  # CE + L2 (the tutorial's)
-    ce: list[float] = dataclasses.field(default_factory=list)
-    val_steps: list[int] = dataclasses.field(default_factory=list)
-    val_error: list[float] = dataclasses.field(default_factory=list)
-    seconds: float = 0.0
-
-
-def train_pair(
-    nets: dict[str, nn.Module],
-    splits: Splits,
-    cfg: Config,
-    *,
-    l2_on: dict[str, str] | None = None,
-    progress: bool = False,
-) -> tuple[dict[str, History], list[float], int]:
-    """Train the nets side by side, step by step on the same minibatches.
-
-    ``l2_on`` maps a net's name to where its L2 penalty applies (default ``cfg.l2_on``).
-
-    Returns (histories by name, learning rate per step, steps done). Stops early (all nets
-    at the same step) when ``cfg.time_limit_s`` is exceeded; raises FloatingPointError on
-    a non-finite loss.
-    """
-    opts = {
-        k: torch.optim.SGD(m.parameters(), lr=cfg.base_lr, momentum=cfg.momentum)
-        for k, m in nets.items()
-    }
-    hist = {k: History() for k in nets}
-    lrs: list[float] = []
-    n_steps = cfg.n_steps()
-    for m in nets.values():
-        m.train()
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=n_steps, desc=NAME, unit="step", mininterval=2.0)
-    t_start = time.perf_counter()
-    step = 0
-    for step in range(n_steps):
-        lr = mnist_cnn.staircase_lr(
-            step,
-            base_lr=cfg.base_lr,
-            decay_rate=cfg.decay_rate,
-            batch_size=cfg.batch_size,
-            decay_examples=cfg.train_size,
-        )
-        lrs.append(lr)
-        off = mnist_cnn.batch_offset(step, cfg.batch_size, cfg.train_size)
-        xb = splits.train_x[off : off + cfg.batch_size]
-        yb = splits.train_y[off : off + cfg.batch_size]
-        for k, model in nets.items():
-            t0 = time.perf_counter()
-            if cfg.same_dropout_masks:
-                torch.manual_seed(cfg.seed * 7919 + step)
-            opt = opts[k]
-            for g in opt.param_groups:
-                g["lr"] = lr
-            opt.zero_grad(set_to_none=True)
-            ce = F.cross_entropy(model(xb), yb)
-            loss = ce + cfg.l2_weight * l2_penalty(model, (l2_on or {}).get(k, cfg.l2_on))
-            loss.backward()
-            opt.step()
-            lv, cv = loss.item(), ce.item()
-            if not (math.isfinite(lv) and math.isfinite(cv)):
-                raise FloatingPointError(
-                    f"{NAME}: net {k!r} diverged at step {step} (batch loss {lv})"
-                )
-            hist[k].loss.append(lv)
-            hist[k].ce.append(cv)
-            hist[k].seconds += time.perf_counter() - t0
-        if cfg.eval_every and (step + 1) % cfg.eval_every == 0 and cfg.validation_eval:
-            for k, model in nets.items():
-                hist[k].val_steps.append(step + 1)
-                hist[k].val_error.append(error_rate(model, splits.val_x, splits.val_y))
-        if bar is not None:
-            bar.update(1)
-            if step % 50 == 0:
-                bar.set_postfix({k: f"{h.loss[-1]:.3f}" for k, h in hist.items()})
-        if cfg.time_limit_s is not None and time.perf_counter() - t_start > cfg.time_limit_s:
-            break
-    if bar is not None:
-        bar.close()
-    done = step + 1
-    if cfg.validation_eval:
-        for k, model in nets.items():
-            if hist[k].val_steps[-1:] != [done]:
-                hist[k].val_steps.append(done)
-                hist[k].val_error.append(error_rate(model, splits.val_x, splits.val_y))
-    return hist, lrs, done
+def schedule(cfg: Config) -> mt.Schedule:
+    """The training schedule of ``cfg`` (the tutorial's, by default)."""
+    return mt.Schedule(
+        steps=cfg.n_steps(),
+        train_size=cfg.train_size,
+        batch_size=cfg.batch_size,
+        base_lr=cfg.base_lr,
+        decay_rate=cfg.decay_rate,
+        momentum=cfg.momentum,
+        l2_weight=cfg.l2_weight,
+        l2_on=cfg.l2_on,
+        seed=cfg.seed,
+        same_dropout_masks=cfg.same_dropout_masks,
+        eval_every=cfg.eval_every,
+        validation_eval=cfg.validation_eval,
+        time_limit_s=cfg.time_limit_s,
+    )
 
 
 # ------------------------------------------------------------------------------ analysis
@@ -494,7 +295,7 @@ def _speedup_text(rows: list[dict[str, Any]]) -> str:
 
 def plot(
     path: Path,
-    hist: dict[str, History],
+    hist: dict[str, mt.History],
     window: int,
     labels: dict[str, str],
 ) -> Path:
@@ -583,7 +384,16 @@ def _run(cfg: Config, ctx: ExperimentContext) -> ExperimentResult:
     t_all = time.perf_counter()
 
     data = load_mnist(ctx.data_dir)
-    splits = make_splits(data, cfg, dev, tdtype)
+    splits = mt.make_splits(
+        data,
+        train_size=cfg.train_size,
+        validation_size=cfg.validation_size,
+        validation_eval=cfg.validation_eval,
+        test_size=cfg.test_size,
+        channels_last=cfg.channels_last,
+        device=dev,
+        dtype=tdtype,
+    )
     plain, over, summary = build_models(cfg, dev, tdtype)
     labels = {
         "original": "original",
@@ -597,8 +407,10 @@ def _run(cfg: Config, ctx: ExperimentContext) -> ExperimentResult:
         nets[key] = overparameterized_net(cfg, init, dev, tdtype)[0]
         labels[key] = f"variant: overparam. init {init}, L2 on {target}"
         l2_on[key] = target
-    hist, lrs, done = train_pair(nets, splits, cfg, l2_on=l2_on, progress=ctx.progress)
-    test_err = {k: error_rate(m, splits.test_x, splits.test_y) for k, m in nets.items()}
+    hist, lrs, done = mt.train_side_by_side(
+        nets, splits, schedule(cfg), l2_on=l2_on, progress=ctx.progress, desc=NAME
+    )
+    test_err = {k: mt.error_rate(m, splits.test_x, splits.test_y) for k, m in nets.items()}
 
     # curves
     curves = []
