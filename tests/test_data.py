@@ -568,5 +568,91 @@ def test_table_npz(tmp_path):
     with pytest.raises(ValueError, match="1-D column arrays of equal length"):
         load_table(tmp_path / "ragged.npz")
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
-    with pytest.raises(ValueError, match="cannot read as .npz"):
+    with pytest.raises(ValueError, match="not an .npz archive"):
         load_table(tmp_path / "junk.npz")
+    # a zip that is not an npz still gets numpy's reason
+    import zipfile
+
+    with zipfile.ZipFile(tmp_path / "zip.npz", "w") as zf:
+        zf.writestr("readme.txt", "hello")
+    with pytest.raises(ValueError, match="cannot read as .npz"):
+        load_table(tmp_path / "zip.npz")
+
+
+# ----------------------------------------------------------- headers, BOM, NPZ kinds, scale
+
+
+def test_headerless_csv_is_refused_not_turned_into_names(tmp_path):
+    p = _csv(tmp_path, "1,2,3\n4,5,6\n7,8,10\n2,2,2.5\n")
+    with pytest.raises(ValueError, match=r"first row \(1, 2, 3\) is all numbers.*header=False"):
+        load_table(p)
+    d = load_table(p, header=False, standardize=False)
+    assert d.feature_names == ["c1", "c2"] and d.target_name == "c3"
+    np.testing.assert_array_equal(d.X, [[1, 2], [4, 5], [7, 8], [2, 2]])  # row 1 is data
+    np.testing.assert_array_equal(d.y, [3, 6, 10, 2.5])
+    assert load_table(p, header=False, target="c1", standardize=False).y.tolist() == [1, 4, 7, 2]
+    # header=True keeps numeric column names on purpose
+    d = load_table(p, header=True, standardize=False)
+    assert d.feature_names == ["1", "2"] and d.target_name == "3" and len(d.y) == 3
+    # a header with one non-numeric name is a header; errors in a headerless file count lines
+    assert load_table(_csv(tmp_path, "1,x,3\n4,5,6\n7,8,1\n", "h.csv")).feature_names == ["1", "x"]
+    bad = _csv(tmp_path, "1,2,3\n4,oops,6\n", "bad.csv")
+    with pytest.raises(ValueError, match=r"'oops' in column 'c2', row 2 \(line 2\)"):
+        load_table(bad, header=False)
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_utf8_bom_is_not_part_of_the_first_name(tmp_path, gz):
+    text = "\ufeffalpha,b,y\n1,2,3\n4,5,6\n7,8,10\n"
+    if gz:
+        p = tmp_path / "bom.csv.gz"
+        with gzip.open(p, "wb") as f:
+            f.write(text.encode("utf-8"))
+    else:
+        p = tmp_path / "bom.csv"
+        p.write_bytes(text.encode("utf-8"))
+    d = load_table(p, target="alpha", standardize=False)
+    assert d.target_name == "alpha" and d.feature_names == ["b", "y"]
+    assert d.y.tolist() == [1, 4, 7]
+
+
+def test_npz_with_zero_rows_text_or_npy_named_npz(tmp_path):
+    np.savez(tmp_path / "empty.npz", X=np.zeros((0, 3)), y=np.zeros(0))
+    with pytest.raises(ValueError, match=r"X has 0 row\(s\) \(shape \(0, 3\)\); at least 2"):
+        load_table(tmp_path / "empty.npz")
+    np.savez(tmp_path / "emptycols.npz", a=np.zeros(0), b=np.zeros(0))
+    with pytest.raises(ValueError, match=r"0 row\(s\); at least 2"):
+        load_table(tmp_path / "emptycols.npz")
+    np.save(tmp_path / "arr.npy", np.ones((4, 3)))
+    (tmp_path / "arr.npz").write_bytes((tmp_path / "arr.npy").read_bytes())
+    with pytest.raises(ValueError, match=r"single .npy array saved under an .npz name"):
+        load_table(tmp_path / "arr.npz")
+    (tmp_path / "text.npz").write_text("a,b\n1,2\n3,4\n")
+    with pytest.raises(ValueError, match=r"not an .npz archive: it is a text file"):
+        load_table(tmp_path / "text.npz")
+    (tmp_path / "zero.npz").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"empty file \(0 bytes\)"):
+        load_table(tmp_path / "zero.npz")
+
+
+def test_huge_values_standardise_correctly_or_are_refused_raw(tmp_path):
+    rng = np.random.default_rng(0)
+    base = rng.normal(size=(8, 3))
+    rows = "\n".join(",".join(repr(float(v) * 1e200) for v in r) for r in base)
+    p = _csv(tmp_path, "a,b,y\n" + rows + "\n")
+    d = load_table(p)
+    # reference: standardising the unscaled numbers (scale-invariant), in float64
+    ref = (base[:, :2] - base[:, :2].mean(0)) / base[:, :2].std(0)
+    np.testing.assert_allclose(d.X, ref, rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(d.y, (base[:, 2] - base[:, 2].mean()) / base[:, 2].std(), rtol=1e-12)
+    np.testing.assert_allclose(d.standardization["X_std"], base[:, :2].std(0) * 1e200, rtol=1e-12)
+    with pytest.raises(ValueError, match=r"values too large for float64.*'a' \(max \|value\|"):
+        load_table(p, standardize=False)
+    # moderate values are untouched by the scaled path: bit-identical to the plain formula
+    q = _csv(
+        tmp_path,
+        "a,b,y\n" + "\n".join(",".join(repr(float(v)) for v in r) for r in base) + "\n",
+        "m.csv",
+    )
+    dm = load_table(q)
+    assert np.array_equal(dm.X, (base[:, :2] - base[:, :2].mean(0)) / base[:, :2].std(0))

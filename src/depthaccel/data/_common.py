@@ -141,6 +141,11 @@ def standardize(
 
     Returns ``(Xs, ys, info)`` with ``info = {"X_mean", "X_std", "y_mean", "y_std"}``
     (float64 arrays). A constant column (s_j = 0) cannot be scaled: ValueError naming it.
+
+    Huge values (e.g. 1e200, whose squares overflow float64): when the plain mean or std
+    of a column is not finite, that column's are recomputed on the column divided by its
+    largest |value| c (``mu = c * mean(x / c)``, ``s = c * std(x / c)``), so the scale of
+    the data does not matter; otherwise the plain formulas are used unchanged.
     """
     X = np.asarray(X, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
@@ -150,8 +155,8 @@ def standardize(
         raise ValueError(f"y must have shape (m,) or (m, k) with m = {X.shape[0]}, got {y.shape}")
     if X.shape[0] < 2:
         raise ValueError(f"standardize needs at least 2 rows, got {X.shape[0]}")
-    x_mean, x_std = X.mean(axis=0), X.std(axis=0)
-    y_mean, y_std = y.mean(axis=0), y.std(axis=0)
+    x_mean, x_std = _mean_std(X)
+    y_mean, y_std = _mean_std(y)
     names = (
         list(feature_names) if feature_names is not None else [f"x{j}" for j in range(X.shape[1])]
     )
@@ -167,6 +172,25 @@ def standardize(
         )
     info = {"X_mean": x_mean, "X_std": x_std, "y_mean": y_mean, "y_std": y_std}
     return (X - x_mean) / x_std, (y - y_mean) / y_std, info
+
+
+def _mean_std(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column mean and population std; scaled recomputation where they overflow."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean, std = a.mean(axis=0), a.std(axis=0)
+        bad = ~(np.isfinite(mean) & np.isfinite(std))
+        if not np.any(bad):
+            return mean, std
+        c = np.max(np.abs(a), axis=0)
+        c = np.where(c > 0, c, 1.0)
+        scaled = a / c
+        mean = np.where(bad, c * scaled.mean(axis=0), mean)[()]  # [()]: 0-d -> scalar
+        std = np.where(bad, c * scaled.std(axis=0), std)[()]
+    if not (np.all(np.isfinite(mean)) and np.all(np.isfinite(std))):
+        raise ValueError(
+            "mean or standard deviation overflows float64 even after scaling; rescale the data"
+        )
+    return mean, std
 
 
 def unstandardize_y(ys: np.ndarray, info: dict) -> np.ndarray:

@@ -5,6 +5,11 @@ Formats accepted by ``load_table``:
 * CSV (``.csv``, ``.csv.gz``, ``.tsv``/``.txt`` with tabs or commas): a header row of
   column names, then one row per example, every value numeric. The target is the
   column named ``target`` (default: the last column); all other columns are features.
+  A UTF-8 byte-order mark (as Excel writes) is skipped. Header decision: a first row
+  whose fields are ALL numbers is taken for a data row of a headerless file and refused
+  (``header=None``, the default) rather than silently turned into column names; pass
+  ``header=False`` for a headerless file (columns are then named ``c1 .. cn``, the target
+  defaults to the last) or ``header=True`` to use an all-numeric first row as names.
 * NPZ (``.npz``): either arrays ``X`` (m, d) and ``y`` (m,) or (m, k) (optional
   ``feature_names``/``target_name`` string arrays), or one 1-D array per column of
   equal length m, the target chosen by name as for CSV (default: the last array in
@@ -16,7 +21,11 @@ or empty value (column and row; row 1 is the first data row, on line 2), NaN or 
 (column and rows), a missing target column (lists the available ones), no feature
 column, fewer than ``MIN_ROWS`` = 2 rows (a mean, a standard deviation and a loss gap
 need two), constant feature columns or a constant target when standardising (named),
-an unknown file extension, and (FileNotFoundError) a missing file. Fewer rows than
+values too large for float64 arithmetic (with ``standardize=False``, ``max|v|^2 * m``
+must not overflow; with standardisation the mean and std are computed in a scaled way,
+so e.g. 1e200 works), an NPZ that is not a zip of arrays (a ``.npy``, a text file, an
+empty file: each named) or holds 0 rows, an unknown file extension, and
+(FileNotFoundError) a missing file. Fewer rows than
 features is allowed: the least-squares problem is then underdetermined but the
 optimisers still run on it.
 """
@@ -38,16 +47,31 @@ MIN_ROWS = 2
 
 
 def _open_text(path: Path) -> io.TextIOBase:
+    # utf-8-sig: a leading byte-order mark is dropped, not glued to the first column name
     if path.name.lower().endswith(".gz"):
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-    return open(path, encoding="utf-8", newline="")
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig", newline="")
+    return open(path, encoding="utf-8-sig", newline="")
 
 
-def read_numeric_csv(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
+def _is_number(s: str) -> bool:
+    try:
+        float(s)
+    except ValueError:
+        return False
+    return True
+
+
+def read_numeric_csv(
+    path: str | os.PathLike, header: bool | None = None
+) -> tuple[list[str], np.ndarray]:
     """Read a CSV with a header row and numeric values into (column names, float64 (m, n)).
 
-    The delimiter is a comma, or a tab when the header holds tabs and no commas.
-    Errors name the column and the data row (1-based; line = row + 1).
+    The delimiter is a comma, or a tab when the first row holds tabs and no commas.
+    ``header``: None (default) = the first row holds the column names, and a first row
+    of numbers only is refused as a probable headerless file; True = the first row is the
+    header, whatever it holds; False = there is no header, every row is data and the
+    columns are named ``c1 .. cn``. Errors name the column and the data row (1-based;
+    line = row + 1, or = row without a header).
     """
     path = Path(path)
     try:
@@ -61,8 +85,20 @@ def read_numeric_csv(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
     if not lines or not lines[0].strip():
         raise ValueError(f"{path}: empty file (no header row)")
     delim = "\t" if ("\t" in lines[0] and "," not in lines[0]) else ","
+    if header is False:
+        first = next(csv.reader(lines[:1], delimiter=delim))
+        lines = [delim.join(f"c{j + 1}" for j in range(len(first)))] + lines
+    off = 1 if header is False else 0  # line number offset of the data rows
     reader = csv.reader(lines, delimiter=delim)
-    header = [h.strip() for h in next(reader)]
+    names = [h.strip() for h in next(reader)]
+    if header is None and names and all(_is_number(h) for h in names):
+        shown = ", ".join(names[:4]) + (", ..." if len(names) > 4 else "")
+        raise ValueError(
+            f"{path}: the first row ({shown}) is all numbers, so the file seems to have no "
+            "header row of column names; add one, or read it with header=False (columns "
+            "c1 .. cn; `depthaccel compare --no-header`)"
+        )
+    header = names
     if any(not h for h in header):
         raise ValueError(
             f"{path}: empty column name in header at position(s) "
@@ -84,7 +120,8 @@ def read_numeric_csv(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
     for r, fields in enumerate(reader, start=1):
         if len(fields) != n:
             raise ValueError(
-                f"{path}: row {r} (line {r + 1}) has {len(fields)} fields, header has {n}"
+                f"{path}: row {r} (line {r + 1 - off}) has {len(fields)} fields, "
+                f"{'header' if not off else 'row 1'} has {n}"
             )
         vals = []
         for j, s in enumerate(fields):
@@ -93,7 +130,7 @@ def read_numeric_csv(path: str | os.PathLike) -> tuple[list[str], np.ndarray]:
             except ValueError:
                 raise ValueError(
                     f"{path}: non-numeric value {s.strip()!r} in column {header[j]!r}, "
-                    f"row {r} (line {r + 1})"
+                    f"row {r} (line {r + 1 - off})"
                 ) from None
         rows.append(vals)
     if not rows:
@@ -129,7 +166,34 @@ def _split_target(
     return X, values[:, t].copy(), feats, target
 
 
+_ZIP_MAGIC = b"PK\x03\x04"
+_EMPTY_ZIP_MAGIC = b"PK\x05\x06"
+_NPY_MAGIC = b"\x93NUMPY"
+
+
+def _check_npz_magic(path: Path) -> None:
+    """Name what the file is when it is not an .npz (a zip archive of .npy arrays)."""
+    with open(path, "rb") as f:
+        head = f.read(8)
+    if head.startswith((_ZIP_MAGIC, _EMPTY_ZIP_MAGIC)):
+        return
+    if not head:
+        raise ValueError(f"{path}: empty file (0 bytes), not an .npz archive")
+    if head.startswith(_NPY_MAGIC):
+        raise ValueError(
+            f"{path}: this is a single .npy array saved under an .npz name, not an .npz "
+            "archive; save it with np.savez(path, X=X, y=y) (or rename it .npy and build X, y)"
+        )
+    try:
+        head.decode("ascii")
+        kind = "a text file (CSV? then name it .csv)"
+    except UnicodeDecodeError:
+        kind = "not a zip archive"
+    raise ValueError(f"{path}: not an .npz archive: it is {kind}")
+
+
 def _load_npz(path: Path, target: str | None) -> tuple[np.ndarray, np.ndarray, list[str], str]:
+    _check_npz_magic(path)
     try:
         with np.load(path, allow_pickle=False) as z:
             arrays = {k: z[k] for k in z.files}
@@ -137,6 +201,9 @@ def _load_npz(path: Path, target: str | None) -> tuple[np.ndarray, np.ndarray, l
         raise ValueError(f"{path}: cannot read as .npz ({type(exc).__name__}: {exc})") from exc
     if not arrays:
         raise ValueError(f"{path}: empty .npz (no arrays)")
+    odd = [k for k, a in arrays.items() if not isinstance(a, np.ndarray)]
+    if odd:
+        raise ValueError(f"{path}: cannot read as .npz (member(s) {odd} are not .npy arrays)")
     where = str(path)
     for k, a in arrays.items():
         if a.dtype.kind not in "biuf" and k not in ("feature_names", "target_name"):
@@ -153,6 +220,11 @@ def _load_npz(path: Path, target: str | None) -> tuple[np.ndarray, np.ndarray, l
         if y.ndim not in (1, 2) or y.shape[0] != X.shape[0]:
             raise ValueError(
                 f"{where}: y must be (m,) or (m, k) with m = {X.shape[0]}, got {y.shape}"
+            )
+        if X.shape[0] < MIN_ROWS:
+            raise ValueError(
+                f"{where}: X has {X.shape[0]} row(s) (shape {X.shape}); at least {MIN_ROWS} "
+                "are needed"
             )
         feats = (
             [str(s) for s in arrays["feature_names"]]
@@ -179,7 +251,11 @@ def _load_npz(path: Path, target: str | None) -> tuple[np.ndarray, np.ndarray, l
 
 
 def load_table(
-    path: str | os.PathLike, target: str | None = None, *, standardize: bool = True
+    path: str | os.PathLike,
+    target: str | None = None,
+    *,
+    standardize: bool = True,
+    header: bool | None = None,
 ) -> Dataset:
     """Load a user's regression table (CSV or NPZ, see the module docstring).
 
@@ -187,6 +263,8 @@ def load_table(
     ``standardize=True`` (default) features and target are z-scored by
     ``depthaccel.data.standardize`` and the means/stds are kept in
     ``Dataset.standardization``; ``standardize=False`` returns the raw values.
+    ``header`` (CSV only): None = a header row, an all-numeric first row is refused;
+    True = the first row is the header anyway; False = no header (columns ``c1 .. cn``).
     """
     path = Path(path)
     if not path.is_file():
@@ -195,7 +273,7 @@ def load_table(
     if name.endswith(".npz"):
         X, y, feats, tname = _load_npz(path, target)
     elif name.endswith((".csv", ".csv.gz", ".tsv", ".txt")):
-        columns, values = read_numeric_csv(path)
+        columns, values = read_numeric_csv(path, header=header)
         check_finite(values, columns, str(path))
         X, y, feats, tname = _split_target(columns, values, target, str(path))
     else:
@@ -209,6 +287,8 @@ def load_table(
     info = None
     if standardize:
         X, y, info = _standardize_named(X, y, feats, tname, path)
+    else:
+        _check_raw_scale(X, y, feats, tname, path)
     return Dataset(
         X=X,
         y=y,
@@ -217,6 +297,23 @@ def load_table(
         standardization=info,
         source=f"table {path} sha256={sha256_file(path)}",
     )
+
+
+def _check_raw_scale(X, y, feats, tname, path) -> None:
+    """Raw values whose squares summed over the rows overflow float64 are refused: the
+    loss, its gradient and X^T X would be inf (and the optimum "rank deficient")."""
+    m = X.shape[0]
+    limit = float(np.sqrt(np.finfo(np.float64).max / max(m, 1)))
+    cols = [*feats, tname]
+    maxes = np.concatenate([np.abs(X).max(axis=0), np.abs(y.reshape(m, -1)).max(axis=0)])
+    big = [(cols[min(j, len(cols) - 1)], maxes[j]) for j in np.flatnonzero(maxes > limit)]
+    if big:
+        shown = ", ".join(f"{c!r} (max |value| {v:.3g})" for c, v in big[:4])
+        raise ValueError(
+            f"{path}: values too large for float64 without standardisation: {shown}; with "
+            f"{m} rows, sums of squares overflow above {limit:.3g} (the loss and X^T X would "
+            "be inf). Standardise (the default) or rescale the data."
+        )
 
 
 def _standardize_named(X, y, feats, tname, path):
