@@ -101,6 +101,32 @@ def test_balanced_factors_reproduce_target(target, depth, hidden, generator):
         torch.testing.assert_close(sf, s.pow(1 / depth), rtol=1e-12, atol=1e-14)
 
 
+@pytest.mark.parametrize(
+    "k,d,hidden,depth", [(4, 5, [2, 3], 3), (3, 3, 1, 4), (5, 4, [4, 2, 6], 4), (2, 6, 1, 2)]
+)
+def test_balanced_init_with_hidden_narrower_than_min_k_d(k, d, hidden, depth):
+    """A hidden layer narrower than min(k, d) caps the rank: the net starts from the best
+    rank-r approximation (r = the narrowest width) of the Gaussian draw, balanced."""
+    scale, seed = 0.7, 6
+    net = DeepLinear(d, k, depth=depth, hidden=hidden, init="balanced", scale=scale, seed=seed)
+    factors = [p.detach() for p in net.factors]
+    r = min(net.widths)
+    assert r < min(k, d)
+    # reference: the same draw (first use of the seeded generator), truncated by eigh of Z^T Z
+    Z = scale * torch.randn(k, d, generator=torch.Generator().manual_seed(seed))
+    lam, V = torch.linalg.eigh(Z.T @ Z)  # ascending
+    top = V[:, -r:]
+    target = Z @ top @ top.T  # Eckart-Young: Z projected on its top r right singular vectors
+    torch.testing.assert_close(product(factors), target, rtol=0, atol=1e-12)
+    assert torch.linalg.matrix_rank(product(factors)).item() == r
+    assert eq7_deviation(factors) < 1e-12
+    # and balanced_factors itself with such a width, on a rank-r target, random R_j
+    gen = torch.Generator().manual_seed(1)
+    again = balanced_factors(target, depth, hidden, generator=gen)
+    torch.testing.assert_close(product(again), target, rtol=0, atol=1e-12)
+    assert eq7_deviation(again) < 1e-12
+
+
 def test_balanced_init_with_target_and_float32():
     target = low_rank(2, 5, 2)
     net = DeepLinear(5, 2, depth=3, hidden=4, init="balanced", target=target)

@@ -194,6 +194,30 @@ def test_nets_match_single_run_references(method, convention, lr, hp, k):
         assert not r.diverged
 
 
+@pytest.mark.parametrize(("method", "convention", "lr"), [("gd", "tf", 0.01), ("adam", "tf", 0.01)])
+def test_width1_nets_of_depth_4_and_5_match_general_path_and_reference(method, convention, lr):
+    """The width-1 group's exclusive products of the scalars s_2..s_N (3 and 4 of them at
+    depth 4 and 5, the nets of fig5-left) against the general bmm path and nn.Linear +
+    autograd; depth 2 shares the group, so the padded slots are exercised too."""
+    X, y = problem(seed=21)
+    common = {"convention": convention}
+    runs = [
+        Run(method, lr, depth=4, init="identity", init_scale=0.3, seed=1, **common),
+        Run(method, lr, depth=5, init="identity", init_scale=0.3, seed=2, **common),
+        Run(method, lr, depth=5, init_scale=0.6, seed=3, **common),
+        Run(method, lr, depth=4, init_scale=0.6, seed=4, **common),
+        Run(method, lr, depth=2, init_scale=0.6, seed=5, **common),
+    ]
+    fast = train(X, y, 4, runs, T, optimum=0.0, log_points=T + 1)
+    general = train(X, y, 4, runs, T, optimum=0.0, log_points=T + 1, fast_width1=False)
+    for f, g in zip(fast, general, strict=True):
+        ref = reference_net(f.run, X, y, 4)
+        assert ref[0] - ref[-1] > 1e-2 * ref[0], f"the test must move: {f.run.label()}"
+        np.testing.assert_allclose(g.gap, ref, rtol=0, atol=1e-10, err_msg=g.run.label())
+        np.testing.assert_allclose(f.gap, ref, rtol=0, atol=1e-10, err_msg=f.run.label())
+        np.testing.assert_allclose(f.gap, g.gap, rtol=1e-12, atol=0, err_msg=f.run.label())
+
+
 @pytest.mark.parametrize("k", [1, 2])
 def test_e2e_matches_preconditioner_loop(k):
     X, y = problem(k=k, seed=10 + k)
