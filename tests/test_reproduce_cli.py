@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import types
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from depthaccel.experiments.base import (
     plot_gap_panels,
     write_curves_csv,
 )
+from depthaccel.outdir import MANIFEST_NAME
 
 
 def test_help_lists_every_experiment(capsys):
@@ -58,7 +60,9 @@ def test_bad_data_dir_is_an_error(capsys, tmp_path):
     assert rc == 2 and "is not a directory" in capsys.readouterr().err
 
 
-def _fake(name: str, *, fail_claim: bool = False, error: bool = False) -> types.ModuleType:
+def _fake(
+    name: str, *, fail_claim: bool = False, error: bool = False, assessed: bool = True
+) -> types.ModuleType:
     mod = types.ModuleType(f"fakecli.{name}")
 
     @dataclass(frozen=True)
@@ -84,7 +88,7 @@ def _fake(name: str, *, fail_claim: bool = False, error: bool = False) -> types.
             settings={"n": config.n, "device": ctx.device, "dtype": str(ctx.dtype)},
             figures=[plot_gap_panels(ctx.out_dir / f"{name}.png", [("l4", [c])])],
             curves=[write_curves_csv(ctx.out_dir / "curves.csv", [c])],
-            claims=[Claim("goes down", "1 -> 1e-3", not fail_claim)],
+            claims=[Claim("goes down", "1 -> 1e-3", (not fail_claim) if assessed else None)],
         )
 
     mod.Config, mod.run = Config, run
@@ -99,6 +103,7 @@ def fake_experiments(monkeypatch):
         "good": _fake("good"),
         "failing": _fake("failing", fail_claim=True),
         "broken": _fake("broken", error=True),
+        "unassessed": _fake("unassessed", assessed=False),
     }
     monkeypatch.setattr(
         "depthaccel.experiments.base.EXPERIMENTS",
@@ -117,7 +122,7 @@ def test_all_runs_everything_reports_errors_and_fail_claims(fake_experiments, tm
     cap = capsys.readouterr()
     assert rc == 1  # one experiment raised
     assert "broken: ERROR: RuntimeError: broken exploded" in cap.err
-    assert "2/3 experiments ran" in cap.out
+    assert "3/4 experiments ran" in cap.out
     assert "claims FAIL in: failing" in cap.out and "ERRORS in: broken" in cap.out
     for n in ("good", "failing"):
         d = tmp_path / n
@@ -201,3 +206,105 @@ def test_each_experiment_gets_its_own_context(fake_experiments, tmp_path, monkey
     assert a is not b and a.stats is not b.stats and a.cache is b.cache
     assert (a.out_dir, b.out_dir) == (tmp_path / "good", tmp_path / "failing")
     assert a.store == b.store == tmp_path / "depthaccel-store.sqlite" and a.quick
+
+
+# ------------------------------------------------------------- output folder, progress
+
+
+def _snapshot(folder):
+    return {
+        p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()
+    }
+
+
+def test_out_that_is_a_file_or_unwritable_is_one_line_exit_2(
+    fake_experiments, tmp_path, capsys, monkeypatch
+):
+    f = tmp_path / "results"
+    f.write_text("not a folder")
+    assert main(["reproduce", "good", "--out", str(f)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is a file, not a folder" in err
+    assert f.read_text() == "not a folder"
+    assert main(["reproduce", "good", "--out", str(f / "sub")]) == 2
+    assert "cannot create output folder" in capsys.readouterr().err
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    real = os.access
+    monkeypatch.setattr(os, "access", lambda p, m: False if str(p) == str(ro) else real(p, m))
+    assert main(["reproduce", "good", "--out", str(ro)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "is not writable" in err
+    assert list(ro.iterdir()) == []
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_out_in_a_read_only_folder(fake_experiments, tmp_path, capsys):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o555)
+    try:
+        assert main(["reproduce", "good", "--out", str(ro / "results")]) == 2
+    finally:
+        ro.chmod(0o755)
+    assert "is not writable" in capsys.readouterr().err
+
+
+def test_folder_with_user_files_is_refused_untouched(fake_experiments, tmp_path, capsys):
+    (tmp_path / "REPORT.md").write_text("# my own report")
+    (tmp_path / "good").mkdir()
+    (tmp_path / "good" / "curves.csv").write_text("mine")
+    before = _snapshot(tmp_path)
+    assert main(["reproduce", "good", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "did not write (REPORT.md, good/curves.csv)" in err and "--force" in err
+    assert _snapshot(tmp_path) == before
+    assert main(["reproduce", "good", "--out", str(tmp_path), "--force"]) == 0
+    assert (tmp_path / "REPORT.md").read_text().startswith("# Reproduction report")
+
+
+def test_own_and_legacy_folders_are_accepted(fake_experiments, tmp_path, capsys):
+    out = tmp_path / "r"
+    assert main(["reproduce", "good", "--out", str(out)]) == 0
+    assert main(["reproduce", "failing", "--out", str(out)]) == 0  # our own folder
+    (out / MANIFEST_NAME).unlink()  # a results folder of an earlier version
+    assert main(["reproduce", "good", "--out", str(out)]) == 0
+    assert main(["reproduce", "failing", "--out", str(out)]) == 0  # still ours
+    (out / "REPORT.md").write_text("edited")
+    assert main(["reproduce", "good", "--out", str(out)]) == 2
+
+
+def test_progress_lines_give_an_eta_and_honest_claim_counts(fake_experiments, tmp_path, capsys):
+    rc = main(["reproduce", "good", "unassessed", "--quick", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert "[1/2] good (quick) ... elapsed 0 s, about " in out and " left" in out
+    assert "[1/2] good: done in" in out and "claims 1/1 pass (no FAIL)" in out
+    assert "[2/2] unassessed: done in" in out
+    assert "no claim assessed (1 not assessed in quick mode)" in out
+    assert "0/0" not in out
+    assert "| none assessed |" in (tmp_path / "REPORT.md").read_text()
+
+
+def test_eta_scales_the_cost_table():
+    from depthaccel.commands.reproduce import COST_SECONDS, _eta
+
+    names = ["fig2", "fig3"]
+    assert set(COST_SECONDS) == set(EXPERIMENTS)
+    # fig2 took twice its table cost: fig3 is expected to take twice its cost too
+    q2, q3 = COST_SECONDS["fig2"][0], COST_SECONDS["fig3"][0]
+    text = _eta(names, 1, 2 * q2, quick=True)
+    assert text == f"elapsed {2 * q2:.0f} s, about {2 * q3:.0f} s left"
+    assert _eta(names, 2, 30.0, quick=True) == "elapsed 30 s"
+    assert _eta(names, 0, 0.0, quick=False).endswith("min left")
+
+
+def test_store_messages_are_not_doubled(tmp_path):
+    from depthaccel.experiments.context import ExperimentContext
+    from depthaccel.train import Run
+
+    msgs = []
+    ctx = ExperimentContext(out_dir=tmp_path, quick=True, store=tmp_path, log=msgs.append)
+    X = np.random.default_rng(0).standard_normal((20, 3))
+    ctx.train(X, X @ np.ones(3), 2, [Run("gd", 0.1)], 5)
+    assert msgs and msgs[0].startswith("store ") and "store: store" not in " ".join(msgs)

@@ -32,7 +32,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 
 from depthaccel.atomic import StagedWrites, is_temp_name, remove_stale_temps, write_atomic
@@ -71,6 +71,9 @@ class OutputFolder:
         force: accept foreign files (they are left alone unless they carry an output's name).
         allowed: names relative to ``root`` that are always fine (e.g. the results store).
         flag: the option that sets ``force``, for the error message.
+        adopt: ``adopt(relative path, path) -> bool`` recognises files of an output
+            folder written before the manifest existed (only used when there is no
+            manifest yet).
     """
 
     def __init__(
@@ -80,11 +83,13 @@ class OutputFolder:
         force: bool = False,
         allowed: Iterable[str] = (),
         flag: str = "--force",
+        adopt: Callable[[str, Path], bool] | None = None,
     ):
         self.root = Path(root)
         self.force = force
         self.allowed = {Path(a).as_posix() for a in allowed}
         self.flag = flag
+        self.adopt = adopt
 
     # ------------------------------------------------------------------ manifest
 
@@ -142,6 +147,7 @@ class OutputFolder:
         if not self.root.is_dir():
             return []
         man = self._read_manifest()
+        adopt = None if self.manifest_path.exists() else self.adopt
         owned_dirs = [d.rstrip("/") + "/" for d in man["dirs"]]
         foreign = []
         for dirpath, dirnames, filenames in os.walk(self.root):
@@ -161,8 +167,11 @@ class OutputFolder:
                 if any(rel.startswith(d) for d in owned_dirs):
                     continue
                 hashes = man["files"].get(rel)
-                if not hashes or sha256_file(full) not in hashes:
-                    foreign.append(rel)
+                if hashes and sha256_file(full) in hashes:
+                    continue
+                if adopt is not None and adopt(rel, full):
+                    continue
+                foreign.append(rel)
         return sorted(foreign)
 
     def check(
@@ -236,6 +245,23 @@ class OutputFolder:
                 f"cannot create output folder {str(self.root)!r}: {e.strerror or e}"
             ) from None
         remove_stale_temps(self.root)
+        if self.adopt is not None and not self.manifest_path.exists():
+            self._record_adopted()
+
+    def _record_adopted(self) -> None:
+        # Files of an older version's output folder (``adopt``) go into the new
+        # manifest, so that they stay ours once the manifest exists.
+        man = self._read_manifest()
+        for dirpath, _, filenames in os.walk(self.root):
+            for fn in filenames:
+                full = Path(dirpath) / fn
+                rel = full.relative_to(self.root).as_posix()
+                if rel == MANIFEST_NAME or is_temp_name(fn) or rel in self.allowed:
+                    continue
+                if full.is_file() and not full.is_symlink() and self.adopt(rel, full):
+                    man["files"][rel] = [sha256_file(full)]
+        if man["files"]:
+            self._write_manifest(man)
 
     def own_dir(self, rel: str | os.PathLike) -> Path:
         """Record sub-folder ``rel`` as depthaccel's (everything in it counts as ours)

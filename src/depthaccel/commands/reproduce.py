@@ -17,6 +17,24 @@ from depthaccel.experiments.base import (
     write_report,
 )
 from depthaccel.experiments.context import ContextCache
+from depthaccel.outdir import OutputFolder, OutputFolderError
+from depthaccel.store import DEFAULT_FILENAME as STORE_FILENAME
+
+#: Rough cost of each experiment in seconds (quick, full), measured on the 2-core
+#: reference machine (full: docs/reproduction/REPORT.md, training time of fresh runs);
+#: only their ratios matter: the overall ETA scales them to this machine's pace.
+COST_SECONDS: dict[str, tuple[float, float]] = {
+    "claim1": (1.0, 2.4),
+    "thm2": (1.0, 1.7),
+    "sec7": (5.0, 450.0),
+    "fig2": (4.0, 74.0),
+    "fig3": (6.0, 2892.0),
+    "fig4-left": (4.0, 3648.0),
+    "fig4-right": (3.0, 120.0),
+    "fig5-left": (4.0, 384.0),
+    "fig5-right": (10.0, 2814.0),
+}
+_STORE_NAMES = tuple(STORE_FILENAME + s for s in ("", "-wal", "-shm", "-journal"))
 
 _EPILOG_HEAD = """\
 experiments (run in this order by 'all'):
@@ -29,9 +47,16 @@ iteration, legend with model and chosen learning rate), the curves (CSV), settin
 summary table and, per experiment, what was run, how long it took, the figure, the
 settings, the claims table (claim | measured | PASS/FAIL) and notes.
 
+OUT must be a new or empty folder or one that depthaccel wrote (a manifest,
+OUT/.depthaccel-outputs.json, lists its files; a results folder of an earlier version is
+recognised); a folder holding other files is refused unless --force. Files are replaced
+atomically. Progress: each experiment's line says the time so far and an estimate of the
+time left (from a table of typical costs, scaled to this machine's pace).
+
 Exit status: 0 when every experiment ran (a FAIL claim is a result, not an error: the
 summary line says so), 1 when an experiment raised an error (the others still run), 2 on
-bad arguments. Data: --data-dir, else $DEPTHACCEL_DATA_DIR, else ../shared/data in a
+bad arguments (also: an --out that is a file, cannot be written, or holds other files),
+in which case nothing is written. Data: --data-dir, else $DEPTHACCEL_DATA_DIR, else ../shared/data in a
 source checkout.
 """
 
@@ -75,6 +100,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="CI-sized runs (seconds to a minute each) instead of the paper's full setup",
     )
     p.add_argument("--out", default="results", help="output directory (default: results)")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="write into an --out folder that holds files depthaccel did not write",
+    )
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="torch device")
     p.add_argument(
         "--dtype",
@@ -160,6 +190,11 @@ def run(args: argparse.Namespace) -> int:
     if args.checkpoint_every < 1:
         print("depthaccel reproduce: error: --checkpoint-every must be >= 1", file=sys.stderr)
         return 2
+    try:
+        _output_folder(args, names).check(outputs=["REPORT.md", *names])
+    except OutputFolderError as exc:
+        print(f"depthaccel reproduce: error: {exc}", file=sys.stderr)
+        return 2
     import torch
 
     threads_before = torch.get_num_threads()
@@ -170,10 +205,71 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(threads_before)  # the command leaves global torch state as it was
 
 
+def _adopt_legacy(rel: str, path) -> bool:
+    """Files of a results folder written before the manifest existed: OUT/REPORT.md as
+    write_report writes it, and anything in OUT/<experiment>/ beside a result.json."""
+    parts = rel.split("/")
+    if rel == "REPORT.md":
+        with open(path, "rb") as fh:
+            return fh.read(64).startswith(b"# Reproduction report: Arora, Cohen & Hazan")
+    return (
+        len(parts) > 1
+        and parts[0] in EXPERIMENTS
+        and (path.parents[len(parts) - 2] / "result.json").is_file()
+    )
+
+
+def _output_folder(args: argparse.Namespace, names: list[str]) -> OutputFolder:
+    allowed = list(_STORE_NAMES)
+    if args.store and not args.no_store:
+        store = os.path.abspath(args.store)
+        if os.path.isdir(store):
+            store = os.path.join(store, STORE_FILENAME)
+        rel = os.path.relpath(store, os.path.abspath(args.out))
+        if not rel.startswith(".."):
+            allowed += [rel + s for s in ("", "-wal", "-shm", "-journal")]
+    return OutputFolder(args.out, force=args.force, allowed=allowed, adopt=_adopt_legacy)
+
+
+def _eta(names: list[str], done: int, elapsed: float, quick: bool) -> str:
+    """ "elapsed 1.2 min, about 3 min left": the remaining experiments' typical costs
+    (COST_SECONDS), scaled by how this run's finished ones compare with theirs."""
+    col = 0 if quick else 1
+    cost = [COST_SECONDS.get(n, (5.0, 300.0))[col] for n in names]
+    left = sum(cost[done:])
+    if done and sum(cost[:done]) > 0:
+        left *= elapsed / sum(cost[:done])
+    if done == len(names):
+        return f"elapsed {_fmt_time(elapsed)}"
+    return f"elapsed {_fmt_time(elapsed)}, about {_fmt_time(left)} left"
+
+
+def _fmt_time(s: float) -> str:
+    if s < 90:
+        return f"{s:.0f} s"
+    if s < 5400:
+        return f"{s / 60:.0f} min"
+    return f"{s / 3600:.1f} h"
+
+
+def _claims_words(res, mode: str) -> str:
+    """ "claims 3/4 pass (1 FAIL)", or what there is when nothing was assessed."""
+    n_not = len(res.claims) - res.n_assessed
+    if not res.claims:
+        return "no claims to assess"
+    if res.n_assessed == 0:
+        return f"no claim assessed ({n_not} not assessed in {mode} mode)"
+    verdict = "no FAIL" if res.n_failed == 0 else f"{res.n_failed} FAIL"
+    if n_not:
+        verdict += f", {n_not} not assessed in {mode} mode"
+    return f"claims {res.n_passed}/{res.n_assessed} pass ({verdict})"
+
+
 def _run_all(args: argparse.Namespace, names: list[str]) -> int:
     store = (
         None if args.no_store else (args.store or os.path.join(args.out, "depthaccel-store.sqlite"))
     )
+    _output_folder(args, names).prepare()
     # every experiment gets its own context (its own store counts); they share the data
     # and optima through one cache
     context_options = dict(
@@ -190,7 +286,8 @@ def _run_all(args: argparse.Namespace, names: list[str]) -> int:
     failed_claims: list[str] = []
     t_all = time.perf_counter()
     for i, name in enumerate(names, 1):
-        print(f"[{i}/{len(names)}] {name} ({mode}) ...", flush=True)
+        eta = _eta(names, i - 1, time.perf_counter() - t_all, args.quick)
+        print(f"[{i}/{len(names)}] {name} ({mode}) ... {eta}", flush=True)
         try:
             get_experiment(name)  # a missing module is an error of this experiment
             res = run_experiment(name, args.out, quick=args.quick, **context_options)
@@ -200,9 +297,6 @@ def _run_all(args: argparse.Namespace, names: list[str]) -> int:
             errors.append(name)
             continue
         n_fail = res.n_failed
-        verdict = "no FAIL" if n_fail == 0 else f"{n_fail} FAIL"
-        if res.n_assessed < len(res.claims):
-            verdict += f", {len(res.claims) - res.n_assessed} not assessed in {mode} mode"
         st = res.settings.get("results_store") or {}
         runs = (
             f"; runs: {st['runs_reused']} reused from the store, {st['runs_trained']} trained"
@@ -211,7 +305,8 @@ def _run_all(args: argparse.Namespace, names: list[str]) -> int:
         )
         print(
             f"[{i}/{len(names)}] {name}: done in {res.wall_time:.1f} s; "
-            f"claims {res.n_passed}/{res.n_assessed} pass ({verdict}){runs}",
+            f"{_claims_words(res, mode)}{runs}; "
+            f"{_eta(names, i, time.perf_counter() - t_all, args.quick)}",
             flush=True,
         )
         if n_fail:

@@ -37,7 +37,9 @@ from typing import Any
 
 import numpy as np
 
+from depthaccel.atomic import atomic_open, write_atomic
 from depthaccel.experiments.context import ExperimentContext
+from depthaccel.outdir import OutputFolder
 
 __all__ = [
     "EXPERIMENTS",
@@ -351,7 +353,7 @@ def run_experiment(
         config = mod.Config.quick() if quick else mod.Config.full()
     out_dir = out_root / name
     ctx = ExperimentContext(out_dir=out_dir, quick=quick, **context_options)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    OutputFolder(out_root).own_dir(name)  # everything in OUT/<name>/ is ours (depthaccel.outdir)
     started = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     mode = "quick" if quick else "full"
     t0 = time.perf_counter()
@@ -390,7 +392,7 @@ def run_experiment(
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    path.write_text(json.dumps(to_jsonable(obj), indent=2) + "\n")
+    write_atomic(path, json.dumps(to_jsonable(obj), indent=2) + "\n")
 
 
 # ------------------------------------------------------------------------------ reports
@@ -502,16 +504,22 @@ def write_report(out_root: str | os.PathLike) -> Path:
                 f" (reused runs; their training: {_fmt_seconds(store.get('training_seconds', 0))})"
             )
         lines.append(
-            f"| [{r.name}](#{_anchor(r)}) | {r.mode} | {took} | "
-            f"{r.n_passed}/{r.n_assessed} | {status} |"
+            f"| [{r.name}](#{_anchor(r)}) | {r.mode} | {took} | {claims_cell(r)} | {status} |"
         )
     lines.append("")
     for r in results:
         lines.append(report_section(r, root))
-    path = root / REPORT_NAME
     root.mkdir(parents=True, exist_ok=True)
-    path.write_text("\n".join(lines))
-    return path
+    return OutputFolder(root).write(REPORT_NAME, "\n".join(lines))
+
+
+def claims_cell(r: ExperimentResult) -> str:
+    """ "passed/assessed", or words when nothing was assessed (never "0/0")."""
+    if not r.claims:
+        return "no claims"
+    if r.n_assessed == 0:
+        return "none assessed"
+    return f"{r.n_passed}/{r.n_assessed}"
 
 
 def _anchor(r: ExperimentResult) -> str:
@@ -568,7 +576,7 @@ def format_lr(lr: float) -> str:
 def write_curves_csv(path: str | os.PathLike, curves: Iterable[Curve]) -> Path:
     """Write curves in long form: columns ``panel,series,iteration,value``."""
     path = Path(path)
-    with path.open("w") as fh:
+    with atomic_open(path, "w") as fh:
         fh.write("panel,series,iteration,value\n")
         for c in curves:
             label = c.label.replace('"', "'")

@@ -155,7 +155,7 @@ class ExperimentContext:
 
     def _store_log(self, message: str) -> None:
         # beside the progress bars: what was reused and where a killed run resumed
-        self.log(f"store: {message}")
+        self.log(message if message.startswith("store ") else f"store: {message}")
 
     def map(self, fn: Callable[[Any], Any], items: Iterable[Any], *, gpu: bool = False) -> list:
         """``[fn(item) for item in items]``, through the executor when there is one
