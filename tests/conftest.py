@@ -53,3 +53,36 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local Ray cluster (2 CPUs) shared by the tests that need one (they also carry
+    ``pytest.mark.xdist_group("ray")`` so that one xdist worker runs them all); skipped
+    without Ray. Its workers cannot open any SQLite database: ``sqlite3.connect`` raises
+    there (a worker_process_setup_hook), so a test that passes on it shows that the
+    store was only ever opened by the driver. Shut down at the end of the session."""
+    ray = pytest.importorskip("ray")
+    import logging
+
+    os.environ.pop("RAY_ADDRESS", None)
+
+    def forbid_sqlite():  # runs in every worker process of this cluster
+        import sqlite3
+
+        def refuse(*args, **kwargs):
+            raise RuntimeError("a Ray worker tried to open an SQLite database")
+
+        sqlite3.connect = refuse
+
+    ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        logging_level=logging.WARNING,
+        runtime_env={"worker_process_setup_hook": forbid_sqlite},
+    )
+    try:
+        yield ray
+    finally:
+        ray.shutdown()

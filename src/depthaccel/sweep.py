@@ -31,7 +31,7 @@ import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -40,10 +40,14 @@ from depthaccel.losses import LpOptimum
 from depthaccel.store import Store, StoredRun, canonical_json, group_key, run_key
 from depthaccel.train import Run, RunResult, train
 
+if TYPE_CHECKING:
+    from depthaccel.executors import Executor
+
 __all__ = [
     "MATH_VERSION",
     "StoreTrainer",
     "SweepResult",
+    "checkpoint_blob",
     "data_fingerprint",
     "dumps_state",
     "loads_state",
@@ -141,6 +145,17 @@ def loads_state(blob: bytes, map_location: Any = None) -> Any:
     return _from_safe(torch.load(io.BytesIO(blob), map_location=map_location, weights_only=True))
 
 
+def checkpoint_blob(trainer_state: dict[str, Any], thresholds: Sequence[float]) -> bytes:
+    """A group's checkpoint as stored: the trainer's state wrapped with its iteration and
+    the thresholds it tracks (``{"trainer", "iteration", "thresholds"}``, ``dumps_state``)."""
+    wrapped = {
+        "trainer": trainer_state,
+        "iteration": int(trainer_state["t"]),
+        "thresholds": list(thresholds),
+    }
+    return dumps_state(wrapped)
+
+
 # ---------------------------------------------------------------------------- the sweep
 
 
@@ -219,6 +234,7 @@ def sweep(
     checkpoint_every: int | None = None,
     progress: bool = False,
     log: Callable[[str], None] | None = None,
+    executor: Executor | None = None,
     **train_options: Any,
 ) -> SweepResult:
     """Train ``runs`` (see ``depthaccel.train.train``) through the results ``store``.
@@ -231,6 +247,11 @@ def sweep(
     to ``train`` (``log_scale``, ``diverge_factor``, ``gram``, ``fast_width1``) and are
     part of the data fingerprint. ``optimum`` (a float or an ``LpOptimum``) fixes L*;
     by default ``train`` computes it.
+
+    ``executor`` (``depthaccel.executors``): None trains the pending runs here, in one
+    group; an executor splits them into shards (``executor.workers`` of them) and trains
+    those where it runs tasks (this process, a Ray cluster). Either way this process is
+    the only one that writes to the store (``depthaccel.executors.driver``).
 
     Round-off note: a reused run was computed in the batch it was first trained in; the
     trainer's float64 results can differ in the last bits between batch compositions.
@@ -258,7 +279,7 @@ def sweep(
     try:
         return _sweep(
             st, X, y, p, runs, iters, optimum, thresholds, log_points, device, dtype,
-            checkpoint_every, progress, say, train_options,
+            checkpoint_every, progress, say, train_options, executor,
         )  # fmt: skip
     finally:
         if own:
@@ -281,6 +302,7 @@ def _sweep(
     progress: bool,
     say: Callable[[str], None],
     options: dict[str, Any],
+    executor: Executor | None = None,
 ) -> SweepResult:
     fp = data_fingerprint(
         X,
@@ -311,6 +333,19 @@ def _sweep(
     all_thresholds = sorted(set(thresholds) | extra_thresholds)
     groups = _plan_groups(st, pending, all_thresholds)
     resumed: dict[str, int] = {}
+    if executor is not None and groups:
+        from depthaccel.executors.driver import sweep_on_executor
+
+        trained = sweep_on_executor(
+            st, executor, X, y, p, iters, groups, by_key, optimum=optimum,
+            thresholds=all_thresholds, log_points=log_points, device=device, dtype=dtype,
+            dtype_name=_dtype_name(dtype), checkpoint_every=checkpoint_every,
+            progress=progress, say=say, options=options, fingerprint=fp,
+            to_stored=_result_to_stored, reused=reused, resumed=resumed,
+        )  # fmt: skip
+        for k, r in trained.items():
+            done[k] = replace(r, first_hit={t: r.first_hit[t] for t in thresholds})
+        groups = []
     for gkeys, ck_state in groups:
         gk = group_key(gkeys)
         group_thresholds = ck_state["thresholds"] if ck_state is not None else all_thresholds
@@ -384,8 +419,7 @@ def _train_group(
     options: dict[str, Any],
 ) -> list[RunResult]:
     def save(state: dict[str, Any]) -> None:
-        wrapped = {"trainer": state, "iteration": int(state["t"]), "thresholds": thresholds}
-        st.save_checkpoint(gk, gkeys, wrapped["iteration"], dumps_state(wrapped))
+        st.save_checkpoint(gk, gkeys, int(state["t"]), checkpoint_blob(state, thresholds))
 
     kwargs: dict[str, Any] = {}
     if checkpoint_every is not None:

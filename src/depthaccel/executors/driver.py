@@ -1,0 +1,368 @@
+"""The driver side of a sweep on an executor: the only code that writes to the store.
+
+``train_groups(st, executor, spec, groups, ...)`` takes the sweep's pending groups (a
+checkpointed group keeps its composition and resumes; the new runs are split by
+``shards.split_runs`` into about ``executor.workers`` shards), has the executor train
+them, and handles every event in the caller's process:
+
+* ``Checkpoint``: ``store.save_checkpoint(group_key(shard.keys), ...)``, so a lost
+  worker costs at most ``checkpoint_every`` iterations;
+* ``Done``: the shard's runs are stored and its checkpoint deleted in one transaction;
+* a lost task (``retry``): the shard is resubmitted from its latest checkpoint in the
+  store, at most ``max_retries`` times per shard; then ``ShardFailedError`` (finished
+  shards stay stored, running ones keep their checkpoints: the same command resumes);
+* one progress bar for the whole sweep: runs done / total and an ETA, advanced by every
+  shard's ``Progress`` events.
+
+Each stored run's ``extra`` says which executor trained it, where (``worker``:
+host:pid), and which process wrote it (``writer_pid``: always the driver).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import torch
+
+from depthaccel.executors.base import (
+    Checkpoint,
+    Done,
+    Executor,
+    Note,
+    Progress,
+    Shard,
+    ShardEvent,
+    ShardFailedError,
+    Started,
+    TrainSpec,
+)
+from depthaccel.executors.shards import engine_group, split_runs
+from depthaccel.losses import lp_optimum
+from depthaccel.store import Store, group_key
+from depthaccel.sweep import dumps_state, loads_state
+from depthaccel.train import Run, RunResult
+
+__all__ = ["DEFAULT_MAX_RETRIES", "plan_shards", "sweep_on_executor", "train_groups"]
+
+#: How often one shard may be resubmitted after its task was lost.
+DEFAULT_MAX_RETRIES = 3
+
+
+@dataclass
+class _ShardState:
+    shard: Shard
+    group: str
+    start: int = 0  # iteration this attempt started from
+    done_iters: int = 0
+    failures: int = 0
+    finished: bool = False
+    worker: str = ""
+
+
+class _Driver:
+    """Receives the shards' events (``ShardSink``) and keeps the store and the bar."""
+
+    def __init__(
+        self,
+        st: Store,
+        executor: Executor,
+        spec: TrainSpec,
+        shards: list[Shard],
+        *,
+        to_stored: Callable[[str, RunResult, dict[str, Any]], Any],
+        extra: dict[str, Any],
+        say: Callable[[str], None],
+        progress: bool,
+        total_runs: int,
+        reused: int,
+        max_retries: int,
+    ):
+        self.st = st
+        self.executor = executor
+        self.spec = spec
+        self.state = {s.index: _ShardState(s, group_key(s.keys)) for s in shards}
+        self.to_stored = to_stored
+        self.extra = extra
+        self.say = say
+        self.max_retries = max_retries
+        self.results: dict[str, RunResult] = {}
+        self.total_runs = total_runs
+        self.runs_done = reused
+        self.bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(
+                total=float(total_runs),
+                initial=float(reused),
+                desc=f"sweep on {executor.name} ({len(shards)} shards)",
+                bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix} [{elapsed}<{remaining}]",
+                smoothing=0.05,
+            )
+            self._postfix()
+
+    # -- progress ---------------------------------------------------------------------
+
+    def _postfix(self) -> None:
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"{self.runs_done}/{self.total_runs} runs", refresh=False)
+
+    def _advance(self, s: _ShardState, iteration: int) -> None:
+        if self.bar is None or self.spec.iters == 0:
+            s.done_iters = iteration
+            return
+        delta = (iteration - s.done_iters) * len(s.shard) / self.spec.iters
+        s.done_iters = iteration
+        if delta > 0:
+            self.bar.update(delta)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+    # -- ShardSink ----------------------------------------------------------------------
+
+    def event(self, shard: Shard, event: ShardEvent) -> None:
+        s = self.state[shard.index]
+        if isinstance(event, Started):
+            s.worker = f"{event.node}:{event.pid}"
+            s.start = event.iteration
+            if self.bar is not None and event.iteration < s.done_iters:
+                # restarted from an earlier point than reported: take the progress back
+                self.bar.update(-(s.done_iters - event.iteration) * len(shard) / self.spec.iters)
+            s.done_iters = event.iteration
+        elif isinstance(event, Progress):
+            self._advance(s, event.iteration)
+        elif isinstance(event, Checkpoint):
+            self.st.save_checkpoint(s.group, list(shard.keys), event.iteration, event.blob)
+            self._advance(s, event.iteration)
+        elif isinstance(event, Note):
+            self.say(f"shard {shard.index + 1}: {event.message}")
+        elif isinstance(event, Done):
+            self._finish(s, event.results)
+        else:  # pragma: no cover - a programming error
+            raise TypeError(f"unknown shard event {event!r}")
+        if self.executor.observer is not None:
+            self.executor.observer(shard, event)
+
+    def _finish(self, s: _ShardState, results: list[RunResult]) -> None:
+        shard = s.shard
+        if len(results) != len(shard):
+            raise RuntimeError(
+                f"shard {shard.index + 1} returned {len(results)} results for {len(shard)} runs"
+            )
+        extra = dict(
+            self.extra,
+            group_size=len(shard),
+            worker=s.worker,
+            writer_pid=os.getpid(),
+        )
+        self.st.finish_group(
+            s.group,
+            [self.to_stored(k, r, extra) for k, r in zip(shard.keys, results, strict=True)],
+        )
+        for k, r in zip(shard.keys, results, strict=True):
+            self.results[k] = r
+        s.finished = True
+        self._advance(s, self.spec.iters)
+        self.runs_done += len(shard)
+        self._postfix()
+        if self.bar is not None:
+            self.bar.refresh()
+
+    def retry(self, shard: Shard, error: BaseException) -> Shard:
+        s = self.state[shard.index]
+        s.failures += 1
+        first_line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+        if s.failures > self.max_retries:
+            n_done = sum(len(x.shard) for x in self.state.values() if x.finished)
+            raise ShardFailedError(
+                f"shard {shard.index + 1} ({len(shard)} runs) was lost {s.failures} times "
+                f"(last: {type(error).__name__}: {first_line}); stopping the sweep. "
+                f"{n_done} finished runs of this sweep and the latest checkpoints are in "
+                f"{self.st.path}: the same command resumes from them."
+            ) from error
+        ck = self.st.load_checkpoint(s.group)
+        if ck is not None and list(ck.run_keys) == list(shard.keys):
+            new = replace(shard, resume=ck.state)
+            where = f"from its checkpoint at iteration {ck.iteration}"
+        else:
+            new = shard
+            where = "from where it started (no newer checkpoint)"
+        s.shard = new
+        self.say(
+            f"shard {shard.index + 1} ({len(shard)} runs) lost its worker ({type(error).__name__}); "
+            f"resubmitting {where} (failure {s.failures} of at most {self.max_retries + 1})"
+        )
+        return new
+
+
+def plan_shards(
+    groups: Sequence[tuple[list[str], dict[str, Any] | None]],
+    by_key: dict[str, Run],
+    n: int,
+    thresholds: Sequence[float],
+    group_of: Callable[[Run], Any],
+) -> list[Shard]:
+    """Shards of the sweep's pending ``groups`` (run keys, checkpoint state or None): a
+    checkpointed group is one shard that resumes from its state; the fresh runs are split
+    into at most ``n`` shards by ``split_runs``."""
+    shards: list[Shard] = []
+    for gkeys, state in groups:
+        if state is not None:
+            shards.append(
+                Shard(
+                    index=len(shards),
+                    runs=tuple(by_key[k] for k in gkeys),
+                    keys=tuple(gkeys),
+                    thresholds=tuple(float(t) for t in state["thresholds"]),
+                    resume=dumps_state(state),
+                )
+            )
+            continue
+        runs = [by_key[k] for k in gkeys]
+        for idx in split_runs(runs, n, group_of):
+            shards.append(
+                Shard(
+                    index=len(shards),
+                    runs=tuple(runs[i] for i in idx),
+                    keys=tuple(gkeys[i] for i in idx),
+                    thresholds=tuple(thresholds),
+                )
+            )
+    return shards
+
+
+def _float64(a: Any) -> np.ndarray:
+    if isinstance(a, torch.Tensor):
+        a = a.detach().to(device="cpu", dtype=torch.float64).numpy()
+    return np.ascontiguousarray(np.asarray(a, dtype=np.float64))
+
+
+def sweep_on_executor(
+    st: Store,
+    executor: Executor,
+    X: Any,
+    y: Any,
+    p: float,
+    iters: int,
+    groups: Sequence[tuple[list[str], dict[str, Any] | None]],
+    by_key: dict[str, Run],
+    *,
+    optimum: float | None,
+    thresholds: Sequence[float],
+    log_points: int,
+    device: Any,
+    dtype: Any,
+    dtype_name: str,
+    checkpoint_every: int | None,
+    progress: bool,
+    say: Callable[[str], None],
+    options: dict[str, Any],
+    fingerprint: str,
+    to_stored: Callable[[str, RunResult, str, dict[str, Any]], Any],
+    reused: int,
+    resumed: dict[str, int],
+) -> dict[str, RunResult]:
+    """``depthaccel.sweep.sweep``'s pending groups trained on ``executor``: builds the
+    shared ``TrainSpec`` (data as float64 arrays, L* computed once here when not given),
+    plans the shards and trains them (``train_groups``); fills ``resumed`` (group key ->
+    iteration) and returns the results by run key."""
+    X64, y64 = _float64(X), _float64(y)
+    if optimum is None:
+        # as ``train`` computes it (the same float64 tensors), once for every shard
+        optimum = lp_optimum(torch.as_tensor(X64), torch.as_tensor(y64), p).loss
+    spec = TrainSpec(
+        X=X64,
+        y=y64,
+        p=float(p),
+        iters=int(iters),
+        optimum=float(optimum),
+        log_points=int(log_points),
+        device=str(device),
+        dtype=dtype,
+        options=dict(options),
+        checkpoint_every=None if checkpoint_every is None else int(checkpoint_every),
+    )
+    d = X64.shape[1]
+    k = 1 if y64.ndim == 1 else y64.shape[1]
+    fast = bool(options.get("fast_width1", True))
+    shards = plan_shards(
+        groups, by_key, executor.workers, thresholds, lambda r: engine_group(r, d, k, fast)
+    )
+    for s in shards:
+        if s.resume is not None:
+            it = int(loads_state(s.resume)["iteration"])
+            resumed[group_key(s.keys)] = it
+            say(f"resuming {len(s)} runs from iteration {it} of {iters}")
+    fresh = sum(len(s) for s in shards if s.resume is None)
+    if fresh:
+        say(
+            f"training {fresh} runs for {iters} iterations on {executor.name} "
+            f"({sum(s.resume is None for s in shards)} shards)"
+        )
+    extra = {"device": str(device), "dtype": dtype_name, "executor": executor.name}
+    return train_groups(
+        st,
+        executor,
+        spec,
+        shards,
+        to_stored=lambda key, r, ex: to_stored(key, r, fingerprint, ex),
+        extra=extra,
+        say=say,
+        progress=progress,
+        total_runs=reused + sum(len(s) for s in shards),
+        reused=reused,
+        max_retries=getattr(executor, "max_retries", DEFAULT_MAX_RETRIES),
+    )
+
+
+def train_groups(
+    st: Store,
+    executor: Executor,
+    spec: TrainSpec,
+    shards: list[Shard],
+    *,
+    to_stored: Callable[[str, RunResult, dict[str, Any]], Any],
+    extra: dict[str, Any],
+    say: Callable[[str], None],
+    progress: bool = False,
+    total_runs: int = 0,
+    reused: int = 0,
+    max_retries: int = DEFAULT_MAX_RETRIES,
+) -> dict[str, RunResult]:
+    """Train ``shards`` on ``executor``, writing checkpoints and results to ``st`` (see
+    the module docstring); returns the results by run key."""
+    if not shards:
+        return {}
+    t0 = time.perf_counter()
+    driver = _Driver(
+        st,
+        executor,
+        spec,
+        shards,
+        to_stored=to_stored,
+        extra=extra,
+        say=say,
+        progress=progress,
+        total_runs=total_runs or sum(len(s) for s in shards),
+        reused=reused,
+        max_retries=max_retries,
+    )
+    try:
+        executor.train_shards(spec, shards, driver)
+    finally:
+        driver.close()
+    missing = [s.shard.index + 1 for s in driver.state.values() if not s.finished]
+    if missing:  # pragma: no cover - an executor that returned early
+        raise RuntimeError(f"executor {executor.name!r} returned before shards {missing} finished")
+    say(
+        f"{executor.name}: trained {sum(len(s) for s in shards)} runs in {len(shards)} shards "
+        f"in {time.perf_counter() - t0:.1f} s"
+    )
+    return driver.results

@@ -1,0 +1,294 @@
+"""The Ray executor: shards as streaming generator tasks on a local or existing Ray cluster.
+
+Set-up: ``RayExecutor(num_cpus=N)`` starts a local cluster of N CPUs (and shuts it down
+in ``close()``); ``RayExecutor(address=ADDR)`` joins a running cluster (``ray start
+--head`` / ``ray start --address``; every node needs this package and its
+dependencies installed) and leaves it running; when Ray is already initialised in this
+process the executor uses that and leaves it alone.
+
+Sweeps (``train_shards``): the ``TrainSpec`` (data and settings) goes into the object
+store once (``ray.put``); each shard is one task (``num_cpus=threads``, one GPU with
+``device="cuda"``) that runs ``worker.run_shard`` in a thread and yields its events
+(a streaming generator, ``num_returns="streaming"``): the driver receives every
+checkpoint while the task runs and writes it to the store. Ray's own retries are off
+(``max_retries=0``): when a task is lost (worker killed, node gone) the driver
+resubmits the shard from the latest checkpoint in the store (``ShardSink.retry``,
+bounded). An exception raised by the training code itself is not retried: it stops
+the sweep (the other tasks are cancelled) and propagates.
+
+Tasks (``map``): each item is one Ray task; ``gpu=True`` asks for one GPU per task.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+import ray
+import ray.exceptions
+
+from depthaccel.executors.base import (
+    Done,
+    ExecutorError,
+    Shard,
+    ShardEvent,
+    ShardSink,
+    TrainSpec,
+)
+from depthaccel.executors.worker import run_shard
+
+__all__ = ["RayExecutor"]
+
+#: Errors that mean "the task was lost", not "the code failed": the shard is resubmitted.
+LOST = (
+    ray.exceptions.WorkerCrashedError,
+    ray.exceptions.NodeDiedError,
+    ray.exceptions.ObjectLostError,
+    ray.exceptions.OwnerDiedError,
+    ray.exceptions.LocalRayletDiedError,
+    ray.exceptions.RaySystemError,
+)
+
+
+class _Failed:
+    def __init__(self, exc: BaseException):
+        self.exc = exc
+
+
+_END = object()
+
+
+def _shard_events(spec: TrainSpec, shard: Shard, threads: int) -> Iterator[ShardEvent]:
+    """Run ``run_shard`` in a thread of this worker and yield its events as they come."""
+    import torch
+
+    torch.set_num_threads(threads)
+    # the object store's arrays are read-only; the trainer wants its own (writable) copy
+    spec = replace(spec, X=np.array(spec.X), y=np.array(spec.y))
+    q: queue.Queue = queue.Queue()
+
+    def target() -> None:
+        try:
+            run_shard(spec, shard, q.put)
+        except BaseException as e:  # noqa: BLE001 - re-raised in the generator below
+            q.put(_Failed(e))
+        finally:
+            q.put(_END)
+
+    th = threading.Thread(target=target, name=f"depthaccel-shard-{shard.index}", daemon=True)
+    th.start()
+    while True:
+        item = q.get()
+        if item is _END:
+            break
+        if isinstance(item, _Failed):
+            raise item.exc
+        yield item
+    th.join()
+
+
+def _call(fn: Callable[[Any], Any], item: Any, threads: int) -> Any:
+    import torch
+
+    torch.set_num_threads(threads)
+    return fn(item)
+
+
+_shard_task = ray.remote(num_returns="streaming", max_retries=0)(_shard_events)
+_map_task = ray.remote(_call)
+
+
+class RayExecutor:
+    """Shards and tasks on a Ray cluster (see the module docstring).
+
+    Args:
+        num_cpus: start a local cluster with this many CPUs (default: Ray's, all cores).
+        address: join the cluster at this address instead (``"auto"``, ``host:port``,
+            ``ray://host:10001``).
+        threads: torch threads (and Ray CPUs) per task.
+        max_retries: how often a shard whose task was lost is resubmitted (from its
+            latest stored checkpoint) before the sweep stops with ``ShardFailedError``.
+        max_task_retries: how often ``map`` tasks are retried by Ray when lost.
+        log: receives one-line messages (cluster started/joined/stopped).
+        observer: ``(shard, event)`` callback after the driver handled each event.
+    """
+
+    name = "ray"
+
+    def __init__(
+        self,
+        *,
+        num_cpus: int | None = None,
+        address: str | None = None,
+        threads: int = 1,
+        max_retries: int = 3,
+        max_task_retries: int = 3,
+        log: Callable[[str], None] | None = None,
+        observer: Callable[[Shard, ShardEvent], None] | None = None,
+    ):
+        if isinstance(threads, bool) or int(threads) != threads or threads < 1:
+            raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
+        if num_cpus is not None and address is not None:
+            raise ValueError("give num_cpus (start a local cluster) or address (join one), not both")
+        if num_cpus is not None and (int(num_cpus) != num_cpus or num_cpus < 1):
+            raise ValueError(f"num_cpus must be an integer >= 1, got {num_cpus!r}")
+        self.threads = int(threads)
+        self.max_retries = int(max_retries)
+        self.max_task_retries = int(max_task_retries)
+        self.observer = observer
+        self._log = log or (lambda msg: None)
+        self._owns = False
+        self._closed = False
+        self.address = address
+        self.pids: list[int] = []
+        if ray.is_initialized():
+            self.mode = "existing"
+        else:
+            try:
+                if address is not None:
+                    ray.init(address=address, logging_level=logging.WARNING)
+                    self.mode = "joined"
+                else:
+                    ray.init(
+                        address="local",
+                        num_cpus=num_cpus,
+                        include_dashboard=False,
+                        logging_level=logging.WARNING,
+                    )
+                    self.mode = "started"
+            except Exception as e:  # noqa: BLE001 - one line for the user
+                first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+                where = f"join the Ray cluster at {address!r}" if address else "start a local Ray cluster"
+                raise ExecutorError(f"cannot {where}: {first}") from e
+            self._owns = True
+        self.cpus = int(ray.cluster_resources().get("CPU", 0))
+        if self.mode == "started":
+            self.pids = _node_pids()
+            self._log(
+                f"ray: started a local cluster with {self.cpus} CPUs "
+                f"({self.workers} workers x {self.threads} torch thread(s)); "
+                f"processes {' '.join(map(str, self.pids))}; it is shut down on exit"
+            )
+        elif self.mode == "joined":
+            self._log(
+                f"ray: joined the cluster at {address} ({self.cpus} CPUs, {self.workers} workers)"
+            )
+
+    # -- Executor ------------------------------------------------------------------
+
+    @property
+    def workers(self) -> int:
+        """Shards that can train at once: the cluster's CPUs / threads per task (>= 1)."""
+        return max(1, self.cpus // self.threads)
+
+    def settings(self) -> dict[str, Any]:
+        return {
+            "executor": "ray",
+            "ray_version": ray.__version__,
+            "cluster": {"started": "local cluster started by this command"}.get(
+                self.mode, f"existing cluster ({self.address or 'this process'})"
+            ),
+            "cluster_cpus": self.cpus,
+            "threads_per_task": self.threads,
+            "shards_per_sweep": self.workers,
+        }
+
+    def _task_options(self, spec: TrainSpec | None = None, gpu: bool = False) -> dict[str, Any]:
+        use_gpu = gpu or (spec is not None and str(spec.device).startswith("cuda"))
+        return {"num_cpus": self.threads, "num_gpus": 1 if use_gpu else 0}
+
+    def train_shards(self, spec: TrainSpec, shards: Sequence[Shard], sink: ShardSink) -> None:
+        spec_ref = ray.put(spec)
+        opts = self._task_options(spec)
+
+        def submit(shard: Shard):
+            return _shard_task.options(**opts).remote(spec_ref, shard, self.threads)
+
+        running: dict[Any, Shard] = {submit(s): s for s in shards}
+        finished: set[int] = set()
+        try:
+            while running:
+                ready, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
+                for gen in ready:
+                    shard = running[gen]
+                    try:
+                        ref = next(gen)
+                    except StopIteration:
+                        del running[gen]
+                        continue
+                    try:
+                        event = ray.get(ref)
+                    except LOST as e:
+                        del running[gen]
+                        if shard.index in finished:  # lost after it delivered its results
+                            continue
+                        new = sink.retry(shard, e)
+                        running[submit(new)] = new
+                        continue
+                    del ref
+                    sink.event(shard, event)
+                    if isinstance(event, Done):
+                        finished.add(shard.index)
+        except BaseException:
+            for gen in running:
+                try:
+                    ray.cancel(gen, force=True)
+                except Exception:  # noqa: BLE001 - best effort: the cluster may be gone
+                    pass
+            raise
+
+    def map(self, fn: Callable[[Any], Any], items: Sequence[Any], *, gpu: bool = False) -> list:
+        opts = dict(self._task_options(gpu=gpu), max_retries=self.max_task_retries)
+        refs = [_map_task.options(**opts).remote(fn, item, self.threads) for item in items]
+        try:
+            return ray.get(refs)
+        except BaseException:
+            for r in refs:
+                try:
+                    ray.cancel(r, force=True)
+                except Exception:  # noqa: BLE001
+                    pass
+            raise
+
+    # -- lifetime --------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Shut Ray down if this executor initialised it (a started cluster stops; a
+        joined one keeps running, only this driver disconnects)."""
+        if self._owns and not self._closed:
+            self._closed = True
+            ray.shutdown()
+            if self.mode == "started":
+                self._log("ray: local cluster shut down")
+
+    def __enter__(self) -> RayExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"RayExecutor(mode={self.mode!r}, cpus={self.cpus}, threads={self.threads})"
+
+
+def _node_pids() -> list[int]:
+    """PIDs of the processes of the local cluster this process started (GCS, raylet, ...),
+    as Ray's node object records them (``ray._private``: no public API lists them)."""
+    try:
+        node = ray._private.worker._global_node
+        return sorted(
+            {
+                int(info.process.pid)
+                for infos in node.all_processes.values()
+                for info in infos
+                if info.process is not None
+            }
+        )
+    except Exception:  # noqa: BLE001 - a private API: report nothing rather than fail
+        return []

@@ -1,0 +1,99 @@
+"""Train one shard and report what happens as events: the code that runs on a worker.
+
+``run_shard(spec, shard, emit)`` is one ``depthaccel.train.train`` call on the shard's
+runs. It never sees the results store: checkpoints leave as bytes in ``Checkpoint``
+events and results in the final ``Done`` event; the driver writes them.
+
+Event timing: ``train`` calls back every ``c = callback_every(K, iters)`` iterations;
+a callback at a multiple of K (below ``iters``) sends a ``Checkpoint``, the others a
+``Progress``. ``c`` divides K, so checkpoints are taken at exactly the iterations the
+in-process sweep checkpoints at (K, 2K, ...), and a lost worker costs at most K
+iterations of work.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable
+from typing import Any
+
+from depthaccel.executors.base import Checkpoint, Done, Note, Progress, Shard, Started, TrainSpec
+from depthaccel.sweep import checkpoint_blob, loads_state
+from depthaccel.train import train
+
+__all__ = ["callback_every", "run_shard"]
+
+#: About this many progress events per shard (when K allows it).
+PROGRESS_TICKS = 200
+
+
+def callback_every(checkpoint_every: int | None, iters: int, ticks: int = PROGRESS_TICKS) -> int:
+    """How often (in iterations) the trainer calls back: about ``iters / ticks``, and a
+    divisor of ``checkpoint_every`` (K) so that every K-th iteration is a callback.
+
+    K <= iters/ticks: K itself. Otherwise the largest divisor of K in
+    [tick/4, tick] (tick = max(1, iters // ticks)), or K when there is none (then
+    progress is reported at checkpoints only)."""
+    tick = max(1, int(iters) // ticks)
+    if checkpoint_every is None:
+        return tick
+    K = int(checkpoint_every)
+    if K <= tick:
+        return K
+    for c in range(tick, max(1, tick // 4) - 1, -1):
+        if K % c == 0:
+            return c
+    return K
+
+
+def run_shard(spec: TrainSpec, shard: Shard, emit: Callable[[Any], None]) -> None:
+    """Train ``shard`` with the settings of ``spec``; report events through ``emit``.
+
+    Emits ``Started`` first, then ``Progress``/``Checkpoint`` events while training and
+    ``Done`` last. A resume blob that the trainer refuses (e.g. written by another
+    version of it) is reported as a ``Note`` and the shard starts over at iteration 0,
+    as the in-process sweep does.
+    """
+    K = spec.checkpoint_every
+    state = loads_state(shard.resume) if shard.resume is not None else None
+    start = int(state["iteration"]) if state is not None else 0
+    thresholds = list(shard.thresholds)
+    emit(Started(pid=os.getpid(), node=socket.gethostname(), iteration=start))
+
+    def callback(trainer_state: dict[str, Any]) -> None:
+        t = int(trainer_state["t"])
+        if K is not None and t % K == 0 and t < spec.iters:
+            emit(Checkpoint(t, checkpoint_blob(trainer_state, thresholds)))
+        else:
+            emit(Progress(t))
+
+    def run(resume: dict[str, Any] | None) -> list:
+        return train(
+            spec.X,
+            spec.y,
+            spec.p,
+            list(shard.runs),
+            spec.iters,
+            optimum=spec.optimum,
+            thresholds=thresholds,
+            log_points=spec.log_points,
+            device=spec.device,
+            dtype=spec.dtype,
+            progress=False,
+            checkpoint_every=callback_every(K, spec.iters),
+            checkpoint=callback,
+            resume=resume,
+            **spec.options,
+        )
+
+    if state is None:
+        results = run(None)
+    else:
+        try:
+            results = run(state["trainer"])
+        except ValueError as e:  # e.g. saved by another version of the trainer
+            emit(Note(f"cannot resume from the checkpoint ({e}); training these runs from the start"))
+            emit(Started(pid=os.getpid(), node=socket.gethostname(), iteration=0))
+            results = run(None)
+    emit(Done(results))

@@ -1,0 +1,147 @@
+"""Tests of depthaccel.executors.driver (through ``sweep(..., executor=...)``): shards,
+the store written by the driver only, checkpoints, resubmission and its bound."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from executor_fixtures import THRESHOLDS, assert_same, grid, lstar, max_rel_diff, problem
+
+from depthaccel.executors import LocalExecutor, ShardFailedError
+from depthaccel.executors.base import Checkpoint, Done, Started
+from depthaccel.executors.worker import run_shard
+from depthaccel.store import Store
+from depthaccel.sweep import sweep
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+ITERS, K = 400, 50
+
+
+def run_sweep(store, executor, runs=None, **kw):
+    X, y = problem()
+    return sweep(
+        X, y, 4, runs or grid(), ITERS, store=store, thresholds=THRESHOLDS, log_points=60,
+        checkpoint_every=K, executor=executor, **kw,
+    )  # fmt: skip
+
+
+def test_one_shard_is_the_in_process_path_and_more_shards_agree_to_round_off(tmp_path):
+    ref = run_sweep(tmp_path / "none.sqlite", None)
+    one = run_sweep(tmp_path / "one.sqlite", LocalExecutor(1))
+    assert_same(one.results, ref.results)  # same batch: bit for bit
+    three = run_sweep(tmp_path / "three.sqlite", LocalExecutor(3))
+    # other batch compositions change the GEMMs' row count: round-off of the loss only
+    # (measured up to ~2e-15 of L; relative to a gap of 1e-5 L that is ~1e-10 of the gap)
+    assert max_rel_diff(three.results, ref.results, lstar()) <= 1e-12
+    assert three.computed == len(grid()) and three.reused == 0
+    with Store(tmp_path / "three.sqlite") as st:
+        stored = st.get_runs(three.keys)
+        assert not st.checkpoints()  # every shard finished: its checkpoint deleted
+    assert {s.extra["executor"] for s in stored.values()} == {"local"}
+    assert {s.extra["writer_pid"] for s in stored.values()} == {os.getpid()}
+    assert sorted(s.extra["group_size"] for s in stored.values()) != [len(grid())] * len(grid())
+    again = run_sweep(tmp_path / "three.sqlite", LocalExecutor(3))
+    assert again.reused == len(grid()) and again.computed == 0
+    assert_same(again.results, three.results)
+
+
+class Crash(Exception):
+    pass
+
+
+def test_crash_mid_shard_resumes_from_the_stored_checkpoint(tmp_path):
+    store = tmp_path / "s.sqlite"
+    seen: list[tuple[int, object]] = []
+
+    def crash_at_second_checkpoint_of_shard_1(shard, event):
+        seen.append((shard.index, event))
+        if shard.index == 1 and isinstance(event, Checkpoint) and event.iteration == 2 * K:
+            raise Crash
+
+    ex = LocalExecutor(3, observer=crash_at_second_checkpoint_of_shard_1)
+    with pytest.raises(Crash):
+        run_sweep(store, ex)
+    done0 = [e for i, e in seen if i == 0 and isinstance(e, Done)]
+    assert len(done0) == 1  # shard 0 finished and was stored before the crash
+    with Store(store) as st:
+        assert st.count_runs() == len(done0[0].results)
+        (gk, it), = st.checkpoints()
+        assert it == 2 * K
+    seen.clear()
+    ex.observer = lambda shard, event: seen.append((shard.index, event))
+    res = run_sweep(store, ex)
+    assert res.reused == len(done0[0].results)  # shard 0 is not trained again
+    assert list(res.resumed.values()) == [2 * K]
+    starts = [e.iteration for _, e in seen if isinstance(e, Started)]
+    assert starts[0] == 2 * K and set(starts[1:]) == {0}  # shard 1 resumed, the rest new
+    ref = run_sweep(tmp_path / "ref.sqlite", LocalExecutor(3))
+    by_run = {r.run: r for r in ref.results}
+    resumed_runs = [e.results for i, e in seen if isinstance(e, Done)][0]
+    # the resumed shard kept its composition: bit for bit; the never-started runs were
+    # split afresh (other batches): round-off only, as in the in-process sweep
+    assert_same(resumed_runs, [by_run[r.run] for r in resumed_runs])
+    assert_same(done0[0].results, [by_run[r.run] for r in done0[0].results])
+    assert max_rel_diff(res.results, ref.results, lstar()) <= 1e-12
+
+
+class LosingExecutor(LocalExecutor):
+    """Trains in this process but 'loses' shard 0's task right after each checkpoint the
+    driver stored, ``losses`` times in all, and resubmits through ``sink.retry``."""
+
+    def __init__(self, workers, losses):
+        super().__init__(workers)
+        self.losses = losses
+        self.starts: list[tuple[int, int]] = []
+
+    def train_shards(self, spec, shards, sink):
+        todo = list(shards)
+        while todo:
+            shard = todo.pop(0)
+            try:
+                run_shard(spec, shard, lambda ev, s=shard: self._deliver(sink, s, ev))
+            except ConnectionError as e:
+                todo.insert(0, sink.retry(shard, e))
+
+    def _deliver(self, sink, shard, event):
+        if isinstance(event, Started):
+            self.starts.append((shard.index, event.iteration))
+        sink.event(shard, event)
+        if shard.index == 0 and isinstance(event, Checkpoint) and self.losses > 0:
+            self.losses -= 1
+            raise ConnectionError("worker died")
+
+
+def test_lost_task_is_resubmitted_from_its_checkpoint(tmp_path):
+    ex = LosingExecutor(2, losses=2)
+    logs: list[str] = []
+    res = run_sweep(tmp_path / "s.sqlite", ex, log=logs.append)
+    assert ex.starts == [(0, 0), (0, K), (0, 2 * K), (1, 0)]
+    assert sum("resubmitting" in m and "checkpoint at iteration" in m for m in logs) == 2
+    assert_same(res.results, run_sweep(tmp_path / "ref.sqlite", LocalExecutor(2)).results)
+
+
+def test_too_many_losses_stop_with_a_clear_error_and_keep_what_finished(tmp_path):
+    store = tmp_path / "s.sqlite"
+    ex = LosingExecutor(2, losses=10)
+    ex.max_retries = 2
+    # shard 1 first: it finishes before shard 0 fails for good
+    ex.train_shards = _reversed(ex.train_shards)
+    with pytest.raises(ShardFailedError, match=r"shard 1 \(\d+ runs\) was lost 3 times .*resumes"):
+        run_sweep(store, ex)
+    with Store(store) as st:
+        assert st.count_runs() > 0  # shard 1's runs
+        assert [it for _, it in st.checkpoints()] == [3 * K]  # shard 0: its latest state
+
+
+def _reversed(train_shards):
+    return lambda spec, shards, sink: train_shards(spec, list(shards)[::-1], sink)
+
+
+def test_one_bar_for_the_whole_sweep(tmp_path, capsys):
+    run_sweep(tmp_path / "s.sqlite", LocalExecutor(3), progress=True)
+    err = capsys.readouterr().err
+    assert "sweep on local (3 shards)" in err
+    assert f"{len(grid())}/{len(grid())} runs" in err
+    assert "training 11 runs" not in err  # no per-shard trainer bars

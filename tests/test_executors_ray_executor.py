@@ -1,0 +1,134 @@
+"""Tests of depthaccel.executors.ray_executor on one shared local 2-CPU Ray cluster.
+
+The cluster's workers cannot open SQLite (see the ``ray_cluster`` fixture): every sweep
+here that finishes shows that only the driver touched the store."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import numpy as np
+import pytest
+from executor_fixtures import THRESHOLDS, assert_same, grid, lstar, max_rel_diff, problem
+
+pytest.importorskip("ray")
+
+from depthaccel.executors import LocalExecutor, ShardFailedError  # noqa: E402
+from depthaccel.executors.base import Checkpoint, Done, Started  # noqa: E402
+from depthaccel.executors.ray_executor import RayExecutor  # noqa: E402
+from depthaccel.store import Store  # noqa: E402
+from depthaccel.sweep import sweep  # noqa: E402
+
+pytestmark = [
+    pytest.mark.xdist_group("ray"),
+    pytest.mark.usefixtures("one_torch_thread", "ray_cluster"),
+]
+
+
+def run_sweep(store, executor, iters=300, K=50, runs=None, **kw):
+    X, y = problem()
+    return sweep(
+        X, y, 4, runs or grid(), iters, store=store, thresholds=THRESHOLDS, log_points=60,
+        checkpoint_every=K, executor=executor, **kw,
+    )  # fmt: skip
+
+
+def test_ray_equals_local_with_the_same_shards_and_only_the_driver_writes(tmp_path):
+    ex = RayExecutor()
+    assert ex.mode == "existing" and ex.workers == 2
+    starts = []
+    ex.observer = lambda shard, ev: starts.append(ev) if isinstance(ev, Started) else None
+    on_ray = run_sweep(tmp_path / "ray.sqlite", ex)
+    local = run_sweep(tmp_path / "local.sqlite", LocalExecutor(2))
+    assert_same(on_ray.results, local.results)  # float64, same shards: bit for bit
+    worker_pids = {e.pid for e in starts}
+    assert len(starts) == 2 and os.getpid() not in worker_pids
+    with Store(tmp_path / "ray.sqlite") as st:
+        stored = st.get_runs(on_ray.keys).values()
+    assert {s.extra["executor"] for s in stored} == {"ray"}
+    assert {s.extra["writer_pid"] for s in stored} == {os.getpid()}
+    assert {int(s.extra["worker"].rsplit(":", 1)[1]) for s in stored} == worker_pids
+    ex.close()  # joined an existing Ray: leaves it running
+    import ray
+
+    assert ray.is_initialized()
+
+
+def test_workers_cannot_open_the_store(tmp_path):
+    """The guard the other tests rely on is live: a task that opens a store fails."""
+    ex = RayExecutor()
+    path = str(tmp_path / "s.sqlite")
+
+    def open_store(p):
+        from depthaccel.store import Store
+
+        Store(p)
+
+    with pytest.raises(RuntimeError, match="SQLite"):
+        ex.map(open_store, [path])
+    assert not os.path.exists(path)
+    assert ex.map(lambda x: (x * x, os.getpid()), [3])[0][0] == 9
+
+
+def test_worker_killed_mid_shard_is_resubmitted_and_nothing_finished_is_redone(tmp_path):
+    store = tmp_path / "ray.sqlite"
+    runs = grid()
+    iters, K = 6000, 600
+    # two runs finished before: never sent to a worker
+    run_sweep(store, LocalExecutor(1), iters=iters, K=K, runs=runs[:2])
+    events: list[tuple[int, object]] = []
+    killed: list[int] = []
+    pids: dict[int, int] = {}
+
+    def kill_shard_0_at_its_first_checkpoint(shard, ev):
+        events.append((shard.index, ev))
+        if isinstance(ev, Started):
+            pids[shard.index] = ev.pid
+        if shard.index == 0 and isinstance(ev, Checkpoint) and not killed:
+            killed.append(ev.iteration)
+            os.kill(pids[0], signal.SIGKILL)
+
+    logs: list[str] = []
+    ex = RayExecutor(observer=kill_shard_0_at_its_first_checkpoint)
+    res = run_sweep(store, ex, iters=iters, K=K, runs=runs, log=logs.append)
+    assert killed == [K]
+    assert res.reused == 2 and res.computed == len(runs) - 2
+    starts = [(i, ev.iteration) for i, ev in events if isinstance(ev, Started)]
+    assert sorted(starts) == [(0, 0), (0, K), (1, 0)]  # resumed from the checkpoint
+    assert any("resubmitting from its checkpoint at iteration" in m for m in logs)
+    done = [ev for _, ev in events if isinstance(ev, Done)]
+    trained = [r.run for ev in done for r in ev.results]
+    assert sorted(map(repr, trained)) == sorted(map(repr, runs[2:]))  # stored runs not redone
+    ref_store = tmp_path / "local.sqlite"
+    run_sweep(ref_store, LocalExecutor(1), iters=iters, K=K, runs=runs[:2])
+    ref = run_sweep(ref_store, LocalExecutor(2), iters=iters, K=K, runs=runs)
+    assert_same(res.results, ref.results)  # equal curves, bit for bit
+    with Store(store) as st:
+        assert not st.checkpoints() and st.count_runs() == len(runs)
+
+
+def test_a_shard_lost_too_often_stops_the_sweep_and_a_rerun_resumes(tmp_path):
+    store = tmp_path / "ray.sqlite"
+    iters, K = 6000, 600
+    pids: dict[int, int] = {}
+
+    def kill_shard_0_at_each_checkpoint(shard, ev):
+        if isinstance(ev, Started):
+            pids[shard.index] = ev.pid
+        if shard.index == 0 and isinstance(ev, Checkpoint):
+            os.kill(pids[0], signal.SIGKILL)
+
+    ex = RayExecutor(max_retries=1, observer=kill_shard_0_at_each_checkpoint)
+    with pytest.raises(ShardFailedError, match=r"shard 1 \(\d+ runs\) was lost 2 times"):
+        run_sweep(store, ex, iters=iters, K=K)
+    with Store(store) as st:
+        its = dict(st.checkpoints())
+    assert len(its) >= 1 and min(its.values()) >= K  # the latest states stay stored
+    res = run_sweep(store, RayExecutor(), iters=iters, K=K)
+    assert sorted(res.resumed.values()) == sorted(its.values())
+    ref = run_sweep(tmp_path / "local.sqlite", LocalExecutor(2), iters=iters, K=K)
+    assert max_rel_diff(res.results, ref.results, lstar()) <= 1e-12
+    assert np.array_equal(
+        [r.diverged for r in res.results], [r.diverged for r in ref.results]
+    )
