@@ -6,13 +6,13 @@ from __future__ import annotations
 import os
 
 import pytest
-from executor_fixtures import THRESHOLDS, assert_same, grid, lstar, max_rel_diff, problem
 
 from depthaccel.executors import LocalExecutor, ShardFailedError
 from depthaccel.executors.base import Checkpoint, Done, Started
 from depthaccel.executors.worker import run_shard
 from depthaccel.store import Store
 from depthaccel.sweep import sweep
+from executor_fixtures import THRESHOLDS, assert_same, grid, lstar, max_rel_diff, problem
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -67,7 +67,7 @@ def test_crash_mid_shard_resumes_from_the_stored_checkpoint(tmp_path):
     assert len(done0) == 1  # shard 0 finished and was stored before the crash
     with Store(store) as st:
         assert st.count_runs() == len(done0[0].results)
-        (gk, it), = st.checkpoints()
+        ((gk, it),) = st.checkpoints()
         assert it == 2 * K
     seen.clear()
     ex.observer = lambda shard, event: seen.append((shard.index, event))

@@ -10,6 +10,7 @@ import signal
 
 import numpy as np
 import pytest
+
 from executor_fixtures import THRESHOLDS, assert_same, grid, lstar, max_rel_diff, problem
 
 pytest.importorskip("ray")
@@ -74,7 +75,7 @@ def test_workers_cannot_open_the_store(tmp_path):
 def test_worker_killed_mid_shard_is_resubmitted_and_nothing_finished_is_redone(tmp_path):
     store = tmp_path / "ray.sqlite"
     runs = grid()
-    iters, K = 6000, 600
+    iters, K = 4000, 400
     # two runs finished before: never sent to a worker
     run_sweep(store, LocalExecutor(1), iters=iters, K=K, runs=runs[:2])
     events: list[tuple[int, object]] = []
@@ -94,8 +95,11 @@ def test_worker_killed_mid_shard_is_resubmitted_and_nothing_finished_is_redone(t
     res = run_sweep(store, ex, iters=iters, K=K, runs=runs, log=logs.append)
     assert killed == [K]
     assert res.reused == 2 and res.computed == len(runs) - 2
-    starts = [(i, ev.iteration) for i, ev in events if isinstance(ev, Started)]
-    assert sorted(starts) == [(0, 0), (0, K), (1, 0)]  # resumed from the checkpoint
+    starts = sorted((i, ev.iteration) for i, ev in events if isinstance(ev, Started))
+    # shard 0 resumed from its latest stored checkpoint (K, or a later one that was
+    # already on its way when the kill landed); shard 1 ran once
+    assert starts[0] == (0, 0) and starts[2] == (1, 0) and len(starts) == 3
+    assert starts[1][0] == 0 and starts[1][1] >= K and starts[1][1] % K == 0
     assert any("resubmitting from its checkpoint at iteration" in m for m in logs)
     done = [ev for _, ev in events if isinstance(ev, Done)]
     trained = [r.run for ev in done for r in ev.results]
@@ -110,7 +114,7 @@ def test_worker_killed_mid_shard_is_resubmitted_and_nothing_finished_is_redone(t
 
 def test_a_shard_lost_too_often_stops_the_sweep_and_a_rerun_resumes(tmp_path):
     store = tmp_path / "ray.sqlite"
-    iters, K = 6000, 600
+    iters, K = 4000, 400
     pids: dict[int, int] = {}
 
     def kill_shard_0_at_each_checkpoint(shard, ev):
@@ -129,6 +133,4 @@ def test_a_shard_lost_too_often_stops_the_sweep_and_a_rerun_resumes(tmp_path):
     assert sorted(res.resumed.values()) == sorted(its.values())
     ref = run_sweep(tmp_path / "local.sqlite", LocalExecutor(2), iters=iters, K=K)
     assert max_rel_diff(res.results, ref.results, lstar()) <= 1e-12
-    assert np.array_equal(
-        [r.diverged for r in res.results], [r.diverged for r in ref.results]
-    )
+    assert np.array_equal([r.diverged for r in res.results], [r.diverged for r in ref.results])

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from executor_fixtures import THRESHOLDS, assert_same, grid, problem
 
 from depthaccel.executors.base import Checkpoint, Done, Note, Progress, Shard, Started, TrainSpec
 from depthaccel.executors.worker import callback_every, run_shard
 from depthaccel.losses import lp_optimum
 from depthaccel.sweep import checkpoint_blob, dumps_state, loads_state
 from depthaccel.train import train
+from executor_fixtures import THRESHOLDS, assert_same, grid, problem
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

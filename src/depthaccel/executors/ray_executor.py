@@ -22,7 +22,6 @@ Tasks (``map``): each item is one Ray task; ``gpu=True`` asks for one GPU per ta
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
@@ -135,7 +134,9 @@ class RayExecutor:
         if isinstance(threads, bool) or int(threads) != threads or threads < 1:
             raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
         if num_cpus is not None and address is not None:
-            raise ValueError("give num_cpus (start a local cluster) or address (join one), not both")
+            raise ValueError(
+                "give num_cpus (start a local cluster) or address (join one), not both"
+            )
         if num_cpus is not None and (int(num_cpus) != num_cpus or num_cpus < 1):
             raise ValueError(f"num_cpus must be an integer >= 1, got {num_cpus!r}")
         self.threads = int(threads)
@@ -164,7 +165,11 @@ class RayExecutor:
                     self.mode = "started"
             except Exception as e:  # noqa: BLE001 - one line for the user
                 first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-                where = f"join the Ray cluster at {address!r}" if address else "start a local Ray cluster"
+                where = (
+                    f"join the Ray cluster at {address!r}"
+                    if address
+                    else "start a local Ray cluster"
+                )
                 raise ExecutorError(f"cannot {where}: {first}") from e
             self._owns = True
         self.cpus = int(ray.cluster_resources().get("CPU", 0))

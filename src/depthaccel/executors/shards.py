@@ -37,14 +37,12 @@ __all__ = ["engine_group", "split_runs"]
 def engine_group(run: Any, d: int, k: int, fast_width1: bool = True) -> Hashable:
     """The engine's batching group of ``run`` on data with d features and k outputs (runs
     of one group are updated by one batched kernel of ``depthaccel.train.engine``)."""
-    from depthaccel.train.engine import _group_key, _widths
+    from depthaccel.train.engine import _batch_signature, _widths
 
-    return _group_key(run, k, _widths(run, d, k), fast_width1)
+    return _batch_signature(run, k, _widths(run, d, k), fast_width1)
 
 
-def split_runs(
-    runs: Sequence[T], n: int, group_of: Callable[[T], Hashable]
-) -> list[list[int]]:
+def split_runs(runs: Sequence[T], n: int, group_of: Callable[[T], Hashable]) -> list[list[int]]:
     """Indices into ``runs`` of each shard (see the module docstring); at most ``n`` shards,
     none empty, together every index exactly once."""
     if isinstance(n, bool) or int(n) != n or n < 1:

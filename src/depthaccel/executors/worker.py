@@ -93,7 +93,9 @@ def run_shard(spec: TrainSpec, shard: Shard, emit: Callable[[Any], None]) -> Non
         try:
             results = run(state["trainer"])
         except ValueError as e:  # e.g. saved by another version of the trainer
-            emit(Note(f"cannot resume from the checkpoint ({e}); training these runs from the start"))
+            emit(
+                Note(f"cannot resume from the checkpoint ({e}); training these runs from the start")
+            )
             emit(Started(pid=os.getpid(), node=socket.gethostname(), iteration=0))
             results = run(None)
     emit(Done(results))
