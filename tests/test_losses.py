@@ -8,7 +8,7 @@ import pytest
 import scipy.optimize
 import torch
 
-from depthaccel.losses import lp_loss, lp_optimum
+from depthaccel.losses import lp_loss, lp_optimum, lp_sum, lp_sum_and_phi_
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -52,6 +52,28 @@ def test_lp_loss_batched_and_errors():
         lp_loss(yt, yt, 1.5)
     with pytest.raises(ValueError, match="shape"):
         lp_loss(yt[:, :1], yt, 4)
+
+
+@pytest.mark.parametrize("p", [2, 3, 3.5, 4])
+@pytest.mark.parametrize("with_aux", [False, True])
+def test_lp_sum_and_phi_match_loops(p, with_aux):
+    r = torch.from_numpy(np.random.default_rng(1).standard_normal((3, 7)))
+    want_sum = [sum(abs(v) ** p for v in row) for row in r.tolist()]
+    want_phi = [[abs(v) ** (p - 2) * v for v in row] for row in r.tolist()]
+    np.testing.assert_allclose(lp_sum(r, p).numpy(), want_sum, rtol=1e-14)
+    # phi is the derivative of (1/p)|r|^p (central differences)
+    h = 1e-6
+    fd = ((r + h).abs() ** p - (r - h).abs() ** p) / (2 * h * p)
+    np.testing.assert_allclose(want_phi, fd.numpy(), rtol=1e-8, atol=1e-12)
+    work = r.clone()
+    aux = torch.empty_like(r) if with_aux else None
+    total, phi = lp_sum_and_phi_(work, p, aux=aux)
+    np.testing.assert_allclose(total.numpy(), want_sum, rtol=1e-13)
+    np.testing.assert_allclose(phi.numpy(), want_phi, rtol=1e-14)
+    if p in (2, 4):
+        assert phi.data_ptr() == work.data_ptr()  # in place
+    elif with_aux:
+        assert phi.data_ptr() == aux.data_ptr()
 
 
 def grad_autograd(X, y, w, p):

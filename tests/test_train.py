@@ -218,6 +218,30 @@ def test_width1_nets_of_depth_4_and_5_match_general_path_and_reference(method, c
         np.testing.assert_allclose(f.gap, g.gap, rtol=1e-12, atol=0, err_msg=f.run.label())
 
 
+@pytest.mark.parametrize(("p", "gram"), [(2, True), (2, False), (3, False), (4, False)])
+@pytest.mark.parametrize("k", [1, 2])
+def test_engine_loss_and_gradient_are_those_of_losses_module(p, gram, k):
+    """The engine's losses derive from losses.py: a depth-1 GD run's logged losses equal
+    lp_loss along the iterates W_{t+1} = W_t - lr * dlp_loss/dW (torch autograd)."""
+    from depthaccel.losses import lp_loss
+
+    X, y = problem(k=k, seed=30 + k)
+    runs = [Run("gd", 0.05, init_scale=0.5, seed=s) for s in range(2)]
+    iters = 5
+    res = train(X, y, p, runs, iters, optimum=0.0, log_points=iters + 1, gram=gram)
+    for r in res:
+        W = initial_factors(r.run, X.shape[1], k)[0].clone().requires_grad_(True)
+        want = []
+        for _ in range(iters + 1):
+            pred = X @ W.T
+            loss = lp_loss(pred[:, 0] if k == 1 else pred, y, p)
+            want.append(loss.item())
+            (G,) = torch.autograd.grad(loss, W)
+            W = (W - 0.05 * G).detach().requires_grad_(True)
+        assert want[0] - want[-1] > 1e-3 * want[0]
+        np.testing.assert_allclose(r.gap, want, rtol=1e-12, atol=0)
+
+
 @pytest.mark.parametrize("k", [1, 2])
 def test_e2e_matches_preconditioner_loop(k):
     X, y = problem(k=k, seed=10 + k)

@@ -41,7 +41,7 @@ import torch
 
 from depthaccel.data import Dataset, load_table
 from depthaccel.experiments.base import format_lr, log_grid
-from depthaccel.losses import lp_optimum
+from depthaccel.losses import lp_loss, lp_optimum
 from depthaccel.outdir import OutputFolder
 from depthaccel.resources import check_train_memory
 from depthaccel.store import DEFAULT_FILENAME as STORE_FILENAME
@@ -395,7 +395,7 @@ def roundoff_floor(X, y, p: float, w, *, eps: float = float(np.finfo(np.float64)
     r = X @ W - Y
     delta = eps * (np.abs(Y) + np.abs(X) @ np.abs(W))
     err = np.mean(np.sum(np.abs(r) ** (p - 1) * delta + delta**p / p, axis=1))
-    L = float(np.mean(np.sum(np.abs(r) ** p, axis=1)) / p)
+    L = float(lp_loss(torch.from_numpy(X @ W), torch.from_numpy(Y), p))
     return float(max(FLOOR_SAFETY * err, _gap_floor(L)))
 
 
@@ -677,8 +677,8 @@ class CompareResult:
 
 def _initial_gap(y: np.ndarray, p: float, optimum: float) -> float:
     """L(0) - L*: the gap of the zero model, which near-zero initialisation starts close to."""
-    Y = np.asarray(y, dtype=np.float64).reshape(len(y), -1)
-    return float(np.mean(np.sum(np.abs(Y) ** p, axis=1)) / p - optimum)
+    Y = torch.as_tensor(np.asarray(y, dtype=np.float64)).reshape(len(y), -1)
+    return float(lp_loss(torch.zeros_like(Y), Y, p)) - optimum
 
 
 #: The outputs ``run_compare`` writes into ``cfg.out`` (besides the results store).

@@ -10,6 +10,17 @@ where:
     X (m x d) holds the rows x_i, W = [w_1 .. w_k] (d x k) the weights (a vector w for
     k = 1), y (m x k, or a vector for k = 1) the targets, p >= 2 a real exponent.
 
+Over residuals ``r = pred - y`` the loss is built from two elementwise pieces, defined
+here once and used by everything that evaluates the loss (``lp_loss``, the batched
+trainer's logging and its fused hot loop)::
+
+    lp_sum(r)  = sum |r|^p                       (over the last dimension)
+    phi(r)     = |r|^{p-2} r = d/dr (1/p)|r|^p   (so dL/dpred = phi(r) / m)
+
+``lp_sum_and_phi_`` computes both in one pass, in place (the trainer's form: for p = 2
+and p = 4 the sum is a squared Euclidean norm, which rounds differently from
+``lp_sum`` in the last bits).
+
 ``lp_optimum`` finds ``W* = argmin L`` in float64: least squares in closed form for
 p = 2, Newton's method with a backtracking line search for p > 2. The k output
 columns are independent problems and are solved one by one.
@@ -24,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["LpOptimum", "lp_loss", "lp_optimum"]
+__all__ = ["LpOptimum", "lp_loss", "lp_optimum", "lp_sum", "lp_sum_and_phi_"]
 
 
 def _check_p(p: float) -> float:
@@ -34,11 +45,43 @@ def _check_p(p: float) -> float:
     return p
 
 
+def lp_sum(r: torch.Tensor, p: float) -> torch.Tensor:
+    r"""``sum |r|^p`` over the last dimension of the residuals ``r`` (``|r| * |r|`` for p = 2).
+
+    ``p`` is not validated here (callers check it once); see :func:`lp_loss`.
+    """
+    a = r.abs()
+    vals = a * a if p == 2.0 else a.pow(p)
+    return vals.sum(-1)
+
+
+def lp_sum_and_phi_(
+    r: torch.Tensor, p: float, *, aux: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""``(sum |r|^p, phi)`` with ``phi = |r|^{p-2} r``, in one pass; overwrites ``r``.
+
+    ``r`` has shape ``(..., n)``; the sum is over the last dimension. ``phi`` is returned
+    in ``r``'s memory for p = 2 (phi = r) and p = 4 (phi = r^3), in ``aux`` (a buffer
+    shaped like r; allocated when None) otherwise. For p = 2 and 4 the sum is a squared
+    norm (``||r||^2``, ``||r^2||^2``; ``aux`` holds r^2 for p = 4), otherwise ``<phi, r>``:
+    no temporaries beyond ``aux`` (the batched trainer's hot loop).
+    """
+    if p == 2.0:
+        return torch.linalg.vector_norm(r, dim=-1).square_(), r
+    if p == 4.0:
+        r2 = torch.mul(r, r, out=aux) if aux is not None else r * r
+        lsum = torch.linalg.vector_norm(r2, dim=-1).square_()
+        return lsum, r.mul_(r2)
+    phi = (torch.abs(r, out=aux) if aux is not None else r.abs()).pow_(p - 2.0).mul_(r)
+    return torch.linalg.vecdot(phi, r), phi
+
+
 def lp_loss(pred: torch.Tensor, y: torch.Tensor, p: float) -> torch.Tensor:
     r"""``(1/m) sum_i sum_c (1/p) |pred_ic - y_ic|^p``: mean over rows, sum over outputs.
 
     ``y`` is a vector (m,) or a matrix (m, k); ``pred`` has the same shape, optionally
-    with leading batch dimensions (one loss per batch element is returned).
+    with leading batch dimensions (one loss per batch element is returned). Computed as
+    ``lp_sum(r) / (p m)`` over the flattened residuals ``r = pred - y``.
     """
     p = _check_p(p)
     if not isinstance(pred, torch.Tensor) or not isinstance(y, torch.Tensor):
@@ -47,11 +90,10 @@ def lp_loss(pred: torch.Tensor, y: torch.Tensor, p: float) -> torch.Tensor:
         raise ValueError(
             f"pred must have shape (..., {tuple(y.shape)}) to match y; got {tuple(pred.shape)}"
         )
-    a = (pred - y).abs()
-    vals = a.pow(p) if p != 2.0 else a * a
+    r = pred - y
     if y.dim() == 2:
-        vals = vals.sum(-1)
-    return vals.mean(-1) / p
+        r = r.flatten(-2)
+    return lp_sum(r, p) / (p * y.shape[0])
 
 
 @dataclass(frozen=True)

@@ -55,7 +55,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from depthaccel.losses import LpOptimum, lp_optimum
+from depthaccel.losses import LpOptimum, lp_optimum, lp_sum, lp_sum_and_phi_
 from depthaccel.nets import DeepLinear
 from depthaccel.train import kernels
 from depthaccel.train.runs import ADAPTIVE_METHODS, Run, RunResult
@@ -144,9 +144,7 @@ class _Problem:
         R = We.shape[0]
         W = We.to(torch.float64).reshape(R * self.k, self.d)
         r = (W @ self.XT64).view(R, self.k, self.m) - self.YT64  # float64 exact
-        a = r.abs()
-        vals = a * a if self.p == 2.0 else a.pow(self.p)
-        return vals.reshape(R, -1).sum(-1) / (self.p * self.m)
+        return lp_sum(r.reshape(R, -1), self.p) / (self.p * self.m)
 
 
 def _as_f64(name: str, a) -> Tensor:
@@ -182,9 +180,9 @@ class _Forward:
         """Fill self.G with dL/dW_e at self.We; return the losses (R,) in the compute dtype.
 
         Residual form, with P = W_e X^T overwritten in place: r = P - Y^T, then
-        phi = |r|^{p-2} r (p = 4: r * r^2; p = 2: r itself), G = (1/m) phi X and
-        sum |r|^p = ||r^2||^2 (p = 4), ||r||^2 (p = 2) or <phi, r> (other p): one pass
-        per elementwise op, no temporaries."""
+        ``losses.lp_sum_and_phi_`` gives sum |r|^p and phi = |r|^{p-2} r (in place), and
+        G = (1/m) phi X; the loss is sum |r|^p / (p m). Gram form (p = 2): see the
+        module docstring."""
         prob, R, k, d = self.prob, self.R, self.prob.k, self.prob.d
         Wf = self.We.view(R * k, d)
         if prob.gram:
@@ -197,16 +195,7 @@ class _Forward:
         m = prob.m
         torch.mm(Wf, prob.X.T, out=self.P)
         r = self.P.view(R, k, m).sub_(prob.YT).view(R, k * m)
-        phi = self.P
-        if prob.p == 2.0:
-            lsum = torch.linalg.vector_norm(r, dim=-1).square_()
-        elif prob.p == 4.0:
-            r2 = torch.mul(r, r, out=self.aux)
-            lsum = torch.linalg.vector_norm(r2, dim=-1).square_()
-            r.mul_(r2)  # phi = r^3, in place
-        else:
-            phi = torch.abs(r, out=self.aux).pow_(prob.p - 2.0).mul_(r)
-            lsum = torch.linalg.vecdot(phi, r)
+        lsum, phi = lp_sum_and_phi_(r, prob.p, aux=self.aux)
         torch.mm(phi.view(R * k, m), prob.X, out=self.G.view(R * k, d))
         self.G.mul_(self.inv_m)
         return lsum.mul_(self.scale)
