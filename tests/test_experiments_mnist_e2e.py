@@ -1,0 +1,140 @@
+"""mnist-e2e: the three nets, the e2e optimizer's parameter split, the level analysis, quick mode."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from depthaccel.experiments import mnist_e2e as me
+from depthaccel.experiments.base import EXPERIMENTS, read_curves_csv, run_experiment
+from depthaccel.models import mnist_tutorial as mt
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def _data_dir() -> Path | None:
+    env = os.environ.get("DEPTHACCEL_DATA_DIR", "").strip()
+    for d in ([Path(env)] if env else []) + [DATA]:
+        if (d / "mnist" / "train-images-idx3-ubyte.gz").is_file():
+            return d
+    return None
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_registered():
+    assert EXPERIMENTS["mnist-e2e"].module == "mnist_e2e"
+
+
+def test_nets_start_as_configured():
+    cfg = dataclasses.replace(me.Config.quick(), channels_last=False)
+    nets, summary = me.build_nets(cfg)
+    assert set(nets) == set(me.NETS)
+    orig, e2e, over = nets["original"], nets["e2e"], nets["overparameterized"]
+    for a, b in zip(orig.parameters(), e2e.parameters(), strict=True):
+        assert torch.equal(a, b)  # e2e starts as the original
+    assert torch.equal(orig.conv1.weight, over.conv1.weight)
+    assert [c.name for c in summary.layers] == ["fc1", "fc2"]
+
+
+def test_e2e_optimizer_preconditions_exactly_the_dense_weights():
+    net = mt.tutorial_net(1)
+    opt = me.e2e_optimizer(net, me.schedule(me.Config.quick()), depth=2, precondition_every=7)
+    dense, rest = opt.param_groups
+    assert len(dense["params"]) == 2
+    assert dense["params"][0] is net.fc1.weight and dense["params"][1] is net.fc2.weight
+    assert dense["depth"] == 2 and dense["precondition_every"] == 7 and rest["depth"] == 1
+    assert dense["momentum"] == rest["momentum"] == 0.9
+    assert len(dense["params"]) + len(rest["params"]) == len(list(net.parameters()))
+
+
+def test_e2e_optimizer_at_depth_one_is_the_tutorial_sgd():
+    """With depth 1 the e2e net is the original net, bit for bit (same optimizer rule)."""
+    a, b = mt.tutorial_net(3), mt.tutorial_net(3)
+    sched = me.schedule(me.Config.quick())
+    opt_a = me.e2e_optimizer(a, sched, depth=1, precondition_every=1)
+    opt_b = torch.optim.SGD(b.parameters(), lr=sched.base_lr, momentum=sched.momentum)
+    x = torch.randn(8, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    y = torch.arange(8) % 10
+    for _ in range(2):
+        for net, opt in ((a, opt_a), (b, opt_b)):
+            torch.manual_seed(5)  # the same dropout mask
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(net(x), y).backward()
+            opt.step()
+    for p, q in zip(a.parameters(), b.parameters(), strict=True):
+        assert torch.equal(p, q)
+
+
+def test_iterations_to_levels_by_hand():
+    curves = {
+        "original": np.array([5.0, 4.0, 3.0, 2.0]),
+        "overparameterized": np.array([4.0, 2.5, 1.5, 1.0]),
+        "e2e": np.array([5.0, 5.0, 4.5, 3.5]),
+    }
+    rows = me.iterations_to_levels(curves, (0.5, 1.0))
+    assert rows[0] == {
+        "fraction": 0.5,
+        "level": 4.0,
+        "original": 2,
+        "overparameterized": 1,
+        "e2e": 4,
+    }
+    assert rows[1]["level"] == 2.0 and rows[1]["overparameterized"] == 3
+    assert not me._similar(rows[0], 1.25)  # 4 > 1.25 * 1
+    assert rows[1]["e2e"] is None and not me._similar(rows[1], 1.25)
+    assert me._similar({"overparameterized": 4, "e2e": 5}, 1.25)
+    assert not me._similar({"overparameterized": 4, "e2e": 6}, 1.25)
+
+
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("factor_init", "zeros"),
+        ("l2_on", "both"),
+        ("depth", 1),
+        ("precondition_every", 0),
+        ("similar", 0.0),
+        ("train_size", 56000),
+        ("checkpoints", (0.0,)),
+    ],
+)
+def test_config_validation_names_the_field(field, value):
+    with pytest.raises(ValueError, match=field):
+        dataclasses.replace(me.Config.quick(), **{field: value}).validate()
+
+
+@pytest.mark.skipif(_data_dir() is None, reason="MNIST files not found (DEPTHACCEL_DATA_DIR)")
+def test_quick_mode_runs_and_writes_outputs(tmp_path):
+    res = run_experiment("mnist-e2e", tmp_path, quick=True, data_dir=_data_dir())
+    out = tmp_path / "mnist-e2e"
+    assert res.status == "ok" and res.mode == "quick"
+    assert (out / "mnist_e2e.png").stat().st_size > 10_000
+    settings = json.loads((out / "settings.json").read_text())
+    assert settings["steps_done"] == me.Config.quick().n_steps() == 20
+    assert set(settings["ms_per_step"]) == set(me.NETS)
+    curves = read_curves_csv(out / "curves.csv")
+    losses = [c for c in curves if c.panel == "batch_loss"]
+    assert len(losses) == 3 and all(np.all(np.isfinite(c.values)) for c in losses)
+    ce = {
+        ("e2e" if "EndToEndSGD" in c.label else c.label.split(" ")[0]): c.values
+        for c in curves
+        if c.panel == "batch_cross_entropy"
+    }
+    assert set(ce) == set(me.NETS)
+    assert ce["original"][-5:].mean() < ce["original"][:5].mean()  # it learns
+    assert ce["original"][0] == ce["e2e"][0]  # same start, same first batch and mask
+    assert ce["original"][-1] != ce["e2e"][-1]  # then different rules
+    assert all(c.passed is None for c in res.claims)  # a 20-step run assesses nothing
