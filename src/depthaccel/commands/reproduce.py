@@ -33,6 +33,7 @@ COST_SECONDS: dict[str, tuple[float, float]] = {
     "fig4-right": (3.0, 120.0),
     "fig5-left": (4.0, 384.0),
     "fig5-right": (10.0, 2814.0),
+    "mnist-e2e": (25.0, 4100.0),  # estimate: ~480 ms per step of the three nets
 }
 _STORE_NAMES = tuple(STORE_FILENAME + s for s in ("", "-wal", "-shm", "-journal"))
 
