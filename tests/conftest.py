@@ -36,6 +36,19 @@ def _find_shared_data() -> Path | None:
     return None
 
 
+@pytest.fixture(autouse=True)
+def _no_network(monkeypatch, tmp_path):
+    """Point every download URL at a local folder that does not exist: no test can
+    reach the network (the loaders, ``depthaccel data fetch`` and ``reproduce``'s data
+    pre-flight all read these lists); download tests set their own file:// URLs."""
+    from depthaccel.data import ethanol as eth
+    from depthaccel.data import mnist as mn
+
+    nowhere = (tmp_path / "no-such-mirror").as_uri()
+    monkeypatch.setattr(eth, "UCI_URLS", [nowhere + "/archive.zip"])
+    monkeypatch.setattr(mn, "MIRRORS", [nowhere + "/"])
+
+
 @pytest.fixture
 def ethanol_data_dir() -> str:
     """The data directory holding the Ethanol table ($DEPTHACCEL_DATA_DIR, else

@@ -40,15 +40,6 @@ SHARED = _shared()
 needs_shared = pytest.mark.skipif(SHARED is None, reason="shared data folder not found")
 
 
-@pytest.fixture(autouse=True)
-def _no_network(monkeypatch, tmp_path):
-    """Point every download URL at a local folder that does not exist: no test can
-    reach the network; download tests set their own file:// URLs."""
-    nowhere = (tmp_path / "no-such-mirror").as_uri()
-    monkeypatch.setattr(eth, "UCI_URLS", [nowhere + "/archive.zip"])
-    monkeypatch.setattr(mn, "MIRRORS", [nowhere + "/"])
-
-
 def _sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
@@ -437,6 +428,8 @@ def test_mnist_missing_offline(tmp_path, monkeypatch):
         load_mnist(tmp_path)
     msg = str(ei.value)
     assert all(f in msg for f in mn.FILES.values()) and str(tmp_path / "mnist") in msg
+    assert all(mn.MIRRORS[0] + f in msg for f in mn.FILES.values())  # names its URLs
+    assert "depthaccel data fetch" in msg
     with pytest.raises(FileNotFoundError, match="Download failed"):
         load_mnist(tmp_path, download=True)
 

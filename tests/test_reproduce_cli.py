@@ -11,6 +11,9 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
+# Imported first: a fixture that patches experiments.base.EXPERIMENTS before this module's
+# first import would otherwise leave it holding the fake registry after the test.
+import depthaccel.commands.reproduce  # noqa: F401
 from depthaccel.cli import main
 from depthaccel.experiments.base import (
     EXPERIMENTS,
@@ -308,3 +311,72 @@ def test_store_messages_are_not_doubled(tmp_path):
     X = np.random.default_rng(0).standard_normal((20, 3))
     ctx.train(X, X @ np.ones(3), 2, [Run("gd", 0.1)], 5)
     assert msgs and msgs[0].startswith("store ") and "store: store" not in " ".join(msgs)
+
+
+@pytest.fixture
+def fake_experiments_with_data(monkeypatch):
+    """Two experiments without data, two needing Ethanol, one needing MNIST."""
+    specs = {
+        "nodata1": "",
+        "eth1": "ethanol",
+        "nodata2": "",
+        "eth2": "ethanol",
+        "mn": "mnist",
+    }
+    registry = {
+        n: ExperimentSpec(n, f"fakecli.{n}", f"{n}; claims: x", data=d) for n, d in specs.items()
+    }
+    monkeypatch.setattr("depthaccel.experiments.base.EXPERIMENTS", registry)
+    monkeypatch.setattr("depthaccel.commands.reproduce.EXPERIMENTS", registry)
+    for n in specs:
+        monkeypatch.setitem(sys.modules, f"fakecli.{n}", _fake(n))
+    return specs
+
+
+def test_missing_data_is_checked_once_and_told_once(
+    fake_experiments_with_data, tmp_path, monkeypatch, capsys
+):
+    """A fresh clone without data: the experiments that need none run; one message at
+    the end says what is missing and what to do (no ERROR per experiment)."""
+    empty = tmp_path / "no-data"
+    empty.mkdir()
+    monkeypatch.setenv("DEPTHACCEL_DATA_DIR", str(empty))
+    from depthaccel.data import catalog
+
+    calls = []
+    real = catalog.check_data
+    monkeypatch.setattr(catalog, "check_data", lambda *a, **k: calls.append(a) or real(*a, **k))
+    rc = main(["reproduce", "all", "--quick", "--out", str(tmp_path / "out"), "--no-progress"])
+    cap = capsys.readouterr()
+    assert rc == 3
+    assert "ERROR" not in cap.err and "ERRORS" not in cap.out
+    assert (tmp_path / "out" / "nodata1" / "curves.csv").is_file()
+    assert (tmp_path / "out" / "nodata2" / "curves.csv").is_file()
+    assert not (tmp_path / "out" / "eth1").exists() and not (tmp_path / "out" / "mn").exists()
+    assert "2/5 experiments ran" in cap.out and "3 skipped for missing data" in cap.out
+    assert "[1/2] nodata1" in cap.out and "[2/2] nodata2" in cap.out
+    # the message about the data comes once, as the last line, and says what to do
+    last = cap.err.strip().splitlines()[-1]
+    assert last.startswith("depthaccel reproduce: data not available")
+    assert "ethanol (needed by eth1, eth2)" in last and "mnist (needed by mn)" in last
+    assert str(empty) in last and "depthaccel data fetch ethanol mnist" in last
+    assert "DEPTHACCEL_DATA_DIR" in last
+    assert cap.err.count("data not available") == 1
+    assert cap.err.index("data check: skipping eth1, eth2, mn") < cap.err.index(
+        "data not available"
+    )
+    assert calls  # the pre-flight went through check_data
+
+
+def test_missing_data_without_download_and_the_real_registry(tmp_path, monkeypatch, capsys):
+    """The real registry says which experiments need data; with downloads off nothing is
+    fetched and only the message comes."""
+    monkeypatch.setenv("DEPTHACCEL_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("DEPTHACCEL_DOWNLOAD", "0")
+    assert {n for n, s in EXPERIMENTS.items() if s.data == "ethanol"} >= {"fig2", "fig3"}
+    assert EXPERIMENTS["fig5-right"].data == "mnist" and EXPERIMENTS["claim1"].data == ""
+    rc = main(["reproduce", "fig2", "fig5-right", "--quick", "--out", str(tmp_path / "o")])
+    cap = capsys.readouterr()
+    assert rc == 3 and "0/2 experiments ran" in cap.out
+    assert "trying a download" not in cap.err
+    assert cap.err.strip().splitlines()[-1].count("depthaccel data fetch ethanol mnist") == 1

@@ -10,10 +10,41 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.metadata
+import os
+import platform
 import sys
 
 # Sub-command modules under depthaccel.commands, in the order --help lists them.
-COMMANDS: tuple[str, ...] = ("reproduce", "demo", "compare")
+COMMANDS: tuple[str, ...] = ("reproduce", "demo", "compare", "data")
+
+
+def version_string() -> str:
+    """``depthaccel X (torch Y, Python Z)``; X from the installed package's metadata."""
+    try:
+        version = importlib.metadata.version("depthaccel")
+    except importlib.metadata.PackageNotFoundError:  # running from a source tree
+        from depthaccel import __version__
+
+        version = f"{__version__} (not installed)"
+    try:
+        torch_version = importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        torch_version = "not installed"
+    return f"depthaccel {version} (torch {torch_version}, Python {platform.python_version()})"
+
+
+class _VersionAction(argparse.Action):
+    """``--version``: computed only when asked for."""
+
+    def __init__(
+        self, option_strings, dest=argparse.SUPPRESS, default=argparse.SUPPRESS, help=None
+    ):
+        super().__init__(option_strings, dest=dest, default=default, nargs=0, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(version_string())
+        parser.exit()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
             "Implicit acceleration by overparameterization (Arora, Cohen & Hazan, ICML 2018): "
             "reproduce the paper, test depth on your own data, check the theory."
         ),
+    )
+    parser.add_argument(
+        "--version", action=_VersionAction, help="print the version (and torch's) and exit"
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMANDS:
@@ -36,7 +70,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except BrokenPipeError:  # e.g. `depthaccel data where | head`: not an error of ours
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
+        return 0
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ import textwrap
 import time
 import traceback
 
+from depthaccel.data.catalog import ensure_data
 from depthaccel.experiments.base import (
     EXPERIMENTS,
     ExperimentError,
@@ -57,8 +58,11 @@ time left (from a table of typical costs, scaled to this machine's pace).
 Exit status: 0 when every experiment ran (a FAIL claim is a result, not an error: the
 summary line says so), 1 when an experiment raised an error (the others still run), 2 on
 bad arguments (also: an --out that is a file, cannot be written, or holds other files),
-in which case nothing is written. Data: --data-dir, else $DEPTHACCEL_DATA_DIR, else ../shared/data in a
-source checkout.
+in which case nothing is written, 3 when experiments were skipped because their data is
+missing (checked once before any experiment starts; the last message says what is
+missing and what to do). Data: --data-dir, else $DEPTHACCEL_DATA_DIR, else
+../shared/data in a source checkout, else the cache folder; see
+`depthaccel data where|check|fetch`.
 """
 
 
@@ -266,11 +270,43 @@ def _claims_words(res, mode: str) -> str:
     return f"claims {res.n_passed}/{res.n_assessed} pass ({verdict})"
 
 
+def _data_preflight(args: argparse.Namespace, names: list[str]) -> tuple[list[str], str]:
+    """Check once, before any experiment starts, the data the experiments need (fetching
+    it once when downloads are allowed). Returns the experiments to run and, when some
+    are skipped for missing data, the one message that says what to do."""
+    needs: dict[str, list[str]] = {}
+    for n in names:
+        ds = getattr(EXPERIMENTS[n], "data", "")
+        if ds:
+            needs.setdefault(ds, []).append(n)
+    if not needs:
+        return names, ""
+    report = ensure_data(
+        needs,
+        args.data_dir,
+        progress=not args.no_progress,
+        log=lambda msg: print(msg, file=sys.stderr, flush=True),
+    )
+    skipped = [n for ds in report.unusable for n in needs[ds]]
+    if not skipped:
+        return names, ""
+    print(
+        f"data check: skipping {', '.join(skipped)} ({', '.join(report.unusable)} not "
+        "available; what to do is printed at the end)",
+        file=sys.stderr,
+        flush=True,
+    )
+    advice = report.advice({ds: needs[ds] for ds in report.unusable})
+    return [n for n in names if n not in skipped], advice
+
+
 def _run_all(args: argparse.Namespace, names: list[str]) -> int:
     store = (
         None if args.no_store else (args.store or os.path.join(args.out, "depthaccel-store.sqlite"))
     )
     _output_folder(args, names).prepare()
+    n_asked = len(names)
+    names, data_advice = _data_preflight(args, names)
     # every experiment gets its own context (its own store counts); they share the data
     # and optima through one cache
     context_options = dict(
@@ -315,7 +351,7 @@ def _run_all(args: argparse.Namespace, names: list[str]) -> int:
     report = write_report(args.out)
     took = time.perf_counter() - t_all
     ok = len(names) - len(errors)
-    summary = f"{ok}/{len(names)} experiments ran in {took:.1f} s"
+    summary = f"{ok}/{n_asked} experiments ran in {took:.1f} s"
     summary += (
         f"; claims FAIL in: {', '.join(failed_claims)}" if failed_claims else "; no claim FAILs"
     )
@@ -323,5 +359,9 @@ def _run_all(args: argparse.Namespace, names: list[str]) -> int:
         summary += f"; ERRORS in: {', '.join(errors)}"
     if store is not None:
         summary += f"; results store: {store}"
-    print(f"{summary}. Report: {report}")
-    return 1 if errors else 0
+    if data_advice:
+        summary += f"; {n_asked - len(names)} skipped for missing data"
+    print(f"{summary}. Report: {report}", flush=True)
+    if data_advice:
+        print(f"depthaccel reproduce: {data_advice}", file=sys.stderr, flush=True)
+    return 1 if errors else (3 if data_advice else 0)

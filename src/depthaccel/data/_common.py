@@ -89,9 +89,9 @@ def missing_message(what: str, directory: Path, missing: Sequence[str], extra: s
     """Error text for files that are missing: which ones, where we looked, how to fix it."""
     listed = ", ".join(missing)
     msg = (
-        f"{what}: missing file(s) {listed} in {directory}. Put them there, point "
-        f"{ENV_DATA_DIR} (or the data_dir argument) at a folder that holds them, "
-        "or allow a download when online (download=True)."
+        f"{what}: missing file(s) {listed} in {directory}. Run `depthaccel data fetch` "
+        f"(when online), put them there, point {ENV_DATA_DIR} (or the data_dir argument) "
+        "at a folder that holds them, or allow a download (download=True)."
     )
     return msg + (" " + extra if extra else "")
 

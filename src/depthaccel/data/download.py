@@ -25,11 +25,30 @@ class DownloadError(OSError):
     """No URL could be fetched (offline, HTTP error) or nothing fetched verified."""
 
 
-def fetch_bytes(url: str, timeout: float = TIMEOUT_S) -> bytes:
-    """The body at ``url`` (http(s):// or file://)."""
+#: ``progress(label, total_bytes_or_None)`` returns ``update(n)``: called with each
+#: chunk's size, and with -1 when the transfer ends (e.g. a tqdm bar; see data.catalog).
+Progress = Callable[[str, "int | None"], Callable[[int], None]]
+_CHUNK = 1 << 16
+
+
+def fetch_bytes(url: str, timeout: float = TIMEOUT_S, progress: Progress | None = None) -> bytes:
+    """The body at ``url`` (http(s):// or file://), read in chunks; ``progress`` (optional)
+    is told the size (Content-Length, when the server sends one) and each chunk."""
     req = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
     with urllib.request.urlopen(req, timeout=timeout) as resp:
-        return resp.read()
+        if progress is None:
+            return resp.read()
+        length = resp.headers.get("Content-Length")
+        total = int(length) if length and length.isdigit() else None
+        update = progress(url.rsplit("/", 1)[-1][:40], total)
+        parts = []
+        try:
+            while chunk := resp.read(_CHUNK):
+                parts.append(chunk)
+                update(len(chunk))
+        finally:
+            update(-1)
+        return b"".join(parts)
 
 
 def _write_atomic(dest: Path, data: bytes) -> None:
@@ -44,7 +63,12 @@ def _write_atomic(dest: Path, data: bytes) -> None:
         raise
 
 
-def download_file(urls: Sequence[str], dest: Path, check: Callable[[bytes], str | None]) -> str:
+def download_file(
+    urls: Sequence[str],
+    dest: Path,
+    check: Callable[[bytes], str | None],
+    progress: Progress | None = None,
+) -> str:
     """Fetch the first of ``urls`` that answers and passes ``check``; write it to ``dest``.
 
     ``check(data)`` returns None when the bytes are good, else a reason. Returns the URL
@@ -53,7 +77,7 @@ def download_file(urls: Sequence[str], dest: Path, check: Callable[[bytes], str 
     errors = []
     for url in urls:
         try:
-            data = fetch_bytes(url)
+            data = fetch_bytes(url, progress=progress)
         except (urllib.error.URLError, OSError, ValueError) as exc:
             errors.append(f"{url}: {exc}")
             continue
@@ -91,7 +115,10 @@ def _zip_members(data: bytes, depth: int = 0) -> dict[str, bytes]:
 
 
 def download_zip_members(
-    urls: Sequence[str], directory: Path, wanted: Mapping[str, str]
+    urls: Sequence[str],
+    directory: Path,
+    wanted: Mapping[str, str],
+    progress: Progress | None = None,
 ) -> tuple[str, list[str]]:
     """Fetch a zip archive, extract the members named in ``wanted`` (base name -> sha256)
     into ``directory``, verifying each one's sha256 before it is written.
@@ -102,7 +129,7 @@ def download_zip_members(
     errors = []
     for url in urls:
         try:
-            data = fetch_bytes(url)
+            data = fetch_bytes(url, progress=progress)
             members = _zip_members(data)
         except (urllib.error.URLError, OSError, ValueError, zipfile.BadZipFile) as exc:
             errors.append(f"{url}: {exc}")

@@ -137,16 +137,17 @@ def load_mnist(data_dir: str | os.PathLike | None = None, *, download: bool | No
     folder = _common.data_dir(data_dir) / SUBDIR
     missing = [f for f in FILES.values() if not (folder / f).is_file()]
     if missing:
+        urls = "Official files: " + ", ".join(MIRRORS[0] + f for f in missing) + "."
         if not download_allowed(download):
             raise FileNotFoundError(
-                missing_message("MNIST", folder, missing, "Downloading is disabled.")
+                missing_message("MNIST", folder, missing, f"Downloading is disabled. {urls}")
             )
         try:
             for f in missing:
                 _dl.download_file([m + f for m in MIRRORS], folder / f, _check(f))
         except OSError as exc:
             raise FileNotFoundError(
-                missing_message("MNIST", folder, missing, f"Download failed: {exc}")
+                missing_message("MNIST", folder, missing, f"Download failed: {exc}. {urls}")
             ) from exc
     arrays, src = {}, []
     for key, fname in FILES.items():
