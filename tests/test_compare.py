@@ -530,7 +530,8 @@ def test_verdict_never_compares_gaps_at_round_off():
     v = verdict([base, deep], THR, 1000, 2.7e-30, floor=floor, threshold_names=names)
     assert "220 vs 676 iterations to 1e-3 of the initial gap" in v.text
     assert "never reaches a gap of 1e-05, which depth-1 gd reaches in 900 iterations" in v.text
-    assert "final gap 1e-10 vs the optimum to round-off (below 1e-29)" in v.text
+    assert "final gap 1e-10 vs the optimum to round-off for depth-1 gd" in v.text
+    assert "Final gaps at or below 1e-29, the round-off floor of this data" in v.text
     assert v.answer == "slower"
     # Both below the floor: converged, compared by iterations only; no ratio of gaps.
     d0 = model(fake("gd", 2, 1e-2, 4e-31, {1e-1: 30, 1e-3: 220, 1e-5: 300}))

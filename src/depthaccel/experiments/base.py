@@ -636,17 +636,23 @@ def plot_gap_panels(
     ``panels`` = [(panel title, curves), ...]; each curve is drawn against its
     iterations with a log y axis (non-positive values are dropped from a log plot), legend
     naming model and learning rate. ``ylabel`` may contain ``{panel}``. ``ncols``: panels
-    per row (default: all in one row).
+    per row (default: all in one row). Legends never cover curves: when every panel
+    shows the same labels, one legend below the figure; otherwise one below each panel.
     """
     plt = _pyplot()
     n = max(1, len(panels))
     nc = min(n, ncols or n)
     nr = -(-n // nc)
     fig, axes = plt.subplots(
-        nr, nc, figsize=(panel_size[0] * nc, panel_size[1] * nr), squeeze=False
+        nr,
+        nc,
+        figsize=(panel_size[0] * nc, panel_size[1] * nr),
+        squeeze=False,
+        layout="constrained",
     )
     for ax in axes.flat[len(panels) :]:
         ax.set_visible(False)
+    labels_of = []
     for ax, (ptitle, curves) in zip(axes.flat, panels, strict=False):
         for c in curves:
             x = np.asarray(c.iters, dtype=float)
@@ -663,13 +669,33 @@ def plot_gap_panels(
         ax.set_ylabel(ylabel.format(panel=ptitle))
         ax.set_title(ptitle)
         ax.grid(True, which="major", alpha=0.3)
-        if curves:
-            ax.legend(fontsize=8)
+        labels_of.append([c.label for c in curves])
+    shared = len(panels) > 1 and all(lab == labels_of[0] for lab in labels_of)
+    if shared and labels_of[0]:
+        handles, labels = axes.flat[0].get_legend_handles_labels()
+        fig.legend(
+            handles,
+            labels,
+            loc="outside lower center",
+            ncol=min(nc, 2, len(labels)),
+            fontsize=8,
+            frameon=False,
+        )
+    else:
+        for ax, labels in zip(axes.flat, labels_of, strict=False):
+            if labels:
+                ax.legend(
+                    loc="upper center",
+                    bbox_to_anchor=(0.5, -0.16),
+                    ncol=2 if len(labels) > 4 else 1,
+                    fontsize=7.5,
+                    frameon=False,
+                )
     if suptitle:
         fig.suptitle(suptitle)
-    fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=110)
+    with atomic_open(path, "wb") as fh:
+        fig.savefig(fh, dpi=110, format="png", bbox_inches="tight")
     plt.close(fig)
     return path
 

@@ -81,6 +81,8 @@ def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
     devs: dict[str, dict] = {}
     start = int(config.skip_fraction * config.iters)
     colors = {2: "tab:blue", 3: "tab:red", 4: "tab:green"}
+    dark = {2: "navy", 3: "darkred", 4: "darkgreen"}
+    markers = {2: "o", 3: "^", 4: "s"}
     for init, scale in config.inits:
         for p in config.losses:
             runs = []
@@ -116,12 +118,23 @@ def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
                     c_e2e = result_curve(
                         e2e, f"Eq. 12, N={depth} (from the width-{width} net's init)", tag
                     )
-                    ls = "-" if width == config.widths[0] else "-."
-                    c_net.style = {"color": colors.get(depth, "k"), "ls": ls, "lw": 1.5}
+                    first = width == config.widths[0]
+                    c_net.style = {
+                        "color": colors.get(depth, "k"),
+                        "ls": "-" if first else "-.",
+                        "lw": 1.5,
+                    }
+                    # The scheme lies on its net's curve: a darker shade of the depth's
+                    # colour, dotted, with a marker per depth (circle N=2, triangle N=3;
+                    # hollow from the first width's init, filled from the second's).
                     c_e2e.style = {
-                        "color": "k" if width == config.widths[0] else "0.5",
+                        "color": dark.get(depth, "k"),
                         "ls": ":",
-                        "lw": 1.6,
+                        "lw": 1.8,
+                        "marker": markers.get(depth, "s"),
+                        "markevery": (0.05 if first else 0.1, 0.1),
+                        "ms": 5,
+                        "mfc": "none" if first else dark.get(depth, "k"),
                     }
                     curves += [c_net, c_e2e]
                     key = f"{tag}/depth{depth}/width{width}"
