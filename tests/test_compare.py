@@ -560,3 +560,26 @@ def test_exact_fit_end_to_end_reports_convergence_not_ratios(tmp_path, capsys):
     assert "to round-off" in verdict_text
     assert "iterations to 1e-6 of the initial gap" in verdict_text
     assert not re.search(r"\d(\.\d+)?e\+\d+x", verdict_text), verdict_text
+
+
+def test_compare_plot_legend_is_outside_the_axes(tmp_path, capsys, monkeypatch):
+    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    figs = []
+    real = plt.close
+    monkeypatch.setattr(plt, "close", lambda fig=None: (figs.append(fig), real(fig)))
+    table = write_table(tmp_path / "t.csv")
+    argv = ["compare", "--data", str(table), "--out", str(tmp_path / "o"), "--iters", "40"]
+    argv += ["--lrs", "0.01,0.1", "--no-progress"]  # all methods, depths 1-3: 14 models
+    assert run_cli(argv, capsys)[0] == 0
+    (fig,) = figs
+    canvas = FigureCanvasAgg(fig)
+    canvas.draw()
+    r = canvas.get_renderer()
+    (ax,) = fig.axes
+    assert ax.get_legend() is None and len(fig.legends) == 1
+    leg, box = fig.legends[0].get_window_extent(r), ax.get_window_extent(r)
+    assert leg.x0 >= box.x1  # to the right of the axes
+    labels = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert len(labels) == 15 and labels[-1].startswith("round-off floor")

@@ -22,6 +22,20 @@ def test_max_rel_dev():
     assert max_rel_dev(np.array([1.0, np.nan]), np.array([1.0, 1.0]), it[:2]) == float("inf")
 
 
+def test_every_curve_has_its_own_style():
+    styles = [
+        fig2.curve_styles(depth, first)[i]
+        for depth in (2, 3)
+        for first in (True, False)
+        for i in (0, 1)
+    ]
+    keys = [(s["color"], s["ls"], s.get("marker"), s.get("mfc")) for s in styles]
+    assert len(set(keys)) == len(keys) == 8
+    # in particular the N = 2 and N = 3 schemes differ in colour and marker
+    s2, s3 = fig2.curve_styles(2, True)[1], fig2.curve_styles(3, True)[1]
+    assert s2["color"] != s3["color"] and s2["marker"] != s3["marker"]
+
+
 def test_quick_run(tmp_path, ethanol_data_dir):
     cfg = Config.quick()
     res = fig2.run(cfg, ExperimentContext(tmp_path, data_dir=ethanol_data_dir))

@@ -71,6 +71,36 @@ def max_rel_dev(a: np.ndarray, b: np.ndarray, iters: np.ndarray, start: int = 0)
     return float(np.max(np.abs(a - b) / np.abs(b)))
 
 
+_NET_COLORS = {2: "tab:blue", 3: "tab:red", 4: "tab:green"}
+_SCHEME_COLORS = {2: "navy", 3: "darkred", 4: "darkgreen"}
+_SCHEME_MARKERS = {2: "o", 3: "^", 4: "s"}
+
+
+def curve_styles(depth: int, first_width: bool) -> tuple[dict, dict]:
+    """Matplotlib styles of a depth's net and of its Eq. 12 scheme. Nets: the depth's
+    colour, solid for the first width and dash-dot for the second. The scheme lies on its
+    net's curve, so it is drawn dotted in a darker shade of the depth's colour with a
+    marker per depth (circle N=2, triangle N=3, square N=4), hollow from the first
+    width's initialisation and filled from the second's: every curve of the figure has
+    its own style."""
+    dark = _SCHEME_COLORS.get(depth, "k")
+    net = {
+        "color": _NET_COLORS.get(depth, "0.4"),
+        "ls": "-" if first_width else "-.",
+        "lw": 1.5,
+    }
+    scheme = {
+        "color": dark,
+        "ls": ":",
+        "lw": 1.8,
+        "marker": _SCHEME_MARKERS.get(depth, "D"),
+        "markevery": (0.05 if first_width else 0.1, 0.1),
+        "ms": 5,
+        "mfc": "none" if first_width else dark,
+    }
+    return net, scheme
+
+
 def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
     from depthaccel.train import Run
 
@@ -80,9 +110,6 @@ def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
     all_curves: list[Curve] = []
     devs: dict[str, dict] = {}
     start = int(config.skip_fraction * config.iters)
-    colors = {2: "tab:blue", 3: "tab:red", 4: "tab:green"}
-    dark = {2: "navy", 3: "darkred", 4: "darkgreen"}
-    markers = {2: "o", 3: "^", 4: "s"}
     for init, scale in config.inits:
         for p in config.losses:
             runs = []
@@ -118,24 +145,7 @@ def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
                     c_e2e = result_curve(
                         e2e, f"Eq. 12, N={depth} (from the width-{width} net's init)", tag
                     )
-                    first = width == config.widths[0]
-                    c_net.style = {
-                        "color": colors.get(depth, "k"),
-                        "ls": "-" if first else "-.",
-                        "lw": 1.5,
-                    }
-                    # The scheme lies on its net's curve: a darker shade of the depth's
-                    # colour, dotted, with a marker per depth (circle N=2, triangle N=3;
-                    # hollow from the first width's init, filled from the second's).
-                    c_e2e.style = {
-                        "color": dark.get(depth, "k"),
-                        "ls": ":",
-                        "lw": 1.8,
-                        "marker": markers.get(depth, "s"),
-                        "markevery": (0.05 if first else 0.1, 0.1),
-                        "ms": 5,
-                        "mfc": "none" if first else dark.get(depth, "k"),
-                    }
+                    c_net.style, c_e2e.style = curve_styles(depth, width == config.widths[0])
                     curves += [c_net, c_e2e]
                     key = f"{tag}/depth{depth}/width{width}"
                     devs[f"{key}/scheme_vs_net"] = max_rel_dev(e2e.gap, net.gap, net.iters)
