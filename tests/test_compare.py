@@ -583,3 +583,20 @@ def test_compare_plot_legend_is_outside_the_axes(tmp_path, capsys, monkeypatch):
     assert leg.x0 >= box.x1  # to the right of the axes
     labels = [t.get_text() for t in fig.legends[0].get_texts()]
     assert len(labels) == 15 and labels[-1].startswith("round-off floor")
+
+
+def test_headerless_csv_is_refused_and_no_header_reads_it(tmp_path, capsys):
+    """A headerless table must not turn its first data row into column names."""
+    src = write_table(tmp_path / "with_header.csv", m=30, d=2)
+    f = tmp_path / "headerless.csv"
+    f.write_text("".join(src.read_text().splitlines(keepends=True)[1:]))  # drop the header
+    out = tmp_path / "o"
+    code, err = run_cli(["compare", "--data", str(f), "--out", str(out)], capsys)
+    assert code == 1 and "is all numbers" in err and "--no-header" in err
+    assert not out.exists()
+    argv = ["compare", "--data", str(f), "--out", str(out), "--no-header", "--target", "c3"]
+    argv += ["--depths", "1", "--methods", "gd", "--lrs", "0.01", "--iters", "50", "--no-progress"]
+    code, _ = run_cli(argv, capsys)
+    assert code == 0
+    report = (out / "REPORT.md").read_text()
+    assert "`c3`" in report and "30" in report  # all 30 rows are data, target named c3

@@ -156,6 +156,8 @@ class CompareConfig:
         checkpoint_every: save the training state every this many iterations (None: never).
         device, dtype: torch device and compute dtype (``float64`` or ``float32``).
         standardize: z-score features and target (the paper's setup) before training.
+        header: CSV header row: None = required (an all-numeric first row is refused as a
+            probable headerless file), False = no header (columns ``c1 .. cn``).
         hidden: hidden width of the nets (the paper uses 1).
         init, init_scale: the initialisation (``near_zero``, ``identity`` or ``balanced``,
             see ``depthaccel.train.Run``) and its scale (None: the trainer's default).
@@ -179,6 +181,7 @@ class CompareConfig:
     device: str = "cpu"
     dtype: str = "float64"
     standardize: bool = True
+    header: bool | None = None
     hidden: int = 1
     init: str = "near_zero"
     init_scale: float | None = None
@@ -721,7 +724,7 @@ def run_compare(
     t0 = time.perf_counter()
     folder = output_folder(cfg)
     folder.check(outputs=[*OUTPUT_NAMES.values(), *STORE_NAMES], inputs=[cfg.data])
-    ds = load_table(cfg.data, cfg.target, standardize=cfg.standardize)
+    ds = load_table(cfg.data, cfg.target, standardize=cfg.standardize, header=cfg.header)
     p = cfg.p
     runs = build_runs(cfg)
     Y = ds.y.reshape(len(ds.y), -1)

@@ -226,6 +226,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="compute dtype (default: float64)",
     )
     p.add_argument(
+        "--no-header",
+        action="store_true",
+        help="the CSV has no header row: every row is data, columns are named c1 .. cn "
+        "(default: a header row is required; a first row of numbers only is refused)",
+    )
+    p.add_argument(
         "--no-standardize",
         action="store_true",
         help="train on the raw values (default: z-score features and target)",
@@ -281,6 +287,7 @@ def run(args: argparse.Namespace) -> int:
             device=args.device,
             dtype=args.dtype,
             standardize=not args.no_standardize,
+            header=False if args.no_header else None,
             hidden=args.hidden,
             init=args.init,
             init_scale=args.init_scale,
