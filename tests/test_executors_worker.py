@@ -81,7 +81,7 @@ def test_unusable_resume_state_restarts_with_a_note():
     events = []
     run_shard(spec, shard, events.append)
     ck = loads_state([e for e in events if isinstance(e, Checkpoint)][0].blob)
-    ck["trainer"]["run_keys"] = ck["trainer"]["run_keys"][::-1]  # not this shard's state
+    ck["trainer"]["run_configs"] = ck["trainer"]["run_configs"][::-1]  # not this shard's state
     again = []
     run_shard(spec, Shard(**{**shard.__dict__, "resume": dumps_state(ck)}), again.append)
     notes = [e for e in again if isinstance(e, Note)]

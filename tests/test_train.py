@@ -353,17 +353,14 @@ def test_divergent_runs_are_frozen_and_do_not_disturb_others():
     assert not any(r.diverged for r in ctrl)
 
 
-def test_always_masked_path_equals_lazy_path(monkeypatch):
+def test_always_masked_path_equals_lazy_path():
     """On accelerators the engine masks every step (no host sync); same numbers."""
-    from depthaccel.train import engine
-
     X, y = problem(seed=5)
     good, bad = divergence_grid()
     runs = [*good, *bad, Run("adagrad", 0.05, depth=2, init_scale=0.5)]
     kw = {"optimum": 0.0, "log_points": 31, "thresholds": (0.3, 0.2)}
     lazy = train(X, y, 4, runs, T, **kw)
-    monkeypatch.setattr(engine, "_ALWAYS_MASK", True)
-    masked = train(X, y, 4, runs, T, **kw)
+    masked = train(X, y, 4, runs, T, mask_every_step=True, **kw)
     for a, b in zip(lazy, masked, strict=True):
         assert np.array_equal(a.gap, b.gap, equal_nan=True)
         assert a.first_hit == b.first_hit and a.diverged_at == b.diverged_at

@@ -36,10 +36,10 @@ __all__ = ["engine_group", "split_runs"]
 
 def engine_group(run: Any, d: int, k: int, fast_width1: bool = True) -> Hashable:
     """The engine's batching group of ``run`` on data with d features and k outputs (runs
-    of one group are updated by one batched kernel of ``depthaccel.train.engine``)."""
-    from depthaccel.train.engine import _batch_signature, _widths
+    of one group are updated by one batched kernel of ``depthaccel.train.groups``)."""
+    from depthaccel.train.groups import batch_signature
 
-    return _batch_signature(run, k, _widths(run, d, k), fast_width1)
+    return batch_signature(run, d, k, fast_width1)
 
 
 def split_runs(runs: Sequence[T], n: int, group_of: Callable[[T], Hashable]) -> list[list[int]]:

@@ -4,7 +4,8 @@
 one batched tensor program and returns a :class:`RunResult` per run;
 ``grid_search`` picks each model's best learning rate. See
 :mod:`depthaccel.train.engine` for the algorithm, divergence handling and
-checkpoint/resume.
+checkpoint/resume, :mod:`depthaccel.train.groups` for the batched programs of each kind
+of run and :mod:`depthaccel.train.state` for ``TrainState`` (what a checkpoint holds).
 """
 
 from depthaccel.train.engine import DEFAULT_DTYPE, initial_factors, log_iterations, train
@@ -19,6 +20,7 @@ from depthaccel.train.runs import (
     Run,
     RunResult,
 )
+from depthaccel.train.state import TrainState
 
 __all__ = [
     "ADAPTIVE_METHODS",
@@ -32,6 +34,7 @@ __all__ = [
     "NET_METHODS",
     "Run",
     "RunResult",
+    "TrainState",
     "best_result",
     "grid_search",
     "initial_factors",

@@ -1,0 +1,102 @@
+"""The engine's groups: grouping of runs, W_e = product of the factors (Eq. 5), and one
+gradient step of each kind of group against torch autograd on the factors."""
+
+import torch
+
+from depthaccel.train import Run
+from depthaccel.train.groups import (
+    E2EGroup,
+    NetGroup,
+    Width1Group,
+    batch_signature,
+    build_groups,
+    initial_factors,
+)
+from depthaccel.update import end_to_end_update
+
+DEFAULT_DTYPE = torch.float64
+D, LR = 5, 0.1
+
+
+def product(factors):
+    W = factors[0]
+    for f in factors[1:]:
+        W = f @ W
+    return W
+
+
+def test_batch_signature():
+    w1 = [Run("gd", 0.1, depth=n) for n in (1, 2, 4, 5)]
+    assert len({batch_signature(r, D, 1) for r in w1}) == 1  # one width-1 group
+    assert len({batch_signature(r, D, 1, fast_width1=False) for r in w1}) == 4
+    assert batch_signature(w1[2], D, 2)[0] == "net"  # two outputs: general path
+    assert batch_signature(Run("gd", 0.1, depth=2, hidden=3), D, 1)[0] == "net"
+    assert batch_signature(Run("adam", None, depth=2), D, 1) != batch_signature(
+        Run("adam", None, depth=2, convention="torch"), D, 1
+    )
+    e = [Run("e2e", 0.1, depth=n) for n in (2, 2.5, 2.5)]
+    assert len({batch_signature(r, D, 1) for r in e}) == 2  # e2e: one group per depth
+
+
+def test_build_groups_rows_and_initial_we():
+    runs = [
+        Run("gd", 0.1, depth=3, init_scale=0.5),
+        Run("e2e", 0.1, depth=2, init_scale=0.5, seed=1),
+        Run("gd", 0.1, depth=2, init_scale=0.5, seed=2),
+        Run("gd", 0.1, depth=2, hidden=3, init_scale=0.5, seed=3),
+    ]
+    groups, row_of = build_groups(runs, D, 1, device="cpu", dtype=torch.float64)
+    assert [type(g) for g in groups] == [Width1Group, E2EGroup, NetGroup]
+    assert sorted(row_of.tolist()) == [0, 1, 2, 3]
+    We = torch.zeros(4, 1, D)
+    for g in groups:
+        g.write_we(We[g.rows])
+        assert all(row_of[runs.index(r)] in range(g.rows.start, g.rows.stop) for r in g.runs)
+    for i, r in enumerate(runs):
+        want = product(initial_factors(r, D, 1))  # Eq. 5
+        torch.testing.assert_close(We[row_of[i]], want, rtol=1e-14, atol=0)
+
+
+def autograd_step(run, k, G):
+    """GD on the factors for a loss with dL/dW_e = G: W_j - lr * dL/dW_j (autograd)."""
+    fs = [f.clone().requires_grad_(True) for f in initial_factors(run, D, k)]
+    (product(fs) * G).sum().backward()
+    return [(f - LR * f.grad).detach() for f in fs]
+
+
+def test_one_step_of_each_group_equals_autograd():
+    g = torch.Generator().manual_seed(0)
+    G1 = torch.randn(1, 1, D, generator=g)
+    G2 = torch.randn(1, 2, D, generator=g)
+    for depth in (2, 4, 5):  # width 1: the scalars' exclusive products
+        run = Run("gd", LR, depth=depth, init_scale=0.7, seed=depth)
+        (grp,), _ = build_groups([run], D, 1, device="cpu", dtype=torch.float64)
+        grp.step(G1, None, 0)
+        want = autograd_step(run, 1, G1[0])
+        st = grp.tensors()
+        torch.testing.assert_close(st["v"][0], want[0][0], rtol=1e-13, atol=1e-15)
+        got_s = st["S"][0, : depth - 1]
+        torch.testing.assert_close(got_s, torch.stack([w.reshape(()) for w in want[1:]]))
+    run = Run("gd", LR, depth=3, hidden=(4, 3), init_scale=0.7, seed=9)
+    (grp,), _ = build_groups([run], D, 2, device="cpu", dtype=torch.float64)
+    grp.step(G2, None, 0)
+    want = autograd_step(run, 2, G2[0])
+    for j, w in enumerate(want):
+        torch.testing.assert_close(grp.tensors()[f"W{j + 1}"][0], w, rtol=1e-13, atol=1e-15)
+    run = Run("e2e", LR, depth=2.5, init_scale=0.7, seed=3, weight_decay=0.1)
+    (grp,), _ = build_groups([run], D, 2, device="cpu", dtype=torch.float64)
+    W0 = product(initial_factors(run, D, 2))
+    grp.step(G2, None, 0)
+    want = W0 - LR * end_to_end_update(W0, G2[0], depth=2.5, weight_decay=0.1)
+    torch.testing.assert_close(grp.tensors()["W"][0], want, rtol=1e-14, atol=1e-16)
+
+
+def test_masked_runs_do_not_move():
+    runs = [Run("adam", 0.1, depth=3, init_scale=0.5, seed=s) for s in range(3)]
+    (grp,), _ = build_groups(runs, D, 1, device="cpu", dtype=torch.float64)
+    before = {n: t.clone() for n, t in grp.tensors().items()}
+    active = torch.tensor([True, False, True])
+    grp.step(torch.randn(3, 1, D, generator=torch.Generator().manual_seed(1)), active, 0)
+    for n, t in grp.tensors().items():
+        assert torch.equal(t[1], before[n][1]), n
+        assert not torch.equal(t[0], before[n][0]), n
