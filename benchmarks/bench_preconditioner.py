@@ -13,6 +13,19 @@ with like, even on a loaded machine), the median over ``--repeats`` runs of:
 
 The gradient G is fixed (a random matrix), so only the optimizer's own work is timed,
 not a loss. Run ``python benchmarks/bench_preconditioner.py`` (``--quick`` for a tiny run).
+
+``--every`` times amortised preconditioning (``EndToEndSGD(precondition_every=K)``) at
+512x512, 1024x1024 and 512x3136 (the MNIST tutorial's fc1), depth 2: the exact step
+(K = 1), a *refresh* step (SVD + direction) and a *cached* step (the direction from the
+cached SVD), each the median of ``--repeats`` single steps; the mean step of K = 10 and
+K = 100 is ``(refresh + (K - 1) * cached) / K`` (every K-th step refreshes), and a block
+of 10 consecutive K = 10 steps is also timed directly as a check.
+
+``--mnist`` times one training step (forward + backward + optimizer + reading the loss)
+of the MNIST tutorial net, batch 64, float32: the original net with SGD + momentum; the
+overparameterized net (dense weights products of two) with L2 on the factors and on the
+product; the original net with ``EndToEndSGD(depth=2, momentum=0.9)`` on its dense
+layers for K = 1, 10, 100 (K = 10 and 100 from refresh and cached steps as above).
 """
 
 from __future__ import annotations
@@ -30,6 +43,7 @@ from depthaccel.optim import EndToEndSGD
 SHAPES = [(64, 64), (256, 256), (1024, 1024), (64, 1024), (1024, 64), (256, 1024)]
 QUICK_SHAPES = [(16, 16), (8, 32)]
 DEPTHS = [2, 3, 8]
+EVERY_SHAPES = [(512, 512), (1024, 1024), (512, 3136)]
 LR = 1e-6  # small, so repeated steps leave the matrix (and its SVD's cost) unchanged
 
 
@@ -87,6 +101,165 @@ def bench_one(
     return median_times({"sgd": sgd.step, "e2e": e2e.step, "deep": deep_step}, repeats, device)
 
 
+def _timed(fn: Callable[[], None], device: torch.device) -> float:
+    _sync(device)
+    t0 = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - t0
+
+
+def _set_counters(opt: EndToEndSGD, value: int) -> None:
+    """Make the next step a refresh (``value=0``) or a cached step (``value=1``)."""
+    for st in opt.state.values():
+        if "precond_step" in st:
+            st["precond_step"] = value
+
+
+def amortised_times(
+    step: Callable[[], None],
+    opt: EndToEndSGD,
+    exact_step: Callable[[], None],
+    repeats: int,
+    device: torch.device,
+) -> dict[str, float]:
+    """Median seconds of an exact step, a refresh step and a cached step (taking turns),
+    a directly timed block of 10 steps of K = 10 (per step), and the derived mean step of
+    K = 10 and K = 100. ``opt`` has a huge ``precondition_every``; its counters decide."""
+    step()
+    exact_step()  # warm-up; creates the caches
+    t: dict[str, list[float]] = {"exact": [], "refresh": [], "cached": [], "block10": []}
+    for _ in range(repeats):
+        t["exact"].append(_timed(exact_step, device))
+        _set_counters(opt, 0)
+        t["refresh"].append(_timed(step, device))
+        _set_counters(opt, 1)
+        t["cached"].append(_timed(step, device))
+    for g in opt.param_groups:
+        g["precondition_every"] = 10
+    for _ in range(max(1, repeats // 3)):
+        _set_counters(opt, 0)
+        t["block10"].append(_timed(lambda: [step() for _ in range(10)], device) / 10)
+    out = {k: statistics.median(v) for k, v in t.items()}
+    for K in (10, 100):
+        out[f"K{K}"] = (out["refresh"] + (K - 1) * out["cached"]) / K
+    return out
+
+
+def bench_every(
+    k: int, d: int, depth: int, repeats: int, dtype: torch.dtype, device: torch.device
+) -> dict[str, float]:
+    g = torch.Generator().manual_seed(k * 7 + d)
+    W0 = torch.randn(k, d, generator=g, dtype=torch.float64) / d**0.5
+    G = (torch.randn(k, d, generator=g, dtype=torch.float64) / d**0.5).to(device, dtype)
+    ws = [torch.nn.Parameter(W0.to(device, dtype)) for _ in range(3)]
+    for w in ws:
+        w.grad = G.clone()
+    sgd = torch.optim.SGD([ws[0]], lr=LR)
+    exact = EndToEndSGD([ws[1]], lr=LR, depth=depth)
+    amort = EndToEndSGD([ws[2]], lr=LR, depth=depth, precondition_every=10**9)
+    out = amortised_times(amort.step, amort, exact.step, repeats, device)
+    out["sgd"] = median_times({"sgd": sgd.step}, repeats, device)["sgd"]
+    return out
+
+
+def print_every_table(shapes: list[tuple[int, int]], repeats: int, dtype, device) -> None:
+    print("\n## precondition_every (depth 2), times in ms\n")
+    head = (
+        "|       k x d |   SGD | K=1 (exact) | refresh | cached | K=10 | K=10 block | K=100 "
+        "| K=1 / K=10 | K=1 / K=100 |"
+    )
+    print(head)
+    print("|" + "|".join("-" * len(c) for c in head.split("|")[1:-1]) + "|")
+    for k, d in shapes:
+        t = bench_every(k, d, 2, repeats, dtype, device)
+        ms = {n: 1e3 * v for n, v in t.items()}
+        print(
+            f"| {f'{k} x {d}':>11} | {ms['sgd']:>5.2f} | {ms['exact']:>11.1f} | "
+            f"{ms['refresh']:>7.1f} | {ms['cached']:>6.1f} | {ms['K10']:>4.1f} | "
+            f"{ms['block10']:>10.1f} | {ms['K100']:>5.1f} | {t['exact'] / t['K10']:>10.1f} | "
+            f"{t['exact'] / t['K100']:>11.1f} |",
+            flush=True,
+        )
+
+
+def bench_mnist(repeats: int, device: torch.device) -> dict[str, float]:
+    """Seconds per training step of the MNIST tutorial net, per configuration."""
+    from torch.nn import functional as F
+
+    from depthaccel.experiments.mnist_e2e import e2e_optimizer
+    from depthaccel.models import mnist_tutorial as mt
+
+    seed = 66478
+    sched = mt.Schedule(steps=1, train_size=55000)
+    g = torch.Generator().manual_seed(0)
+    x = (torch.rand(64, 1, 28, 28, generator=g) - 0.5).to(device)
+    y = torch.randint(0, 10, (64,), generator=g).to(device)
+
+    def stepper(net: torch.nn.Module, opt: torch.optim.Optimizer, l2_on: str):
+        def step() -> None:
+            opt.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(net(x), y) + sched.l2_weight * mt.l2_penalty(net, l2_on)
+            loss.backward()
+            opt.step()
+            loss.item()
+
+        return step
+
+    def sgd(net: torch.nn.Module) -> torch.optim.Optimizer:
+        return torch.optim.SGD(net.parameters(), lr=1e-4, momentum=0.9)
+
+    kw = dict(channels_last=True, device=device)
+    fns = {}
+    net = mt.tutorial_net(seed, **kw)
+    fns["original"] = stepper(net, sgd(net), "factors")
+    for l2 in ("factors", "product"):
+        net, _ = mt.overparameterized_tutorial_net(seed, depth=2, **kw)
+        fns[f"overparam. (L2 on {l2})"] = stepper(net, sgd(net), l2)
+    out = median_times(fns, repeats, device)
+    net_exact, net_amort = mt.tutorial_net(seed, **kw), mt.tutorial_net(seed, **kw)
+    opt_exact = e2e_optimizer(net_exact, sched, depth=2, precondition_every=1)
+    opt_amort = e2e_optimizer(net_amort, sched, depth=2, precondition_every=10**9)
+    for opt in (opt_exact, opt_amort):
+        for grp in opt.param_groups:
+            grp["lr"] = 1e-4
+    t = amortised_times(
+        stepper(net_amort, opt_amort, "factors"),
+        opt_amort,
+        stepper(net_exact, opt_exact, "factors"),
+        repeats,
+        device,
+    )
+    out |= {f"e2e {k}": v for k, v in t.items()}
+    return out
+
+
+def print_mnist_table(repeats: int, device: torch.device) -> None:
+    t = bench_mnist(repeats, device)
+    print("\n## one MNIST tutorial training step (batch 64, fwd + bwd + opt), times in ms\n")
+    rows = [
+        ("original, SGD + momentum", t["original"]),
+        ("overparameterized, L2 on factors, SGD + momentum", t["overparam. (L2 on factors)"]),
+        ("overparameterized, L2 on product, SGD + momentum", t["overparam. (L2 on product)"]),
+        ("original + EndToEndSGD(depth=2), K=1 (exact)", t["e2e exact"]),
+        ("original + EndToEndSGD(depth=2), refresh step", t["e2e refresh"]),
+        ("original + EndToEndSGD(depth=2), cached step", t["e2e cached"]),
+        ("original + EndToEndSGD(depth=2), K=10 (mean step)", t["e2e K10"]),
+        ("original + EndToEndSGD(depth=2), K=10, block of 10 measured", t["e2e block10"]),
+        ("original + EndToEndSGD(depth=2), K=100 (mean step)", t["e2e K100"]),
+    ]
+    print("| configuration | ms / step | / original |")
+    print("|---|---|---|")
+    for name, v in rows:
+        print(f"| {name} | {1e3 * v:.1f} | {v / t['original']:.2f} |", flush=True)
+    over = min(t["overparam. (L2 on factors)"], t["overparam. (L2 on product)"])
+    print(
+        f"\ngoal (K=10 e2e step <= the overparameterized net's step): e2e K=10 "
+        f"{1e3 * t['e2e K10']:.1f} ms vs overparam. {1e3 * over:.1f} (L2 on factors) / "
+        f"{1e3 * t['overparam. (L2 on product)']:.1f} ms (L2 on product)"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--quick", action="store_true", help="tiny sizes, 3 repeats (seconds)")
@@ -94,7 +267,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--dtype", choices=("float32", "float64"), default="float32")
     ap.add_argument("--device", default="cpu", help="torch device (default cpu)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    ap.add_argument(
+        "--every", action="store_true", help="only the precondition_every table (see above)"
+    )
+    ap.add_argument("--mnist", action="store_true", help="only the MNIST training-step table")
     args = ap.parse_args(argv)
+    if args.repeats is not None and args.repeats < 1:
+        ap.error("--repeats must be >= 1")
     shapes = QUICK_SHAPES if args.quick else SHAPES
     repeats = args.repeats or (3 if args.quick else 7)
     dtype = getattr(torch, args.dtype)
@@ -106,6 +285,13 @@ def main(argv: list[str] | None = None) -> int:
         f"# torch {torch.__version__}, {args.dtype}, device {device}, "
         f"{torch.get_num_threads()} threads, median of {repeats} runs; times in ms"
     )
+    if args.every or args.mnist:
+        if args.every:
+            every_shapes = QUICK_SHAPES if args.quick else EVERY_SHAPES
+            print_every_table(every_shapes, repeats, dtype, device)
+        if args.mnist:
+            print_mnist_table(repeats, device)
+        return 0
     head = (
         f"| {'k x d':>11} | {'N':>2} | {'SGD':>9} | {'EndToEndSGD':>11} | "
         f"{'deep GD':>9} | {'E2E / SGD':>9} | {'deep / E2E':>10} |"
