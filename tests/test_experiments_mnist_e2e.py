@@ -138,3 +138,39 @@ def test_quick_mode_runs_and_writes_outputs(tmp_path):
     assert ce["original"][0] == ce["e2e"][0]  # same start, same first batch and mask
     assert ce["original"][-1] != ce["e2e"][-1]  # then different rules
     assert all(c.passed is None for c in res.claims)  # a 20-step run assesses nothing
+
+
+def test_reproduce_precondition_every_flag(tmp_path, capsys, monkeypatch):
+    from depthaccel.cli import main
+
+    # refused before anything runs: bad K, or without mnist-e2e
+    assert main(["reproduce", "claim1", "--precondition-every", "5", "--out", str(tmp_path)]) == 2
+    assert "mnist-e2e only" in capsys.readouterr().err
+    assert (
+        main(["reproduce", "mnist-e2e", "--precondition-every", "0", "--out", str(tmp_path)]) == 2
+    )
+    seen = {}
+
+    def fake_run(name, out, *, quick, config, **kw):
+        seen[name] = config
+        raise RuntimeError("stop here")
+
+    monkeypatch.setattr("depthaccel.commands.reproduce.run_experiment", fake_run)
+    if _data_dir() is None:
+        pytest.skip("MNIST files not found (DEPTHACCEL_DATA_DIR)")
+    main(
+        [
+            "reproduce",
+            "mnist-e2e",
+            "--quick",
+            "--precondition-every",
+            "3",
+            "--no-store",
+            "--out",
+            str(tmp_path / "o"),
+            "--no-progress",
+            "--data-dir",
+            str(_data_dir()),
+        ]
+    )
+    assert seen["mnist-e2e"] == dataclasses.replace(me.Config.quick(), precondition_every=3)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import textwrap
@@ -13,6 +14,7 @@ from depthaccel.data.catalog import ensure_data
 from depthaccel.experiments.base import (
     EXPERIMENTS,
     ExperimentError,
+    config_for,
     get_experiment,
     run_experiment,
     write_report,
@@ -150,6 +152,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument(
         "--no-progress", action="store_true", help="no progress bars (they go to stderr)"
     )
+    p.add_argument(
+        "--precondition-every",
+        type=int,
+        default=None,
+        metavar="K",
+        help="mnist-e2e only: EndToEndSGD recomputes each dense weight's SVD every K steps "
+        "(1: exact Eq. 10; default: the experiment's, 10)",
+    )
     p.set_defaults(func=run)
     return p
 
@@ -194,6 +204,14 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.checkpoint_every < 1:
         print("depthaccel reproduce: error: --checkpoint-every must be >= 1", file=sys.stderr)
+        return 2
+    k_every = getattr(args, "precondition_every", None)
+    if k_every is not None and (k_every < 1 or "mnist-e2e" not in names):
+        print(
+            "depthaccel reproduce: error: --precondition-every must be >= 1 and applies to "
+            "mnist-e2e only",
+            file=sys.stderr,
+        )
         return 2
     try:
         _output_folder(args, names).check(outputs=["REPORT.md", *names])
@@ -327,7 +345,12 @@ def _run_all(args: argparse.Namespace, names: list[str]) -> int:
         print(f"[{i}/{len(names)}] {name} ({mode}) ... {eta}", flush=True)
         try:
             get_experiment(name)  # a missing module is an error of this experiment
-            res = run_experiment(name, args.out, quick=args.quick, **context_options)
+            config = None
+            if name == "mnist-e2e" and getattr(args, "precondition_every", None) is not None:
+                config = dataclasses.replace(
+                    config_for(name, quick=args.quick), precondition_every=args.precondition_every
+                )
+            res = run_experiment(name, args.out, quick=args.quick, config=config, **context_options)
         except Exception as exc:  # keep going with the others
             msg = "".join(traceback.format_exception_only(type(exc), exc)).strip()
             print(f"[{i}/{len(names)}] {name}: ERROR: {msg}", file=sys.stderr, flush=True)
