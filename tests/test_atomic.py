@@ -117,3 +117,25 @@ def test_remove_stale_temps(tmp_path):
     assert remove_stale_temps(tmp_path) == [stale]
     assert listing(tmp_path) == ["keep.csv"]
     assert remove_stale_temps(tmp_path / "missing") == []
+
+
+def test_save_figure_is_atomic(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    ax.plot([1, 2], [3, 4])
+    p = atomic.save_figure(fig, tmp_path / "f.png", dpi=50)
+    assert p.read_bytes()[:4] == b"\x89PNG"
+
+    class Broken:
+        def savefig(self, fh, **kw):
+            fh.write(b"\x89PNG half")
+            raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError):
+        atomic.save_figure(Broken(), p)
+    assert p.read_bytes()[:4] == b"\x89PNG" and len(list(tmp_path.iterdir())) == 1
+    plt.close(fig)

@@ -30,6 +30,7 @@ __all__ = [
     "fsync_dir",
     "is_temp_name",
     "remove_stale_temps",
+    "save_figure",
     "write_atomic",
 ]
 
@@ -116,6 +117,16 @@ def write_atomic(path: str | os.PathLike, data: bytes | str, *, encoding: str = 
     path = Path(path)
     with atomic_open(path, "wb") as fh:
         fh.write(data.encode(encoding) if isinstance(data, str) else data)
+    return path
+
+
+def save_figure(fig: Any, path: str | os.PathLike, **savefig_kwargs: Any) -> Path:
+    """``fig.savefig`` (a matplotlib figure) to ``path`` atomically; the format is taken
+    from the suffix (default png)."""
+    path = Path(path)
+    fmt = savefig_kwargs.pop("format", None) or (path.suffix.lstrip(".") or "png")
+    with atomic_open(path, "wb") as fh:
+        fig.savefig(fh, format=fmt, **savefig_kwargs)
     return path
 
 

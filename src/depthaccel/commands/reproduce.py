@@ -24,19 +24,20 @@ from depthaccel.outdir import OutputFolder, OutputFolderError
 from depthaccel.store import DEFAULT_FILENAME as STORE_FILENAME
 
 #: Rough cost of each experiment in seconds (quick, full), measured on the 2-core
-#: reference machine (full: docs/reproduction/REPORT.md, training time of fresh runs);
+#: reference machine (quick: `reproduce NAME --quick --no-store --threads 1` under load;
+#: full: docs/reproduction/REPORT.md, training time of fresh runs);
 #: only their ratios matter: the overall ETA scales them to this machine's pace.
 COST_SECONDS: dict[str, tuple[float, float]] = {
-    "claim1": (1.0, 2.4),
-    "thm2": (1.0, 1.7),
-    "sec7": (5.0, 450.0),
-    "fig2": (4.0, 74.0),
-    "fig3": (6.0, 2892.0),
-    "fig4-left": (4.0, 3648.0),
-    "fig4-right": (3.0, 120.0),
-    "fig5-left": (4.0, 384.0),
-    "fig5-right": (10.0, 2814.0),
-    "mnist-e2e": (25.0, 4100.0),  # estimate: ~480 ms per step of the three nets
+    "claim1": (9.0, 2.4),
+    "thm2": (3.0, 1.7),
+    "sec7": (20.0, 450.0),
+    "fig2": (37.0, 74.0),
+    "fig3": (32.0, 2892.0),
+    "fig4-left": (45.0, 3648.0),
+    "fig4-right": (11.0, 120.0),
+    "fig5-left": (53.0, 384.0),
+    "fig5-right": (34.0, 2814.0),
+    "mnist-e2e": (37.0, 4100.0),  # estimate: ~480 ms per step of the three nets
 }
 _STORE_NAMES = tuple(STORE_FILENAME + s for s in ("", "-wal", "-shm", "-journal"))
 

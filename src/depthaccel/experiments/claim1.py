@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from depthaccel.atomic import atomic_open, save_figure
 from depthaccel.experiments.base import Claim, ExperimentResult
 from depthaccel.experiments.context import ExperimentContext
 from depthaccel.preconditioner import end_to_end_direction, preconditioner_matrix
@@ -193,7 +194,7 @@ def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
                 pairs.append((depth, dev.pop("ref"), dev.pop("eig")))
                 rows.append({"case": case, "depth": depth, **dev})
     csv_path = ctx.out_dir / "deviations.csv"
-    with csv_path.open("w") as fh:
+    with atomic_open(csv_path, "w") as fh:
         fh.write("k,d,rank,repeated,depth,spectrum_rel_dev,definition_rel_dev,action_rel_dev\n")
         for r in rows:
             c = r["case"]
@@ -303,6 +304,6 @@ def _plot(path: Path, pairs: list[tuple[float, np.ndarray, np.ndarray]]) -> Path
     axes[1].set_ylabel("|eigenvalue - K| / max K (floored at 1e-18)")
     axes[1].set_title("deviation")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path

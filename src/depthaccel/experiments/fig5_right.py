@@ -46,6 +46,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from depthaccel.atomic import save_figure
 from depthaccel.experiments.base import Claim, Curve, ExperimentResult, write_curves_csv
 from depthaccel.experiments.context import ExperimentContext
 from depthaccel.models import mnist_tutorial as mt
@@ -335,7 +336,7 @@ def plot(
         ax.legend(fontsize=7)
     fig.suptitle(f"Fig. 5 right: MNIST tutorial, SGD+momentum (moving average over {window})")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path
 

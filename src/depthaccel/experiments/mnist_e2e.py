@@ -45,6 +45,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from depthaccel.atomic import save_figure
 from depthaccel.experiments.base import Claim, Curve, ExperimentResult, write_curves_csv
 from depthaccel.experiments.context import ExperimentContext
 from depthaccel.experiments.fig5_right import first_reach, smooth
@@ -292,7 +293,7 @@ def plot(path: Path, hist: dict[str, mt.History], window: int, labels: dict[str,
     fig.legend(handles, texts, loc="lower center", ncol=3, fontsize=8, frameon=False)
     fig.suptitle(f"MNIST tutorial: depth without depth (moving average over {window})")
     fig.tight_layout(rect=(0, 0.08, 1, 1))
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path
 

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from depthaccel.atomic import atomic_open, save_figure
 from depthaccel.experiments.base import (
     Claim,
     Curve,
@@ -307,7 +308,7 @@ def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
         )
     csv_curves = write_curves_csv(ctx.out_dir / "curves.csv", curves + traj)
     csv_table = ctx.out_dir / "table.csv"
-    with csv_table.open("w") as fh:
+    with atomic_open(csv_table, "w") as fh:
         fh.write("y1_over_y2,method,chosen_lr,iterations,largest_stable_lr,speedup_vs_gd\n")
         for r in table:
             sp = "" if r["depth"] == 1.0 else _fmt_sp(speedups[r["ratio"]][r["depth"]])
@@ -405,6 +406,6 @@ def _plot(path: Path, config: Config, curves, traj, speedups, r_big) -> Path:
     axes[2].set_title(f"l{config.p} loss, y1/y2 = {r_big:g} (the median start)")
     axes[2].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path

@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from depthaccel.atomic import atomic_open, save_figure
 from depthaccel.experiments.base import Claim, ExperimentResult
 from depthaccel.experiments.context import ExperimentContext
 from depthaccel.preconditioner import single_output_direction
@@ -296,7 +297,7 @@ def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
         )
 
     csv_path = ctx.out_dir / "integrals.csv"
-    with csv_path.open("w") as fh:
+    with atomic_open(csv_path, "w") as fh:
         fh.write(
             "depth,R,r,I_regression,err_regression,scale_regression,nodes,"
             "I_constant_gradient,I_closed_form\n"
@@ -381,6 +382,6 @@ def _plot(path: Path, rows, config: Config, e, f, grad) -> Path:
     ax1.set_title("|I| (solid), quadrature error (dotted),\nconstant-gradient closed form (dashed)")
     ax1.legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path
