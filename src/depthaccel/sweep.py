@@ -273,47 +273,96 @@ def sweep(
         raise ValueError(
             f"unknown train option(s) {sorted(unknown)}; sweep passes on {sorted(_TRAIN_OPTIONS)}"
         )
-    say = log or (lambda msg: None)
+    call = _SweepCall(
+        X=X,
+        y=y,
+        p=p,
+        iters=iters,
+        optimum=optimum,
+        thresholds=thresholds,
+        log_points=log_points,
+        device=device,
+        dtype=dtype,
+        checkpoint_every=checkpoint_every,
+        progress=progress,
+        say=log or (lambda msg: None),
+        options=train_options,
+        executor=executor,
+    )
     own = not isinstance(store, Store)
     st = Store(store) if own else store
     try:
-        return _sweep(
-            st, X, y, p, runs, iters, optimum, thresholds, log_points, device, dtype,
-            checkpoint_every, progress, say, train_options, executor,
-        )  # fmt: skip
+        return _sweep(st, call, runs)
     finally:
         if own:
             st.close()
 
 
-def _sweep(
-    st: Store,
-    X: Any,
-    y: Any,
-    p: float,
-    runs: list[Run],
-    iters: int,
-    optimum: float | None,
-    thresholds: list[float],
-    log_points: int,
-    device: Any,
-    dtype: Any,
-    checkpoint_every: int | None,
-    progress: bool,
-    say: Callable[[str], None],
-    options: dict[str, Any],
-    executor: Executor | None = None,
-) -> SweepResult:
-    fp = data_fingerprint(
-        X,
-        y,
-        p,
-        iters,
-        log_points=log_points,
-        dtype=_dtype_name(dtype),
-        optimum=optimum,
-        options=options,
-    )
+@dataclass(frozen=True)
+class _SweepCall:
+    """One sweep call's data and settings: everything but the runs and the store."""
+
+    X: Any
+    y: Any
+    p: float
+    iters: int
+    optimum: float | None
+    thresholds: list[float]  # the requested ones, sorted
+    log_points: int
+    device: Any
+    dtype: Any
+    checkpoint_every: int | None
+    progress: bool
+    say: Callable[[str], None]
+    options: dict[str, Any]  # the trainer options that change numbers (fingerprinted)
+    executor: Executor | None = None
+
+    def fingerprint(self) -> str:
+        return data_fingerprint(
+            self.X,
+            self.y,
+            self.p,
+            self.iters,
+            log_points=self.log_points,
+            dtype=_dtype_name(self.dtype),
+            optimum=self.optimum,
+            options=self.options,
+        )
+
+    def train(
+        self,
+        runs: list[Run],
+        thresholds: Sequence[float],
+        *,
+        checkpoint: Callable[[dict[str, Any]], None] | None = None,
+        resume: dict[str, Any] | None = None,
+    ) -> list[RunResult]:
+        """``depthaccel.train.train`` on ``runs`` with this call's settings; ``checkpoint``
+        is called every ``checkpoint_every`` iterations (when that is set)."""
+        every = {}
+        if checkpoint is not None and self.checkpoint_every is not None:
+            every = {"checkpoint_every": int(self.checkpoint_every), "checkpoint": checkpoint}
+        return train(
+            self.X,
+            self.y,
+            self.p,
+            runs,
+            self.iters,
+            optimum=self.optimum,
+            thresholds=list(thresholds),
+            log_points=self.log_points,
+            device=self.device,
+            dtype=self.dtype,
+            progress=self.progress,
+            resume=resume,
+            **self.options,
+            **every,
+        )
+
+
+def _sweep(st: Store, call: _SweepCall, runs: list[Run]) -> SweepResult:
+    fp = call.fingerprint()
+    thresholds, say = call.thresholds, call.say
     keys = [run_key(r.config_dict(), fp, MATH_VERSION) for r in runs]
     by_key: dict[str, Run] = dict(zip(keys, runs, strict=True))
     stored = st.get_runs(by_key)
@@ -333,15 +382,16 @@ def _sweep(
     all_thresholds = sorted(set(thresholds) | extra_thresholds)
     groups = _plan_groups(st, pending, all_thresholds)
     resumed: dict[str, int] = {}
-    if executor is not None and groups:
+    if call.executor is not None and groups:
         from depthaccel.executors.driver import sweep_on_executor
 
         trained = sweep_on_executor(
-            st, executor, X, y, p, iters, groups, by_key, optimum=optimum,
-            thresholds=all_thresholds, log_points=log_points, device=device, dtype=dtype,
-            dtype_name=_dtype_name(dtype), checkpoint_every=checkpoint_every,
-            progress=progress, say=say, options=options, fingerprint=fp,
-            to_stored=_result_to_stored, reused=reused, resumed=resumed,
+            st, call.executor, call.X, call.y, call.p, call.iters, groups, by_key,
+            optimum=call.optimum, thresholds=all_thresholds, log_points=call.log_points,
+            device=call.device, dtype=call.dtype, dtype_name=_dtype_name(call.dtype),
+            checkpoint_every=call.checkpoint_every, progress=call.progress, say=say,
+            options=call.options, fingerprint=fp, to_stored=_result_to_stored,
+            reused=reused, resumed=resumed,
         )  # fmt: skip
         for k, r in trained.items():
             done[k] = replace(r, first_hit={t: r.first_hit[t] for t in thresholds})
@@ -351,14 +401,14 @@ def _sweep(
         group_thresholds = ck_state["thresholds"] if ck_state is not None else all_thresholds
         if ck_state is not None:
             resumed[gk] = int(ck_state["iteration"])
-            say(f"resuming {len(gkeys)} runs from iteration {ck_state['iteration']} of {iters}")
+            say(
+                f"resuming {len(gkeys)} runs from iteration {ck_state['iteration']} of {call.iters}"
+            )
         else:
-            say(f"training {len(gkeys)} runs for {iters} iterations")
+            say(f"training {len(gkeys)} runs for {call.iters} iterations")
         results = _train_group(
-            st, X, y, p, [by_key[k] for k in gkeys], gkeys, gk, iters, optimum,
-            group_thresholds, log_points, device, dtype, checkpoint_every, progress,
-            ck_state, fp, options,
-        )  # fmt: skip
+            st, call, fp, gkeys, [by_key[k] for k in gkeys], group_thresholds, ck_state
+        )
         for k, r in zip(gkeys, results, strict=True):
             done[k] = replace(r, first_hit={t: r.first_hit[t] for t in thresholds})
     return SweepResult(
@@ -400,61 +450,32 @@ def _plan_groups(
 
 def _train_group(
     st: Store,
-    X: Any,
-    y: Any,
-    p: float,
-    runs: list[Run],
-    gkeys: list[str],
-    gk: str,
-    iters: int,
-    optimum: float | None,
-    thresholds: list[float],
-    log_points: int,
-    device: Any,
-    dtype: Any,
-    checkpoint_every: int | None,
-    progress: bool,
-    ck_state: dict[str, Any] | None,
+    call: _SweepCall,
     fp: str,
-    options: dict[str, Any],
+    gkeys: list[str],
+    runs: list[Run],
+    thresholds: list[float],
+    ck_state: dict[str, Any] | None,
 ) -> list[RunResult]:
+    """Train one group of pending runs (store keys ``gkeys``), from its checkpoint
+    ``ck_state`` when there is one, checkpointing into the store; store its results."""
+    gk = group_key(gkeys)
+
     def save(state: dict[str, Any]) -> None:
         st.save_checkpoint(gk, gkeys, int(state["t"]), checkpoint_blob(state, thresholds))
 
-    kwargs: dict[str, Any] = {}
-    if checkpoint_every is not None:
-        kwargs.update(checkpoint_every=int(checkpoint_every), checkpoint=save)
-
-    def run_train(**more: Any) -> list[RunResult]:
-        return train(
-            X,
-            y,
-            p,
-            runs,
-            iters,
-            optimum=optimum,
-            thresholds=thresholds,
-            log_points=log_points,
-            device=device,
-            dtype=dtype,
-            progress=progress,
-            **options,
-            **kwargs,
-            **more,
-        )
-
     if ck_state is None:
-        results = run_train()
+        results = call.train(runs, thresholds, checkpoint=save)
     else:
         try:
-            results = run_train(resume=ck_state["trainer"])
+            results = call.train(runs, thresholds, checkpoint=save, resume=ck_state["trainer"])
         except ValueError as e:  # e.g. saved by another version of the trainer
             warnings.warn(
                 f"cannot resume from the checkpoint ({e}); training these runs from the start",
                 stacklevel=3,
             )
-            results = run_train()
-    extra = {"device": str(device), "dtype": _dtype_name(dtype), "group_size": len(runs)}
+            results = call.train(runs, thresholds, checkpoint=save)
+    extra = {"device": str(call.device), "dtype": _dtype_name(call.dtype), "group_size": len(runs)}
     st.finish_group(
         gk, [_result_to_stored(k, r, fp, extra) for k, r in zip(gkeys, results, strict=True)]
     )
