@@ -17,11 +17,15 @@ where:
     N       the depth, any real number >= 1 (N = 1 is plain gradient descent);
     [A]^q   the fractional power of a PSD matrix, with ``[A]^0 = I`` (also on A's null space).
 
-``P_W(G)`` is computed by :func:`depthaccel.preconditioner.end_to_end_direction` (one thin
-SVD and the eigenvalues of Claim 1). For a single row (k = 1) Eq. 10 reduces to Eq. 12::
+In vectorised form (Claim 1, Eq. 11) the step is ``vec(W_new) = vec(W) - eta * (P_W vec(G) +
+lambda N vec(W))`` with the PSD matrix ``P_W`` of
+:func:`depthaccel.preconditioner.preconditioner_matrix`. ``P_W(G)`` is computed by
+:func:`depthaccel.preconditioner.end_to_end_direction` (one thin SVD and the eigenvalues of
+Claim 1). For a single row (k = 1) Eq. 10 reduces to Eq. 12 (Claim 2)::
 
-    P_w(g) = ||w||^{2-2/N} ( g + (N-1) <g, w_hat> w_hat ),   w_hat = w / ||w||
+    P_w(g) = ||w||^{2-2/N} ( g + (N-1) Pr_w(g) ),   Pr_w(g) = <g, w_hat> w_hat,  w_hat = w/||w||
 
+where ``Pr_w`` is the projection onto w's direction (Eq. 13; 0 at w = 0)
 (:func:`depthaccel.preconditioner.single_output_direction`, O(d), no SVD), and for a single
 column (d = 1) to its transpose, since ``P_W(G)^T = P_{W^T}(G^T)``.
 

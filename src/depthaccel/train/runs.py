@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from depthaccel import nets
+
 __all__ = [
     "ADAPTIVE_METHODS",
     "CONVENTIONS",
@@ -29,7 +31,7 @@ __all__ = [
 METHODS = ("gd", "e2e", "adagrad", "adadelta", "adam")
 NET_METHODS = ("gd", "adagrad", "adadelta", "adam")  # trained on the factors of a net
 ADAPTIVE_METHODS = ("adagrad", "adadelta", "adam")
-INITS = ("near_zero", "identity", "balanced")
+INITS = nets.INITS  # one list, in one order
 CONVENTIONS = ("tf", "torch")
 
 # Defaults of the adaptive optimizers (GUIDE.md section 2), "lr" included (used when
