@@ -765,3 +765,32 @@ def test_fsdp_flattened_parameter_warns_once():
         warnings.simplefilter("error")
         EndToEndSGD([flat[0]], lr=0.1, depth=2, matrix_params="none")
         EndToEndSGD([flat[0]], lr=0.1, depth=1)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_cached_step_syncs_once():
+    """On CUDA a cached step (precondition_every > 1, between SVDs) with a tensor lr on the
+    device synchronises exactly once: the fused finite check."""
+    import warnings
+
+    dev = torch.device("cuda")
+    model = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.Linear(32, 1)).to(dev)
+    lr = torch.tensor(0.01, device=dev)
+    opt = EndToEndSGD(model.parameters(), lr=lr, depth=2, momentum=0.9, precondition_every=100)
+    x = torch.randn(16, 64, device=dev)
+    for step in range(3):
+        opt.zero_grad()
+        model(x).pow(2).sum().backward()
+        if step == 0:
+            opt.step()  # the SVD refresh (cuSOLVER may synchronise)
+            continue
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            with warnings.catch_warnings(record=True) as rec:
+                warnings.simplefilter("always")
+                opt.step()
+        finally:
+            torch.cuda.set_sync_debug_mode(0)
+        syncs = [w for w in rec if "synchroniz" in str(w.message)]
+        assert len(syncs) == 1, [str(w.message) for w in syncs]
