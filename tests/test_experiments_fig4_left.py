@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from depthaccel.experiments import fig4_left
-from depthaccel.experiments.base import read_curves_csv
 from depthaccel.experiments.context import ExperimentContext
 from depthaccel.experiments.fig4_left import Config
+from depthaccel.reporting import read_curves_csv
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

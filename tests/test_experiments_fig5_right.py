@@ -12,9 +12,10 @@ import pytest
 import torch
 
 from depthaccel.experiments import fig5_right as f5
-from depthaccel.experiments.base import read_curves_csv, run_experiment
+from depthaccel.experiments import run_experiment
 from depthaccel.models import mnist_tutorial as mt
 from depthaccel.overparam import factors
+from depthaccel.reporting import read_curves_csv
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 import torch
 
+from depthaccel.experiments import EXPERIMENTS, run_experiment
 from depthaccel.experiments import mnist_e2e as me
-from depthaccel.experiments.base import EXPERIMENTS, read_curves_csv, run_experiment
 from depthaccel.models import mnist_tutorial as mt
+from depthaccel.reporting import read_curves_csv
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -8,6 +8,14 @@ import pytest
 import torch
 
 from depthaccel.train import GridEdgeWarning, Run, RunResult, best_result, grid_search, train
+from depthaccel.train.grid import (
+    expand,
+    log_grid,
+    narrow_grid,
+    refine_search,
+    search_record,
+    two_stage_search,
+)
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -100,3 +108,161 @@ def test_all_diverged_warns_and_reports_none():
     with pytest.warns(GridEdgeWarning, match="diverged"):
         (ms,) = grid_search(X, y, 4, runs, 50)
     assert ms.best is None and ms.best_lr is None and ms.on_edge
+
+
+# --------------------------------------------------------------- the edge rule
+#
+# A synthetic objective: final gap 1 + (log10(lr) - log10(center))^2, diverged above
+# ``diverge_above``. The expected grids below follow from the documented rule by hand.
+
+
+def synthetic(center, diverge_above=math.inf):
+    calls = []
+
+    def fake_train(X, y, p, runs, iters, **kw):
+        calls.append([r.effective_lr for r in runs])
+        out = []
+        for r in runs:
+            lr = r.effective_lr
+            div = lr > diverge_above
+            gap = math.nan if div else 1.0 + (math.log10(lr) - math.log10(center)) ** 2
+            out.append(
+                RunResult(
+                    run=r,
+                    iters=np.array([0, iters]),
+                    gap=np.array([2.0, gap]),
+                    first_hit={},
+                    final_gap=gap,
+                    diverged=div,
+                    diverged_at=1 if div else None,
+                )
+            )
+        return out
+
+    return fake_train, calls
+
+
+def search(center, grid, diverge_above=math.inf, **kw):
+    fake, calls = synthetic(center, diverge_above)
+    kw.setdefault("warn", False)
+    (ms,) = grid_search(None, None, 4, [Run("gd", lr) for lr in grid], 10, train=fake, **kw)
+    return ms, calls
+
+
+GRID3 = (1e-3, 1e-2, 1e-1)
+
+
+@pytest.mark.parametrize(
+    "center, best, edge",
+    [(1e-2, 1e-2, False), (1.0, 1e-1, True), (1e-5, 1e-3, True)],
+    ids=["interior", "top edge", "bottom edge"],
+)
+def test_edge_rule_on_a_three_rate_grid(center, best, edge):
+    ms, calls = search(center, GRID3)
+    assert (ms.best_lr, ms.on_edge, ms.extensions) == (best, edge, 0) and len(calls) == 1
+
+
+def test_a_one_rate_grid_is_on_the_edge_and_extends_up_then_down():
+    ms, _ = search(1e-2, (1e-2,))
+    assert ms.on_edge and ms.best_lr == 1e-2
+    ms, calls = search(1e-2, (1e-2,), extend=True, lr_digits=4)
+    # round 1: above (step 10 for one rate); the old rate is now the smallest: round 2 below
+    assert calls == [[1e-2], [0.1], [1e-3]]
+    assert ms.lrs == [1e-3, 1e-2, 0.1] and not ms.on_edge and ms.extensions == 2
+
+
+def test_extension_walks_to_an_interior_best_on_the_grid_step():
+    ms, calls = search(10.0, GRID3, extend=True, lr_digits=4)
+    assert [c for c in calls[1:]] == [[1.0], [10.0], [100.0]]
+    assert ms.best_lr == 10.0 and not ms.on_edge and ms.extensions == 3
+    ms, calls = search(1e-6, GRID3, extend=True, lr_digits=4, max_extensions=2)
+    assert calls[1:] == [[1e-4], [1e-5]] and ms.on_edge and ms.best_lr == 1e-5
+
+
+def test_all_diverged_goes_below_for_the_rescue_rounds_only():
+    ms, calls = search(1e-2, (1.0, 10.0), diverge_above=0.5, extend=True, max_extensions=0)
+    assert ms.best is None and ms.on_edge and len(calls) == 1
+    ms, calls = search(
+        1e-2, (1.0, 10.0), diverge_above=0.5, extend=True, max_extensions=0, rescue_diverged=2
+    )
+    assert calls[1:] == [[0.1]] and ms.best_lr == 0.1 and ms.extensions == 1
+    assert ms.on_edge  # the rescued rate is the smallest: no more rounds (max_extensions 0)
+
+
+def test_compare_uses_the_same_edge_rule():
+    from depthaccel.compare import select_best
+
+    fake, _ = synthetic(1e-2)
+    one = fake(None, None, 4, [Run("gd", 1e-2), Run("gd", 1e-3, depth=2)], 10)
+    three = fake(None, None, 4, [Run("gd", lr) for lr in GRID3], 10)
+    assert [m.on_edge for m in select_best(one)] == [True, True]
+    (m,) = select_best(three)
+    assert not m.on_edge and m.best_index == 1 and m.indices == [0, 1, 2]
+
+
+# ---------------------------------------------------- grids, two stages, refinement
+
+
+def test_log_grid_and_narrow_grid():
+    g = log_grid(1e-4, 1.0, 2)
+    assert len(g) == 9 and g[0] == 1e-4 and g[-1] == 1.0
+    np.testing.assert_allclose(np.diff(np.log10(g)), 0.5, atol=1e-3)
+    assert log_grid(1e-3, 1e-3) == (1e-3,)
+    with pytest.raises(ValueError):
+        log_grid(1.0, 0.1)
+    g = narrow_grid(1e-2, 5, 10**0.25)
+    assert len(g) == 5 and g[2] == 1e-2
+    np.testing.assert_allclose(np.diff(np.log10(g)), 0.25, atol=1e-3)
+    assert narrow_grid(1.0, 3, 10.0, 0) == (0.01, 0.1, 1.0)
+    assert narrow_grid(1.0, 3, 10.0) == (0.1, 1.0, 10.0)
+
+
+def test_expand_one_grid_or_one_per_model():
+    models = [Run("gd", 1.0), Run("gd", 1.0, depth=2)]
+    assert [(r.depth, r.lr) for r in expand(models, (1e-2, 1e-3))] == [
+        (1, 1e-3),
+        (1, 1e-2),
+        (2, 1e-3),
+        (2, 1e-2),
+    ]
+    per = expand(models, [(3e-3,), (1e-2, 3e-2)])
+    assert [(r.depth, r.lr) for r in per] == [(1, 3e-3), (2, 1e-2), (2, 3e-2)]
+    with pytest.raises(ValueError, match="3 grids for 2 models"):
+        expand(models, [(1e-3,), (1e-2,), (1e-1,)])
+
+
+def test_two_stage_search_narrows_around_the_presearch_best():
+    fake, calls = synthetic(3e-3)
+    found, rec = two_stage_search(
+        None, None, 4, [Run("gd", 1.0)], (1e-4, 1e-3, 1e-2, 1e-1), 300,
+        presearch_iters=100, narrow_points=3, narrow_factor=10**0.25, train=fake,
+    )  # fmt: skip
+    # pre-search: 1e-3 is 0.48 decades from the centre, 1e-2 is 0.52
+    pre_best = rec["presearch"][0]["chosen_lr"]
+    assert pre_best == 1e-3 and rec["presearch_iters"] == 100
+    # narrow: the best and two rates below it (narrow_above=0), 1e-3 on top -> one extension
+    assert calls[1] == list(narrow_grid(1e-3, 3, 10**0.25, 0))
+    assert calls[2] == [float(f"{1e-3 * 10**0.25:.4g}")]
+    assert found[0].best_lr == float(f"{1e-3 * 10**0.25:.4g}")  # 1.778e-3, nearest 3e-3
+    assert rec["search"][0]["extensions"] == 1 and rec["broad_grid"] == [1e-4, 1e-3, 1e-2, 0.1]
+
+
+def test_refine_search_adds_finer_rates_and_rechooses():
+    fake, calls = synthetic(2e-2)
+    found = grid_search(None, None, 4, [Run("gd", lr) for lr in GRID3], 10, train=fake, warn=False)
+    ref = refine_search(None, None, 4, found, 10, 10**0.5, train=fake)
+    assert calls[1] == [float(f"{1e-2 / 10**0.5:.4g}"), float(f"{1e-2 * 10**0.5:.4g}")]
+    assert ref[0].best_lr == float(f"{1e-2 * 10**0.5:.4g}")  # 3.162e-2: nearer 2e-2
+    assert len(ref[0].lrs) == 5 and not ref[0].on_edge
+    assert found[0].lrs == list(GRID3) and found[0].best_lr == 1e-2  # input unchanged
+
+
+def test_search_record_is_json():
+    import json
+
+    fake, _ = synthetic(1e-2, diverge_above=0.05)
+    found = grid_search(None, None, 4, [Run("gd", lr) for lr in GRID3], 10, train=fake, warn=False)
+    (row,) = search_record(found)
+    assert row["grid"] == list(GRID3) and row["final_gap"][2] is None
+    assert row["chosen_lr"] == 1e-2 and row["on_edge"] is False
+    json.dumps(row)

@@ -11,20 +11,13 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-# Imported first: a fixture that patches experiments.base.EXPERIMENTS before this module's
+# Imported first: a fixture that patches experiments.registry.EXPERIMENTS before this module's
 # first import would otherwise leave it holding the fake registry after the test.
 import depthaccel.commands.reproduce  # noqa: F401
 from depthaccel.cli import main
-from depthaccel.experiments.base import (
-    EXPERIMENTS,
-    Claim,
-    Curve,
-    ExperimentResult,
-    ExperimentSpec,
-    plot_gap_panels,
-    write_curves_csv,
-)
+from depthaccel.experiments import EXPERIMENTS, Claim, ExperimentResult, ExperimentSpec
 from depthaccel.outdir import MANIFEST_NAME
+from depthaccel.reporting import Curve, plot_gap_panels, write_curves_csv
 
 
 def test_help_lists_every_experiment(capsys):
@@ -109,7 +102,7 @@ def fake_experiments(monkeypatch):
         "unassessed": _fake("unassessed", assessed=False),
     }
     monkeypatch.setattr(
-        "depthaccel.experiments.base.EXPERIMENTS",
+        "depthaccel.experiments.registry.EXPERIMENTS",
         {n: ExperimentSpec(n, f"fakecli.{n}", f"{n}; claims: x") for n in specs},
     )
     monkeypatch.setattr(
@@ -326,7 +319,7 @@ def fake_experiments_with_data(monkeypatch):
     registry = {
         n: ExperimentSpec(n, f"fakecli.{n}", f"{n}; claims: x", data=d) for n, d in specs.items()
     }
-    monkeypatch.setattr("depthaccel.experiments.base.EXPERIMENTS", registry)
+    monkeypatch.setattr("depthaccel.experiments.registry.EXPERIMENTS", registry)
     monkeypatch.setattr("depthaccel.commands.reproduce.EXPERIMENTS", registry)
     for n in specs:
         monkeypatch.setitem(sys.modules, f"fakecli.{n}", _fake(n))

@@ -40,9 +40,9 @@ import numpy as np
 import torch
 
 from depthaccel.data import Dataset, load_table
-from depthaccel.experiments.base import format_lr, log_grid
 from depthaccel.losses import lp_loss, lp_optimum
 from depthaccel.outdir import OutputFolder
+from depthaccel.reporting import format_lr, pyplot
 from depthaccel.resources import check_train_memory
 from depthaccel.store import DEFAULT_FILENAME as STORE_FILENAME
 from depthaccel.sweep import sweep
@@ -50,12 +50,12 @@ from depthaccel.train import (
     ADAPTIVE_METHODS,
     CONVENTIONS,
     INITS,
+    METHOD_NAMES,
     METHODS,
     Run,
     RunResult,
-    best_result,
-    model_id,
 )
+from depthaccel.train.grid import choose, log_grid
 
 __all__ = [
     "DEFAULT_LRS",
@@ -82,13 +82,6 @@ MAX_ITERS = 10**12
 #: Seeds of torch's generator: a signed 64-bit integer.
 SEED_RANGE = (-(2**63), 2**63 - 1)
 DEFAULT_CHECKPOINT_EVERY = 2_000
-METHOD_NAMES = {
-    "gd": "GD",
-    "e2e": "Eq. 12 scheme",
-    "adagrad": "AdaGrad",
-    "adadelta": "AdaDelta",
-    "adam": "Adam",
-}
 # Final-gap ratios within this factor of 1 count as "no clear difference".
 SAME_FACTOR = 1.1
 # A best run whose final gap is at least this fraction of its initial gap "barely moved".
@@ -287,8 +280,9 @@ class ModelBest:
     """One model (method, depth) of the grid and its best learning rate.
 
     ``indices`` are the model's runs in the run list (sorted by lr); ``best_index`` is
-    the chosen one (None if every rate diverged); ``on_edge``: the best rate is the
-    smallest or largest of the grid (or all diverged), so a wider grid might do better.
+    the chosen one (None if every rate diverged); ``on_edge``: the grid search's edge rule
+    (``depthaccel.train.grid.on_edge``: all diverged, or the best rate is the smallest or
+    largest of the grid, always so for one rate), so a wider grid might do better.
     """
 
     method: str
@@ -306,31 +300,23 @@ class ModelBest:
 
 
 def select_best(results: Sequence[RunResult], *, tie_tol: float = 0.0) -> list[ModelBest]:
-    """Group results by model (the run without its lr) and pick each one's best rate with
-    ``depthaccel.train.best_result`` (the grid-search rule: lowest final gap, gaps within
-    ``tie_tol`` tied and ordered by first-hit iterations); models in order of first
-    appearance."""
-    groups: dict[str, list[int]] = {}
-    for i, r in enumerate(results):
-        groups.setdefault(model_id(r.run), []).append(i)
+    """Each model's best rate by the one grid-search rule (``depthaccel.train.grid.choose``:
+    lowest final gap, gaps within ``tie_tol`` tied and ordered by first-hit iterations;
+    its edge rule), as indices into ``results``; models in order of first appearance."""
+    index = {id(r): i for i, r in enumerate(results)}
     out = []
-    for idx in groups.values():
-        idx = sorted(idx, key=lambda i: results[i].run.effective_lr)
-        best = best_result([results[i] for i in idx], tie_tol=tie_tol)
-        best_i = None if best is None else next(i for i in idx if results[i] is best)
-        lrs = [results[i].run.effective_lr for i in idx]
-        on_edge = best is None or (len(lrs) > 1 and best.run.effective_lr in (lrs[0], lrs[-1]))
-        run = results[idx[0]].run
+    for ms in choose(results, tie_tol=tie_tol):
+        run = ms.results[0].run
         out.append(
             ModelBest(
                 method=run.method,
                 depth=run.depth,
                 label=_model_label(run),
-                indices=idx,
-                best_index=best_i,
-                best=best,
-                on_edge=on_edge,
-                n_diverged=sum(results[i].diverged for i in idx),
+                indices=[index[id(r)] for r in ms.results],
+                best_index=None if ms.best is None else index[id(ms.best)],
+                best=ms.best,
+                on_edge=ms.on_edge,
+                n_diverged=sum(r.diverged for r in ms.results),
             )
         )
     return out
@@ -877,10 +863,7 @@ def _plot(res: CompareResult, path) -> None:
     depth), log y; gaps below the round-off floor are drawn at the floor (a dashed grey
     line): below it the curves are rounding noise. The legend sits to the right of the
     axes, never over the curves."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     colors = dict(zip(METHODS, plt.rcParams["axes.prop_cycle"].by_key()["color"], strict=False))
     styles = ["-", "--", ":", "-.", (0, (5, 1)), (0, (3, 1, 1, 1))]

@@ -20,8 +20,8 @@ from depthaccel.compare import (
     parse_loss,
     run_compare,
 )
-from depthaccel.experiments.base import format_lr
 from depthaccel.outdir import OutputFolderError
+from depthaccel.reporting import format_lr
 from depthaccel.resources import MemoryEstimateError
 from depthaccel.store import StoreError
 from depthaccel.train import METHODS

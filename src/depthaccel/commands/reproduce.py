@@ -11,15 +11,15 @@ import time
 import traceback
 
 from depthaccel.data.catalog import ensure_data
-from depthaccel.experiments.base import (
+from depthaccel.experiments import (
     EXPERIMENTS,
+    ContextCache,
     ExperimentError,
     config_for,
     get_experiment,
     run_experiment,
     write_report,
 )
-from depthaccel.experiments.context import ContextCache
 from depthaccel.outdir import OutputFolder, OutputFolderError
 from depthaccel.store import DEFAULT_FILENAME as STORE_FILENAME
 

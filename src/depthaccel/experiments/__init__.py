@@ -1,26 +1,30 @@
 """The paper's experiments, one module each, run by ``depthaccel reproduce``.
 
-See :mod:`depthaccel.experiments.base` for the framework (configs, results, registry,
-reports). Experiment modules are imported on demand by :func:`get_experiment`.
+The framework: :mod:`~depthaccel.experiments.context` (the ``ExperimentContext`` every
+``run(config, ctx)`` receives), :mod:`~depthaccel.experiments.results` (claims, results,
+JSON), :mod:`~depthaccel.experiments.registry` (names, modules, summaries),
+:mod:`~depthaccel.experiments.runner` (run one experiment and record it) and
+:mod:`~depthaccel.experiments.report` (``REPORT.md``). Experiment modules are imported on
+demand by :func:`get_experiment`.
 """
 
-from depthaccel.experiments.base import (
+from depthaccel.experiments.context import ContextCache, ExperimentContext
+from depthaccel.experiments.registry import (
     EXPERIMENTS,
-    Claim,
-    Curve,
     ExperimentError,
-    ExperimentResult,
     ExperimentSpec,
     config_for,
     get_experiment,
-    run_experiment,
-    write_report,
 )
+from depthaccel.experiments.report import write_report
+from depthaccel.experiments.results import Claim, ExperimentResult
+from depthaccel.experiments.runner import run_experiment
 
 __all__ = [
     "EXPERIMENTS",
     "Claim",
-    "Curve",
+    "ContextCache",
+    "ExperimentContext",
     "ExperimentError",
     "ExperimentResult",
     "ExperimentSpec",

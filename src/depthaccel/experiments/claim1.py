@@ -32,9 +32,10 @@ import numpy as np
 import torch
 
 from depthaccel.atomic import atomic_open, save_figure
-from depthaccel.experiments.base import Claim, ExperimentResult
 from depthaccel.experiments.context import ExperimentContext
+from depthaccel.experiments.results import Claim, ExperimentResult
 from depthaccel.preconditioner import end_to_end_direction, preconditioner_matrix
+from depthaccel.reporting import pyplot
 
 NAME = "claim1"
 TITLE = "Claim 1: the spectrum of the end-to-end preconditioner P_W"
@@ -239,9 +240,6 @@ def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
         ),
     ]
     return ExperimentResult(
-        name=NAME,
-        title=TITLE,
-        mode="",
         settings={
             "what_was_run": (
                 f"{len(config.cases)} matrix shapes/ranks x {config.trials} random matrices x "
@@ -270,9 +268,7 @@ def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
 
 
 def _plot(path: Path, pairs: list[tuple[float, np.ndarray, np.ndarray]]) -> Path:
-    from depthaccel.experiments.base import _pyplot
-
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10.4, 4.0))
     depths = sorted({p[0] for p in pairs})
     cmap = plt.get_cmap("viridis")

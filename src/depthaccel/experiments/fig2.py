@@ -17,16 +17,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from depthaccel.experiments.base import (
-    Claim,
-    Curve,
-    ExperimentResult,
-    format_lr,
-    plot_gap_panels,
-    result_curve,
-    write_curves_csv,
-)
 from depthaccel.experiments.context import ExperimentContext
+from depthaccel.experiments.results import Claim, ExperimentResult
+from depthaccel.reporting import Curve, format_lr, plot_gap_panels, run_curve, write_curves_csv
 
 NAME = "fig2"
 TITLE = "Fig. 2: depth-2/3 linear nets vs the Eq. 12 scheme (l2 and l4, Ethanol)"
@@ -139,10 +132,10 @@ def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
             for depth in config.depths:
                 for width in config.widths:
                     net, e2e = by[("gd", depth, width)], by[("e2e", depth, width)]
-                    c_net = result_curve(
+                    c_net = run_curve(
                         net, f"depth-{depth} net, width {width}, lr {format_lr(config.lr)}", tag
                     )
-                    c_e2e = result_curve(
+                    c_e2e = run_curve(
                         e2e, f"Eq. 12, N={depth} (from the width-{width} net's init)", tag
                     )
                     c_net.style, c_e2e.style = curve_styles(depth, width == config.widths[0])
@@ -266,9 +259,6 @@ def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
         "the two widths start from different end-to-end vectors.",
     ]
     return ExperimentResult(
-        name=NAME,
-        title=TITLE,
-        mode="",
         settings={
             "what_was_run": (
                 f"GD on depth {', '.join(map(str, config.depths))} nets of width "

@@ -19,17 +19,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from depthaccel.experiments.base import (
-    Claim,
-    ExperimentResult,
-    format_lr,
-    log_grid,
-    plot_gap_panels,
-    result_curve,
-    two_stage_search,
-    write_curves_csv,
-)
 from depthaccel.experiments.context import ExperimentContext
+from depthaccel.experiments.results import Claim, ExperimentResult
+from depthaccel.reporting import format_lr, plot_gap_panels, run_curve, write_curves_csv
+from depthaccel.train.grid import log_grid, two_stage_search
 
 NAME = "fig3"
 TITLE = "Fig. 3: depth 1/2/3, lr grid-searched per model (l2 and l4, Ethanol)"
@@ -116,20 +109,18 @@ def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
             narrow_extensions=dict(config.narrow_extensions).get(p, 0),
             refine=config.refine,
             log_points=config.log_points,
-            train_fn=ctx.train,
+            train=ctx.train,
         )
         searched[f"l{p:g}"] = record
         pc = []
         for f in found:
-            if f["best"] is None:
+            if f.best is None:
                 continue
-            c = result_curve(
-                f["best"], f"{f['model'].depth}-layer, lr {format_lr(f['best_lr'])}", f"l{p:g}"
-            )
+            c = run_curve(f.best, f"{f.model.depth}-layer, lr {format_lr(f.best_lr)}", f"l{p:g}")
             pc.append(c)
-            finals[(p, f["model"].depth)] = f["best"].final_gap
-            if f["on_edge"]:
-                edges.setdefault(p, []).append(f["model"].depth)
+            finals[(p, f.model.depth)] = f.best.final_gap
+            if f.on_edge:
+                edges.setdefault(p, []).append(f.model.depth)
         panels.append((f"l{p:g} loss", pc))
         curves += pc
     fig = plot_gap_panels(
@@ -207,9 +198,6 @@ def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
             "extension rounds, did not fit the session."
         )
     return ExperimentResult(
-        name=NAME,
-        title=TITLE,
-        mode="",
         settings={
             "what_was_run": (
                 f"GD on depth {', '.join(map(str, config.depths))} (width {config.hidden}), "

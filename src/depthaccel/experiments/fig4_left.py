@@ -15,17 +15,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from depthaccel.experiments.base import (
-    Claim,
-    ExperimentResult,
-    format_lr,
-    log_grid,
-    plot_gap_panels,
-    result_curve,
-    two_stage_search,
-    write_curves_csv,
-)
 from depthaccel.experiments.context import ExperimentContext
+from depthaccel.experiments.results import Claim, ExperimentResult
+from depthaccel.reporting import format_lr, plot_gap_panels, run_curve, write_curves_csv
+from depthaccel.train.grid import log_grid, two_stage_search
 
 NAME = "fig4-left"
 TITLE = "Fig. 4 left: depth-3 GD vs AdaGrad and AdaDelta on a single layer (l4, Ethanol)"
@@ -107,7 +100,7 @@ def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
         narrow_extensions=config.narrow_extensions,
         refine=config.refine,
         log_points=config.log_points,
-        train_fn=ctx.train,
+        train=ctx.train,
     )
     finals, curves, edges = {}, [], []
     styles = {
@@ -117,21 +110,21 @@ def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
         ("adadelta", 1): {"color": "tab:purple"},
     }
     order = {(m, d): i for i, (m, d, _, _) in enumerate(config.models)}
-    found_all.sort(key=lambda f: order[(f["model"].method, f["model"].depth)])
+    found_all.sort(key=lambda f: order[(f.model.method, f.model.depth)])
     for f in found_all:
-        m = f["model"]
+        m = f.model
         key = (m.method, m.depth)
-        if f["best"] is None:
+        if f.best is None:
             finals[key] = float("nan")
             continue
         name = {"gd": "GD", "adagrad": "AdaGrad", "adadelta": "AdaDelta"}[m.method]
-        c = result_curve(
-            f["best"], f"{m.depth}-layer {name}, lr {format_lr(f['best_lr'])}", f"l{config.p:g}"
+        c = run_curve(
+            f.best, f"{m.depth}-layer {name}, lr {format_lr(f.best_lr)}", f"l{config.p:g}"
         )
         c.style = dict(styles.get(key, {}))
         curves.append(c)
-        finals[key] = f["best"].final_gap
-        if f["on_edge"]:
+        finals[key] = f.best.final_gap
+        if f.on_edge:
             edges.append(f"{m.method} depth {m.depth}")
     fig = plot_gap_panels(
         ctx.out_dir / "fig4_left.png",
@@ -226,9 +219,6 @@ def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
             "extension rounds, did not fit the session."
         )
     return ExperimentResult(
-        name=NAME,
-        title=TITLE,
-        mode="",
         settings={
             "what_was_run": (
                 f"l{config.p:g}, {config.iters} iterations: "

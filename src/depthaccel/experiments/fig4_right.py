@@ -14,15 +14,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from depthaccel.experiments.base import (
-    Claim,
-    ExperimentResult,
-    format_lr,
-    plot_gap_panels,
-    result_curve,
-    write_curves_csv,
-)
 from depthaccel.experiments.context import ExperimentContext
+from depthaccel.experiments.results import Claim, ExperimentResult
+from depthaccel.reporting import format_lr, plot_gap_panels, run_curve, write_curves_csv
 
 NAME = "fig4-right"
 TITLE = "Fig. 4 right: Adam (TensorFlow defaults) on depth 1/2/3 (l4, Ethanol)"
@@ -82,7 +76,7 @@ def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
     lr = runs[0].effective_lr
     curves = []
     for r in res:
-        c = result_curve(r, f"{r.run.depth}-layer Adam, lr {format_lr(lr)}", f"l{config.p:g}")
+        c = run_curve(r, f"{r.run.depth}-layer Adam, lr {format_lr(lr)}", f"l{config.p:g}")
         curves.append(c)
     fig = plot_gap_panels(
         ctx.out_dir / "fig4_right.png",
@@ -126,9 +120,6 @@ def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
         "logged curve; None = never within the run.",
     ]
     return ExperimentResult(
-        name=NAME,
-        title=TITLE,
-        mode="",
         settings={
             "what_was_run": (
                 f"Adam ({config.convention}, lr {format_lr(lr)}) on depth "

@@ -18,17 +18,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from depthaccel.experiments.base import (
-    Claim,
-    ExperimentResult,
-    format_lr,
-    log_grid,
-    plot_gap_panels,
-    result_curve,
-    two_stage_search,
-    write_curves_csv,
-)
 from depthaccel.experiments.context import ExperimentContext
+from depthaccel.experiments.results import Claim, ExperimentResult
+from depthaccel.reporting import format_lr, plot_gap_panels, run_curve, write_curves_csv
+from depthaccel.train.grid import log_grid, two_stage_search
 
 NAME = "fig5-left"
 TITLE = "Fig. 5 left: depth 4/8, near-zero vs near-identity init, vs depth 1 (l4, Ethanol)"
@@ -96,17 +89,17 @@ def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
         log_grid(config.lr_min, config.lr_max, config.lrs_per_decade),
         config.iters,
         log_points=config.log_points,
-        train_fn=ctx.train,
+        train=ctx.train,
     )
     curves, finals, moves, stuck = [], {}, {}, {}
     colors = {1: "tab:gray", 4: "tab:blue", 8: "tab:red"}
     for f in found:
-        m = f["model"]
+        m = f.model
         key = (m.depth, m.init)
-        if f["best"] is None:
+        if f.best is None:
             finals[key], moves[key] = float("nan"), None
             continue
-        b = f["best"]
+        b = f.best
         finals[key] = b.final_gap
         moves[key] = move_iteration(b.iters, b.gap, config.move_drop)
         init_txt = (
@@ -114,16 +107,16 @@ def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
             if m.depth == 1
             else (", near-zero init" if m.init == "near_zero" else ", identity init")
         )
-        lr_txt = f"lr {format_lr(f['best_lr'])}"
+        lr_txt = f"lr {format_lr(f.best_lr)}"
         if all(
             move_iteration(r.iters, r.gap, config.move_drop) is None
-            for r in f["results"]
+            for r in f.results
             if not r.diverged
         ):
             # no rate moved it: the "best" rate is arbitrary (final gaps tie to round-off)
-            stuck[key] = [format_lr(min(f["lrs"])), format_lr(max(f["lrs"]))]
+            stuck[key] = [format_lr(min(f.lrs)), format_lr(max(f.lrs))]
             lr_txt = f"stuck at every lr in {stuck[key][0]}..{stuck[key][1]}"
-        c = result_curve(b, f"{m.depth}-layer{init_txt}, {lr_txt}", "l4")
+        c = run_curve(b, f"{m.depth}-layer{init_txt}, {lr_txt}", "l4")
         c.style = {
             "color": colors.get(m.depth, "k"),
             "ls": "--" if m.init == "near_zero" and m.depth > 1 else "-",
@@ -196,9 +189,6 @@ def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
         f"the initial gap (logged every ~{max(1, T // config.log_points)} iterations).",
     ]
     return ExperimentResult(
-        name=NAME,
-        title=TITLE,
-        mode="",
         settings={
             "what_was_run": (
                 f"GD, l{config.p:g}, {T} iterations: depth 1, depth "

@@ -47,9 +47,10 @@ import torch
 from torch import nn
 
 from depthaccel.atomic import save_figure
-from depthaccel.experiments.base import Claim, Curve, ExperimentResult, write_curves_csv
 from depthaccel.experiments.context import ExperimentContext
+from depthaccel.experiments.results import Claim, ExperimentResult
 from depthaccel.models import mnist_tutorial as mt
+from depthaccel.reporting import Curve, pyplot, write_curves_csv
 
 NAME = "fig5-right"
 TITLE = (
@@ -302,9 +303,7 @@ def plot(
 ) -> Path:
     """Two panels (batch loss = CE + L2; batch cross-entropy) vs iteration: raw light,
     smoothed solid, log y."""
-    from depthaccel.experiments.base import _pyplot
-
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
     colors = {"original": "tab:blue", "overparameterized": "tab:red"}
     extra = iter(["tab:green", "tab:orange", "tab:purple", "tab:brown", "tab:gray"] * 4)
@@ -564,9 +563,6 @@ def _run(cfg: Config, ctx: ExperimentContext) -> ExperimentResult:
         "data_source": getattr(data, "source", ""),
     }
     return ExperimentResult(
-        name=NAME,
-        title=TITLE,
-        mode="",
         settings=settings,
         figures=[fig_path],
         curves=[csv_path],

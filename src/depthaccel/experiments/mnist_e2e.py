@@ -46,11 +46,12 @@ import torch
 from torch import nn
 
 from depthaccel.atomic import save_figure
-from depthaccel.experiments.base import Claim, Curve, ExperimentResult, write_curves_csv
 from depthaccel.experiments.context import ExperimentContext
 from depthaccel.experiments.fig5_right import first_reach, smooth
+from depthaccel.experiments.results import Claim, ExperimentResult
 from depthaccel.models import mnist_tutorial as mt
 from depthaccel.optim import EndToEndSGD
+from depthaccel.reporting import Curve, pyplot, write_curves_csv
 
 NAME = "mnist-e2e"
 TITLE = (
@@ -265,9 +266,7 @@ def _levels_text(rows: list[dict[str, Any]]) -> str:
 
 def plot(path: Path, hist: dict[str, mt.History], window: int, labels: dict[str, str]) -> Path:
     """Batch loss and batch cross-entropy vs iteration (raw light, smoothed solid; log y)."""
-    from depthaccel.experiments.base import _pyplot
-
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
     styles = {
         "original": ("tab:blue", "-"),

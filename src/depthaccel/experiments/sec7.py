@@ -33,16 +33,11 @@ import numpy as np
 import torch
 
 from depthaccel.atomic import atomic_open, save_figure
-from depthaccel.experiments.base import (
-    Claim,
-    Curve,
-    ExperimentResult,
-    format_lr,
-    log_grid,
-    write_curves_csv,
-)
 from depthaccel.experiments.context import ExperimentContext
+from depthaccel.experiments.results import Claim, ExperimentResult
 from depthaccel.preconditioner import single_output_direction
+from depthaccel.reporting import Curve, format_lr, pyplot, write_curves_csv
+from depthaccel.train.grid import log_grid
 
 NAME = "sec7"
 TITLE = "Section 7: GD vs the Eq. 12 scheme on the two-point l4 problem"
@@ -341,9 +336,6 @@ def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
         + "; larger measured speed-ups come from steps that jump over the overshoot region.",
     ]
     return ExperimentResult(
-        name=NAME,
-        title=TITLE,
-        mode="",
         settings={
             "what_was_run": (
                 f"p = {config.p}, y2 = {config.y2:g}, y1/y2 in {list(config.ratios)}; GD and Eq. "
@@ -379,9 +371,7 @@ def _safe_regime_factor(depth: float) -> float:
 
 
 def _plot(path: Path, config: Config, curves, traj, speedups, r_big) -> Path:
-    from depthaccel.experiments.base import _pyplot
-
-    plt = _pyplot()
+    plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(15.0, 4.0))
     for c in curves:
         axes[0].loglog(c.iters, c.values, "o-", label=c.label)

@@ -40,9 +40,10 @@ import numpy as np
 import torch
 
 from depthaccel.atomic import atomic_open, save_figure
-from depthaccel.experiments.base import Claim, ExperimentResult
 from depthaccel.experiments.context import ExperimentContext
+from depthaccel.experiments.results import Claim, ExperimentResult
 from depthaccel.preconditioner import single_output_direction
+from depthaccel.reporting import pyplot
 
 NAME = "thm2"
 TITLE = "Theorem 2: the end-to-end field F is not a gradient field for N > 2"
@@ -311,9 +312,6 @@ def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
             )
     fig_path = _plot(ctx.out_dir / "thm2.png", rows, config, e, f, grad)
     return ExperimentResult(
-        name=NAME,
-        title=TITLE,
-        mode="",
         settings={
             "what_was_run": (
                 f"Line integral of F_N around Gamma_(r,R) for N in "
@@ -344,9 +342,7 @@ def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
 
 
 def _plot(path: Path, rows, config: Config, e, f, grad) -> Path:
-    from depthaccel.experiments.base import _pyplot
-
-    plt = _pyplot()
+    plt = pyplot()
     fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(10.4, 4.2))
     # left: the curve and F_3 in the (e, f) plane (components of F along e and f)
     R = config.radii[min(1, len(config.radii) - 1)]

@@ -9,12 +9,20 @@ of run and :mod:`depthaccel.train.state` for ``TrainState`` (what a checkpoint h
 """
 
 from depthaccel.train.engine import DEFAULT_DTYPE, initial_factors, log_iterations, train
-from depthaccel.train.grid import GridEdgeWarning, ModelSearch, best_result, grid_search, model_id
+from depthaccel.train.grid import (
+    GridEdgeWarning,
+    ModelSearch,
+    best_result,
+    choose,
+    grid_search,
+    model_id,
+)
 from depthaccel.train.runs import (
     ADAPTIVE_METHODS,
     CONVENTIONS,
     DEFAULT_HPARAMS,
     INITS,
+    METHOD_NAMES,
     METHODS,
     NET_METHODS,
     Run,
@@ -29,6 +37,7 @@ __all__ = [
     "DEFAULT_HPARAMS",
     "GridEdgeWarning",
     "INITS",
+    "METHOD_NAMES",
     "METHODS",
     "ModelSearch",
     "NET_METHODS",
@@ -36,6 +45,7 @@ __all__ = [
     "RunResult",
     "TrainState",
     "best_result",
+    "choose",
     "grid_search",
     "initial_factors",
     "log_iterations",

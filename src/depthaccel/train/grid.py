@@ -1,12 +1,31 @@
-"""Learning-rate grid search over the batched trainer.
+"""Learning-rate grid search over the batched trainer: THE grid search of depthaccel
+(``depthaccel reproduce``'s experiments and ``depthaccel compare`` both use it).
 
-Runs that differ only in their learning rate form one *model*. ``grid_search`` trains
-every run of every model in one batched call, picks per model the learning rate with
-the lowest final gap (ties, within ``tie_tol``, broken by the first-hit iterations,
-hardest threshold first; diverged runs are never best), warns when the best rate is the
-smallest or largest of the model's grid and, with ``extend=True``, adds rates on the
-grid's log scale beyond that edge (one batched call per round) until the best is
-interior or ``max_extensions`` rounds have run.
+Runs that differ only in their learning rate form one *model* (:func:`model_id`).
+:func:`grid_search` trains every run of every model in one batched call and
+:func:`choose` picks per model the rate with the lowest final gap (:func:`best_result`:
+gaps within ``tie_tol`` tie and are ordered by first-hit iterations, hardest threshold
+first; diverged runs are never best).
+
+**The edge rule** (one rule, everywhere): a model's choice is *on the edge* of its grid
+when every run diverged, or when the chosen rate is the smallest or the largest rate the
+model was trained at. A better rate may then lie beyond the grid. A one-rate grid is
+always on the edge (nothing was tried on either side), and so is a two-rate grid.
+
+**Extension** (``extend=True``): while a model's choice is on the edge, one more rate is
+trained beyond that edge per round (all models of a round in one batched call): above the
+grid when the chosen rate is the largest (for a one-rate grid: above), below it when it
+is the smallest or every run diverged. The step is the model's initial grid's log-scale
+spacing, the geometric mean ratio of adjacent rates (``10`` for a one-rate grid), kept
+for every round. At most ``max_extensions`` rounds per model; a model whose every run
+diverged may go on for up to ``max(max_extensions, rescue_diverged)`` rounds, so that it
+has a curve at all. ``lr_digits`` rounds new rates to that many significant digits.
+
+:func:`two_stage_search` adds an optional pre-search (a broad grid at fewer iterations,
+then a narrow grid around each model's pre-search best at full length) and an optional
+refinement (:func:`refine_search`: one more call at a finer spacing around each best);
+their policy (spacing near the best, extensions, pre-search length) is explicit
+arguments.
 """
 
 from __future__ import annotations
@@ -14,14 +33,35 @@ from __future__ import annotations
 import json
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
 
 from depthaccel.losses import LpOptimum, lp_optimum
-from depthaccel.train.engine import train
+from depthaccel.train.engine import train as engine_train
 from depthaccel.train.runs import Run, RunResult
 
-__all__ = ["GridEdgeWarning", "ModelSearch", "best_result", "grid_search", "model_id"]
+__all__ = [
+    "GridEdgeWarning",
+    "ModelSearch",
+    "best_result",
+    "choose",
+    "expand",
+    "grid_search",
+    "log_grid",
+    "model_id",
+    "narrow_grid",
+    "on_edge",
+    "refine_search",
+    "search_record",
+    "two_stage_search",
+]
+
+#: ``train(X, y, p, runs, iters, **options) -> list[RunResult]``: ``depthaccel.train.train``
+#: or a drop-in such as ``ExperimentContext.train``.
+TrainFn = Callable[..., list[RunResult]]
 
 
 class GridEdgeWarning(UserWarning):
@@ -45,8 +85,9 @@ class ModelSearch:
         results: all runs of the model, sorted by learning rate.
         best: the best run's result (None if every run diverged).
         best_lr: its learning rate (None if every run diverged).
-        on_edge: the best lr is the smallest or largest trained (or all diverged).
+        on_edge: the choice is on the edge of the grid (:func:`on_edge`).
         extensions: how many extension rounds added rates to this model.
+        lrs: the rates trained, sorted.
     """
 
     model: Run
@@ -75,30 +116,95 @@ def best_result(results: Sequence[RunResult], *, tie_tol: float = 0.0) -> RunRes
     return min(tied, key=lambda r: (*_hit_key(r), r.final_gap, r.run.effective_lr))
 
 
+def on_edge(best_lr: float | None, lrs: Sequence[float]) -> bool:
+    """The edge rule: True when every run diverged (``best_lr`` None) or ``best_lr`` is the
+    smallest or the largest of ``lrs`` (so always for one or two rates)."""
+    return best_lr is None or best_lr in (min(lrs), max(lrs))
+
+
+def choose(results: Sequence[RunResult], *, tie_tol: float = 0.0) -> list[ModelSearch]:
+    """Group ``results`` by model (:func:`model_id`, in order of first appearance; a repeated
+    rate of a model counts once) and pick each model's best rate (:func:`best_result`)."""
+    groups: dict[str, list[RunResult]] = {}
+    for r in results:
+        group = groups.setdefault(model_id(r.run), [])
+        if not any(g.run.effective_lr == r.run.effective_lr for g in group):
+            group.append(r)
+    return [_summarise(group, tie_tol) for group in groups.values()]
+
+
+def _summarise(results: list[RunResult], tie_tol: float, extensions: int = 0) -> ModelSearch:
+    res = sorted(results, key=lambda r: r.run.effective_lr)
+    best = best_result(res, tie_tol=tie_tol)
+    lrs = [r.run.effective_lr for r in res]
+    best_lr = None if best is None else best.run.effective_lr
+    return ModelSearch(
+        model=best.run if best is not None else res[0].run,
+        results=res,
+        best=best,
+        best_lr=best_lr,
+        on_edge=on_edge(best_lr, lrs),
+        extensions=extensions,
+        lrs=lrs,
+    )
+
+
+def _step(lrs: Sequence[float]) -> float:
+    """The log-scale spacing of a grid: the geometric mean ratio of adjacent rates (10
+    for one rate)."""
+    g = sorted(lrs)
+    return (g[-1] / g[0]) ** (1 / (len(g) - 1)) if len(g) > 1 else 10.0
+
+
+def _round(lr: float, digits: int | None) -> float:
+    return lr if digits is None else float(f"{lr:.{digits}g}")
+
+
+def expand(models: Sequence[Run], lrs: Sequence[float] | Sequence[Sequence[float]]) -> list[Run]:
+    """Every model (a ``Run`` whose lr is replaced) at every rate of its grid, model by
+    model, rates sorted: ``lrs`` is one grid for all models or one grid per model."""
+    if len(lrs) and not isinstance(lrs[0], (int, float, np.integer, np.floating)):
+        grids = [sorted(float(v) for v in g) for g in lrs]
+        if len(grids) != len(models):
+            raise ValueError(f"{len(grids)} grids for {len(models)} models")
+    else:
+        grids = [sorted(float(v) for v in lrs)] * len(models)
+    if any(not g for g in grids) or not models:
+        raise ValueError("every model needs at least one learning rate")
+    return [replace(m, lr=lr) for m, g in zip(models, grids, strict=True) for lr in g]
+
+
 def grid_search(
-    X,
-    y,
+    X: Any,
+    y: Any,
     p: float,
     runs: Sequence[Run],
     iters: int,
     *,
     extend: bool = False,
     max_extensions: int = 4,
+    rescue_diverged: int = 0,
+    lr_digits: int | None = None,
     tie_tol: float = 0.0,
     warn: bool = True,
-    **train_kwargs,
+    train: TrainFn | None = None,
+    **train_kwargs: Any,
 ) -> list[ModelSearch]:
     """Train ``runs`` (one or more models x learning rates) and pick each model's best lr.
 
     Args:
-        X, y, p, runs, iters: as for :func:`depthaccel.train.train`.
-        extend: extend a model's grid beyond the edge its best lr sits on, on the grid's
-            log scale (ratio = the geometric mean ratio of adjacent rates; 10 for a
-            single rate); if every run diverged, below the smallest rate.
-        max_extensions: cap on extension rounds.
+        X, y, p, runs, iters: as for :func:`depthaccel.train.train` (``expand`` builds
+            ``runs`` from models and grids).
+        extend: extend a model's grid beyond the edge its choice is on (module docstring).
+        max_extensions: cap on extension rounds per model.
+        rescue_diverged: a model whose every run diverged may extend downwards for up to
+            ``max(max_extensions, rescue_diverged)`` rounds.
+        lr_digits: round new rates to this many significant digits (None: no rounding).
         tie_tol: final gaps within this of the lowest count as tied.
-        warn: emit a :class:`GridEdgeWarning` for each model whose best lr is (still)
-            on the edge.
+        warn: emit a :class:`GridEdgeWarning` for each model whose choice is (still) on
+            the edge.
+        train: the training function (default ``depthaccel.train.train``, with L* computed
+            once here unless ``optimum`` is given).
         **train_kwargs: passed to ``train`` (thresholds, dtype, device, ...).
 
     Returns:
@@ -107,80 +213,219 @@ def grid_search(
     runs = list(runs)
     if not runs:
         raise ValueError("no runs given")
-    if "optimum" not in train_kwargs or train_kwargs["optimum"] is None:
-        train_kwargs["optimum"] = lp_optimum(X, y, p)
-    elif not isinstance(train_kwargs["optimum"], (LpOptimum, float, int)):
+    if train is None:
+        train = engine_train
+        if train_kwargs.get("optimum") is None:
+            train_kwargs["optimum"] = lp_optimum(X, y, p)
+    opt = train_kwargs.get("optimum")
+    if opt is not None and not isinstance(opt, (LpOptimum, float, int)):
         raise ValueError("optimum must be a float or an LpOptimum")
     models: dict[str, list[RunResult]] = {}
-    order: list[str] = []
     for res in train(X, y, p, runs, iters, **train_kwargs):
-        mid = model_id(res.run)
-        if mid not in models:
-            models[mid] = []
-            order.append(mid)
-        if any(r.run.effective_lr == res.run.effective_lr for r in models[mid]):
-            continue  # duplicate lr
-        models[mid].append(res)
-    extensions = dict.fromkeys(order, 0)
-    for _ in range(max_extensions if extend else 0):
+        group = models.setdefault(model_id(res.run), [])
+        if not any(r.run.effective_lr == res.run.effective_lr for r in group):
+            group.append(res)  # a repeated rate counts once
+    steps = {mk: _step([r.run.effective_lr for r in res]) for mk, res in models.items()}
+    extensions = dict.fromkeys(models, 0)
+    rounds = max(max_extensions, rescue_diverged) if extend else 0
+    for round_ in range(rounds):
         new_runs: list[Run] = []
-        for mid in order:
-            res = sorted(models[mid], key=lambda r: r.run.effective_lr)
-            best = best_result(res, tie_tol=tie_tol)
-            lrs = [r.run.effective_lr for r in res]
-            ratio = _ratio(lrs)
-            if best is None:
-                lr_new = lrs[0] / ratio
-            elif best.run.effective_lr == lrs[-1]:
-                lr_new = lrs[-1] * ratio
-            elif best.run.effective_lr == lrs[0]:
-                lr_new = lrs[0] / ratio
-            else:
+        for mk, res in models.items():
+            ms = _summarise(res, tie_tol)
+            cap = max_extensions if ms.best is not None else max(max_extensions, rescue_diverged)
+            if round_ >= cap or not ms.on_edge:
                 continue
-            new_runs.append(replace(res[0].run, lr=lr_new))
-            extensions[mid] += 1
+            if ms.best is not None and ms.best_lr == ms.lrs[-1]:
+                lr_new = ms.lrs[-1] * steps[mk]
+            else:  # the smallest rate is best, or every run diverged
+                lr_new = ms.lrs[0] / steps[mk]
+            new_runs.append(replace(ms.results[0].run, lr=_round(lr_new, lr_digits)))
+            extensions[mk] += 1
         if not new_runs:
             break
         for res in train(X, y, p, new_runs, iters, **train_kwargs):
             models[model_id(res.run)].append(res)
-    out = []
-    for mid in order:
-        res = sorted(models[mid], key=lambda r: r.run.effective_lr)
-        best = best_result(res, tie_tol=tie_tol)
-        lrs = [r.run.effective_lr for r in res]
-        if best is None:
-            on_edge = True
-        else:
-            on_edge = len(lrs) < 3 or best.run.effective_lr in (lrs[0], lrs[-1])
-        model = best.run if best is not None else res[0].run
-        if on_edge and warn:
+    out = [_summarise(res, tie_tol, extensions[mk]) for mk, res in models.items()]
+    for ms in out:
+        if ms.on_edge and warn:
             where = (
                 "every run diverged"
-                if best is None
-                else f"best lr {best.run.effective_lr:g} is on the edge of the grid "
-                f"[{lrs[0]:g}, {lrs[-1]:g}]"
+                if ms.best is None
+                else f"best lr {ms.best_lr:g} is on the edge of the grid "
+                f"[{ms.lrs[0]:g}, {ms.lrs[-1]:g}]"
             )
             warnings.warn(
-                f"grid_search: {model.label()}: {where}"
+                f"grid_search: {ms.model.label()}: {where}"
                 + ("" if extend else " (pass extend=True to extend the grid)"),
                 GridEdgeWarning,
                 stacklevel=2,
             )
-        out.append(
-            ModelSearch(
-                model=model,
-                results=res,
-                best=best,
-                best_lr=None if best is None else best.run.effective_lr,
-                on_edge=on_edge,
-                extensions=extensions[mid],
-                lrs=lrs,
-            )
-        )
     return out
 
 
-def _ratio(lrs: list[float]) -> float:
-    if len(lrs) < 2:
-        return 10.0
-    return math.exp((math.log(lrs[-1]) - math.log(lrs[0])) / (len(lrs) - 1))
+# ---------------------------------------------------------------------- rate grids
+
+
+def log_grid(lo: float, hi: float, per_decade: int = 2) -> tuple[float, ...]:
+    """Learning rates ``lo .. hi`` on a log scale with ``per_decade`` points per decade
+    (both ends included, rounded to 4 significant digits), e.g. ``log_grid(1e-4, 1, 2)``
+    = 1e-4, 3.162e-4, ..., 1."""
+    if not (0 < lo <= hi) or per_decade < 1:
+        raise ValueError(f"need 0 < lo <= hi and per_decade >= 1, got {lo}, {hi}, {per_decade}")
+    n = round(math.log10(hi / lo) * per_decade)
+    vals = np.logspace(math.log10(lo), math.log10(hi), n + 1) if n else np.array([lo])
+    return tuple(float(f"{v:.4g}") for v in vals)
+
+
+def narrow_grid(
+    center: float, points: int, factor: float, above: int | None = None
+) -> tuple[float, ...]:
+    """``points`` rates spaced by ``factor`` on a log scale around ``center``, with
+    ``above`` of them above it (default: symmetric, ``(points - 1) / 2``), rounded to 4
+    significant digits."""
+    top = (points - 1) / 2 if above is None else above
+    return tuple(float(f"{center * factor ** (i - (points - 1 - top)):.4g}") for i in range(points))
+
+
+# ------------------------------------------------------------- two stages, refinement
+
+
+def search_record(found: Sequence[ModelSearch]) -> list[dict[str, Any]]:
+    """JSON-able summary of a search: per model its grid, the final gap at each lr (None:
+    diverged), the chosen lr, whether it is on the grid's edge, the extension rounds."""
+    return [
+        {
+            "model": f.model.label(),
+            "grid": list(f.lrs),
+            "final_gap": [
+                None if r.diverged or not math.isfinite(r.final_gap) else r.final_gap
+                for r in f.results
+            ],
+            "chosen_lr": f.best_lr,
+            "chosen_final_gap": None if f.best is None else f.best.final_gap,
+            "on_edge": f.on_edge,
+            "extensions": f.extensions,
+        }
+        for f in found
+    ]
+
+
+def two_stage_search(
+    X: Any,
+    y: Any,
+    p: float,
+    models: Sequence[Run],
+    broad: Sequence[float] | Sequence[Sequence[float]],
+    iters: int,
+    *,
+    presearch_iters: int | None = None,
+    narrow_points: int = 5,
+    narrow_factor: float = 10**0.25,
+    narrow_above: int = 0,
+    narrow_extensions: int = 1,
+    max_extensions: int = 4,
+    rescue_diverged: int = 2,
+    refine: bool = False,
+    lr_digits: int | None = 4,
+    train: TrainFn | None = None,
+    **train_kwargs: Any,
+) -> tuple[list[ModelSearch], dict[str, Any]]:
+    """Grid search per model, in one or two stages, with extension (and optional refinement).
+
+    ``broad``: one grid for all models or one per model. Without ``presearch_iters`` (or
+    when it is >= ``iters``): :func:`grid_search` over ``broad`` for ``iters`` iterations
+    (extended at most ``max_extensions`` rounds). With it: that search for
+    ``presearch_iters`` iterations, then a search for ``iters`` iterations over
+    ``narrow_points`` rates spaced by ``narrow_factor`` around each model's pre-search
+    best (:func:`narrow_grid`), ``narrow_above`` of them above it (default 0: the best and
+    rates below it, as a longer run tends to need a smaller rate), extended at most
+    ``narrow_extensions`` times -- for budgets where the broad grid at full length does
+    not fit. With ``refine``, one more call at ``sqrt(narrow_factor)`` around each model's
+    best (:func:`refine_search`). Edge rule and extension: the module docstring
+    (``rescue_diverged``, ``lr_digits`` as there). Returns the per-model searches and a
+    JSON-able record of every grid and chosen rate.
+    """
+    kw = dict(
+        extend=True,
+        rescue_diverged=rescue_diverged,
+        lr_digits=lr_digits,
+        warn=False,
+        train=train,
+        **train_kwargs,
+    )
+    nested = len(broad) and not isinstance(broad[0], (int, float, np.integer, np.floating))
+    record: dict[str, Any] = {
+        "broad_grid": [list(g) for g in broad] if nested else list(broad),
+        "iters": iters,
+    }
+    if presearch_iters is None or presearch_iters >= iters:
+        found = grid_search(
+            X, y, p, expand(models, broad), iters, max_extensions=max_extensions, **kw
+        )
+        record["search"] = search_record(found)
+        return found, record
+    pre = grid_search(
+        X, y, p, expand(models, broad), presearch_iters, max_extensions=max_extensions, **kw
+    )
+    record["presearch_iters"] = presearch_iters
+    record["presearch"] = search_record(pre)
+    grids = [
+        narrow_grid(
+            f.best_lr if f.best_lr is not None else min(f.lrs),
+            narrow_points,
+            narrow_factor,
+            narrow_above,
+        )
+        for f in pre
+    ]
+    narrow_models = [replace(f.model, lr=1.0) for f in pre]
+    found = grid_search(
+        X, y, p, expand(narrow_models, grids), iters, max_extensions=narrow_extensions, **kw
+    )
+    if refine:
+        found = refine_search(
+            X, y, p, found, iters, math.sqrt(narrow_factor), train=train, **train_kwargs
+        )
+        record["refined"] = True
+    record["search"] = search_record(found)
+    return found, record
+
+
+def refine_search(
+    X: Any,
+    y: Any,
+    p: float,
+    found: Sequence[ModelSearch],
+    iters: int,
+    factor: float,
+    *,
+    lr_digits: int | None = 4,
+    tie_tol: float = 0.0,
+    train: TrainFn | None = None,
+    **train_kwargs: Any,
+) -> list[ModelSearch]:
+    """One more batched call: every model with a best rate also runs at best/factor and
+    best*factor (rounded to ``lr_digits``; rates within 0.1% of one it has run are
+    skipped); the best is re-chosen over all its runs (the edge rule as everywhere). The
+    input is not modified."""
+    runs, owners = [], []
+    for i, f in enumerate(found):
+        if f.best_lr is None:
+            continue
+        for lr in (_round(f.best_lr / factor, lr_digits), _round(f.best_lr * factor, lr_digits)):
+            if all(abs(lr / have - 1) > 1e-3 for have in f.lrs):
+                runs.append(replace(f.model, lr=lr))
+                owners.append(i)
+    out = [replace(f) for f in found]
+    if not runs:
+        return out
+    if train is None:
+        train = engine_train
+        if train_kwargs.get("optimum") is None:
+            train_kwargs["optimum"] = lp_optimum(X, y, p)
+    extra: dict[int, list[RunResult]] = {}
+    for i, r in zip(owners, train(X, y, p, runs, iters, **train_kwargs), strict=True):
+        extra.setdefault(i, []).append(r)
+    for i, new in extra.items():
+        out[i] = _summarise(out[i].results + new, tie_tol, out[i].extensions)
+    return out

@@ -22,6 +22,7 @@ __all__ = [
     "CONVENTIONS",
     "DEFAULT_HPARAMS",
     "INITS",
+    "METHOD_NAMES",
     "METHODS",
     "NET_METHODS",
     "Run",
@@ -29,6 +30,15 @@ __all__ = [
 ]
 
 METHODS = ("gd", "e2e", "adagrad", "adadelta", "adam")
+#: One display name per method, used by every label and report ("e2e" is the end-to-end
+#: update of Eq. 10 on a single layer; Eq. 12 is its form for a single output).
+METHOD_NAMES = {
+    "gd": "GD",
+    "e2e": "Eq. 10/12 scheme",
+    "adagrad": "AdaGrad",
+    "adadelta": "AdaDelta",
+    "adam": "Adam",
+}
 NET_METHODS = ("gd", "adagrad", "adadelta", "adam")  # trained on the factors of a net
 ADAPTIVE_METHODS = ("adagrad", "adadelta", "adam")
 INITS = nets.INITS  # one list, in one order
@@ -197,13 +207,7 @@ class Run:
 
     def label(self) -> str:
         """A short human name, e.g. ``depth-3 GD (width 1)``."""
-        name = {
-            "gd": "GD",
-            "e2e": "Eq. 10/12 scheme",
-            "adagrad": "AdaGrad",
-            "adadelta": "AdaDelta",
-            "adam": "Adam",
-        }[self.method]
+        name = METHOD_NAMES[self.method]
         depth = f"{self.depth:g}"
         if self.method == "e2e":
             s = f"{name}, N={depth}"

@@ -1,0 +1,162 @@
+"""Results of an experiment: checked claims, the result record and its JSON form."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from depthaccel.atomic import write_atomic
+
+__all__ = [
+    "RESULT_NAME",
+    "SETTINGS_NAME",
+    "Claim",
+    "ExperimentResult",
+    "to_jsonable",
+    "write_json",
+]
+
+RESULT_NAME = "result.json"
+SETTINGS_NAME = "settings.json"
+
+
+@dataclass
+class Claim:
+    """One checked claim of the paper.
+
+    ``text`` states the claim, ``measured`` our numbers, ``passed`` the verdict: True
+    (PASS), False (FAIL) or None (not assessed: the run is too short to test it, e.g.
+    quick mode; the measurement is still shown). ``note`` qualifies it (e.g. "quick
+    mode: 5000 iterations, the paper's claim is about 1e6").
+    """
+
+    text: str
+    measured: str
+    passed: bool | None
+    note: str = ""
+
+    @property
+    def verdict(self) -> str:
+        return {True: "PASS", False: "FAIL", None: "not assessed"}[self.passed]
+
+
+@dataclass
+class ExperimentResult:
+    """What one experiment produced.
+
+    ``name``, ``title`` and ``mode`` may be left empty: :func:`run_experiment` fills them
+    from the registry and the run. ``settings`` is JSON-able and holds every choice made
+    (grids, chosen learning rates, iterations, data preprocessing). ``figures``/``curves`` are paths of the PNG and CSV
+    files written. ``notes`` list choices where the paper is silent and differences from
+    the paper. ``wall_time`` is seconds; :func:`run_experiment` fills it when 0.
+    """
+
+    name: str = ""
+    title: str = ""
+    mode: str = ""
+    settings: dict[str, Any] = field(default_factory=dict)
+    figures: list[Path] = field(default_factory=list)
+    curves: list[Path] = field(default_factory=list)
+    claims: list[Claim] = field(default_factory=list)
+    wall_time: float = 0.0
+    notes: list[str] = field(default_factory=list)
+    status: str = "ok"  # "ok" or "error"
+    error: str = ""
+    started: str = ""
+    device: str = ""
+
+    @property
+    def n_passed(self) -> int:
+        return sum(c.passed is True for c in self.claims)
+
+    @property
+    def n_failed(self) -> int:
+        return sum(c.passed is False for c in self.claims)
+
+    @property
+    def n_assessed(self) -> int:
+        return sum(c.passed is not None for c in self.claims)
+
+    def to_json(self, root: Path | None = None) -> dict[str, Any]:
+        """JSON form; paths are made relative to ``root`` when given."""
+
+        def rel(p: Path) -> str:
+            p = Path(p)
+            if root is not None:
+                try:
+                    return str(p.resolve().relative_to(Path(root).resolve()))
+                except ValueError:
+                    pass
+            return str(p)
+
+        return {
+            "name": self.name,
+            "title": self.title,
+            "mode": self.mode,
+            "status": self.status,
+            "error": self.error,
+            "started": self.started,
+            "device": self.device,
+            "wall_time": self.wall_time,
+            "settings": to_jsonable(self.settings),
+            "figures": [rel(p) for p in self.figures],
+            "curves": [rel(p) for p in self.curves],
+            "claims": [dataclasses.asdict(c) for c in self.claims],
+            "notes": list(self.notes),
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], root: Path | None = None) -> ExperimentResult:
+        def ab(p: str) -> Path:
+            return Path(root) / p if root is not None and not os.path.isabs(p) else Path(p)
+
+        return cls(
+            name=data["name"],
+            title=data.get("title", data["name"]),
+            mode=data.get("mode", "?"),
+            settings=dict(data.get("settings", {})),
+            figures=[ab(p) for p in data.get("figures", [])],
+            curves=[ab(p) for p in data.get("curves", [])],
+            claims=[Claim(**c) for c in data.get("claims", [])],
+            wall_time=float(data.get("wall_time", 0.0)),
+            notes=list(data.get("notes", [])),
+            status=data.get("status", "ok"),
+            error=data.get("error", ""),
+            started=data.get("started", ""),
+            device=data.get("device", ""),
+        )
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Convert dataclasses, numpy scalars/arrays, paths, tuples and non-finite floats
+    into plain JSON values (non-finite floats become the strings "inf", "-inf", "nan")."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, Mapping):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        return to_jsonable(obj.item())
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else str(obj)
+    if obj is None or isinstance(obj, (bool, int, str)):
+        return obj
+    return str(obj)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write ``to_jsonable(obj)`` as indented JSON (atomically: a reader never sees half)."""
+    write_atomic(Path(path), json.dumps(to_jsonable(obj), indent=2) + "\n")

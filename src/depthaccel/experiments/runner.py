@@ -1,0 +1,89 @@
+"""Run one experiment by name in a fresh context and record its result."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+from depthaccel.experiments import registry
+from depthaccel.experiments.context import ExperimentContext
+from depthaccel.experiments.report import write_report
+from depthaccel.experiments.results import (
+    RESULT_NAME,
+    SETTINGS_NAME,
+    ExperimentResult,
+    to_jsonable,
+    write_json,
+)
+from depthaccel.outdir import OutputFolder
+
+__all__ = ["run_experiment"]
+
+
+def run_experiment(
+    name: str,
+    out_root: str | os.PathLike,
+    *,
+    quick: bool = False,
+    config: Any | None = None,
+    report: bool = True,
+    **context_options: Any,
+) -> ExperimentResult:
+    """Run experiment ``name`` into ``out_root/<name>/`` and record it.
+
+    ``config`` overrides ``Config.quick()``/``Config.full()``. ``context_options`` are the
+    other fields of the :class:`ExperimentContext` the experiment runs in (``device``,
+    ``dtype``, ``progress``, ``data_dir``, ``store``, ``checkpoint_every``, ``executor``,
+    ``log``, ``cache``); each call gets a fresh context, so its store counts are this
+    run's. Writes ``settings.json`` and ``result.json`` into the experiment's folder
+    and, with ``report``, rebuilds ``out_root/REPORT.md``. Errors propagate (after an
+    error ``result.json`` recording the failure is written, so the report shows it).
+    """
+    out_root = Path(out_root)
+    mod = registry.get_experiment(name)
+    if config is None:
+        config = mod.Config.quick() if quick else mod.Config.full()
+    out_dir = out_root / name
+    ctx = ExperimentContext(out_dir=out_dir, quick=quick, **context_options)
+    OutputFolder(out_root).own_dir(name)  # everything in OUT/<name>/ is ours (depthaccel.outdir)
+    started = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+    mode = "quick" if quick else "full"
+    t0 = time.perf_counter()
+    try:
+        result = mod.run(config, ctx)
+    except Exception as exc:
+        failed = ExperimentResult(
+            name=name,
+            title=registry.EXPERIMENTS[name].summary,
+            mode=mode,
+            settings={"config": to_jsonable(config)},
+            wall_time=time.perf_counter() - t0,
+            status="error",
+            error="".join(traceback.format_exception_only(type(exc), exc)).strip(),
+            started=started,
+            device=ctx.device,
+        )
+        write_json(out_dir / RESULT_NAME, failed.to_json(out_root))
+        if report:
+            write_report(out_root)
+        raise
+    result.name = result.name or name
+    result.title = result.title or getattr(mod, "TITLE", "") or registry.EXPERIMENTS[name].summary
+    if not result.wall_time:
+        result.wall_time = time.perf_counter() - t0
+    result.started = result.started or started
+    result.device = result.device or ctx.device
+    result.mode = result.mode or mode
+    result.settings.setdefault("config", to_jsonable(config))
+    store = ctx.store_summary()
+    if store is not None:
+        result.settings["results_store"] = store
+    write_json(out_dir / SETTINGS_NAME, result.settings)
+    write_json(out_dir / RESULT_NAME, result.to_json(out_root))
+    if report:
+        write_report(out_root)
+    return result

@@ -1,0 +1,77 @@
+"""ExperimentContext: the one training path, its caches, its checks, map."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from depthaccel.experiments.context import ExperimentContext
+
+
+def _small_problem():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((40, 5))
+    y = X @ rng.standard_normal(5) + 0.1 * rng.standard_normal(40)
+    return X, y
+
+
+def test_the_context_routes_training_through_its_store(tmp_path):
+    """ctx.train trains directly without a store and through the store with one (a
+    second context on the same store reuses the run: nothing global links them)."""
+    from depthaccel.train import Run, train
+
+    X, y = _small_problem()
+    run = [Run("gd", 1e-2)]
+    plain = ExperimentContext(tmp_path / "a")
+    first = ExperimentContext(tmp_path / "b", store=tmp_path / "s.sqlite")
+    second = ExperimentContext(tmp_path / "c", store=tmp_path / "s.sqlite")
+    ref = train(X, y, 2, run, 20, log_points=5)[0].final_gap
+    assert plain.train(X, y, 2, run, 20, log_points=5)[0].final_gap == ref
+    assert plain.store_summary() is None and not (tmp_path / "s.sqlite").exists()
+    assert first.train(X, y, 2, run, 20, log_points=5)[0].final_gap == pytest.approx(ref)
+    assert (first.stats.reused, first.stats.trained) == (0, 1)
+    assert second.train(X, y, 2, run, 20, log_points=5)[0].final_gap == pytest.approx(ref)
+    assert (second.stats.reused, second.stats.trained) == (1, 0)
+    assert (first.stats.reused, first.stats.trained) == (0, 1)  # untouched by the second
+    assert second.store_summary()["training_seconds"] == first.stats.training_seconds > 0
+
+
+def test_the_context_caches_optima_in_its_cache_only():
+    from depthaccel.experiments.context import ContextCache
+    from depthaccel.losses import lp_optimum
+
+    X, y = _small_problem()
+    shared = ContextCache()
+    a, b = ExperimentContext(Path("a"), cache=shared), ExperimentContext(Path("b"), cache=shared)
+    opt = a.optimum(X, y, 4)
+    assert opt.loss == pytest.approx(lp_optimum(X, y, 4).loss, rel=1e-12)
+    assert b.optimum(X, y, 4) is opt  # shared cache
+    assert ExperimentContext(Path("c")).optimum(X, y, 4) is not opt  # a fresh context
+    assert a.optimum(X, y, 2) is not opt
+
+
+def test_context_arguments_are_checked():
+    import torch
+
+    assert ExperimentContext(Path("x"), dtype="float64").dtype is torch.float64
+    with pytest.raises(ValueError, match="dtype must be 'float32' or 'float64'"):
+        ExperimentContext(Path("x"), dtype="float16")
+    with pytest.raises(ValueError, match="checkpoint_every must be >= 1"):
+        ExperimentContext(Path("x"), checkpoint_every=0)
+
+
+def test_context_map_is_a_loop_or_the_executor():
+    calls = []
+
+    class Recorder:
+        name = "recorder"
+
+        def map(self, fn, items, *, gpu=False):
+            calls.append(gpu)
+            return [fn(i) for i in items]
+
+    assert ExperimentContext(Path("x")).map(lambda v: v * 2, [1, 2]) == [2, 4]
+    ctx = ExperimentContext(Path("x"), executor=Recorder())
+    assert ctx.map(lambda v: v + 1, (1, 2), gpu=True) == [2, 3] and calls == [True]

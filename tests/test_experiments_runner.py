@@ -1,0 +1,153 @@
+"""Running an experiment by name (runner) and REPORT.md (report), end to end with fakes."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+from dataclasses import dataclass
+
+import numpy as np
+import pytest
+
+from depthaccel.experiments.registry import EXPERIMENTS, ExperimentSpec
+from depthaccel.experiments.report import _anchor, report_section, write_report
+from depthaccel.experiments.results import Claim, ExperimentResult
+from depthaccel.experiments.runner import run_experiment
+from depthaccel.reporting import Curve, plot_gap_panels, write_curves_csv
+
+
+def _fake_module(fail: bool = False) -> types.ModuleType:
+    mod = types.ModuleType("fakepkg.exp_ok")
+
+    @dataclass(frozen=True)
+    class Config:
+        iters: int = 10
+
+        @classmethod
+        def quick(cls):
+            return cls(iters=3)
+
+        @classmethod
+        def full(cls):
+            return cls(iters=100)
+
+    def run(config, ctx):
+        if fail:
+            raise ValueError("boom: bad thing")
+        c = Curve("m", np.arange(config.iters), np.linspace(1, 0.1, config.iters))
+        fig = plot_gap_panels(ctx.out_dir / "fake.png", [("p", [c])])
+        csv = write_curves_csv(ctx.out_dir / "curves.csv", [c])
+        return ExperimentResult(
+            name="fake",
+            title="A fake experiment",
+            mode="",
+            settings={"iters": config.iters, "lr": 1e-3},
+            figures=[fig],
+            curves=[csv],
+            claims=[Claim("it goes down", "1 -> 0.1", True), Claim("a|b", "no", False, "quick")],
+            notes=["a choice"],
+        )
+
+    mod.Config, mod.run = Config, run
+    return mod
+
+
+@pytest.fixture
+def fake_registry(monkeypatch):
+    monkeypatch.setitem(sys.modules, "fakepkg.exp_ok", _fake_module())
+    monkeypatch.setitem(sys.modules, "fakepkg.exp_bad", _fake_module(fail=True))
+    monkeypatch.setitem(
+        EXPERIMENTS, "fake", ExperimentSpec("fake", "fakepkg.exp_ok", "fake; claims: none")
+    )
+    monkeypatch.setitem(
+        EXPERIMENTS, "bad", ExperimentSpec("bad", "fakepkg.exp_bad", "bad; claims: none")
+    )
+
+
+def test_run_experiment_writes_files_and_report(tmp_path, fake_registry):
+    res = run_experiment("fake", tmp_path, quick=True)
+    assert res.mode == "quick" and res.wall_time > 0 and res.settings["iters"] == 3
+    d = tmp_path / "fake"
+    assert (d / "fake.png").is_file() and (d / "curves.csv").is_file()
+    settings = json.loads((d / "settings.json").read_text())
+    assert settings["iters"] == 3 and settings["config"] == {"iters": 3}
+    saved = json.loads((d / "result.json").read_text())
+    assert saved["figures"] == ["fake/fake.png"]  # relative to OUT
+    report = (tmp_path / "REPORT.md").read_text()
+    assert "## fake: A fake experiment" in report
+    assert "![fake](fake/fake.png)" in report
+    assert "| it goes down | 1 -> 0.1 | **PASS** |" in report
+    assert "| a\\|b | no (quick) | **FAIL** |" in report
+    assert "- a choice" in report
+    assert "| 1/2 | 1 claim(s) FAIL |" in report
+
+    # re-running replaces the section, it is not duplicated
+    run_experiment("fake", tmp_path, quick=False)
+    report = (tmp_path / "REPORT.md").read_text()
+    assert report.count("## fake:") == 1 and "*Mode: full;" in report
+
+
+def test_failed_experiment_is_recorded_and_raised(tmp_path, fake_registry):
+    run_experiment("fake", tmp_path, quick=True)
+    with pytest.raises(ValueError, match="boom"):
+        run_experiment("bad", tmp_path, quick=True)
+    saved = json.loads((tmp_path / "bad" / "result.json").read_text())
+    assert saved["status"] == "error" and "boom: bad thing" in saved["error"]
+    report = write_report(tmp_path).read_text()
+    assert "## fake:" in report and "**ERROR**" in report and "boom: bad thing" in report
+
+
+def test_report_section_anchor():
+    r = ExperimentResult("fig4-left", "Fig. 4 left: GD vs AdaGrad", "quick", {})
+    assert _anchor(r) == "fig4-left-fig-4-left-gd-vs-adagrad"
+
+
+def test_report_says_when_runs_came_from_the_store(tmp_path):
+    r = ExperimentResult(
+        "x",
+        "T",
+        "full",
+        {
+            "results_store": {
+                "path": "s",
+                "runs_reused": 45,
+                "runs_trained": 0,
+                "training_seconds": 386.5,
+            }
+        },
+    )
+    text = report_section(r, tmp_path)
+    assert "45 runs read from the results store" in text and "0 trained now" in text
+    assert "training time of all the runs used: 6.4 min" in text
+
+
+def _small_problem():
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((40, 5))
+    y = X @ rng.standard_normal(5) + 0.1 * rng.standard_normal(40)
+    return X, y
+
+
+def test_store_counts_are_recorded_per_experiment(tmp_path, fake_registry, monkeypatch):
+    from depthaccel.train import Run, train
+
+    X, y = _small_problem()
+
+    def run(config, ctx):
+        res = ctx.train(X, y, 2, [Run("gd", 1e-2)], 20, log_points=5)
+        return ExperimentResult("fake", "F", "", {"gap": res[0].final_gap})
+
+    monkeypatch.setattr(sys.modules["fakepkg.exp_ok"], "run", run)
+    store = tmp_path / "s.sqlite"
+    first = run_experiment("fake", tmp_path, quick=True, store=store)
+    second = run_experiment("fake", tmp_path, quick=True, store=store)
+    s1, s2 = first.settings["results_store"], second.settings["results_store"]
+    assert (s1["runs_reused"], s1["runs_trained"]) == (0, 1)
+    assert (s2["runs_reused"], s2["runs_trained"]) == (1, 0)
+    assert s2["training_seconds"] == s1["training_seconds"] > 0
+    ref = train(X, y, 2, [Run("gd", 1e-2)], 20, log_points=5)[0].final_gap
+    assert second.settings["gap"] == pytest.approx(ref, rel=1e-12)
+    # without a store nothing is recorded
+    third = run_experiment("fake", tmp_path, quick=True)
+    assert "results_store" not in third.settings
