@@ -794,3 +794,16 @@ def test_cuda_cached_step_syncs_once():
             torch.cuda.set_sync_debug_mode(0)
         syncs = [w for w in rec if "synchroniz" in str(w.message)]
         assert len(syncs) == 1, [str(w.message) for w in syncs]
+
+
+def test_single_row_weight_of_extreme_scale_stays_finite():
+    """Issue 12: a 1 x d weight of size 1e160 (its squares overflow float64) steps finitely
+    and as Eq. 10 (through the general SVD path) says."""
+    w = rand(1, 6, seed=1) * 1e160
+    g = rand(1, 6, seed=2)
+    p = torch.nn.Parameter(w.clone())
+    p.grad = g.clone()
+    EndToEndSGD([p], lr=1e-56, depth=3).step()
+    ref = w - 1e-56 * end_to_end_direction(w, g, 3)
+    assert torch.isfinite(p).all() and not torch.equal(p.detach(), w)
+    torch.testing.assert_close(p.detach(), ref, rtol=1e-12, atol=0)
