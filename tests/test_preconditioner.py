@@ -279,3 +279,39 @@ def test_scaled_norm_empty_and_zero():
     z = single_output_direction(torch.zeros(2, 4), torch.ones(2, 4), 3)
     assert torch.equal(z, torch.zeros(2, 4))
     assert single_output_direction(torch.zeros(3, 0), torch.zeros(3, 0), 3).shape == (3, 0)
+
+
+def test_end_to_end_sgd_on_a_huge_row_vector_stays_finite_and_exact():
+    """The issue's case: EndToEndSGD on a 1 x d weight of size 1e160 (Eq. 12's path)."""
+    from depthaccel import EndToEndSGD
+
+    g = torch.Generator().manual_seed(5)
+    W0 = torch.randn(1, 7, generator=g, dtype=torch.float64) * 1e160
+    G = torch.randn(1, 7, generator=g, dtype=torch.float64)
+    w = torch.nn.Parameter(W0.clone())
+    opt = EndToEndSGD([w], lr=1e-54, depth=3)  # a step of ~10% of W
+    w.grad = G.clone()
+    opt.step()
+    expected = W0 - 1e-54 * end_to_end_direction(W0, G, 3)  # the SVD path as reference
+    assert torch.isfinite(w).all()
+    assert torch.allclose(w.detach(), expected, rtol=1e-12, atol=0)
+    assert not torch.equal(w.detach(), W0)  # it moved
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_single_output_with_subnormal_weights(dtype):
+    """w below the smallest normal number (its reciprocal would overflow): the scaled
+    norm still gives Eq. 12; reference in float64 through logarithms."""
+    import math
+
+    base = torch.tensor([3.0, -4.0, 1.0], dtype=torch.float64)
+    c = torch.finfo(dtype).tiny / 64
+    w = (base * c).to(dtype)
+    g = torch.tensor([1.0, 2.0, -0.5], dtype=torch.float64)
+    N = 1.5  # exponent 2 - 2/N = 2/3: the direction is far from underflow
+    got = single_output_direction(w, g.to(dtype), N).double()
+    nrm = base.norm().item()
+    scale = math.exp((2 - 2 / N) * (math.log(nrm) + math.log(c)))
+    w_hat = base / nrm
+    ref = scale * (g + (N - 1) * (g @ w_hat) * w_hat)
+    assert torch.allclose(got, ref, rtol=1e-12 if dtype == torch.float64 else 1e-5, atol=0)
