@@ -35,6 +35,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -661,6 +662,17 @@ class CompareResult:
     outputs: dict[str, Path] = field(default_factory=dict)
     resumed: dict[str, int] = field(default_factory=dict)
     floor: float = 0.0  # round-off floor of the gap (``roundoff_floor``)
+    executor: str = "local (this process)"  # what trained the runs (``_executor_words``)
+
+
+def _executor_words(executor: Any) -> str:
+    st = executor.settings()
+    if st.get("executor") == "ray":
+        return (
+            f"Ray ({st.get('cluster')}, {st.get('cluster_cpus')} CPUs, "
+            f"{st.get('shards_per_sweep')} shards per sweep)"
+        )
+    return str(st.get("executor", executor.name))
 
 
 def _initial_gap(y: np.ndarray, p: float, optimum: float) -> float:
@@ -699,13 +711,15 @@ def run_compare(
     *,
     progress: bool = False,
     log: Callable[[str], None] | None = None,
+    executor: Any = None,
 ) -> CompareResult:
     """Run the comparison described in the module docstring and write its outputs.
 
     Nothing is written before every check passed: the output folder (``OutputFolderError``:
     foreign files without ``cfg.force``, the input among the outputs, not writable), the
     data (``ValueError`` and friends from ``load_table``), the memory estimate
-    (``MemoryEstimateError``)."""
+    (``MemoryEstimateError``). ``executor`` (``depthaccel.executors``; None: this process)
+    trains the sweep's shards; the report says which one did."""
     say = log or (lambda msg: None)
     t0 = time.perf_counter()
     folder = output_folder(cfg)
@@ -762,6 +776,7 @@ def run_compare(
         checkpoint_every=cfg.checkpoint_every,
         progress=progress,
         log=say,
+        executor=executor,
     )
     models = select_best(sw.results, tie_tol=floor)
     context = (
@@ -796,6 +811,7 @@ def run_compare(
         resumed=sw.resumed,
         store_path=sw.store_path,
         floor=floor,
+        executor="local (this process)" if executor is None else _executor_words(executor),
     )
     res.wall_time = time.perf_counter() - t0
     res.outputs = write_outputs(res)
@@ -916,7 +932,7 @@ def _report(res: CompareResult) -> str:
         f"{cfg.seed}; adaptive optimizers with {cfg.convention} defaults; learning rates "
         f"{', '.join(format_lr(x) for x in cfg.lrs)}; {cfg.iters} full-batch iterations; "
         f"{cfg.device}, {cfg.dtype}. {len(res.results)} runs: {res.reused} reused from the "
-        f"store, {res.computed} trained; {res.wall_time:.1f} s.",
+        f"store, {res.computed} trained (executor: {res.executor}); {res.wall_time:.1f} s.",
         "",
         "## Verdict",
         "",

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from depthaccel.commands import jobs
 from depthaccel.compare import (
     DEFAULT_CHECKPOINT_EVERY,
     DEFAULT_ITERS,
@@ -266,6 +267,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "extra threads slowed training 14x on a busy 2-core machine)",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    jobs.add_arguments(p)
     p.set_defaults(func=run)
     return p
 
@@ -310,8 +312,12 @@ def run(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
+    executor, error = jobs.open_executor(args, prog)
+    if error is not None:
+        print(error, file=sys.stderr)
+        return 2
     try:
-        res = run_compare(cfg, progress=not args.no_progress, log=print)
+        res = run_compare(cfg, progress=not args.no_progress, log=print, executor=executor)
     except (OutputFolderError, MemoryEstimateError) as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
@@ -325,6 +331,8 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 130
+    finally:
+        jobs.close_executor(executor)  # a Ray cluster this command started stops here
     print(res.verdict.text)
     resumed = ""
     if res.resumed:

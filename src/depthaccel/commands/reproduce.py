@@ -9,7 +9,9 @@ import sys
 import textwrap
 import time
 import traceback
+from typing import Any
 
+from depthaccel.commands import jobs
 from depthaccel.data.catalog import ensure_data
 from depthaccel.experiments import (
     EXPERIMENTS,
@@ -161,6 +163,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="mnist-e2e only: EndToEndSGD recomputes each dense weight's SVD every K steps "
         "(1: exact Eq. 10; default: the experiment's, 10)",
     )
+    jobs.add_arguments(p)
     p.set_defaults(func=run)
     return p
 
@@ -219,13 +222,25 @@ def run(args: argparse.Namespace) -> int:
     except OutputFolderError as exc:
         print(f"depthaccel reproduce: error: {exc}", file=sys.stderr)
         return 2
+    executor, error = jobs.open_executor(args, "depthaccel reproduce")
+    if error is not None:
+        print(error, file=sys.stderr)
+        return 2
     import torch
 
     threads_before = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     try:
-        return _run_all(args, names)
+        return _run_all(args, names, executor)
+    except KeyboardInterrupt:
+        print(
+            "\ndepthaccel reproduce: interrupted; finished runs and the last checkpoints are "
+            "in the results store: run the same command again to resume",
+            file=sys.stderr,
+        )
+        return 130
     finally:
+        jobs.close_executor(executor)  # a Ray cluster this command started stops here
         torch.set_num_threads(threads_before)  # the command leaves global torch state as it was
 
 
@@ -319,7 +334,7 @@ def _data_preflight(args: argparse.Namespace, names: list[str]) -> tuple[list[st
     return [n for n in names if n not in skipped], advice
 
 
-def _run_all(args: argparse.Namespace, names: list[str]) -> int:
+def _run_all(args: argparse.Namespace, names: list[str], executor: Any = None) -> int:
     store = (
         None if args.no_store else (args.store or os.path.join(args.out, "depthaccel-store.sqlite"))
     )
@@ -336,6 +351,7 @@ def _run_all(args: argparse.Namespace, names: list[str]) -> int:
         store=store,
         checkpoint_every=args.checkpoint_every,
         cache=ContextCache(),
+        executor=executor,
     )
     mode = "quick" if args.quick else "full"
     errors: list[str] = []

@@ -36,8 +36,14 @@ def report_section(result: ExperimentResult, root: Path) -> str:
             f"earlier call; {store['runs_trained']} trained now; training time of all the "
             f"runs used: {format_seconds(store.get('training_seconds', 0.0))})"
         )
+    ex = result.settings.get("executor") or {}
+    ran_on = ""
+    if ex.get("executor") == "ray":
+        ran_on = f"executor: Ray ({ex.get('cluster', '?')}, {ex.get('cluster_cpus', '?')} CPUs); "
+    elif ex:
+        ran_on = "executor: local (this process); "
     lines.append(
-        f"*Mode: {result.mode}; device: {result.device or '?'}; {when}"
+        f"*Mode: {result.mode}; device: {result.device or '?'}; {ran_on}{when}"
         f"took {format_seconds(result.wall_time)}{reuse}.*"
     )
     lines.append("")

@@ -82,6 +82,11 @@ def run_experiment(
     store = ctx.store_summary()
     if store is not None:
         result.settings["results_store"] = store
+    result.settings["executor"] = (
+        ctx.executor.settings()
+        if ctx.executor is not None
+        else {"executor": "local", "where": "in this process"}
+    )
     write_json(out_dir / SETTINGS_NAME, result.settings)
     write_json(out_dir / RESULT_NAME, result.to_json(out_root))
     if report:
