@@ -446,6 +446,20 @@ def test_rerun_into_own_folder_is_accepted(tmp_path, capsys):
     assert code == 2 and "(summary.csv)" in err
 
 
+def test_outputs_of_an_earlier_version_are_recognised(tmp_path, capsys):
+    table = write_table(tmp_path / "data.csv")
+    out = tmp_path / "out"
+    argv = ["compare", "--data", str(table), "--out", str(out), *QUICK]
+    assert run_cli(argv, capsys)[0] == 0
+    (out / MANIFEST_NAME).unlink()  # as an earlier version left it
+    (out / "summary.csv").write_text("run,method,depth,lr,final_gap,other\n")
+    assert run_cli(argv, capsys)[0] == 0
+    (out / MANIFEST_NAME).unlink()
+    (out / "summary.csv").write_text("my,own,table\n")  # not ours: refused
+    code, err = run_cli(argv, capsys)
+    assert code == 2 and "(summary.csv)" in err
+
+
 def test_failure_mid_write_keeps_the_previous_good_set(tmp_path, capsys, monkeypatch):
     import depthaccel.compare as cmp
 
@@ -559,6 +573,7 @@ def test_exact_fit_end_to_end_reports_convergence_not_ratios(tmp_path, capsys):
     assert "to round-off" in verdict_text
     assert "iterations to 1e-6 of the initial gap" in verdict_text
     assert not re.search(r"\d(\.\d+)?e\+\d+x", verdict_text), verdict_text
+    assert "(round-off) |" in report.split("## Best learning rate per model")[1]
 
 
 def test_compare_plot_legend_is_outside_the_axes(tmp_path, capsys, monkeypatch):

@@ -692,9 +692,27 @@ OUTPUT_NAMES = {
 STORE_NAMES = tuple(STORE_FILENAME + s for s in ("", "-wal", "-shm", "-journal"))
 
 
+#: How each output starts: recognises the outputs of a version without the manifest.
+_OUTPUT_HEADS = {
+    "summary.csv": b"run,method,depth,lr,final_gap,",
+    "curves.csv": b"run,iteration,gap",
+    "compare.png": b"\x89PNG\r\n\x1a\n",
+    "REPORT.md": b"# Does depth accelerate this problem?",
+}
+
+
+def _adopt_legacy(rel: str, path: Path) -> bool:
+    head = _OUTPUT_HEADS.get(rel)
+    if head is None:
+        return False
+    with open(path, "rb") as fh:
+        return fh.read(len(head)) == head
+
+
 def output_folder(cfg: CompareConfig) -> OutputFolder:
-    """The guarded output folder of ``cfg`` (see ``depthaccel.outdir``)."""
-    return OutputFolder(cfg.out, force=cfg.force, allowed=STORE_NAMES)
+    """The guarded output folder of ``cfg`` (see ``depthaccel.outdir``); outputs of an
+    earlier version (no manifest yet) are recognised by how they start."""
+    return OutputFolder(cfg.out, force=cfg.force, allowed=STORE_NAMES, adopt=_adopt_legacy)
 
 
 def _threshold_names(thresholds: Sequence[float], g0: float, relative: bool) -> dict[float, str]:
@@ -924,7 +942,8 @@ def _report(res: CompareResult) -> str:
         f"Data: `{cfg.data}` ({ds.X.shape[0]} rows x {ds.X.shape[1]} features, target "
         f"`{ds.target_name}`, {'standardised' if cfg.standardize else 'raw values'}). "
         f"Loss: l{cfg.p:g}, optimum L* = {res.optimum:.10g}; initial gap L(0) - L* = "
-        f"{res.initial_gap:.4g}.",
+        f"{res.initial_gap:.4g}; round-off floor of the gap {res.floor:.3g} (final gaps "
+        "at or below it are the optimum reached; summary.csv keeps the raw numbers).",
         "",
         f"Grid: methods {', '.join(cfg.methods)}; depths {', '.join(map(str, cfg.depths))} "
         f"(e2e at depths > 1 only); hidden width {cfg.hidden}; {cfg.init} init"
@@ -951,7 +970,9 @@ def _report(res: CompareResult) -> str:
         if m.best is None:
             cells = [m.label, "\u2014", "all diverged"] + ["\u2014"] * len(res.thresholds)
         else:
-            cells = [m.label, format_lr(m.best_lr), f"{m.best.final_gap:.4g}"] + [
+            gap = m.best.final_gap
+            shown = f"{gap:.4g}" if gap > res.floor else f"\u2264 {res.floor:.2g} (round-off)"
+            cells = [m.label, format_lr(m.best_lr), shown] + [
                 "\u2014" if m.best.first_hit[t] is None else str(m.best.first_hit[t])
                 for t in res.thresholds
             ]
