@@ -141,3 +141,16 @@ def test_kill_between_renames_leaves_a_folder_we_accept(tmp_path, monkeypatch):
     monkeypatch.setattr(os, "replace", real)
     assert (tmp_path / "a").read_text() == "new a" and (tmp_path / "b").read_text() == "old b"
     assert f.foreign_files() == []  # the next run accepts the mix of old and new
+
+
+def test_a_huge_foreign_folder_is_refused_without_walking_all_of_it(tmp_path):
+    for i in range(3):
+        d = tmp_path / f"d{i}"
+        d.mkdir()
+        for j in range(60):
+            (d / f"f{j}").write_text("x")
+    f = OutputFolder(tmp_path)
+    assert len(f.foreign_files()) == 180
+    assert len(f.foreign_files(limit=100)) == 120  # stops after the folder that passed 100
+    with pytest.raises(OutputFolderError, match="holds 100 or more file"):
+        f.check()

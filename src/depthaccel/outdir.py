@@ -42,6 +42,7 @@ __all__ = ["MANIFEST_NAME", "OutputFolder", "OutputFolderError", "sha256_file"]
 MANIFEST_NAME = ".depthaccel-outputs.json"
 _FORMAT = "depthaccel-outputs/1"
 _SHOW = 5  # foreign files named in the error message
+_LIMIT = 100  # the check stops walking after this many foreign files
 
 
 class OutputFolderError(ValueError):
@@ -142,8 +143,9 @@ class OutputFolder:
 
     # --------------------------------------------------------------------- checks
 
-    def foreign_files(self) -> list[str]:
-        """Files in the folder that depthaccel did not write (relative paths, sorted)."""
+    def foreign_files(self, limit: int | None = None) -> list[str]:
+        """Files in the folder that depthaccel did not write (relative paths, sorted);
+        the walk stops after ``limit`` of them (a mistaken ``--out ~`` is refused at once)."""
         if not self.root.is_dir():
             return []
         man = self._read_manifest()
@@ -172,6 +174,8 @@ class OutputFolder:
                 if adopt is not None and adopt(rel, full):
                     continue
                 foreign.append(rel)
+            if limit is not None and len(foreign) >= limit:
+                break
         return sorted(foreign)
 
     def check(
@@ -198,13 +202,14 @@ class OutputFolder:
         self._check_writable()
         if self.force:
             return
-        foreign = self.foreign_files()
+        foreign = self.foreign_files(limit=_LIMIT)
         if foreign:
             shown = ", ".join(foreign[:_SHOW]) + (
                 f" and {len(foreign) - _SHOW} more" if len(foreign) > _SHOW else ""
             )
+            count = f"{len(foreign)}" if len(foreign) < _LIMIT else f"{_LIMIT} or more"
             raise OutputFolderError(
-                f"output folder {str(root)!r} holds {len(foreign)} file(s) depthaccel did not "
+                f"output folder {str(root)!r} holds {count} file(s) depthaccel did not "
                 f"write ({shown}); choose an empty or new folder, or pass {self.flag} to "
                 "write there anyway (files with an output's name are then replaced)"
             )
