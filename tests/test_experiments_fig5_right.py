@@ -132,7 +132,7 @@ def test_variants_train_alongside_with_their_own_l2_target():
     y = torch.randint(0, 10, (640,), generator=g)
     splits = mt.Splits(x, y, x[:64], y[:64], x[:1], y[:1])
     hist, _, _ = mt.train_side_by_side(
-        {"o": over, "v": var}, splits, f5.schedule(cfg), l2_on={"v": "product"}
+        {"o": over, "v": var}, splits, cfg.schedule(), l2_on={"v": "product"}
     )
     ce0 = hist["v"].ce[0]
     # residual init: the variant starts as the original function; its L2 is on the product

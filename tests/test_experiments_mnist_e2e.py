@@ -52,7 +52,7 @@ def test_nets_start_as_configured():
 
 def test_e2e_optimizer_preconditions_exactly_the_dense_weights():
     net = mt.tutorial_net(1)
-    opt = me.e2e_optimizer(net, me.schedule(me.Config.quick()), depth=2, precondition_every=7)
+    opt = me.e2e_optimizer(net, me.Config.quick().schedule(), depth=2, precondition_every=7)
     dense, rest = opt.param_groups
     assert len(dense["params"]) == 2
     assert dense["params"][0] is net.fc1.weight and dense["params"][1] is net.fc2.weight
@@ -64,7 +64,7 @@ def test_e2e_optimizer_preconditions_exactly_the_dense_weights():
 def test_e2e_optimizer_at_depth_one_is_the_tutorial_sgd():
     """With depth 1 the e2e net is the original net, bit for bit (same optimizer rule)."""
     a, b = mt.tutorial_net(3), mt.tutorial_net(3)
-    sched = me.schedule(me.Config.quick())
+    sched = me.Config.quick().schedule()
     opt_a = me.e2e_optimizer(a, sched, depth=1, precondition_every=1)
     opt_b = torch.optim.SGD(b.parameters(), lr=sched.base_lr, momentum=sched.momentum)
     x = torch.randn(8, 1, 28, 28, generator=torch.Generator().manual_seed(0))

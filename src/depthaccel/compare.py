@@ -73,7 +73,7 @@ __all__ = [
     "write_outputs",
 ]
 
-#: Learning-rate grid: 1e-4 .. 1 with two rates per decade (GUIDE.md section 2).
+#: Learning-rate grid: 1e-4 .. 1 with two rates per decade.
 DEFAULT_LRS: tuple[float, ...] = log_grid(1e-4, 1.0, 2)
 #: Default gap thresholds, as fractions of the initial gap L(0) - L*.
 DEFAULT_RELATIVE_THRESHOLDS: tuple[float, ...] = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6)

@@ -20,6 +20,7 @@ __all__ = [
     "format_lr",
     "format_seconds",
     "plot_gap_panels",
+    "plot_loss_panel",
     "pyplot",
     "read_curves_csv",
     "run_curve",
@@ -187,3 +188,18 @@ def run_curve(res: Any, label: str | None = None, panel: str = "") -> Curve:
     if label is None:
         label = f"{res.run.label()}, lr {format_lr(res.run.effective_lr)}"
     return Curve(label, np.asarray(res.iters), np.asarray(res.gap, dtype=float), panel=panel)
+
+
+def plot_loss_panel(
+    out_dir: str | os.PathLike, name: str, p: float, curves: Sequence[Curve], suptitle: str
+) -> tuple[Path, Path]:
+    """One l_p panel (gap vs iteration, log y, 7 x 4.6 in) as ``out_dir/name`` and the
+    curves as ``out_dir/curves.csv``; returns both paths."""
+    fig = plot_gap_panels(
+        Path(out_dir) / name,
+        [(f"l{p:g} loss", curves)],
+        suptitle=suptitle,
+        ylabel=f"l{p:g} loss (distance from optimum)",
+        panel_size=(7.0, 4.6),
+    )
+    return fig, write_curves_csv(Path(out_dir) / "curves.csv", curves)

@@ -29,7 +29,7 @@ def data_dir(path: str | os.PathLike | None = None) -> Path:
     1. ``path`` when given;
     2. the environment variable ``DEPTHACCEL_DATA_DIR`` when set and non-empty;
     3. ``<repo>/../shared/data`` when this package runs from a source checkout and that
-       folder exists (the project's shared data, see GUIDE.md §3);
+       folder exists (the project's shared data folder);
     4. ``$XDG_CACHE_HOME/depthaccel`` (default ``~/.cache/depthaccel``), where downloads go.
 
     The directory is not created here and need not exist; loaders say what is missing.

@@ -21,6 +21,7 @@ import numpy as np
 
 from depthaccel.experiments.context import ExperimentContext
 from depthaccel.experiments.results import Claim, ExperimentResult
+from depthaccel.experiments.runs import config_run
 from depthaccel.reporting import format_lr, plot_gap_panels, run_curve, write_curves_csv
 from depthaccel.train.grid import log_grid, two_stage_search
 
@@ -78,22 +79,9 @@ def _edge_text(depths: list[int] | None) -> str:
 
 
 def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
-    from depthaccel.train import Run
-
     task = ctx.ethanol()
     X, y = task.X, task.y
-    models = [
-        Run(
-            "gd",
-            1.0,
-            depth=d,
-            hidden=config.hidden,
-            init=config.init,
-            init_scale=config.init_scale,
-            seed=config.seed,
-        )
-        for d in config.depths
-    ]
+    models = [config_run(config, "gd", 1.0, depth=d) for d in config.depths]
     panels, curves, searched, finals, edges = [], [], {}, {}, {}
     for p in config.losses:
         found, record = two_stage_search(
@@ -197,18 +185,15 @@ def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
             "busy 2-core machine (other jobs running), so the broad grid at full length, or more "
             "extension rounds, did not fit the session."
         )
+    settings = {
+        "what_was_run": (
+            f"GD on depth {', '.join(map(str, config.depths))} (width {config.hidden}), "
+            f"{config.iters} iterations, l2 and l4, lr grid-searched per model."
+        ),
+        "data_source": task.source,
+        "grid_search": searched,
+        "final_gaps": {f"l{p:g}/depth{d}": g for (p, d), g in finals.items()},
+    }
     return ExperimentResult(
-        settings={
-            "what_was_run": (
-                f"GD on depth {', '.join(map(str, config.depths))} (width {config.hidden}), "
-                f"{config.iters} iterations, l2 and l4, lr grid-searched per model."
-            ),
-            "data_source": task.source,
-            "grid_search": searched,
-            "final_gaps": {f"l{p:g}/depth{d}": g for (p, d), g in finals.items()},
-        },
-        figures=[fig],
-        curves=[csv],
-        claims=claims,
-        notes=notes,
+        settings=settings, figures=[fig], curves=[csv], claims=claims, notes=notes
     )

@@ -17,7 +17,12 @@ from dataclasses import dataclass
 
 from depthaccel.experiments.context import ExperimentContext
 from depthaccel.experiments.results import Claim, ExperimentResult
-from depthaccel.reporting import format_lr, plot_gap_panels, run_curve, write_curves_csv
+from depthaccel.experiments.runs import config_run
+from depthaccel.reporting import (
+    format_lr,
+    plot_loss_panel,
+    run_curve,
+)
 from depthaccel.train.grid import log_grid, two_stage_search
 
 NAME = "fig4-left"
@@ -69,23 +74,9 @@ class Config:
 
 
 def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
-    from depthaccel.train import Run
-
     task = ctx.ethanol()
     X, y = task.X, task.y
-    models = [
-        Run(
-            method,
-            1.0,
-            depth=depth,
-            hidden=config.hidden,
-            init=config.init,
-            init_scale=config.init_scale,
-            seed=config.seed,
-            convention=config.convention,
-        )
-        for method, depth, _, _ in config.models
-    ]
+    models = [config_run(config, method, 1.0, depth=depth) for method, depth, _, _ in config.models]
     grids = [log_grid(lo, hi, config.lrs_per_decade) for _, _, lo, hi in config.models]
     found_all, record = two_stage_search(
         X,
@@ -126,14 +117,13 @@ def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
         finals[key] = f.best.final_gap
         if f.on_edge:
             edges.append(f"{m.method} depth {m.depth}")
-    fig = plot_gap_panels(
-        ctx.out_dir / "fig4_left.png",
-        [(f"l{config.p:g} loss", curves)],
-        suptitle="Depth-3 GD vs AdaGrad / AdaDelta on a single layer",
-        ylabel=f"l{config.p:g} loss (distance from optimum)",
-        panel_size=(7.0, 4.6),
+    fig, csv = plot_loss_panel(
+        ctx.out_dir,
+        "fig4_left.png",
+        config.p,
+        curves,
+        "Depth-3 GD vs AdaGrad / AdaDelta on a single layer",
     )
-    csv = write_curves_csv(ctx.out_dir / "curves.csv", curves)
 
     note = (
         "" if config.iters >= 1_000_000 else f"quick mode: {config.iters} iterations (paper: 1e6)"
@@ -218,19 +208,16 @@ def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
             "machine (other jobs running), so the broad grids at full length, or more "
             "extension rounds, did not fit the session."
         )
+    settings = {
+        "what_was_run": (
+            f"l{config.p:g}, {config.iters} iterations: "
+            + ", ".join(f"{m} depth {d}" for m, d, _, _ in config.models)
+            + ", learning rate grid-searched per model."
+        ),
+        "data_source": task.source,
+        "grid_search": record,
+        "final_gaps": {f"{m}/depth{d}": g for (m, d), g in finals.items()},
+    }
     return ExperimentResult(
-        settings={
-            "what_was_run": (
-                f"l{config.p:g}, {config.iters} iterations: "
-                + ", ".join(f"{m} depth {d}" for m, d, _, _ in config.models)
-                + ", learning rate grid-searched per model."
-            ),
-            "data_source": task.source,
-            "grid_search": record,
-            "final_gaps": {f"{m}/depth{d}": g for (m, d), g in finals.items()},
-        },
-        figures=[fig],
-        curves=[csv],
-        claims=claims,
-        notes=notes,
+        settings=settings, figures=[fig], curves=[csv], claims=claims, notes=notes
     )

@@ -16,7 +16,12 @@ from dataclasses import dataclass
 
 from depthaccel.experiments.context import ExperimentContext
 from depthaccel.experiments.results import Claim, ExperimentResult
-from depthaccel.reporting import format_lr, plot_gap_panels, run_curve, write_curves_csv
+from depthaccel.experiments.runs import config_run
+from depthaccel.reporting import (
+    format_lr,
+    plot_loss_panel,
+    run_curve,
+)
 
 NAME = "fig4-right"
 TITLE = "Fig. 4 right: Adam (TensorFlow defaults) on depth 1/2/3 (l4, Ethanol)"
@@ -47,23 +52,9 @@ class Config:
 
 
 def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
-    from depthaccel.train import Run
-
+    runs = [config_run(config, "adam", config.lr, depth=d) for d in config.depths]
     task = ctx.ethanol()
     X, y = task.X, task.y
-    runs = [
-        Run(
-            "adam",
-            config.lr,
-            depth=d,
-            hidden=config.hidden,
-            init=config.init,
-            init_scale=config.init_scale,
-            seed=config.seed,
-            convention=config.convention,
-        )
-        for d in config.depths
-    ]
     res = ctx.train(
         X,
         y,
@@ -78,14 +69,13 @@ def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
     for r in res:
         c = run_curve(r, f"{r.run.depth}-layer Adam, lr {format_lr(lr)}", f"l{config.p:g}")
         curves.append(c)
-    fig = plot_gap_panels(
-        ctx.out_dir / "fig4_right.png",
-        [(f"l{config.p:g} loss", curves)],
-        suptitle=f"Adam ({config.convention} defaults) on depth {', '.join(map(str, config.depths))}",
-        ylabel=f"l{config.p:g} loss (distance from optimum)",
-        panel_size=(7.0, 4.6),
+    fig, csv = plot_loss_panel(
+        ctx.out_dir,
+        "fig4_right.png",
+        config.p,
+        curves,
+        f"Adam ({config.convention} defaults) on depth {', '.join(map(str, config.depths))}",
     )
-    csv = write_curves_csv(ctx.out_dir / "curves.csv", curves)
     finals = {r.run.depth: r.final_gap for r in res}
     hits = {r.run.depth: {f"{t:g}": r.first_hit.get(t) for t in config.thresholds} for r in res}
     d1 = min(config.depths)

@@ -20,7 +20,12 @@ import numpy as np
 
 from depthaccel.experiments.context import ExperimentContext
 from depthaccel.experiments.results import Claim, ExperimentResult
-from depthaccel.reporting import format_lr, plot_gap_panels, run_curve, write_curves_csv
+from depthaccel.experiments.runs import config_run
+from depthaccel.reporting import (
+    format_lr,
+    plot_loss_panel,
+    run_curve,
+)
 from depthaccel.train.grid import log_grid, two_stage_search
 
 NAME = "fig5-left"
@@ -62,25 +67,13 @@ def move_iteration(iters: np.ndarray, gap: np.ndarray, drop: float) -> int | Non
 
 
 def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
-    from depthaccel.train import Run
-
     task = ctx.ethanol()
     X, y = task.X, task.y
     specs = [(1, "near_zero")]
     specs += [(d, "near_zero") for d in config.deep]
     specs += [(d, "identity") for d in config.deep]
-    models = [
-        Run(
-            "gd",
-            1.0,
-            depth=d,
-            hidden=config.hidden,
-            init=init,
-            init_scale=config.near_zero_scale if init == "near_zero" else config.identity_scale,
-            seed=config.seed,
-        )
-        for d, init in specs
-    ]
+    scale = {"near_zero": config.near_zero_scale, "identity": config.identity_scale}
+    models = [config_run(config, "gd", 1.0, depth=d, init=i, init_scale=scale[i]) for d, i in specs]
     found, record = two_stage_search(
         X,
         y,
@@ -122,14 +115,13 @@ def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
             "ls": "--" if m.init == "near_zero" and m.depth > 1 else "-",
         }
         curves.append(c)
-    fig = plot_gap_panels(
-        ctx.out_dir / "fig5_left.png",
-        [(f"l{config.p:g} loss", curves)],
-        suptitle="Deeper nets: near-zero vs identity initialisation",
-        ylabel=f"l{config.p:g} loss (distance from optimum)",
-        panel_size=(7.0, 4.6),
+    fig, csv = plot_loss_panel(
+        ctx.out_dir,
+        "fig5_left.png",
+        config.p,
+        curves,
+        "Deeper nets: near-zero vs identity initialisation",
     )
-    csv = write_curves_csv(ctx.out_dir / "curves.csv", curves)
 
     T = config.iters
     claims = []

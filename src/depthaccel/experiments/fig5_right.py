@@ -36,7 +36,6 @@ Choices where the paper is silent (Appendix C is not available), each a config f
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,8 +48,9 @@ from torch import nn
 from depthaccel.atomic import save_figure
 from depthaccel.experiments.context import ExperimentContext
 from depthaccel.experiments.results import Claim, ExperimentResult
+from depthaccel.experiments.tutorial_config import TutorialConfig, history_curves
 from depthaccel.models import mnist_tutorial as mt
-from depthaccel.reporting import Curve, pyplot, write_curves_csv
+from depthaccel.reporting import pyplot, write_curves_csv
 
 NAME = "fig5-right"
 TITLE = (
@@ -62,45 +62,16 @@ L2_TARGETS = mt.L2_TARGETS
 
 
 @dataclass(frozen=True)
-class Config:
-    """Settings of the Fig. 5 right experiment (defaults = the tutorial = ``full()``).
+class Config(TutorialConfig):
+    """Settings of the Fig. 5 right experiment (defaults = the tutorial = ``full()``; the
+    shared fields: :class:`~depthaccel.experiments.tutorial_config.TutorialConfig`)."""
 
-    Steps: ``int(epochs * train_size) // batch_size`` (the tutorial's formula: 8593 for
-    10 epochs of 55000 images). The learning rate decays once per ``train_size`` images.
-    """
-
-    epochs: float = 10.0
-    train_size: int = 55000  # training images after the validation hold-out (<= 55000)
-    validation_size: int = 5000  # first images of the training file, held out
-    validation_eval: int = 5000  # how many held-out images each validation pass scores
-    test_size: int = 10000
-    eval_every: int = 860  # steps between validation passes (0: only at the end)
-    batch_size: int = 64
-    base_lr: float = 0.01
-    decay_rate: float = 0.95
-    momentum: float = 0.9
-    l2_weight: float = 5e-4
-    dropout: float = 0.5
-    seed: int = 66478  # the tutorial's SEED
-    depth: int = 2
     factor_hidden: str | int = "out"
-    factor_init: str = "tutorial"
-    factor_std: float = 0.1
-    l2_on: str = "factors"
     factored_forward: bool = True
     same_dropout_masks: bool = True
-    smooth_window: int = 100
-    checkpoints: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1.0)
-    max_test_error: float | None = 1.5  # percent; None: report test error without a claim
-    time_limit_s: float | None = None  # stop both nets at the same step when exceeded
     # extra overparameterized nets trained alongside on the same batches, as
     # (factor_init, l2_on) pairs: how the result depends on the paper's silent choices
     variants: tuple[tuple[str, str], ...] = ()
-    # torch intra-op threads during the run (None: unchanged). 1 by default: these small
-    # convolutions gain little from a second thread, and on a shared 2-core machine two
-    # threads per process were measured 3-8x slower per step than one (spin-wait thrash).
-    threads: int | None = 1
-    channels_last: bool = True  # memory layout of convolutions (speed only)
 
     @classmethod
     def full(cls) -> Config:
@@ -114,60 +85,19 @@ class Config:
     @classmethod
     def quick(cls) -> Config:
         """CI size: 30 steps on the first 1280 training images, small evaluations."""
-        return cls(
-            epochs=1.5,
-            train_size=1280,
-            validation_eval=256,
-            test_size=512,
-            eval_every=0,
-            smooth_window=5,
-            checkpoints=(0.5, 1.0),
-            max_test_error=None,
-        )
-
-    def n_steps(self) -> int:
-        return int(self.epochs * self.train_size) // self.batch_size
+        return cls.ci_sized(epochs=1.5, validation_eval=256, test_size=512)
 
     def validate(self) -> None:
         """ValueError naming the first bad field."""
-        if self.factor_init not in FACTOR_INITS:
-            raise ValueError(f"factor_init must be one of {FACTOR_INITS}, got {self.factor_init!r}")
-        if self.l2_on not in L2_TARGETS:
-            raise ValueError(f"l2_on must be one of {L2_TARGETS}, got {self.l2_on!r}")
+        super().validate()
         for v in self.variants:
             if len(v) != 2 or v[0] not in FACTOR_INITS or v[1] not in L2_TARGETS:
                 raise ValueError(
                     f"variants must be (factor_init, l2_on) pairs from {FACTOR_INITS} x "
                     f"{L2_TARGETS}, got {v!r}"
                 )
-        if not 0 < self.train_size <= 60000 - self.validation_size:
-            raise ValueError(
-                f"train_size must be in 1..{60000 - self.validation_size}, got {self.train_size}"
-            )
-        if self.batch_size < 1 or self.train_size <= self.batch_size:
-            raise ValueError(
-                f"need 1 <= batch_size < train_size, got {self.batch_size}, {self.train_size}"
-            )
-        if self.n_steps() < 1:
-            raise ValueError(f"epochs={self.epochs} gives no training step")
-        if not 0 <= self.validation_eval <= self.validation_size:
-            raise ValueError("validation_eval must be in 0..validation_size")
-        if not 0 < self.test_size <= 10000:
-            raise ValueError(f"test_size must be in 1..10000, got {self.test_size}")
         if self.depth < 1:
             raise ValueError(f"depth must be >= 1, got {self.depth}")
-        for name in ("base_lr", "factor_std"):
-            v = getattr(self, name)
-            if not (math.isfinite(v) and v > 0):
-                raise ValueError(f"{name} must be a finite number > 0, got {v}")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.smooth_window < 1:
-            raise ValueError(f"smooth_window must be >= 1, got {self.smooth_window}")
-        if self.threads is not None and self.threads < 1:
-            raise ValueError(f"threads must be >= 1 or None, got {self.threads}")
-        if not self.checkpoints or not all(0 < c <= 1 for c in self.checkpoints):
-            raise ValueError(f"checkpoints must be fractions in (0, 1], got {self.checkpoints}")
 
 
 # ----------------------------------------------------------------- models, training
@@ -188,11 +118,10 @@ def overparameterized_net(
         hidden=cfg.factor_hidden,
         factor_init=factor_init,
         factor_std=cfg.factor_std,
-        dropout=cfg.dropout,
         factored_forward=cfg.factored_forward,
-        channels_last=cfg.channels_last,
         device=device,
         dtype=dtype,
+        **cfg.net_options(),
     )
 
 
@@ -207,34 +136,10 @@ def build_models(
     """
     cfg.validate()
     over, summary = overparameterized_net(cfg, cfg.factor_init, device, dtype)
-    plain = mt.tutorial_net(
-        cfg.seed,
-        dropout=cfg.dropout,
-        factored_forward=cfg.factored_forward,
-        channels_last=cfg.channels_last,
-        device=device,
-        dtype=dtype,
-    )
+    options = cfg.net_options()
+    plain = mt.tutorial_net(cfg.seed, factored_forward=cfg.factored_forward, **options)
+    plain = plain.to(device=device, dtype=dtype)
     return plain, over, summary
-
-
-def schedule(cfg: Config) -> mt.Schedule:
-    """The training schedule of ``cfg`` (the tutorial's, by default)."""
-    return mt.Schedule(
-        steps=cfg.n_steps(),
-        train_size=cfg.train_size,
-        batch_size=cfg.batch_size,
-        base_lr=cfg.base_lr,
-        decay_rate=cfg.decay_rate,
-        momentum=cfg.momentum,
-        l2_weight=cfg.l2_weight,
-        l2_on=cfg.l2_on,
-        seed=cfg.seed,
-        same_dropout_masks=cfg.same_dropout_masks,
-        eval_every=cfg.eval_every,
-        validation_eval=cfg.validation_eval,
-        time_limit_s=cfg.time_limit_s,
-    )
 
 
 # ------------------------------------------------------------------------------ analysis
@@ -343,18 +248,6 @@ def plot(
 # ----------------------------------------------------------------------------------- run
 
 
-def _resolve_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
-    if dtype is None:
-        return torch.float32
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    table = {"float32": torch.float32, "float64": torch.float64, "float16": torch.float16}
-    table |= {"bfloat16": torch.bfloat16}
-    if dtype not in table:
-        raise ValueError(f"dtype must be one of {sorted(table)}, got {dtype!r}")
-    return table[dtype]
-
-
 def _count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
@@ -362,38 +255,15 @@ def _count(model: nn.Module) -> int:
 def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
     """Train both nets, write ``fig5_right.png`` and ``curves.csv`` into ``ctx.out_dir``,
     and check the claim (see the module docstring)."""
-
-    cfg = config
-    cfg.validate()
-    threads_before = torch.get_num_threads()
-    if cfg.threads is not None:
-        torch.set_num_threads(cfg.threads)
-    try:
-        return _run(cfg, ctx)
-    finally:
-        torch.set_num_threads(threads_before)
+    config.validate()
+    with config.torch_threads():
+        return _run(config, ctx)
 
 
 def _run(cfg: Config, ctx: ExperimentContext) -> ExperimentResult:
-    from depthaccel.data import load_mnist
-
-    out_dir = ctx.out_dir
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tdtype = _resolve_dtype(ctx.dtype)
-    dev = torch.device(ctx.device)
     t_all = time.perf_counter()
-
-    data = load_mnist(ctx.data_dir)
-    splits = mt.make_splits(
-        data,
-        train_size=cfg.train_size,
-        validation_size=cfg.validation_size,
-        validation_eval=cfg.validation_eval,
-        test_size=cfg.test_size,
-        channels_last=cfg.channels_last,
-        device=dev,
-        dtype=tdtype,
-    )
+    out_dir = ctx.out_dir
+    data, splits, dev, tdtype = cfg.data(ctx)
     plain, over, summary = build_models(cfg, dev, tdtype)
     labels = {
         "original": "original",
@@ -408,21 +278,16 @@ def _run(cfg: Config, ctx: ExperimentContext) -> ExperimentResult:
         labels[key] = f"variant: overparam. init {init}, L2 on {target}"
         l2_on[key] = target
     hist, lrs, done = mt.train_side_by_side(
-        nets, splits, schedule(cfg), l2_on=l2_on, progress=ctx.progress, desc=NAME
+        nets,
+        splits,
+        cfg.schedule(same_dropout_masks=cfg.same_dropout_masks),
+        l2_on=l2_on,
+        progress=ctx.progress,
+        desc=NAME,
     )
     test_err = {k: mt.error_rate(m, splits.test_x, splits.test_y) for k, m in nets.items()}
 
-    # curves
-    curves = []
-    for k, h in hist.items():
-        it = np.arange(1, len(h.loss) + 1)
-        curves.append(Curve(labels[k], it, np.asarray(h.loss), panel="batch_loss"))
-        curves.append(Curve(labels[k], it, np.asarray(h.ce), panel="batch_cross_entropy"))
-        if h.val_steps:
-            curves.append(
-                Curve(labels[k], np.asarray(h.val_steps), np.asarray(h.val_error), "val_error_pct")
-            )
-    csv_path = write_curves_csv(out_dir / "curves.csv", curves)
+    csv_path = write_curves_csv(out_dir / "curves.csv", history_curves(hist, labels))
     fig_path = plot(out_dir / "fig5_right.png", hist, cfg.smooth_window, labels)
 
     # claims

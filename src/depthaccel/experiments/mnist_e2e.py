@@ -49,9 +49,10 @@ from depthaccel.atomic import save_figure
 from depthaccel.experiments.context import ExperimentContext
 from depthaccel.experiments.fig5_right import first_reach, smooth
 from depthaccel.experiments.results import Claim, ExperimentResult
+from depthaccel.experiments.tutorial_config import TutorialConfig, history_curves
 from depthaccel.models import mnist_tutorial as mt
 from depthaccel.optim import EndToEndSGD
-from depthaccel.reporting import Curve, pyplot, write_curves_csv
+from depthaccel.reporting import pyplot, write_curves_csv
 
 NAME = "mnist-e2e"
 TITLE = (
@@ -63,36 +64,15 @@ NETS = ("original", "overparameterized", "e2e")
 
 
 @dataclass(frozen=True)
-class Config:
-    """Settings of the experiment (defaults: the tutorial, 10 epochs = ``full()``)."""
+class Config(TutorialConfig):
+    """Settings of the experiment (defaults: the tutorial, 10 epochs = ``full()``; the
+    shared fields: :class:`~depthaccel.experiments.tutorial_config.TutorialConfig`)."""
 
-    epochs: float = 10.0
-    train_size: int = 55000
-    validation_size: int = 5000
-    validation_eval: int = 5000
-    test_size: int = 10000
-    eval_every: int = 860
-    batch_size: int = 64
-    base_lr: float = 0.01
-    decay_rate: float = 0.95
-    momentum: float = 0.9
-    l2_weight: float = 5e-4
-    dropout: float = 0.5
-    seed: int = 66478
-    depth: int = 2  # of the overparameterized net and of EndToEndSGD
-    factor_init: str = "tutorial"
-    factor_std: float = 0.1
     l2_on: str = "product"  # the overparameterized net's L2 target
     # SVD of each dense weight every K steps (K = 1: exact Eq. 10). 10 by measurement:
     # benchmarks/precondition_every_gap.py --mnist-steps (see benchmarks/README.md)
     precondition_every: int = 10
     similar: float = 1.25  # e2e may need at most this many times the overparam. iterations
-    smooth_window: int = 100
-    checkpoints: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1.0)
-    max_test_error: float | None = 1.5
-    time_limit_s: float | None = None
-    threads: int | None = 1
-    channels_last: bool = True
 
     @classmethod
     def full(cls) -> Config:
@@ -103,42 +83,11 @@ class Config:
     @classmethod
     def quick(cls) -> Config:
         """CI size: 20 steps on 1280 images, small evaluations (claims not assessed)."""
-        return cls(
-            epochs=1.0,
-            train_size=1280,
-            validation_eval=128,
-            test_size=256,
-            eval_every=0,
-            smooth_window=5,
-            checkpoints=(0.5, 1.0),
-            max_test_error=None,
-        )
-
-    def n_steps(self) -> int:
-        return int(self.epochs * self.train_size) // self.batch_size
+        return cls.ci_sized(epochs=1.0, validation_eval=128, test_size=256)
 
     def validate(self) -> None:
         """ValueError naming the first bad field."""
-        if self.factor_init not in mt.FACTOR_INITS:
-            raise ValueError(
-                f"factor_init must be one of {mt.FACTOR_INITS}, got {self.factor_init!r}"
-            )
-        if self.l2_on not in mt.L2_TARGETS:
-            raise ValueError(f"l2_on must be one of {mt.L2_TARGETS}, got {self.l2_on!r}")
-        if not 0 < self.train_size <= 60000 - self.validation_size:
-            raise ValueError(
-                f"train_size must be in 1..{60000 - self.validation_size}, got {self.train_size}"
-            )
-        if self.batch_size < 1 or self.train_size <= self.batch_size:
-            raise ValueError(
-                f"need 1 <= batch_size < train_size, got {self.batch_size}, {self.train_size}"
-            )
-        if self.n_steps() < 1:
-            raise ValueError(f"epochs={self.epochs} gives no training step")
-        if not 0 <= self.validation_eval <= self.validation_size:
-            raise ValueError("validation_eval must be in 0..validation_size")
-        if not 0 < self.test_size <= 10000:
-            raise ValueError(f"test_size must be in 1..10000, got {self.test_size}")
+        super().validate()
         if isinstance(self.depth, bool) or not isinstance(self.depth, int) or self.depth < 2:
             raise ValueError(f"depth must be an integer >= 2, got {self.depth!r}")
         if (
@@ -149,18 +98,8 @@ class Config:
             raise ValueError(
                 f"precondition_every must be an integer >= 1, got {self.precondition_every!r}"
             )
-        for name in ("base_lr", "factor_std", "similar"):
-            v = getattr(self, name)
-            if not (math.isfinite(v) and v > 0):
-                raise ValueError(f"{name} must be a finite number > 0, got {v}")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
-        if self.smooth_window < 1:
-            raise ValueError(f"smooth_window must be >= 1, got {self.smooth_window}")
-        if self.threads is not None and self.threads < 1:
-            raise ValueError(f"threads must be >= 1 or None, got {self.threads}")
-        if not self.checkpoints or not all(0 < c <= 1 for c in self.checkpoints):
-            raise ValueError(f"checkpoints must be fractions in (0, 1], got {self.checkpoints}")
+        if not (math.isfinite(self.similar) and self.similar > 0):
+            raise ValueError(f"similar must be a finite number > 0, got {self.similar}")
 
 
 # ------------------------------------------------------------------------ the three nets
@@ -203,25 +142,6 @@ def build_nets(
         "e2e": mt.tutorial_net(cfg.seed, **kw),
     }
     return nets, summary
-
-
-def schedule(cfg: Config) -> mt.Schedule:
-    """The tutorial's training schedule per ``cfg``."""
-    return mt.Schedule(
-        steps=cfg.n_steps(),
-        train_size=cfg.train_size,
-        batch_size=cfg.batch_size,
-        base_lr=cfg.base_lr,
-        decay_rate=cfg.decay_rate,
-        momentum=cfg.momentum,
-        l2_weight=cfg.l2_weight,
-        l2_on=cfg.l2_on,
-        seed=cfg.seed,
-        same_dropout_masks=True,
-        eval_every=cfg.eval_every,
-        validation_eval=cfg.validation_eval,
-        time_limit_s=cfg.time_limit_s,
-    )
 
 
 # ---------------------------------------------------------------------------- analysis
@@ -297,47 +217,22 @@ def plot(path: Path, hist: dict[str, mt.History], window: int, labels: dict[str,
     return path
 
 
-def _resolve_dtype(dtype: torch.dtype | None) -> torch.dtype:
-    return torch.float32 if dtype is None else dtype
-
-
 # ---------------------------------------------------------------------------------- run
 
 
 def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
     """Train the three nets, write ``mnist_e2e.png`` and ``curves.csv`` into
     ``ctx.out_dir``, and check the claims (see the module docstring)."""
-    cfg = config
-    cfg.validate()
-    threads_before = torch.get_num_threads()
-    if cfg.threads is not None:
-        torch.set_num_threads(cfg.threads)
-    try:
-        return _run(cfg, ctx)
-    finally:
-        torch.set_num_threads(threads_before)
+    config.validate()
+    with config.torch_threads():
+        return _run(config, ctx)
 
 
 def _run(cfg: Config, ctx: ExperimentContext) -> ExperimentResult:
-    from depthaccel.data import load_mnist
-
     out_dir = ctx.out_dir
-    out_dir.mkdir(parents=True, exist_ok=True)
-    dtype = _resolve_dtype(ctx.dtype)
-    dev = torch.device(ctx.device)
-    data = load_mnist(ctx.data_dir)
-    splits = mt.make_splits(
-        data,
-        train_size=cfg.train_size,
-        validation_size=cfg.validation_size,
-        validation_eval=cfg.validation_eval,
-        test_size=cfg.test_size,
-        channels_last=cfg.channels_last,
-        device=dev,
-        dtype=dtype,
-    )
+    data, splits, dev, dtype = cfg.data(ctx)
     nets, summary = build_nets(cfg, dev, dtype)
-    sched = schedule(cfg)
+    sched = cfg.schedule()
     K = cfg.precondition_every
     labels = {
         "original": "original (SGD + momentum)",
@@ -361,16 +256,7 @@ def _run(cfg: Config, ctx: ExperimentContext) -> ExperimentResult:
     )
     test_err = {k: mt.error_rate(m, splits.test_x, splits.test_y) for k, m in nets.items()}
 
-    curves = []
-    for k, h in hist.items():
-        it = np.arange(1, len(h.loss) + 1)
-        curves.append(Curve(labels[k], it, np.asarray(h.loss), panel="batch_loss"))
-        curves.append(Curve(labels[k], it, np.asarray(h.ce), panel="batch_cross_entropy"))
-        if h.val_steps:
-            curves.append(
-                Curve(labels[k], np.asarray(h.val_steps), np.asarray(h.val_error), "val_error_pct")
-            )
-    csv_path = write_curves_csv(out_dir / "curves.csv", curves)
+    csv_path = write_curves_csv(out_dir / "curves.csv", history_curves(hist, labels))
     fig_path = plot(out_dir / "mnist_e2e.png", hist, cfg.smooth_window, labels)
 
     w = cfg.smooth_window
@@ -516,7 +402,7 @@ def precondition_every_table(
         test_size=1,
         channels_last=cfg.channels_last,
     )
-    sched = dataclasses.replace(schedule(cfg), steps=steps, eval_every=0, validation_eval=0)
+    sched = dataclasses.replace(cfg.schedule(), steps=steps, eval_every=0, validation_eval=0)
     kw = dict(channels_last=cfg.channels_last, dropout=cfg.dropout)
     nets = {f"K={k}": mt.tutorial_net(cfg.seed, **kw) for k in ks}
     W0 = nets[f"K={ks[0]}"].fc1.weight.detach().clone()

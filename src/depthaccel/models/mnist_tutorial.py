@@ -260,13 +260,8 @@ def overparameterized_tutorial_net(
     """
     if factor_init not in FACTOR_INITS:
         raise ValueError(f"factor_init must be one of {FACTOR_INITS}, got {factor_init!r}")
-    kw = dict(
-        dropout=dropout,
-        factored_forward=factored_forward,
-        channels_last=channels_last,
-        device=device,
-        dtype=dtype,
-    )
+    kw = {"dropout": dropout, "factored_forward": factored_forward, "device": device}
+    kw.update(channels_last=channels_last, dtype=dtype)
     original = tutorial_net(seed, **kw)
     over = tutorial_net(seed, **kw)
     gen = torch.Generator(device=device).manual_seed(seed + 1)

@@ -345,14 +345,8 @@ def two_stage_search(
     (``rescue_diverged``, ``lr_digits`` as there). Returns the per-model searches and a
     JSON-able record of every grid and chosen rate.
     """
-    kw = dict(
-        extend=True,
-        rescue_diverged=rescue_diverged,
-        lr_digits=lr_digits,
-        warn=False,
-        train=train,
-        **train_kwargs,
-    )
+    kw = {"extend": True, "rescue_diverged": rescue_diverged, "lr_digits": lr_digits}
+    kw.update(warn=False, train=train, **train_kwargs)
     nested = len(broad) and not isinstance(broad[0], (int, float, np.integer, np.floating))
     record: dict[str, Any] = {
         "broad_grid": [list(g) for g in broad] if nested else list(broad),

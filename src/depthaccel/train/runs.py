@@ -44,7 +44,7 @@ ADAPTIVE_METHODS = ("adagrad", "adadelta", "adam")
 INITS = nets.INITS  # one list, in one order
 CONVENTIONS = ("tf", "torch")
 
-# Defaults of the adaptive optimizers (GUIDE.md section 2), "lr" included (used when
+# Defaults of the adaptive optimizers, "lr" included (used when
 # Run.lr is None). TF1: tf.compat.v1.train.{Adam,Adagrad,Adadelta}Optimizer; torch:
 # torch.optim.{Adam,Adagrad,Adadelta}. TF1's AdagradOptimizer has no default lr: we
 # use torch's 0.01 for it.

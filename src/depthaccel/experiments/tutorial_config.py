@@ -1,0 +1,170 @@
+"""Settings shared by the experiments that train the MNIST tutorial net (``fig5-right``,
+``mnist-e2e``): the tutorial's data split, schedule and net, and the analysis of the
+batch-loss curves. Each experiment's ``Config`` extends :class:`TutorialConfig`."""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from depthaccel.models import mnist_tutorial as mt
+from depthaccel.reporting import Curve
+
+__all__ = ["TutorialConfig", "history_curves"]
+
+_SCHEDULE_FIELDS = (
+    "train_size", "batch_size", "base_lr", "decay_rate", "momentum", "l2_weight", "l2_on",
+    "seed", "eval_every", "validation_eval", "time_limit_s",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class TutorialConfig:
+    """The tutorial's settings (defaults: the tutorial, 10 epochs of 55000 images).
+
+    Steps: ``int(epochs * train_size) // batch_size`` (the tutorial's formula: 8593 for 10
+    epochs of 55000 images). The learning rate decays once per ``train_size`` images.
+    """
+
+    epochs: float = 10.0
+    train_size: int = 55000  # training images after the validation hold-out (<= 55000)
+    validation_size: int = 5000  # first images of the training file, held out
+    validation_eval: int = 5000  # how many held-out images each validation pass scores
+    test_size: int = 10000
+    eval_every: int = 860  # steps between validation passes (0: only at the end)
+    batch_size: int = 64
+    base_lr: float = 0.01
+    decay_rate: float = 0.95
+    momentum: float = 0.9
+    l2_weight: float = 5e-4
+    dropout: float = 0.5
+    seed: int = 66478  # the tutorial's SEED
+    depth: int = 2
+    factor_init: str = "tutorial"
+    factor_std: float = 0.1
+    l2_on: str = "factors"
+    smooth_window: int = 100
+    checkpoints: tuple[float, ...] = (0.05, 0.1, 0.25, 0.5, 1.0)
+    max_test_error: float | None = 1.5  # percent; None: report test error without a claim
+    time_limit_s: float | None = None  # stop every net at the same step when exceeded
+    # torch intra-op threads during the run (None: unchanged). 1 by default: these small
+    # convolutions gain little from a second thread, and on a shared 2-core machine two
+    # threads per process were measured 3-8x slower per step than one (spin-wait thrash).
+    threads: int | None = 1
+    channels_last: bool = True  # memory layout of convolutions (speed only)
+
+    def n_steps(self) -> int:
+        return int(self.epochs * self.train_size) // self.batch_size
+
+    def validate(self) -> None:
+        """ValueError naming the first bad field (the shared fields)."""
+        if self.factor_init not in mt.FACTOR_INITS:
+            raise ValueError(
+                f"factor_init must be one of {mt.FACTOR_INITS}, got {self.factor_init!r}"
+            )
+        if self.l2_on not in mt.L2_TARGETS:
+            raise ValueError(f"l2_on must be one of {mt.L2_TARGETS}, got {self.l2_on!r}")
+        if not 0 < self.train_size <= 60000 - self.validation_size:
+            raise ValueError(
+                f"train_size must be in 1..{60000 - self.validation_size}, got {self.train_size}"
+            )
+        if self.batch_size < 1 or self.train_size <= self.batch_size:
+            raise ValueError(
+                f"need 1 <= batch_size < train_size, got {self.batch_size}, {self.train_size}"
+            )
+        if self.n_steps() < 1:
+            raise ValueError(f"epochs={self.epochs} gives no training step")
+        if not 0 <= self.validation_eval <= self.validation_size:
+            raise ValueError("validation_eval must be in 0..validation_size")
+        if not 0 < self.test_size <= 10000:
+            raise ValueError(f"test_size must be in 1..10000, got {self.test_size}")
+        for name in ("base_lr", "factor_std"):
+            v = getattr(self, name)
+            if not (math.isfinite(v) and v > 0):
+                raise ValueError(f"{name} must be a finite number > 0, got {v}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.smooth_window < 1:
+            raise ValueError(f"smooth_window must be >= 1, got {self.smooth_window}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be >= 1 or None, got {self.threads}")
+        if not self.checkpoints or not all(0 < c <= 1 for c in self.checkpoints):
+            raise ValueError(f"checkpoints must be fractions in (0, 1], got {self.checkpoints}")
+
+    @contextlib.contextmanager
+    def torch_threads(self) -> Iterator[None]:
+        """Run the block with ``threads`` torch intra-op threads (None: unchanged); the
+        previous count is restored afterwards."""
+        before = torch.get_num_threads()
+        if self.threads is not None:
+            torch.set_num_threads(self.threads)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
+
+    def schedule(self, *, same_dropout_masks: bool = True) -> mt.Schedule:
+        """The training schedule of these settings (the tutorial's, by default)."""
+        shared = {f: getattr(self, f) for f in _SCHEDULE_FIELDS}
+        return mt.Schedule(steps=self.n_steps(), same_dropout_masks=same_dropout_masks, **shared)
+
+    def net_options(self) -> dict[str, Any]:
+        """Keyword arguments of ``mt.tutorial_net`` / ``mt.overparameterized_tutorial_net``
+        that these settings fix (dropout, memory layout)."""
+        return {"dropout": self.dropout, "channels_last": self.channels_last}
+
+    @classmethod
+    def ci_sized(cls, **fields: Any) -> TutorialConfig:
+        """A CI-sized run: 1280 training images, validation only at the end, a short
+        smoothing window, two checkpoints, no test-error claim; ``fields`` on top."""
+        ci = {"train_size": 1280, "eval_every": 0, "smooth_window": 5}
+        ci.update(checkpoints=(0.5, 1.0), max_test_error=None)
+        return cls(**{**ci, **fields})
+
+    def data(self, ctx: Any) -> tuple[Any, mt.Splits, torch.device, torch.dtype]:
+        """(MNIST, split, device, dtype): MNIST from ``ctx.data_dir``
+        (``depthaccel.data.load_mnist``) split per these settings on ``ctx.device`` in
+        ``ctx.dtype`` (float32 when unset)."""
+        from depthaccel.data import load_mnist
+
+        dev, dtype = torch.device(ctx.device), ctx.dtype or torch.float32
+        data = load_mnist(ctx.data_dir)
+        return data, self.splits(data, dev, dtype), dev, dtype
+
+    def splits(
+        self, data: Any, device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32
+    ) -> mt.Splits:
+        """The tutorial's split of ``data`` (``depthaccel.data.load_mnist``) per these
+        settings, on ``device`` in ``dtype``."""
+        return mt.make_splits(
+            data,
+            train_size=self.train_size,
+            validation_size=self.validation_size,
+            validation_eval=self.validation_eval,
+            test_size=self.test_size,
+            channels_last=self.channels_last,
+            device=device,
+            dtype=dtype,
+        )
+
+
+def history_curves(hist: dict[str, mt.History], labels: dict[str, str]) -> list[Curve]:
+    """Each net's per-step batch loss and cross-entropy (panels ``batch_loss``,
+    ``batch_cross_entropy``, against the 1-based step) and its validation error
+    (``val_error_pct``, at the steps it was measured)."""
+    curves = []
+    for k, h in hist.items():
+        it = np.arange(1, len(h.loss) + 1)
+        curves.append(Curve(labels[k], it, np.asarray(h.loss), panel="batch_loss"))
+        curves.append(Curve(labels[k], it, np.asarray(h.ce), panel="batch_cross_entropy"))
+        if h.val_steps:
+            curves.append(
+                Curve(labels[k], np.asarray(h.val_steps), np.asarray(h.val_error), "val_error_pct")
+            )
+    return curves
