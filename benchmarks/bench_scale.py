@@ -1,0 +1,158 @@
+"""Scale-out: one process (1 thread) vs a local Ray cluster with 2 workers, same sweep.
+
+Workload: the fig3-style l4 grid on Ethanol (2565 x 128, standardised; a random problem
+of the same shape when the data is missing): R = 64 gradient-descent runs on width-1
+nets of depths 1, 2, 3 over a log-spaced learning-rate grid (bench_train's grid: none
+diverges, every row does useful work), float64 (the experiments' dtype), L* given,
+``iters`` iterations at the trainer's full rate (losses computed every iteration, 1000
+logged points), through ``depthaccel.sweep.sweep`` into a fresh results store each time
+(store writes and checkpoints every ``iters // 4`` iterations included):
+
+* local: ``executor=None`` (the in-process path: one batch of 64 runs), 1 torch thread;
+* ray: ``RayExecutor(num_cpus=2)``: two shards of 32 runs on two worker processes, each
+  with 1 torch thread; the driver only receives events and writes the store.
+
+The two take turns (local, ray, local, ray, ...; ``--repeats`` each, after one warm-up
+of each that is not counted: the Ray workers import torch on their first task), so a
+change of load on the shared machine hits both alike; reported: the medians of
+run-iterations per second and the median of the per-turn ratios. The load average
+before and after is printed and stored: on a busy machine the ratio is not a property
+of the code. The speed-up on 2 cores can be at most ~2x.
+
+Usage:
+    python benchmarks/bench_scale.py [--iters T] [--repeats K] [--json PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from depthaccel.losses import lp_optimum
+from depthaccel.sweep import sweep
+from depthaccel.train import Run
+
+R = 64
+
+
+def load_data() -> tuple[np.ndarray, np.ndarray, str]:
+    try:
+        from depthaccel.data import load_ethanol
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            ds = load_ethanol()
+        return np.asarray(ds.X), np.asarray(ds.y), "Ethanol (standardised)"
+    except Exception as exc:  # noqa: BLE001 - any missing-data error: fall back
+        print(f"Ethanol data unavailable ({exc}); using a random problem of the same shape")
+        rng = np.random.default_rng(0)
+        X = rng.standard_normal((2565, 128))
+        y = X @ rng.standard_normal(128) / 11 + 0.3 * rng.standard_normal(2565)
+        return X, (y - y.mean()) / y.std(), "random 2565 x 128"
+
+
+def grid_runs() -> list[Run]:
+    lrs = np.geomspace(1e-5, 1e-3, 22)  # all stable: no frozen rows
+    return [Run("gd", float(lr), depth=N) for N in (1, 2, 3) for lr in lrs][:R]
+
+
+def timed_sweep(X, y, opt, runs, iters, executor) -> float:
+    with tempfile.TemporaryDirectory() as d:
+        t = time.perf_counter()
+        res = sweep(
+            X, y, 4, runs, iters, store=Path(d) / "s.sqlite", optimum=opt,
+            checkpoint_every=max(1, iters // 4), executor=executor,
+        )  # fmt: skip
+        took = time.perf_counter() - t
+    assert res.computed == len(runs) and not any(r.diverged for r in res.results)
+    return took
+
+
+def measure(args) -> dict:
+    from depthaccel.executors.ray_executor import RayExecutor
+
+    torch.set_num_threads(1)
+    X, y, source = load_data()
+    opt = lp_optimum(X, y, 4).loss
+    runs = grid_runs()
+    T = args.iters
+    load_before = os.getloadavg()
+    ex = RayExecutor(num_cpus=2, threads=1, log=lambda m: print(m, file=sys.stderr))
+    try:
+        assert ex.workers == 2
+        timed_sweep(X, y, opt, runs, max(10, T // 20), None)  # warm-up
+        timed_sweep(X, y, opt, runs, max(10, T // 20), ex)  # warm-up: workers import torch
+        local, ray_ = [], []
+        for rep in range(args.repeats):
+            local.append(R * T / timed_sweep(X, y, opt, runs, T, None))
+            ray_.append(R * T / timed_sweep(X, y, opt, runs, T, ex))
+            print(
+                f"  turn {rep + 1}/{args.repeats}: local {local[-1]:,.0f} run-it/s, "
+                f"ray (2 workers) {ray_[-1]:,.0f} run-it/s, ratio {ray_[-1] / local[-1]:.2f}",
+                flush=True,
+            )
+    finally:
+        ex.close()
+    load_after = os.getloadavg()
+    return {
+        "data": source,
+        "shape": list(X.shape),
+        "runs": R,
+        "iters": T,
+        "repeats": args.repeats,
+        "dtype": "float64",
+        "local_run_it_per_s": statistics.median(local),
+        "ray_run_it_per_s": statistics.median(ray_),
+        "ray_speedup_2_workers": statistics.median(
+            b / a for a, b in zip(local, ray_, strict=True)
+        ),
+        "local_samples": local,
+        "ray_samples": ray_,
+        "load_average_before": list(load_before),
+        "load_average_after": list(load_after),
+        "cpus": os.cpu_count(),
+        "torch": torch.__version__,
+    }
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--iters", type=int, default=2000, help="iterations per sweep (default 2000)")
+    ap.add_argument("--repeats", type=int, default=5, help="turns of each (default 5)")
+    ap.add_argument("--json", type=Path, default=None, help="write the figures here")
+    args = ap.parse_args(argv)
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        print("bench_scale needs Ray: pip install 'depthaccel[ray]'", file=sys.stderr)
+        return 2
+    out = measure(args)
+    print(f"data: {out['data']} {out['shape']}, R = {R} runs, {out['iters']} iterations, float64")
+    print(f"local, 1 process x 1 thread:  {out['local_run_it_per_s']:>10,.0f} run-it/s")
+    print(
+        f"ray, 2 workers x 1 thread:    {out['ray_run_it_per_s']:>10,.0f} run-it/s"
+        f"  = {out['ray_speedup_2_workers']:.2f}x (goal on 2 cores: >= 1.7x)"
+    )
+    print(
+        "load average (1/5/15 min) before: "
+        + " ".join(f"{x:.1f}" for x in out["load_average_before"])
+        + ", after: "
+        + " ".join(f"{x:.1f}" for x in out["load_average_after"])
+    )
+    if args.json:
+        args.json.write_text(json.dumps(out, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
