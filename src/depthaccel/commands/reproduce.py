@@ -357,9 +357,9 @@ def _run_all(args: argparse.Namespace, names: list[str], executor: Any = None) -
     errors: list[str] = []
     failed_claims: list[str] = []
     t_all = time.perf_counter()
-    for i, name in enumerate(names, 1):
-        eta = _eta(names, i - 1, time.perf_counter() - t_all, args.quick)
-        print(f"[{i}/{len(names)}] {name} ({mode}) ... {eta}", flush=True)
+
+    def one(name: str) -> Any:
+        """The experiment's result, or the exception it raised."""
         try:
             get_experiment(name)  # a missing module is an error of this experiment
             config = None
@@ -367,13 +367,19 @@ def _run_all(args: argparse.Namespace, names: list[str], executor: Any = None) -
                 config = dataclasses.replace(
                     config_for(name, quick=args.quick), precondition_every=args.precondition_every
                 )
-            res = run_experiment(name, args.out, quick=args.quick, config=config, **context_options)
+            return run_experiment(
+                name, args.out, quick=args.quick, config=config, **context_options
+            )
         except Exception as exc:  # keep going with the others
-            msg = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+            return exc
+
+    def tell(i: int, name: str, res: Any, order: list[str], done: int) -> None:
+        """Print the experiment's outcome; the ETA counts ``order[:done]`` as finished."""
+        if isinstance(res, Exception):
+            msg = "".join(traceback.format_exception_only(type(res), res)).strip()
             print(f"[{i}/{len(names)}] {name}: ERROR: {msg}", file=sys.stderr, flush=True)
             errors.append(name)
-            continue
-        n_fail = res.n_failed
+            return
         st = res.settings.get("results_store") or {}
         runs = (
             f"; runs: {st['runs_reused']} reused from the store, {st['runs_trained']} trained"
@@ -383,11 +389,21 @@ def _run_all(args: argparse.Namespace, names: list[str], executor: Any = None) -
         print(
             f"[{i}/{len(names)}] {name}: done in {res.wall_time:.1f} s; "
             f"{_claims_words(res, mode)}{runs}; "
-            f"{_eta(names, i, time.perf_counter() - t_all, args.quick)}",
+            f"{_eta(order, done, time.perf_counter() - t_all, args.quick)}",
             flush=True,
         )
-        if n_fail:
+        if res.n_failed:
             failed_claims.append(name)
+
+    if _concurrent(executor, names):
+        _run_concurrently(names, one, tell, executor, mode)
+    else:
+        for i, name in enumerate(names, 1):
+            eta = _eta(names, i - 1, time.perf_counter() - t_all, args.quick)
+            print(f"[{i}/{len(names)}] {name} ({mode}) ... {eta}", flush=True)
+            tell(i, name, one(name), names, i)
+    failed_claims.sort(key=names.index)
+    errors.sort(key=names.index)
     report = write_report(args.out)
     took = time.perf_counter() - t_all
     ok = len(names) - len(errors)
@@ -405,3 +421,48 @@ def _run_all(args: argparse.Namespace, names: list[str], executor: Any = None) -
     if data_advice:
         print(f"depthaccel reproduce: {data_advice}", file=sys.stderr, flush=True)
     return 1 if errors else (3 if data_advice else 0)
+
+
+def _concurrent(executor: Any, names: list[str]) -> bool:
+    """Experiments run concurrently on a Ray executor (their shards and tasks share the
+    cluster); in this process, one after another."""
+    return executor is not None and getattr(executor, "turns", False) is None and len(names) > 1
+
+
+def _run_concurrently(names, one, tell, executor, mode) -> None:
+    """Every experiment in a thread of its own; their code takes turns
+    (``depthaccel.executors.turns``: one at a time, pyplot is not thread-safe) and gives
+    the turn away while its shards or tasks run on the cluster."""
+    import threading
+
+    from depthaccel.executors.turns import DriverTurns
+
+    turns = DriverTurns()
+    executor.turns = turns
+    finished: list[str] = []
+
+    def work(i: int, name: str) -> None:
+        with turns.turn():
+            print(f"[{i}/{len(names)}] {name} ({mode}) ... started", flush=True)
+            res = one(name)
+            finished.append(name)
+            order = finished + [n for n in names if n not in finished]
+            tell(i, name, res, order, len(finished))
+
+    print(
+        f"running {len(names)} experiments concurrently on {executor.name} "
+        f"({executor.workers} workers)",
+        flush=True,
+    )
+    threads = [
+        threading.Thread(target=work, args=(i, n), name=f"experiment {n}", daemon=True)
+        for i, n in enumerate(names, 1)
+    ]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            while t.is_alive():
+                t.join(timeout=0.5)  # a short wait: Ctrl-C reaches this thread
+    finally:
+        executor.turns = None

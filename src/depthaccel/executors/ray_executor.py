@@ -25,6 +25,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import nullcontext
 from dataclasses import replace
 from typing import Any
 
@@ -40,6 +41,7 @@ from depthaccel.executors.base import (
     ShardSink,
     TrainSpec,
 )
+from depthaccel.executors.turns import DriverTurns
 from depthaccel.executors.worker import run_shard
 
 __all__ = ["RayExecutor"]
@@ -140,6 +142,9 @@ class RayExecutor:
         if num_cpus is not None and (int(num_cpus) != num_cpus or num_cpus < 1):
             raise ValueError(f"num_cpus must be an integer >= 1, got {num_cpus!r}")
         self.threads = int(threads)
+        #: set by a caller that runs driver code in several threads (``turns.DriverTurns``):
+        #: the executor gives the turn away while it waits for the cluster
+        self.turns: DriverTurns | None = None
         self.max_retries = int(max_retries)
         self.max_task_retries = int(max_task_retries)
         self.observer = observer
@@ -208,7 +213,14 @@ class RayExecutor:
         use_gpu = gpu or (spec is not None and str(spec.device).startswith("cuda"))
         return {"num_cpus": self.threads, "num_gpus": 1 if use_gpu else 0}
 
+    def _waiting(self):
+        return self.turns.released() if self.turns is not None else nullcontext()
+
     def train_shards(self, spec: TrainSpec, shards: Sequence[Shard], sink: ShardSink) -> None:
+        with self._waiting():
+            self._train_shards(spec, shards, sink)
+
+    def _train_shards(self, spec: TrainSpec, shards: Sequence[Shard], sink: ShardSink) -> None:
         spec_ref = ray.put(spec)
         opts = self._task_options(spec)
 
@@ -250,9 +262,11 @@ class RayExecutor:
 
     def map(self, fn: Callable[[Any], Any], items: Sequence[Any], *, gpu: bool = False) -> list:
         opts = dict(self._task_options(gpu=gpu), max_retries=self.max_task_retries)
-        refs = [_map_task.options(**opts).remote(fn, item, self.threads) for item in items]
+        fn_ref = ray.put(fn)  # the function (and what it holds, e.g. data) goes out once
+        refs = [_map_task.options(**opts).remote(fn_ref, item, self.threads) for item in items]
         try:
-            return ray.get(refs)
+            with self._waiting():
+                return ray.get(refs)
         except BaseException:
             for r in refs:
                 try:
