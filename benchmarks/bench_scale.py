@@ -113,9 +113,7 @@ def measure(args) -> dict:
         "dtype": "float64",
         "local_run_it_per_s": statistics.median(local),
         "ray_run_it_per_s": statistics.median(ray_),
-        "ray_speedup_2_workers": statistics.median(
-            b / a for a, b in zip(local, ray_, strict=True)
-        ),
+        "ray_speedup_2_workers": statistics.median(b / a for a, b in zip(local, ray_, strict=True)),
         "local_samples": local,
         "ray_samples": ray_,
         "load_average_before": list(load_before),

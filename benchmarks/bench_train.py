@@ -20,6 +20,7 @@ computed at every iteration for first hits and divergence, as always.
 
 Usage:
     python benchmarks/bench_train.py [--threads N] [--iters T] [--repeats K] [--json PATH]
+    python benchmarks/bench_train.py --device cuda   # the same on a GPU (timings synchronised)
     python benchmarks/bench_train.py --dtype-check [--check-iters T]   # float32 vs float64
 """
 
@@ -71,7 +72,7 @@ def plain_loop(X: torch.Tensor, y: torch.Tensor, p: float, run: Run, iters: int)
     layers = [nn.Linear(a, b, bias=False) for a, b in zip(widths[:-1], widths[1:], strict=True)]
     for lin in layers:
         nn.init.normal_(lin.weight, std=1e-3)
-    model = nn.Sequential(*layers).to(X.dtype)
+    model = nn.Sequential(*layers).to(device=X.device, dtype=X.dtype)
     opt = torch.optim.SGD(model.parameters(), lr=run.lr)
     Y = y[:, None]
 
@@ -84,28 +85,38 @@ def plain_loop(X: torch.Tensor, y: torch.Tensor, p: float, run: Run, iters: int)
 
     for _ in range(3):
         step()
+    _sync(X.device)
     t = time.perf_counter()
     for _ in range(iters):
         step()
     return time.perf_counter() - t
 
 
-def gemm_flops(dtype: torch.dtype, calls: int) -> float:
+def _sync(device: torch.device | str) -> None:
+    """Wait for queued GPU work before reading the clock (a no-op on the CPU)."""
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def gemm_flops(dtype: torch.dtype, calls: int, device: str = "cpu") -> float:
     """FLOP/s of ``calls`` back-to-back 2565x128 @ 128x64 GEMMs (the ceiling's shape)."""
-    A = torch.randn(2565, 128, dtype=dtype)
-    B = torch.randn(128, R, dtype=dtype)
-    out = torch.empty(2565, R, dtype=dtype)
+    A = torch.randn(2565, 128, dtype=dtype, device=device)
+    B = torch.randn(128, R, dtype=dtype, device=device)
+    out = torch.empty(2565, R, dtype=dtype, device=device)
     for _ in range(5):
         torch.mm(A, B, out=out)
+    _sync(device)
     t = time.perf_counter()
     for _ in range(calls):
         torch.mm(A, B, out=out)
+    _sync(device)
     return 2 * 2565 * 128 * R * calls / (time.perf_counter() - t)
 
 
-def batched(X, y, p, runs, iters, dtype) -> float:
+def batched(X, y, p, runs, iters, dtype, device: str = "cpu") -> float:
     t = time.perf_counter()
-    train(X, y, p, runs, iters, optimum=0.0, dtype=dtype, log_points=2)
+    train(X, y, p, runs, iters, optimum=0.0, dtype=dtype, log_points=2, device=device)
+    _sync(device)  # train returns host arrays, so this is only belt and braces
     return time.perf_counter() - t
 
 
@@ -114,14 +125,15 @@ def measure(args) -> dict:
     Xn, yn, source = load_data()
     m, d = Xn.shape
     runs = grid_runs()
-    X32 = torch.tensor(Xn, dtype=torch.float32)
-    y32 = torch.tensor(yn, dtype=torch.float32)
+    dev = args.device
+    X32 = torch.tensor(Xn, dtype=torch.float32, device=dev)
+    y32 = torch.tensor(yn, dtype=torch.float32, device=dev)
     plain_runs = [runs[0], runs[22], runs[44]]  # depths 1, 2, 3
     flop_per_run_iter = 4 * m * d
     T, Tg, Tp = args.iters, args.iters * 10, args.plain_iters
     # warm-up (imports, allocator, MKL JIT)
-    train(Xn, yn, 4, runs, 3, optimum=0.0, dtype=torch.float32, log_points=2)
-    train(Xn, yn, 2, runs, 3, optimum=0.0, dtype=torch.float32, log_points=2)
+    train(Xn, yn, 4, runs, 3, optimum=0.0, dtype=torch.float32, log_points=2, device=dev)
+    train(Xn, yn, 2, runs, 3, optimum=0.0, dtype=torch.float32, log_points=2, device=dev)
     keys = ["plain4", "plain2", "b4_32", "b4_64", "b2_32", "b2_64", "gemm32", "gemm64"]
     samples: dict[str, list[float]] = {k: [] for k in keys}
     for rep in range(args.repeats):
@@ -130,12 +142,12 @@ def measure(args) -> dict:
         t2 = sum(plain_loop(X32, y32, 2, r, Tp) for r in plain_runs)
         samples["plain2"].append(len(plain_runs) * Tp / t2)
         # each batched l4 run is followed by as many ceiling GEMMs as it did (2 per step)
-        samples["b4_32"].append(R * T / batched(Xn, yn, 4, runs, T, torch.float32))
-        samples["gemm32"].append(gemm_flops(torch.float32, 2 * T))
-        samples["b4_64"].append(R * T / batched(Xn, yn, 4, runs, T, torch.float64))
-        samples["gemm64"].append(gemm_flops(torch.float64, 2 * T))
-        samples["b2_32"].append(R * Tg / batched(Xn, yn, 2, runs, Tg, torch.float32))
-        samples["b2_64"].append(R * Tg / batched(Xn, yn, 2, runs, Tg, torch.float64))
+        samples["b4_32"].append(R * T / batched(Xn, yn, 4, runs, T, torch.float32, dev))
+        samples["gemm32"].append(gemm_flops(torch.float32, 2 * T, dev))
+        samples["b4_64"].append(R * T / batched(Xn, yn, 4, runs, T, torch.float64, dev))
+        samples["gemm64"].append(gemm_flops(torch.float64, 2 * T, dev))
+        samples["b2_32"].append(R * Tg / batched(Xn, yn, 2, runs, Tg, torch.float32, dev))
+        samples["b2_64"].append(R * Tg / batched(Xn, yn, 2, runs, Tg, torch.float64, dev))
         print(
             f"  repeat {rep + 1}/{args.repeats}: plain l4 {samples['plain4'][-1]:,.0f}, "
             f"batched l4 f32 {samples['b4_32'][-1]:,.0f}, f64 {samples['b4_64'][-1]:,.0f}, "
@@ -156,6 +168,7 @@ def measure(args) -> dict:
         "shape": [m, d],
         "runs": R,
         "threads": args.threads,
+        "device": str(dev),
         "iters_l4": T,
         "iters_l2": Tg,
         "plain_iters_per_run": Tp,
@@ -179,7 +192,8 @@ def measure(args) -> dict:
 
 
 def dtype_check(args) -> dict:
-    """float32 vs float64 curves on Ethanol l4: max |gap32 - gap64| / gap64 over logged points."""
+    """float32 (on ``--device``) vs float64 (CPU) curves on Ethanol l4: max |gap32 - gap64|
+    / gap64 over logged points."""
     torch.set_num_threads(args.threads)
     Xn, yn, source = load_data()
     from depthaccel.losses import lp_optimum
@@ -191,7 +205,7 @@ def dtype_check(args) -> dict:
     T = args.check_iters
     kw = {"optimum": opt, "log_points": 200, "log_scale": True}
     r64 = train(Xn, yn, 4, runs, T, dtype=torch.float64, **kw)
-    r32 = train(Xn, yn, 4, runs, T, dtype=torch.float32, **kw)
+    r32 = train(Xn, yn, 4, runs, T, dtype=torch.float32, device=args.device, **kw)
     rows = []
     worst = 0.0
     for a, b in zip(r64, r32, strict=True):
@@ -210,12 +224,18 @@ def dtype_check(args) -> dict:
             f"  {lab:24s} lr {lr:g}: diverged {d64}/{d32}, max rel dev {rel:.2e}, final gap {fg:.3e}"
         )
     print(f"worst relative deviation of the float32 gap: {worst:.3e} over {T} iterations")
-    return {"dtype_check_iters": T, "dtype_check_worst_rel_dev": worst, "data": source}
+    return {
+        "dtype_check_iters": T,
+        "dtype_check_worst_rel_dev": worst,
+        "data": source,
+        "device": args.device,
+    }
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--device", default="cpu", help="torch device: cpu (default) or cuda")
     ap.add_argument("--iters", type=int, default=300, help="batched l4 iterations (l2: 10x)")
     ap.add_argument("--plain-iters", type=int, default=200, help="plain-loop iterations per run")
     ap.add_argument("--repeats", type=int, default=7)
