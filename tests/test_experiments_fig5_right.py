@@ -178,3 +178,34 @@ def test_quick_mode_runs_and_writes_outputs(tmp_path):
     assert ce[-5:].mean() < ce[:5].mean()
     assert len(res.claims) == 2 and all(c.note for c in res.claims)
     assert any("test error" in n for n in res.notes)
+
+
+def test_each_net_as_its_own_task_equals_training_side_by_side():
+    """fig5-right trains every net as a task of its own (ctx.map): with the dropout masks
+    re-seeded per step, a net trained alone takes exactly the steps it takes beside the
+    others (same batches, masks, init), bit for bit."""
+    cfg = _cfg(epochs=0.6, train_size=640, batch_size=32, variants=(("residual", "product"),))
+    assert cfg.same_dropout_masks and cfg.dropout > 0
+    g = torch.Generator().manual_seed(3)
+    x = torch.rand(640, 1, 28, 28, generator=g) - 0.5
+    y = torch.randint(0, 10, (640,), generator=g)
+    splits = mt.Splits(x, y, x[:64], y[:64], x[:1], y[:1])
+    jobs = [
+        f5.NetJob("original", "original", "", cfg.l2_on),
+        f5.NetJob("overparameterized", "overparameterized", cfg.factor_init, cfg.l2_on),
+        f5.NetJob("variant", "overparameterized", "residual", "product"),
+    ]
+    nets = {j.key: f5.build_net(cfg, j, "cpu", torch.float32) for j in jobs}
+    together, lrs, done = mt.train_side_by_side(
+        nets, splits, cfg.schedule(), l2_on={j.key: j.l2_on for j in jobs}
+    )
+    assert done == cfg.n_steps() > 5
+    for j in jobs:
+        alone, lrs1, _ = mt.train_side_by_side(
+            {j.key: f5.build_net(cfg, j, "cpu", torch.float32)},
+            splits,
+            cfg.schedule(),
+            l2_on={j.key: j.l2_on},
+        )
+        assert alone[j.key].loss == together[j.key].loss  # bit for bit
+        assert alone[j.key].ce == together[j.key].ce and lrs1 == lrs

@@ -36,6 +36,7 @@ Choices where the paper is silent (Appendix C is not available), each a config f
 from __future__ import annotations
 
 import dataclasses
+import functools
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -260,32 +261,122 @@ def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
         return _run(config, ctx)
 
 
+@dataclass(frozen=True)
+class NetJob:
+    """One net of the experiment, trained as a task of its own (``ctx.map``): ``kind``
+    "original" (the tutorial net) or "overparameterized" with factors initialised per
+    ``factor_init``; its L2 penalty applies to ``l2_on``."""
+
+    key: str
+    kind: str
+    factor_init: str
+    l2_on: str
+
+
+def build_net(
+    cfg: Config, job: NetJob, device: torch.device | str, dtype: torch.dtype
+) -> nn.Module:
+    """The net of ``job``, initialised as ``build_models`` initialises it."""
+    if job.kind == "original":
+        net = mt.tutorial_net(cfg.seed, factored_forward=cfg.factored_forward, **cfg.net_options())
+        return net.to(device=device, dtype=dtype)
+    return overparameterized_net(cfg, job.factor_init, device, dtype)[0]
+
+
+def train_net(
+    job: NetJob,
+    *,
+    cfg: Config,
+    data: Any,
+    device: str,
+    dtype: torch.dtype,
+    progress: bool = False,
+) -> tuple[mt.History, list[float], int, float]:
+    """Train one net on the tutorial's schedule: (history, learning rate per step, steps
+    done, test error in %). With ``same_dropout_masks`` (the global RNG re-seeded per
+    step) this is exactly the net's part of ``mt.train_side_by_side`` over all the nets:
+    the same minibatches, masks and init, hence the same numbers (tested)."""
+    dev = torch.device(device)
+    splits = cfg.splits(data, dev, dtype)
+    net = build_net(cfg, job, dev, dtype)
+    hist, lrs, done = mt.train_side_by_side(
+        {job.key: net},
+        splits,
+        cfg.schedule(same_dropout_masks=cfg.same_dropout_masks),
+        l2_on={job.key: job.l2_on},
+        progress=progress,
+        desc=f"{NAME} {job.key}",
+    )
+    return hist[job.key], lrs, done, mt.error_rate(net, splits.test_x, splits.test_y)
+
+
+def _train_all(
+    cfg: Config, ctx: ExperimentContext, jobs: list[NetJob], data: Any, dtype: torch.dtype
+) -> tuple[dict[str, mt.History], list[float], int, dict[str, float]]:
+    """Every net as its own task (``ctx.map``: on an executor, in parallel; with
+    ``--device cuda`` each asks for a GPU). Without shared dropout masks the nets'
+    RNG streams interleave, so they train side by side in this process instead. A time
+    limit can stop tasks at different steps: every history is cut to the shortest."""
+    if not cfg.same_dropout_masks:
+        dev = torch.device(ctx.device)
+        splits = cfg.splits(data, dev, dtype)
+        nets = {j.key: build_net(cfg, j, dev, dtype) for j in jobs}
+        hist, lrs, done = mt.train_side_by_side(
+            nets,
+            splits,
+            cfg.schedule(same_dropout_masks=False),
+            l2_on={j.key: j.l2_on for j in jobs},
+            progress=ctx.progress,
+            desc=NAME,
+        )
+        errs = {k: mt.error_rate(m, splits.test_x, splits.test_y) for k, m in nets.items()}
+        return hist, lrs, done, errs
+    task = functools.partial(
+        train_net,
+        cfg=cfg,
+        data=data,
+        device=str(ctx.device),
+        dtype=dtype,
+        progress=ctx.progress and ctx.executor is None,
+    )
+    out = ctx.map(task, jobs, gpu=torch.device(ctx.device).type == "cuda")
+    done = min(o[2] for o in out)
+    hist = {}
+    for j, (h, _, _, _) in zip(jobs, out, strict=True):
+        keep = [i for i, s in enumerate(h.val_steps) if s <= done]
+        hist[j.key] = dataclasses.replace(
+            h,
+            loss=h.loss[:done],
+            ce=h.ce[:done],
+            val_steps=[h.val_steps[i] for i in keep],
+            val_error=[h.val_error[i] for i in keep],
+        )
+    lrs = out[0][1][:done]
+    return hist, lrs, done, {j.key: o[3] for j, o in zip(jobs, out, strict=True)}
+
+
 def _run(cfg: Config, ctx: ExperimentContext) -> ExperimentResult:
     t_all = time.perf_counter()
     out_dir = ctx.out_dir
-    data, splits, dev, tdtype = cfg.data(ctx)
-    plain, over, summary = build_models(cfg, dev, tdtype)
+    from depthaccel.data import load_mnist
+
+    tdtype = ctx.dtype or torch.float32
+    data = load_mnist(ctx.data_dir)
+    plain, over, summary = build_models(cfg, "cpu", tdtype)  # for counts and the summary
     labels = {
         "original": "original",
         "overparameterized": f"overparameterized (depth-{cfg.depth} dense; init "
         f"{cfg.factor_init}, L2 on {cfg.l2_on})",
     }
-    nets = {"original": plain, "overparameterized": over}
-    l2_on = {"original": cfg.l2_on, "overparameterized": cfg.l2_on}
+    jobs = [
+        NetJob("original", "original", "", cfg.l2_on),
+        NetJob("overparameterized", "overparameterized", cfg.factor_init, cfg.l2_on),
+    ]
     for init, target in cfg.variants:
         key = f"variant {init}/{target}"
-        nets[key] = overparameterized_net(cfg, init, dev, tdtype)[0]
+        jobs.append(NetJob(key, "overparameterized", init, target))
         labels[key] = f"variant: overparam. init {init}, L2 on {target}"
-        l2_on[key] = target
-    hist, lrs, done = mt.train_side_by_side(
-        nets,
-        splits,
-        cfg.schedule(same_dropout_masks=cfg.same_dropout_masks),
-        l2_on=l2_on,
-        progress=ctx.progress,
-        desc=NAME,
-    )
-    test_err = {k: mt.error_rate(m, splits.test_x, splits.test_y) for k, m in nets.items()}
+    hist, lrs, done, test_err = _train_all(cfg, ctx, jobs, data, tdtype)
 
     csv_path = write_curves_csv(out_dir / "curves.csv", history_curves(hist, labels))
     fig_path = plot(out_dir / "fig5_right.png", hist, cfg.smooth_window, labels)
