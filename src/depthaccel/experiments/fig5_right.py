@@ -49,7 +49,11 @@ from torch import nn
 from depthaccel.atomic import save_figure
 from depthaccel.experiments.context import ExperimentContext
 from depthaccel.experiments.results import Claim, ExperimentResult
-from depthaccel.experiments.tutorial_config import TutorialConfig, history_curves
+from depthaccel.experiments.tutorial_config import (
+    TutorialConfig,
+    factor_shapes_text,
+    history_curves,
+)
 from depthaccel.models import mnist_tutorial as mt
 from depthaccel.reporting import pyplot, write_curves_csv
 
@@ -468,10 +472,7 @@ def _run(cfg: Config, ctx: ExperimentContext) -> ExperimentResult:
         + f"; {test_txt}.",
         f"Parameters: {n_plain:,} (original) vs {n_over:,} (overparameterized, "
         f"{100 * (n_over / n_plain - 1):.1f}% more); dense factors "
-        + ", ".join(
-            f"{c.name}: " + " -> ".join("x".join(map(str, s)) for s in c.factor_shapes)
-            for c in summary.layers
-        )
+        + factor_shapes_text(summary)
         + ".",
         f"Factor init (paper silent): {cfg.factor_init!r} = "
         + {

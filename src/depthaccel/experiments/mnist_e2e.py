@@ -49,7 +49,11 @@ from depthaccel.atomic import save_figure
 from depthaccel.experiments.context import ExperimentContext
 from depthaccel.experiments.fig5_right import first_reach, smooth
 from depthaccel.experiments.results import Claim, ExperimentResult
-from depthaccel.experiments.tutorial_config import TutorialConfig, history_curves
+from depthaccel.experiments.tutorial_config import (
+    TutorialConfig,
+    factor_shapes_text,
+    history_curves,
+)
 from depthaccel.models import mnist_tutorial as mt
 from depthaccel.optim import EndToEndSGD
 from depthaccel.reporting import pyplot, write_curves_csv
@@ -324,10 +328,7 @@ def _run(cfg: Config, ctx: ExperimentContext) -> ExperimentResult:
         + f"; torch threads {torch.get_num_threads()}, device {ctx.device}.",
         f"Parameters: {n_params['original']:,} (original and e2e) vs "
         f"{n_params['overparameterized']:,} (overparameterized; factors "
-        + ", ".join(
-            f"{c.name}: " + " -> ".join("x".join(map(str, s)) for s in c.factor_shapes)
-            for c in summary.layers
-        )
+        + factor_shapes_text(summary)
         + ").",
         f"e2e: EndToEndSGD(depth={cfg.depth}) with torch.optim.SGD's momentum rule applied "
         f"to the Eq. 10 direction of fc1 and fc2 (SVD every {K} steps; the steps in between "

@@ -16,7 +16,7 @@ import torch
 from depthaccel.models import mnist_tutorial as mt
 from depthaccel.reporting import Curve
 
-__all__ = ["TutorialConfig", "history_curves"]
+__all__ = ["TutorialConfig", "factor_shapes_text", "history_curves"]
 
 _SCHEDULE_FIELDS = (
     "train_size", "batch_size", "base_lr", "decay_rate", "momentum", "l2_weight", "l2_on",
@@ -168,3 +168,12 @@ def history_curves(hist: dict[str, mt.History], labels: dict[str, str]) -> list[
                 Curve(labels[k], np.asarray(h.val_steps), np.asarray(h.val_error), "val_error_pct")
             )
     return curves
+
+
+def factor_shapes_text(summary: Any) -> str:
+    """The factor shapes of each overparameterized layer of an ``overparameterize``
+    summary, e.g. ``fc1: 512x3136 -> 512x512, fc2: 10x512 -> 10x10``."""
+    return ", ".join(
+        f"{c.name}: " + " -> ".join("x".join(map(str, s)) for s in c.factor_shapes)
+        for c in summary.layers
+    )
