@@ -586,7 +586,8 @@ def test_state_dict_of_the_previous_version_loads_with_defaults():
     }
     opt.load_state_dict(old)
     g = opt.param_groups[0]
-    assert (g["lr"], g["depth"], g["momentum"], g["precondition_every"]) == (0.05, 3, 0.9, 1)
+    # what the old version meant: no momentum, exact Eq. 10 (not this optimizer's momentum)
+    assert (g["lr"], g["depth"], g["momentum"], g["precondition_every"]) == (0.05, 3, 0.0, 1)
     g["lr"] = 0.2  # still validated after a load
     with pytest.raises(ValueError, match="lr"):
         g["lr"] = -1.0
@@ -807,3 +808,23 @@ def test_single_row_weight_of_extreme_scale_stays_finite():
     ref = w - 1e-56 * end_to_end_direction(w, g, 3)
     assert torch.isfinite(p).all() and not torch.equal(p.detach(), w)
     torch.testing.assert_close(p.detach(), ref, rtol=1e-12, atol=0)
+
+
+def test_huge_finite_float64_gradient_is_not_refused():
+    """The fused check tests each gradient's inf-norm in its own dtype: 1e300 is finite."""
+    p = torch.nn.Parameter(rand(3, 4, seed=1))
+    p0 = p.detach().clone()
+    p.grad = rand(3, 4, seed=2) * 1e300
+    EndToEndSGD([p], lr=1e-310, depth=1).step()
+    assert torch.isfinite(p).all() and not torch.equal(p.detach(), p0)
+
+
+def test_no_state_without_momentum_or_cache():
+    a, b = torch.nn.Parameter(rand(3, 4, seed=1)), torch.nn.Parameter(rand(4, seed=2))
+    a.grad, b.grad = rand(3, 4, seed=3), rand(4, seed=4)
+    opt = EndToEndSGD([a, b], lr=0.1, depth=2)
+    opt.step()
+    assert len(opt.state) == 0  # like torch.optim.SGD without momentum
+    opt2 = EndToEndSGD([a, b], lr=0.1, depth=2, precondition_every=3)
+    opt2.step()
+    assert set(opt2.state) == {a} and "precond_U" in opt2.state[a]

@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 import sys
 import warnings
+from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -116,6 +117,16 @@ _CHECKS: dict[str, Callable[[Any], None]] = {
     "matrix_params": _check_matrix_params,
 }
 _GROUP_KEYS = tuple(_CHECKS)
+# what a group of an older EndToEndSGD (lr, depth, weight_decay only) meant by the rest
+_OPTION_DEFAULTS: dict[str, Any] = dict(
+    momentum=0.0,
+    dampening=0.0,
+    weight_decay=0.0,
+    nesterov=False,
+    maximize=False,
+    precondition_every=1,
+    matrix_params="all",
+)
 
 
 def _check_nesterov(group: Mapping[str, Any]) -> None:
@@ -158,25 +169,28 @@ def _validate_group(group: Mapping[str, Any]) -> None:
 # --------------------------------------------------------------------------- the step
 
 
-def _check_finite_grads(grads: Sequence[torch.Tensor], labels: Sequence[str] | None = None) -> None:
-    """ValueError if any gradient has a NaN or inf entry, with one host sync per device:
-    the inf-norms of all gradients (``torch._foreach_norm``, NaN-propagating) are
-    stacked and tested together; only on failure is the culprit searched."""
+def _first_nonfinite(grads: Sequence[torch.Tensor]) -> int | None:
+    """Index of the first gradient with a NaN or inf entry, or None, with one host sync per
+    device: the inf-norms of all gradients (``torch._foreach_norm``, NaN-propagating) are
+    tested together; only on failure is the culprit searched."""
     by_device: dict[torch.device, list[torch.Tensor]] = {}
     for g in grads:
         if g.numel():
             by_device.setdefault(g.device, []).append(g)
     for gs in by_device.values():
         norms = torch._foreach_norm(gs, float("inf"))
-        if not bool(torch.stack([n.float() for n in norms]).isfinite().all()):
+        if not bool(torch.stack([n.isfinite() for n in norms]).all()):
             for i, g in enumerate(grads):
                 if g.numel() and not bool(torch.isfinite(g).all()):
-                    where = labels[i] if labels is not None else f"parameter {i}"
-                    raise ValueError(
-                        f"gradient of {where} (shape {tuple(g.shape)}) contains NaN or "
-                        "inf; the loss diverged or the learning rate is too large (no "
-                        "parameter was changed)"
-                    )
+                    return i
+    return None
+
+
+def _nonfinite_error(where: str, g: torch.Tensor) -> ValueError:
+    return ValueError(
+        f"gradient of {where} (shape {tuple(g.shape)}) contains NaN or inf; the loss "
+        "diverged or the learning rate is too large (no parameter was changed)"
+    )
 
 
 def _preconditioned(
@@ -220,7 +234,7 @@ def _is_matrix(p: torch.Tensor, matrix_params: str) -> bool:
 def _sgd_on_directions(
     params: Sequence[torch.Tensor],
     grads: Sequence[torch.Tensor],
-    states: Sequence[dict[str, Any]],
+    states: Mapping[torch.Tensor, dict[str, Any]],
     *,
     lr: float | torch.Tensor,
     depth: float,
@@ -235,22 +249,22 @@ def _sgd_on_directions(
     """torch.optim.SGD's single-tensor step with ``d_p`` replaced by Eq. 10's direction."""
     if isinstance(lr, torch.Tensor):
         lr = lr.reshape(())
-        lr_on_host = lr.device.type == "cpu"  # reading a CPU tensor is no device sync
-    for p, g, state in zip(params, grads, states, strict=True):
+    for p, g in zip(params, grads, strict=True):
         d_p = g if not maximize else -g
         if depth != 1 and _is_matrix(p, matrix_params):
-            d_p = _preconditioned(p, d_p, depth, weight_decay, precondition_every, state)
+            cache = states[p] if precondition_every > 1 else {}  # no state for exact steps
+            d_p = _preconditioned(p, d_p, depth, weight_decay, precondition_every, cache)
         elif weight_decay != 0:
             d_p = d_p.add(p, alpha=weight_decay)
         if momentum != 0:
-            buf = state.get("momentum_buffer")
+            buf = states[p].get("momentum_buffer")
             if buf is None:
                 buf = d_p.detach().clone()
-                state["momentum_buffer"] = buf
+                states[p]["momentum_buffer"] = buf
             else:
                 buf.mul_(momentum).add_(d_p, alpha=1 - dampening)
             d_p = d_p.add(buf, alpha=momentum) if nesterov else buf
-        if isinstance(lr, torch.Tensor) and not lr_on_host:
+        if isinstance(lr, torch.Tensor) and lr.device.type != "cpu" and lr.device == p.device:
             p.addcmul_(d_p, lr.to(p.dtype), value=-1)  # no .item(): no host sync
         else:
             p.add_(d_p, alpha=-lr)
@@ -297,11 +311,13 @@ def end_to_end_sgd_step(
             raise ValueError(f"grad {i} has shape {tuple(g.shape)}, its parameter {tuple(p.shape)}")
         if p.is_complex() or g.is_complex():
             raise ValueError(f"parameter {i} is complex; Eq. 10 is implemented for real tensors")
-    _check_finite_grads(grads)
+    bad = _first_nonfinite(grads)
+    if bad is not None:
+        raise _nonfinite_error(f"parameter {bad}", grads[bad])
     _sgd_on_directions(
         params,
         grads,
-        [{} for _ in params],
+        defaultdict(dict),
         lr=lr,
         depth=depth,
         momentum=0.0,
@@ -475,6 +491,8 @@ class EndToEndSGD(torch.optim.Optimizer):
         super().__setstate__(state)
         groups = []
         for group in self.param_groups:
+            for k, v in _OPTION_DEFAULTS.items():  # a pickle of an older version
+                group.setdefault(k, v)
             _validate_group(group)
             groups.append(group if isinstance(group, _CheckedGroup) else _CheckedGroup(group))
         self.param_groups = groups
@@ -496,9 +514,7 @@ class EndToEndSGD(torch.optim.Optimizer):
                 )
         # an EndToEndSGD state_dict of an older version: the options it lacks get defaults
         state_dict = dict(state_dict)
-        state_dict["param_groups"] = [
-            {**{k: self.defaults[k] for k in _GROUP_KEYS}, **g} for g in saved_groups
-        ]
+        state_dict["param_groups"] = [{**_OPTION_DEFAULTS, **g} for g in saved_groups]
         super().load_state_dict(state_dict)
         params = [p for g in self.param_groups for p in g["params"]]
         saved_ids = [i for g in saved_groups for i in g["params"]]
@@ -515,23 +531,23 @@ class EndToEndSGD(torch.optim.Optimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        work, labels = [], []
-        for gi, group in enumerate(self.param_groups):
+        work = []
+        for group in self.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
             if any(p.grad.is_sparse for p in params):
                 raise ValueError("EndToEndSGD does not support sparse gradients")
             work.append((group, params, [p.grad for p in params]))
-            labels += [
-                f"parameter {i} of group {gi}"
-                for i, p in enumerate(group["params"])
-                if p.grad is not None
-            ]
-        _check_finite_grads([g for _, _, grads in work for g in grads], labels)  # before any change
-        for group, params, grads in work:
-            _sgd_on_directions(
-                params,
-                grads,
-                [self.state[p] for p in params],
-                **{k: group[k] for k in _GROUP_KEYS},
+        all_grads = [g for _, _, grads in work for g in grads]
+        bad = _first_nonfinite(all_grads)  # all groups, before any parameter changes
+        if bad is not None:
+            gi, p = next(
+                (gi, p)
+                for gi, (_, params, _) in enumerate(work)
+                for p in params
+                if p.grad is all_grads[bad]
             )
+            i = next(i for i, q in enumerate(self.param_groups[gi]["params"]) if q is p)
+            raise _nonfinite_error(f"parameter {i} of group {gi}", all_grads[bad])
+        for group, params, grads in work:
+            _sgd_on_directions(params, grads, self.state, **{k: group[k] for k in _GROUP_KEYS})
         return loss
