@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import csv
+
 import pytest
 
 from depthaccel.experiments import fig4_left
 from depthaccel.experiments.context import ExperimentContext
 from depthaccel.experiments.fig4_left import Config
+from depthaccel.experiments.lr_curves import below_windows
 from depthaccel.reporting import read_curves_csv
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -17,9 +20,9 @@ def test_quick_run(tmp_path, ethanol_data_dir):
     res = fig4_left.run(cfg, ExperimentContext(tmp_path, data_dir=ethanol_data_dir))
     # quick mode is far shorter than the paper's 1e6 iterations: no verdicts, numbers shown
     assert res.claims and all(c.passed is None for c in res.claims)
-    assert all("final gap" in c.measured for c in res.claims)
+    assert all("final gap" in c.measured and "Window of rates" in c.measured for c in res.claims)
     rows = res.settings["grid_search"]["search"]
-    assert [r["model"] for r in rows] == [
+    assert [r["model"] for r in rows[:4]] == [
         "depth-3 GD (width 1)",
         "depth-1 GD",
         "depth-1 AdaGrad [tf]",
@@ -28,5 +31,24 @@ def test_quick_run(tmp_path, ethanol_data_dir):
     for r in rows:
         ok = [(g, lr) for g, lr in zip(r["final_gap"], r["grid"], strict=True) if g is not None]
         assert r["chosen_final_gap"] == min(ok)[0]
+        assert not r["on_edge"]
+    # TensorFlow's default rates are in the grids
+    assert 1e-3 in rows[2]["grid"] and 1e-2 in rows[2]["grid"] and 1e-3 in rows[3]["grid"]
+    # the learning-rate curve CSV has every trained rate of every model and seed
+    lr_rows = list(csv.DictReader((tmp_path / "lr_curves.csv").open()))
+    assert len(lr_rows) == sum(len(r["grid"]) for r in rows)
+    assert {r["marker"] for r in lr_rows} == {"", "tf_default"}
+    # the windows recorded are those of the CSV's curve (independent recomputation)
+    s0 = cfg.seeds[0]
+    ada = [r for r in lr_rows if r["model"] == "1-layer AdaDelta" and r["seed"] == str(s0)]
+    gd3 = res.settings["final_gaps"][f"gd/depth3/seed{s0}"]
+    win = below_windows(
+        [float(r["lr"]) for r in ada],
+        [float(r["final_gap"]) if r["final_gap"] else None for r in ada],
+        gd3,
+    )
+    key = f"1-layer AdaDelta below 3-layer GD's best/seed{s0}"
+    assert [tuple(w) for w in res.settings["windows"][key]] == win
     labels = [c.label for c in read_curves_csv(tmp_path / "curves.csv")]
     assert labels[0].startswith("3-layer GD, lr ") and labels[2].startswith("1-layer AdaGrad")
+    assert (tmp_path / "fig4_left_lr.png").is_file()

@@ -171,8 +171,14 @@ def test_quick_mode_runs_and_writes_outputs(tmp_path):
     assert list(loss.iters) == list(range(1, 31)) and np.all(np.isfinite(loss.values))
     assert (
         "batch_loss",
-        "overparameterized (depth-2 dense; init tutorial, L2 on factors)",
+        "overparameterized (depth-2 dense; init tutorial, L2 on product)",
     ) in curves
+    # the literal edit (L2 on the product) is the primary configuration; factor-L2 and
+    # residual init stay variants with their own claims
+    full = f5.Config.full()
+    assert full.l2_on == "product" and cfg.l2_on == "product"
+    assert set(full.variants) == {("tutorial", "factors"), ("residual", "factors")}
+    assert "literal edit" in res.claims[0].text
     # SGD on the tutorial net does learn in 30 steps (cross-entropy starts near ln 10)
     ce = curves[("batch_cross_entropy", "original")].values
     assert ce[-5:].mean() < ce[:5].mean()

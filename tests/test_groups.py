@@ -100,3 +100,29 @@ def test_masked_runs_do_not_move():
     for n, t in grp.tensors().items():
         assert torch.equal(t[1], before[n][1]), n
         assert not torch.equal(t[0], before[n][0]), n
+
+
+def test_near_zero_balanced_init_same_end_to_end_without_imbalance():
+    # fig2's control: the balanced factors of the near-zero net's own W_e
+    for depth, hidden in ((2, 1), (3, 1), (3, 4)):
+        nz = initial_factors(Run("gd", LR, depth=depth, hidden=hidden, init_scale=0.05), D, 1)
+        bal = initial_factors(
+            Run("gd", LR, depth=depth, hidden=hidden, init="near_zero_balanced", init_scale=0.05),
+            D,
+            1,
+        )
+        W, Wb = product(nz), product(bal)
+        assert torch.allclose(Wb, W, rtol=1e-12, atol=1e-15 * W.abs().max())
+        # Eq. 7 for the control (to round-off), not for the near-zero net itself
+        for j in range(depth - 1):
+            lhs, rhs = bal[j + 1].T @ bal[j + 1], bal[j] @ bal[j].T
+            assert torch.allclose(lhs, rhs, atol=1e-14 * rhs.abs().max())
+            imbalance = (nz[j + 1].T @ nz[j + 1] - nz[j] @ nz[j].T).abs().max()
+            assert imbalance > 1e-3 * (nz[j] @ nz[j].T).abs().max()
+    # the Eq. 12 run of the control starts from the same W_e as the near-zero one
+    e2e = initial_factors(Run("e2e", LR, depth=3, init="near_zero_balanced", init_scale=0.05), D, 1)
+    assert torch.allclose(
+        product(e2e),
+        product(initial_factors(Run("e2e", LR, depth=3, init_scale=0.05), D, 1)),
+        rtol=1e-12,
+    )

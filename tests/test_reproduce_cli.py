@@ -203,6 +203,26 @@ def test_each_experiment_gets_its_own_context(fake_experiments, tmp_path, monkey
     assert a is not b and a.stats is not b.stats and a.cache is b.cache
     assert (a.out_dir, b.out_dir) == (tmp_path / "good", tmp_path / "failing")
     assert a.store == b.store == tmp_path / "depthaccel-store.sqlite" and a.quick
+    assert a.loss_scale == "paper"  # the paper's text by default
+
+
+def test_loss_scale_reaches_the_context(fake_experiments, tmp_path, monkeypatch, capsys):
+    seen = []
+
+    def spy(config, ctx):
+        seen.append(ctx)
+        return ExperimentResult("good", "G", "", {})
+
+    monkeypatch.setattr(sys.modules["fakecli.good"], "run", spy)
+    assert (
+        main(["reproduce", "good", "--quick", "--out", str(tmp_path), "--loss-scale", "plain"]) == 0
+    )
+    assert seen[0].loss_scale == "plain"
+    assert seen[0].ran_on()["executor"] == "in-process"
+    with pytest.raises(SystemExit) as exc:
+        main(["reproduce", "good", "--out", str(tmp_path / "x"), "--loss-scale", "linear"])
+    assert exc.value.code == 2
+    assert not (tmp_path / "x").exists()
 
 
 # ------------------------------------------------------------- output folder, progress

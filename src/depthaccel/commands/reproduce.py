@@ -146,6 +146,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "resumes and redoes at most K iterations (default 50000)",
     )
     p.add_argument(
+        "--loss-scale",
+        choices=("paper", "plain"),
+        default="paper",
+        help="l_p scale of the figures: 'paper' (default, the paper's text: (1/m) sum "
+        "(1/p)|r|^p) or 'plain' ((1/m) sum |r|^p, p times larger); tables give both",
+    )
+    p.add_argument(
         "--threads",
         type=int,
         default=1,
@@ -352,6 +359,7 @@ def _run_all(args: argparse.Namespace, names: list[str], executor: Any = None) -
         checkpoint_every=args.checkpoint_every,
         cache=ContextCache(),
         executor=executor,
+        loss_scale=args.loss_scale,
     )
     mode = "quick" if args.quick else "full"
     errors: list[str] = []

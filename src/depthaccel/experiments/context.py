@@ -90,6 +90,9 @@ class ExperimentContext:
             None: in this process (nothing else is imported).
         log: one-line messages (stderr by default).
         cache: data and optima shared with other contexts given the same object.
+        loss_scale: the l_p scale the figures show: ``"paper"`` (the paper's text, with
+            the 1/p factor) or ``"plain"`` (the mean of |r|^p); tables give both
+            (:mod:`depthaccel.experiments.loss_scale`).
         stats: what the results store did for this context (filled by ``train``).
     """
 
@@ -104,9 +107,13 @@ class ExperimentContext:
     executor: Any = None
     log: Callable[[str], None] = _stderr
     cache: ContextCache = field(default_factory=ContextCache)
+    loss_scale: str = "paper"
     stats: TrainingStats = field(default_factory=TrainingStats)
 
     def __post_init__(self) -> None:
+        from depthaccel.experiments.loss_scale import check_loss_scale
+
+        check_loss_scale(self.loss_scale)
         self.out_dir = Path(self.out_dir)
         self.dtype = parse_dtype(self.dtype)
         if self.data_dir is not None:
@@ -165,12 +172,38 @@ class ExperimentContext:
             return list(self.executor.map(fn, items, gpu=gpu))
         return [fn(item) for item in items]
 
+    def ran_on(self) -> dict[str, Any]:
+        """What the experiment ran on, for its settings and the report: device, dtype,
+        torch threads, executor (and its workers), CPUs and machine type."""
+        import os
+        import platform
+
+        info: dict[str, Any] = {
+            "device": self.device,
+            "dtype": "default" if self.dtype is None else str(self.dtype).removeprefix("torch."),
+            "torch_threads": torch.get_num_threads(),
+        }
+        ex = self.executor
+        if ex is None:
+            info["executor"] = "in-process"
+        else:
+            settings = getattr(ex, "settings", None)
+            info.update(
+                settings() if callable(settings) else {"executor": getattr(ex, "name", "?")}
+            )
+            workers = getattr(ex, "workers", None)
+            if isinstance(workers, int):
+                info["jobs"] = workers
+        info["cpus"] = os.cpu_count()
+        info["machine"] = platform.machine()
+        return info
+
     def store_summary(self) -> dict[str, Any] | None:
         """The results store's record for ``settings.json`` (None without a store)."""
         if self.store is None:
             return None
         return {
-            "path": str(self.store),
+            "path": self.store.name,  # the file name only: no machine-specific folder
             "runs_reused": self.stats.reused,
             "runs_trained": self.stats.trained,
             "training_seconds": self.stats.training_seconds,
@@ -190,6 +223,14 @@ class ExperimentContext:
                 warnings.simplefilter("ignore")  # incomplete official batches: the csv is used
                 self.cache.tasks[key] = load_ethanol(self.data_dir, standardize=standardize)
         return self.cache.tasks[key]
+
+    def data_source(self, dataset: Any) -> str:
+        """``dataset.source`` (files read, with their sha256) with the data folder written
+        as ``<data dir>``: no machine-specific path in a committed report."""
+        from depthaccel.data import data_dir as resolve_dir
+
+        folder = str(resolve_dir(self.data_dir))
+        return str(dataset.source).replace(folder, "<data dir>")
 
     def optimum(self, X: Any, y: Any, p: float) -> LpOptimum:
         """``depthaccel.losses.lp_optimum(X, y, p)``, computed once per data and p."""

@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 import os
 import platform
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from depthaccel.experiments import registry
 from depthaccel.experiments.results import RESULT_NAME, ExperimentResult
@@ -21,6 +23,20 @@ REPORT_NAME = "REPORT.md"
 
 def _md_cell(text: str) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
+
+
+def _ran_on_text(settings: Mapping[str, Any]) -> str:
+    """``; on: executor ..., N job(s), T torch thread(s), dtype, C CPUs (machine)``."""
+    ran = settings.get("ran_on")
+    if not ran:
+        return ""
+    parts = [] if settings.get("executor") else [f"executor {ran.get('executor', '?')}"]
+    if ran.get("jobs"):
+        parts.append(f"{ran['jobs']} job(s)")
+    parts.append(f"{ran.get('torch_threads', '?')} torch thread(s)")
+    parts.append(f"dtype {ran.get('dtype', '?')}")
+    parts.append(f"{ran.get('cpus', '?')} CPUs ({ran.get('machine', '?')})")
+    return "; on: " + ", ".join(parts)
 
 
 def report_section(result: ExperimentResult, root: Path) -> str:
@@ -44,7 +60,7 @@ def report_section(result: ExperimentResult, root: Path) -> str:
         ran_on = "executor: local (this process); "
     lines.append(
         f"*Mode: {result.mode}; device: {result.device or '?'}; {ran_on}{when}"
-        f"took {format_seconds(result.wall_time)}{reuse}.*"
+        f"took {format_seconds(result.wall_time)}{reuse}{_ran_on_text(result.settings)}.*"
     )
     lines.append("")
     if result.status != "ok":

@@ -79,6 +79,7 @@ def run_experiment(
     result.device = result.device or ctx.device
     result.mode = result.mode or mode
     result.settings.setdefault("config", to_jsonable(config))
+    result.settings["ran_on"] = ctx.ran_on()
     store = ctx.store_summary()
     if store is not None:
         result.settings["results_store"] = store

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from depthaccel.nets import DeepLinear, layer_widths
+from depthaccel.nets import DeepLinear, balanced_factors, layer_widths
 from depthaccel.train import kernels
 from depthaccel.train.runs import ADAPTIVE_METHODS, Run
 from depthaccel.update import end_to_end_update
@@ -50,18 +50,27 @@ Tensor = torch.Tensor
 
 def initial_factors(run: Run, d: int, k: int) -> list[Tensor]:
     """The factors ``[W_1, ..., W_N]`` (float64, CPU) a run's depth-``net_depth`` net starts
-    from: :class:`depthaccel.nets.DeepLinear` with the run's hidden/init/init_scale/seed."""
+    from: :class:`depthaccel.nets.DeepLinear` with the run's hidden/init/init_scale/seed.
+
+    ``near_zero_balanced``: the balanced factors (Eq. 7, :func:`depthaccel.nets.
+    balanced_factors`) of the end-to-end matrix ``W_e`` the ``near_zero`` net with the same
+    hidden/init_scale/seed starts from -- the same ``W_e``, without that net's imbalance
+    (fig2's control)."""
+    init = "near_zero" if run.init == "near_zero_balanced" else run.init
     net = DeepLinear(
         d,
         k,
         run.net_depth,
         run.hidden,
-        run.init,
+        init,
         run.init_scale,
         seed=run.seed,
         dtype=torch.float64,
     )
-    return [f.detach().clone() for f in net.factors]
+    factors = [f.detach().clone() for f in net.factors]
+    if run.init == "near_zero_balanced" and run.net_depth > 1:
+        factors = balanced_factors(net.end_to_end().detach(), run.net_depth, run.hidden)
+    return factors
 
 
 def _col(values: Sequence[float], shape_tail: int, ref: Tensor) -> Tensor:

@@ -41,7 +41,9 @@ METHOD_NAMES = {
 }
 NET_METHODS = ("gd", "adagrad", "adadelta", "adam")  # trained on the factors of a net
 ADAPTIVE_METHODS = ("adagrad", "adadelta", "adam")
-INITS = nets.INITS  # one list, in one order
+# the inits of DeepLinear, plus the trainer's fig2 control: balanced factors of the
+# near-zero net's own end-to-end matrix (train.groups.initial_factors)
+INITS = (*nets.INITS, "near_zero_balanced")
 CONVENTIONS = ("tf", "torch")
 
 # Defaults of the adaptive optimizers, "lr" included (used when
@@ -87,7 +89,9 @@ class Run:
             shapes the initial point (see ``init``).
         init: ``near_zero`` (i.i.d. N(0, init_scale^2) entries), ``identity`` (rectangular
             identity + N(0, init_scale^2) noise) or ``balanced`` (balanced factors of a
-            Gaussian end-to-end matrix), as in :class:`depthaccel.nets.DeepLinear`. e2e
+            Gaussian end-to-end matrix), as in :class:`depthaccel.nets.DeepLinear`, or
+            ``near_zero_balanced`` (balanced factors of the end-to-end matrix the
+            ``near_zero`` net of the same hidden/init_scale/seed starts from). e2e
             starts from ``W_e`` = the product of the factors the depth-ceil(N) net with
             the same hidden/init/init_scale/seed starts from, so the scheme emulates
             that net (paper, Fig. 2).

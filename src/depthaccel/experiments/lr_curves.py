@@ -1,0 +1,112 @@
+"""Learning-rate curves: the final gap of every rate a search trained, as a CSV and a
+figure, and the windows of rates in which a comparison holds."""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["below_windows", "plot_lr_curves", "windows_text", "write_lr_curves_csv"]
+
+
+def below_windows(
+    lrs: Sequence[float], gaps: Sequence[float | None], ref: float
+) -> list[tuple[float, float]]:
+    """Maximal runs of adjacent rates (of the sorted ``lrs``) whose final gap is below
+    ``ref``, as ``(first rate, last rate)``; a diverged or non-finite gap (None/NaN) is
+    never below."""
+    if len(lrs) != len(gaps):
+        raise ValueError("lrs and gaps differ in length")
+    order = sorted(range(len(lrs)), key=lambda i: lrs[i])
+    out: list[tuple[float, float]] = []
+    start = None
+    for k, i in enumerate(order):
+        g = gaps[i]
+        ok = g is not None and math.isfinite(g) and g < ref
+        if ok and start is None:
+            start = lrs[i]
+        if start is not None and (not ok or k == len(order) - 1):
+            end = lrs[i] if ok else lrs[order[k - 1]]
+            out.append((float(start), float(end)))
+            start = None
+    return out
+
+
+def windows_text(windows: Sequence[tuple[float, float]]) -> str:
+    """``"0.0178..0.0237"`` pieces joined by ``" and "``; ``"no rate"`` when empty."""
+    if not windows:
+        return "no rate"
+    return " and ".join(f"{a:.4g}" if a == b else f"{a:.4g}..{b:.4g}" for a, b in windows)
+
+
+def write_lr_curves_csv(path: str | os.PathLike, rows: Sequence[dict[str, Any]]) -> Path:
+    """One line per trained rate: ``model,seed,lr,final_gap,final_gap_plain,diverged,
+    marker`` (gaps empty when diverged; marker e.g. ``tf_default``)."""
+    path = Path(path)
+    cols = ["model", "seed", "lr", "final_gap", "final_gap_plain", "diverged", "marker"]
+    with path.open("w") as fh:
+        fh.write(",".join(cols) + "\n")
+        for r in rows:
+            vals = []
+            for c in cols:
+                v = r.get(c, "")
+                if v is None or (isinstance(v, float) and not math.isfinite(v)):
+                    v = ""
+                elif isinstance(v, float):
+                    v = f"{v:.17g}"
+                elif isinstance(v, bool):
+                    v = int(v)
+                vals.append(f'"{v}"' if c == "model" else str(v))
+            fh.write(",".join(vals) + "\n")
+    return path
+
+
+def plot_lr_curves(
+    path: str | os.PathLike,
+    series: Sequence[tuple[str, Sequence[float], Sequence[float | None], Sequence[float]]],
+    *,
+    title: str,
+    ylabel: str,
+) -> Path:
+    """Final gap against learning rate (log-log), one line per ``(label, lrs, gaps,
+    marked rates)``; diverged rates as crosses on the top edge, marked rates (e.g. TF's
+    defaults) as stars."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8.6, 4.6))
+    finite = [
+        g for _, _, gaps, _ in series for g in gaps if g is not None and math.isfinite(g) and g > 0
+    ]
+    top = max(finite) * 2 if finite else 1.0
+    for label, lrs, gaps, marked in series:
+        lrs = np.asarray(lrs, dtype=float)
+        g = np.array([np.nan if v is None else v for v in gaps], dtype=float)
+        ok = np.isfinite(g) & (g > 0)
+        (line,) = ax.plot(lrs[ok], g[ok], marker="o", ms=3, label=label)
+        if (~ok).any():
+            ax.plot(lrs[~ok], np.full((~ok).sum(), top), "x", color=line.get_color())
+        for m in marked:
+            hit = np.flatnonzero(np.isclose(lrs, m, rtol=1e-6) & ok)
+            if hit.size:
+                ax.plot(lrs[hit], g[hit], "*", ms=12, color=line.get_color())
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("learning rate")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    fig.text(0.01, 0.01, "x: diverged; *: TensorFlow's default rate", fontsize=7)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,275 @@
+r"""The paper's learning-rate search: each model's rate chosen at the run's own length.
+
+One rule for every experiment (a :class:`SearchPolicy` config field of each):
+
+1. Train every model at every rate of its grid (``lr_min .. lr_max``, ``per_decade``
+   rates per decade on a log scale, plus ``extra_lrs`` such as TensorFlow's default
+   rates) for the full number of iterations -- no shorter pre-search.
+2. Rounds (all models of a round in one batched call, at most ``max_rounds``), while any
+   of these asks for a rate (:func:`propose_rates`):
+
+   * **edge**: the best rate (lowest final gap; diverged runs never) is the smallest or
+     largest rate trained, or every run diverged: one rate beyond that edge, at the
+     coarse grid's spacing;
+   * **near the best**: a neighbour of the best rate is farther than ``max_ratio``
+     (x1.33): rates in between, spaced evenly on a log scale, at most ``max_ratio`` apart;
+   * **near the stability edge**: the largest stable rate below the smallest diverged
+     one above the best is farther from it than ``max_ratio``: rates in between likewise.
+
+After the search no chosen rate is on its grid's edge unless ``max_rounds`` ran out (the
+record and the claims say so).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+__all__ = ["SearchPolicy", "fill_rates", "propose_rates", "search_models"]
+
+_REL = 1e-9  # rates closer than this (relative) are the same rate
+
+
+@dataclass(frozen=True)
+class SearchPolicy:
+    """How every model's learning rate is chosen (see the module docstring).
+
+    Attributes:
+        lr_min, lr_max, per_decade: the coarse log grid (both ends included).
+        max_ratio: largest allowed ratio between the best rate and its neighbours, and
+            across the stability edge (> 1).
+        max_rounds: cap on extension/refinement rounds (each is one full-length call).
+        extra_lrs: rates always trained as well (e.g. TensorFlow's defaults).
+        lr_digits: significant digits of every rate.
+    """
+
+    lr_min: float = 1e-4
+    lr_max: float = 1.0
+    per_decade: int = 2
+    max_ratio: float = 1.33
+    max_rounds: int = 8
+    extra_lrs: tuple[float, ...] = ()
+    lr_digits: int = 4
+
+    def __post_init__(self) -> None:
+        if not (0 < self.lr_min <= self.lr_max and math.isfinite(self.lr_max)):
+            raise ValueError(f"need 0 < lr_min <= lr_max, got {self.lr_min}, {self.lr_max}")
+        if isinstance(self.per_decade, bool) or int(self.per_decade) < 1:
+            raise ValueError(f"per_decade must be >= 1, got {self.per_decade}")
+        if not (math.isfinite(self.max_ratio) and self.max_ratio > 1):
+            raise ValueError(f"max_ratio must be > 1, got {self.max_ratio}")
+        if int(self.max_rounds) < 0:
+            raise ValueError(f"max_rounds must be >= 0, got {self.max_rounds}")
+        if any(not (math.isfinite(v) and v > 0) for v in self.extra_lrs):
+            raise ValueError(f"extra_lrs must be positive, got {self.extra_lrs}")
+        if int(self.lr_digits) < 3:
+            raise ValueError(f"lr_digits must be >= 3, got {self.lr_digits}")
+
+    @property
+    def step(self) -> float:
+        """The coarse grid's spacing, ``10 ** (1 / per_decade)``."""
+        return 10 ** (1 / self.per_decade)
+
+    def grid(self, lr_min: float | None = None, lr_max: float | None = None) -> list[float]:
+        """The coarse grid (optionally over another range) with ``extra_lrs``, sorted."""
+        lo = self.lr_min if lr_min is None else lr_min
+        hi = self.lr_max if lr_max is None else lr_max
+        n = round(math.log10(hi / lo) * self.per_decade)
+        vals = [lo * (hi / lo) ** (i / n) for i in range(n + 1)] if n else [lo]
+        return _merge([], [self._round(v) for v in (*vals, *self.extra_lrs)])
+
+    def _round(self, lr: float) -> float:
+        return float(f"{lr:.{self.lr_digits}g}")
+
+    def describe(self, iters: int, grid: str | None = None) -> str:
+        """The report's sentence on the search (``grid``: how the coarse grids were set,
+        when not ``lr_min .. lr_max``)."""
+        extra = f" plus {', '.join(f'{v:g}' for v in self.extra_lrs)}" if self.extra_lrs else ""
+        return (
+            f"Learning rates: each model's rate chosen by grid search at the run's own length "
+            f"({iters} iterations; no shorter pre-search): a log grid "
+            + (grid or f"{self.lr_min:g}..{self.lr_max:g}")
+            + f", {self.per_decade} per decade{extra}, then rounds (at most "
+            f"{self.max_rounds}) that extend the grid beyond an edge the best rate sits on and "
+            f"fill in rates at most x{self.max_ratio:g} apart next to the best rate and across "
+            "the stability edge (largest stable vs smallest diverged rate); lowest final gap "
+            "wins, diverged runs never. Every grid, gap and chosen rate is in the settings."
+        )
+
+
+def _merge(have: Sequence[float], new: Sequence[float]) -> list[float]:
+    out = sorted(have)
+    for v in new:
+        if all(abs(v / h - 1) > _REL for h in out):
+            out.append(v)
+            out.sort()
+    return out
+
+
+def fill_rates(lo: float, hi: float, max_ratio: float, digits: int = 4) -> list[float]:
+    """Rates strictly between ``lo < hi``, evenly spaced on a log scale, so that adjacent
+    rates (``lo`` and ``hi`` included) are at most ``max_ratio`` apart (before rounding to
+    ``digits`` significant digits); empty when ``hi / lo <= max_ratio``."""
+    if not (0 < lo < hi):
+        raise ValueError(f"need 0 < lo < hi, got {lo}, {hi}")
+    n = math.ceil(math.log(hi / lo) / math.log(max_ratio) - 1e-9)
+    return [float(f"{lo * (hi / lo) ** (k / n):.{digits}g}") for k in range(1, n)]
+
+
+def propose_rates(
+    lrs: Sequence[float],
+    diverged: Sequence[bool],
+    best_lr: float | None,
+    *,
+    step: float,
+    max_ratio: float,
+    digits: int = 4,
+) -> list[float]:
+    """The rates one round of the search adds to a model (module docstring, step 2).
+
+    ``lrs`` are the rates trained (sorted), ``diverged`` their outcome, ``best_lr`` the
+    chosen rate (None: every run diverged), ``step`` the coarse spacing. Returns new rates
+    (sorted, none already trained); empty when the search of this model is done.
+    """
+    lrs = [float(v) for v in lrs]
+    if sorted(lrs) != lrs or len(lrs) != len(diverged) or not lrs:
+        raise ValueError("lrs must be sorted, non-empty and match diverged")
+    tol = 1 + 1e-3  # rounding to `digits` may leave a spacing a hair above max_ratio
+    new: list[float] = []
+    if best_lr is None:
+        return [float(f"{lrs[0] / step:.{digits}g}")]
+    i = min(range(len(lrs)), key=lambda j: abs(lrs[j] / best_lr - 1))
+    if i == 0:
+        new.append(lrs[0] / step)
+    if i == len(lrs) - 1:
+        new.append(lrs[-1] * step)
+    for j in (i - 1, i + 1):
+        if 0 <= j < len(lrs):
+            lo, hi = sorted((lrs[i], lrs[j]))
+            if hi / lo > max_ratio * tol:
+                new += fill_rates(lo, hi, max_ratio, digits)
+    above = [j for j in range(i + 1, len(lrs)) if diverged[j]]
+    if above:
+        u = above[0]
+        stable = [j for j in range(i, u) if not diverged[j]]
+        s = stable[-1]
+        if lrs[u] / lrs[s] > max_ratio * tol:
+            new += fill_rates(lrs[s], lrs[u], max_ratio, digits)
+    new = [float(f"{v:.{digits}g}") for v in new]
+    return [v for v in _merge([], new) if all(abs(v / h - 1) > _REL for h in lrs)]
+
+
+def _spacing(ms: Any) -> tuple[float | None, float | None]:
+    """Largest ratio between the best rate and a neighbour; ratio across the stability
+    edge (None when there is no diverged rate above the best)."""
+    if ms.best_lr is None:
+        return None, None
+    lrs = ms.lrs
+    i = lrs.index(ms.best_lr)
+    near = [
+        lrs[j] / lrs[i] if j > i else lrs[i] / lrs[j] for j in (i - 1, i + 1) if 0 <= j < len(lrs)
+    ]
+    div = [r.diverged for r in ms.results]
+    above = [j for j in range(i + 1, len(lrs)) if div[j]]
+    edge = None
+    if above:
+        s = max(j for j in range(i, above[0]) if not div[j])
+        edge = lrs[above[0]] / lrs[s]
+    return (max(near) if near else None), edge
+
+
+def search_models(
+    ctx: Any,
+    X: Any,
+    y: Any,
+    p: float,
+    models: Sequence[Any],
+    policy: SearchPolicy,
+    iters: int,
+    *,
+    grids: Sequence[Sequence[float]] | None = None,
+    **train_options: Any,
+) -> tuple[list[Any], dict[str, Any]]:
+    """The search of the module docstring for every model (a ``Run``; its lr is replaced),
+    training through ``ctx.train``. ``grids``: one coarse grid per model instead of
+    ``policy.grid()`` (``extra_lrs`` are added to each). Returns one
+    ``depthaccel.train.grid.ModelSearch`` per model, in order, and a JSON-able record."""
+    from depthaccel.train.grid import ModelSearch, best_result
+
+    models = list(models)
+    if grids is None:
+        grids = [policy.grid()] * len(models)
+    if len(grids) != len(models):
+        raise ValueError(f"{len(grids)} grids for {len(models)} models")
+    grids = [_merge([], [policy._round(v) for v in (*g, *policy.extra_lrs)]) for g in grids]
+    runs = [replace(m, lr=lr) for m, g in zip(models, grids, strict=True) for lr in g]
+    out = ctx.train(X, y, p, runs, iters, **train_options)
+    per: list[list[Any]] = []
+    k = 0
+    for g in grids:
+        per.append(list(out[k : k + len(g)]))
+        k += len(g)
+    rounds = [0] * len(models)
+
+    def summary(i: int) -> Any:
+        res = sorted(per[i], key=lambda r: r.run.effective_lr)
+        best = best_result(res)
+        lrs = [r.run.effective_lr for r in res]
+        best_lr = None if best is None else best.run.effective_lr
+        return ModelSearch(
+            model=best.run if best is not None else replace(models[i], lr=lrs[0]),
+            results=res,
+            best=best,
+            best_lr=best_lr,
+            on_edge=best_lr is None or best_lr in (lrs[0], lrs[-1]),
+            extensions=rounds[i],
+            lrs=lrs,
+        )
+
+    for _ in range(int(policy.max_rounds)):
+        new_runs, owners = [], []
+        for i in range(len(models)):
+            ms = summary(i)
+            for lr in propose_rates(
+                ms.lrs,
+                [r.diverged or not math.isfinite(r.final_gap) for r in ms.results],
+                ms.best_lr,
+                step=policy.step,
+                max_ratio=policy.max_ratio,
+                digits=policy.lr_digits,
+            ):
+                new_runs.append(replace(models[i], lr=lr))
+                owners.append(i)
+        if not new_runs:
+            break
+        for i in set(owners):
+            rounds[i] += 1
+        for i, r in zip(owners, ctx.train(X, y, p, new_runs, iters, **train_options), strict=True):
+            per[i].append(r)
+    found = [summary(i) for i in range(len(models))]
+    rows = []
+    for ms in found:
+        near, edge = _spacing(ms)
+        rows.append(
+            {
+                "model": ms.model.label(),
+                "seed": ms.model.seed,
+                "grid": list(ms.lrs),
+                "final_gap": [
+                    None if r.diverged or not math.isfinite(r.final_gap) else r.final_gap
+                    for r in ms.results
+                ],
+                "chosen_lr": ms.best_lr,
+                "chosen_final_gap": None if ms.best is None else ms.best.final_gap,
+                "initial_gap": None if ms.best is None else float(ms.best.gap[0]),
+                "on_edge": ms.on_edge,
+                "rounds": ms.extensions,
+                "spacing_at_best": near,
+                "spacing_at_stability_edge": edge,
+            }
+        )
+    record = {"policy": dataclasses.asdict(policy), "iters": iters, "search": rows}
+    return found, record

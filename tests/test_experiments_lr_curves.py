@@ -1,0 +1,63 @@
+"""Learning-rate curves: windows of rates below a reference, and the CSV."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+
+from depthaccel.experiments.lr_curves import (
+    below_windows,
+    plot_lr_curves,
+    windows_text,
+    write_lr_curves_csv,
+)
+
+
+def test_below_windows():
+    lrs = [0.01, 0.0133, 0.0178, 0.0237, 0.0316, 0.0422]
+    gaps = [0.012, 0.0095, 0.0074, 0.0107, None, 0.009]
+    # below 0.0097: 0.0133..0.0178, then 0.0422 alone (after a diverged rate)
+    assert below_windows(lrs, gaps, 0.0097) == [(0.0133, 0.0178), (0.0422, 0.0422)]
+    assert windows_text(below_windows(lrs, gaps, 0.0097)) == "0.0133..0.0178 and 0.0422"
+    assert below_windows(lrs, gaps, 0.001) == [] and windows_text([]) == "no rate"
+    assert below_windows(lrs, gaps, 1.0) == [(0.01, 0.0237), (0.0422, 0.0422)]
+    # unsorted input is sorted by rate first
+    assert below_windows([0.3, 0.1, 0.2], [1.0, 0.5, 0.5], 0.9) == [(0.1, 0.2)]
+    with pytest.raises(ValueError):
+        below_windows([0.1], [], 1.0)
+
+
+def test_csv_and_plot(tmp_path):
+    rows = [
+        {
+            "model": "1-layer AdaDelta",
+            "seed": 0,
+            "lr": 1e-3,
+            "final_gap": 0.169,
+            "final_gap_plain": 0.676,
+            "diverged": False,
+            "marker": "tf_default",
+        },
+        {
+            "model": "1-layer AdaDelta",
+            "seed": 0,
+            "lr": 1.0,
+            "final_gap": None,
+            "final_gap_plain": None,
+            "diverged": True,
+            "marker": "",
+        },
+    ]
+    path = write_lr_curves_csv(tmp_path / "lr.csv", rows)
+    back = list(csv.DictReader(path.open()))
+    assert back[0]["model"] == "1-layer AdaDelta" and float(back[0]["final_gap"]) == 0.169
+    assert back[0]["marker"] == "tf_default" and back[1]["final_gap"] == ""
+    assert back[1]["diverged"] == "1"
+    png = plot_lr_curves(
+        tmp_path / "lr.png",
+        [("AdaDelta", [1e-3, 1.0], [0.169, None], [1e-3])],
+        title="t",
+        ylabel="gap",
+    )
+    assert png.stat().st_size > 1000
