@@ -9,53 +9,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
-from depthaccel.experiments.search import (
-    SearchPolicy,
-    fill_rates,
-    propose_rates,
-    search_models,
-)
+from depthaccel.experiments.search import SearchPolicy, search_models
 from depthaccel.train import Run, RunResult
-
-
-@pytest.mark.parametrize(
-    ("lo", "hi", "ratio"),
-    [(1e-3, 10**-2.5, 1.33), (0.01, 0.1, 1.33), (1.0, 1.2, 1.33), (2, 9, 2.2)],
-)
-def test_fill_rates_spacing(lo, hi, ratio):
-    pts = [lo, *fill_rates(lo, hi, ratio, digits=12), hi]
-    gaps = np.diff(np.log(pts))
-    assert np.all(gaps > 0)
-    assert np.max(np.exp(gaps)) <= ratio * (1 + 1e-12)
-    # as few points as the spacing allows: one fewer would exceed the ratio
-    n = len(pts) - 1
-    assert n == 1 or (hi / lo) ** (1 / (n - 1)) > ratio
-
-
-def test_propose_rates_rules():
-    grid = [1e-4, 3.162e-4, 1e-3, 3.162e-3, 1e-2]
-    kw = dict(step=10**0.5, max_ratio=1.33)
-    # every run diverged: one step below
-    assert propose_rates(grid, [True] * 5, None, **kw) == [pytest.approx(3.162e-5)]
-    # best at the top, all stable: one step above, and the gap below the best filled
-    new = propose_rates(grid, [False] * 5, 1e-2, **kw)
-    assert new[-1] == pytest.approx(3.162e-2, rel=1e-3)
-    assert all(3.162e-3 < v < 1e-2 for v in new[:-1]) and len(new) == 5
-    # best at the bottom: one step below plus the fill above it
-    new = propose_rates(grid, [False] * 5, 1e-4, **kw)
-    assert new[0] == pytest.approx(3.162e-5, rel=1e-3) and len(new) == 5
-    # interior best, next rate diverged: fill both sides (the upper side is the edge)
-    new = propose_rates(grid, [False, False, False, True, True], 1e-3, **kw)
-    assert len(new) == 8 and all(3.162e-4 < v < 3.162e-3 for v in new)
-    # stability edge away from the best: filled too
-    new = propose_rates(grid, [False, False, False, False, True], 3.162e-4, **kw)
-    assert any(3.162e-3 < v < 1e-2 for v in new)
-    # a finished model: nothing more
-    fine = [1e-3, 1.25e-3, 1.5e-3, 1.8e-3]
-    assert propose_rates(fine, [False, False, False, True], 1.25e-3, **kw) == []
-    with pytest.raises(ValueError):
-        propose_rates([1e-2, 1e-3], [False, False], 1e-3, **kw)
-
 
 # ---- the whole loop on a synthetic curve: gap(lr) = 1 + log(lr / 0.00731)^2, divergence
 # above 0.0213 (known answers: the best rate of any grid is the one closest to 0.00731 in

@@ -10,9 +10,11 @@ import torch
 from depthaccel.train import GridEdgeWarning, Run, RunResult, best_result, grid_search, train
 from depthaccel.train.grid import (
     expand,
+    fill_rates,
     log_grid,
     narrow_grid,
     refine_search,
+    refinement_rates,
     search_record,
     two_stage_search,
 )
@@ -266,3 +268,89 @@ def test_search_record_is_json():
     assert row["grid"] == list(GRID3) and row["final_gap"][2] is None
     assert row["chosen_lr"] == 1e-2 and row["on_edge"] is False
     json.dumps(row)
+
+
+# ----------------------------------------------------------- refinement at full length
+
+
+@pytest.mark.parametrize(
+    ("lo", "hi", "ratio"),
+    [(1e-3, 10**-2.5, 1.33), (0.01, 0.1, 1.33), (1.0, 1.2, 1.33), (2, 9, 2.2)],
+)
+def test_fill_rates_spacing(lo, hi, ratio):
+    pts = [lo, *fill_rates(lo, hi, ratio, digits=None), hi]
+    gaps = np.diff(np.log(pts))
+    assert np.all(gaps > 0)
+    assert np.max(np.exp(gaps)) <= ratio * (1 + 1e-12)
+    # as few points as the spacing allows: one fewer would exceed the ratio
+    n = len(pts) - 1
+    assert n == 1 or (hi / lo) ** (1 / (n - 1)) > ratio
+
+
+def test_refinement_rates_rules():
+    grid = [1e-4, 3.162e-4, 1e-3, 3.162e-3, 1e-2]
+    kw = dict(max_ratio=1.33)
+    # best at the top, all stable: the gap below the best filled (4 rates at x1.259)
+    new = refinement_rates(grid, [False] * 5, 1e-2, **kw)
+    assert len(new) == 4 and all(3.162e-3 < v < 1e-2 for v in new)
+    # interior best, next rate diverged: both sides filled (the upper one is the edge)
+    new = refinement_rates(grid, [False, False, False, True, True], 1e-3, **kw)
+    assert len(new) == 8 and all(3.162e-4 < v < 3.162e-3 for v in new)
+    # the stability edge away from the best is filled too
+    new = refinement_rates(grid, [False, False, False, False, True], 3.162e-4, **kw)
+    assert sum(3.162e-3 < v < 1e-2 for v in new) == 4
+    # a finished model: nothing more
+    fine = [1e-3, 1.25e-3, 1.5e-3, 1.8e-3]
+    assert refinement_rates(fine, [False, False, False, True], 1.25e-3, **kw) == []
+    with pytest.raises(ValueError):
+        refinement_rates([1e-2, 1e-3], [False, False], 1e-3, **kw)
+
+
+def test_grid_search_with_fill_ratio_finds_best_and_edge():
+    # synthetic final gap 1 + log(lr / 0.00731)^2, divergence above 0.0213: the search
+    # from a grid far below must extend up, then refine to x1.33 at the best and the edge
+    best, edge = 0.00731, 0.0213
+    calls = []
+
+    def fake_train(X, y, p, runs, iters, **kw):
+        calls.append(len(runs))
+        out = []
+        for r in runs:
+            lr = r.effective_lr
+            div = lr > edge
+            g = float("nan") if div else 1.0 + math.log(lr / best) ** 2
+            out.append(
+                RunResult(
+                    run=r,
+                    iters=np.array([0, iters]),
+                    gap=np.array([5.0, g]),
+                    final_gap=g,
+                    diverged=div,
+                )
+            )
+        return out
+
+    runs = expand([Run("gd", 1.0)], [1e-5, 3.162e-5, 1e-4])
+    (ms,) = grid_search(
+        None,
+        None,
+        2.0,
+        runs,
+        10,
+        extend=True,
+        max_extensions=10,
+        lr_digits=4,
+        fill_ratio=1.33,
+        train=fake_train,
+        warn=False,
+    )
+    assert not ms.on_edge and ms.best_lr <= edge
+    assert abs(math.log(ms.best_lr / best)) <= math.log(1.33)
+    i = ms.lrs.index(ms.best_lr)
+    assert ms.lrs[i + 1] / ms.best_lr <= 1.33 * 1.001 and ms.best_lr / ms.lrs[i - 1] <= 1.33 * 1.001
+    div = [r.diverged for r in ms.results]
+    u = div.index(True)
+    assert ms.lrs[u] / ms.lrs[u - 1] <= 1.33 * 1.001
+    assert len(set(ms.lrs)) == len(ms.lrs) and ms.extensions == len(calls) - 1
+    with pytest.raises(ValueError, match="fill_ratio"):
+        grid_search(None, None, 2.0, runs, 10, extend=True, fill_ratio=1.0, train=fake_train)

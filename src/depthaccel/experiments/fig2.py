@@ -148,6 +148,7 @@ def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
     all_curves: list[Curve] = []
     devs: dict[str, Any] = {}
     escapes: dict[str, Any] = {}
+    inits_gap: dict[str, float] = {}
     start = int(config.skip_fraction * config.iters)
     nz_inits = [(i, s) for i, s in config.inits if i == "near_zero"]
     rows = list(config.inits)
@@ -210,6 +211,7 @@ def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
                         else float("nan")
                     )
                     devs[f"{key}/final_gap"] = {"net": net.final_gap, "scheme": e2e.final_gap}
+                    inits_gap[key] = float(net.gap[0])
                 if len(config.widths) > 1:
                     a = by[("gd", init, depth, config.widths[-1])]
                     b = by[("gd", init, depth, config.widths[0])]
@@ -427,6 +429,13 @@ def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
             if config.control
             else ""
         ),
+        "Initial gaps L(w_0) - L* (min..max over depths and widths; the scheme starts at "
+        "its net's): "
+        + "; ".join(
+            f"{row} l{p:g}: {min(v):.4g}..{max(v):.4g}"
+            for (row, p), v in _group_initial_gaps(inits_gap).items()
+        )
+        + ".",
         f"Iterations: {config.iters} (the paper's Fig. 2 shares Fig. 3's setup, 1e6); "
         "learning rate 1e-3 for all, as in the paper.",
         "Deviation = max over logged iterations of |gap_scheme - gap_net| / gap_net. "
@@ -464,9 +473,19 @@ def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
             "lr": config.lr,
             "deviations": devs,
             "saddle_escape": escapes,
+            "initial_gaps": inits_gap,
         },
         figures=[fig],
         curves=[csv],
         claims=claims,
         notes=notes,
     )
+
+
+def _group_initial_gaps(gaps: dict[str, float]) -> dict[tuple[str, float], list[float]]:
+    """``{"row/lP/depthN/widthW": gap}`` grouped by (row, p)."""
+    out: dict[tuple[str, float], list[float]] = {}
+    for key, g in gaps.items():
+        row, loss = key.split("/")[:2]
+        out.setdefault((row, float(loss[1:])), []).append(g)
+    return out

@@ -6,7 +6,8 @@ One rule for every experiment (a :class:`SearchPolicy` config field of each):
    rates per decade on a log scale, plus ``extra_lrs`` such as TensorFlow's default
    rates) for the full number of iterations -- no shorter pre-search.
 2. Rounds (all models of a round in one batched call, at most ``max_rounds``), while any
-   of these asks for a rate (:func:`propose_rates`):
+   of these asks for a rate (``depthaccel.train.grid.grid_search`` with ``extend`` and
+   ``fill_ratio``: the project's one grid search):
 
    * **edge**: the best rate (lowest final gap; diverged runs never) is the smallest or
      largest rate trained, or every run diverged: one rate beyond that edge, at the
@@ -28,7 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-__all__ = ["SearchPolicy", "fill_rates", "propose_rates", "search_models"]
+__all__ = ["SearchPolicy", "search_models"]
 
 _REL = 1e-9  # rates closer than this (relative) are the same rate
 
@@ -109,59 +110,6 @@ def _merge(have: Sequence[float], new: Sequence[float]) -> list[float]:
     return out
 
 
-def fill_rates(lo: float, hi: float, max_ratio: float, digits: int = 4) -> list[float]:
-    """Rates strictly between ``lo < hi``, evenly spaced on a log scale, so that adjacent
-    rates (``lo`` and ``hi`` included) are at most ``max_ratio`` apart (before rounding to
-    ``digits`` significant digits); empty when ``hi / lo <= max_ratio``."""
-    if not (0 < lo < hi):
-        raise ValueError(f"need 0 < lo < hi, got {lo}, {hi}")
-    n = math.ceil(math.log(hi / lo) / math.log(max_ratio) - 1e-9)
-    return [float(f"{lo * (hi / lo) ** (k / n):.{digits}g}") for k in range(1, n)]
-
-
-def propose_rates(
-    lrs: Sequence[float],
-    diverged: Sequence[bool],
-    best_lr: float | None,
-    *,
-    step: float,
-    max_ratio: float,
-    digits: int = 4,
-) -> list[float]:
-    """The rates one round of the search adds to a model (module docstring, step 2).
-
-    ``lrs`` are the rates trained (sorted), ``diverged`` their outcome, ``best_lr`` the
-    chosen rate (None: every run diverged), ``step`` the coarse spacing. Returns new rates
-    (sorted, none already trained); empty when the search of this model is done.
-    """
-    lrs = [float(v) for v in lrs]
-    if sorted(lrs) != lrs or len(lrs) != len(diverged) or not lrs:
-        raise ValueError("lrs must be sorted, non-empty and match diverged")
-    tol = 1 + 1e-3  # rounding to `digits` may leave a spacing a hair above max_ratio
-    new: list[float] = []
-    if best_lr is None:
-        return [float(f"{lrs[0] / step:.{digits}g}")]
-    i = min(range(len(lrs)), key=lambda j: abs(lrs[j] / best_lr - 1))
-    if i == 0:
-        new.append(lrs[0] / step)
-    if i == len(lrs) - 1:
-        new.append(lrs[-1] * step)
-    for j in (i - 1, i + 1):
-        if 0 <= j < len(lrs):
-            lo, hi = sorted((lrs[i], lrs[j]))
-            if hi / lo > max_ratio * tol:
-                new += fill_rates(lo, hi, max_ratio, digits)
-    above = [j for j in range(i + 1, len(lrs)) if diverged[j]]
-    if above:
-        u = above[0]
-        stable = [j for j in range(i, u) if not diverged[j]]
-        s = stable[-1]
-        if lrs[u] / lrs[s] > max_ratio * tol:
-            new += fill_rates(lrs[s], lrs[u], max_ratio, digits)
-    new = [float(f"{v:.{digits}g}") for v in new]
-    return [v for v in _merge([], new) if all(abs(v / h - 1) > _REL for h in lrs)]
-
-
 def _spacing(ms: Any) -> tuple[float | None, float | None]:
     """Largest ratio between the best rate and a neighbour; ratio across the stability
     edge (None when there is no diverged rate above the best)."""
@@ -194,62 +142,36 @@ def search_models(
     **train_options: Any,
 ) -> tuple[list[Any], dict[str, Any]]:
     """The search of the module docstring for every model (a ``Run``; its lr is replaced),
-    training through ``ctx.train``. ``grids``: one coarse grid per model instead of
+    training through ``ctx.train``: ``depthaccel.train.grid.grid_search`` with the
+    policy's extension and refinement. ``grids``: one coarse grid per model instead of
     ``policy.grid()`` (``extra_lrs`` are added to each). Returns one
     ``depthaccel.train.grid.ModelSearch`` per model, in order, and a JSON-able record."""
-    from depthaccel.train.grid import ModelSearch, best_result
+    from depthaccel.train.grid import grid_search, model_id
 
     models = list(models)
     if grids is None:
         grids = [policy.grid()] * len(models)
     if len(grids) != len(models):
         raise ValueError(f"{len(grids)} grids for {len(models)} models")
+    if len({model_id(m) for m in models}) != len(models):
+        raise ValueError("two models differ only in their learning rate")
     grids = [_merge([], [policy._round(v) for v in (*g, *policy.extra_lrs)]) for g in grids]
     runs = [replace(m, lr=lr) for m, g in zip(models, grids, strict=True) for lr in g]
-    out = ctx.train(X, y, p, runs, iters, **train_options)
-    per: list[list[Any]] = []
-    k = 0
-    for g in grids:
-        per.append(list(out[k : k + len(g)]))
-        k += len(g)
-    rounds = [0] * len(models)
-
-    def summary(i: int) -> Any:
-        res = sorted(per[i], key=lambda r: r.run.effective_lr)
-        best = best_result(res)
-        lrs = [r.run.effective_lr for r in res]
-        best_lr = None if best is None else best.run.effective_lr
-        return ModelSearch(
-            model=best.run if best is not None else replace(models[i], lr=lrs[0]),
-            results=res,
-            best=best,
-            best_lr=best_lr,
-            on_edge=best_lr is None or best_lr in (lrs[0], lrs[-1]),
-            extensions=rounds[i],
-            lrs=lrs,
-        )
-
-    for _ in range(int(policy.max_rounds)):
-        new_runs, owners = [], []
-        for i in range(len(models)):
-            ms = summary(i)
-            for lr in propose_rates(
-                ms.lrs,
-                [r.diverged or not math.isfinite(r.final_gap) for r in ms.results],
-                ms.best_lr,
-                step=policy.step,
-                max_ratio=policy.max_ratio,
-                digits=policy.lr_digits,
-            ):
-                new_runs.append(replace(models[i], lr=lr))
-                owners.append(i)
-        if not new_runs:
-            break
-        for i in set(owners):
-            rounds[i] += 1
-        for i, r in zip(owners, ctx.train(X, y, p, new_runs, iters, **train_options), strict=True):
-            per[i].append(r)
-    found = [summary(i) for i in range(len(models))]
+    found = grid_search(
+        X,
+        y,
+        p,
+        runs,
+        iters,
+        extend=True,
+        max_extensions=int(policy.max_rounds),
+        rescue_diverged=int(policy.max_rounds),
+        lr_digits=int(policy.lr_digits),
+        fill_ratio=policy.max_ratio,
+        warn=False,
+        train=ctx.train,
+        **train_options,
+    )
     rows = []
     for ms in found:
         near, edge = _spacing(ms)

@@ -21,6 +21,14 @@ for every round. At most ``max_extensions`` rounds per model; a model whose ever
 diverged may go on for up to ``max(max_extensions, rescue_diverged)`` rounds, so that it
 has a curve at all. ``lr_digits`` rounds new rates to that many significant digits.
 
+**Refinement at full length** (``fill_ratio``, the paper's search: each model's rate
+chosen at the run's own length): in the same rounds, while the best rate has a trained
+neighbour farther than ``fill_ratio`` (e.g. x1.33), or the largest stable rate and the
+smallest diverged rate above the best are farther apart than that (the stability edge),
+rates in between are added, evenly spaced on a log scale and at most ``fill_ratio``
+apart (:func:`refinement_rates`). The search of a model ends when its choice is interior
+and both neighbourhoods are that fine, or after ``max_extensions`` rounds.
+
 :func:`two_stage_search` adds an optional pre-search (a broad grid at fewer iterations,
 then a narrow grid around each model's pre-search best at full length) and an optional
 refinement (:func:`refine_search`: one more call at a finer spacing around each best);
@@ -49,12 +57,14 @@ __all__ = [
     "best_result",
     "choose",
     "expand",
+    "fill_rates",
     "grid_search",
     "log_grid",
     "model_id",
     "narrow_grid",
     "on_edge",
     "refine_search",
+    "refinement_rates",
     "search_record",
     "two_stage_search",
 ]
@@ -185,6 +195,7 @@ def grid_search(
     max_extensions: int = 4,
     rescue_diverged: int = 0,
     lr_digits: int | None = None,
+    fill_ratio: float | None = None,
     tie_tol: float = 0.0,
     warn: bool = True,
     train: TrainFn | None = None,
@@ -196,10 +207,13 @@ def grid_search(
         X, y, p, runs, iters: as for :func:`depthaccel.train.train` (``expand`` builds
             ``runs`` from models and grids).
         extend: extend a model's grid beyond the edge its choice is on (module docstring).
-        max_extensions: cap on extension rounds per model.
+        max_extensions: cap on extension (and refinement) rounds per model.
         rescue_diverged: a model whose every run diverged may extend downwards for up to
             ``max(max_extensions, rescue_diverged)`` rounds.
         lr_digits: round new rates to this many significant digits (None: no rounding).
+        fill_ratio: with ``extend``, also refine each model near its best rate and
+            across its stability edge until neighbours are at most this ratio apart
+            (module docstring); None: extension only.
         tie_tol: final gaps within this of the lowest count as tied.
         warn: emit a :class:`GridEdgeWarning` for each model whose choice is (still) on
             the edge.
@@ -228,19 +242,32 @@ def grid_search(
     steps = {mk: _step([r.run.effective_lr for r in res]) for mk, res in models.items()}
     extensions = dict.fromkeys(models, 0)
     rounds = max(max_extensions, rescue_diverged) if extend else 0
+    if fill_ratio is not None and not (math.isfinite(fill_ratio) and fill_ratio > 1):
+        raise ValueError(f"fill_ratio must be > 1, got {fill_ratio!r}")
     for round_ in range(rounds):
         new_runs: list[Run] = []
         for mk, res in models.items():
             ms = _summarise(res, tie_tol)
             cap = max_extensions if ms.best is not None else max(max_extensions, rescue_diverged)
-            if round_ >= cap or not ms.on_edge:
+            if round_ >= cap:
                 continue
-            if ms.best is not None and ms.best_lr == ms.lrs[-1]:
-                lr_new = ms.lrs[-1] * steps[mk]
-            else:  # the smallest rate is best, or every run diverged
-                lr_new = ms.lrs[0] / steps[mk]
-            new_runs.append(replace(ms.results[0].run, lr=_round(lr_new, lr_digits)))
-            extensions[mk] += 1
+            new: list[float] = []
+            if ms.on_edge:
+                if ms.best is not None and ms.best_lr == ms.lrs[-1]:
+                    new.append(_round(ms.lrs[-1] * steps[mk], lr_digits))
+                else:  # the smallest rate is best, or every run diverged
+                    new.append(_round(ms.lrs[0] / steps[mk], lr_digits))
+            if fill_ratio is not None and ms.best is not None:
+                new += refinement_rates(
+                    ms.lrs,
+                    [r.diverged or not math.isfinite(r.final_gap) for r in ms.results],
+                    ms.best_lr,
+                    max_ratio=fill_ratio,
+                    digits=lr_digits,
+                )
+            new = [v for v in dict.fromkeys(new) if all(abs(v / h - 1) > 1e-9 for h in ms.lrs)]
+            new_runs += [replace(ms.results[0].run, lr=lr) for lr in new]
+            extensions[mk] += bool(new)
         if not new_runs:
             break
         for res in train(X, y, p, new_runs, iters, **train_kwargs):
@@ -264,6 +291,53 @@ def grid_search(
 
 
 # ---------------------------------------------------------------------- rate grids
+
+
+def fill_rates(lo: float, hi: float, max_ratio: float, digits: int | None = 4) -> list[float]:
+    """Rates strictly between ``lo < hi``, evenly spaced on a log scale, as few as make
+    adjacent rates (``lo`` and ``hi`` included) at most ``max_ratio`` apart (before
+    rounding to ``digits`` significant digits); empty when ``hi / lo <= max_ratio``."""
+    if not (0 < lo < hi) or not max_ratio > 1:
+        raise ValueError(f"need 0 < lo < hi and max_ratio > 1, got {lo}, {hi}, {max_ratio}")
+    n = math.ceil(math.log(hi / lo) / math.log(max_ratio) - 1e-9)
+    return [_round(lo * (hi / lo) ** (k / n), digits) for k in range(1, n)]
+
+
+def refinement_rates(
+    lrs: Sequence[float],
+    diverged: Sequence[bool],
+    best_lr: float,
+    *,
+    max_ratio: float,
+    digits: int | None = 4,
+) -> list[float]:
+    """The rates a refinement round adds to a model (module docstring): between the best
+    rate and each trained neighbour farther than ``max_ratio``, and between the largest
+    stable rate and the smallest diverged rate above the best when they are farther apart
+    than that. ``lrs`` sorted, ``diverged`` their outcome. Sorted, none already trained;
+    empty when both neighbourhoods are fine enough. A spacing up to 0.1% above
+    ``max_ratio`` (rounding of rates) counts as fine."""
+    lrs = [float(v) for v in lrs]
+    if not lrs or sorted(lrs) != lrs or len(lrs) != len(diverged):
+        raise ValueError("lrs must be sorted, non-empty and match diverged")
+    tol = max_ratio * (1 + 1e-3)
+    i = min(range(len(lrs)), key=lambda j: abs(lrs[j] / best_lr - 1))
+    new: list[float] = []
+    for j in (i - 1, i + 1):
+        if 0 <= j < len(lrs):
+            lo, hi = sorted((lrs[i], lrs[j]))
+            if hi / lo > tol:
+                new += fill_rates(lo, hi, max_ratio, digits)
+    above = [j for j in range(i + 1, len(lrs)) if diverged[j]]
+    if above:
+        s = max(j for j in range(i, above[0]) if not diverged[j])
+        if lrs[above[0]] / lrs[s] > tol:
+            new += fill_rates(lrs[s], lrs[above[0]], max_ratio, digits)
+    out: list[float] = []
+    for v in sorted(new):
+        if all(abs(v / h - 1) > 1e-9 for h in (*lrs, *out)):
+            out.append(v)
+    return out
 
 
 def log_grid(lo: float, hi: float, per_decade: int = 2) -> tuple[float, ...]:
