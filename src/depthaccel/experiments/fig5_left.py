@@ -57,7 +57,9 @@ class Config:
     def quick(cls) -> Config:
         return cls(
             iters=3_000,
-            search=SearchPolicy(lr_min=1e-3, lr_max=1e-1, per_decade=1, max_ratio=2.2),
+            search=SearchPolicy(
+                lr_min=1e-3, lr_max=1e-1, per_decade=1, max_ratio=2.2, max_rounds=3
+            ),
             seeds=(0, 1),
             log_points=300,
             assess_stall=False,
