@@ -362,7 +362,7 @@ def _run(cfg: Config, ctx: ExperimentContext) -> ExperimentResult:
         "ms_per_step": ms,
         "train_seconds": {k: h.seconds for k, h in hist.items()},
         "lr_first_last": [lrs[0], lrs[-1]],
-        "data_source": getattr(data, "source", ""),
+        "data_source": ctx.data_source(data) if hasattr(data, "source") else "",
     }
     return ExperimentResult(
         name=NAME,
