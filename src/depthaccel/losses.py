@@ -114,7 +114,8 @@ class LpOptimum:
     iterations: int
 
 
-def _as_float64(name: str, a) -> torch.Tensor:
+def as_float64(name: str, a) -> torch.Tensor:
+    """``a`` (array or tensor) as a float64 CPU tensor; NaN/inf -> ``ValueError`` naming it."""
     if isinstance(a, torch.Tensor):
         t = a.detach().to(device="cpu", dtype=torch.float64)
     else:
@@ -165,8 +166,8 @@ def lp_optimum(X, y, p: float, *, tol: float = 1e-12, max_iter: int = 100) -> Lp
             minimiser is not unique, which this solver does not handle).
     """
     p = _check_p(p)
-    X = _as_float64("X", X)
-    y = _as_float64("y", y)
+    X = as_float64("X", X)
+    y = as_float64("y", y)
     if X.dim() != 2 or X.shape[0] == 0 or X.shape[1] == 0:
         raise ValueError(f"X must be a non-empty 2-D matrix (m x d), got shape {tuple(X.shape)}")
     vector = y.dim() == 1

@@ -39,6 +39,7 @@ import torch
 from depthaccel.losses import LpOptimum
 from depthaccel.store import Store, StoredRun, canonical_json, group_key, run_key
 from depthaccel.train import Run, RunResult, train
+from depthaccel.train.runs import check_runs
 
 if TYPE_CHECKING:
     from depthaccel.executors import Executor
@@ -256,12 +257,7 @@ def sweep(
     Round-off note: a reused run was computed in the batch it was first trained in; the
     trainer's float64 results can differ in the last bits between batch compositions.
     """
-    runs = list(runs)
-    if not runs:
-        raise ValueError("sweep needs at least one run")
-    for r in runs:
-        if not isinstance(r, Run):
-            raise ValueError(f"runs must be depthaccel.train.Run instances, got {r!r}")
+    runs = check_runs(runs)
     iters = int(iters)
     if checkpoint_every is not None and int(checkpoint_every) < 1:
         raise ValueError(f"checkpoint_every must be >= 1 or None, got {checkpoint_every!r}")

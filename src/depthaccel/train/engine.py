@@ -52,9 +52,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from depthaccel.losses import LpOptimum, lp_optimum, lp_sum, lp_sum_and_phi_
+from depthaccel.losses import LpOptimum, as_float64, lp_optimum, lp_sum, lp_sum_and_phi_
 from depthaccel.train.groups import Group, build_groups, initial_factors
-from depthaccel.train.runs import Run, RunResult
+from depthaccel.train.runs import Run, RunResult, check_runs
 from depthaccel.train.state import TrainState
 
 __all__ = ["DEFAULT_DTYPE", "initial_factors", "log_iterations", "train"]
@@ -82,8 +82,8 @@ class _Problem:
     """X, y and the precomputed quantities of one training call, on the compute device."""
 
     def __init__(self, X, y, p: float, device, dtype, gram: bool | None):
-        X64 = _as_f64("X", X)
-        y64 = _as_f64("y", y)
+        X64 = as_float64("X", X)
+        y64 = as_float64("y", y)
         if X64.dim() != 2:
             raise ValueError(f"X must be a 2-D matrix (m x d), got shape {tuple(X64.shape)}")
         self.vector = y64.dim() == 1
@@ -120,16 +120,6 @@ class _Problem:
         W = We.to(torch.float64).reshape(R * self.k, self.d)
         r = (W @ self.XT64).view(R, self.k, self.m) - self.YT64  # float64 exact
         return lp_sum(r.reshape(R, -1), self.p) / (self.p * self.m)
-
-
-def _as_f64(name: str, a) -> Tensor:
-    if isinstance(a, torch.Tensor):
-        t = a.detach().to(device="cpu", dtype=torch.float64)
-    else:
-        t = torch.as_tensor(np.asarray(a, dtype=np.float64))
-    if not torch.isfinite(t).all():
-        raise ValueError(f"{name} contains NaN or inf")
-    return t
 
 
 class _Forward:
@@ -243,7 +233,7 @@ def train(
             resume state that does not match the call.
     """
     t_start = time.perf_counter()
-    runs = _check_runs(runs)
+    runs = check_runs(runs)
     T = _check_iters(iters)
     thr = _check_thresholds(thresholds)
     if not (diverge_factor > 1):
@@ -293,16 +283,6 @@ def train(
     if bar is not None:
         bar.close(T)
     return _results(runs, row_of, state, Lstar, elapsed0 + time.perf_counter() - t_start)
-
-
-def _check_runs(runs: Sequence[Run]) -> list[Run]:
-    runs = list(runs)
-    if not runs:
-        raise ValueError("no runs given")
-    for r in runs:
-        if not isinstance(r, Run):
-            raise ValueError(f"runs must be Run instances, got {type(r).__name__}")
-    return runs
 
 
 def _check_iters(iters: int) -> int:

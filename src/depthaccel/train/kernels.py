@@ -37,9 +37,11 @@ import torch
 __all__ = ["adadelta_update", "adagrad_update", "adam_update", "init_state"]
 
 Tensor = torch.Tensor
+State = dict[str, Tensor]  # an optimizer's per-parameter state (e.g. Adam's m and v)
+HParams = dict[str, Tensor]  # per-run hyperparameters (beta1, eps, rho, ...)
 
 
-def init_state(method: str, p: Tensor, hp: dict[str, Tensor]) -> dict[str, Tensor]:
+def init_state(method: str, p: Tensor, hp: HParams) -> State:
     """Fresh optimizer state for ``method`` shaped like ``p``."""
     z = torch.zeros_like(p)
     if method == "adam":
@@ -52,14 +54,8 @@ def init_state(method: str, p: Tensor, hp: dict[str, Tensor]) -> dict[str, Tenso
 
 
 def adam_update(
-    p: Tensor,
-    g: Tensor,
-    state: dict[str, Tensor],
-    hp: dict[str, Tensor],
-    lr: Tensor,
-    t: int,
-    tf: bool,
-) -> tuple[Tensor, dict[str, Tensor]]:
+    p: Tensor, g: Tensor, state: State, hp: HParams, lr: Tensor, t: int, tf: bool
+) -> tuple[Tensor, State]:
     b1, b2, eps = hp["beta1"], hp["beta2"], hp["eps"]
     m = state["m"] + (1 - b1) * (g - state["m"])
     v = b2 * state["v"] + (1 - b2) * (g * g)
@@ -75,28 +71,16 @@ def adam_update(
 
 
 def adagrad_update(
-    p: Tensor,
-    g: Tensor,
-    state: dict[str, Tensor],
-    hp: dict[str, Tensor],
-    lr: Tensor,
-    t: int,
-    tf: bool,
-) -> tuple[Tensor, dict[str, Tensor]]:
+    p: Tensor, g: Tensor, state: State, hp: HParams, lr: Tensor, t: int, tf: bool
+) -> tuple[Tensor, State]:
     acc = state["acc"] + g * g
     p_new = p - lr * g / (torch.sqrt(acc) + hp["eps"])
     return p_new, {"acc": acc}
 
 
 def adadelta_update(
-    p: Tensor,
-    g: Tensor,
-    state: dict[str, Tensor],
-    hp: dict[str, Tensor],
-    lr: Tensor,
-    t: int,
-    tf: bool,
-) -> tuple[Tensor, dict[str, Tensor]]:
+    p: Tensor, g: Tensor, state: State, hp: HParams, lr: Tensor, t: int, tf: bool
+) -> tuple[Tensor, State]:
     rho, eps = hp["rho"], hp["eps"]
     acc = rho * state["acc"] + (1 - rho) * (g * g)
     u = torch.sqrt(state["acc_u"] + eps) / torch.sqrt(acc + eps) * g

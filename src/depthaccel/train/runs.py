@@ -18,6 +18,7 @@ import numpy as np
 from depthaccel import nets
 
 __all__ = [
+    "check_runs",
     "ADAPTIVE_METHODS",
     "CONVENTIONS",
     "DEFAULT_HPARAMS",
@@ -270,3 +271,14 @@ class RunResult:
     diverged: bool = False
     diverged_at: int | None = None
     wall_time: float = 0.0
+
+
+def check_runs(runs: Any) -> list[Run]:
+    """``runs`` as a non-empty list of :class:`Run` (``ValueError`` naming what is wrong)."""
+    runs = list(runs)
+    if not runs:
+        raise ValueError("no runs given: need at least one run")
+    for r in runs:
+        if not isinstance(r, Run):
+            raise ValueError(f"runs must be depthaccel.train.Run instances, got {type(r).__name__}")
+    return runs
