@@ -379,7 +379,7 @@ class EndToEndSGD(torch.optim.Optimizer):
 
     i.e. the preconditioner is frozen for K - 1 steps while W keeps moving (the weight
     decay term still uses the current W). The error is of the order of how far W moves in
-    K steps relative to its singular values (measured in the project README). Single
+    K steps relative to its singular values (measured in benchmarks/README.md). Single
     row/column weights ignore K (Eq. 12 is O(d)). The cache (about twice the weight's size,
     float32 for half weights) and the per-weight step count are in ``state_dict()``.
 
