@@ -76,11 +76,15 @@ def _csv_list(conv, what: str):
     return parse
 
 
-def _depth(s: str) -> int:
+def _number(s: str) -> float:
     try:
-        d = float(s)
+        return float(s)
     except ValueError:
         raise ValueError("not a number") from None
+
+
+def _depth(s: str) -> int:
+    d = _number(s)
     if not d.is_integer() or d < 1:
         raise ValueError("depths are integers >= 1")
     return int(d)
@@ -94,10 +98,7 @@ def _method(s: str) -> str:
 
 
 def _positive(s: str) -> float:
-    try:
-        v = float(s)
-    except ValueError:
-        raise ValueError("not a number") from None
+    v = _number(s)
     if not (v > 0 and v < float("inf")):
         raise ValueError("must be a finite number > 0")
     return v

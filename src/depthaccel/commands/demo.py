@@ -21,6 +21,25 @@ Exit status 1 if a model's loss or gradient became non-finite (learning rate too
 Takes about 10 s on a laptop CPU."""
 
 
+#: The demo's options: flag, type, help (the default is DemoConfig's field of that name).
+_OPTIONS = (
+    ("--dim", int, "features"),
+    ("--samples", int, "rows"),
+    ("--cond", float, "condition number of the column scales squared"),
+    ("--p", float, "loss exponent, >= 2"),
+    ("--depth", int, "depth N"),
+    ("--width", int, "hidden width"),
+    ("--lr", float, "learning rate"),
+    ("--steps", int, "iterations"),
+    ("--init-scale", float, "norm of the common starting vector"),
+    ("--seed", int, "random seed"),
+)
+
+
+def _field(flag: str) -> str:
+    return flag.removeprefix("--").replace("-", "_")
+
+
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     d = DemoConfig()
     p = subparsers.add_parser(
@@ -29,26 +48,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         description=_DESCRIPTION,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--dim", type=int, default=d.dim, help=f"features (default {d.dim})")
-    p.add_argument("--samples", type=int, default=d.samples, help=f"rows (default {d.samples})")
-    p.add_argument(
-        "--cond",
-        type=float,
-        default=d.cond,
-        help=f"condition number of the column scales squared (default {d.cond:g})",
-    )
-    p.add_argument("--p", type=float, default=d.p, help=f"loss exponent, >= 2 (default {d.p:g})")
-    p.add_argument("--depth", type=int, default=d.depth, help=f"depth N (default {d.depth})")
-    p.add_argument("--width", type=int, default=d.width, help=f"hidden width (default {d.width})")
-    p.add_argument("--lr", type=float, default=d.lr, help=f"learning rate (default {d.lr:g})")
-    p.add_argument("--steps", type=int, default=d.steps, help=f"iterations (default {d.steps})")
-    p.add_argument(
-        "--init-scale",
-        type=float,
-        default=d.init_scale,
-        help=f"norm of the common starting vector (default {d.init_scale:g})",
-    )
-    p.add_argument("--seed", type=int, default=d.seed, help=f"random seed (default {d.seed})")
+    for flag, conv, what in _OPTIONS:
+        default = getattr(d, _field(flag))
+        p.add_argument(flag, type=conv, default=default, help=f"{what} (default {default:g})")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=run)
     return p
@@ -56,18 +58,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     try:
-        cfg = DemoConfig(
-            dim=args.dim,
-            samples=args.samples,
-            cond=args.cond,
-            p=args.p,
-            depth=args.depth,
-            width=args.width,
-            lr=args.lr,
-            steps=args.steps,
-            init_scale=args.init_scale,
-            seed=args.seed,
-        )
+        cfg = DemoConfig(**{_field(flag): getattr(args, _field(flag)) for flag, _, _ in _OPTIONS})
     except ValueError as e:
         print(f"depthaccel demo: error: {e}", file=sys.stderr)
         return 2
