@@ -70,9 +70,10 @@ def one_torch_thread():
 
 @pytest.fixture(scope="session")
 def ray_cluster():
-    """One local Ray cluster (2 CPUs) shared by the tests that need one (they also carry
-    ``pytest.mark.xdist_group("ray")`` so that one xdist worker runs them all); skipped
-    without Ray. Its workers cannot open any SQLite database: ``sqlite3.connect`` raises
+    """One local Ray cluster (2 CPUs) shared by the tests of this test process that need
+    one (under pytest-xdist: one per worker that runs such a test; ``--dist loadgroup``
+    would put them on one worker, but with pytest 9.2 / xdist 3.8 it does not group);
+    skipped without Ray. Its workers cannot open any SQLite database: ``sqlite3.connect`` raises
     there (a worker_process_setup_hook), so a test that passes on it shows that the
     store was only ever opened by the driver. Shut down at the end of the session."""
     ray = pytest.importorskip("ray")

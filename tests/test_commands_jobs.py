@@ -20,7 +20,6 @@ import pytest
 from depthaccel.cli import main
 
 REPO = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.xdist_group("ray")
 
 
 def table(tmp_path: Path, m: int = 120, d: int = 4) -> Path:

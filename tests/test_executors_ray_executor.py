@@ -21,10 +21,7 @@ from depthaccel.executors.ray_executor import RayExecutor  # noqa: E402
 from depthaccel.store import Store  # noqa: E402
 from depthaccel.sweep import sweep  # noqa: E402
 
-pytestmark = [
-    pytest.mark.xdist_group("ray"),
-    pytest.mark.usefixtures("one_torch_thread", "ray_cluster"),
-]
+pytestmark = pytest.mark.usefixtures("one_torch_thread", "ray_cluster")
 
 
 def run_sweep(store, executor, iters=300, K=50, runs=None, **kw):
