@@ -233,6 +233,13 @@ def run(args: argparse.Namespace) -> int:
     if error is not None:
         print(error, file=sys.stderr)
         return 2
+    if executor is not None and args.no_store:
+        print(
+            "depthaccel reproduce: note: with --no-store the linear runs train in this "
+            "process; only independent tasks (fig5-right's nets) and concurrent experiments "
+            "use the cluster",
+            file=sys.stderr,
+        )
     import torch
 
     threads_before = torch.get_num_threads()
