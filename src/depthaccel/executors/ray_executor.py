@@ -166,6 +166,9 @@ class RayExecutor:
                         num_cpus=num_cpus,
                         include_dashboard=False,
                         logging_level=logging.WARNING,
+                        # Ray starts workers at nice 15; the workers do the training here,
+                        # and on a busy machine nice 15 gave them a fraction of a core each
+                        _system_config={"worker_niceness": 0},
                     )
                     self.mode = "started"
             except Exception as e:  # noqa: BLE001 - one line for the user

@@ -24,8 +24,9 @@ from depthaccel.train import train
 
 __all__ = ["callback_every", "run_shard"]
 
-#: About this many progress events per shard (when K allows it).
-PROGRESS_TICKS = 200
+#: About this many progress events per shard (when K allows it): enough for an ETA; each
+#: builds the trainer's state (copies of every tensor) and crosses the object store.
+PROGRESS_TICKS = 50
 
 
 def callback_every(checkpoint_every: int | None, iters: int, ticks: int = PROGRESS_TICKS) -> int:
