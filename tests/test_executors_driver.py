@@ -4,6 +4,7 @@ the store written by the driver only, checkpoints, resubmission and its bound.""
 from __future__ import annotations
 
 import os
+import warnings
 
 import pytest
 
@@ -145,3 +146,27 @@ def test_one_bar_for_the_whole_sweep(tmp_path, capsys):
     assert "sweep on local (3 shards)" in err
     assert f"{len(grid())}/{len(grid())} runs" in err
     assert "training 11 runs" not in err  # no per-shard trainer bars
+
+
+def test_the_bar_reaches_the_total_after_losses_and_resumes(tmp_path, capsys):
+    """Reused runs, a resumed shard and lost tasks: the bar ends at 100%, never beyond."""
+    store = tmp_path / "s.sqlite"
+    run_sweep(store, LocalExecutor(1), runs=grid()[:2])  # two runs reused
+    ex = LocalExecutor(2, observer=_crash_at(1, 2 * K))
+    with pytest.raises(Crash):
+        run_sweep(store, ex, progress=True)  # shard 1 crashes after a checkpoint
+    capsys.readouterr()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # tqdm warns when its bar goes past the total
+        run_sweep(store, LosingExecutor(2, losses=2), progress=True)
+    err = capsys.readouterr().err
+    last = err.replace("\r", "\n").strip().splitlines()[-1]
+    assert "100%" in last and f"{len(grid())}/{len(grid())} runs" in last
+
+
+def _crash_at(index, iteration):
+    def observer(shard, event):
+        if shard.index == index and isinstance(event, Checkpoint) and event.iteration == iteration:
+            raise Crash
+
+    return observer

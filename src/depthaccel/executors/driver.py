@@ -81,11 +81,14 @@ class _Driver:
         total_runs: int,
         reused: int,
         max_retries: int,
+        start_iters: dict[int, int] | None = None,
     ):
         self.st = st
         self.executor = executor
         self.spec = spec
         self.state = {s.index: _ShardState(s, group_key(s.keys)) for s in shards}
+        for index, it in (start_iters or {}).items():  # resumed shards: done up to there
+            self.state[index].done_iters = self.state[index].start = int(it)
         self.to_stored = to_stored
         self.extra = extra
         self.say = say
@@ -93,13 +96,14 @@ class _Driver:
         self.results: dict[str, RunResult] = {}
         self.total_runs = total_runs
         self.runs_done = reused
+        self.reused = reused
         self.bar = None
         if progress:
             from tqdm.auto import tqdm
 
             self.bar = tqdm(
                 total=float(total_runs),
-                initial=float(reused),
+                initial=self._work_done(),
                 desc=f"sweep on {executor.name} ({len(shards)} shards)",
                 bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix} [{elapsed}<{remaining}]",
                 smoothing=0.05,
@@ -112,14 +116,18 @@ class _Driver:
         if self.bar is not None:
             self.bar.set_postfix_str(f"{self.runs_done}/{self.total_runs} runs", refresh=False)
 
+    def _work_done(self) -> float:
+        """Runs done, counting a shard's runs by the fraction of iterations it did."""
+        iters = max(1, self.spec.iters)
+        part = sum(len(x.shard) * min(x.done_iters, iters) / iters for x in self.state.values())
+        return min(float(self.total_runs), self.reused + part)
+
     def _advance(self, s: _ShardState, iteration: int) -> None:
-        if self.bar is None or self.spec.iters == 0:
-            s.done_iters = iteration
-            return
-        delta = (iteration - s.done_iters) * len(s.shard) / self.spec.iters
         s.done_iters = iteration
-        if delta > 0:
-            self.bar.update(delta)
+        if self.bar is not None:
+            delta = self._work_done() - self.bar.n
+            if delta:
+                self.bar.update(delta)  # negative when a lost shard restarts further back
 
     def close(self) -> None:
         if self.bar is not None:
@@ -132,10 +140,7 @@ class _Driver:
         if isinstance(event, Started):
             s.worker = f"{event.node}:{event.pid}"
             s.start = event.iteration
-            if self.bar is not None and event.iteration < s.done_iters:
-                # restarted from an earlier point than reported: take the progress back
-                self.bar.update(-(s.done_iters - event.iteration) * len(shard) / self.spec.iters)
-            s.done_iters = event.iteration
+            self._advance(s, event.iteration)
         elif isinstance(event, Progress):
             self._advance(s, event.iteration)
         elif isinstance(event, Checkpoint):
@@ -295,10 +300,11 @@ def sweep_on_executor(
     shards = plan_shards(
         groups, by_key, executor.workers, thresholds, lambda r: engine_group(r, d, k, fast)
     )
+    start_iters: dict[int, int] = {}
     for s in shards:
         if s.resume is not None:
             it = int(loads_state(s.resume)["iteration"])
-            resumed[group_key(s.keys)] = it
+            resumed[group_key(s.keys)] = start_iters[s.index] = it
             say(f"resuming {len(s)} runs from iteration {it} of {iters}")
     fresh = sum(len(s) for s in shards if s.resume is None)
     if fresh:
@@ -319,6 +325,7 @@ def sweep_on_executor(
         total_runs=reused + sum(len(s) for s in shards),
         reused=reused,
         max_retries=getattr(executor, "max_retries", DEFAULT_MAX_RETRIES),
+        start_iters=start_iters,
     )
 
 
@@ -335,9 +342,11 @@ def train_groups(
     total_runs: int = 0,
     reused: int = 0,
     max_retries: int = DEFAULT_MAX_RETRIES,
+    start_iters: dict[int, int] | None = None,
 ) -> dict[str, RunResult]:
     """Train ``shards`` on ``executor``, writing checkpoints and results to ``st`` (see
-    the module docstring); returns the results by run key."""
+    the module docstring); returns the results by run key. ``start_iters``: the
+    iteration each resumed shard (by index) starts from (for the progress bar)."""
     if not shards:
         return {}
     t0 = time.perf_counter()
@@ -353,6 +362,7 @@ def train_groups(
         total_runs=total_runs or sum(len(s) for s in shards),
         reused=reused,
         max_retries=max_retries,
+        start_iters=start_iters,
     )
     try:
         executor.train_shards(spec, shards, driver)
