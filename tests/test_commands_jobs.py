@@ -5,6 +5,7 @@ command started shut down on exit and on Ctrl-C with no process left behind."""
 from __future__ import annotations
 
 import csv
+import json
 import os
 import re
 import signal
@@ -168,3 +169,23 @@ def test_ctrl_c_shuts_the_cluster_down_and_leaves_no_process(tmp_path):
     assert "interrupted" in out
     left = wait_gone(everything | set(pids))
     assert not left, f"processes left running after Ctrl-C: {sorted(left)}"
+
+
+@pytest.mark.slow  # two quick experiments on the shared cluster: ~1-2 min on the busy machine
+def test_reproduce_runs_experiments_concurrently_on_ray(
+    tmp_path, ethanol_data_dir, ray_cluster, capsys
+):
+    out = tmp_path / "r"
+    rc = main(
+        ["reproduce", "fig4-right", "fig5-left", "--quick", "--jobs", "2", "--no-progress"]
+        + ["--out", str(out), "--data-dir", ethanol_data_dir]
+    )
+    printed = capsys.readouterr().out
+    assert rc == 0, printed
+    assert "running 2 experiments concurrently on ray" in printed
+    for name in ("fig4-right", "fig5-left"):
+        settings = json.loads((out / name / "settings.json").read_text())
+        assert settings["executor"]["executor"] == "ray"
+        assert settings["results_store"]["runs_trained"] > 0
+    assert "executor: Ray" in (out / "REPORT.md").read_text()
+    assert ray_cluster.is_initialized()  # an existing cluster is left running
