@@ -23,7 +23,7 @@ from depthaccel.experiments.loss_scale import gap_text, scale_curve, scale_label
 from depthaccel.experiments.results import Claim, ExperimentResult
 from depthaccel.experiments.search import SearchPolicy, search_models
 from depthaccel.experiments.seeds import check_seeds, every_seed, seeds_text, spread
-from depthaccel.experiments.starts import fair_run, initial_gaps_note, start_note
+from depthaccel.experiments.starts import FairStartConfig, fair_run, initial_gaps_note, start_note
 from depthaccel.reporting import format_lr, plot_gap_panels, run_curve, write_curves_csv
 
 NAME = "fig3"
@@ -31,17 +31,11 @@ TITLE = "Fig. 3: depth 1/2/3, lr grid-searched per model (l2 and l4, Ethanol)"
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(FairStartConfig):
     losses: tuple[float, ...] = (2.0, 4.0)
     depths: tuple[int, ...] = (1, 2, 3)
-    hidden: int = 1
     iters: int = 1_000_000
     search: SearchPolicy = SearchPolicy(lr_min=1e-4, lr_max=1.0)
-    init: str = "near_zero"
-    init_scale: float = 0.05  # deep nets, per factor ("near-zero"; the paper gives no scale)
-    single_layer_scale: float = 1e-3  # depth 1: <= 1e-3 or exactly 0 (fair start)
-    seeds: tuple[int, ...] = (0, 1, 2)
-    log_points: int = 1000
     l2_tolerance: float = 0.05  # l2: deeper counts as "not faster" unless >5% lower gap
     assess_claims: bool = True  # False: numbers without a verdict (runs too short)
 
@@ -54,10 +48,6 @@ class Config:
             log_points=200,
             assess_claims=False,
         )
-
-    @classmethod
-    def full(cls) -> Config:
-        return cls()
 
 
 def _edge_text(names: list[str]) -> str:

@@ -29,7 +29,7 @@ from depthaccel.experiments.lr_curves import (
 from depthaccel.experiments.results import Claim, ExperimentResult
 from depthaccel.experiments.search import SearchPolicy, search_models
 from depthaccel.experiments.seeds import check_seeds, every_seed, seeds_text, spread
-from depthaccel.experiments.starts import fair_run, initial_gaps_note, start_note
+from depthaccel.experiments.starts import FairStartConfig, fair_run, initial_gaps_note, start_note
 from depthaccel.reporting import format_lr, plot_gap_panels, run_curve, write_curves_csv
 
 NAME = "fig4-left"
@@ -38,7 +38,7 @@ _NAMES = {"gd": "GD", "adagrad": "AdaGrad", "adadelta": "AdaDelta"}
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(FairStartConfig):
     p: float = 4.0
     # (method, depth, coarse lr grid low, high): the models compared
     models: tuple[tuple[str, int, float, float], ...] = (
@@ -55,14 +55,8 @@ class Config:
         ("adadelta", (1e-3,)),
     )
     convention: str = "tf"
-    hidden: int = 1
     iters: int = 1_000_000
     search: SearchPolicy = SearchPolicy()  # lr_min/lr_max unused: per-model ranges above
-    init: str = "near_zero"
-    init_scale: float = 0.05  # deep nets, per factor (as fig3)
-    single_layer_scale: float = 1e-3  # every single layer: <= 1e-3 or exactly 0
-    seeds: tuple[int, ...] = (0, 1, 2)
-    log_points: int = 1000
     assess_claims: bool = True  # False: report the numbers without a verdict
 
     @classmethod
@@ -80,10 +74,6 @@ class Config:
             log_points=200,
             assess_claims=False,
         )
-
-    @classmethod
-    def full(cls) -> Config:
-        return cls()
 
 
 def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:

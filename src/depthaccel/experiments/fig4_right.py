@@ -21,7 +21,7 @@ from depthaccel.experiments.context import ExperimentContext
 from depthaccel.experiments.loss_scale import gap_text, scale_curve, scale_label
 from depthaccel.experiments.results import Claim, ExperimentResult
 from depthaccel.experiments.seeds import check_seeds, every_seed, seeds_text, spread
-from depthaccel.experiments.starts import fair_run, initial_gaps_note, start_note
+from depthaccel.experiments.starts import FairStartConfig, fair_run, initial_gaps_note, start_note
 from depthaccel.reporting import format_lr, plot_gap_panels, run_curve, write_curves_csv
 
 NAME = "fig4-right"
@@ -29,28 +29,18 @@ TITLE = "Fig. 4 right: Adam (TensorFlow defaults) on depth 1/2/3 (l4, Ethanol)"
 
 
 @dataclass(frozen=True)
-class Config:
+class Config(FairStartConfig):
     p: float = 4.0
     depths: tuple[int, ...] = (1, 2, 3)
-    hidden: int = 1
     convention: str = "tf"
     lr: float | None = None  # None: the convention's default (TF: 1e-3)
     iters: int = 200_000
     thresholds: tuple[float, ...] = (1e-1, 3e-2, 1e-2, 3e-3, 1e-3)
-    init: str = "near_zero"
-    init_scale: float = 0.05  # deep nets, per factor ("near-zero"; the paper gives no scale)
-    single_layer_scale: float = 1e-3  # depth 1: <= 1e-3 or exactly 0 (fair start)
-    seeds: tuple[int, ...] = (0, 1, 2)
-    log_points: int = 1000
     assess_claims: bool = True
 
     @classmethod
     def quick(cls) -> Config:
         return cls(iters=5_000, log_points=200, seeds=(0, 1), assess_claims=False)
-
-    @classmethod
-    def full(cls) -> Config:
-        return cls()
 
 
 def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:

@@ -146,7 +146,7 @@ def search_models(
     policy's extension and refinement. ``grids``: one coarse grid per model instead of
     ``policy.grid()`` (``extra_lrs`` are added to each). Returns one
     ``depthaccel.train.grid.ModelSearch`` per model, in order, and a JSON-able record."""
-    from depthaccel.train.grid import grid_search, model_id
+    from depthaccel.train.grid import grid_search, model_id, search_record
 
     models = list(models)
     if grids is None:
@@ -173,22 +173,15 @@ def search_models(
         **train_options,
     )
     rows = []
-    for ms in found:
+    for ms, base in zip(found, search_record(found), strict=True):
         near, edge = _spacing(ms)
+        rounds = base.pop("extensions")
         rows.append(
             {
-                "model": ms.model.label(),
+                **base,
                 "seed": ms.model.seed,
-                "grid": list(ms.lrs),
-                "final_gap": [
-                    None if r.diverged or not math.isfinite(r.final_gap) else r.final_gap
-                    for r in ms.results
-                ],
-                "chosen_lr": ms.best_lr,
-                "chosen_final_gap": None if ms.best is None else ms.best.final_gap,
                 "initial_gap": None if ms.best is None else float(ms.best.gap[0]),
-                "on_edge": ms.on_edge,
-                "rounds": ms.extensions,
+                "rounds": rounds,
                 "spacing_at_best": near,
                 "spacing_at_stability_edge": edge,
             }

@@ -224,26 +224,26 @@ def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
                 ok,
             )
         )
-    if 1.0 in config.depths:
-        worst = max(abs(x["regression"]["value"]) / x["regression"]["scale"] for x in at(1.0))
-        claims.append(
-            Claim(
-                "Control, N = 1 (F = dL/dw, a true gradient field): the integral is zero "
-                "to round-off",
-                f"max |I| / integral|F.dw| = {worst:.1e} over R in {list(config.radii)}",
-                worst < config.zero_rtol,
-            )
-        )
-    if 2.0 in config.depths:
-        worst = max(abs(x["linear"]["value"]) / x["linear"]["scale"] for x in at(2.0))
-        claims.append(
-            Claim(
-                "Footnote 1, N = 2 with a linear loss: F = grad(||w|| <kappa, w>), the "
-                "integral is zero",
-                f"max |I| / integral|F.dw| = {worst:.1e} (constant gradient kappa = g(0))",
-                worst < config.zero_rtol,
-            )
-        )
+    zero_checks = (
+        (
+            1.0,
+            "regression",
+            "Control, N = 1 (F = dL/dw, a true gradient field): the integral is zero to round-off",
+            f"over R in {list(config.radii)}",
+        ),
+        (
+            2.0,
+            "linear",
+            "Footnote 1, N = 2 with a linear loss: F = grad(||w|| <kappa, w>), the "
+            "integral is zero",
+            "(constant gradient kappa = g(0))",
+        ),
+    )
+    for depth, loss, text, where in zero_checks:
+        if depth in config.depths:
+            worst = max(abs(x[loss]["value"]) / x[loss]["scale"] for x in at(depth))
+            measured = f"max |I| / integral|F.dw| = {worst:.1e} {where}"
+            claims.append(Claim(text, measured, worst < config.zero_rtol))
     qerr = max(
         abs(x["linear"]["value"] - x["closed_form_linear"]) / x["linear"]["scale"] for x in rows
     )
