@@ -43,6 +43,11 @@ def open_executor(args: argparse.Namespace, prog: str) -> tuple[Any, str | None]
     if isinstance(args.jobs, bool) or args.jobs < 1:
         return None, f"{prog}: error: --jobs must be >= 1, got {args.jobs}"
     threads = max(1, int(getattr(args, "threads", 1) or 1))
+    if args.jobs > 1 and args.ray_address:
+        _stderr(
+            f"{prog}: note: --jobs {args.jobs} is not used with --ray-address: "
+            "the cluster's own CPUs count"
+        )
     try:
         ex = make_executor(args.jobs, args.ray_address, threads=threads, log=_stderr)
     except (ExecutorError, ValueError) as e:
