@@ -15,7 +15,7 @@ from executor_fixtures import THRESHOLDS, assert_same, grid, lstar, max_rel_diff
 
 pytest.importorskip("ray")
 
-from depthaccel.executors import LocalExecutor, ShardFailedError  # noqa: E402
+from depthaccel.executors import Executor, LocalExecutor, ShardFailedError  # noqa: E402
 from depthaccel.executors.base import Checkpoint, Done, Started  # noqa: E402
 from depthaccel.executors.ray_executor import RayExecutor  # noqa: E402
 from depthaccel.store import Store  # noqa: E402
@@ -34,7 +34,9 @@ def run_sweep(store, executor, iters=300, K=50, runs=None, **kw):
 
 def test_ray_equals_local_with_the_same_shards_and_only_the_driver_writes(tmp_path):
     ex = RayExecutor()
+    assert isinstance(ex, Executor)
     assert ex.mode == "existing" and ex.workers == 2
+    assert ex.settings()["executor"] == "ray" and ex.settings()["cluster_cpus"] == 2
     starts = []
     ex.observer = lambda shard, ev: starts.append(ev) if isinstance(ev, Started) else None
     on_ray = run_sweep(tmp_path / "ray.sqlite", ex)
