@@ -828,3 +828,40 @@ def test_no_state_without_momentum_or_cache():
     opt2 = EndToEndSGD([a, b], lr=0.1, depth=2, precondition_every=3)
     opt2.step()
     assert set(opt2.state) == {a} and "precond_U" in opt2.state[a]
+
+
+DTENSOR_SCRIPT = """
+import tempfile, torch, torch.distributed as dist
+from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.tensor import distribute_tensor, Shard
+from depthaccel.optim import EndToEndSGD
+dist.init_process_group("gloo", store=dist.FileStore(tempfile.mktemp(), 1), rank=0, world_size=1)
+mesh = init_device_mesh("cpu", (1,))
+p = torch.nn.Parameter(distribute_tensor(torch.randn(4, 4), mesh, [Shard(0)]))
+try:
+    EndToEndSGD([p], lr=0.1, depth=2)
+    print("NOT REFUSED")
+except ValueError as e:
+    print("refused:", e)
+opt = EndToEndSGD([p], lr=0.1, depth=2, matrix_params="none")  # plain SGD is fine
+p.grad = distribute_tensor(torch.ones(4, 4), mesh, [Shard(0)])
+opt.step()
+print("plain ok")
+dist.destroy_process_group()
+"""
+
+
+@pytest.mark.skipif(
+    not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
+    reason="needs torch.distributed with gloo",
+)
+def test_dtensor_weight_refused_as_a_matrix():
+    """FSDP2 / tensor-parallel weights are DTensors: the SVD of a shard is not the matrix's."""
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", DTENSOR_SCRIPT], capture_output=True, text=True, timeout=120
+    )
+    assert "refused: EndToEndSGD cannot precondition a DTensor" in out.stdout, out.stderr[-2000:]
+    assert "plain ok" in out.stdout
