@@ -865,3 +865,22 @@ def test_dtensor_weight_refused_as_a_matrix():
     )
     assert "refused: EndToEndSGD cannot precondition a DTensor" in out.stdout, out.stderr[-2000:]
     assert "plain ok" in out.stdout
+
+
+def test_depth_changed_mid_cycle_uses_the_new_depth_with_the_cached_svd():
+    X, Y = rand(20, 5, seed=3), rand(20, 3, seed=4)
+
+    def grad_fn(W):
+        return (X @ W.T - Y).T @ X / X.shape[0]
+
+    W0 = 0.7 * rand(3, 5, seed=5)
+    p = torch.nn.Parameter(W0.clone())
+    opt = EndToEndSGD([p], lr=0.05, depth=2, precondition_every=5)
+    W = W0.clone()
+    for t in range(4):
+        depth = 2 if t < 2 else 3
+        opt.param_groups[0]["depth"] = depth
+        p.grad = grad_fn(p.detach())
+        opt.step()
+        W = W - 0.05 * explicit_eq10(W0, grad_fn(W), depth)  # W0: the cached matrix
+    torch.testing.assert_close(p.detach(), W, rtol=1e-10, atol=1e-12)

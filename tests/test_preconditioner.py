@@ -7,6 +7,7 @@ import torch
 
 from depthaccel.preconditioner import (
     claim1_eigenvalues,
+    claim1_parts,
     direction_from_svd,
     end_to_end_direction,
     preconditioner_matrix,
@@ -78,6 +79,19 @@ def test_cached_svd_applies_the_old_matrix_operator(shape):
         got = direction_from_svd(U, s, V, G, N)
         torch.testing.assert_close(got, explicit_sum(W_old, G, N), rtol=1e-10, atol=1e-12)
         assert not torch.allclose(got, explicit_sum(W_new, G, N), rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("shape", [(5, 5), (3, 7), (7, 3)])
+def test_precomputed_claim1_parts_give_the_same_direction(shape):
+    g = torch.Generator().manual_seed(6)
+    W, G = torch.randn(*shape, generator=g), torch.randn(*shape, generator=g)
+    U, s, V = thresholded_svd(W)
+    for N in (2, 3.5):
+        parts = claim1_parts(U, s, V, N)
+        assert (parts[1] is None) == (shape[0] == shape[1])
+        assert torch.equal(
+            direction_from_svd(U, s, V, G, N, parts=parts), direction_from_svd(U, s, V, G, N)
+        )
 
 
 def test_thresholded_svd_zeroes_round_off_singular_values():

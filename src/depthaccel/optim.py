@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from depthaccel.preconditioner import thresholded_svd
+from depthaccel.preconditioner import claim1_parts, thresholded_svd
 from depthaccel.update import end_to_end_update
 
 __all__ = ["EndToEndSGD", "MATRIX_PARAMS", "end_to_end_sgd_step"]
@@ -45,7 +45,7 @@ MATRIX_PARAMS = ("all", "2d", "none")
 
 _HALF = (torch.float16, torch.bfloat16)
 # per-parameter state of the amortised preconditioner (kept in float32 for half weights)
-_CACHE_KEYS = ("precond_U", "precond_s", "precond_V")
+_CACHE_KEYS = ("precond_U", "precond_s", "precond_V", "precond_K", "precond_c", "precond_C")
 
 
 # ----------------------------------------------------------------------- hyperparameters
@@ -212,15 +212,32 @@ def _preconditioned(
     work = torch.float32 if p.dtype in _HALF else p.dtype
     W = p.reshape(shape[0], -1).to(work)
     G = d_p.reshape(shape[0], -1).to(work)
-    svd = None
+    svd = parts = None
     if every > 1 and min(W.shape) > 1:  # (a row or column uses Eq. 12: exact, O(d))
         n = state.get("precond_step", 0)
         if n % every == 0 or "precond_U" not in state:
             state["precond_U"], state["precond_s"], state["precond_V"] = thresholded_svd(W)
+            state.pop("precond_depth", None)
         svd = (state["precond_U"], state["precond_s"], state["precond_V"])
+        if state.get("precond_depth") != float(depth):  # Claim 1's eigenvalues, once per SVD
+            Kmat, c, C = claim1_parts(*svd, depth)
+            state["precond_K"] = Kmat
+            state["precond_c"] = c if c is not None else Kmat.new_zeros(0)
+            state["precond_C"] = C if C is not None else Kmat.new_zeros(0)
+            state["precond_depth"] = float(depth)
+        c, C = state["precond_c"], state["precond_C"]
+        parts = (state["precond_K"], c if c.numel() else None, C if C.numel() else None)
         state["precond_step"] = n + 1
     # the gradients were checked for NaN/inf already (one fused check per step)
-    D = end_to_end_update(W, G, depth=depth, weight_decay=weight_decay, svd=svd, check_finite=False)
+    D = end_to_end_update(
+        W,
+        G,
+        depth=depth,
+        weight_decay=weight_decay,
+        svd=svd,
+        svd_parts=parts,
+        check_finite=False,
+    )
     return D.to(p.dtype).reshape(shape)
 
 

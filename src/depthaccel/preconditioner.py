@@ -41,6 +41,7 @@ import torch
 
 __all__ = [
     "claim1_eigenvalues",
+    "claim1_parts",
     "direction_from_svd",
     "end_to_end_direction",
     "single_output_direction",
@@ -175,19 +176,42 @@ def end_to_end_direction(
     return direction_from_svd(U, s, V, G, n)
 
 
+def claim1_parts(
+    U: torch.Tensor, s: torch.Tensor, V: torch.Tensor, depth: float
+) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    r"""What :func:`direction_from_svd` needs besides G, for reuse across gradients:
+    ``(Kmat, c, C)`` with ``Kmat = K(s_r, s_r')`` (Claim 1's eigenvalues, m x m),
+    ``c = K(s, 0) = s^{2(N-1)/N}`` and ``C = U diag(c) U^T`` (k < d) or ``V diag(c) V^T``
+    (k > d); c and C are None for a square W."""
+    n = float(depth)
+    k, d = U.shape[-2], V.shape[-2]
+    Kmat = claim1_eigenvalues(s.unsqueeze(-1), s.unsqueeze(-2), n)
+    if k == d:
+        return Kmat, None, None
+    c = claim1_eigenvalues(s, torch.zeros_like(s), n)  # K(s, 0) = s^{2(N-1)/N}
+    B = U if k < d else V  # the square factor
+    return Kmat, c, (B * c.unsqueeze(-2)) @ B.mT
+
+
 def direction_from_svd(
-    U: torch.Tensor, s: torch.Tensor, V: torch.Tensor, G: torch.Tensor, depth: float
+    U: torch.Tensor,
+    s: torch.Tensor,
+    V: torch.Tensor,
+    G: torch.Tensor,
+    depth: float,
+    *,
+    parts: tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None] | None = None,
 ) -> torch.Tensor:
     r"""Claim 1's operator of ``W = U diag(s) V^T`` applied to G: ``P_W(G)`` of Eq. 10.
 
     ``(U, s, V)`` is a thin SVD as :func:`thresholded_svd` returns it (U: ``(..., k, m)``,
     s: ``(..., m)``, V: ``(..., d, m)``, m = min(k, d)); G has shape ``(..., k, d)``. The
     formula is the one of :func:`end_to_end_direction`. Given the SVD of an *earlier* W
-    (a cached factorisation) it applies that W's operator to the current G. No input checks.
+    (a cached factorisation) it applies that W's operator to the current G. ``parts``:
+    :func:`claim1_parts` of the same SVD and depth, if already computed. No input checks.
     """
-    n = float(depth)
+    Kmat, c, C = claim1_parts(U, s, V, depth) if parts is None else parts
     k, d = G.shape[-2], G.shape[-1]
-    Kmat = claim1_eigenvalues(s.unsqueeze(-1), s.unsqueeze(-2), n)
     core = U.mT @ (G @ V)  # (..., m, m)
     M = core * Kmat
     if k == d:
@@ -196,11 +220,8 @@ def direction_from_svd(
     # three or four products have the large size k*d*m:
     #   k < d: U diag(c) U^T G (I - V V^T) = C G - U (c * core) V^T,  C = U diag(c) U^T
     #   k > d: (I - U U^T) G V diag(c) V^T = G C - U (core * c) V^T,  C = V diag(c) V^T
-    c = claim1_eigenvalues(s, torch.zeros_like(s), n)  # K(s, 0) = s^{2(N-1)/N}
     if k < d:  # U is square (k x k)
-        C = (U * c.unsqueeze(-2)) @ U.mT
         return (U @ (M - c.unsqueeze(-1) * core)) @ V.mT + C @ G
-    C = (V * c.unsqueeze(-2)) @ V.mT  # V is square (d x d)
     return U @ ((M - core * c.unsqueeze(-2)) @ V.mT) + G @ C
 
 

@@ -67,6 +67,7 @@ def end_to_end_update(
     depth: float,
     weight_decay: float | Tensor = 0.0,
     svd: tuple[Tensor, Tensor, Tensor] | None = None,
+    svd_parts: tuple[Tensor, Tensor | None, Tensor | None] | None = None,
     check_finite: bool = True,
 ) -> Tensor:
     r"""The Eq. 10 step direction ``D = P_W(G) + weight_decay * N * W`` (``W_new = W - lr * D``).
@@ -88,6 +89,8 @@ def end_to_end_update(
             ``P_{W_c}(G) + weight_decay * N * W`` (the amortised rule of ``EndToEndSGD``'s
             ``precondition_every``). Ignored for a single row or column (Eq. 12 is exact
             and O(d)).
+        svd_parts: with ``svd``, its :func:`depthaccel.preconditioner.claim1_parts` for
+            this depth, if already computed (saves recomputing them per gradient).
         check_finite: refuse NaN/inf in W and G (a host sync); False when the caller
             checked already.
 
@@ -108,7 +111,7 @@ def end_to_end_update(
     elif W.shape[-1] == 1:  # one column: P_W(G) = P_{W^T}(G^T)^T
         D = single_output_direction(W.squeeze(-1), G.squeeze(-1), depth).unsqueeze(-1)
     elif svd is not None:
-        D = direction_from_svd(*svd, G, depth)
+        D = direction_from_svd(*svd, G, depth, parts=svd_parts)
     else:
         D = end_to_end_direction(W, G, depth, check_finite=check_finite)
     if isinstance(weight_decay, Tensor):
