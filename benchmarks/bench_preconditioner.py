@@ -122,14 +122,20 @@ def amortised_times(
     exact_step: Callable[[], None],
     repeats: int,
     device: torch.device,
+    others: dict[str, Callable[[], None]] | None = None,
 ) -> dict[str, float]:
-    """Median seconds of an exact step, a refresh step and a cached step (taking turns),
-    a directly timed block of 10 steps of K = 10 (per step), and the derived mean step of
-    K = 10 and K = 100. ``opt`` has a huge ``precondition_every``; its counters decide."""
-    step()
-    exact_step()  # warm-up; creates the caches
+    """Median seconds of an exact step, a refresh step, a cached step and each of
+    ``others`` (all taking turns, so load changes hit them alike), a directly timed block
+    of 10 steps of K = 10 (per step), and the derived mean step of K = 10 and K = 100.
+    ``opt`` has a huge ``precondition_every``; its counters decide."""
+    others = others or {}
+    for fn in (step, exact_step, *others.values()):
+        fn()  # warm-up; creates the caches
     t: dict[str, list[float]] = {"exact": [], "refresh": [], "cached": [], "block10": []}
+    t |= {name: [] for name in others}
     for _ in range(repeats):
+        for name, fn in others.items():
+            t[name].append(_timed(fn, device))
         t["exact"].append(_timed(exact_step, device))
         _set_counters(opt, 0)
         t["refresh"].append(_timed(step, device))
@@ -158,9 +164,7 @@ def bench_every(
     sgd = torch.optim.SGD([ws[0]], lr=LR)
     exact = EndToEndSGD([ws[1]], lr=LR, depth=depth)
     amort = EndToEndSGD([ws[2]], lr=LR, depth=depth, precondition_every=10**9)
-    out = amortised_times(amort.step, amort, exact.step, repeats, device)
-    out["sgd"] = median_times({"sgd": sgd.step}, repeats, device)["sgd"]
-    return out
+    return amortised_times(amort.step, amort, exact.step, repeats, device, {"sgd": sgd.step})
 
 
 def print_every_table(shapes: list[tuple[int, int]], repeats: int, dtype, device) -> None:
@@ -216,7 +220,6 @@ def bench_mnist(repeats: int, device: torch.device) -> dict[str, float]:
     for l2 in ("factors", "product"):
         net, _ = mt.overparameterized_tutorial_net(seed, depth=2, **kw)
         fns[f"overparam. (L2 on {l2})"] = stepper(net, sgd(net), l2)
-    out = median_times(fns, repeats, device)
     net_exact, net_amort = mt.tutorial_net(seed, **kw), mt.tutorial_net(seed, **kw)
     opt_exact = e2e_optimizer(net_exact, sched, depth=2, precondition_every=1)
     opt_amort = e2e_optimizer(net_amort, sched, depth=2, precondition_every=10**9)
@@ -229,9 +232,9 @@ def bench_mnist(repeats: int, device: torch.device) -> dict[str, float]:
         stepper(net_exact, opt_exact, "factors"),
         repeats,
         device,
+        fns,
     )
-    out |= {f"e2e {k}": v for k, v in t.items()}
-    return out
+    return {k if k in fns else f"e2e {k}": v for k, v in t.items()}
 
 
 def print_mnist_table(repeats: int, device: torch.device) -> None:
