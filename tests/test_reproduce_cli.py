@@ -394,3 +394,44 @@ def test_missing_data_without_download_and_the_real_registry(tmp_path, monkeypat
     assert rc == 3 and "0/2 experiments ran" in cap.out
     assert "trying a download" not in cap.err
     assert cap.err.strip().splitlines()[-1].count("depthaccel data fetch ethanol mnist") == 1
+
+
+def test_concurrent_experiments_wait_for_those_whose_runs_they_reuse(monkeypatch):
+    """``reproduce --jobs``: an experiment listing another in ``after`` (fig4-left reuses
+    fig3's GD runs) starts only when that one ended, so no run is trained twice at once;
+    the others run concurrently. Here "late" is listed first but must start after "early"
+    ended, and "free" overlaps "early"."""
+    import threading
+    import time
+
+    import depthaccel.commands.reproduce as rp
+
+    specs = {
+        "late": ExperimentSpec("late", "x", "late", after=("early",)),
+        "early": ExperimentSpec("early", "x", "early"),
+        "free": ExperimentSpec("free", "x", "free"),
+    }
+    monkeypatch.setattr(rp, "EXPERIMENTS", specs)
+    assert EXPERIMENTS["fig4-left"].after == ("fig3",)  # the real registry's dependency
+
+    class Executor:  # what _run_concurrently needs of an executor
+        name, workers, turns = "stub", 2, None
+
+    ex = Executor()
+    log: list[tuple[str, str, float]] = []
+    lock = threading.Lock()
+
+    def one(name):
+        with lock:
+            log.append((name, "start", time.perf_counter()))
+        with ex.turns.released():  # as an executor does while its shards train
+            time.sleep(0.3)
+        with lock:
+            log.append((name, "end", time.perf_counter()))
+        return name
+
+    rp._run_concurrently(list(specs), one, lambda *a: None, ex, "quick")
+    at = {(n, what): t for n, what, t in log}
+    assert at[("late", "start")] >= at[("early", "end")]
+    assert at[("free", "start")] < at[("early", "end")]  # independent ones overlap
+    assert ex.turns is None  # the turns are removed afterwards

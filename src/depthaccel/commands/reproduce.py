@@ -447,7 +447,9 @@ def _concurrent(executor: Any, names: list[str]) -> bool:
 def _run_concurrently(names, one, tell, executor, mode) -> None:
     """Every experiment in a thread of its own; their code takes turns
     (``depthaccel.executors.turns``: one at a time, pyplot is not thread-safe) and gives
-    the turn away while its shards or tasks run on the cluster."""
+    the turn away while its shards or tasks run on the cluster. An experiment whose
+    registry entry names others in ``after`` (it reuses their stored runs) starts only
+    when those have ended, so the same run is never trained twice at once."""
     import threading
 
     from depthaccel.executors.turns import DriverTurns
@@ -455,14 +457,21 @@ def _run_concurrently(names, one, tell, executor, mode) -> None:
     turns = DriverTurns()
     executor.turns = turns
     finished: list[str] = []
+    ended = {n: threading.Event() for n in names}
+    waits = {n: [a for a in EXPERIMENTS[n].after if a in ended] for n in names}
 
     def work(i: int, name: str) -> None:
-        with turns.turn():
-            print(f"[{i}/{len(names)}] {name} ({mode}) ... started", flush=True)
-            res = one(name)
-            finished.append(name)
-            order = finished + [n for n in names if n not in finished]
-            tell(i, name, res, order, len(finished))
+        try:
+            for a in waits[name]:  # runs it reuses from `a`: never trained twice at once
+                ended[a].wait()
+            with turns.turn():
+                print(f"[{i}/{len(names)}] {name} ({mode}) ... started", flush=True)
+                res = one(name)
+                finished.append(name)
+                order = finished + [n for n in names if n not in finished]
+                tell(i, name, res, order, len(finished))
+        finally:
+            ended[name].set()
 
     print(
         f"running {len(names)} experiments concurrently on {executor.name} "

@@ -26,12 +26,16 @@ class ExperimentSpec:
     """Registry entry: command-line ``name``, ``module`` under depthaccel.experiments
     (or a full dotted module path),
     a one-line ``summary`` for ``--help`` (what it runs and what it claims), and whether
-    it needs a data set (``data``: "ethanol", "mnist" or "")."""
+    it needs a data set (``data``: "ethanol", "mnist" or ""). ``after``: experiments whose
+    stored runs this one reuses (through the results store); when they run in the same
+    ``reproduce`` call, this one starts after they finished, so that no run is trained
+    twice at the same time (``reproduce --jobs`` runs experiments concurrently)."""
 
     name: str
     module: str
     summary: str
     data: str = ""
+    after: tuple[str, ...] = ()
 
 
 _SPECS: tuple[ExperimentSpec, ...] = (
@@ -73,6 +77,7 @@ _SPECS: tuple[ExperimentSpec, ...] = (
         "Fig. 4 left: depth-3 GD vs AdaGrad and AdaDelta on a single layer, each "
         "grid-searched, l4 on Ethanol; claim: depth-3 GD ends lower than both",
         data="ethanol",
+        after=("fig3",),  # its GD runs and their search are fig3's l4 ones
     ),
     ExperimentSpec(
         "fig4-right",
