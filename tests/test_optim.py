@@ -62,6 +62,13 @@ def test_step_rank_deficient_and_zero_weight():
         torch.testing.assert_close(p.detach(), ref, rtol=1e-10, atol=1e-12)
 
 
+def test_claim1_direct_reference_is_the_sum_at_integer_depth():
+    W, G = rand(3, 5, seed=1), rand(3, 5, seed=2)
+    torch.testing.assert_close(
+        claim1_direct(W, G, 3), explicit_eq10(W, G, 3), rtol=1e-10, atol=1e-12
+    )
+
+
 def test_fractional_depth_uses_closed_form():
     W0, G = rand(3, 4, seed=6), rand(3, 4, seed=7)
     p = torch.nn.Parameter(W0.clone())
@@ -336,6 +343,26 @@ def test_depth_one_is_sgd_bit_for_bit_with_momentum(
     assert moved > 0
 
 
+def claim1_direct(W: torch.Tensor, G: torch.Tensor, N: float) -> torch.Tensor:
+    """Eq. 10 for any real N through Claim 1 written directly: full SVD, eigenvalue
+    K(a, b) = (a^2 - b^2) / (a^(2/N) - b^(2/N)), K(a, a) = N a^(2(N-1)/N), K(a, 0) =
+    a^(2(N-1)/N), K(0, 0) = 0, one entry at a time."""
+    U, s, Vh = torch.linalg.svd(W)
+    k, d = W.shape
+    sr = [s[i].item() if i < len(s) else 0.0 for i in range(k)]
+    sc = [s[j].item() if j < len(s) else 0.0 for j in range(d)]
+
+    def K(a, b):
+        if a == b:
+            return N * a ** (2 * (N - 1) / N) if a > 0 else 0.0
+        if min(a, b) == 0:
+            return max(a, b) ** (2 * (N - 1) / N)
+        return (a**2 - b**2) / (a ** (2 / N) - b ** (2 / N))
+
+    Kmat = torch.tensor([[K(a, b) for b in sc] for a in sr])
+    return U @ ((U.T @ G @ Vh.T) * Kmat) @ Vh
+
+
 def sgd_reference(
     W0, grad_fn, steps, *, lr, depth, momentum, dampening, nesterov, maximize, wd, every=1
 ):
@@ -348,7 +375,8 @@ def sgd_reference(
             G = -G
         if t % every == 0:
             Wc = W.clone()
-        D = explicit_eq10(Wc, G, depth) + wd * depth * W
+        P = explicit_eq10 if float(depth).is_integer() else claim1_direct
+        D = P(Wc, G, depth) + wd * depth * W
         if momentum:
             buf = D.clone() if buf is None else momentum * buf + (1 - dampening) * D
             D = D + momentum * buf if nesterov else buf
@@ -401,9 +429,7 @@ def test_param_groups_with_different_settings_match_reference():
             p.grad = f(p.detach())
         opt.step()
     for p, W0, f, s in zip(ps, W0s, fns, settings, strict=True):
-        if s["depth"] == 2.5:  # fractional depth: reference through the closed form
-            continue
-        ref = sgd_reference(W0, f, 5, **s)
+        ref = sgd_reference(W0, f, 5, **s)  # depth 2.5: Claim 1 entry by entry
         torch.testing.assert_close(p.detach(), ref, rtol=1e-10, atol=1e-12)
 
 
