@@ -87,6 +87,7 @@ DEFAULT_CHECKPOINT_EVERY = 2_000
 SAME_FACTOR = 1.1
 # A best run whose final gap is at least this fraction of its initial gap "barely moved".
 STALL_FRACTION = 0.9
+FLOOR_SHOWN_WITHIN = 1e3  # the plot draws the round-off floor when a gap comes this close
 
 
 def parse_loss(name: str) -> float:
@@ -904,6 +905,7 @@ def _plot(res: CompareResult, path) -> None:
     depths = sorted({m.depth for m in res.models})
     fig, ax = plt.subplots(figsize=(9.5, 4.8), layout="constrained")
     floor = res.floor if res.floor > 0 else None
+    lowest = np.inf
     for m in res.models:
         if m.best is None:
             continue
@@ -912,6 +914,8 @@ def _plot(res: CompareResult, path) -> None:
         if floor is not None:
             y = np.where(np.isfinite(y), np.maximum(y, floor), y)
         keep = np.isfinite(y) & (y > 0)
+        if keep.any():
+            lowest = min(lowest, float(y[keep].min()))
         ax.plot(
             x[keep],
             y[keep],
@@ -919,7 +923,8 @@ def _plot(res: CompareResult, path) -> None:
             linestyle=styles[depths.index(m.depth) % len(styles)],
             label=f"{m.label}, lr {format_lr(m.best_lr)}",
         )
-    if floor is not None:
+    if floor is not None and lowest <= FLOOR_SHOWN_WITHIN * floor:
+        # only where a curve comes near it: a far-away line would squash every curve
         ax.axhline(floor, color="0.5", lw=0.8, ls=(0, (4, 3)), label=f"round-off floor {floor:.2g}")
     ax.set_yscale("log")
     ax.set_xlabel("iteration")
