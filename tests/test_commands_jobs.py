@@ -120,13 +120,12 @@ def test_compare_jobs_2_equals_jobs_1_names_ray_and_stops_its_cluster(tmp_path):
     pids = cluster_pids(two.stderr)
     assert "ray: local cluster shut down" in two.stderr
     assert not wait_gone(pids), "processes of the cluster left running"
-    # two shards instead of one batch: equal to round-off of the loss (1e-12 relative)
+    # the same shards whatever --jobs says: the same numbers, bit for bit
     g1, g2 = read_gaps(tmp_path / "one"), read_gaps(tmp_path / "two")
-    both = ~np.isnan(g1)
-    assert np.array_equal(both, ~np.isnan(g2))
+    assert g1.size and np.array_equal(g1, g2, equal_nan=True)
+    for name in ("curves.csv", "summary.csv"):
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
     report1 = (tmp_path / "one" / "REPORT.md").read_text()
-    lstar = float(re.search(r"optimum L\* = ([0-9.e+-]+)", report1).group(1))
-    assert np.max(np.abs(g1[both] - g2[both]) / (np.abs(g1[both]) + lstar)) <= 1e-12
     assert "executor: local (this process)" in report1
     assert "executor: Ray (local cluster started by this command, 2 CPUs" in (
         (tmp_path / "two" / "REPORT.md").read_text()
@@ -149,7 +148,7 @@ def test_ctrl_c_shuts_the_cluster_down_and_leaves_no_process(tmp_path):
     try:
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline and proc.poll() is None:
-            if any("on ray (2 shards)" in line for line in list(lines)):
+            if any(re.search(r"on ray \(\d+ shards\)", line) for line in list(lines)):
                 break
             time.sleep(0.2)
         pids = cluster_pids("".join(lines))

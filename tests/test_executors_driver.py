@@ -28,24 +28,40 @@ def run_sweep(store, executor, runs=None, **kw):
     )  # fmt: skip
 
 
-def test_one_shard_is_the_in_process_path_and_more_shards_agree_to_round_off(tmp_path):
-    ref = run_sweep(tmp_path / "none.sqlite", None)
-    one = run_sweep(tmp_path / "one.sqlite", LocalExecutor(1))
-    assert_same(one.results, ref.results)  # same batch: bit for bit
-    three = run_sweep(tmp_path / "three.sqlite", LocalExecutor(3))
-    # other batch compositions change the GEMMs' row count: round-off of the loss only
-    # (measured up to ~2e-15 of L; relative to a gap of 1e-5 L that is ~1e-10 of the gap)
-    assert max_rel_diff(three.results, ref.results, lstar()) <= 1e-12
-    assert three.computed == len(grid()) and three.reused == 0
-    with Store(tmp_path / "three.sqlite") as st:
-        stored = st.get_runs(three.keys)
-        assert not st.checkpoints()  # every shard finished: its checkpoint deleted
+def test_the_shards_and_the_numbers_do_not_depend_on_the_executor(tmp_path):
+    """--jobs 2 == --jobs 1: for the same ``shard_runs`` the in-process sweep and local
+    executors of any worker count train the same batches, bit for bit; the in-process
+    path stores the same group sizes."""
+    ref = run_sweep(tmp_path / "none.sqlite", None, shard_runs=3)
+    one = run_sweep(tmp_path / "one.sqlite", LocalExecutor(1), shard_runs=3)
+    three = run_sweep(tmp_path / "three.sqlite", LocalExecutor(3), shard_runs=3)
+    assert_same(one.results, ref.results)
+    assert_same(three.results, ref.results)
+    sizes = {}
+    for name in ("none", "three"):
+        with Store(tmp_path / f"{name}.sqlite") as st:
+            stored = st.get_runs(three.keys)
+            assert not st.checkpoints()  # every shard finished: its checkpoint deleted
+        sizes[name] = [stored[k].extra["group_size"] for k in three.keys]
+    # 7 width-1 gd runs -> 3 + 2 + 2, e2e and adam pairs: 2 each (none of 11)
+    assert sizes["none"] == sizes["three"] == [3, 3, 3, 2, 2, 2, 2, 2, 2, 2, 2]
     assert {s.extra["executor"] for s in stored.values()} == {"local"}
     assert {s.extra["writer_pid"] for s in stored.values()} == {os.getpid()}
-    assert sorted(s.extra["group_size"] for s in stored.values()) != [len(grid())] * len(grid())
-    again = run_sweep(tmp_path / "three.sqlite", LocalExecutor(3))
+    assert three.computed == len(grid()) and three.reused == 0
+    again = run_sweep(tmp_path / "three.sqlite", LocalExecutor(3), shard_runs=3)
     assert again.reused == len(grid()) and again.computed == 0
     assert_same(again.results, three.results)
+    # another shard size batches other runs together: round-off of the loss only
+    # (measured up to ~2e-15 of L; relative to a gap of 1e-5 L that is ~1e-10 of the gap)
+    other = run_sweep(tmp_path / "other.sqlite", None, shard_runs=100)
+    assert max_rel_diff(other.results, ref.results, lstar()) <= 1e-12
+
+
+@pytest.mark.parametrize("bad", [0, -2, 1.5, "3"])
+def test_bad_shard_runs_is_refused(tmp_path, bad):
+    with pytest.raises(ValueError, match="runs per shard must be an integer >= 1"):
+        run_sweep(tmp_path / "s.sqlite", None, shard_runs=bad)
+    assert not (tmp_path / "s.sqlite").exists()
 
 
 class Crash(Exception):
@@ -61,9 +77,9 @@ def test_crash_mid_shard_resumes_from_the_stored_checkpoint(tmp_path):
         if shard.index == 1 and isinstance(event, Checkpoint) and event.iteration == 2 * K:
             raise Crash
 
-    ex = LocalExecutor(3, observer=crash_at_second_checkpoint_of_shard_1)
+    ex = LocalExecutor(observer=crash_at_second_checkpoint_of_shard_1)
     with pytest.raises(Crash):
-        run_sweep(store, ex)
+        run_sweep(store, ex, shard_runs=3)
     done0 = [e for i, e in seen if i == 0 and isinstance(e, Done)]
     assert len(done0) == 1  # shard 0 finished and was stored before the crash
     with Store(store) as st:
@@ -72,19 +88,19 @@ def test_crash_mid_shard_resumes_from_the_stored_checkpoint(tmp_path):
         assert it == 2 * K
     seen.clear()
     ex.observer = lambda shard, event: seen.append((shard.index, event))
-    res = run_sweep(store, ex)
+    res = run_sweep(store, ex, shard_runs=3)
     assert res.reused == len(done0[0].results)  # shard 0 is not trained again
     assert list(res.resumed.values()) == [2 * K]
     starts = [e.iteration for _, e in seen if isinstance(e, Started)]
     assert starts[0] == 2 * K and set(starts[1:]) == {0}  # shard 1 resumed, the rest new
-    ref = run_sweep(tmp_path / "ref.sqlite", LocalExecutor(3))
+    ref = run_sweep(tmp_path / "ref.sqlite", None, shard_runs=3)
     by_run = {r.run: r for r in ref.results}
     resumed_runs = [e.results for i, e in seen if isinstance(e, Done)][0]
-    # the resumed shard kept its composition: bit for bit; the never-started runs were
-    # split afresh (other batches): round-off only, as in the in-process sweep
+    # the resumed shard kept its composition and the never-started runs were split as
+    # before (the plan depends on the runs only): bit for bit
     assert_same(resumed_runs, [by_run[r.run] for r in resumed_runs])
     assert_same(done0[0].results, [by_run[r.run] for r in done0[0].results])
-    assert max_rel_diff(res.results, ref.results, lstar()) <= 1e-12
+    assert_same(res.results, ref.results)
 
 
 class LosingExecutor(LocalExecutor):
@@ -117,10 +133,12 @@ class LosingExecutor(LocalExecutor):
 def test_lost_task_is_resubmitted_from_its_checkpoint(tmp_path):
     ex = LosingExecutor(2, losses=2)
     logs: list[str] = []
-    res = run_sweep(tmp_path / "s.sqlite", ex, log=logs.append)
-    assert ex.starts == [(0, 0), (0, K), (0, 2 * K), (1, 0)]
+    res = run_sweep(tmp_path / "s.sqlite", ex, log=logs.append, shard_runs=4)
+    # shards: 4 + 3 width-1 gd runs, the e2e pair, the adam pair
+    assert ex.starts == [(0, 0), (0, K), (0, 2 * K), (1, 0), (2, 0), (3, 0)]
     assert sum("resubmitting" in m and "checkpoint at iteration" in m for m in logs) == 2
-    assert_same(res.results, run_sweep(tmp_path / "ref.sqlite", LocalExecutor(2)).results)
+    ref = run_sweep(tmp_path / "ref.sqlite", None, shard_runs=4)
+    assert_same(res.results, ref.results)
 
 
 def test_too_many_losses_stop_with_a_clear_error_and_keep_what_finished(tmp_path):
@@ -130,9 +148,9 @@ def test_too_many_losses_stop_with_a_clear_error_and_keep_what_finished(tmp_path
     # shard 1 first: it finishes before shard 0 fails for good
     ex.train_shards = _reversed(ex.train_shards)
     with pytest.raises(ShardFailedError, match=r"shard 1 \(\d+ runs\) was lost 3 times .*resumes"):
-        run_sweep(store, ex)
+        run_sweep(store, ex, shard_runs=4)
     with Store(store) as st:
-        assert st.count_runs() > 0  # shard 1's runs
+        assert st.count_runs() == len(grid()) - 4  # shards 2-4's runs
         assert [it for _, it in st.checkpoints()] == [3 * K]  # shard 0: its latest state
 
 
@@ -141,9 +159,9 @@ def _reversed(train_shards):
 
 
 def test_one_bar_for_the_whole_sweep(tmp_path, capsys):
-    run_sweep(tmp_path / "s.sqlite", LocalExecutor(3), progress=True)
+    run_sweep(tmp_path / "s.sqlite", LocalExecutor(3), progress=True, shard_runs=2)
     err = capsys.readouterr().err
-    assert "sweep on local (3 shards)" in err
+    assert "sweep on local (6 shards)" in err
     assert f"{len(grid())}/{len(grid())} runs" in err
     assert "training 11 runs" not in err  # no per-shard trainer bars
 
@@ -154,11 +172,11 @@ def test_the_bar_reaches_the_total_after_losses_and_resumes(tmp_path, capsys):
     run_sweep(store, LocalExecutor(1), runs=grid()[:2])  # two runs reused
     ex = LocalExecutor(2, observer=_crash_at(1, 2 * K))
     with pytest.raises(Crash):
-        run_sweep(store, ex, progress=True)  # shard 1 crashes after a checkpoint
+        run_sweep(store, ex, progress=True, shard_runs=3)  # shard 1 crashes after a checkpoint
     capsys.readouterr()
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # tqdm warns when its bar goes past the total
-        run_sweep(store, LosingExecutor(2, losses=2), progress=True)
+        run_sweep(store, LosingExecutor(2, losses=2), progress=True, shard_runs=3)
     err = capsys.readouterr().err
     last = err.replace("\r", "\n").strip().splitlines()[-1]
     assert "100%" in last and f"{len(grid())}/{len(grid())} runs" in last

@@ -671,7 +671,7 @@ def _executor_words(executor: Any) -> str:
     if st.get("executor") == "ray":
         return (
             f"Ray ({st.get('cluster')}, {st.get('cluster_cpus')} CPUs, "
-            f"{st.get('shards_per_sweep')} shards per sweep)"
+            f"{st.get('workers')} shards at a time)"
         )
     return str(st.get("executor", executor.name))
 

@@ -7,10 +7,12 @@
   shapes), p, the number of iterations, the logging settings and the compute dtype;
 * runs already in the store (with first-hit iterations for every requested threshold)
   are read back, not trained; the result says how many (``SweepResult.reused``);
-* the other runs are trained together in one ``train`` call (a "group"; grouping them
-  into tensor programs is the trainer's business), which saves its state into the store
-  every ``checkpoint_every`` iterations; when it finishes, its runs are stored and its
-  checkpoint deleted in one transaction;
+* the other runs are split into shards (``depthaccel.executors.shards.split_runs``: by
+  the trainer's batching group, pieces of at most ``shard_runs`` runs; a function of the
+  runs only) and each shard is trained as one ``train`` call (a "group"), which saves
+  its state into the store every ``checkpoint_every`` iterations; when it finishes, its
+  runs are stored and its checkpoint deleted in one transaction. In this process the
+  groups train one after another; an executor trains the same groups, several at once;
 * after a crash or ``kill -9``, the same call finds the checkpoint of its group and
   resumes from it: at most ``checkpoint_every`` iterations are redone, no finished run
   is recomputed, and the curves equal those of an uninterrupted run (float64, same
@@ -236,31 +238,41 @@ def sweep(
     progress: bool = False,
     log: Callable[[str], None] | None = None,
     executor: Executor | None = None,
+    shard_runs: int | None = None,
     **train_options: Any,
 ) -> SweepResult:
     """Train ``runs`` (see ``depthaccel.train.train``) through the results ``store``.
 
-    Runs already stored are reused; the rest are trained in one group that checkpoints
-    every ``checkpoint_every`` iterations (None: never) and resumes from its checkpoint
-    when the same sweep is started again. ``store`` is a Store or a path (a directory
-    gets ``store.DEFAULT_FILENAME`` inside it). ``log`` receives one-line progress
+    Runs already stored are reused; the rest are split into groups (shards) of at most
+    ``shard_runs`` runs (None: ``executors.shards.SHARD_RUNS``), each trained as one
+    batch that checkpoints every ``checkpoint_every`` iterations (None: never) and
+    resumes from its checkpoint when the same sweep is started again. ``store`` is a
+    Store or a path (a directory gets ``store.DEFAULT_FILENAME`` inside it). ``log`` receives one-line progress
     messages (how many runs were reused, resumed, trained). ``train_options`` are passed
     to ``train`` (``log_scale``, ``diverge_factor``, ``gram``, ``fast_width1``) and are
     part of the data fingerprint. ``optimum`` (a float or an ``LpOptimum``) fixes L*;
     by default ``train`` computes it.
 
-    ``executor`` (``depthaccel.executors``): None trains the pending runs here, in one
-    group; an executor splits them into shards (``executor.workers`` of them) and trains
-    those where it runs tasks (this process, a Ray cluster). Either way this process is
+    ``executor`` (``depthaccel.executors``): None trains the groups here, one after
+    another; an executor trains the same groups where it runs tasks (this process, a Ray
+    cluster), ``executor.workers`` at once. The shard plan never depends on the executor,
+    so every executor gives bit-identical float64 results. Either way this process is
     the only one that writes to the store (``depthaccel.executors.driver``).
 
     Round-off note: a reused run was computed in the batch it was first trained in; the
-    trainer's float64 results can differ in the last bits between batch compositions.
+    trainer's float64 results can differ in the last bits between batch compositions
+    (e.g. a run reused by another experiment, or stored by an older version).
+
+    Raises:
+        ValueError: ``shard_runs`` or ``checkpoint_every`` < 1, unknown train options.
     """
     runs = check_runs(runs)
     iters = int(iters)
     if checkpoint_every is not None and int(checkpoint_every) < 1:
         raise ValueError(f"checkpoint_every must be >= 1 or None, got {checkpoint_every!r}")
+    from depthaccel.executors.shards import SHARD_RUNS, check_max_runs
+
+    shard_runs = check_max_runs(SHARD_RUNS if shard_runs is None else shard_runs)
     thresholds = sorted({float(t) for t in thresholds})
     if isinstance(optimum, LpOptimum):
         optimum = optimum.loss
@@ -284,6 +296,7 @@ def sweep(
         say=log or (lambda msg: None),
         options=train_options,
         executor=executor,
+        shard_runs=shard_runs,
     )
     own = not isinstance(store, Store)
     st = Store(store) if own else store
@@ -311,6 +324,7 @@ class _SweepCall:
     progress: bool
     say: Callable[[str], None]
     options: dict[str, Any]  # the trainer options that change numbers (fingerprinted)
+    shard_runs: int  # most runs per group (default ``executors.shards.SHARD_RUNS``)
     executor: Executor | None = None
 
     def fingerprint(self) -> str:
@@ -377,6 +391,14 @@ def _sweep(st: Store, call: _SweepCall, runs: list[Run]) -> SweepResult:
     )
     all_thresholds = sorted(set(thresholds) | extra_thresholds)
     groups = _plan_groups(st, pending, all_thresholds)
+    if call.executor is None:  # the same shards as an executor's (``driver.plan_shards``)
+        split: list[tuple[list[str], dict[str, Any] | None]] = []
+        for gkeys, ck_state in groups:
+            if ck_state is not None:  # a checkpointed group resumes as it was
+                split.append((gkeys, ck_state))
+            else:
+                split.extend((keys, None) for keys in _split_fresh(call, gkeys, by_key))
+        groups = split
     resumed: dict[str, int] = {}
     if call.executor is not None and groups:
         from depthaccel.executors.driver import sweep_on_executor
@@ -386,7 +408,8 @@ def _sweep(st: Store, call: _SweepCall, runs: list[Run]) -> SweepResult:
             optimum=call.optimum, thresholds=all_thresholds, log_points=call.log_points,
             device=call.device, dtype=call.dtype, dtype_name=_dtype_name(call.dtype),
             checkpoint_every=call.checkpoint_every, progress=call.progress, say=say,
-            options=call.options, fingerprint=fp, to_stored=_result_to_stored,
+            options=call.options, fingerprint=fp, shard_runs=call.shard_runs,
+            to_stored=_result_to_stored,
             reused=reused, resumed=resumed,
         )  # fmt: skip
         for k, r in trained.items():
@@ -422,7 +445,8 @@ def _plan_groups(
     st: Store, pending: list[str], thresholds: list[float]
 ) -> list[tuple[list[str], dict[str, Any] | None]]:
     """Split the pending runs into groups: first every stored checkpoint whose runs are
-    all pending (and which tracks every threshold needed), then the rest, fresh."""
+    all pending (and which tracks every threshold needed), then the rest, fresh (split
+    into shards afterwards: ``_split_fresh``, ``executors.driver.plan_shards``)."""
     left = set(pending)
     groups: list[tuple[list[str], dict[str, Any] | None]] = []
     for gk, _ in sorted(st.checkpoints(), key=lambda c: -c[1]):
@@ -442,6 +466,19 @@ def _plan_groups(
     if rest:
         groups.append((rest, None))
     return groups
+
+
+def _split_fresh(call: _SweepCall, keys: list[str], by_key: dict[str, Run]) -> list[list[str]]:
+    """The fresh runs ``keys`` cut into the shards an executor would train
+    (``executors.driver.plan_shards``: same ``split_runs``, same engine groups)."""
+    from depthaccel.executors.shards import engine_group, split_runs
+
+    d = int(np.shape(call.X)[1])
+    k = 1 if len(np.shape(call.y)) == 1 else int(np.shape(call.y)[1])
+    fast = bool(call.options.get("fast_width1", True))
+    runs = [by_key[key] for key in keys]
+    pieces = split_runs(runs, lambda r: engine_group(r, d, k, fast), call.shard_runs)
+    return [[keys[i] for i in idx] for idx in pieces]
 
 
 def _train_group(

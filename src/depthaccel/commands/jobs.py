@@ -15,8 +15,9 @@ __all__ = ["add_arguments", "close_executor", "describe", "open_executor"]
 
 HELP_JOBS = (
     "train on a local Ray cluster of N CPUs that this command starts and shuts down "
-    "(the sweeps' runs are split into one shard per worker; each worker uses --threads "
-    "torch threads; needs the ray extra: pip install 'depthaccel[ray]'); "
+    "(the workers train the sweeps' shards, which do not depend on N, several at once: "
+    "the results equal --jobs 1's; each worker uses --threads torch threads; needs the "
+    "ray extra: pip install 'depthaccel[ray]'); "
     "1 (default): in this process, without Ray"
 )
 HELP_ADDRESS = (

@@ -4,9 +4,11 @@
 * ``RayExecutor`` (``depthaccel.executors.ray_executor``; needs the ``ray`` extra) -- a
   local Ray cluster it starts, or an existing one it joins.
 
-``sweep.sweep(..., executor=...)`` splits its new runs into about ``executor.workers``
-shards (``shards.split_runs``), the executor trains them (``worker.run_shard`` wherever
-they run) and streams checkpoints and results back; the driver (``driver``) is the only
+``sweep.sweep(..., executor=...)`` splits its new runs into shards of at most
+``shard_runs`` runs (``shards.split_runs``: a function of the runs only, the same plan
+as the in-process sweep's, whatever the executor), the executor trains them,
+``executor.workers`` at once (``worker.run_shard`` wherever they run) and streams
+checkpoints and results back; the driver (``driver``) is the only
 writer of the results store. ``executor.map(fn, items)`` runs independent tasks (e.g.
 one MNIST net each). ``make_executor`` builds the executor the command-line options ask
 for.
@@ -68,7 +70,7 @@ def make_executor(
 
     ``jobs == 1`` and no address (``address``, else ``$RAY_ADDRESS``): None (train in
     this process, today's path). ``jobs > 1``: a ``RayExecutor`` that starts a local
-    cluster of ``jobs`` CPUs (one shard per ``threads`` CPUs). An address: a
+    cluster of ``jobs`` CPUs (one shard at a time per ``threads`` CPUs). An address: a
     ``RayExecutor`` that joins that cluster (``jobs`` is then not used).
 
     Raises:

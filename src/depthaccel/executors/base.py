@@ -147,8 +147,9 @@ class Executor(Protocol):
 
     Attributes:
         name: ``"local"`` or ``"ray"`` (written into reports and stored runs).
-        workers: how many shards can train at once (the sweep splits its new runs into
-            about this many shards).
+        workers: how many shards can train at once; never how the runs are split into
+            shards (``shards.split_runs`` depends on the runs only, so every executor
+            and worker count trains the same batches).
         max_retries: how often the driver resubmits one shard whose task was lost
             before it stops the sweep with ``ShardFailedError``.
         observer: None, or a callable ``(shard, event)`` called by the driver after it

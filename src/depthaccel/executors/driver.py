@@ -2,8 +2,9 @@
 
 ``train_groups(st, executor, spec, groups, ...)`` takes the sweep's pending groups (a
 checkpointed group keeps its composition and resumes; the new runs are split by
-``shards.split_runs`` into about ``executor.workers`` shards), has the executor train
-them, and handles every event in the caller's process:
+``shards.split_runs`` into shards of at most ``max_runs`` runs, the same plan whatever
+the executor and its workers), has the executor train them, and handles every event in
+the caller's process:
 
 * ``Checkpoint``: ``store.save_checkpoint(group_key(shard.keys), ...)``, so a lost
   worker costs at most ``checkpoint_every`` iterations;
@@ -210,13 +211,14 @@ class _Driver:
 def plan_shards(
     groups: Sequence[tuple[list[str], dict[str, Any] | None]],
     by_key: dict[str, Run],
-    n: int,
+    max_runs: int,
     thresholds: Sequence[float],
     group_of: Callable[[Run], Any],
 ) -> list[Shard]:
     """Shards of the sweep's pending ``groups`` (run keys, checkpoint state or None): a
     checkpointed group is one shard that resumes from its state; the fresh runs are split
-    into at most ``n`` shards by ``split_runs``."""
+    by ``split_runs`` into shards of at most ``max_runs`` runs (a function of the runs
+    only: the in-process sweep trains the same pieces)."""
     shards: list[Shard] = []
     for gkeys, state in groups:
         if state is not None:
@@ -231,7 +233,7 @@ def plan_shards(
             )
             continue
         runs = [by_key[k] for k in gkeys]
-        for idx in split_runs(runs, n, group_of):
+        for idx in split_runs(runs, group_of, max_runs):
             shards.append(
                 Shard(
                     index=len(shards),
@@ -270,14 +272,16 @@ def sweep_on_executor(
     say: Callable[[str], None],
     options: dict[str, Any],
     fingerprint: str,
+    shard_runs: int,
     to_stored: Callable[[str, RunResult, str, dict[str, Any]], Any],
     reused: int,
     resumed: dict[str, int],
 ) -> dict[str, RunResult]:
     """``depthaccel.sweep.sweep``'s pending groups trained on ``executor``: builds the
     shared ``TrainSpec`` (data as float64 arrays, L* computed once here when not given),
-    plans the shards and trains them (``train_groups``); fills ``resumed`` (group key ->
-    iteration) and returns the results by run key."""
+    plans the shards (at most ``shard_runs`` runs each) and trains them
+    (``train_groups``); fills ``resumed`` (group key -> iteration) and returns the
+    results by run key."""
     X64, y64 = _float64(X), _float64(y)
     if optimum is None:
         # as ``train`` computes it (the same float64 tensors), once for every shard
@@ -298,7 +302,7 @@ def sweep_on_executor(
     k = 1 if y64.ndim == 1 else y64.shape[1]
     fast = bool(options.get("fast_width1", True))
     shards = plan_shards(
-        groups, by_key, executor.workers, thresholds, lambda r: engine_group(r, d, k, fast)
+        groups, by_key, shard_runs, thresholds, lambda r: engine_group(r, d, k, fast)
     )
     start_iters: dict[int, int] = {}
     for s in shards:

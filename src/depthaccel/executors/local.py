@@ -14,11 +14,12 @@ __all__ = ["LocalExecutor"]
 class LocalExecutor:
     """Train shards in this process, one after another (the default, today's path).
 
-    ``workers`` (default 1) is only the number of shards a sweep's new runs are split
-    into: ``LocalExecutor(workers=n)`` trains exactly the shards a Ray executor with ``n``
-    workers trains, in this process, so the two give bit-identical float64 results (same
-    torch thread count assumed). Nothing is retried: an exception here is a bug or bad
-    input, not a lost worker.
+    The shards are those of the in-process sweep and of any Ray executor (the plan
+    depends on the runs only: ``shards.split_runs``), so all give bit-identical float64
+    results (same torch thread count assumed). ``workers`` (default 1) is what this
+    executor reports as its capacity (``Executor.workers``); it trains one shard at a
+    time whatever it is, and it never changes the shards. Nothing is retried: an
+    exception here is a bug or bad input, not a lost worker.
     """
 
     name = "local"
@@ -47,7 +48,7 @@ class LocalExecutor:
         return [fn(item) for item in items]
 
     def settings(self) -> dict[str, Any]:
-        return {"executor": "local", "shards_per_sweep": self._workers}
+        return {"executor": "local", "workers": self._workers}
 
     def close(self) -> None:
         pass

@@ -209,7 +209,7 @@ class RayExecutor:
             ),
             "cluster_cpus": self.cpus,
             "threads_per_task": self.threads,
-            "shards_per_sweep": self.workers,
+            "workers": self.workers,
         }
 
     def _task_options(self, spec: TrainSpec | None = None, gpu: bool = False) -> dict[str, Any]:
