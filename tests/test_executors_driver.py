@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import warnings
 
+import numpy as np
 import pytest
 
 from depthaccel.executors import LocalExecutor, ShardFailedError
@@ -13,6 +14,7 @@ from depthaccel.executors.base import Checkpoint, Done, Started
 from depthaccel.executors.worker import run_shard
 from depthaccel.store import Store
 from depthaccel.sweep import sweep
+from depthaccel.train import Run
 from executor_fixtures import THRESHOLDS, assert_same, grid, lstar, max_rel_diff, problem
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -188,3 +190,15 @@ def _crash_at(index, iteration):
             raise Crash
 
     return observer
+
+
+def test_in_process_equals_executor_for_fortran_order_data(tmp_path):
+    """The workers get C-order arrays; the in-process path trains on the same layout (the
+    layout picks the GEMM kernel, hence the last bits: Ethanol's X is Fortran-order)."""
+    X, y = problem(m=200, d=24)
+    runs = [Run("gd", lr, depth=dp) for dp in (1, 2, 3) for lr in (1e-2, 3e-2)]
+    kw = dict(thresholds=THRESHOLDS, log_points=60, checkpoint_every=K)
+    F = np.asfortranarray(X)
+    here = sweep(F, y, 2, runs, ITERS, store=tmp_path / "a.sqlite", **kw)
+    there = sweep(F, y, 2, runs, ITERS, store=tmp_path / "b.sqlite", executor=LocalExecutor(), **kw)
+    assert_same(here.results, there.results)

@@ -282,8 +282,8 @@ def sweep(
             f"unknown train option(s) {sorted(unknown)}; sweep passes on {sorted(_TRAIN_OPTIONS)}"
         )
     call = _SweepCall(
-        X=X,
-        y=y,
+        X=_c_order(X),
+        y=_c_order(y),
         p=p,
         iters=iters,
         optimum=optimum,
@@ -305,6 +305,18 @@ def sweep(
     finally:
         if own:
             st.close()
+
+
+def _c_order(a: Any) -> Any:
+    """``a`` in C order (same dtype and device): the memory layout of the data decides
+    which GEMM kernel runs and so the last bits of the results; the executors' workers
+    get C-order float64 arrays (``executors.driver``), and the in-process path must
+    train on the same layout to give the same numbers (e.g. a Fortran-order X)."""
+    if isinstance(a, torch.Tensor):
+        return a.contiguous()
+    if isinstance(a, np.ndarray):
+        return np.ascontiguousarray(a)
+    return a
 
 
 @dataclass(frozen=True)
