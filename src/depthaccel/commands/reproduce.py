@@ -297,12 +297,13 @@ def _eta(names: list[str], done: int, elapsed: float, quick: bool) -> str:
     return f"elapsed {_fmt_time(elapsed)}, about {_fmt_time(left)} left"
 
 
+#: A coarse duration for ETAs: (below this many seconds, divide by, unit, format).
+_ETA_UNITS = ((90, 1, "s", ".0f"), (5400, 60, "min", ".0f"), (float("inf"), 3600, "h", ".1f"))
+
+
 def _fmt_time(s: float) -> str:
-    if s < 90:
-        return f"{s:.0f} s"
-    if s < 5400:
-        return f"{s / 60:.0f} min"
-    return f"{s / 3600:.1f} h"
+    limit, div, unit, fmt = next(u for u in _ETA_UNITS if s < u[0] or u[0] == float("inf"))
+    return f"{s / div:{fmt}} {unit}"
 
 
 def _claims_words(res, mode: str) -> str:
