@@ -35,7 +35,6 @@ import statistics
 import sys
 import tempfile
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -45,23 +44,10 @@ from depthaccel.losses import lp_optimum
 from depthaccel.sweep import sweep
 from depthaccel.train import Run
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_train import load_data  # noqa: E402 - the same data as bench_train, one loader
+
 R = 64
-
-
-def load_data() -> tuple[np.ndarray, np.ndarray, str]:
-    try:
-        from depthaccel.data import load_ethanol
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            ds = load_ethanol()
-        return np.asarray(ds.X), np.asarray(ds.y), "Ethanol (standardised)"
-    except Exception as exc:  # noqa: BLE001 - any missing-data error: fall back
-        print(f"Ethanol data unavailable ({exc}); using a random problem of the same shape")
-        rng = np.random.default_rng(0)
-        X = rng.standard_normal((2565, 128))
-        y = X @ rng.standard_normal(128) / 11 + 0.3 * rng.standard_normal(2565)
-        return X, (y - y.mean()) / y.std(), "random 2565 x 128"
 
 
 def grid_runs() -> list[Run]:
