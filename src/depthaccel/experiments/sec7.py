@@ -151,14 +151,44 @@ def trajectory(
     return np.array(its), np.array(vals)
 
 
+@dataclass(frozen=True)
+class _Cell:
+    """One (y, method) cell of the table: every learning rate from every start."""
+
+    y: tuple[float, float]
+    lrs: tuple[float, ...]
+    depth: float
+    inits: np.ndarray
+    config: Config
+
+
+def _iterations_of_cell(cell: _Cell) -> dict:
+    """``iterations_to_tol`` for one cell (a task of ``ctx.map``)."""
+    c = cell.config
+    return iterations_to_tol(
+        cell.y,
+        cell.lrs,
+        cell.depth,
+        cell.inits,
+        p=c.p,
+        tol=c.tol,
+        max_iters=c.max_iters,
+        check_every=c.check_every,
+    )
+
+
+def _trajectory_of_run(job: tuple) -> tuple[np.ndarray, np.ndarray]:
+    """``trajectory`` of one chosen run (a task of ``ctx.map``)."""
+    y, lr, depth, w0, p, iters = job
+    return trajectory(y, lr, depth, w0, p=p, iters=iters)
+
+
 def _method_name(depth: float) -> str:
     return "GD" if depth == 1.0 else f"Eq. 12, N={depth:g}"
 
 
 def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
     """Iterations to tolerance for GD and Eq. 12 over y1/y2 (float64, CPU)."""
-    from tqdm.auto import tqdm
-
     lrs = log_grid(config.lr_min, config.lr_max, config.lrs_per_decade)
     grid_factor = 10 ** (1 / config.lrs_per_decade)
     rng = np.random.default_rng(config.seed)
@@ -167,18 +197,14 @@ def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
     methods = (1.0, *config.depths)
     table = []  # one row per (ratio, method)
     jobs = [(ratio, m) for ratio in config.ratios for m in methods]
-    for ratio, depth in tqdm(jobs, desc="sec7", disable=not ctx.progress, leave=False):
-        y = (ratio * config.y2, config.y2)
-        res = iterations_to_tol(
-            y,
-            lrs,
-            depth,
-            inits,
-            p=config.p,
-            tol=config.tol,
-            max_iters=config.max_iters,
-            check_every=config.check_every,
-        )
+    # every (ratio, method) cell is independent: on an executor they run as tasks of
+    # their own (a pure-Python loop of up to max_iters steps each), in this process in turn
+    cells = [
+        _Cell((ratio * config.y2, config.y2), lrs, depth, inits, config) for ratio, depth in jobs
+    ]
+    results = ctx.map(_iterations_of_cell, cells)
+    for (ratio, depth), cell, res in zip(jobs, cells, results, strict=True):
+        y = cell.y
         needed = res["needed"]
         ok = needed >= 0
         stable = ~res["diverged"].any(axis=1)
@@ -287,12 +313,12 @@ def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
     r_big = max(config.ratios)
     horizon = max((row_of(r_big, d)["iters"] or 0) for d in methods)
     horizon = min(max(horizon, 10), config.max_iters)
-    for depth in methods:
-        r = row_of(r_big, depth)
-        if r["lr"] is None:
-            continue
-        w0 = inits[r["median_start"]]
-        its, vals = trajectory(r["y"], r["lr"], depth, w0, p=config.p, iters=horizon)
+    shown = [(d, row_of(r_big, d)) for d in methods if row_of(r_big, d)["lr"] is not None]
+    paths = ctx.map(
+        _trajectory_of_run,
+        [(r["y"], r["lr"], d, inits[r["median_start"]], config.p, horizon) for d, r in shown],
+    )
+    for (depth, r), (its, vals) in zip(shown, paths, strict=True):
         traj.append(
             Curve(
                 f"{_method_name(depth)}, lr {format_lr(r['lr'])}",
