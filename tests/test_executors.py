@@ -56,6 +56,9 @@ def test_local_executor_is_an_executor():
     assert isinstance(ex, Executor)
     assert ex.workers == 2 and ex.name == "local"
     assert ex.map(lambda x: x * x, [1, 2, 3]) == [1, 4, 9]
+    got = []
+    assert ex.map(lambda x: -x, [1, 2], on_result=lambda i, r: got.append((i, r))) == [-1, -2]
+    assert got == [(0, -1), (1, -2)]
     assert ex.settings() == {"executor": "local", "workers": 2}
     with pytest.raises(ValueError, match="workers"):
         LocalExecutor(0)

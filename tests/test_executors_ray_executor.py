@@ -72,6 +72,27 @@ def test_workers_cannot_open_the_store(tmp_path):
     assert ex.map(lambda x: (x * x, os.getpid()), [3])[0][0] == 9
 
 
+def test_map_reports_each_result_in_the_driver_as_it_ends():
+    """``on_result(i, result)`` runs in the driver's thread for every task, in order of
+    completion (here the slow first task ends last), and the list keeps the item order."""
+    import threading
+    import time
+
+    ex = RayExecutor()
+    got, threads = [], set()
+
+    def on_result(i, r):
+        got.append((i, r))
+        threads.add(threading.get_ident())
+
+    def slow_square(x):
+        time.sleep(2.0 if x == 3 else 0.0)
+        return x * x
+
+    assert ex.map(slow_square, [3, 4], on_result=on_result) == [9, 16]
+    assert got == [(1, 16), (0, 9)] and threads == {threading.get_ident()}
+
+
 def test_worker_killed_mid_shard_is_resubmitted_and_nothing_finished_is_redone(tmp_path):
     store = tmp_path / "ray.sqlite"
     runs = grid()

@@ -75,3 +75,54 @@ def test_context_map_is_a_loop_or_the_executor():
     assert ExperimentContext(Path("x")).map(lambda v: v * 2, [1, 2]) == [2, 4]
     ctx = ExperimentContext(Path("x"), executor=Recorder())
     assert ctx.map(lambda v: v + 1, (1, 2), gpu=True) == [2, 3] and calls == [True]
+
+
+def _stored(kind="square", keep=lambda r: True):
+    from depthaccel.experiments.context import StoredTasks
+
+    return StoredTasks(
+        kind=kind,
+        config=lambda item: {"item": item},
+        encode=lambda r: {"value": r},
+        decode=lambda d: d["value"],
+        keep=keep,
+    )
+
+
+def test_context_map_keeps_task_results_in_the_store(tmp_path):
+    """With a store, finished tasks are read back, never rerun; each new result is stored
+    as soon as its task ends (a failure later loses only the running task)."""
+    calls = []
+
+    def square(v):
+        calls.append(v)
+        if v == 99:
+            raise RuntimeError("boom")
+        return v * v
+
+    ctx = ExperimentContext(tmp_path, store=tmp_path / "s.sqlite", log=lambda m: None)
+    assert ctx.map(square, [1, 2, 3], stored=_stored()) == [1, 4, 9] and calls == [1, 2, 3]
+    assert ctx.stats.tasks_run == 3 and ctx.stats.tasks_reused == 0
+    with pytest.raises(RuntimeError, match="boom"):
+        ctx.map(square, [2, 4, 99, 5], stored=_stored())
+    assert calls == [1, 2, 3, 4, 99]  # 2 was reused; 4 ran and was stored before 99 failed
+    again = ExperimentContext(tmp_path, store=tmp_path / "s.sqlite", log=lambda m: None)
+    assert again.map(square, [4, 2, 5], stored=_stored()) == [16, 4, 25]
+    assert calls == [1, 2, 3, 4, 99, 5] and again.stats.tasks_reused == 2
+    # another kind is another key; without a store nothing is stored
+    assert ctx.map(square, [2], stored=_stored("other")) == [4] and calls[-1] == 2
+    assert ExperimentContext(tmp_path).map(square, [3], stored=_stored()) == [9]
+    assert calls[-1] == 3
+
+
+def test_context_map_stores_only_what_keep_allows_and_through_the_executor(tmp_path):
+    from depthaccel.executors import LocalExecutor
+
+    seen = []
+    ctx = ExperimentContext(
+        tmp_path, store=tmp_path / "s.sqlite", executor=LocalExecutor(1), log=seen.append
+    )
+    stored = _stored(keep=lambda r: r % 2 == 0)
+    assert ctx.map(lambda v: v + 1, [1, 2, 3], stored=stored) == [2, 3, 4]
+    assert ctx.map(lambda v: -v, [1, 2, 3], stored=stored) == [2, -2, 4]  # 2 was not kept
+    assert "reused 2 of 3 square tasks, 1 to run" in seen[-1]

@@ -171,3 +171,56 @@ def test_reproduce_precondition_every_flag(tmp_path, capsys, monkeypatch):
         ]
     )
     assert seen["mnist-e2e"] == dataclasses.replace(me.Config.quick(), precondition_every=3)
+
+
+def _fake_mnist(n_train: int = 800, n_test: int = 64):
+    from depthaccel.data.mnist import MNIST
+
+    rng = np.random.default_rng(5)
+    return MNIST(
+        train_images=rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
+        train_labels=rng.integers(0, 10, n_train).astype(np.uint8),
+        test_images=rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
+        test_labels=rng.integers(0, 10, n_test).astype(np.uint8),
+        source="synthetic",
+    )
+
+
+def test_each_net_as_its_own_task_takes_exactly_its_side_by_side_steps():
+    """mnist-e2e trains every net as a task of its own (ctx.map, kept in the results
+    store): with the dropout masks re-seeded per step, each net alone takes bit for bit
+    the steps it takes beside the other two (same batches, masks, init, optimizers)."""
+    cfg = dataclasses.replace(
+        me.Config.quick(), train_size=640, validation_size=64, validation_eval=0,
+        test_size=32, batch_size=32, epochs=0.5, precondition_every=3,
+    )  # fmt: skip
+    data = _fake_mnist()
+    splits = cfg.splits(data)
+    nets = me.build_nets(cfg)[0]
+    opts = {"e2e": lambda net, s: me.e2e_optimizer(net, s, depth=2, precondition_every=3)}
+    together, lrs, done = mt.train_side_by_side(
+        nets, splits, cfg.schedule(), l2_on={"overparameterized": "product"}, optimizers=opts
+    )
+    assert done == cfg.n_steps() == 10
+    for k in me.NETS:
+        h, lrs1, done1, err = me.train_net(
+            me.NetTask(k), cfg=cfg, data=data, device="cpu", dtype=torch.float32
+        )
+        assert h.loss == together[k].loss and h.ce == together[k].ce  # bit for bit
+        assert lrs1 == lrs and done1 == done and 0 <= err <= 100
+    assert together["e2e"].loss != together["original"].loss  # the optimizers differ
+
+
+def test_step_times_are_measured_side_by_side_for_all_three_nets():
+    cfg = dataclasses.replace(
+        me.Config.quick(),
+        train_size=640,
+        validation_size=64,
+        validation_eval=0,
+        test_size=32,
+        timing_steps=4,
+    )
+    ms = me.step_times_ms(cfg, cfg.splits(_fake_mnist()), torch.device("cpu"), torch.float32)
+    assert set(ms) == set(me.NETS) and all(v > 0 for v in ms.values())
+    with pytest.raises(ValueError, match="timing_steps"):
+        dataclasses.replace(cfg, timing_steps=0).validate()

@@ -427,3 +427,42 @@ def test_read_only_v1_store_is_refused_untouched(tmp_path):
         tmp_path.chmod(0o755)
         f.chmod(0o644)
     assert sha(f) == before
+
+
+def test_task_results_round_trip_and_are_verified(tmp_path):
+    """Task results (e.g. one MNIST net) live in a ``tasks`` table created on the first
+    one; a flipped byte is reported and the result treated as absent."""
+    path = tmp_path / "s.sqlite"
+    with Store(path) as st:
+        assert st.get_task("k1") is None  # no table yet: nothing stored
+        tables = {r[0] for r in st._conn.execute("SELECT name FROM sqlite_master")}
+        assert "tasks" not in tables
+        value = json.dumps({"loss": [0.1, 1 / 3], "done": 7})
+        st.put_task("k1", "net a", value)
+        assert st.get_task("k1") == value and st.get_task("k2") is None
+        with pytest.raises(ValueError):
+            st.put_task("k3", "bad", "{not json")
+        st._conn.execute("UPDATE tasks SET value = ? WHERE key = 'k1'", (value.replace("7", "8"),))
+        with pytest.warns(store_module.StoreIntegrityWarning, match="task k1"):
+            assert st.get_task("k1") is None
+    # the store stays a valid schema-2 store for code that does not know the table
+    with Store(path) as st:
+        assert st.count_runs() == 0
+
+
+def test_task_keys_name_kind_config_and_math_version():
+    from depthaccel.store import task_key
+
+    k = task_key("net", {"a": 1, "b": [1.0, 2.0]}, "2")
+    assert k == task_key("net", {"b": [1.0, 2.0], "a": 1}, "2")  # canonical
+    assert (
+        len(
+            {
+                k,
+                task_key("other", {"a": 1, "b": [1.0, 2.0]}, "2"),
+                task_key("net", {"a": 1, "b": [1.0, 2.5]}, "2"),
+                task_key("net", {"a": 1, "b": [1.0, 2.0]}, "3"),
+            }
+        )
+        == 4
+    )

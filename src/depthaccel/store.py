@@ -35,6 +35,17 @@ and ``PRAGMA user_version = SCHEMA_VERSION``, both checked on open)::
       checksum   TEXT                     -- sha256 hex of the columns above (NULL: from v1)
     )
     meta(name TEXT PRIMARY KEY, value TEXT NOT NULL)   -- 'created_by', 'created_at'
+    tasks(                                -- results of independent tasks (e.g. one MNIST net)
+      key        TEXT PRIMARY KEY,        -- task_key(kind, config, math_version)
+      label      TEXT NOT NULL,           -- human-readable name of the task
+      value      TEXT NOT NULL,           -- the result as JSON (the experiment's own codec)
+      created_at REAL NOT NULL,
+      checksum   TEXT NOT NULL            -- sha256 hex of the columns above
+    )
+
+``tasks`` was added without a schema bump: it is created on the first task result a store
+receives, a store without it simply has no stored tasks, and versions that do not know it
+leave it alone (they check only that their own tables exist).
 
 Concurrency: the file is opened in WAL mode with a busy timeout, and every write is one
 ``BEGIN IMMEDIATE`` transaction, so several processes may read and write one store at
@@ -116,6 +127,14 @@ _RUN_COLUMNS = (
     "first_hit", "final_gap", "diverged", "diverged_at", "wall_time", "extra", "created_at",
 )  # fmt: skip
 _CHECKPOINT_COLUMNS = ("group_key", "run_keys", "iteration", "state", "updated_at")
+_TASK_TABLE = """CREATE TABLE IF NOT EXISTS tasks (
+  key TEXT PRIMARY KEY,
+  label TEXT NOT NULL,
+  value TEXT NOT NULL,
+  created_at REAL NOT NULL,
+  checksum TEXT NOT NULL
+)"""
+_TASK_COLUMNS = ("key", "label", "value", "created_at")
 
 
 class StoreError(ValueError):
@@ -169,6 +188,14 @@ def run_key(config: Mapping[str, Any], data_fingerprint: str, math_version: str)
     payload = canonical_json(
         {"config": config, "data": data_fingerprint, "math": str(math_version)}
     )
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def task_key(kind: str, config: Mapping[str, Any], math_version: str) -> str:
+    """sha256 hex of ``{"task": kind, "config": config, "math": math_version}`` in canonical
+    JSON: the identity of an independent task's result (``config`` must name everything
+    the result depends on, the data's checksums included)."""
+    payload = canonical_json({"task": str(kind), "config": config, "math": str(math_version)})
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
@@ -566,6 +593,43 @@ class Store:
         if group is not None:
             stmts.append(("DELETE FROM checkpoints WHERE group_key = ?", (group,)))
         self._write(stmts)
+
+    # -- task results --------------------------------------------------------------
+
+    def put_task(self, key: str, label: str, value: str) -> None:
+        """Insert (or replace) a task's result ``value`` (a JSON text) under ``key``."""
+        json.loads(value)  # refuse what could not be read back
+        values = (str(key), str(label), str(value), time.time())
+        self._write(
+            [
+                (_TASK_TABLE, ()),
+                (
+                    f"INSERT OR REPLACE INTO tasks({', '.join(_TASK_COLUMNS)}, checksum) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (*values, row_checksum(values)),
+                ),
+            ]
+        )
+
+    def get_task(self, key: str) -> str | None:
+        """The verified JSON result of the task ``key``, or None (absent, or failed its
+        checksum: reported with a :class:`StoreIntegrityWarning`, and it is recomputed)."""
+        try:
+            row = self._conn.execute("SELECT * FROM tasks WHERE key = ?", (key,)).fetchone()
+        except sqlite3.OperationalError as e:
+            if "no such table" in str(e):
+                return None  # a store that has never held a task result
+            raise
+        if row is None:
+            return None
+        try:
+            ok = row_checksum([row[c] for c in _TASK_COLUMNS]) == row["checksum"]
+        except TypeError:
+            ok = False
+        if not ok:
+            self._warn(f"task {key} failed its checksum (bit rot?)")
+            return None
+        return str(row["value"])
 
 
 def _check_header(p: Path) -> None:

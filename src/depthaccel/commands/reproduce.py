@@ -402,6 +402,8 @@ def _run_all(args: argparse.Namespace, names: list[str], executor: Any = None) -
             if st
             else ""
         )
+        if st.get("tasks_reused") or st.get("tasks_run"):
+            runs += f"; tasks: {st['tasks_reused']} reused from the store, {st['tasks_run']} run"
         print(
             f"[{i}/{len(names)}] {name}: done in {res.wall_time:.1f} s; "
             f"{_claims_words(res, mode)}{runs}; "

@@ -168,9 +168,18 @@ class Executor(Protocol):
         process and thread); return when all are done. Exceptions of the training code
         propagate; a lost task is resubmitted via ``sink.retry``."""
 
-    def map(self, fn: Callable[[Any], Any], items: Sequence[Any], *, gpu: bool = False) -> list:
+    def map(
+        self,
+        fn: Callable[[Any], Any],
+        items: Sequence[Any],
+        *,
+        gpu: bool = False,
+        on_result: Callable[[int, Any], None] | None = None,
+    ) -> list:
         """``[fn(item) for item in items]``, each item an independent task (``gpu``: each
-        task needs one GPU)."""
+        task needs one GPU). ``on_result(i, result)`` is called in the caller's process and
+        thread as soon as item ``i`` is done (so a driver can store it before the others
+        end)."""
 
     def settings(self) -> dict[str, Any]:
         """What a report should say about this executor (JSON-able)."""

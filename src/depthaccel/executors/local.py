@@ -44,8 +44,20 @@ class LocalExecutor:
         for shard in shards:
             run_shard(spec, shard, lambda event, shard=shard: sink.event(shard, event))
 
-    def map(self, fn: Callable[[Any], Any], items: Sequence[Any], *, gpu: bool = False) -> list:
-        return [fn(item) for item in items]
+    def map(
+        self,
+        fn: Callable[[Any], Any],
+        items: Sequence[Any],
+        *,
+        gpu: bool = False,
+        on_result: Callable[[int, Any], None] | None = None,
+    ) -> list:
+        out = []
+        for i, item in enumerate(items):
+            out.append(fn(item))
+            if on_result is not None:
+                on_result(i, out[-1])
+        return out
 
     def settings(self) -> dict[str, Any]:
         return {"executor": "local", "workers": self._workers}

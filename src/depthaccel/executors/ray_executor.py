@@ -263,13 +263,30 @@ class RayExecutor:
                     pass
             raise
 
-    def map(self, fn: Callable[[Any], Any], items: Sequence[Any], *, gpu: bool = False) -> list:
+    def map(
+        self,
+        fn: Callable[[Any], Any],
+        items: Sequence[Any],
+        *,
+        gpu: bool = False,
+        on_result: Callable[[int, Any], None] | None = None,
+    ) -> list:
         opts = dict(self._task_options(gpu=gpu), max_retries=self.max_task_retries)
         fn_ref = ray.put(fn)  # the function (and what it holds, e.g. data) goes out once
         refs = [_map_task.options(**opts).remote(fn_ref, item, self.threads) for item in items]
         try:
             with self._waiting():
-                return ray.get(refs)
+                if on_result is None:
+                    return ray.get(refs)
+                index = {r: i for i, r in enumerate(refs)}
+                out: list[Any] = [None] * len(refs)
+                pending = list(refs)
+                while pending:  # in order of completion
+                    done, pending = ray.wait(pending, num_returns=1)
+                    i = index[done[0]]
+                    out[i] = ray.get(done[0])
+                    on_result(i, out[i])
+                return out
         except BaseException:
             for r in refs:
                 try:

@@ -27,7 +27,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from depthaccel.losses import LpOptimum
     from depthaccel.train import Run, RunResult
 
-__all__ = ["ContextCache", "ExperimentContext", "TrainingStats", "parse_dtype"]
+__all__ = ["ContextCache", "ExperimentContext", "StoredTasks", "TrainingStats", "parse_dtype"]
 
 _DTYPES = {"float32": torch.float32, "float64": torch.float64}
 
@@ -67,10 +67,40 @@ class TrainingStats:
     reused: int = 0
     trained: int = 0
     call_times: set[float] = field(default_factory=set)
+    tasks_reused: int = 0
+    tasks_run: int = 0
 
     @property
     def training_seconds(self) -> float:
         return float(sum(self.call_times))
+
+
+@dataclass(frozen=True)
+class StoredTasks:
+    """How :meth:`ExperimentContext.map` keeps its tasks' results in the results store, so
+    that a finished task (e.g. one MNIST net, minutes to hours) is never run twice.
+
+    A result is stored under ``store.task_key(kind, config(item), MATH_VERSION)``; these
+    callables run in the driver only (they are never sent to a worker).
+
+    Attributes:
+        kind: names the task function and its result format; part of the key, so change
+            it when either changes.
+        config: item -> JSON-able dict naming everything the result depends on (the
+            item, the experiment's settings, device, dtype, the data's checksum).
+        encode: result -> JSON-able object; ``decode`` is its inverse.
+        decode: JSON object -> result.
+        label: item -> short human-readable name (stored beside the result).
+        keep: result -> whether it may be stored (e.g. not a run cut short by a time
+            limit, which another machine would cut elsewhere).
+    """
+
+    kind: str
+    config: Callable[[Any], dict[str, Any]]
+    encode: Callable[[Any], Any]
+    decode: Callable[[Any], Any]
+    label: Callable[[Any], str] = str
+    keep: Callable[[Any], bool] = lambda result: True
 
 
 @dataclass
@@ -164,13 +194,68 @@ class ExperimentContext:
         # beside the progress bars: what was reused and where a killed run resumed
         self.log(message if message.startswith("store ") else f"store: {message}")
 
-    def map(self, fn: Callable[[Any], Any], items: Iterable[Any], *, gpu: bool = False) -> list:
+    def map(
+        self,
+        fn: Callable[[Any], Any],
+        items: Iterable[Any],
+        *,
+        gpu: bool = False,
+        stored: StoredTasks | None = None,
+    ) -> list:
         """``[fn(item) for item in items]``, through the executor when there is one
-        (``gpu``: each task wants an accelerator). Tasks must be independent."""
+        (``gpu``: each task wants an accelerator). Tasks must be independent.
+
+        With ``stored`` and a results store, results already stored are read back instead
+        of being recomputed, and each new result is stored (by this process, the store's
+        only writer) as soon as its task ends, so a killed sweep loses only the tasks
+        that were running; :attr:`stats` counts both."""
         items = list(items)
-        if self.executor is not None:
-            return list(self.executor.map(fn, items, gpu=gpu))
-        return [fn(item) for item in items]
+        if stored is None or self.store is None:
+            if self.executor is not None:
+                return list(self.executor.map(fn, items, gpu=gpu))
+            return [fn(item) for item in items]
+        return self._map_stored(fn, items, gpu, stored)
+
+    def _map_stored(
+        self, fn: Callable[[Any], Any], items: list, gpu: bool, stored: StoredTasks
+    ) -> list:
+        import json
+
+        from depthaccel.store import Store, task_key
+        from depthaccel.sweep import MATH_VERSION
+
+        keys = [task_key(stored.kind, stored.config(item), MATH_VERSION) for item in items]
+        out: list[Any] = [None] * len(items)
+        with Store(self.store) as st:
+            todo = []
+            for i, key in enumerate(keys):
+                value = st.get_task(key)
+                if value is None:
+                    todo.append(i)
+                else:
+                    out[i] = stored.decode(json.loads(value))
+            reused = len(items) - len(todo)
+            self.stats.tasks_reused += reused
+            self.log(
+                f"store {self.store}: reused {reused} of {len(items)} {stored.kind} tasks"
+                + (f", {len(todo)} to run" if todo else "")
+            )
+
+            def finished(j: int, result: Any) -> None:
+                i = todo[j]
+                out[i] = result
+                self.stats.tasks_run += 1
+                if stored.keep(result):
+                    value = json.dumps(stored.encode(result))
+                    st.put_task(keys[i], stored.label(items[i]), value)
+
+            pending = [items[i] for i in todo]
+            if self.executor is not None:
+                self.executor.map(fn, pending, gpu=gpu, on_result=finished)
+            else:
+                for j, item in enumerate(pending):
+                    finished(j, fn(item))
+        return out
 
     def ran_on(self) -> dict[str, Any]:
         """What the experiment ran on, for its settings and the report: device, dtype,
@@ -207,6 +292,8 @@ class ExperimentContext:
             "runs_reused": self.stats.reused,
             "runs_trained": self.stats.trained,
             "training_seconds": self.stats.training_seconds,
+            "tasks_reused": self.stats.tasks_reused,
+            "tasks_run": self.stats.tasks_run,
         }
 
     # ---------------------------------------------------------------- shared data

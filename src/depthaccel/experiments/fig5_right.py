@@ -54,8 +54,10 @@ from depthaccel.experiments.context import ExperimentContext
 from depthaccel.experiments.results import Claim, ExperimentResult
 from depthaccel.experiments.tutorial_config import (
     TutorialConfig,
+    common_steps,
     factor_shapes_text,
     history_curves,
+    stored_net_tasks,
 )
 from depthaccel.models import mnist_tutorial as mt
 from depthaccel.reporting import pyplot, write_curves_csv
@@ -347,20 +349,13 @@ def _train_all(
         dtype=dtype,
         progress=ctx.progress and ctx.executor is None,
     )
-    out = ctx.map(task, jobs, gpu=torch.device(ctx.device).type == "cuda")
-    done = min(o[2] for o in out)
-    hist = {}
-    for j, (h, _, _, _) in zip(jobs, out, strict=True):
-        keep = [i for i, s in enumerate(h.val_steps) if s <= done]
-        hist[j.key] = dataclasses.replace(
-            h,
-            loss=h.loss[:done],
-            ce=h.ce[:done],
-            val_steps=[h.val_steps[i] for i in keep],
-            val_error=[h.val_error[i] for i in keep],
-        )
-    lrs = out[0][1][:done]
-    return hist, lrs, done, {j.key: o[3] for j, o in zip(jobs, out, strict=True)}
+    out = ctx.map(
+        task,
+        jobs,
+        gpu=torch.device(ctx.device).type == "cuda",
+        stored=stored_net_tasks(NAME, cfg, data, ctx.device, dtype),
+    )
+    return common_steps({j.key: o for j, o in zip(jobs, out, strict=True)})
 
 
 def _run(cfg: Config, ctx: ExperimentContext) -> ExperimentResult:

@@ -16,7 +16,14 @@ import torch
 from depthaccel.models import mnist_tutorial as mt
 from depthaccel.reporting import Curve
 
-__all__ = ["TutorialConfig", "factor_shapes_text", "history_curves"]
+__all__ = [
+    "TutorialConfig",
+    "common_steps",
+    "factor_shapes_text",
+    "history_curves",
+    "mnist_fingerprint",
+    "stored_net_tasks",
+]
 
 _SCHEDULE_FIELDS = (
     "train_size", "batch_size", "base_lr", "decay_rate", "momentum", "l2_weight", "l2_on",
@@ -152,6 +159,80 @@ class TutorialConfig:
             device=device,
             dtype=dtype,
         )
+
+
+def mnist_fingerprint(data: Any) -> str:
+    """sha256 hex of the MNIST arrays (``depthaccel.data.load_mnist``): shapes and bytes."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in ("train_images", "train_labels", "test_images", "test_labels"):
+        a = np.ascontiguousarray(getattr(data, name))
+        h.update(f"{name}{a.shape}{a.dtype.str}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def stored_net_tasks(
+    kind: str, cfg: TutorialConfig, data: Any, device: Any, dtype: torch.dtype
+) -> Any:
+    """How the nets of a tutorial experiment are kept in the results store
+    (:class:`~depthaccel.experiments.context.StoredTasks`): each task trains one net
+    (the item, a dataclass) and returns ``(History, learning rates, steps done, test
+    error %)``; the key names the item, every setting of ``cfg``, device type, dtype and
+    the data's fingerprint. A net stopped by ``time_limit_s`` before its last step is
+    not stored (another run would stop it elsewhere)."""
+    import dataclasses
+
+    from depthaccel.experiments.context import StoredTasks
+
+    shared = {
+        "settings": dataclasses.asdict(cfg),
+        "device": torch.device(device).type,
+        "dtype": str(dtype).removeprefix("torch."),
+        "data": mnist_fingerprint(data),
+    }
+    steps = cfg.n_steps()
+
+    def encode(r: tuple) -> dict[str, Any]:
+        h, lrs, done, err = r
+        return {"history": dataclasses.asdict(h), "lrs": list(lrs), "done": done, "err": err}
+
+    def decode(d: dict[str, Any]) -> tuple:
+        return mt.History(**d["history"]), d["lrs"], int(d["done"]), float(d["err"])
+
+    return StoredTasks(
+        kind=kind,
+        config=lambda item: {"item": dataclasses.asdict(item), **shared},
+        encode=encode,
+        decode=decode,
+        label=lambda item: f"{kind}: {getattr(item, 'key', item)}",
+        keep=lambda r: r[2] >= steps,
+    )
+
+
+def common_steps(
+    results: dict[str, tuple[mt.History, list[float], int, float]],
+) -> tuple[dict[str, mt.History], list[float], int, dict[str, float]]:
+    """Per-net task results ``(history, learning rates, steps done, test error)`` -> (the
+    histories cut to the fewest steps any net did, those steps' learning rates, that
+    number of steps, test errors). A time limit can stop separate tasks at different
+    steps; the curves are compared over the steps all of them did."""
+    import dataclasses
+
+    done = min(r[2] for r in results.values())
+    hist = {}
+    for k, (h, _, _, _) in results.items():
+        keep = [i for i, s in enumerate(h.val_steps) if s <= done]
+        hist[k] = dataclasses.replace(
+            h,
+            loss=h.loss[:done],
+            ce=h.ce[:done],
+            val_steps=[h.val_steps[i] for i in keep],
+            val_error=[h.val_error[i] for i in keep],
+        )
+    lrs = list(next(iter(results.values()))[1][:done])
+    return hist, lrs, done, {k: r[3] for k, r in results.items()}
 
 
 def history_curves(hist: dict[str, mt.History], labels: dict[str, str]) -> list[Curve]:
