@@ -100,7 +100,7 @@ def iterations_to_tol(
     """
     yt = torch.tensor(y, dtype=torch.float64)
     eta = torch.tensor(lrs, dtype=torch.float64)[:, None, None]
-    w = torch.from_numpy(np.asarray(inits, dtype=np.float64)).expand(len(lrs), -1, -1).clone()
+    w = torch.from_numpy(np.array(inits, dtype=np.float64)).expand(len(lrs), -1, -1).clone()
     S = w.shape[1]
     half = (S + 1) // 2
     L0 = lp_loss(w, yt, p)
