@@ -170,6 +170,46 @@ def test_ctrl_c_shuts_the_cluster_down_and_leaves_no_process(tmp_path):
     assert not left, f"processes left running after Ctrl-C: {sorted(left)}"
 
 
+@pytest.mark.slow  # ~40-60 s on the busy 2-core machine (starts a cluster)
+def test_sigterm_mid_reproduce_stops_cleanly_and_leaves_no_process(tmp_path, ethanol_data_dir):
+    """``kill PID`` (SIGTERM, what batch schedulers send) while experiments run
+    concurrently: exit status 143, the interruption message, no abort of a thread still
+    inside torch (no C++ stack trace), the cluster and its workers gone."""
+    pytest.importorskip("ray")
+    env = dict(os.environ, RAY_ADDRESS="", PYTHONUNBUFFERED="1")
+    cmd = [sys.executable, "-m", "depthaccel", "reproduce", "fig4-right", "sec7", "--jobs", "2"]
+    cmd += ["--out", str(tmp_path / "o"), "--data-dir", ethanol_data_dir, "--no-progress"]
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        start_new_session=True,
+    )  # fmt: skip
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and proc.poll() is None:
+            if any(re.search(r"on ray \(\d+ shards\)", line) for line in list(lines)):
+                break
+            time.sleep(0.2)
+        pids = cluster_pids("".join(lines))
+        time.sleep(3.0)
+        everything = descendants([proc.pid])
+        assert set(pids) < everything and proc.poll() is None
+        os.kill(proc.pid, signal.SIGTERM)  # the command only, as `kill PID` does
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    reader.join(timeout=10)
+    out = "".join(lines)
+    assert proc.returncode == 143, out[-3000:]
+    assert "interrupted" in out and "Stack trace" not in out, out[-3000:]
+    left = wait_gone(everything | set(pids))
+    assert not left, f"processes left running after SIGTERM: {sorted(left)}"
+
+
 @pytest.mark.slow  # two quick experiments on the shared cluster: ~1-2 min on the busy machine
 def test_reproduce_runs_experiments_concurrently_on_ray(
     tmp_path, ethanol_data_dir, ray_cluster, capsys

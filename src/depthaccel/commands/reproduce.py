@@ -244,18 +244,27 @@ def run(args: argparse.Namespace) -> int:
 
     threads_before = torch.get_num_threads()
     torch.set_num_threads(args.threads)
+    interrupted: int | None = None
     try:
         return _run_all(args, names, executor)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, SystemExit) as exc:  # Ctrl-C; SIGTERM (Ray's handler exits)
+        interrupted = 130 if isinstance(exc, KeyboardInterrupt) else 143
         print(
             "\ndepthaccel reproduce: interrupted; finished runs and the last checkpoints are "
             "in the results store: run the same command again to resume",
             file=sys.stderr,
         )
-        return 130
+        return interrupted
     finally:
         jobs.close_executor(executor)  # a Ray cluster this command started stops here
         torch.set_num_threads(threads_before)  # the command leaves global torch state as it was
+        if interrupted is not None and _experiment_threads_alive():
+            # Concurrent experiments' threads may be inside torch: an interpreter exit
+            # would stop them mid-call (abort, C++ stack trace). What is worth keeping is
+            # already safe (store transactions, atomic outputs), so leave at once.
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(interrupted)
 
 
 def _adopt_legacy(rel: str, path) -> bool:
@@ -441,6 +450,15 @@ def _run_all(args: argparse.Namespace, names: list[str], executor: Any = None) -
     return 1 if errors else (3 if data_advice else 0)
 
 
+_THREAD_PREFIX = "depthaccel experiment "
+
+
+def _experiment_threads_alive() -> bool:
+    import threading
+
+    return any(t.name.startswith(_THREAD_PREFIX) and t.is_alive() for t in threading.enumerate())
+
+
 def _concurrent(executor: Any, names: list[str]) -> bool:
     """Experiments run concurrently on a Ray executor (their shards and tasks share the
     cluster); in this process, one after another."""
@@ -482,7 +500,7 @@ def _run_concurrently(names, one, tell, executor, mode) -> None:
         flush=True,
     )
     threads = [
-        threading.Thread(target=work, args=(i, n), name=f"experiment {n}", daemon=True)
+        threading.Thread(target=work, args=(i, n), name=f"{_THREAD_PREFIX}{n}", daemon=True)
         for i, n in enumerate(names, 1)
     ]
     try:
