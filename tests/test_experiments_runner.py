@@ -120,6 +120,11 @@ def test_report_says_when_runs_came_from_the_store(tmp_path):
     text = report_section(r, tmp_path)
     assert "45 runs read from the results store" in text and "0 trained now" in text
     assert "training time of all the runs used: 6.4 min" in text
+    assert "task results" not in text
+    r.settings["results_store"].update(tasks_reused=3, tasks_run=1)
+    text = report_section(r, tmp_path)
+    assert "3 task results, e.g. trained nets, read from the results store" in text
+    assert "1 computed now" in text
 
 
 def _small_problem():

@@ -52,6 +52,11 @@ def report_section(result: ExperimentResult, root: Path) -> str:
             f"earlier call; {store['runs_trained']} trained now; training time of all the "
             f"runs used: {format_seconds(store.get('training_seconds', 0.0))})"
         )
+    if store and store.get("tasks_reused"):
+        reuse += (
+            f" ({store['tasks_reused']} task results, e.g. trained nets, read from the results "
+            f"store, computed by an earlier call; {store.get('tasks_run', 0)} computed now)"
+        )
     ex = result.settings.get("executor") or {}
     ran_on = ""
     if ex.get("executor") == "ray":
@@ -136,6 +141,8 @@ def write_report(out_root: str | os.PathLike) -> Path:
         store = r.settings.get("results_store") or {}
         if store.get("runs_reused"):
             took += f" (reused runs; their training: {format_seconds(store.get('training_seconds', 0))})"
+        if store.get("tasks_reused"):
+            took += f" ({store['tasks_reused']} task results reused)"
         lines.append(
             f"| [{r.name}](#{_anchor(r)}) | {r.mode} | {took} | {claims_cell(r)} | {status} |"
         )
