@@ -27,11 +27,17 @@ def _module_default_dtype(request):
     torch.set_default_dtype(previous)
 
 
-def _find_shared_data() -> Path | None:
+ETHANOL_FILE = "gas_sensor_drift/ethanol_2565.csv.gz"
+MNIST_FILE = "mnist/train-images-idx3-ubyte.gz"
+
+
+def _find_shared_data(marker: str = ETHANOL_FILE) -> Path | None:
+    """The data directory holding ``marker`` ($DEPTHACCEL_DATA_DIR, else ../shared/data
+    next to the repo), or None."""
     env = os.environ.get("DEPTHACCEL_DATA_DIR", "").strip()
     default = Path(__file__).resolve().parents[1].parent / "shared" / "data"
     for d in ([Path(env)] if env else []) + [default]:
-        if (d / "gas_sensor_drift" / "ethanol_2565.csv.gz").is_file():
+        if (d / marker).is_file():
             return d
     return None
 
@@ -57,6 +63,15 @@ def ethanol_data_dir() -> str:
     if found is None:
         pytest.skip("Ethanol data not found")
     return str(found)
+
+
+@pytest.fixture
+def mnist_data_dir() -> Path:
+    """The data directory holding MNIST (as ``ethanol_data_dir``); skipped without it."""
+    found = _find_shared_data(MNIST_FILE)
+    if found is None:
+        pytest.skip("MNIST files not found (DEPTHACCEL_DATA_DIR)")
+    return found
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,19 +15,6 @@ from depthaccel.experiments import run_experiment
 from depthaccel.models import mnist_tutorial as mt
 from depthaccel.overparam import factors
 from depthaccel.reporting import read_curves_csv
-
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-
-def _data_dir() -> Path | None:
-    import os
-
-    env = os.environ.get("DEPTHACCEL_DATA_DIR", "").strip()
-    for d in ([Path(env)] if env else []) + [DATA]:
-        if (d / "mnist" / "train-images-idx3-ubyte.gz").is_file():
-            return d
-    return None
-
 
 # one intra-op thread: small nets, and far faster on a shared 2-core machine
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -150,10 +136,9 @@ def test_config_validation_names_the_field():
         _cfg(base_lr=float("nan")).validate()
 
 
-@pytest.mark.skipif(_data_dir() is None, reason="MNIST files not found (DEPTHACCEL_DATA_DIR)")
-def test_quick_mode_runs_and_writes_outputs(tmp_path):
+def test_quick_mode_runs_and_writes_outputs(tmp_path, mnist_data_dir):
     cfg = dataclasses.replace(f5.Config.quick(), threads=1)
-    res = run_experiment("fig5-right", tmp_path, config=cfg, quick=True, data_dir=_data_dir())
+    res = run_experiment("fig5-right", tmp_path, config=cfg, quick=True, data_dir=mnist_data_dir)
     out = tmp_path / "fig5-right"
     assert res.status == "ok" and res.mode == "quick"
     assert (out / "fig5_right.png").stat().st_size > 10_000

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,17 +13,6 @@ from depthaccel.experiments import EXPERIMENTS, run_experiment
 from depthaccel.experiments import mnist_e2e as me
 from depthaccel.models import mnist_tutorial as mt
 from depthaccel.reporting import read_curves_csv
-
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-
-
-def _data_dir() -> Path | None:
-    env = os.environ.get("DEPTHACCEL_DATA_DIR", "").strip()
-    for d in ([Path(env)] if env else []) + [DATA]:
-        if (d / "mnist" / "train-images-idx3-ubyte.gz").is_file():
-            return d
-    return None
-
 
 # one intra-op thread: small nets, and far faster on a shared 2-core machine
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -113,9 +100,8 @@ def test_config_validation_names_the_field(field, value):
         dataclasses.replace(me.Config.quick(), **{field: value}).validate()
 
 
-@pytest.mark.skipif(_data_dir() is None, reason="MNIST files not found (DEPTHACCEL_DATA_DIR)")
-def test_quick_mode_runs_and_writes_outputs(tmp_path):
-    res = run_experiment("mnist-e2e", tmp_path, quick=True, data_dir=_data_dir())
+def test_quick_mode_runs_and_writes_outputs(tmp_path, mnist_data_dir):
+    res = run_experiment("mnist-e2e", tmp_path, quick=True, data_dir=mnist_data_dir)
     out = tmp_path / "mnist-e2e"
     assert res.status == "ok" and res.mode == "quick"
     assert (out / "mnist_e2e.png").stat().st_size > 10_000
@@ -137,7 +123,7 @@ def test_quick_mode_runs_and_writes_outputs(tmp_path):
     assert all(c.passed is None for c in res.claims)  # a 20-step run assesses nothing
 
 
-def test_reproduce_precondition_every_flag(tmp_path, capsys, monkeypatch):
+def test_reproduce_precondition_every_flag(tmp_path, capsys, monkeypatch, mnist_data_dir):
     from depthaccel.cli import main
 
     # refused before anything runs: bad K, or without mnist-e2e
@@ -153,8 +139,6 @@ def test_reproduce_precondition_every_flag(tmp_path, capsys, monkeypatch):
         raise RuntimeError("stop here")
 
     monkeypatch.setattr("depthaccel.commands.reproduce.run_experiment", fake_run)
-    if _data_dir() is None:
-        pytest.skip("MNIST files not found (DEPTHACCEL_DATA_DIR)")
     main(
         [
             "reproduce",
@@ -167,7 +151,7 @@ def test_reproduce_precondition_every_flag(tmp_path, capsys, monkeypatch):
             str(tmp_path / "o"),
             "--no-progress",
             "--data-dir",
-            str(_data_dir()),
+            str(mnist_data_dir),
         ]
     )
     assert seen["mnist-e2e"] == dataclasses.replace(me.Config.quick(), precondition_every=3)
