@@ -39,7 +39,6 @@ Choices where the paper is silent (Appendix C is not available), each a config f
 from __future__ import annotations
 
 import dataclasses
-import functools
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,7 +56,7 @@ from depthaccel.experiments.tutorial_config import (
     common_steps,
     factor_shapes_text,
     history_curves,
-    stored_net_tasks,
+    train_net_tasks,
 )
 from depthaccel.models import mnist_tutorial as mt
 from depthaccel.reporting import pyplot, write_curves_csv
@@ -341,21 +340,9 @@ def _train_all(
         )
         errs = {k: mt.error_rate(m, splits.test_x, splits.test_y) for k, m in nets.items()}
         return hist, lrs, done, errs
-    task = functools.partial(
-        train_net,
-        cfg=cfg,
-        data=data,
-        device=str(ctx.device),
-        dtype=dtype,
-        progress=ctx.progress and ctx.executor is None,
+    return common_steps(
+        train_net_tasks(ctx, train_net, jobs, kind=NAME, cfg=cfg, data=data, dtype=dtype)
     )
-    out = ctx.map(
-        task,
-        jobs,
-        gpu=torch.device(ctx.device).type == "cuda",
-        stored=stored_net_tasks(NAME, cfg, data, ctx.device, dtype),
-    )
-    return common_steps({j.key: o for j, o in zip(jobs, out, strict=True)})
 
 
 def _run(cfg: Config, ctx: ExperimentContext) -> ExperimentResult:

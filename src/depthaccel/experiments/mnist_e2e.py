@@ -56,7 +56,7 @@ from depthaccel.experiments.tutorial_config import (
     common_steps,
     factor_shapes_text,
     history_curves,
-    stored_net_tasks,
+    train_net_tasks,
 )
 from depthaccel.models import mnist_tutorial as mt
 from depthaccel.optim import EndToEndSGD
@@ -335,22 +335,11 @@ def _run(cfg: Config, ctx: ExperimentContext) -> ExperimentResult:
         f"precondition_every={K}) on the dense layers",
     }
     # each net is a task of its own (in parallel on an executor), kept in the results store
-    task = functools.partial(
-        train_net,
-        cfg=cfg,
-        data=data,
-        device=str(ctx.device),
-        dtype=dtype,
-        progress=ctx.progress and ctx.executor is None,
+    out = train_net_tasks(
+        ctx, train_net, [NetTask(k) for k in NETS], kind=NAME, cfg=cfg, data=data, dtype=dtype
     )
-    out = ctx.map(
-        task,
-        [NetTask(k) for k in NETS],
-        gpu=dev.type == "cuda",
-        stored=stored_net_tasks(NAME, cfg, data, ctx.device, dtype),
-    )
-    hist, lrs, done, test_err = common_steps(dict(zip(NETS, out, strict=True)))
-    own_ms = {k: 1e3 * o[0].seconds / max(o[2], 1) for k, o in zip(NETS, out, strict=True)}
+    hist, lrs, done, test_err = common_steps(out)
+    own_ms = {k: 1e3 * out[k][0].seconds / max(out[k][2], 1) for k in NETS}
     load_before = _load()
     ms = step_times_ms(cfg, splits, dev, dtype)
     load = (load_before, _load())

@@ -23,6 +23,7 @@ __all__ = [
     "history_curves",
     "mnist_fingerprint",
     "stored_net_tasks",
+    "train_net_tasks",
 ]
 
 _SCHEDULE_FIELDS = (
@@ -209,6 +210,39 @@ def stored_net_tasks(
         label=lambda item: f"{kind}: {getattr(item, 'key', item)}",
         keep=lambda r: r[2] >= steps,
     )
+
+
+def train_net_tasks(
+    ctx: Any,
+    train_net: Any,
+    items: list[Any],
+    *,
+    kind: str,
+    cfg: TutorialConfig,
+    data: Any,
+    dtype: torch.dtype,
+) -> dict[str, tuple[mt.History, list[float], int, float]]:
+    """Each item (a dataclass with a ``key``) trained by ``train_net(item, cfg=, data=,
+    device=, dtype=, progress=)`` as a task of its own (``ctx.map``: in parallel on an
+    executor, each asking for a GPU under ``--device cuda``), kept in the results store
+    (:func:`stored_net_tasks`); results by key."""
+    import functools
+
+    task = functools.partial(
+        train_net,
+        cfg=cfg,
+        data=data,
+        device=str(ctx.device),
+        dtype=dtype,
+        progress=ctx.progress and ctx.executor is None,
+    )
+    out = ctx.map(
+        task,
+        items,
+        gpu=torch.device(ctx.device).type == "cuda",
+        stored=stored_net_tasks(kind, cfg, data, ctx.device, dtype),
+    )
+    return {item.key: o for item, o in zip(items, out, strict=True)}
 
 
 def common_steps(
