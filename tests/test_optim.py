@@ -527,8 +527,13 @@ def test_new_options_validated_at_construction(kwargs, match):
 @pytest.mark.parametrize("every", [1, 2])
 def test_one_host_read_per_step(monkeypatch, every):
     """The fast path reads one value from the device per step (the fused finite check),
-    not one per parameter; hyperparameters are not re-read."""
+    not one per parameter; hyperparameters are not re-read. With precondition_every=2 a
+    refresh step (steps 0 and 2) also reads one value per refreshed matrix: the route of
+    amortised_svd (the SVD synchronises anyway); only the 5 x 6 weight has one (the
+    others are a row and a column: Eq. 12)."""
     model = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.Linear(5, 1), torch.nn.Linear(1, 4))
+    with torch.no_grad():  # a well-conditioned weight (orthogonal rows): the Gram route
+        model[0].weight.copy_(0.5 * torch.linalg.qr(rand(6, 5, seed=2))[0].T)
     opt = EndToEndSGD(model.parameters(), lr=0.1, depth=2, momentum=0.9, precondition_every=every)
     x = rand(8, 6, seed=1)
     reads = []
@@ -537,12 +542,13 @@ def test_one_host_read_per_step(monkeypatch, every):
         monkeypatch.setattr(
             torch.Tensor, name, lambda self, *a, _o=orig, _n=name: reads.append(_n) or _o(self, *a)
         )
-    for _ in range(3):
+    for t in range(3):
         opt.zero_grad()
         model(x).pow(2).sum().backward()
         reads.clear()
         opt.step()
-        assert reads == ["__bool__"], reads
+        refresh = every > 1 and t % every == 0
+        assert reads == ["__bool__"] * (2 if refresh else 1), reads
 
 
 # ---------------------------------------------------------------- robustness (issue 12)
@@ -689,24 +695,43 @@ def test_half_precision_layers_train(dtype, make):
 # ---------------------------------------------------------------- amortised preconditioning
 
 
-@pytest.mark.parametrize("shape", [(3, 5), (5, 3), (4, 4)])
+def conditioned(k: int, d: int, seed: int, s_min: float = 0.4) -> torch.Tensor:
+    """A k x d matrix with singular values from 1.2 down to s_min (condition <= 32 for
+    the default: amortised_svd's Gram route when k != d)."""
+    m = min(k, d)
+    U = torch.linalg.qr(rand(k, m, seed=seed))[0]
+    V = torch.linalg.qr(rand(d, m, seed=seed + 1))[0]
+    return (U * torch.linspace(1.2, s_min, m)) @ V.T
+
+
+@pytest.mark.parametrize("shape", [(3, 5), (5, 3), (4, 4), (4, 9), (9, 4)])
 @pytest.mark.parametrize("every", [2, 3])
-def test_precondition_every_matches_cached_reference(shape, every):
+@pytest.mark.parametrize("depth", [2, 2.5, 3])
+@pytest.mark.parametrize("start", ["random", "conditioned", "rank2"])
+def test_precondition_every_matches_cached_reference(shape, every, depth, start):
+    """K > 1 == SGD with momentum on Eq. 10 of the matrix at the last refresh (float64
+    reference: the explicit sum, or Claim 1 entry by entry at depth 2.5), for refreshes by
+    the Gram route (conditioned, rectangular) and the SVD route (square, rank 2); depth 2
+    is the kernel's own closed form."""
     X, Y = rand(20, shape[1], seed=3), rand(20, shape[0], seed=4)
 
     def grad_fn(W):
         return (X @ W.T - Y).T @ X / X.shape[0]
 
-    W0 = 0.7 * rand(*shape, seed=5)
+    W0 = {
+        "random": lambda: 0.7 * rand(*shape, seed=5),
+        "conditioned": lambda: conditioned(*shape, seed=5),
+        "rank2": lambda: rand(shape[0], 2, seed=5) @ rand(2, shape[1], seed=6) / 2,
+    }[start]()
     kw = dict(momentum=0.9, dampening=0.0, nesterov=True, maximize=False)
     p = torch.nn.Parameter(W0.clone())
-    opt = EndToEndSGD([p], lr=0.05, depth=3, weight_decay=0.01, precondition_every=every, **kw)
+    opt = EndToEndSGD([p], lr=0.05, depth=depth, weight_decay=0.01, precondition_every=every, **kw)
     for _ in range(7):
         p.grad = grad_fn(p.detach())
         opt.step()
-    ref = sgd_reference(W0, grad_fn, 7, lr=0.05, depth=3, wd=0.01, every=every, **kw)
+    ref = sgd_reference(W0, grad_fn, 7, lr=0.05, depth=depth, wd=0.01, every=every, **kw)
     torch.testing.assert_close(p.detach(), ref, rtol=1e-10, atol=1e-12)
-    exact = sgd_reference(W0, grad_fn, 7, lr=0.05, depth=3, wd=0.01, **kw)
+    exact = sgd_reference(W0, grad_fn, 7, lr=0.05, depth=depth, wd=0.01, **kw)
     assert (exact - ref).abs().max() > 1e-6  # the approximation is a different rule
 
 
@@ -910,3 +935,65 @@ def test_depth_changed_mid_cycle_uses_the_new_depth_with_the_cached_svd():
         opt.step()
         W = W - 0.05 * explicit_eq10(W0, grad_fn(W), depth)  # W0: the cached matrix
     torch.testing.assert_close(p.detach(), W, rtol=1e-10, atol=1e-12)
+
+
+def test_state_dict_with_the_previous_cache_layout_recomputes_its_parts():
+    """A state_dict of the version that cached Claim 1's K, c and C (keys precond_K,
+    precond_c, precond_C) continues with the cached SVD and freshly derived parts: the
+    same steps as an uninterrupted run."""
+    import copy
+
+    from depthaccel.preconditioner import claim1_parts
+
+    X, Y = rand(20, 7, seed=3), rand(20, 4, seed=4)
+
+    def grad_fn(W):
+        return (X @ W.T - Y).T @ X / X.shape[0]
+
+    W0 = conditioned(4, 7, seed=8)
+    kw = dict(lr=0.05, depth=3, momentum=0.9, precondition_every=5)
+    p = torch.nn.Parameter(W0.clone())
+    opt = EndToEndSGD([p], **kw)
+    for _ in range(3):
+        p.grad = grad_fn(p.detach())
+        opt.step()
+    sd = copy.deepcopy(opt.state_dict())  # (its state dicts are the optimizer's own)
+    st = sd["state"][0]
+    K, c, C = claim1_parts(st["precond_U"], st["precond_s"], st["precond_V"], 3)
+    for key in ("precond_M", "precond_C", "precond_gram_skip"):
+        del st[key]
+    st.update(precond_K=K, precond_c=c, precond_C=C)  # the previous layout
+    q = torch.nn.Parameter(p.detach().clone())
+    opt2 = EndToEndSGD([q], **kw)
+    opt2.load_state_dict(sd)
+    for _ in range(4):
+        p.grad, q.grad = grad_fn(p.detach()), grad_fn(q.detach())
+        opt.step()
+        opt2.step()
+    assert torch.equal(p, q)
+    assert "precond_K" not in opt2.state[q] and "precond_c" not in opt2.state[q]
+
+
+def test_gram_route_retried_every_gram_retry_refreshes(monkeypatch):
+    """An ill-conditioned rectangular weight fails the Gram route; the next GRAM_RETRY - 1
+    refreshes go straight to the SVD (no eigh), then the Gram route is tried again; a
+    conditioned one takes it at every refresh."""
+    from depthaccel.optim import GRAM_RETRY
+
+    calls = []
+    eigh = torch.linalg.eigh
+    monkeypatch.setattr(torch.linalg, "eigh", lambda A: calls.append(A.shape) or eigh(A))
+    ill = conditioned(4, 9, seed=1, s_min=1e-3)
+    good = conditioned(4, 9, seed=2)
+    for W0, tried in ((ill, [0, GRAM_RETRY, 2 * GRAM_RETRY]), (good, list(range(20)))):
+        p = torch.nn.Parameter(W0.clone())
+        opt = EndToEndSGD([p], lr=1e-9, depth=2, precondition_every=1_000_000)
+        got = []
+        for r in range(2 * GRAM_RETRY + 4):
+            opt.state[p]["precond_step"] = 0  # every step a refresh
+            calls.clear()
+            p.grad = rand(4, 9, seed=r)
+            opt.step()
+            if calls:
+                got.append(r)
+        assert got == [r for r in tried if r < 2 * GRAM_RETRY + 4]

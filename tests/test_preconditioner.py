@@ -2,10 +2,15 @@
 
 import itertools
 
+import numpy as np
 import pytest
 import torch
 
 from depthaccel.preconditioner import (
+    GRAM_MAX_CONDITION,
+    amortised_direction,
+    amortised_parts,
+    amortised_svd,
     claim1_eigenvalues,
     claim1_parts,
     direction_from_svd,
@@ -329,3 +334,172 @@ def test_single_output_with_subnormal_weights(dtype):
     w_hat = base / nrm
     ref = scale * (g + (N - 1) * (g @ w_hat) * w_hat)
     assert torch.allclose(got, ref, rtol=1e-12 if dtype == torch.float64 else 1e-5, atol=0)
+
+
+# ------------------------------------------- the amortised kernels (EndToEndSGD's cache)
+
+
+def reference_eq10(W: np.ndarray, G: np.ndarray, N: float) -> np.ndarray:
+    """Eq. 10 in numpy float64, independent of the library, from numpy's *full* SVD
+    ``W = U S V^T`` (singular values below 1e-13 of the largest, round-off, set to 0).
+    Integer N: the sum ``sum_j [W W^T]^{(j-1)/N} G [W^T W]^{(N-j)/N}`` term by term, with
+    the fractional powers ``[W W^T]^q = U diag(s_row^{2q}) U^T`` (``[.]^0 = I``); the SVD
+    instead of eigh of ``W W^T`` keeps the relative precision of tiny singular values. Any
+    other N: Claim 1 entry by entry (``K(a, b) = (a^2 - b^2) / (a^{2/N} - b^{2/N})``,
+    ``N a^{2(N-1)/N}`` for a = b, ``max^{2(N-1)/N}`` when one is 0), singular values equal
+    to 1e-9 relative treated as equal (repeated ones come out a few ulps apart)."""
+    U, s, Vh = np.linalg.svd(W)
+    k, d = W.shape
+    s = np.where(s > 1e-13 * max(s.max(initial=0.0), 1e-300), s, 0.0)
+    sr = np.concatenate([s, np.zeros(k - len(s))])
+    sc = np.concatenate([s, np.zeros(d - len(s))])
+    if float(N).is_integer():
+        N = int(N)
+
+        def power(B, sv, q):  # [B diag(sv^2) B^T]^q
+            return np.eye(len(sv)) if q == 0 else (B * sv ** (2 * q)) @ B.T
+
+        return sum(
+            power(U, sr, (j - 1) / N) @ G @ power(Vh.T, sc, (N - j) / N) for j in range(1, N + 1)
+        )
+    p = 2 * (N - 1) / N
+
+    def K(a, b):
+        if abs(a - b) <= 1e-9 * max(a, b):
+            return N * a**p if a > 0 else 0.0
+        if min(a, b) == 0:
+            return max(a, b) ** p
+        return (a**2 - b**2) / (a ** (2 / N) - b ** (2 / N))
+
+    Kmat = np.array([[K(a, b) for b in sc] for a in sr])
+    return U @ ((U.T @ G @ Vh.T) * Kmat) @ Vh
+
+
+def test_reference_eq10_is_the_library_independent_sum():
+    """The numpy reference agrees with the torch eigh sum of this file (integer N) and its
+    Claim 1 form with its sum form (N = 3, via the non-integer branch at N = 3 + 1e-12)."""
+    W = matrix_with_singular_values(3, 5, [1.2, 0.5, 0.0], seed=2)
+    G = torch.randn(3, 5, generator=torch.Generator().manual_seed(3))
+    for N in (2, 3):
+        want = explicit_sum(W, G, N).numpy()
+        np.testing.assert_allclose(reference_eq10(W.numpy(), G.numpy(), N), want, atol=1e-12)
+    near = reference_eq10(W.numpy(), G.numpy(), 3 + 1e-12)
+    np.testing.assert_allclose(near, explicit_sum(W, G, 3).numpy(), atol=1e-9)
+
+
+def amortised_cases():
+    """(name, W): wide, tall and square; well-conditioned (the Gram route), ill-conditioned,
+    rank-deficient, zero, repeated and tiny singular values (the SVD route)."""
+    g = torch.Generator().manual_seed(11)
+    yield "wide_conditioned", matrix_with_singular_values(4, 9, [2.0, 1.5, 1.1, 0.3])
+    yield "tall_conditioned", matrix_with_singular_values(9, 4, [2.0, 1.5, 1.1, 0.3])
+    yield "square_conditioned", matrix_with_singular_values(5, 5, [1.0, 0.8, 0.5, 0.4, 0.1])
+    yield "nearly_square_conditioned", matrix_with_singular_values(5, 6, [1.0, 0.8, 0.5, 0.4, 0.1])
+    yield "wide_repeated_conditioned", matrix_with_singular_values(4, 7, [1.2, 1.2, 1.2, 0.5])
+    yield "random_wide", torch.randn(3, 7, generator=g)
+    yield "random_tall", torch.randn(8, 5, generator=g)
+    yield "random_square", torch.randn(6, 6, generator=g)
+    yield "ill_conditioned_wide", matrix_with_singular_values(4, 9, [1.0, 0.5, 0.1, 1e-3])
+    yield "tiny_wide", matrix_with_singular_values(4, 9, [1.0, 0.7, 1e-6, 1e-7])
+    yield "round_off_tall", matrix_with_singular_values(9, 4, [1.0, 0.7, 0.2, 1e-17])
+    yield "rank_deficient_wide", matrix_with_singular_values(4, 6, [1.5, 0.3, 0.0, 0.0])
+    yield "rank_deficient_tall", matrix_with_singular_values(6, 4, [1.5, 0.0, 0.0, 0.0])
+    yield "rank_deficient_square", matrix_with_singular_values(5, 5, [2.0, 0.7, 0.0, 0.0, 0.0])
+    yield "repeated_square", matrix_with_singular_values(5, 5, [1.3, 1.3, 1.3, 0.4, 0.4])
+    yield "zero", torch.zeros(4, 6)
+
+
+GRAM_ROUTE_CASES = {"wide_conditioned", "tall_conditioned", "nearly_square_conditioned"}
+GRAM_ROUTE_CASES |= {"wide_repeated_conditioned", "random_wide", "random_tall"}
+
+
+def takes_gram_route(W: torch.Tensor) -> bool:
+    """amortised_svd's rule, from numpy's singular values: rectangular, condition <= 32."""
+    s = np.linalg.svd(W.numpy(), compute_uv=False)
+    return W.shape[0] != W.shape[1] and s[-1] > 0 and s[0] / s[-1] <= GRAM_MAX_CONDITION
+
+
+@pytest.mark.parametrize("depth", [1.5, 2, 2.5, 3, 4, 3.7])
+@pytest.mark.parametrize("name,W", list(amortised_cases()), ids=[c[0] for c in amortised_cases()])
+def test_amortised_direction_equals_independent_reference(name, W, depth):
+    """amortised_svd + amortised_direction == Eq. 10 (numpy float64 reference) for every
+    shape and spectrum, through the Gram route where W is well-conditioned and the SVD
+    route otherwise; also with thresholded_svd's factorisation (the previous refresh)."""
+    G = torch.randn(W.shape, generator=torch.Generator().manual_seed(8))
+    want = reference_eq10(W.numpy(), G.numpy(), depth)
+    U, s, V, by_gram = amortised_svd(W)
+    assert by_gram == takes_gram_route(W)
+    assert by_gram == (name in GRAM_ROUTE_CASES)  # both routes are exercised
+    scale = max(np.abs(want).max(), 1.0)
+    for svd in ((U, s, V), thresholded_svd(W)):
+        got = amortised_direction(*svd, G, depth).numpy()
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-11 * scale)
+        parts = amortised_parts(*svd, depth)
+        assert torch.equal(amortised_direction(*svd, G, depth, parts=parts), torch.tensor(got))
+
+
+@pytest.mark.parametrize("shape", [(4, 9), (9, 4), (5, 5)])
+def test_amortised_svd_gram_route_is_an_svd(shape):
+    """The Gram route (rectangular W) and the SVD route (square W) give a thin SVD."""
+    k, d = shape
+    m = min(k, d)
+    W = matrix_with_singular_values(k, d, [2.0, 1.0, 0.5, 0.25, 0.125][:m], seed=3)
+    U, s, V, by_gram = amortised_svd(W)
+    assert by_gram == (k != d) and U.shape == (k, m) and V.shape == (d, m) and s.shape == (m,)
+    torch.testing.assert_close(
+        s, torch.tensor([2.0, 1.0, 0.5, 0.25, 0.125][:m]), rtol=1e-14, atol=0
+    )
+    torch.testing.assert_close((U * s) @ V.T, W, rtol=0, atol=5e-14)
+    torch.testing.assert_close(U.T @ U, torch.eye(m), rtol=0, atol=5e-14)
+    torch.testing.assert_close(V.T @ V, torch.eye(m), rtol=0, atol=5e-14)
+
+
+@pytest.mark.parametrize("shape", [(4, 9), (9, 4)])
+def test_amortised_svd_condition_limit(shape):
+    """The Gram route is taken up to condition GRAM_MAX_CONDITION and not beyond; gram=False
+    never takes it; route 2 is the (thresholded) SVD."""
+    k, d = shape
+    for kappa, gram in ((GRAM_MAX_CONDITION * 0.99, True), (GRAM_MAX_CONDITION * 1.01, False)):
+        W = matrix_with_singular_values(k, d, [1.0, 0.6, 0.3, 1 / kappa], seed=4)
+        assert amortised_svd(W)[3] is gram
+        U, s, V, by_gram = amortised_svd(W, gram=False)
+        assert by_gram is False
+        torch.testing.assert_close((U * s) @ V.T, W, rtol=0, atol=1e-14)
+        torch.testing.assert_close(s, torch.linalg.svdvals(W), rtol=1e-13, atol=0)
+    zero = amortised_svd(torch.zeros(k, d))
+    assert zero[3] is False and torch.all(zero[1] == 0)
+
+
+@pytest.mark.parametrize("shape", [(64, 200), (200, 64), (64, 80)])
+@pytest.mark.parametrize("depth", [1.5, 2, 3])
+def test_amortised_gram_route_float32_as_accurate_as_the_svd(shape, depth):
+    """In float32, at condition 30 (just inside the limit), the Gram route's direction is
+    as close to the float64 reference as the exact path's (SVD + direction_from_svd)."""
+    k, d = shape
+    m = min(k, d)
+    W = matrix_with_singular_values(k, d, np.logspace(0, -np.log10(30), m).tolist(), seed=5)
+    G = torch.randn(k, d, generator=torch.Generator().manual_seed(9))
+    want = torch.from_numpy(reference_eq10(W.numpy(), G.numpy(), depth))
+    W32, G32 = W.float(), G.float()
+    U, s, V, by_gram = amortised_svd(W32)
+    assert by_gram and U.dtype == torch.float32
+
+    def err(D):
+        return ((D.double() - want).norm() / want.norm()).item()
+
+    e_gram = err(amortised_direction(U, s, V, G32, depth))
+    e_exact = err(end_to_end_direction(W32, G32, depth))
+    assert e_exact < 1e-5
+    assert e_gram < 2 * e_exact, (e_gram, e_exact)
+
+
+def test_amortised_direction_batched_matches_loop():
+    g = torch.Generator().manual_seed(12)
+    for shape in ((3, 4, 7), (3, 7, 4), (2, 5, 5)):
+        W, G = torch.randn(*shape, generator=g), torch.randn(*shape, generator=g)
+        U, s, V, _ = amortised_svd(W)
+        for depth in (2, 3.5):
+            got = amortised_direction(U, s, V, G, depth)
+            for i in range(shape[0]):
+                want = amortised_direction(*amortised_svd(W[i])[:3], G[i], depth)
+                torch.testing.assert_close(got[i], want, rtol=1e-12, atol=1e-12)

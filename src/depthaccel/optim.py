@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-from depthaccel.preconditioner import claim1_parts, thresholded_svd
+from depthaccel.preconditioner import amortised_parts, amortised_svd
 from depthaccel.update import end_to_end_update
 
 __all__ = ["EndToEndSGD", "MATRIX_PARAMS", "end_to_end_sgd_step"]
@@ -45,7 +45,13 @@ MATRIX_PARAMS = ("all", "2d", "none")
 
 _HALF = (torch.float16, torch.bfloat16)
 # per-parameter state of the amortised preconditioner (kept in float32 for half weights)
-_CACHE_KEYS = ("precond_U", "precond_s", "precond_V", "precond_K", "precond_c", "precond_C")
+_CACHE_KEYS = ("precond_U", "precond_s", "precond_V", "precond_M", "precond_C")
+# after a refresh whose Gram route failed (an ill-conditioned weight, see
+# preconditioner.amortised_svd), the next GRAM_RETRY - 1 refreshes of that weight go straight
+# to the SVD: a failed try costs about half an SVD for a square weight
+GRAM_RETRY = 8
+# the derived part of the cache as versions before the amortised kernels stored it
+_LEGACY_CACHE_KEYS = ("precond_K", "precond_c", "precond_depth")
 
 
 # ----------------------------------------------------------------------- hyperparameters
@@ -216,17 +222,22 @@ def _preconditioned(
     if every > 1 and min(W.shape) > 1:  # (a row or column uses Eq. 12: exact, O(d))
         n = state.get("precond_step", 0)
         if n % every == 0 or "precond_U" not in state:
-            state["precond_U"], state["precond_s"], state["precond_V"] = thresholded_svd(W)
+            skip = state.get("precond_gram_skip", 0)  # see GRAM_RETRY
+            U, s, V, by_gram = amortised_svd(W, gram=skip == 0)
+            state["precond_U"], state["precond_s"], state["precond_V"] = U, s, V
+            state["precond_gram_skip"] = 0 if by_gram else (skip or GRAM_RETRY) - 1
             state.pop("precond_depth", None)
         svd = (state["precond_U"], state["precond_s"], state["precond_V"])
-        if state.get("precond_depth") != float(depth):  # Claim 1's eigenvalues, once per SVD
-            Kmat, c, C = claim1_parts(*svd, depth)
-            state["precond_K"] = Kmat
-            state["precond_c"] = c if c is not None else Kmat.new_zeros(0)
-            state["precond_C"] = C if C is not None else Kmat.new_zeros(0)
+        if state.get("precond_depth") != float(depth) or "precond_M" not in state:
+            M, C = amortised_parts(*svd, depth)  # once per refresh (and depth)
+            for key in _LEGACY_CACHE_KEYS:
+                state.pop(key, None)
+            empty = svd[1].new_zeros(0)
+            state["precond_M"] = M if M is not None else empty
+            state["precond_C"] = C if C is not None else empty
             state["precond_depth"] = float(depth)
-        c, C = state["precond_c"], state["precond_C"]
-        parts = (state["precond_K"], c if c.numel() else None, C if C.numel() else None)
+        M, C = state["precond_M"], state["precond_C"]
+        parts = (M if M.numel() else None, C if C.numel() else None)
         state["precond_step"] = n + 1
     # the gradients were checked for NaN/inf already (one fused check per step)
     D = end_to_end_update(
@@ -399,6 +410,16 @@ class EndToEndSGD(torch.optim.Optimizer):
     K steps relative to its singular values (measured in benchmarks/README.md). Single
     row/column weights ignore K (Eq. 12 is O(d)). The cache (about twice the weight's size,
     float32 for half weights) and the per-weight step count are in ``state_dict()``.
+    A refresh factorises W by :func:`~depthaccel.preconditioner.amortised_svd`: for a
+    rectangular W of condition <= 32, ``eigh`` of the smaller Gram matrix (``W W^T`` or
+    ``W^T W``), which agrees with the SVD to its rounding level there; otherwise the SVD
+    of the tall orientation (after such a failure the next ``GRAM_RETRY - 1`` refreshes of
+    that weight skip the Gram try). A cached step applies the frozen operator by
+    :func:`~depthaccel.preconditioner.amortised_direction`: three products of size
+    ``k * d * min(k, d)`` (at depth 2 ``[W_c W_c^T]^{1/2} G + G [W_c^T W_c]^{1/2}`` through
+    the cached factors, otherwise plus two ``min(k, d)^3`` ones). The exact rule
+    (``precondition_every=1``) uses neither: its numbers are those of
+    :func:`~depthaccel.preconditioner.end_to_end_direction`, unchanged.
 
     **Which parameters** (``matrix_params``, per group): ``"all"`` (default) -- every
     parameter with >= 2 dimensions, a conv kernel as ``out x (in*kh*kw)``; ``"2d"`` -- only

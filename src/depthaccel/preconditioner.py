@@ -40,6 +40,10 @@ from __future__ import annotations
 import torch
 
 __all__ = [
+    "GRAM_MAX_CONDITION",
+    "amortised_direction",
+    "amortised_parts",
+    "amortised_svd",
     "claim1_eigenvalues",
     "claim1_parts",
     "direction_from_svd",
@@ -223,6 +227,164 @@ def direction_from_svd(
     if k < d:  # U is square (k x k)
         return (U @ (M - c.unsqueeze(-1) * core)) @ V.mT + C @ G
     return U @ ((M - core * c.unsqueeze(-2)) @ V.mT) + G @ C
+
+
+# ------------------------------------------------- the amortised preconditioner's kernels
+
+GRAM_MAX_CONDITION = 32.0
+"""Largest condition number ``s_max / s_min`` for which :func:`amortised_svd` takes the
+Gram-matrix route (see there)."""
+
+
+def amortised_svd(
+    w: torch.Tensor, rtol: float | None = None, *, gram: bool = True
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool]:
+    r"""Thin SVD ``w = U diag(s) V^T`` as ``(U, s, V, by_gram)``, computed for speed, for the
+    refresh of the amortised preconditioner (``EndToEndSGD(precondition_every=K > 1)``);
+    ``by_gram`` says which route below gave it (``gram=False``: route 2 without trying 1).
+
+    w is ``(..., k, d)``; m = min(k, d), n = max(k, d). Two routes:
+
+    1. **Gram route** (a well-conditioned w). The eigendecomposition of the m x m Gram
+       matrix of the short side, ``w w^T = Q diag(e) Q^T`` (k <= d; ``w^T w`` for k > d),
+       gives the short side's singular vectors Q and ``s = sqrt(e)``; the long side's are
+       ``w^T Q diag(1/s)`` (k <= d; ``w Q diag(1/s)`` for k > d). Cost ``2 m^2 n`` + one
+       m x m ``eigh``: 29 + 15 ms for 512 x 3136 in float32 on one core, against ~110 ms
+       for the SVD of the tall orientation below and ~450 ms for LAPACK's SVD of the wide
+       matrix (benchmarks/README.md).
+    2. Otherwise :func:`thresholded_svd` of the **tall orientation** (``w^T`` when k < d,
+       so ``U`` and ``V`` swap): LAPACK's SVD, as accurate as that of w, and with MKL about
+       4x faster for a wide matrix than for its transpose.
+
+    *Why the Gram route needs a condition.* Forming ``w w^T`` and its ``eigh`` cost each
+    eigenvalue ``e = s^2`` an absolute error of a few ``eps * s_max^2``, so s itself is
+    known only to a relative ``~ eps (s_max / s)^2`` (and the long side's vectors, which
+    are divided by s, likewise), where the SVD keeps ``~ eps s_max / s``. Singular values
+    near the SVD's round-off level (``rtol * s_max``) would come out as noise of size
+    ``sqrt(eps) s_max``, and Eq. 10 raises them to the power ``2(N-1)/N`` (< 1 for N < 2:
+    ``(1e-4)^{0.4} = 0.03`` at N = 1.25), so treating them as zero is not enough to be
+    safe. The Gram route is therefore taken only when every matrix of the batch has
+    ``s_min >= s_max / GRAM_MAX_CONDITION`` (``e_min >= e_max / 32^2``): then
+    ``eps (s_max / s)^2 <= 1024 eps`` for every singular value, none is treated as zero,
+    and the direction agrees with the SVD route's to its own rounding level (measured on
+    512 x 128 matrices of condition 2 .. 1000, depth 1.5, 2, 3: the same relative error
+    as the SVD route, ~1e-6 in float32 and ~3e-15 in float64, up to condition 30; 5-9x
+    that at 100 and 100-4000x at 1000, which is why those take route 2). Rank-deficient,
+    ill-conditioned and zero matrices take route 2, with its threshold ``rtol`` (default
+    ``max(k, d) * eps``). So do square matrices: there the long side's vectors must form a
+    complete basis and inherit the ``eps (s_max / s)^2`` error where no part outside the
+    row space absorbs it (measured: 6x the SVD route's error at condition 30, depth 1.5),
+    and the SVD of a square matrix costs only about twice the Gram route.
+
+    A failed try of route 1 costs the Gram matrix and its ``eigh`` (about half an SVD for
+    a square matrix), which is why a caller that refreshes the same weight again can skip
+    it (``gram=False``) after a failure. The route is chosen on the host (one read of a
+    device value per call that tries route 1: the SVD synchronises too). Singular values are in descending order, as from
+    :func:`thresholded_svd`; the singular vectors of a repeated singular value are some
+    orthonormal basis of its space (Eq. 10's operator does not depend on the choice).
+    Only the dtype is checked (complex input is refused).
+    """
+    _check_real(W=w)
+    k, d = w.shape[-2], w.shape[-1]
+    wide = k <= d
+    if gram and k != d:
+        e, Q = torch.linalg.eigh(w @ w.mT if wide else w.mT @ w)  # ascending
+        e_min, e_max = e[..., 0], e[..., -1]
+        if bool(((e_max > 0) & (e_min >= e_max / GRAM_MAX_CONDITION**2)).all()):
+            e, Q = e.flip(-1), Q.flip(-1)  # descending, as the SVD
+            s = e.sqrt()
+            other = (w.mT @ Q if wide else w @ Q).div_(s.unsqueeze(-2))
+            return (Q, s, other, True) if wide else (other, s, Q, True)
+    if k < d:
+        V, s, U = thresholded_svd(w.mT, rtol)
+        return U, s, V, False
+    return (*thresholded_svd(w, rtol), False)
+
+
+def amortised_parts(
+    U: torch.Tensor, s: torch.Tensor, V: torch.Tensor, depth: float
+) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    r"""What :func:`amortised_direction` needs besides the SVD and G, computed once per
+    refresh: ``(M, C)``. With ``c = K(s, 0) = s^{2(N-1)/N}`` and B the *square* factor
+    (U when k <= d, V when k > d; m x m):
+
+    - ``C = B diag(c) B^T`` (m x m), None when k = d and N != 2;
+    - ``M = K(s_r, s_r') - c_r`` (k < d), ``K(s_r, s_r') - c_r'`` (k > d), ``K(s_r, s_r')``
+      (k = d) (m x m, Claim 1's eigenvalues, :func:`claim1_eigenvalues`), None when N = 2.
+
+    At N = 2, ``c = s`` and ``C`` is ``[W W^T]^{1/2}`` (k <= d) or ``[W^T W]^{1/2}`` (k > d).
+    """
+    n = float(depth)
+    k, d = U.shape[-2], V.shape[-2]
+    B = U if k <= d else V
+    if n == 2.0:
+        return None, (B * s.unsqueeze(-2)) @ B.mT
+    K = claim1_eigenvalues(s.unsqueeze(-1), s.unsqueeze(-2), n)
+    if k == d:
+        return K, None
+    c = claim1_eigenvalues(s, torch.zeros_like(s), n)
+    M = K - (c.unsqueeze(-1) if k < d else c.unsqueeze(-2))
+    return M, (B * c.unsqueeze(-2)) @ B.mT
+
+
+def _add_product(C: torch.Tensor, A: torch.Tensor, B: torch.Tensor) -> torch.Tensor:
+    """``C + A @ B`` written into C (a fresh tensor of this module): one GEMM with beta = 1."""
+    if C.dim() == 2:
+        return C.addmm_(A, B)
+    flat = C.view(-1, *C.shape[-2:])
+    flat.baddbmm_(
+        A.expand(*C.shape[:-2], *A.shape[-2:]).reshape(-1, *A.shape[-2:]),
+        B.expand(*C.shape[:-2], *B.shape[-2:]).reshape(-1, *B.shape[-2:]),
+    )
+    return C
+
+
+def amortised_direction(
+    U: torch.Tensor,
+    s: torch.Tensor,
+    V: torch.Tensor,
+    G: torch.Tensor,
+    depth: float,
+    *,
+    parts: tuple[torch.Tensor | None, torch.Tensor | None] | None = None,
+) -> torch.Tensor:
+    r"""Eq. 10's operator of ``W = U diag(s) V^T`` applied to G, ``P_W(G)``, with the fewest
+    large products: the cached step of the amortised preconditioner.
+
+    The same operator as :func:`direction_from_svd` (Claim 1), grouped differently; with
+    ``(M, C) =`` :func:`amortised_parts` (k x d = G's shape, m = min(k, d))::
+
+        k < d:  P_W(G) = U [M * (U^T G V)] V^T + C G       (C G: the part outside W's row
+                                                            space, C = U diag(c) U^T)
+        k > d:  P_W(G) = U [M * (U^T G V)] V^T + G C       (C = V diag(c) V^T)
+        k = d:  P_W(G) = U [K * (U^T G V)] V^T
+
+    (``*`` entrywise; U is square for k <= d, V for k >= d, and M's subtracted c cancels the
+    core's share of the part outside). Evaluated as ``T = G V``, ``Y = U [M * (U^T T)]``,
+    ``D = C G + Y V^T`` in one GEMM with beta = 1 (k < d; the mirror image for k > d):
+    three products of size k*d*m and two of m^3, no k x d temporary but the result (the
+    k > d form of :func:`direction_from_svd` has four of size k*d*m). At depth N = 2,
+    ``K(a, b) = a + b`` and ``c = s``, so ``M = 1 s^T`` (k < d) and the m^3 products drop
+    out of Eq. 10 itself::
+
+        P_W(G) = [W W^T]^{1/2} G + G [W^T W]^{1/2}
+               = C G + (G V) diag(s) V^T     (k <= d, C = U diag(s) U^T)
+               = U diag(s) (U^T G) + G C     (k > d,  C = V diag(s) V^T)
+
+    three products of size k*d*m. G is ``(..., k, d)``; ``(U, s, V)`` a thin SVD as
+    :func:`amortised_svd` or :func:`thresholded_svd` returns it (possibly of an earlier W).
+    No input checks.
+    """
+    M, C = amortised_parts(U, s, V, depth) if parts is None else parts
+    k, d = G.shape[-2], G.shape[-1]
+    two = float(depth) == 2.0
+    if k <= d:
+        T = G @ V  # (..., k, m)
+        Y = T * s.unsqueeze(-2) if two else U @ (M * (U.mT @ T))
+        return Y @ V.mT if C is None else _add_product(C @ G, Y, V.mT)
+    T = U.mT @ G  # (..., m, d)
+    Y = T * s.unsqueeze(-1) if two else (M * (T @ V)) @ V.mT
+    return _add_product(G @ C, U, Y)
 
 
 def single_output_direction(w: torch.Tensor, g: torch.Tensor, depth: float) -> torch.Tensor:

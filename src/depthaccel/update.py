@@ -41,7 +41,7 @@ import math
 import torch
 
 from depthaccel.preconditioner import (
-    direction_from_svd,
+    amortised_direction,
     end_to_end_direction,
     single_output_direction,
 )
@@ -67,7 +67,7 @@ def end_to_end_update(
     depth: float,
     weight_decay: float | Tensor = 0.0,
     svd: tuple[Tensor, Tensor, Tensor] | None = None,
-    svd_parts: tuple[Tensor, Tensor | None, Tensor | None] | None = None,
+    svd_parts: tuple[Tensor | None, Tensor | None] | None = None,
     check_finite: bool = True,
 ) -> Tensor:
     r"""The Eq. 10 step direction ``D = P_W(G) + weight_decay * N * W`` (``W_new = W - lr * D``).
@@ -84,12 +84,13 @@ def end_to_end_update(
         weight_decay: lambda, the decay rate of each factor: a number >= 0, or a tensor
             broadcastable against W (e.g. shape ``(R, 1, 1)``: one lambda per matrix).
             0 (the default) adds nothing, so ``D`` is then exactly ``P_W(G)``.
-        svd: optional ``(U, s, V)`` of an earlier matrix ``W_c`` (from
-            :func:`depthaccel.preconditioner.thresholded_svd`): the direction is then
-            ``P_{W_c}(G) + weight_decay * N * W`` (the amortised rule of ``EndToEndSGD``'s
-            ``precondition_every``). Ignored for a single row or column (Eq. 12 is exact
-            and O(d)).
-        svd_parts: with ``svd``, its :func:`depthaccel.preconditioner.claim1_parts` for
+        svd: optional thin SVD ``(U, s, V)`` of an earlier matrix ``W_c`` (from
+            :func:`depthaccel.preconditioner.amortised_svd` or ``thresholded_svd``): the
+            direction is then ``P_{W_c}(G) + weight_decay * N * W`` (the amortised rule of
+            ``EndToEndSGD``'s ``precondition_every``), applied by
+            :func:`depthaccel.preconditioner.amortised_direction`. Ignored for a single
+            row or column (Eq. 12 is exact and O(d)).
+        svd_parts: with ``svd``, its :func:`depthaccel.preconditioner.amortised_parts` for
             this depth, if already computed (saves recomputing them per gradient).
         check_finite: refuse NaN/inf in W and G (a host sync); False when the caller
             checked already.
@@ -111,11 +112,11 @@ def end_to_end_update(
     elif W.shape[-1] == 1:  # one column: P_W(G) = P_{W^T}(G^T)^T
         D = single_output_direction(W.squeeze(-1), G.squeeze(-1), depth).unsqueeze(-1)
     elif svd is not None:
-        D = direction_from_svd(*svd, G, depth, parts=svd_parts)
+        D = amortised_direction(*svd, G, depth, parts=svd_parts)
     else:
         D = end_to_end_direction(W, G, depth, check_finite=check_finite)
     if isinstance(weight_decay, Tensor):
         return torch.addcmul(D, weight_decay * float(depth), W)
-    if weight_decay != 0:
-        return D.add(W, alpha=weight_decay * float(depth))
+    if weight_decay != 0:  # (D is a fresh tensor of the kernels above)
+        return D.add_(W, alpha=weight_decay * float(depth))
     return D
