@@ -177,15 +177,20 @@ def _validate_group(group: Mapping[str, Any]) -> None:
 
 def _first_nonfinite(grads: Sequence[torch.Tensor]) -> int | None:
     """Index of the first gradient with a NaN or inf entry, or None, with one host sync per
-    device: the inf-norms of all gradients (``torch._foreach_norm``, NaN-propagating) are
-    tested together; only on failure is the culprit searched."""
+    device: NaN-propagating extremes of all gradients are tested together (on the CPU
+    ``torch.aminmax`` per gradient, elsewhere the fused inf-norms ``torch._foreach_norm``:
+    torch's CPU inf-norm kernel is ~10x slower than ``aminmax``, 6.7 vs 0.6 ms for a
+    512 x 3136 float32 gradient on one core); only on failure is the culprit searched."""
     by_device: dict[torch.device, list[torch.Tensor]] = {}
     for g in grads:
         if g.numel():
             by_device.setdefault(g.device, []).append(g)
-    for gs in by_device.values():
-        norms = torch._foreach_norm(gs, float("inf"))
-        if not bool(torch.stack([n.isfinite() for n in norms]).all()):
+    for device, gs in by_device.items():
+        if device.type == "cpu":
+            ends = [e for g in gs for e in torch.aminmax(g)]
+        else:
+            ends = torch._foreach_norm(gs, float("inf"))
+        if not bool(torch.stack([e.isfinite() for e in ends]).all()):
             for i, g in enumerate(grads):
                 if g.numel() and not bool(torch.isfinite(g).all()):
                     return i
