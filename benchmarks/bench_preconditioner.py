@@ -15,11 +15,16 @@ The gradient G is fixed (a random matrix), so only the optimizer's own work is t
 not a loss. Run ``python benchmarks/bench_preconditioner.py`` (``--quick`` for a tiny run).
 
 ``--every`` times amortised preconditioning (``EndToEndSGD(precondition_every=K)``) at
-512x512, 1024x1024 and 512x3136 (the MNIST tutorial's fc1), depth 2: the exact step
+512x512, 1024x1024, 512x3136 (the MNIST tutorial's fc1) and 3136x512, depth 2: the exact step
 (K = 1), a *refresh* step (SVD + direction) and a *cached* step (the direction from the
 cached SVD), each the median of ``--repeats`` single steps; the mean step of K = 10 and
 K = 100 is ``(refresh + (K - 1) * cached) / K`` (every K-th step refreshes), and a block
 of 10 consecutive K = 10 steps is also timed directly as a check.
+
+With ``--every`` also: the kernels of a refresh and of a cached step, the previous ones
+(``thresholded_svd`` + ``claim1_parts``; ``direction_from_svd``, the exact path's
+kernels) against the amortised ones now (``amortised_svd`` + ``amortised_parts``;
+``amortised_direction``), at the same shapes, depths 2 and 3, interleaved.
 
 ``--mnist`` times one training step (forward + backward + optimizer + reading the loss)
 of the MNIST tutorial net, batch 64, float32: the original net with SGD + momentum; the
@@ -39,11 +44,19 @@ import torch
 
 from depthaccel.nets import balanced_factors
 from depthaccel.optim import EndToEndSGD
+from depthaccel.preconditioner import (
+    amortised_direction,
+    amortised_parts,
+    amortised_svd,
+    claim1_parts,
+    direction_from_svd,
+    thresholded_svd,
+)
 
 SHAPES = [(64, 64), (256, 256), (1024, 1024), (64, 1024), (1024, 64), (256, 1024)]
 QUICK_SHAPES = [(16, 16), (8, 32)]
 DEPTHS = [2, 3, 8]
-EVERY_SHAPES = [(512, 512), (1024, 1024), (512, 3136)]
+EVERY_SHAPES = [(512, 512), (1024, 1024), (512, 3136), (3136, 512)]
 LR = 1e-6  # small, so repeated steps leave the matrix (and its SVD's cost) unchanged
 
 
@@ -187,6 +200,46 @@ def print_every_table(shapes: list[tuple[int, int]], repeats: int, dtype, device
         )
 
 
+def bench_kernels(
+    k: int, d: int, depth: int, repeats: int, dtype: torch.dtype, device: torch.device
+) -> dict[str, float]:
+    """Median seconds of the previous and the present refresh and cached-step kernels."""
+    g = torch.Generator().manual_seed(k * 7 + d)
+    W = (torch.randn(k, d, generator=g, dtype=torch.float64) / d**0.5).to(device, dtype)
+    G = (torch.randn(k, d, generator=g, dtype=torch.float64) / d**0.5).to(device, dtype)
+    old_svd, new_svd = thresholded_svd(W), amortised_svd(W)[:3]
+    old_parts, new_parts = claim1_parts(*old_svd, depth), amortised_parts(*new_svd, depth)
+    fns = {
+        "refresh before": lambda: claim1_parts(*thresholded_svd(W), depth),
+        "refresh now": lambda: amortised_parts(*amortised_svd(W)[:3], depth),
+        "cached before": lambda: direction_from_svd(*old_svd, G, depth, parts=old_parts),
+        "cached now": lambda: amortised_direction(*new_svd, G, depth, parts=new_parts),
+    }
+    return median_times(fns, repeats, device) | {"gram": float(amortised_svd(W)[3])}
+
+
+def print_kernel_table(shapes: list[tuple[int, int]], repeats: int, dtype, device) -> None:
+    print("\n## refresh and cached-step kernels, before vs now, times in ms\n")
+    head = (
+        "|       k x d | N | route | refresh before | refresh now | ratio "
+        "| cached before | cached now | ratio |"
+    )
+    print(head)
+    print("|" + "|".join("-" * len(c) for c in head.split("|")[1:-1]) + "|")
+    for k, d in shapes:
+        for depth in (2, 3):
+            t = bench_kernels(k, d, depth, repeats, dtype, device)
+            ms = {n: 1e3 * v for n, v in t.items()}
+            route = "Gram" if t["gram"] else "SVD"
+            print(
+                f"| {f'{k} x {d}':>11} | {depth} | {route:>5} | {ms['refresh before']:>14.1f} | "
+                f"{ms['refresh now']:>11.1f} | {t['refresh before'] / t['refresh now']:>5.1f} | "
+                f"{ms['cached before']:>13.1f} | {ms['cached now']:>10.1f} | "
+                f"{t['cached before'] / t['cached now']:>5.2f} |",
+                flush=True,
+            )
+
+
 def bench_mnist(repeats: int, device: torch.device) -> dict[str, float]:
     """Seconds per training step of the MNIST tutorial net, per configuration."""
     from torch.nn import functional as F
@@ -292,6 +345,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.every:
             every_shapes = QUICK_SHAPES if args.quick else EVERY_SHAPES
             print_every_table(every_shapes, repeats, dtype, device)
+            print_kernel_table(every_shapes, repeats, dtype, device)
         if args.mnist:
             print_mnist_table(repeats, device)
         return 0
