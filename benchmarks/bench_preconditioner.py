@@ -30,7 +30,8 @@ kernels) against the amortised ones now (``amortised_svd`` + ``amortised_parts``
 of the MNIST tutorial net, batch 64, float32: the original net with SGD + momentum; the
 overparameterized net (dense weights products of two) with L2 on the factors and on the
 product; the original net with ``EndToEndSGD(depth=2, momentum=0.9)`` on its dense
-layers for K = 1, 10, 100 (K = 10 and 100 from refresh and cached steps as above).
+layers for K = 1, 10, 100 (K = 10 and 100 from refresh and cached steps as above), and
+for K = 10, 100 with ``precondition_dtype=torch.bfloat16`` on the dense layers.
 """
 
 from __future__ import annotations
@@ -136,32 +137,39 @@ def amortised_times(
     repeats: int,
     device: torch.device,
     others: dict[str, Callable[[], None]] | None = None,
+    variants: dict[str, tuple[Callable[[], None], EndToEndSGD]] | None = None,
 ) -> dict[str, float]:
     """Median seconds of an exact step, a refresh step, a cached step and each of
     ``others`` (all taking turns, so load changes hit them alike), a directly timed block
     of 10 steps of K = 10 (per step), and the derived mean step of K = 10 and K = 100.
-    ``opt`` has a huge ``precondition_every``; its counters decide."""
+    ``opt`` has a huge ``precondition_every``; its counters decide. Each of ``variants``
+    (another amortised optimizer) gets ``"<name> refresh"``, ``"<name> cached"``,
+    ``"<name> K10"`` and ``"<name> K100"`` the same way (no block)."""
     others = others or {}
-    for fn in (step, exact_step, *others.values()):
+    amortised = {"": (step, opt)} | {f"{name} ": v for name, v in (variants or {}).items()}
+    for fn in (exact_step, *others.values(), *(f for f, _ in amortised.values())):
         fn()  # warm-up; creates the caches
-    t: dict[str, list[float]] = {"exact": [], "refresh": [], "cached": [], "block10": []}
+    t: dict[str, list[float]] = {"exact": [], "block10": []}
     t |= {name: [] for name in others}
+    t |= {f"{name}{kind}": [] for name in amortised for kind in ("refresh", "cached")}
     for _ in range(repeats):
         for name, fn in others.items():
             t[name].append(_timed(fn, device))
         t["exact"].append(_timed(exact_step, device))
-        _set_counters(opt, 0)
-        t["refresh"].append(_timed(step, device))
-        _set_counters(opt, 1)
-        t["cached"].append(_timed(step, device))
+        for name, (fn, o) in amortised.items():
+            _set_counters(o, 0)
+            t[f"{name}refresh"].append(_timed(fn, device))
+            _set_counters(o, 1)
+            t[f"{name}cached"].append(_timed(fn, device))
     for g in opt.param_groups:
         g["precondition_every"] = 10
     for _ in range(max(1, repeats // 3)):
         _set_counters(opt, 0)
         t["block10"].append(_timed(lambda: [step() for _ in range(10)], device) / 10)
     out = {k: statistics.median(v) for k, v in t.items()}
-    for K in (10, 100):
-        out[f"K{K}"] = (out["refresh"] + (K - 1) * out["cached"]) / K
+    for name in amortised:
+        for K in (10, 100):
+            out[f"{name}K{K}"] = (out[f"{name}refresh"] + (K - 1) * out[f"{name}cached"]) / K
     return out
 
 
@@ -274,9 +282,12 @@ def bench_mnist(repeats: int, device: torch.device) -> dict[str, float]:
         net, _ = mt.overparameterized_tutorial_net(seed, depth=2, **kw)
         fns[f"overparam. (L2 on {l2})"] = stepper(net, sgd(net), l2)
     net_exact, net_amort = mt.tutorial_net(seed, **kw), mt.tutorial_net(seed, **kw)
+    net_bf16 = mt.tutorial_net(seed, **kw)
     opt_exact = e2e_optimizer(net_exact, sched, depth=2, precondition_every=1)
     opt_amort = e2e_optimizer(net_amort, sched, depth=2, precondition_every=10**9)
-    for opt in (opt_exact, opt_amort):
+    opt_bf16 = e2e_optimizer(net_bf16, sched, depth=2, precondition_every=10**9)
+    opt_bf16.param_groups[0]["precondition_dtype"] = torch.bfloat16  # the dense layers
+    for opt in (opt_exact, opt_amort, opt_bf16):
         for grp in opt.param_groups:
             grp["lr"] = 1e-4
     t = amortised_times(
@@ -286,6 +297,7 @@ def bench_mnist(repeats: int, device: torch.device) -> dict[str, float]:
         repeats,
         device,
         fns,
+        {"bf16": (stepper(net_bf16, opt_bf16, "factors"), opt_bf16)},
     )
     return {k if k in fns else f"e2e {k}": v for k, v in t.items()}
 
@@ -303,6 +315,10 @@ def print_mnist_table(repeats: int, device: torch.device) -> None:
         ("original + EndToEndSGD(depth=2), K=10 (mean step)", t["e2e K10"]),
         ("original + EndToEndSGD(depth=2), K=10, block of 10 measured", t["e2e block10"]),
         ("original + EndToEndSGD(depth=2), K=100 (mean step)", t["e2e K100"]),
+        ("... precondition_dtype=bfloat16, refresh step", t["e2e bf16 refresh"]),
+        ("... precondition_dtype=bfloat16, cached step", t["e2e bf16 cached"]),
+        ("... precondition_dtype=bfloat16, K=10 (mean step)", t["e2e bf16 K10"]),
+        ("... precondition_dtype=bfloat16, K=100 (mean step)", t["e2e bf16 K100"]),
     ]
     print("| configuration | ms / step | / original |")
     print("|---|---|---|")
@@ -312,7 +328,8 @@ def print_mnist_table(repeats: int, device: torch.device) -> None:
     print(
         f"\ngoal (K=10 e2e step <= the overparameterized net's step): e2e K=10 "
         f"{1e3 * t['e2e K10']:.1f} ms vs overparam. {1e3 * over:.1f} (L2 on factors) / "
-        f"{1e3 * t['overparam. (L2 on product)']:.1f} ms (L2 on product)"
+        f"{1e3 * t['overparam. (L2 on product)']:.1f} ms (L2 on product); with "
+        f"precondition_dtype=bfloat16 {1e3 * t['e2e bf16 K10']:.1f} ms"
     )
 
 

@@ -531,6 +531,10 @@ def test_hyperparameters_validated_when_set():
         (dict(precondition_every=0), "precondition_every"),
         (dict(matrix_params="rows"), "matrix_params"),
         (dict(lr=torch.ones(2)), "lr"),
+        (dict(precondition_every=5, precondition_dtype=torch.float16), "precondition_dtype"),
+        (dict(precondition_every=5, precondition_dtype="bfloat16"), "precondition_dtype"),
+        (dict(precondition_every=5, precondition_dtype=torch.int32), "precondition_dtype"),
+        (dict(precondition_dtype=torch.bfloat16), "precondition_every > 1"),
     ],
 )
 def test_new_options_validated_at_construction(kwargs, match):
@@ -1016,3 +1020,93 @@ def test_gram_route_retried_every_gram_retry_refreshes(monkeypatch):
             if calls:
                 got.append(r)
         assert got == [r for r in tried if r < 2 * GRAM_RETRY + 4]
+
+
+@pytest.mark.parametrize("shape", [(4, 9), (9, 4), (5, 5)])
+@pytest.mark.parametrize("depth", [2, 2.5, 3])
+def test_precondition_dtype_bfloat16_follows_the_amortised_rule(shape, depth):
+    """precondition_dtype=bfloat16: the cache is bfloat16 and the trajectory is the
+    amortised rule's (float64 reference) up to bfloat16's rounding of the direction:
+    within 1% of the distance travelled, and farther from it than a float32 cache (which
+    also checks that the bfloat16 products are really used); the weights stay float64."""
+    X, Y = rand(20, shape[1], seed=3), rand(20, shape[0], seed=4)
+
+    def grad_fn(W):
+        return (X @ W.T - Y).T @ X / X.shape[0]
+
+    W0 = conditioned(*shape, seed=6)
+    kw = dict(momentum=0.9, dampening=0.0, nesterov=False, maximize=False)
+    ref = sgd_reference(W0, grad_fn, 7, lr=0.05, depth=depth, wd=0.01, every=3, **kw)
+    err = {}
+    for dtype in (torch.bfloat16, torch.float32):
+        p = torch.nn.Parameter(W0.clone())
+        opt = EndToEndSGD(
+            [p],
+            lr=0.05,
+            depth=depth,
+            weight_decay=0.01,
+            precondition_every=3,
+            precondition_dtype=dtype,
+            **kw,
+        )
+        for _ in range(7):
+            p.grad = grad_fn(p.detach())
+            opt.step()
+        assert p.dtype == torch.float64
+        st = opt.state[p]
+        assert {st[k].dtype for k in ("precond_U", "precond_s", "precond_V")} == {dtype}
+        err[dtype] = ((p.detach() - ref).norm() / (ref - W0).norm()).item()
+    assert err[torch.float32] < 1e-5
+    assert 1e-4 < err[torch.bfloat16] < 1e-2, err
+
+
+def test_precondition_dtype_none_and_the_working_dtype_are_the_same():
+    """None means the working dtype: bit-identical to naming it; a group can switch to
+    bfloat16 (as a scheduler would set it) and the next refresh caches in bfloat16."""
+    x, y = rand(16, 5, seed=1).float(), rand(16, 1, seed=2).float()
+    runs = []
+    for dtype in (None, torch.float32):
+        model = small_model(3)
+        opt = EndToEndSGD(
+            model.parameters(),
+            lr=0.05,
+            depth=2,
+            momentum=0.9,
+            precondition_every=3,
+            precondition_dtype=dtype,
+        )
+        train_steps(model, opt, 5, x, y)
+        runs.append([p.detach().clone() for p in model.parameters()])
+    assert all(torch.equal(a, b) for a, b in zip(*runs, strict=True))
+    opt.param_groups[0]["precondition_dtype"] = torch.bfloat16
+    with pytest.raises(ValueError, match="precondition_every > 1"):
+        opt.param_groups[0]["precondition_every"] = 1
+    st = opt.state[model[0].weight]
+    train_steps(model, opt, 1, x, y)  # step 5: cached, still the float32 cache
+    assert st["precond_U"].dtype == torch.float32
+    train_steps(model, opt, 1, x, y)  # step 6: a refresh, in bfloat16 from now on
+    assert st["precond_U"].dtype == st["precond_M"].dtype == torch.bfloat16
+
+
+def test_bfloat16_cache_survives_a_state_dict_round_trip():
+    """torch's load_state_dict casts state tensors to the parameter's dtype; the cache
+    keeps its bfloat16, and the continuation equals the uninterrupted run."""
+    import copy
+
+    x, y = rand(16, 5, seed=1), rand(16, 1, seed=2)
+    kw = dict(lr=0.05, depth=2, momentum=0.9, precondition_every=4)
+    model = small_model(3, torch.float64)
+    opt = EndToEndSGD(model.parameters(), precondition_dtype=torch.bfloat16, **kw)
+    train_steps(model, opt, 5, x, y)
+    saved_model, saved_opt = copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict())
+    train_steps(model, opt, 5, x, y)
+    fresh = small_model(4, torch.float64)
+    fresh.load_state_dict(saved_model)
+    opt2 = EndToEndSGD(fresh.parameters(), **kw)
+    opt2.load_state_dict(saved_opt)
+    assert opt2.param_groups[0]["precondition_dtype"] == torch.bfloat16
+    st = opt2.state[fresh[0].weight]
+    assert st["precond_U"].dtype == st["precond_C"].dtype == torch.bfloat16
+    train_steps(fresh, opt2, 5, x, y)
+    for a, b in zip(model.parameters(), fresh.parameters(), strict=True):
+        assert torch.equal(a, b)

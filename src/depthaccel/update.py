@@ -88,7 +88,8 @@ def end_to_end_update(
             :func:`depthaccel.preconditioner.amortised_svd` or ``thresholded_svd``): the
             direction is then ``P_{W_c}(G) + weight_decay * N * W`` (the amortised rule of
             ``EndToEndSGD``'s ``precondition_every``), applied by
-            :func:`depthaccel.preconditioner.amortised_direction`. Ignored for a single
+            :func:`depthaccel.preconditioner.amortised_direction` in the dtype of U
+            (G is cast to it and the direction back to G's dtype). Ignored for a single
             row or column (Eq. 12 is exact and O(d)).
         svd_parts: with ``svd``, its :func:`depthaccel.preconditioner.amortised_parts` for
             this depth, if already computed (saves recomputing them per gradient).
@@ -111,8 +112,9 @@ def end_to_end_update(
         D = single_output_direction(W.squeeze(-2), G.squeeze(-2), depth).unsqueeze(-2)
     elif W.shape[-1] == 1:  # one column: P_W(G) = P_{W^T}(G^T)^T
         D = single_output_direction(W.squeeze(-1), G.squeeze(-1), depth).unsqueeze(-1)
-    elif svd is not None:
-        D = amortised_direction(*svd, G, depth, parts=svd_parts)
+    elif svd is not None:  # in the cached factors' dtype (EndToEndSGD's precondition_dtype)
+        Gc = G.to(svd[0].dtype)
+        D = amortised_direction(*svd, Gc, depth, parts=svd_parts).to(G.dtype)
     else:
         D = end_to_end_direction(W, G, depth, check_finite=check_finite)
     if isinstance(weight_decay, Tensor):
