@@ -17,6 +17,8 @@ all in one process, and prints the gap:
 For 2 it reports the loss at checkpoints and ``||W_K - W_1|| / ||W_1 - W_0||`` (how far
 the amortised weight is from the exact one, relative to how far the exact one moved);
 for 3 the moving-average batch loss and the same relative distance of the dense weights.
+``--bf16`` adds rows to 2: K > 1 with ``precondition_dtype=torch.bfloat16`` (the cache and
+the direction's products in bfloat16; the weights stay float64).
 
 Run: ``DEPTHACCEL_DATA_DIR=... python benchmarks/precondition_every_gap.py --threads 1``.
 """
@@ -46,9 +48,12 @@ def train_l4(
     iters: int,
     every: int,
     record: list[int],
+    cache_dtype: torch.dtype | None = None,
 ) -> tuple[torch.Tensor, dict[int, float]]:
     W = torch.nn.Parameter(W0.clone())
-    opt = EndToEndSGD([W], lr=lr, depth=depth, precondition_every=every)
+    opt = EndToEndSGD(
+        [W], lr=lr, depth=depth, precondition_every=every, precondition_dtype=cache_dtype
+    )
     losses = {}
     for t in range(1, iters + 1):
         opt.zero_grad()
@@ -72,7 +77,13 @@ def part_single_output(X: torch.Tensor, y: torch.Tensor, ks: list[int], iters: i
 
 
 def part_multi_output(
-    X: torch.Tensor, ks: list[int], depths: list[float], k_out: int, iters: int, lr: float
+    X: torch.Tensor,
+    ks: list[int],
+    depths: list[float],
+    k_out: int,
+    iters: int,
+    lr: float,
+    bf16: bool = False,
 ) -> None:
     g = torch.Generator().manual_seed(0)
     A = torch.randn(k_out, X.shape[1], generator=g, dtype=X.dtype) / X.shape[1] ** 0.5
@@ -86,11 +97,14 @@ def part_multi_output(
     head = "| N | K | " + " | ".join(f"loss @ {t}" for t in record) + " | rel. dist. to K=1 | s |"
     print(head)
     print("|" + "---|" * (head.count("|") - 1))
+    runs = [(k, None) for k in ks] + [(k, torch.bfloat16) for k in ks[1:] if bf16]
     for depth in depths:
         ref = None
-        for k in ks:
+        for k, cache in runs:
             t0 = time.perf_counter()
-            W, losses = train_l4(X, Y, W0, depth=depth, lr=lr, iters=iters, every=k, record=record)
+            W, losses = train_l4(
+                X, Y, W0, depth=depth, lr=lr, iters=iters, every=k, record=record, cache_dtype=cache
+            )
             sec = time.perf_counter() - t0
             if ref is None:
                 ref = W
@@ -98,7 +112,8 @@ def part_multi_output(
             else:
                 dist = (torch.linalg.norm(W - ref) / torch.linalg.norm(ref - W0)).item()
             cells = " | ".join(f"{losses[t]:.4g}" for t in record)
-            print(f"| {depth:g} | {k} | {cells} | {dist:.2e} | {sec:.1f} |", flush=True)
+            name = f"{k}" if cache is None else f"{k}, bf16"
+            print(f"| {depth:g} | {name} | {cells} | {dist:.2e} | {sec:.1f} |", flush=True)
 
 
 def part_mnist(ks: list[int], steps: int, data_dir: str | None) -> None:
@@ -118,6 +133,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--iters", type=int, default=2000, help="l4 iterations")
     ap.add_argument("--lr", type=float, default=1e-2, help="l4 learning rate")
     ap.add_argument("--mnist-steps", type=int, default=0, help="MNIST steps (0: skip)")
+    ap.add_argument(
+        "--bf16",
+        action="store_true",
+        help="l4 part: also K > 1 with precondition_dtype=torch.bfloat16",
+    )
     args = ap.parse_args(argv)
     if args.ks[0] != 1:
         ap.error("--ks must start with 1 (the exact rule, the reference)")
@@ -130,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
     y = torch.as_tensor(data.y, dtype=torch.float64)
     print(f"# torch {torch.__version__}, {torch.get_num_threads()} threads, float64 (l4)")
     part_single_output(X, y, args.ks, min(args.iters, 500))
-    part_multi_output(X, args.ks, args.depths, args.outputs, args.iters, args.lr)
+    part_multi_output(X, args.ks, args.depths, args.outputs, args.iters, args.lr, args.bf16)
     if args.mnist_steps:
         part_mnist(args.ks, args.mnist_steps, args.data_dir)
     return 0
