@@ -48,7 +48,7 @@ _HALF = (torch.float16, torch.bfloat16)
 _CACHE_KEYS = ("precond_U", "precond_s", "precond_V", "precond_M", "precond_C")
 # after a refresh whose Gram route failed (an ill-conditioned weight, see
 # preconditioner.amortised_svd), the next GRAM_RETRY - 1 refreshes of that weight go straight
-# to the SVD: a failed try costs about half an SVD for a square weight
+# to the SVD: a failed try costs the Gram matrix and its eigh (a quarter of a 512 x 3136 SVD)
 GRAM_RETRY = 8
 # the derived part of the cache as versions before the amortised kernels stored it
 _LEGACY_CACHE_KEYS = ("precond_K", "precond_c", "precond_depth")

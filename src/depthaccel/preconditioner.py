@@ -267,21 +267,22 @@ def amortised_svd(
     ``s_min >= s_max / GRAM_MAX_CONDITION`` (``e_min >= e_max / 32^2``): then
     ``eps (s_max / s)^2 <= 1024 eps`` for every singular value, none is treated as zero,
     and the direction agrees with the SVD route's to its own rounding level (measured on
-    512 x 128 matrices of condition 2 .. 1000, depth 1.5, 2, 3: the same relative error
-    as the SVD route, ~1e-6 in float32 and ~3e-15 in float64, up to condition 30; 5-9x
-    that at 100 and 100-4000x at 1000, which is why those take route 2). Rank-deficient,
+    128 x 512 matrices of condition 2 .. 1000, depth 1.5, 2, 3: the same relative error
+    as the SVD route, ~1e-6 in float32 and ~3e-15 in float64, up to condition 30; in
+    float32 5-9x that at 100 and 100-450x at 1000, which is why those take route 2). Rank-deficient,
     ill-conditioned and zero matrices take route 2, with its threshold ``rtol`` (default
     ``max(k, d) * eps``). So do square matrices: there the long side's vectors must form a
     complete basis and inherit the ``eps (s_max / s)^2`` error where no part outside the
     row space absorbs it (measured: 6x the SVD route's error at condition 30, depth 1.5),
     and the SVD of a square matrix costs only about twice the Gram route.
 
-    A failed try of route 1 costs the Gram matrix and its ``eigh`` (about half an SVD for
-    a square matrix), which is why a caller that refreshes the same weight again can skip
-    it (``gram=False``) after a failure. The route is chosen on the host (one read of a
-    device value per call that tries route 1: the SVD synchronises too). Singular values are in descending order, as from
-    :func:`thresholded_svd`; the singular vectors of a repeated singular value are some
-    orthonormal basis of its space (Eq. 10's operator does not depend on the choice).
+    A failed try of route 1 costs the Gram matrix and its ``eigh`` (~30 ms for 512 x 3136,
+    a quarter of its SVD), which is why a caller that refreshes the same weight again can
+    skip it (``gram=False``) after a failure. The route is chosen on the host (one read of
+    a device value per call that tries route 1: the SVD synchronises too). Singular
+    values are in descending order, as from :func:`thresholded_svd`; the singular vectors
+    of a repeated singular value are some orthonormal basis of its space (Eq. 10's
+    operator does not depend on the choice).
     Only the dtype is checked (complex input is refused).
     """
     _check_real(W=w)
