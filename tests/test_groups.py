@@ -126,3 +126,52 @@ def test_near_zero_balanced_init_same_end_to_end_without_imbalance():
         product(initial_factors(Run("e2e", LR, depth=3, init_scale=0.05), D, 1)),
         rtol=1e-12,
     )
+
+
+def test_keep_selects_rows_and_full_tensors_keep_the_dropped_ones():
+    """Compaction of a group: the kept runs step exactly as in the masked group, the
+    dropped runs' tensors stay as they were, in their rows, in full_tensors."""
+    g = torch.Generator().manual_seed(2)
+    cases = [
+        ([Run("adam", 0.05, depth=d, init_scale=0.5, seed=s) for s, d in enumerate((1, 2, 3, 4, 2))], 1),
+        ([Run("gd", 0.05, depth=3, hidden=(4, 2), init_scale=0.5, seed=s, weight_decay=0.01 * s)
+          for s in range(5)], 2),
+        ([Run("adadelta", 1.0, depth=2, hidden=3, init_scale=0.5, seed=s,
+              hparams=(("rho", 0.9 + 0.01 * s),)) for s in range(5)], 1),
+        ([Run("e2e", 0.05, depth=2.5, init_scale=0.5, seed=s, weight_decay=0.01 * s)
+          for s in range(5)], 2),
+    ]  # fmt: skip
+    for runs, k in cases:
+        (a,), _ = build_groups(runs, D, k, device="cpu", dtype=torch.float64)
+        (b,), _ = build_groups(runs, D, k, device="cpu", dtype=torch.float64)
+        Gs = [torch.randn(5, k, D, generator=g, dtype=torch.float64) for _ in range(6)]
+        for t in range(2):
+            a.step(Gs[t], None, t)
+            b.step(Gs[t], None, t)
+        frozen = {n: v.clone() for n, v in a.tensors().items()}
+        kept = torch.tensor([0, 2, 3])
+        a.keep(kept)  # runs 1 and 4 leave
+        assert a.size == 3
+        mask = torch.tensor([True, False, True, True, False])
+        for t in range(2, 5):
+            a.step(Gs[t][kept], None, t)
+            b.step(Gs[t], mask, t)
+        a.keep(torch.tensor([0, 2]))  # run 2 leaves too, later
+        frozen2 = {n: v.clone() for n, v in b.tensors().items()}
+        mask[2] = False
+        a.step(Gs[5][[0, 3]], None, 5)
+        b.step(Gs[5], mask, 5)
+        full, masked = a.full_tensors(), b.tensors()
+        assert full.keys() == masked.keys() == frozen.keys()
+        for n in full:
+            assert full[n].shape == masked[n].shape, n
+            torch.testing.assert_close(full[n], masked[n], rtol=1e-14, atol=0)
+            for i in (1, 4):
+                assert torch.equal(full[n][i], frozen[n][i]), (runs[0].method, n)
+            assert torch.equal(full[n][2], frozen2[n][2]), (runs[0].method, n)
+            assert not torch.equal(full[n][3], frozen[n][3]), (runs[0].method, n)  # moved
+        We = torch.empty(2, k, D, dtype=torch.float64)
+        a.write_we(We)
+        Wb = torch.empty(5, k, D, dtype=torch.float64)
+        b.write_we(Wb)
+        torch.testing.assert_close(We, Wb[[0, 3]], rtol=1e-14, atol=0)

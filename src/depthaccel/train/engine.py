@@ -20,25 +20,66 @@ Divergence: a run whose loss at iteration t is non-finite or above
 changing: updates are masked with ``torch.where``), marked ``diverged_at = t``, and its
 logged gaps from t on are NaN. Runs never mix: each run is one row of the GEMMs and all
 other operations are row-wise, so a divergent run (inf/NaN included) cannot change
-another run's numbers: the other curves are bit-identical to those of the same grid
-with tame runs in its slots (tested). Removing runs from a grid changes the GEMMs' row
-count, and MKL's blocking then changes the rounding of a row (measured: results depend
-on the number of rows and on a row's position), so across grids of different sizes a
-run's curve agrees to round-off (~1e-15 relative), not always bit for bit.
+another run's numbers: within one tensor program, the other curves are bit-identical
+to those of the same grid with tame runs in its slots (tested). Removing runs from a
+grid changes the GEMMs' row count, and MKL's blocking can then change the rounding of a
+row (measured: only in GEMMs of 1-3 rows for the shapes tried, see "Compaction"), so
+across grids of different sizes a run's curve agrees to round-off (~1e-15 relative),
+not always bit for bit.
 
 Masking: on the CPU a host-side check "did any run diverge this step?" costs ~1 us and
 lets the groups skip the masking ops while every run is fine; on accelerators that
 check would synchronise every step, so the masks are applied at every step there
 (``mask_every_step``; both paths give the same numbers, tested).
 
+Compaction: frozen runs leave the tensor program, so that an iteration costs in
+proportion to the runs still active (a learning-rate grid's rates past the stability
+edge diverge within a few iterations of a 1e6-iteration call). The rule: after the
+update of iteration t, if t is a multiple of C (``compact_every``, default
+``COMPACT_EVERY`` = 1000 on every device) and a run of the program is frozen, every run
+frozen at or before t leaves it: each group keeps its other runs' rows of every per-run
+tensor (``Group.keep``: ``index_select``, no arithmetic) and the forward's buffers are
+rebuilt for the runs left. The check is free on the lazy path (the host already knows
+whether a run froze) and one host sync per C iterations with ``mask_every_step``, so a
+call in which nothing diverges runs exactly the program it ran before compaction
+existed, at the same cost. A frozen run is carried, masked, for at most C iterations
+(0.1% of a 1e6-iteration call); C is the same on every device so that both masking
+paths run the same programs and give the same numbers. ``compact=False`` keeps every
+run to the end (a diagnostic; the reference of the tests).
+
+A dropped run's results are unchanged: its ``diverged_at`` and first hits cannot change
+after it froze (its loss stays above the limit or NaN), its logged gaps from
+``diverged_at`` on are NaN, its tensors stay as they were when it froze. The other
+runs do the same operations on the same numbers, in GEMMs with fewer rows: on this
+project's machine (MKL, AVX-512, 1 and 2 threads) a row's bits do not depend on the
+GEMM's row count or the row's position as long as it keeps at least 4 rows, so
+compacted results are mostly bit-identical to uncompacted ones (Ethanol GD grids,
+d = 128, m = 2565: all runs; the mixed test grids: all but 0-2 of 108 runs, an e2e
+run with k = 2, whose batched SVDs change, and float32 runs) and otherwise equal to
+round-off: tested to 1e-12 relative in float64 (1e-5 in float32) over 200 iterations.
+As with any other change of batch composition, dynamics that amplify perturbations
+(rates at the stability edge, long calls) can grow such round-off differences. That
+is why ``sweep.MATH_VERSION`` did not change with compaction: the math is the same,
+only the batch composition, which already varies between shard plans (see
+DEVELOPERS.md, "Executors"), and stored results stay valid.
+
 Resumability: ``checkpoint_every=K`` calls ``checkpoint(state)`` after every K-th
 update, where ``state`` is :meth:`TrainState.to_dict` (ints, floats, strings, lists, a
 numpy array and CPU tensors; ``torch.save``-able): the iteration counter, all parameters
 and optimizer states, the logs and first hits so far and the divergence bookkeeping.
+Compaction does not change it: the groups' :meth:`~depthaccel.train.groups.Group.
+full_tensors` hold every run in its original row (a dropped run's frozen tensors, what
+the masked update leaves them at), and ``log_vals`` holds a dropped run's frozen loss at
+its later logged iterations, as the masked engine logs it (never used by a result).
 ``train(..., resume=state)`` with the same X, y, p, runs, iters and logging options
-continues from it; in float64 the result is bit-identical to an uninterrupted call
-(the initial RNG draws are not needed any more). A state that does not match the call
-is refused with a ValueError.
+continues from it; it first drops the runs that the uninterrupted call had dropped by
+then (those frozen at or before its last check, ``(t - 1) // C * C``; one forward of all
+runs gives their frozen losses for the log), so in float64 the result is bit-identical
+to an uninterrupted call (the initial RNG draws are not needed any more). A checkpoint
+written before compaction existed (frozen runs still in its program) resumes the same
+way; the uninterrupted call that it is then compared with would have dropped those runs
+earlier, so the two agree to round-off (bit for bit when no run had to leave before the
+checkpoint). A state that does not match the call is refused with a ValueError.
 """
 
 from __future__ import annotations
@@ -57,9 +98,10 @@ from depthaccel.train.groups import Group, build_groups, initial_factors
 from depthaccel.train.runs import Run, RunResult, check_runs
 from depthaccel.train.state import TrainState
 
-__all__ = ["DEFAULT_DTYPE", "initial_factors", "log_iterations", "train"]
+__all__ = ["COMPACT_EVERY", "DEFAULT_DTYPE", "initial_factors", "log_iterations", "train"]
 
 DEFAULT_DTYPE = torch.float64
+COMPACT_EVERY = 1000  # C: the default period of the compaction check (iterations)
 _NEVER = np.iinfo(np.int64).max
 
 Tensor = torch.Tensor
@@ -166,6 +208,50 @@ class _Forward:
         return lsum.mul_(self.scale)
 
 
+class _Program:
+    """The tensor program of a call: the runs in it (``rows``: their rows in the call's
+    bookkeeping, ascending; None = all R runs), their groups, and the forward's buffers
+    (None once no run is left)."""
+
+    def __init__(self, prob: _Problem, groups: list[Group], R: int):
+        self.prob = prob
+        self.live = list(groups)  # the groups with runs in the program
+        self.fwd: _Forward | None = _Forward(prob, R)
+        self._write()
+
+    def _write(self) -> None:
+        assert self.fwd is not None
+        for grp in self.live:
+            grp.write_we(self.fwd.We[grp.rows])
+
+    def step(self, active: Tensor | None, t: int) -> None:
+        """Step 3 of the module docstring; ``active`` masks frozen runs (None: none)."""
+        fwd = self.fwd
+        if fwd is None:
+            return
+        for grp in self.live:
+            grp.step(fwd.G[grp.rows], None if active is None else active[grp.rows], t)
+            grp.write_we(fwd.We[grp.rows])
+
+    def keep(self, keep: Tensor) -> None:
+        """Keep only the runs where ``keep`` (bool, one per run of the program) is True:
+        each group selects its rows (no arithmetic), the forward's buffers shrink."""
+        r0 = 0
+        live = []
+        for grp in self.live:
+            idx = keep[grp.rows].nonzero().squeeze(1)
+            if idx.numel() != grp.size:
+                grp.keep(idx)
+            grp.rows = slice(r0, r0 + grp.size)
+            r0 += grp.size
+            if grp.size:
+                live.append(grp)
+        self.live = live
+        self.fwd = _Forward(self.prob, r0) if r0 else None
+        if self.fwd is not None:
+            self._write()
+
+
 # --------------------------------------------------------------------------- train
 
 
@@ -190,6 +276,8 @@ def train(
     gram: bool | None = None,
     fast_width1: bool = True,
     mask_every_step: bool | None = None,
+    compact: bool = True,
+    compact_every: int | None = None,
 ) -> list[RunResult]:
     r"""Train all ``runs`` on ``L(W) = (1/m) sum_i sum_c (1/p)|x_i^T w_c - y_ic|^p`` for
     ``iters`` full-batch iterations, batched; returns one :class:`RunResult` per run, in order.
@@ -227,6 +315,11 @@ def train(
         mask_every_step: apply the divergence masks at every step (True) or only once a
             run has diverged (False; checks on the host every step). Default: True on
             accelerators, False on the CPU. Same numbers either way.
+        compact: drop frozen runs from the tensor program (see "Compaction" in the
+            module docstring); False keeps them (masked) to the end: a diagnostic.
+        compact_every: C, the period of the compaction check in iterations; default
+            ``COMPACT_EVERY`` (1000) on every device, so that both masking paths give
+            the same numbers.
 
     Raises:
         ValueError: bad shapes, NaN/inf in X or y, no runs, bad iters/thresholds, or a
@@ -246,6 +339,13 @@ def train(
         mask_every_step = device.type != "cpu"
     elif not isinstance(mask_every_step, bool):
         raise ValueError(f"mask_every_step must be True, False or None, got {mask_every_step!r}")
+    if compact_every is None:
+        compact_every = COMPACT_EVERY
+    elif (
+        isinstance(compact_every, bool) or int(compact_every) != compact_every or compact_every < 1
+    ):
+        raise ValueError(f"compact_every must be an integer >= 1, got {compact_every!r}")
+    C = int(compact_every)
     p = float(p)
     if not (math.isfinite(p) and p >= 2):
         raise ValueError(f"p must be a finite real number >= 2, got {p!r}")
@@ -258,31 +358,61 @@ def train(
     state = _fresh_state(prob, runs, groups, T, Lstar, thr, log_points, log_scale)
     if resume is not None:
         _resume(state, resume, groups)
-    fwd = _Forward(prob, len(runs))
-    for grp in groups:
-        grp.write_we(fwd.We[grp.rows])
-    monitor = _Monitor(state, prob, fwd.We, diverge_factor, lazy=not mask_every_step)
+    prog = _Program(prob, groups, len(runs))
+    monitor = _Monitor(state, prob, diverge_factor, lazy=not mask_every_step)
+    if compact and state.t > 0:
+        # a resumed call continues with the program of the uninterrupted one: without
+        # the runs frozen at or before its last compaction check (iteration c)
+        c = (state.t - 1) // C * C
+        keep = monitor.diverged_at > c
+        if not bool(keep.all()):
+            _drop(prog, monitor, keep, prog.fwd())
 
     bar = _ProgressBar(T, state.t, len(runs)) if progress else None
     elapsed0 = state.elapsed
+    K = checkpoint_every if checkpoint is not None and checkpoint_every else 0
+
+    def save(t: int) -> None:
+        monitor.sync()
+        state.t = t
+        state.elapsed = elapsed0 + time.perf_counter() - t_start
+        state.groups = [g.full_tensors() for g in groups]
+        checkpoint(state.to_dict())  # type: ignore[misc]
+
+    t = state.t
     with torch.no_grad():
-        for t in range(state.t, T + 1):
-            active = monitor.observe(t, fwd())
+        while prog.fwd is not None:  # until t = T, or until no run is left
+            loss = prog.fwd()
+            active = monitor.observe(t, loss, prog.fwd.We)
             if t == T:
                 break
-            for grp in groups:
-                grp.step(fwd.G[grp.rows], None if active is None else active[grp.rows], t)
-                grp.write_we(fwd.We[grp.rows])
-            if checkpoint is not None and checkpoint_every and (t + 1) % checkpoint_every == 0:
-                state.t = t + 1
-                state.elapsed = elapsed0 + time.perf_counter() - t_start
-                state.groups = [g.tensors() for g in groups]
-                checkpoint(state.to_dict())
+            prog.step(active, t)
+            if compact and t % C == 0 and monitor.has_frozen(t):
+                # frozen runs did not move in the step: their losses are still `loss`
+                _drop(prog, monitor, monitor.diverged_at > t, loss)
+            t += 1
+            if K and t % K == 0:
+                save(t)
             if bar is not None:
-                bar.advance(t + 1)
+                bar.advance(t)
+        if prog.fwd is None:
+            # every run is frozen and out of the program: iterations t..T only log the
+            # frozen losses and checkpoint, at the same iterations as ever
+            for c in range((t // K + 1) * K, T + 1, K) if K else ():
+                monitor.log_frozen_through(c - 1)
+                save(c)
+            monitor.log_frozen_through(T)
     if bar is not None:
         bar.close(T)
+    monitor.sync()
     return _results(runs, row_of, state, Lstar, elapsed0 + time.perf_counter() - t_start)
+
+
+def _drop(prog: _Program, monitor: _Monitor, keep: Tensor, loss: Tensor) -> None:
+    """Compaction: the runs of the program where ``keep`` is False leave it; ``loss`` is
+    the program's losses at the iterate of the frozen runs (for their log)."""
+    monitor.keep(keep, monitor.logged(loss, prog.fwd.We))
+    prog.keep(keep)
 
 
 def _check_iters(iters: int) -> int:
@@ -366,50 +496,108 @@ def _dtype_of(name: str) -> torch.dtype:
 
 class _Monitor:
     """Step 2 of the module docstring: divergence, first hits and logging, on the losses
-    (R,) of the current iterate; writes into the state's bookkeeping tensors."""
+    of the current iterate of the runs in the program.
 
-    def __init__(
-        self, state: TrainState, prob: _Problem, We: Tensor, diverge_factor: float, *, lazy: bool
-    ):
+    Until the first compaction its bookkeeping tensors are the state's own; after it,
+    they hold the program's rows (``rows``), and :meth:`sync` writes them back into
+    the state (before a checkpoint and at the end). Runs out of the program are frozen,
+    so their bookkeeping no longer changes, except the log, where they get their
+    constant frozen loss (``frozen_log``)."""
+
+    def __init__(self, state: TrainState, prob: _Problem, diverge_factor: float, *, lazy: bool):
         self.state = state
         self.prob = prob
-        self.We = We  # the end-to-end matrices whose losses are observed (for loss64)
         self.diverge_factor = diverge_factor
-        self.limit = None if state.loss0 is None else state.loss0 * diverge_factor
+        self.full_limit = None if state.loss0 is None else state.loss0 * diverge_factor
+        self.limit = self.full_limit
         self.lazy = lazy
-        self.active = state.diverged_at == _NEVER
+        self.rows: Tensor | None = None  # the program's runs (None: all, in order)
+        self.diverged_at = state.diverged_at
+        self.first_hit = state.first_hit
+        self.active = self.diverged_at == _NEVER
         self.any_frozen = not bool(self.active.all())
+        self.frozen_log: Tensor | None = None  # (R,) the frozen loss of each dropped run
         self.thr = torch.tensor(state.thresholds, device=prob.device, dtype=prob.dtype)
         self.next_log = int(np.searchsorted(state.log_iters, state.t))
         self.exact_log = prob.dtype == torch.float64 and not prob.gram
 
-    def observe(self, t: int, loss: Tensor) -> Tensor | None:
-        """Book iteration t's losses; return the runs still active (None: all of them,
-        and nothing needs masking)."""
+    def logged(self, loss: Tensor, We: Tensor) -> Tensor:
+        """The logged (float64) losses of the program's runs: ``loss`` itself in float64
+        residual form, else exact float64 losses of the end-to-end matrices ``We``."""
+        return loss.to(torch.float64) if self.exact_log else self.prob.loss64(We)
+
+    def observe(self, t: int, loss: Tensor, We: Tensor) -> Tensor | None:
+        """Book iteration t's losses (those of the program's runs, whose end-to-end
+        matrices are ``We``); return the runs still active (None: all of them, and
+        nothing needs masking)."""
         st = self.state
         if self.limit is None:
             st.loss0 = loss.clone()
-            self.limit = st.loss0 * self.diverge_factor
+            self.full_limit = self.limit = st.loss0 * self.diverge_factor
         ok = loss <= self.limit  # False for NaN
         if self.lazy:
             # frozen runs keep their (bad) loss, so "ok == active" means nothing new
             if bool(torch.ne(ok, self.active).any()):
-                st.diverged_at.masked_fill_(self.active & ~ok, t)
+                self.diverged_at.masked_fill_(self.active & ~ok, t)
                 self.active &= ok
                 self.any_frozen = True
             active = self.active if self.any_frozen else None
         else:
-            torch.minimum(st.diverged_at, torch.where(ok, _NEVER, t), out=st.diverged_at)
-            active = st.diverged_at > t
+            torch.minimum(self.diverged_at, torch.where(ok, _NEVER, t), out=self.diverged_at)
+            active = self.diverged_at > t
         if st.thresholds:
             hit = (loss - st.optimum).unsqueeze(1) < self.thr
-            torch.minimum(st.first_hit, torch.where(hit, t, _NEVER), out=st.first_hit)
+            torch.minimum(self.first_hit, torch.where(hit, t, _NEVER), out=self.first_hit)
         if self.next_log < len(st.log_iters) and t == st.log_iters[self.next_log]:
-            st.log_vals[self.next_log] = (
-                loss.to(torch.float64) if self.exact_log else self.prob.loss64(self.We)
-            )
+            vals = self.logged(loss, We)
+            if self.rows is None:
+                st.log_vals[self.next_log] = vals
+            else:
+                assert self.frozen_log is not None
+                row = st.log_vals[self.next_log]
+                row.copy_(self.frozen_log).index_copy_(0, self.rows, vals)
             self.next_log += 1
         return active
+
+    def has_frozen(self, t: int) -> bool:
+        """Whether a run of the program is frozen at iteration t (after observing it);
+        free on the lazy path, one host sync otherwise."""
+        if self.lazy:
+            return self.any_frozen
+        return bool((self.diverged_at <= t).any())
+
+    def keep(self, keep: Tensor, logged: Tensor) -> None:
+        """Compaction: only the program's runs where ``keep`` is True stay; the others'
+        frozen losses are ``logged`` (:meth:`logged` of the program's current losses)."""
+        st = self.state
+        R = st.diverged_at.shape[0]
+        rows = self.rows if self.rows is not None else torch.arange(R, device=keep.device)
+        if self.frozen_log is None:
+            self.frozen_log = torch.full_like(st.log_vals[0], float("nan"))
+        drop = ~keep
+        self.frozen_log[rows[drop]] = logged[drop]
+        self.sync()
+        assert self.full_limit is not None
+        self.rows = rows[keep]
+        self.diverged_at = st.diverged_at[self.rows]
+        self.first_hit = st.first_hit[self.rows]
+        self.limit = self.full_limit[self.rows]
+        self.active = self.diverged_at == _NEVER
+        self.any_frozen = not bool(self.active.all())
+
+    def sync(self) -> None:
+        """Write the program's bookkeeping into the state (no-op before a compaction)."""
+        if self.rows is not None:
+            self.state.diverged_at.index_copy_(0, self.rows, self.diverged_at)
+            self.state.first_hit.index_copy_(0, self.rows, self.first_hit)
+
+    def log_frozen_through(self, t: int) -> None:
+        """Log iterations up to t when no run is left in the program (all frozen)."""
+        st = self.state
+        assert self.frozen_log is not None
+        while self.next_log < len(st.log_iters) and st.log_iters[self.next_log] <= t:
+            st.log_vals[self.next_log] = self.frozen_log
+            self.next_log += 1
 
 
 class _ProgressBar:

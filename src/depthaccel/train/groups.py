@@ -21,6 +21,14 @@ adaptive rule of :mod:`depthaccel.train.kernels` on every factor.
 
 Every group masks frozen (diverged) runs with ``torch.where``: a run's parameters and
 optimizer state stop changing from the iteration it diverged (see ``Group.step``).
+
+Compaction (``Group.keep``): the engine drops frozen runs from the tensor program. A
+group then keeps only the rows of its remaining runs in every per-run tensor
+(parameters, optimizer states, per-run hyperparameters, cached products), without any
+arithmetic (``index_select``), so a kept run's numbers are exactly what they were; the
+dropped runs' tensors are kept as they were when dropped (frozen: they would not
+change any more), and :meth:`Group.full_tensors` gives every run's tensors, in the
+group's original layout, for a checkpoint.
 """
 
 from __future__ import annotations
@@ -77,6 +85,12 @@ def _col(values: Sequence[float], shape_tail: int, ref: Tensor) -> Tensor:
     return torch.tensor(values, dtype=ref.dtype, device=ref.device).view(-1, *([1] * shape_tail))
 
 
+def _take(x, idx: Tensor):
+    """Rows ``idx`` of a per-run tensor (leading dimension = runs); a Python number (a
+    hyperparameter shared by all runs) or None stays as it is."""
+    return x.index_select(0, idx) if isinstance(x, Tensor) else x
+
+
 class Group:
     """Runs trained by one batched program. Subclasses hold the parameters and optimizer
     states of their R_g runs (rows ``rows`` of the engine's (R, k, d) buffers)."""
@@ -86,6 +100,43 @@ class Group:
     def __init__(self, runs: list[Run], rows: slice):
         self.runs = runs
         self.rows = rows
+        # after a compaction: every run's tensors as of the last compaction (the dropped
+        # runs' final ones) and the positions of the kept runs among the group's runs
+        self._full: dict[str, Tensor] | None = None
+        self._pos: Tensor | None = None
+
+    @property
+    def size(self) -> int:
+        """Number of runs still in the tensor program (all of them before a compaction)."""
+        return len(self.runs) if self._pos is None else int(self._pos.numel())
+
+    def keep(self, idx: Tensor) -> None:
+        """Compaction: keep only the runs at positions ``idx`` (int64, ascending) of the
+        group's current rows; the others leave the tensor program with their tensors as
+        they are now (see the module docstring). The engine assigns the new ``rows``."""
+        # the tensors are replaced, never modified in place, by steps: no copy needed
+        self._full = self.full_tensors()
+        pos = (
+            self._pos if self._pos is not None else torch.arange(len(self.runs), device=idx.device)
+        )
+        self._pos = pos.index_select(0, idx)
+        self._select(idx)
+
+    def full_tensors(self) -> dict[str, Tensor]:
+        """:meth:`tensors` of all the group's runs, in their original order (the kept
+        runs' current values, the dropped runs' values when dropped): the group's part
+        of a checkpoint, the same layout with or without compaction."""
+        own = self.tensors()
+        if self._full is None:
+            return own
+        out = {}
+        for name, t in own.items():
+            out[name] = self._full[name].index_copy(0, self._pos, t)
+        return out
+
+    def _select(self, idx: Tensor) -> None:  # pragma: no cover - abstract
+        """Keep rows ``idx`` of every per-run tensor (``_take``; no arithmetic)."""
+        raise NotImplementedError
 
     def write_we(self, We: Tensor) -> None:  # pragma: no cover - abstract
         """Write the runs' end-to-end matrices ``W_e = W_N ... W_1`` (Eq. 5) into ``We``
@@ -137,6 +188,13 @@ class _OptMixin:
                 vals = [h[name] for h in hps]
                 self.hp[name] = vals[0] if len(set(vals)) == 1 else _col(vals, tail, ref)
             self.update = kernels.UPDATES[self.method]
+
+    def _select_opt(self, idx: Tensor) -> None:
+        # has_wd and the form of each hp (float or tensor) stay: same ops, same numbers
+        self.lr = _take(self.lr, idx)
+        self.wd = _take(self.wd, idx)
+        self.decay = _take(self.decay, idx)
+        self.hp = {name: _take(v, idx) for name, v in self.hp.items()}
 
     def _apply(self, p: Tensor, g: Tensor, state: dict[str, Tensor], mask: Tensor | None, t: int):
         """New value of p (and of the state), frozen where mask is False (None: nowhere)."""
@@ -225,6 +283,14 @@ class Width1Group(Group, _OptMixin):
         super().load_tensors(sd)
         self.c = self.S.prod(1, keepdim=True)
 
+    def _select(self, idx: Tensor) -> None:
+        # Q and padded stay: masking with an all-True smask row changes no number
+        self.v, self.S, self.c = (_take(x, idx) for x in (self.v, self.S, self.c))
+        self.smask = _take(self.smask, idx)
+        self.state_v = {n: _take(x, idx) for n, x in self.state_v.items()}
+        self.state_S = {n: _take(x, idx) for n, x in self.state_S.items()}
+        self._select_opt(idx)
+
 
 class NetGroup(Group, _OptMixin):
     """Depth-N nets of one shape (any widths/outputs) and one method: batched bmm.
@@ -290,6 +356,13 @@ class NetGroup(Group, _OptMixin):
         super().load_tensors(sd)
         self._left()
 
+    def _select(self, idx: Tensor) -> None:
+        self.W = [_take(w, idx) for w in self.W]
+        self.states = [{n: _take(x, idx) for n, x in st.items()} for st in self.states]
+        self.left = [_take(x, idx) for x in self.left]
+        self.We = _take(self.We, idx)
+        self._select_opt(idx)
+
 
 class E2EGroup(Group):
     """The end-to-end scheme at one depth N: ``W_e <- W_e - lr * D`` with
@@ -333,6 +406,9 @@ class E2EGroup(Group):
     def load_tensors(self, sd):
         self.W = self.W.clone()
         super().load_tensors(sd)
+
+    def _select(self, idx: Tensor) -> None:
+        self.W, self.lr, self.wd = (_take(x, idx) for x in (self.W, self.lr, self.wd))
 
 
 def batch_signature(run: Run, d: int, k: int, fast_width1: bool = True) -> tuple:

@@ -1,0 +1,316 @@
+"""Compaction in the engine (``depthaccel.train.engine``): frozen runs leave the tensor
+program, and nothing of any run's result changes.
+
+The reference is the same call with ``compact=False`` (every frozen run carried, masked,
+to the end: the engine before compaction). The engine's other tests (against one-run
+references) are in ``test_train.py``. Grids mix every kind of group (width-1 nets of
+depths 1-3, general nets, GD / Adam / AdaGrad / AdaDelta in both conventions, e2e at
+depths 2 and 2.5) over rates across the stability edge, so runs diverge at many
+different iterations; some groups have per-run hyperparameters (Adam's beta2,
+AdaDelta's rho).
+"""
+
+import io
+
+import numpy as np
+import pytest
+import torch
+
+from depthaccel.sweep import dumps_state, loads_state
+from depthaccel.train import Run, engine, train
+
+T = 200
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(one_torch_thread):
+    yield
+
+
+def problem(k=1, m=50, d=6, seed=5):
+    g = torch.Generator().manual_seed(seed)
+    X = torch.randn(m, d, generator=g, dtype=torch.float64)
+    W = torch.randn(d, k, generator=g, dtype=torch.float64)
+    Y = X @ W + 0.5 * torch.randn(m, k, generator=g, dtype=torch.float64)
+    Y = Y / Y.std(0)
+    return X, (Y[:, 0] if k == 1 else Y)
+
+
+def grid(n_rates=12, lo=0.02, hi=3.0):
+    runs = []
+    for i, lr in enumerate(np.geomspace(lo, hi, n_rates)):
+        lr = float(f"{lr:.3g}")
+        c = {"init_scale": 0.5, "seed": i}
+        rho = 0.95 if i % 2 else 0.9  # per-run hyperparameters within one group
+        runs += [
+            Run("gd", lr, depth=1, **c),
+            Run("gd", lr, depth=3, **c),
+            Run("gd", lr, depth=2, hidden=3, weight_decay=0.01, **c),
+            Run("e2e", lr, depth=2, **c),
+            Run("e2e", lr, depth=2.5, weight_decay=0.01, **c),
+            Run("adam", lr / 4, depth=2, hidden=3, hparams=(("beta2", 0.99 + i % 2 / 200),), **c),
+            Run("adam", lr / 4, depth=2, convention="torch", **c),
+            Run("adagrad", lr, depth=3, hidden=(4, 2), **c),
+            Run("adadelta", lr * 30, depth=2, convention="torch", hparams=(("rho", rho),), **c),
+        ]
+    return runs
+
+
+KW = {"optimum": 0.0, "log_points": 41, "thresholds": (0.5, 0.3, 0.1)}
+
+
+def assert_same_results(got, want, *, exact=False, rtol=1e-12):
+    """Every result field equal; gaps bit-identical (exact) or to ``rtol`` relative
+    (1e-12 in float64; a float32 call's round-off is ~1e-7)."""
+    assert len(got) == len(want)
+    for a, b in zip(got, want, strict=True):
+        assert a.run == b.run
+        assert a.diverged == b.diverged and a.diverged_at == b.diverged_at, a.run.label()
+        assert a.first_hit == b.first_hit, a.run.label()
+        assert np.array_equal(a.iters, b.iters)
+        assert np.array_equal(np.isnan(a.gap), np.isnan(b.gap)), a.run.label()
+        if exact:
+            assert np.array_equal(a.gap, b.gap, equal_nan=True), a.run.label()
+            assert np.array_equal(a.final_gap, b.final_gap, equal_nan=True)
+        else:
+            np.testing.assert_allclose(a.gap, b.gap, rtol=rtol, atol=0, err_msg=a.run.label())
+            np.testing.assert_allclose(a.final_gap, b.final_gap, rtol=rtol, atol=0)
+
+
+class Programs:
+    """Records the size of every tensor program (``_Forward``) a call builds and how many
+    iterations it ran: the compaction schedule, whatever the arithmetic."""
+
+    def __init__(self, monkeypatch):
+        self.log: list[list[int]] = []  # [rows, forward calls]
+        outer = self
+        base = engine._Forward
+
+        class Recording(base):
+            def __init__(self, prob, R):
+                super().__init__(prob, R)
+                self.entry = [R, 0]
+                outer.log.append(self.entry)
+
+            def __call__(self):
+                self.entry[1] += 1
+                return super().__call__()
+
+        monkeypatch.setattr(engine, "_Forward", Recording)
+
+    def take(self):
+        out, self.log[:] = list(self.log), []
+        return [tuple(e) for e in out]
+
+
+def expected_programs(results, C, t0=0, iters=T):
+    """The rule: after the update of iteration t (t a multiple of C, t < T), the runs
+    frozen at or before t leave the program; [(rows, iterations run)] from t0 on."""
+    div = np.array([r.diverged_at if r.diverged else np.iinfo(np.int64).max for r in results])
+    if t0 > 0:  # a resumed call starts without those frozen at its last check
+        c = (t0 - 1) // C * C
+        div = div[div > c]
+    out, start = [], t0
+    size = len(div)
+    for t in range(t0, iters):
+        if t % C == 0 and (div <= t).any() and size:
+            out.append((size, t + 1 - start))
+            div = div[div > t]
+            size, start = len(div), t + 1
+    if size:
+        out.append((size, iters + 1 - start))
+    return out
+
+
+@pytest.mark.parametrize(
+    "k, p, options",
+    [
+        (1, 4, {}),
+        (2, 4, {}),
+        (1, 2, {}),  # Gram form
+        (2, 3, {}),
+        (1, 2, {"gram": False, "fast_width1": False}),
+        (2, 4, {"dtype": torch.float32}),
+        (1, 4, {"mask_every_step": True}),  # the accelerators' path, on the CPU
+    ],
+)
+@pytest.mark.parametrize("C", [1, 7])
+def test_compacted_equals_uncompacted_on_mixed_grids(k, p, options, C, monkeypatch):
+    X, y = problem(k=k)
+    runs = grid()
+    progs = Programs(monkeypatch)
+    want = train(X, y, p, runs, T, compact=False, **KW, **options)
+    assert progs.take() == [(len(runs), T + 1)]
+    got = train(X, y, p, runs, T, compact_every=C, **KW, **options)
+    sizes = progs.take()
+    assert_same_results(got, want, rtol=1e-5 if "dtype" in options else 1e-12)
+    div = sorted(r.diverged_at for r in want if r.diverged)
+    assert len(div) >= 10 and len(set(div)) >= 5, div  # many runs, at many iterations
+    assert sizes == expected_programs(want, C)
+    assert len(sizes) >= 3 and sizes[-1][0] == len(runs) - len(div)  # it compacted
+
+
+def test_default_period_and_a_grid_where_nothing_diverges(monkeypatch):
+    X, y = problem()
+    runs = grid(n_rates=4, lo=0.002, hi=0.04)
+    progs = Programs(monkeypatch)
+    states_a, states_b = [], []
+    a = train(X, y, 4, runs, T, checkpoint_every=60, checkpoint=states_a.append, **KW)
+    assert progs.take() == [(len(runs), T + 1)]  # one program, never rebuilt
+    b = train(
+        X, y, 4, runs, T, compact=False, checkpoint_every=60, checkpoint=states_b.append, **KW
+    )
+    progs.take()
+    assert not any(r.diverged for r in a)
+    assert_same_results(a, b, exact=True)
+    assert [_bytes(s, elapsed=0) for s in states_a] == [_bytes(s, elapsed=0) for s in states_b]
+    # the default check period, on both masking paths: one check at t=0 within T < 1000
+    assert engine.COMPACT_EVERY == 1000
+    runs = grid()
+    for mask in (False, True):
+        got = train(X, y, 4, runs, 1500, log_points=31, optimum=0.0, mask_every_step=mask)
+        sizes = progs.take()
+        assert sizes == expected_programs(got, 1000, iters=1500)
+        dropped = sum(r.diverged and r.diverged_at <= 1000 for r in got)
+        assert dropped >= 10 and [s for s, _ in sizes] == [len(runs), len(runs) - dropped]
+
+
+@pytest.mark.parametrize("mask", [False, True])
+def test_every_run_diverges(mask, monkeypatch):
+    X, y = problem(k=2)
+    runs = [r for r in grid(n_rates=4, lo=20.0, hi=100.0) if r.method != "adadelta"]
+    progs = Programs(monkeypatch)
+    sa, sb = [], []
+    kw = {**KW, "checkpoint_every": 30, "mask_every_step": mask}
+    want = train(X, y, 4, runs, T, compact=False, checkpoint=sb.append, **kw)
+    progs.take()
+    got = train(X, y, 4, runs, T, compact_every=2, checkpoint=sa.append, **kw)
+    assert all(r.diverged for r in want)
+    assert_same_results(got, want)
+    sizes = progs.take()
+    assert sizes == expected_programs(want, 2) and sizes[-1][1] < 10  # then no program
+    # the checkpoints of the empty program: same iterations and contents
+    assert [s["t"] for s in sa] == [s["t"] for s in sb] == list(range(30, T + 1, 30))
+    for a, b in zip(sa, sb, strict=True):
+        assert_same_state(a, b)
+    # resuming from one of them finishes the call the same way
+    part = train(X, y, 4, runs, T, compact_every=2, resume=_reload(sa[2]), **kw)
+    assert_same_results(part, got, exact=True)
+
+
+def assert_same_state(a, b, exact_rows=None):
+    """Two checkpoints of one call: same layout; same numbers (1e-12 relative, the
+    frozen entries of ``exact_rows`` runs bit for bit)."""
+    assert a.keys() == b.keys() and a["t"] == b["t"]
+    for name in ("first_hit", "diverged_at", "loss0"):
+        assert torch.equal(a[name], b[name]), name
+    torch.testing.assert_close(a["log_vals"], b["log_vals"], rtol=1e-12, atol=0, equal_nan=True)
+    assert len(a["groups"]) == len(b["groups"])
+    for ga, gb in zip(a["groups"], b["groups"], strict=True):
+        assert ga.keys() == gb.keys()
+        for n in ga:
+            assert ga[n].dtype == gb[n].dtype and ga[n].shape == gb[n].shape, n
+            torch.testing.assert_close(ga[n], gb[n], rtol=1e-12, atol=0, equal_nan=True)
+
+
+def _reload(state):
+    """Through the results store's serialisation (what a resumed sweep reads)."""
+    return loads_state(dumps_state(state))
+
+
+def _bytes(state, **override):
+    buf = io.BytesIO()
+    torch.save({**state, **override}, buf)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("mask", [False, True])
+def test_checkpoint_after_compaction_resumes_as_uninterrupted(mask, monkeypatch):
+    X, y = problem(k=2)
+    runs = grid()
+    kw = {**KW, "checkpoint_every": 20, "compact_every": 10, "mask_every_step": mask}
+    progs = Programs(monkeypatch)
+    states = []
+    full = train(X, y, 4, runs, T, checkpoint=states.append, **kw)
+    full_sizes = progs.take()
+    assert [s["t"] for s in states] == list(range(20, T + 1, 20))
+    assert len(full_sizes) >= 3  # compacted before some checkpoints
+    ref = []
+    nocompact = train(X, y, 4, runs, T, checkpoint=ref.append, **{**kw, "compact": False})
+    assert_same_results(full, nocompact)
+    progs.take()
+    # t=20 and t=120: a run froze after the last check (t=10, t=110) and is still in
+    # the program, masked; it leaves at the next check (t=20, t=120) as uninterrupted
+    late = {r.diverged_at for r in full if r.diverged}
+    assert 18 in late and 119 in late
+    for i in (0, 1, 5, len(states) - 1):
+        st = states[i]
+        # the layout of the uncompacted engine's checkpoint at the same iteration
+        assert_same_state(st, ref[i])
+        later = []
+        part = train(X, y, 4, runs, T, resume=_reload(st), checkpoint=later.append, **kw)
+        assert_same_results(part, full, exact=True)
+        # the resumed call runs the uninterrupted call's programs from st["t"] on, after
+        # one forward of all runs (the dropped runs' frozen losses, for the log)
+        assert progs.take() == [(len(runs), 1), *expected_programs(full, 10, t0=st["t"])]
+        for a, b in zip(later, states[i + 1 :], strict=True):
+            assert _bytes(a, elapsed=0) == _bytes(b, elapsed=0)  # bit for bit
+
+
+def test_frozen_runs_keep_their_tensors_in_checkpoints():
+    """A dropped run's tensors in later checkpoints are those it had when it froze."""
+    X, y = problem(k=2)
+    runs = grid()
+    sa, sb = [], []
+    kw = {**KW, "checkpoint_every": 20}
+    res = train(X, y, 4, runs, T, compact_every=1, checkpoint=sa.append, **kw)
+    train(X, y, 4, runs, T, compact=False, checkpoint=sb.append, **kw)
+    groups, row_of = engine.build_groups(runs, 6, 2, device="cpu", dtype=torch.float64)
+    early = [i for i, r in enumerate(res) if r.diverged and r.diverged_at < 20]
+    assert len(early) >= 10
+    for a, b in zip(sa, sb, strict=True):
+        assert_same_state(a, b)
+    # rows frozen before the first checkpoint: bit for bit the masked engine's, and
+    # unchanged from one checkpoint to the next
+    first = sa[0]
+    for i in early:
+        (gi,) = [j for j, g in enumerate(groups) if g.rows.start <= row_of[i] < g.rows.stop]
+        row = row_of[i] - groups[gi].rows.start
+        for a, b in zip(sa, sb, strict=True):
+            ga, gb = a["groups"][gi], b["groups"][gi]
+            for n in ga:
+                assert torch.equal(ga[n][row], first["groups"][gi][n][row]), n
+                assert torch.equal(ga[n][row], gb[n][row]), n
+
+
+def test_uncompacted_checkpoint_with_frozen_runs_resumes(monkeypatch):
+    """A checkpoint of the engine before compaction (frozen runs still in the program)
+    resumes with compaction: the frozen runs leave at the resumed call's first check."""
+    X, y = problem(k=2)
+    runs = grid()
+    states = []
+    kw = {**KW, "checkpoint_every": 50}
+    full = train(X, y, 4, runs, T, compact=False, checkpoint=states.append, **kw)
+    frozen = (states[0]["diverged_at"] < 50).sum().item()
+    assert frozen >= 10
+    progs = Programs(monkeypatch)
+    part = train(X, y, 4, runs, T, resume=_reload(states[0]), compact_every=3, **kw)
+    assert_same_results(part, full)
+    sizes = progs.take()
+    # one forward of all runs (the frozen runs' losses for the log), then without them
+    # (those frozen at or before the last check, t=48), as an uninterrupted call would
+    at_48 = (states[0]["diverged_at"] <= 48).sum().item()
+    assert at_48 >= 10 and sizes[0] == (len(runs), 1) and sizes[1][0] == len(runs) - at_48
+    assert sizes[1:] == expected_programs(full, 3, t0=50)
+    # default period: no check since t=0, so the frozen runs stay in the program (masked)
+    # and the call continues exactly as the engine that wrote the checkpoint
+    part = train(X, y, 4, runs, T, resume=_reload(states[0]), **kw)
+    assert progs.take() == [(len(runs), T + 1 - 50)]
+    assert_same_results(part, full, exact=True)
+
+
+def test_bad_compaction_options():
+    X, y = problem()
+    for bad in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match="compact_every"):
+            train(X, y, 4, [Run("gd", 0.1)], 10, optimum=0.0, compact_every=bad)
