@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import numpy as np
@@ -203,7 +204,10 @@ WRITER = textwrap.dedent(
             s.save_checkpoint(g, [r.key], i, bytes(2000))
             s.finish_group(g, [r])
             s.save_checkpoint("shared", [], i, bytes([wid]) * 3000)
+            deadline = time.monotonic() + 60
             while i == 0 and s.count_runs() < 2:  # make sure the two really overlap
+                if time.monotonic() > deadline:  # the other writer failed: say so, end
+                    sys.exit("the other writer never wrote its first run")
                 time.sleep(0.001)
     """
 )
@@ -229,9 +233,15 @@ def test_concurrent_writers_do_not_corrupt(tmp_path):
         for w in (1, 2)
     ]
     Path(str(path) + ".go").touch()  # both start as close together as possible
-    outs = [p.communicate(timeout=120) for p in procs]
-    for p, (_out, err) in zip(procs, outs, strict=True):
-        assert p.returncode == 0, err
+    try:
+        outs = [p.communicate(timeout=120) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    errors = [err for p, (_out, err) in zip(procs, outs, strict=True) if p.returncode != 0]
+    assert not errors, "\n".join(errors)
     with Store(path) as s:
         assert s.count_runs() == 2 * n
         expected = [make_run(w * 10_000 + i, n=50) for w in (1, 2) for i in range(n)]
@@ -466,3 +476,45 @@ def test_task_keys_name_kind_config_and_math_version():
         )
         == 4
     )
+
+
+def test_a_store_created_while_another_opener_reads_its_identity_is_not_foreign(
+    tmp_path, monkeypatch
+):
+    """Race (found under load): opener B reads application_id, user_version and the table
+    list; opener A creates the store in between. B must read all three in one snapshot,
+    never "tables present, application_id 0" (which it would call a foreign database)."""
+    import sqlite3
+    import threading
+
+    path = tmp_path / "s.sqlite"
+    real_connect = sqlite3.connect
+    created = []
+
+    class Interleaving(sqlite3.Connection):
+        hooked = False
+
+        def execute(self, sql, *args):
+            cur = super().execute(sql, *args)
+            if sql == "PRAGMA application_id" and not Interleaving.hooked:
+                Interleaving.hooked = True  # A creates the store right after B's first read
+                t = threading.Thread(target=lambda: created.append(Store(path, timeout=30)))
+                t.start()
+                t.join(timeout=2.0)  # done at once unless B's snapshot holds it off
+            return cur
+
+    def connect(*args, **kwargs):
+        monkeypatch.setattr(store_module.sqlite3, "connect", real_connect)  # only B's
+        return real_connect(*args, factory=Interleaving, **kwargs)
+
+    monkeypatch.setattr(store_module.sqlite3, "connect", connect)
+    with Store(path) as b:  # StoreError "not a depthaccel store" before the fix
+        assert b.count_runs() == 0
+    for _ in range(100):
+        if created:
+            break
+        time.sleep(0.05)
+    assert created and Interleaving.hooked
+    created[0].close()
+    with Store(path) as s:
+        assert s._identity()[:2] == (APPLICATION_ID, SCHEMA_VERSION)

@@ -429,13 +429,23 @@ class Store:
         )
 
     def _identity(self) -> tuple[int, int, set[str]]:
+        """(application_id, user_version, table names), read in one transaction: read one
+        by one, a concurrent creator's commit could fall between them and a half-read
+        store look foreign (tables present, application_id still 0)."""
         c = self._conn
-        app_id = c.execute("PRAGMA application_id").fetchone()[0]
-        version = c.execute("PRAGMA user_version").fetchone()[0]
-        tables = {
-            r[0]
-            for r in c.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")
-        }
+        own = not c.in_transaction
+        if own:
+            c.execute("BEGIN")
+        try:
+            app_id = c.execute("PRAGMA application_id").fetchone()[0]
+            version = c.execute("PRAGMA user_version").fetchone()[0]
+            tables = {
+                r[0]
+                for r in c.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")
+            }
+        finally:
+            if own:
+                c.execute("COMMIT")
         return app_id, version, tables
 
     def _raise_if_foreign(self, app_id: int, version: int, tables: set[str]) -> None:
