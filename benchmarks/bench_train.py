@@ -18,10 +18,25 @@ Logging density of the batched runs is that of a real long run (1000 logged poin
 over 1e6 iterations): here only iterations 0 and T are logged; the loss itself is
 computed at every iteration for first hits and divergence, as always.
 
+``--compaction``: the engine's compaction of frozen runs (``train(compact=...)``) on a
+grid where runs diverge early, as fig3's learning-rate searches do: the 9-rate coarse
+grid 1e-4 .. 1 (``experiments.search.SearchPolicy``) x depths 1-3 x seeds 0-2 of width-1
+GD nets with fig3's fair starts (``experiments.starts``: depth 1 at 1e-3, deep nets at
+0.05 per factor), Ethanol l4, float64; the first of the two shards the sweep cuts the
+81 runs into (41 runs). The same call with and without compaction, interleaved, median
+run-it/s over ``--repeats`` (run-iterations delivered: all 41 runs x T, whether frozen
+or not); also the same comparison on the stable 64-run grid above (nothing diverges:
+compaction must cost nothing), and whether the two give the same results (bit for bit,
+else the largest relative difference of a logged gap). "Steady state": the rate of the
+runs that never diverge, trained alone, relative to all runs uncompacted (both counted
+as all runs' run-iterations): what an iteration of a long call costs once the frozen
+runs have left, the speed-up a 1e6-iteration search call approaches.
+
 Usage:
     python benchmarks/bench_train.py [--threads N] [--iters T] [--repeats K] [--json PATH]
     python benchmarks/bench_train.py --device cuda   # the same on a GPU (timings synchronised)
     python benchmarks/bench_train.py --dtype-check [--check-iters T]   # float32 vs float64
+    python benchmarks/bench_train.py --compaction [--compaction-iters T] [--repeats K]
 """
 
 from __future__ import annotations
@@ -232,6 +247,113 @@ def dtype_check(args) -> dict:
     }
 
 
+def search_shard() -> list[Run]:
+    """The first sweep shard of fig3's coarse search at depths 1-3, seeds 0-2 (41 runs)."""
+    from depthaccel.executors.shards import engine_group, split_runs
+    from depthaccel.experiments.search import SearchPolicy
+    from depthaccel.experiments.starts import FairStartConfig, fair_run
+
+    cfg = FairStartConfig()
+    runs = [
+        fair_run(cfg, "gd", lr, depth=N, seed=s)
+        for s in cfg.seeds
+        for N in (1, 2, 3)
+        for lr in SearchPolicy().grid()
+    ]
+    first = split_runs(runs, lambda r: engine_group(r, 128, 1))[0]
+    return [runs[i] for i in first]
+
+
+def _same(a, b) -> tuple[int, float]:
+    """(runs whose results differ in any bit, largest relative gap difference)."""
+    differ, worst = 0, 0.0
+    for x, z in zip(a, b, strict=True):
+        same = (
+            np.array_equal(x.gap, z.gap, equal_nan=True)
+            and x.first_hit == z.first_hit
+            and x.diverged_at == z.diverged_at
+        )
+        differ += not same
+        ok = ~np.isnan(z.gap)
+        if ok.any():
+            rel = np.abs(x.gap[ok] - z.gap[ok]) / np.abs(z.gap[ok])
+            worst = max(worst, float(rel.max()))
+    return differ, worst
+
+
+def compaction(args) -> dict:
+    """Compaction on (default) vs off, interleaved, on the search shard and the stable grid."""
+    torch.set_num_threads(args.threads)
+    Xn, yn, source = load_data()
+    Xn = np.ascontiguousarray(Xn)  # as the sweep hands it to the engine
+    T = args.compaction_iters
+    kw = {"optimum": 0.0, "log_points": 1000, "thresholds": (1e-2,)}
+    out: dict = {"data": source, "threads": args.threads, "iters": T, "repeats": args.repeats}
+    for name, runs in (("search_shard", search_shard()), ("stable_grid", grid_runs())):
+        train(Xn, yn, 4, runs, 3, **kw)  # warm-up
+        rate: dict[bool, list[float]] = {True: [], False: []}
+        steady: list[float] = []
+        results = {}
+        survivors = None
+        for rep in range(args.repeats):
+            for on in (True, False):
+                t = time.perf_counter()
+                results[on] = train(Xn, yn, 4, runs, T, compact=on, **kw)
+                rate[on].append(len(runs) * T / (time.perf_counter() - t))
+            if survivors is None:
+                survivors = [r.run for r in results[False] if not r.diverged]
+            # the steady state of a long call: an iteration of the survivors' program vs
+            # one of all runs' (the uncompacted call's rate just measured)
+            t = time.perf_counter()
+            if survivors and len(survivors) < len(runs):
+                train(Xn, yn, 4, survivors, T, compact=False, **kw)
+                steady.append(len(runs) * T / (time.perf_counter() - t) / rate[False][-1])
+            print(
+                f"  {name} repeat {rep + 1}/{args.repeats}: compacted {rate[True][-1]:,.0f}, "
+                f"not {rate[False][-1]:,.0f} run-it/s"
+                + (f"; steady state {steady[-1]:.2f}x" if steady else ""),
+                flush=True,
+            )
+        div = sorted(r.diverged_at for r in results[False] if r.diverged)
+        differ, worst = _same(results[True], results[False])
+        left = len(runs) - sum(d <= (T - 1) // 1000 * 1000 for d in div)
+        out[name] = {
+            "runs": len(runs),
+            "diverged": len(div),
+            "diverged_at": div,
+            "runs_left_after_last_check": left,
+            "compacted_run_iters_per_s": statistics.median(rate[True]),
+            "uncompacted_run_iters_per_s": statistics.median(rate[False]),
+            "speedup": statistics.median(
+                a / b for a, b in zip(rate[True], rate[False], strict=True)
+            ),
+            "steady_state_speedup": statistics.median(steady) if steady else 1.0,
+            "runs_not_bit_identical": differ,
+            "max_rel_gap_difference": worst,
+        }
+    out["load_average"] = list(__import__("os").getloadavg())
+    return out
+
+
+def print_compaction(out: dict) -> None:
+    print(f"data: {out['data']}, l4, float64, {out['threads']} thread(s), T = {out['iters']}")
+    for name in ("search_shard", "stable_grid"):
+        r = out[name]
+        print(
+            f"{name}: {r['runs']} runs, {r['diverged']} diverged (at {r['diverged_at'][:12]}"
+            f"{' ...' if r['diverged'] > 12 else ''}), {r['runs_left_after_last_check']} left"
+        )
+        print(
+            f"  compacted {r['compacted_run_iters_per_s']:,.0f} run-it/s, not compacted "
+            f"{r['uncompacted_run_iters_per_s']:,.0f} run-it/s: {r['speedup']:.2f}x (steady "
+            f"state, the {r['runs'] - r['diverged']} survivors' program alone: "
+            f"{r['steady_state_speedup']:.2f}x); results: "
+            f"{r['runs_not_bit_identical']} runs not bit-identical, max rel gap diff "
+            f"{r['max_rel_gap_difference']:.1e}"
+        )
+    print(f"load average {out['load_average']}")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
@@ -246,8 +368,13 @@ def main(argv=None) -> int:
     ap.add_argument(
         "--check-adam", action="store_true", help="add Adam (TF defaults) at depths 1-3"
     )
+    ap.add_argument("--compaction", action="store_true", help="compaction on vs off")
+    ap.add_argument("--compaction-iters", type=int, default=5000)
     args = ap.parse_args(argv)
-    if args.dtype_check:
+    if args.compaction:
+        out = compaction(args)
+        print_compaction(out)
+    elif args.dtype_check:
         out = dtype_check(args)
     else:
         out = measure(args)
