@@ -107,7 +107,7 @@ def test_quick_mode_runs_and_writes_outputs(tmp_path, mnist_data_dir):
     assert (out / "mnist_e2e.png").stat().st_size > 10_000
     settings = json.loads((out / "settings.json").read_text())
     assert settings["steps_done"] == me.Config.quick().n_steps() == 20
-    assert set(settings["ms_per_step"]) == set(me.NETS)
+    assert set(settings["ms_per_step"]) == {*me.NETS, me.BF16}  # K = 10: bfloat16 timed too
     curves = read_curves_csv(out / "curves.csv")
     losses = [c for c in curves if c.panel == "batch_loss"]
     assert len(losses) == 3 and all(np.all(np.isfinite(c.values)) for c in losses)
@@ -204,7 +204,16 @@ def test_step_times_are_measured_side_by_side_for_all_three_nets():
         test_size=32,
         timing_steps=4,
     )
-    ms = me.step_times_ms(cfg, cfg.splits(_fake_mnist()), torch.device("cpu"), torch.float32)
-    assert set(ms) == set(me.NETS) and all(v > 0 for v in ms.values())
+    splits = cfg.splits(_fake_mnist())
+    ms = me.step_times_ms(cfg, splits, torch.device("cpu"), torch.float32)
+    assert set(ms) == {*me.NETS, me.BF16} and all(v > 0 for v in ms.values())
+    exact = dataclasses.replace(cfg, precondition_every=1)  # bfloat16 needs a cache: not timed
+    assert set(me.step_times_ms(exact, splits, torch.device("cpu"), torch.float32)) == set(me.NETS)
+    net = mt.tutorial_net(cfg.seed)
+    opt = me.e2e_optimizer(
+        net, cfg.schedule(), depth=2, precondition_every=10, precondition_dtype=torch.bfloat16
+    )
+    assert opt.param_groups[0]["precondition_dtype"] == torch.bfloat16
+    assert opt.param_groups[0]["params"][0] is net.fc1.weight
     with pytest.raises(ValueError, match="timing_steps"):
         dataclasses.replace(cfg, timing_steps=0).validate()
