@@ -247,6 +247,7 @@ class _Program:
             if grp.size:
                 live.append(grp)
         self.live = live
+        self.fwd = None  # free the old buffers before allocating the smaller ones
         self.fwd = _Forward(self.prob, r0) if r0 else None
         if self.fwd is not None:
             self._write()
