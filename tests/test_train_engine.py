@@ -103,22 +103,23 @@ class Programs:
         return [tuple(e) for e in out]
 
 
-def expected_programs(results, C, t0=0, iters=T):
+def expected_programs(results, C, t0=0, iters=T, k=1):
     """The rule: after the update of iteration t (t a multiple of C, t < T), the runs
-    frozen at or before t leave the program; [(rows, iterations run)] from t0 on."""
+    frozen at or before t leave the program, unless 1 to 3 GEMM rows (runs x k) would be
+    left; [(rows, iterations run)] from t0 on (a resumed call: after its first drop)."""
     div = np.array([r.diverged_at if r.diverged else np.iinfo(np.int64).max for r in results])
-    if t0 > 0:  # a resumed call starts without those frozen at its last check
-        c = (t0 - 1) // C * C
-        div = div[div > c]
-    out, start = [], t0
+    out, start = [], 0
     size = len(div)
-    for t in range(t0, iters):
-        if t % C == 0 and (div <= t).any() and size:
-            out.append((size, t + 1 - start))
-            div = div[div > t]
-            size, start = len(div), t + 1
+    for t in range(iters):
+        left = int((div > t).sum())
+        if t % C == 0 and left < size and (left == 0 or left * k >= 4):
+            if t + 1 > t0:  # the programs of the iterations a resumed call runs
+                out.append((size, t + 1 - max(start, t0)))
+            size, start = left, t + 1
+        if size == 0:
+            break
     if size:
-        out.append((size, iters + 1 - start))
+        out.append((size, iters + 1 - max(start, t0)))
     return out
 
 
@@ -146,7 +147,7 @@ def test_compacted_equals_uncompacted_on_mixed_grids(k, p, options, C, monkeypat
     assert_same_results(got, want, rtol=1e-5 if "dtype" in options else 1e-12)
     div = sorted(r.diverged_at for r in want if r.diverged)
     assert len(div) >= 10 and len(set(div)) >= 5, div  # many runs, at many iterations
-    assert sizes == expected_programs(want, C)
+    assert sizes == expected_programs(want, C, k=k)
     assert len(sizes) >= 3 and sizes[-1][0] == len(runs) - len(div)  # it compacted
 
 
@@ -188,7 +189,7 @@ def test_every_run_diverges(mask, monkeypatch):
     assert all(r.diverged for r in want)
     assert_same_results(got, want)
     sizes = progs.take()
-    assert sizes == expected_programs(want, 2) and sizes[-1][1] < 10  # then no program
+    assert sizes == expected_programs(want, 2, k=2) and sizes[-1][1] < 10  # then no program
     # the checkpoints of the empty program: same iterations and contents
     assert [s["t"] for s in sa] == [s["t"] for s in sb] == list(range(30, T + 1, 30))
     for a, b in zip(sa, sb, strict=True):
@@ -252,7 +253,7 @@ def test_checkpoint_after_compaction_resumes_as_uninterrupted(mask, monkeypatch)
         assert_same_results(part, full, exact=True)
         # the resumed call runs the uninterrupted call's programs from st["t"] on, after
         # one forward of all runs (the dropped runs' frozen losses, for the log)
-        assert progs.take() == [(len(runs), 1), *expected_programs(full, 10, t0=st["t"])]
+        assert progs.take() == [(len(runs), 1), *expected_programs(full, 10, t0=st["t"], k=2)]
         for a, b in zip(later, states[i + 1 :], strict=True):
             assert _bytes(a, elapsed=0) == _bytes(b, elapsed=0)  # bit for bit
 
@@ -301,7 +302,7 @@ def test_uncompacted_checkpoint_with_frozen_runs_resumes(monkeypatch):
     # (those frozen at or before the last check, t=48), as an uninterrupted call would
     at_48 = (states[0]["diverged_at"] <= 48).sum().item()
     assert at_48 >= 10 and sizes[0] == (len(runs), 1) and sizes[1][0] == len(runs) - at_48
-    assert sizes[1:] == expected_programs(full, 3, t0=50)
+    assert sizes[1:] == expected_programs(full, 3, t0=50, k=2)
     # default period: no check since t=0, so the frozen runs stay in the program (masked)
     # and the call continues exactly as the engine that wrote the checkpoint
     part = train(X, y, 4, runs, T, resume=_reload(states[0]), **kw)
@@ -314,3 +315,35 @@ def test_bad_compaction_options():
     for bad in (0, -1, 2.5, True):
         with pytest.raises(ValueError, match="compact_every"):
             train(X, y, 4, [Run("gd", 0.1)], 10, optimum=0.0, compact_every=bad)
+
+
+def test_no_compaction_to_fewer_than_four_gemm_rows(monkeypatch):
+    """Frozen runs stay (masked) rather than leave 1-3 GEMM rows, until none is left;
+    a checkpoint taken under that floor resumes as uninterrupted."""
+    X, y = problem()
+    ref = train(X, y, 4, grid(), T, compact=False, **KW)
+    runs = [r.run for r in ref if r.diverged][::2] + [r.run for r in ref if not r.diverged][:2]
+    progs = Programs(monkeypatch)
+    want = train(X, y, 4, runs, T, compact=False, **KW)
+    progs.take()
+    states = []
+    kw = {**KW, "compact_every": 1, "checkpoint_every": 20}
+    got = train(X, y, 4, runs, T, checkpoint=states.append, **kw)
+    sizes = progs.take()
+    assert_same_results(got, want)
+    assert sizes == expected_programs(want, 1)
+    assert len(sizes) >= 2 and sizes[-1][0] >= 4  # compacted, then stopped at the floor
+    assert sum(not r.diverged for r in want) == 2  # the floor kept frozen runs
+    for st in (states[0], states[-1]):
+        part = train(X, y, 4, runs, T, resume=_reload(st), **kw)
+        assert_same_results(part, got, exact=True)
+        assert progs.take() == [(len(runs), 1), *expected_programs(want, 1, t0=st["t"])]
+    # with two outputs, two runs are four rows: they may be left alone
+    X2, y2 = problem(k=2)
+    want = train(X2, y2, 4, runs, T, compact=False, **KW)
+    progs.take()
+    got = train(X2, y2, 4, runs, T, compact_every=1, **KW)
+    assert_same_results(got, want)
+    sizes = progs.take()
+    assert sizes == expected_programs(want, 1, k=2)
+    assert sizes[-1][0] == sum(not r.diverged for r in want) == 2

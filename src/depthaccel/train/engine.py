@@ -37,13 +37,16 @@ proportion to the runs still active (a learning-rate grid's rates past the stabi
 edge diverge within a few iterations of a 1e6-iteration call). The rule: after the
 update of iteration t, if t is a multiple of C (``compact_every``, default
 ``COMPACT_EVERY`` = 1000 on every device) and a run of the program is frozen, every run
-frozen at or before t leaves it: each group keeps its other runs' rows of every per-run
-tensor (``Group.keep``: ``index_select``, no arithmetic) and the forward's buffers are
-rebuilt for the runs left. The check is free on the lazy path (the host already knows
-whether a run froze) and one host sync per C iterations with ``mask_every_step``, so a
-call in which nothing diverges runs exactly the program it ran before compaction
-existed, at the same cost. A frozen run is carried, masked, for at most C iterations
-(0.1% of a 1e6-iteration call); C is the same on every device so that both masking
+frozen at or before t leaves it -- unless the runs left would make GEMMs of 1 to 3 rows
+(``MIN_GEMM_ROWS``: runs x k; MKL rounds those differently, see below): then the frozen
+runs stay, masked, until no run is left. Each group keeps its other runs' rows of every
+per-run tensor (``Group.keep``: ``index_select``, no arithmetic) and the forward's
+buffers are rebuilt for the runs left. The check is free on the lazy path (the host
+already knows whether a run froze) and one host sync per C iterations with
+``mask_every_step``, so a call in which nothing diverges runs exactly the program it ran
+before compaction existed, at the same cost. A frozen run is carried, masked, for at
+most C iterations (0.1% of a 1e6-iteration call; longer only under the floor of 4
+rows, where that costs little); C is the same on every device so that both masking
 paths run the same programs and give the same numbers. ``compact=False`` keeps every
 run to the end (a diagnostic; the reference of the tests).
 
@@ -52,11 +55,12 @@ after it froze (its loss stays above the limit or NaN), its logged gaps from
 ``diverged_at`` on are NaN, its tensors stay as they were when it froze. The other
 runs do the same operations on the same numbers, in GEMMs with fewer rows: on this
 project's machine (MKL, AVX-512, 1 and 2 threads) a row's bits do not depend on the
-GEMM's row count or the row's position as long as it keeps at least 4 rows, so
-compacted results are mostly bit-identical to uncompacted ones (Ethanol GD grids,
-d = 128, m = 2565: all runs; the mixed test grids: all but 0-2 of 108 runs, an e2e
-run with k = 2, whose batched SVDs change, and float32 runs) and otherwise equal to
-round-off: tested to 1e-12 relative in float64 (1e-5 in float32) over 200 iterations.
+GEMM's row count or the row's position as long as it keeps at least 4 rows (hence
+``MIN_GEMM_ROWS``), so compacted results are mostly bit-identical to uncompacted ones
+(Ethanol GD grids, d = 128, m = 2565: all runs; the mixed test grids: all but 0-2 of
+108 runs, an e2e run with k = 2, whose batched SVDs change, and float32 runs; grids
+where 1-3 runs survive: all, and without the floor those survivors differed) and
+otherwise equal to round-off: tested to 1e-12 relative in float64 (1e-5 in float32) over 200 iterations.
 As with any other change of batch composition, dynamics that amplify perturbations
 (rates at the stability edge, long calls) can grow such round-off differences. That
 is why ``sweep.MATH_VERSION`` did not change with compaction: the math is the same,
@@ -73,8 +77,9 @@ the masked update leaves them at), and ``log_vals`` holds a dropped run's frozen
 its later logged iterations, as the masked engine logs it (never used by a result).
 ``train(..., resume=state)`` with the same X, y, p, runs, iters and logging options
 continues from it; it first drops the runs that the uninterrupted call had dropped by
-then (those frozen at or before its last check, ``(t - 1) // C * C``; one forward of all
-runs gives their frozen losses for the log), so in float64 the result is bit-identical
+then (those frozen at or before its last compaction, ``_last_compaction``: a function
+of the runs' divergence iterations, t, C and k; one forward of all runs gives their
+frozen losses for the log), so in float64 the result is bit-identical
 to an uninterrupted call (the initial RNG draws are not needed any more). A checkpoint
 written before compaction existed (frozen runs still in its program) resumes the same
 way; the uninterrupted call that it is then compared with would have dropped those runs
@@ -98,10 +103,18 @@ from depthaccel.train.groups import Group, build_groups, initial_factors
 from depthaccel.train.runs import Run, RunResult, check_runs
 from depthaccel.train.state import TrainState
 
-__all__ = ["COMPACT_EVERY", "DEFAULT_DTYPE", "initial_factors", "log_iterations", "train"]
+__all__ = [
+    "COMPACT_EVERY",
+    "DEFAULT_DTYPE",
+    "MIN_GEMM_ROWS",
+    "initial_factors",
+    "log_iterations",
+    "train",
+]
 
 DEFAULT_DTYPE = torch.float64
 COMPACT_EVERY = 1000  # C: the default period of the compaction check (iterations)
+MIN_GEMM_ROWS = 4  # a compaction leaves at least this many GEMM rows (runs x k), or none
 _NEVER = np.iinfo(np.int64).max
 
 Tensor = torch.Tensor
@@ -363,8 +376,8 @@ def train(
     monitor = _Monitor(state, prob, diverge_factor, lazy=not mask_every_step)
     if compact and state.t > 0:
         # a resumed call continues with the program of the uninterrupted one: without
-        # the runs frozen at or before its last compaction check (iteration c)
-        c = (state.t - 1) // C * C
+        # the runs frozen at or before its last compaction (iteration c)
+        c = _last_compaction(state.diverged_at, state.t, C, prob.k)
         keep = monitor.diverged_at > c
         if not bool(keep.all()):
             _drop(prog, monitor, keep, prog.fwd())
@@ -389,8 +402,11 @@ def train(
                 break
             prog.step(active, t)
             if compact and t % C == 0 and monitor.has_frozen(t):
-                # frozen runs did not move in the step: their losses are still `loss`
-                _drop(prog, monitor, monitor.diverged_at > t, loss)
+                keep = monitor.diverged_at > t
+                left = int(keep.sum()) * prob.k
+                if left == 0 or left >= MIN_GEMM_ROWS:
+                    # frozen runs did not move in the step: their losses are still `loss`
+                    _drop(prog, monitor, keep, loss)
             t += 1
             if K and t % K == 0:
                 save(t)
@@ -407,6 +423,24 @@ def train(
         bar.close(T)
     monitor.sync()
     return _results(runs, row_of, state, Lstar, elapsed0 + time.perf_counter() - t_start)
+
+
+def _last_compaction(diverged_at: Tensor, t: int, C: int, k: int) -> int:
+    """The last iteration < t at which a call compacted (or a negative number: never),
+    from the runs' divergence iterations: the last check c (a multiple of C) at which
+    the runs left, ``left(c)`` (those not frozen at c), were none or at least
+    ``MIN_GEMM_ROWS`` GEMM rows; ``left`` only decreases, so once too few are left no
+    check drops anything until none is left."""
+    c = (t - 1) // C * C
+    div = diverged_at.cpu()
+    left = int((div > c).sum())
+    if left == 0 or left * k >= MIN_GEMM_ROWS:
+        return c
+    need = -(-MIN_GEMM_ROWS // k)  # runs of at least MIN_GEMM_ROWS rows
+    if div.numel() < need:
+        return -1  # never enough runs: it compacts only once none is left
+    tau = int(div.sort(descending=True).values[need - 1])  # left(c) >= need iff c < tau
+    return (min(c, tau - 1)) // C * C
 
 
 def _drop(prog: _Program, monitor: _Monitor, keep: Tensor, loss: Tensor) -> None:
