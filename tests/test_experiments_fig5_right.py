@@ -146,7 +146,7 @@ def test_quick_mode_runs_and_writes_outputs(tmp_path, mnist_data_dir):
     settings = json.loads((out / "settings.json").read_text())
     assert settings["steps_done"] == cfg.n_steps() == 30
     assert settings["params"] == {"original": 1_663_370, "overparameterized": 1_925_614}
-    curves = {(c.panel, c.label): c for c in read_curves_csv(out / "curves.csv")}
+    curves = {(c.panel, c.label): c for c in read_curves_csv(out / "curves.csv.gz")}
     loss = curves[("batch_loss", "original")]
     assert list(loss.iters) == list(range(1, 31)) and np.all(np.isfinite(loss.values))
     assert (

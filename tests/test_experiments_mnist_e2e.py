@@ -108,7 +108,7 @@ def test_quick_mode_runs_and_writes_outputs(tmp_path, mnist_data_dir):
     settings = json.loads((out / "settings.json").read_text())
     assert settings["steps_done"] == me.Config.quick().n_steps() == 20
     assert set(settings["ms_per_step"]) == {*me.NETS, me.BF16}  # K = 10: bfloat16 timed too
-    curves = read_curves_csv(out / "curves.csv")
+    curves = read_curves_csv(out / "curves.csv.gz")
     losses = [c for c in curves if c.panel == "batch_loss"]
     assert len(losses) == 3 and all(np.all(np.isfinite(c.values)) for c in losses)
     ce = {

@@ -63,23 +63,39 @@ def format_lr(lr: float) -> str:
 
 
 def write_curves_csv(path: str | os.PathLike, curves: Iterable[Curve]) -> Path:
-    """Write curves in long form: columns ``panel,series,iteration,value``."""
+    """Write curves in long form: columns ``panel,series,iteration,value``; a path ending
+    in ``.gz`` is gzip-compressed (reproducibly: no time or name in the gzip header),
+    for per-step curves that would make megabytes of text."""
+    import gzip
+    import io
+
     path = Path(path)
-    with atomic_open(path, "w") as fh:
-        fh.write("panel,series,iteration,value\n")
-        for c in curves:
-            label = c.label.replace('"', "'")
-            for it, v in zip(np.asarray(c.iters), np.asarray(c.values), strict=True):
-                fh.write(f'{c.panel},"{label}",{int(it)},{float(v):.17g}\n')
+    buf = io.StringIO()
+    buf.write("panel,series,iteration,value\n")
+    for c in curves:
+        label = c.label.replace('"', "'")
+        for it, v in zip(np.asarray(c.iters), np.asarray(c.values), strict=True):
+            buf.write(f'{c.panel},"{label}",{int(it)},{float(v):.17g}\n')
+    text = buf.getvalue()
+    with atomic_open(path, "wb") as fh:
+        if path.suffix == ".gz":
+            with gzip.GzipFile(filename="", mode="wb", fileobj=fh, mtime=0) as gz:
+                gz.write(text.encode())
+        else:
+            fh.write(text.encode())
     return path
 
 
 def read_curves_csv(path: str | os.PathLike) -> list[Curve]:
-    """Read back what :func:`write_curves_csv` wrote (for tests and re-plotting)."""
+    """Read back what :func:`write_curves_csv` wrote (for tests and re-plotting; ``.gz``
+    is decompressed)."""
     import csv
+    import gzip
 
+    path = Path(path)
     series: dict[tuple[str, str], tuple[list[int], list[float]]] = {}
-    with Path(path).open() as fh:
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", newline="") as fh:
         for row in csv.DictReader(fh):
             key = (row["panel"], row["series"])
             its, vals = series.setdefault(key, ([], []))

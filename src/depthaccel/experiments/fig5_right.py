@@ -263,7 +263,7 @@ def _count(model: nn.Module) -> int:
 
 
 def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
-    """Train both nets, write ``fig5_right.png`` and ``curves.csv`` into ``ctx.out_dir``,
+    """Train both nets, write ``fig5_right.png`` and ``curves.csv.gz`` into ``ctx.out_dir``,
     and check the claim (see the module docstring)."""
     config.validate()
     with config.torch_threads():
@@ -368,7 +368,7 @@ def _run(cfg: Config, ctx: ExperimentContext) -> ExperimentResult:
         labels[key] = f"variant: overparam. init {init}, L2 on {target}"
     hist, lrs, done, test_err = _train_all(cfg, ctx, jobs, data, tdtype)
 
-    csv_path = write_curves_csv(out_dir / "curves.csv", history_curves(hist, labels))
+    csv_path = write_curves_csv(out_dir / "curves.csv.gz", history_curves(hist, labels))
     fig_path = plot(out_dir / "fig5_right.png", hist, cfg.smooth_window, labels)
 
     # claims

@@ -345,7 +345,7 @@ def plot(path: Path, hist: dict[str, mt.History], window: int, labels: dict[str,
 
 
 def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
-    """Train the three nets, write ``mnist_e2e.png`` and ``curves.csv`` into
+    """Train the three nets, write ``mnist_e2e.png`` and ``curves.csv.gz`` into
     ``ctx.out_dir``, and check the claims (see the module docstring)."""
     config.validate()
     with config.torch_threads():
@@ -374,7 +374,7 @@ def _run(cfg: Config, ctx: ExperimentContext) -> ExperimentResult:
     ms = step_times_ms(cfg, splits, dev, dtype)
     load = (load_before, _load())
 
-    csv_path = write_curves_csv(out_dir / "curves.csv", history_curves(hist, labels))
+    csv_path = write_curves_csv(out_dir / "curves.csv.gz", history_curves(hist, labels))
     fig_path = plot(out_dir / "mnist_e2e.png", hist, cfg.smooth_window, labels)
 
     w = cfg.smooth_window
