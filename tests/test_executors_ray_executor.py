@@ -154,3 +154,44 @@ def test_a_shard_lost_too_often_stops_the_sweep_and_a_rerun_resumes(tmp_path):
     assert sorted(res.resumed.values()) == sorted(its.values())
     ref = run_sweep(tmp_path / "local.sqlite", None, iters=iters, K=K)
     assert_same(res.results, ref.results)  # resumed and finished shards: same batches
+
+
+def test_checkpointed_tasks_stream_their_checkpoints_to_the_driver():
+    """``map(..., on_checkpoint=, resume=)``: each task is called as ``fn(item, start,
+    emit)`` in a worker; every ``emit`` reaches the driver's thread while the task runs,
+    before its result; ``resume[i]`` is the task's ``start``; a task's exception stops
+    the map and propagates."""
+    import threading
+
+    ex = RayExecutor()
+    events, threads = [], set()
+
+    def count(n, start, emit):
+        i = start or 0
+        while i < n:
+            i += 1
+            if i % 2 == 0 and i < n:
+                emit(i, f"state {i}".encode())
+        return (start, i)
+
+    def on_checkpoint(i, step, state):
+        events.append(("ckpt", i, step, state))
+        threads.add(threading.get_ident())
+
+    def on_result(i, r):
+        events.append(("result", i, r))
+
+    out = ex.map(count, [5, 4], resume=[None, 1], on_checkpoint=on_checkpoint, on_result=on_result)
+    assert out == [(None, 5), (1, 4)]
+    for i, steps in ((0, [2, 4]), (1, [2])):
+        mine = [e for e in events if e[1] == i]
+        assert [e[2] for e in mine[:-1]] == steps and mine[-1][0] == "result"
+        assert all(e[3] == f"state {e[2]}".encode() for e in mine[:-1])
+    assert threads == {threading.get_ident()}
+
+    def boom(n, start, emit):
+        emit(1, b"x")
+        raise ValueError("bad task")
+
+    with pytest.raises(ValueError, match="bad task"):
+        ex.map(boom, [1], on_checkpoint=lambda *a: None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -126,3 +127,45 @@ def test_context_map_stores_only_what_keep_allows_and_through_the_executor(tmp_p
     assert ctx.map(lambda v: v + 1, [1, 2, 3], stored=stored) == [2, 3, 4]
     assert ctx.map(lambda v: -v, [1, 2, 3], stored=stored) == [2, -2, 4]  # 2 was not kept
     assert "reused 2 of 3 square tasks, 1 to run" in seen[-1]
+
+
+def _counting_task(limit_at=None):
+    """A resumable task: counts to the item's value, a checkpoint (bytes) every 2 steps;
+    raises at step ``limit_at`` (a killed worker)."""
+
+    def task(n, start, emit):
+        i = 0 if start is None else int(start.decode())
+        trace = [i]
+        while i < n:
+            i += 1
+            if i == limit_at:
+                raise RuntimeError("killed")
+            if i % 2 == 0 and i < n:
+                emit(i, str(i).encode())
+        trace.append(i)
+        return trace
+
+    return task
+
+
+@pytest.mark.parametrize("through_executor", [False, True])
+def test_a_resumable_task_continues_from_its_stored_checkpoint(tmp_path, through_executor):
+    """``StoredTasks(resumable=True)``: the task's checkpoints are stored while it runs;
+    after a failure the same map resumes it from its latest one; once its result is
+    stored the checkpoint is gone."""
+    from depthaccel.executors import LocalExecutor
+    from depthaccel.store import Store
+
+    stored = dataclasses.replace(_stored("count"), resumable=True)
+    logs = []
+    ex = LocalExecutor(1) if through_executor else None
+    ctx = ExperimentContext(tmp_path, store=tmp_path / "s.sqlite", executor=ex, log=logs.append)
+    with pytest.raises(RuntimeError, match="killed"):
+        ctx.map(_counting_task(limit_at=7), [9], stored=stored)
+    with Store(tmp_path / "s.sqlite") as st:
+        assert [it for _, it in st.checkpoints()] == [6]
+    assert ctx.map(_counting_task(), [9], stored=stored) == [[6, 9]]  # resumed at 6
+    assert "resuming 9 from step 6" in logs[-1]
+    with Store(tmp_path / "s.sqlite") as st:
+        assert st.checkpoints() == []
+    assert ctx.map(_counting_task(limit_at=1), [9], stored=stored) == [[6, 9]]  # stored

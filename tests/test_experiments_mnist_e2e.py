@@ -217,3 +217,108 @@ def test_step_times_are_measured_side_by_side_for_all_three_nets():
     assert opt.param_groups[0]["params"][0] is net.fc1.weight
     with pytest.raises(ValueError, match="timing_steps"):
         dataclasses.replace(cfg, timing_steps=0).validate()
+
+
+def test_a_checkpoint_resumes_every_net_bit_for_bit():
+    """train_side_by_side's checkpoint (through torch.save / torch.load(weights_only))
+    and ``start=``: the three nets (SGD, overparameterized, EndToEndSGD with its amortised
+    cache) continue exactly as an uninterrupted run, histories and weights."""
+    import io
+
+    cfg = dataclasses.replace(
+        me.Config.quick(), train_size=640, validation_size=64, validation_eval=32,
+        test_size=32, batch_size=32, epochs=0.75, eval_every=4, precondition_every=3,
+    )  # fmt: skip
+    splits = cfg.splits(_fake_mnist())
+    opts = {"e2e": lambda net, s: me.e2e_optimizer(net, s, depth=2, precondition_every=3)}
+    l2 = {"overparameterized": "product"}
+    nets = me.build_nets(cfg)[0]
+    whole, lrs, done = mt.train_side_by_side(
+        nets, splits, cfg.schedule(), l2_on=l2, optimizers=opts
+    )
+    assert done == cfg.n_steps() == 15
+    saved = []
+
+    def keep(state):
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        saved.append(buf.getvalue())
+
+    first = me.build_nets(cfg)[0]
+    mt.train_side_by_side(
+        first, splits, cfg.schedule(), l2_on=l2, optimizers=opts, checkpoint=keep,
+        checkpoint_every=4,
+    )  # fmt: skip
+    assert len(saved) == 3  # after steps 4, 8, 12 (none at the last step)
+    state = torch.load(io.BytesIO(saved[1]), weights_only=True)
+    assert state["steps"] == 8
+    again = me.build_nets(cfg)[0]  # fresh nets and optimizers, as a new process has
+    rest, lrs2, done2 = mt.train_side_by_side(
+        again, splits, cfg.schedule(), l2_on=l2, optimizers=opts, start=state
+    )
+    assert done2 == done and lrs2 == lrs
+    for k in me.NETS:
+        assert rest[k].loss == whole[k].loss and rest[k].ce == whole[k].ce
+        assert rest[k].val_steps == whole[k].val_steps == [4, 8, 12, 15]
+        assert rest[k].val_error == whole[k].val_error
+        for a, b in zip(again[k].parameters(), nets[k].parameters(), strict=True):
+            assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="does not fit"):
+        mt.train_side_by_side(
+            {"original": me.build_nets(cfg)[0]["original"]}, splits, cfg.schedule(), start=state
+        )
+    with pytest.raises(ValueError, match="same_dropout_masks"):
+        mt.train_side_by_side(
+            me.build_nets(cfg)[0], splits, cfg.schedule(same_dropout_masks=False), start=state
+        )
+
+
+def test_a_net_task_killed_mid_way_resumes_from_the_store_with_the_same_numbers(
+    tmp_path, monkeypatch
+):
+    """A stored, checkpointed net task (the e2e net: EndToEndSGD and its amortised
+    cache) that dies after two checkpoints is resumed by the next map from the latest
+    one, and ends with exactly the numbers of an uninterrupted run."""
+    from depthaccel.experiments import tutorial_config as tc
+    from depthaccel.experiments.context import ExperimentContext
+    from depthaccel.store import Store
+
+    monkeypatch.setattr(tc, "CHECKPOINT_EVERY", 4)
+    cfg = dataclasses.replace(
+        me.Config.quick(), train_size=640, validation_size=64, validation_eval=0,
+        test_size=32, batch_size=32, epochs=0.75, precondition_every=3,
+    )  # fmt: skip
+    data, items = _fake_mnist(), [me.NetTask("e2e")]
+    kw = dict(kind=me.NAME, cfg=cfg, data=data, dtype=torch.float32)
+    plain = tc.train_net_tasks(ExperimentContext(tmp_path / "a"), me.train_net, items, **kw)
+    store = tmp_path / "s.sqlite"
+    real_lr = mt.staircase_lr
+
+    def dies_at_step_10(step, **k):
+        if step == 10:
+            raise RuntimeError("worker killed")
+        return real_lr(step, **k)
+
+    monkeypatch.setattr(mt, "staircase_lr", dies_at_step_10)
+    ctx = ExperimentContext(tmp_path / "b", store=store, log=lambda m: None)
+    with pytest.raises(RuntimeError, match="worker killed"):
+        tc.train_net_tasks(ctx, me.train_net, items, **kw)
+    with Store(store) as st:
+        assert [it for _, it in st.checkpoints()] == [8]
+    steps_run = []
+
+    def counting(step, **k):
+        steps_run.append(step)
+        return real_lr(step, **k)
+
+    monkeypatch.setattr(mt, "staircase_lr", counting)
+    logs = []
+    ctx = ExperimentContext(tmp_path / "b", store=store, log=logs.append)
+    resumed = tc.train_net_tasks(ctx, me.train_net, items, **kw)
+    assert any("from step 8" in m for m in logs)
+    assert steps_run == list(range(8, cfg.n_steps()))  # only the steps after the checkpoint
+    h0, lrs0, done0, err0 = plain["e2e"]
+    h1, lrs1, done1, err1 = resumed["e2e"]
+    assert (h1.loss, h1.ce, lrs1, done1, err1) == (h0.loss, h0.ce, lrs0, done0, err0)
+    with Store(store) as st:
+        assert st.checkpoints() == [] and ctx.stats.tasks_run == 1

@@ -175,11 +175,18 @@ class Executor(Protocol):
         *,
         gpu: bool = False,
         on_result: Callable[[int, Any], None] | None = None,
+        resume: Sequence[Any] | None = None,
+        on_checkpoint: Callable[[int, int, Any], None] | None = None,
     ) -> list:
         """``[fn(item) for item in items]``, each item an independent task (``gpu``: each
         task needs one GPU). ``on_result(i, result)`` is called in the caller's process and
         thread as soon as item ``i`` is done (so a driver can store it before the others
-        end)."""
+        end).
+
+        Checkpointed tasks: with ``on_checkpoint``, each task is called as
+        ``fn(item, start, emit)`` with ``start = resume[i]`` (None without ``resume``), and
+        every ``emit(step, state)`` of the task reaches ``on_checkpoint(i, step, state)``
+        in the caller's process and thread while the task runs."""
 
     def settings(self) -> dict[str, Any]:
         """What a report should say about this executor (JSON-able)."""

@@ -51,10 +51,16 @@ class LocalExecutor:
         *,
         gpu: bool = False,
         on_result: Callable[[int, Any], None] | None = None,
+        resume: Sequence[Any] | None = None,
+        on_checkpoint: Callable[[int, int, Any], None] | None = None,
     ) -> list:
         out = []
         for i, item in enumerate(items):
-            out.append(fn(item))
+            if on_checkpoint is None:
+                out.append(fn(item))
+            else:
+                start = None if resume is None else resume[i]
+                out.append(fn(item, start, lambda step, state, i=i: on_checkpoint(i, step, state)))
             if on_result is not None:
                 on_result(i, out[-1])
         return out

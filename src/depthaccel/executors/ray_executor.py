@@ -17,6 +17,10 @@ bounded). An exception raised by the training code itself is not retried: it sto
 the sweep (the other tasks are cancelled) and propagates.
 
 Tasks (``map``): each item is one Ray task; ``gpu=True`` asks for one GPU per task.
+Checkpointed tasks (``map(..., on_checkpoint=...)``): each item is a streaming task
+that runs ``fn(item, start, emit)`` in a thread and yields every ``emit``ted checkpoint to
+the driver as it comes (the driver stores it), then the result; they are not retried: a
+lost or failed task stops the map, and the next call resumes it from its checkpoint.
 """
 
 from __future__ import annotations
@@ -101,8 +105,41 @@ def _call(fn: Callable[[Any], Any], item: Any, threads: int) -> Any:
     return fn(item)
 
 
+def _checkpointed_call(
+    fn: Callable[..., Any], item: Any, start: Any, threads: int
+) -> Iterator[tuple[str, Any, Any]]:
+    """Run ``fn(item, start, emit)`` in a thread of this worker; yield ``("checkpoint",
+    step, state)`` for every ``emit(step, state)`` as it comes, then ``("result", value,
+    None)``."""
+    import torch
+
+    torch.set_num_threads(threads)
+    q: queue.Queue = queue.Queue()
+
+    def target() -> None:
+        try:
+            value = fn(item, start, lambda step, state: q.put(("checkpoint", step, state)))
+            q.put(("result", value, None))
+        except BaseException as e:  # noqa: BLE001 - re-raised in the generator below
+            q.put(_Failed(e))
+        finally:
+            q.put(_END)
+
+    th = threading.Thread(target=target, name="depthaccel-task", daemon=True)
+    th.start()
+    while True:
+        event = q.get()
+        if event is _END:
+            break
+        if isinstance(event, _Failed):
+            raise event.exc
+        yield event
+    th.join()
+
+
 _shard_task = ray.remote(num_returns="streaming", max_retries=0)(_shard_events)
 _map_task = ray.remote(_call)
+_checkpointed_task = ray.remote(num_returns="streaming", max_retries=0)(_checkpointed_call)
 
 
 class RayExecutor:
@@ -270,7 +307,11 @@ class RayExecutor:
         *,
         gpu: bool = False,
         on_result: Callable[[int, Any], None] | None = None,
+        resume: Sequence[Any] | None = None,
+        on_checkpoint: Callable[[int, int, Any], None] | None = None,
     ) -> list:
+        if on_checkpoint is not None:
+            return self._map_checkpointed(fn, items, gpu, on_result, resume, on_checkpoint)
         opts = dict(self._task_options(gpu=gpu), max_retries=self.max_task_retries)
         fn_ref = ray.put(fn)  # the function (and what it holds, e.g. data) goes out once
         refs = [_map_task.options(**opts).remote(fn_ref, item, self.threads) for item in items]
@@ -292,6 +333,47 @@ class RayExecutor:
                 try:
                     ray.cancel(r, force=True)
                 except Exception:  # noqa: BLE001
+                    pass
+            raise
+
+    def _map_checkpointed(self, fn, items, gpu, on_result, resume, on_checkpoint) -> list:
+        """Each item a streaming task: its checkpoints reach ``on_checkpoint`` while it
+        runs. Not retried by Ray or here: a lost or failed task stops the map (the others
+        are cancelled) and the caller resumes it from its latest checkpoint next time."""
+        opts = self._task_options(gpu=gpu)
+        fn_ref = ray.put(fn)
+        running = {
+            _checkpointed_task.options(**opts).remote(
+                fn_ref, item, None if resume is None else resume[i], self.threads
+            ): i
+            for i, item in enumerate(items)
+        }
+        out: list[Any] = [None] * len(items)
+        try:
+            with self._waiting():
+                while running:
+                    ready, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
+                    for gen in ready:
+                        i = running[gen]
+                        try:
+                            ref = next(gen)
+                        except StopIteration:
+                            del running[gen]
+                            continue
+                        kind, a, b = ray.get(ref)
+                        del ref
+                        if kind == "checkpoint":
+                            on_checkpoint(i, a, b)
+                        else:
+                            out[i] = a
+                            if on_result is not None:
+                                on_result(i, a)
+            return out
+        except BaseException:
+            for gen in running:
+                try:
+                    ray.cancel(gen, force=True)
+                except Exception:  # noqa: BLE001 - best effort: the cluster may be gone
                     pass
             raise
 

@@ -11,6 +11,7 @@ reproduce all`` does, so the Ethanol table and each l_p optimum are computed onc
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import sys
 import warnings
@@ -93,6 +94,12 @@ class StoredTasks:
         label: item -> short human-readable name (stored beside the result).
         keep: result -> whether it may be stored (e.g. not a run cut short by a time
             limit, which another machine would cut elsewhere).
+        resumable: the task checkpoints: it is called as ``fn(item, start, emit)``, with
+            ``start`` the bytes of its latest stored checkpoint (None: from the
+            beginning), and each ``emit(step, state_bytes)`` is stored at once (the
+            store's ``checkpoints`` table, under the task's key; deleted when its result
+            is stored). A task killed mid-way then loses only what it did since its last
+            checkpoint.
     """
 
     kind: str
@@ -101,6 +108,7 @@ class StoredTasks:
     decode: Callable[[Any], Any]
     label: Callable[[Any], str] = str
     keep: Callable[[Any], bool] = lambda result: True
+    resumable: bool = False
 
 
 @dataclass
@@ -241,6 +249,10 @@ class ExperimentContext:
                 + (f", {len(todo)} to run" if todo else "")
             )
 
+            for i in range(len(items)):
+                if i not in todo and st.load_checkpoint(keys[i]) is not None:
+                    st.delete_checkpoint(keys[i])  # a result stored after its last checkpoint
+
             def finished(j: int, result: Any) -> None:
                 i = todo[j]
                 out[i] = result
@@ -248,13 +260,34 @@ class ExperimentContext:
                 if stored.keep(result):
                     value = json.dumps(stored.encode(result))
                     st.put_task(keys[i], stored.label(items[i]), value)
+                if stored.resumable:
+                    st.delete_checkpoint(keys[i])
 
             pending = [items[i] for i in todo]
+            resume = on_checkpoint = None
+            if stored.resumable:
+                starts = [st.load_checkpoint(keys[i]) for i in todo]
+                resume = [None if c is None else c.state for c in starts]
+                resumed = [(items[i], c.iteration) for i, c in zip(todo, starts, strict=True) if c]
+                if resumed:
+                    self.log(
+                        f"store {self.store}: resuming "
+                        + ", ".join(f"{stored.label(it)} from step {n}" for it, n in resumed)
+                    )
+
+                def on_checkpoint(j: int, step: int, state: bytes) -> None:
+                    st.save_checkpoint(keys[todo[j]], [], int(step), bytes(state))
+
             if self.executor is not None:
-                self.executor.map(fn, pending, gpu=gpu, on_result=finished)
+                kw = {"on_checkpoint": on_checkpoint, "resume": resume} if stored.resumable else {}
+                self.executor.map(fn, pending, gpu=gpu, on_result=finished, **kw)
             else:
                 for j, item in enumerate(pending):
-                    finished(j, fn(item))
+                    if not stored.resumable:
+                        finished(j, fn(item))
+                    else:
+                        emit = functools.partial(on_checkpoint, j)
+                        finished(j, fn(item, resume[j], emit))
         return out
 
     def ran_on(self) -> dict[str, Any]:

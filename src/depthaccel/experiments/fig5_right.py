@@ -53,6 +53,7 @@ from depthaccel.experiments.context import ExperimentContext
 from depthaccel.experiments.results import Claim, ExperimentResult
 from depthaccel.experiments.tutorial_config import (
     TutorialConfig,
+    checkpointing,
     common_steps,
     factor_shapes_text,
     history_curves,
@@ -294,6 +295,8 @@ def build_net(
 
 def train_net(
     job: NetJob,
+    start: bytes | None = None,
+    emit: Any = None,
     *,
     cfg: Config,
     data: Any,
@@ -304,7 +307,8 @@ def train_net(
     """Train one net on the tutorial's schedule: (history, learning rate per step, steps
     done, test error in %). With ``same_dropout_masks`` (the global RNG re-seeded per
     step) this is exactly the net's part of ``mt.train_side_by_side`` over all the nets:
-    the same minibatches, masks and init, hence the same numbers (tested)."""
+    the same minibatches, masks and init, hence the same numbers (tested). ``start``,
+    ``emit``: its checkpoints (``tutorial_config.checkpointing``)."""
     dev = torch.device(device)
     splits = cfg.splits(data, dev, dtype)
     net = build_net(cfg, job, dev, dtype)
@@ -315,6 +319,7 @@ def train_net(
         l2_on={job.key: job.l2_on},
         progress=progress,
         desc=f"{NAME} {job.key}",
+        **checkpointing(start, emit),
     )
     return hist[job.key], lrs, done, mt.error_rate(net, splits.test_x, splits.test_y)
 

@@ -53,6 +53,7 @@ from depthaccel.experiments.fig5_right import first_reach, smooth
 from depthaccel.experiments.results import Claim, ExperimentResult
 from depthaccel.experiments.tutorial_config import (
     TutorialConfig,
+    checkpointing,
     common_steps,
     factor_shapes_text,
     history_curves,
@@ -215,6 +216,8 @@ def _make_e2e(
 
 def train_net(
     task: NetTask,
+    start: bytes | None = None,
+    emit: Any = None,
     *,
     cfg: Config,
     data: Any,
@@ -237,6 +240,7 @@ def train_net(
         optimizers=_optimizers(cfg, task.key),
         progress=progress,
         desc=f"{NAME} {task.key}",
+        **checkpointing(start, emit),
     )
     return hist[task.key], lrs, done, mt.error_rate(net, splits.test_x, splits.test_y)
 

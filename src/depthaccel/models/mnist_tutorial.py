@@ -402,6 +402,9 @@ def train_side_by_side(
     optimizers: dict[str, Callable[[nn.Module, Schedule], torch.optim.Optimizer]] | None = None,
     progress: bool = False,
     desc: str = "mnist",
+    start: dict[str, Any] | None = None,
+    checkpoint: Callable[[dict[str, Any]], None] | None = None,
+    checkpoint_every: int = 0,
 ) -> tuple[dict[str, History], list[float], int]:
     """Train the nets side by side, step by step on the same minibatches.
 
@@ -410,23 +413,40 @@ def train_side_by_side(
     optimizer`` (default: SGD with the schedule's momentum, as the tutorial). The
     learning rate of every parameter group is set to the schedule's rate each step.
 
+    Checkpoints: with ``checkpoint`` and ``checkpoint_every = K``, after every K-th step
+    (not the last) ``checkpoint(state)`` gets a fresh dict (``CHECKPOINT_FORMAT``: steps
+    done, every net's and optimizer's ``state_dict``, the histories and learning rates so
+    far; tensors, numbers, strings, lists and dicts only, so ``torch.load(...,
+    weights_only=True)`` reads it back). ``start=state`` continues from such a state,
+    for nets and optimizers built as for the first call: the per-step re-seeded dropout
+    masks (``schedule.same_dropout_masks``, required) and the restored optimizer state
+    make the rest of the run bit-identical to an uninterrupted one (tested). A time
+    limit counts from this call's start.
+
     Returns (histories by name, learning rate per step, steps done). Stops early (all nets
     at the same step) when ``schedule.time_limit_s`` is exceeded; raises
     FloatingPointError on a non-finite loss.
     """
+    if (start is not None or checkpoint is not None) and not schedule.same_dropout_masks:
+        raise ValueError("checkpoints need schedule.same_dropout_masks (reproducible masks)")
+    if checkpoint is not None and (isinstance(checkpoint_every, bool) or checkpoint_every < 1):
+        raise ValueError(f"checkpoint_every must be an integer >= 1, got {checkpoint_every!r}")
     opts = {k: (optimizers or {}).get(k, _sgd)(m, schedule) for k, m in nets.items()}
     hist = {k: History() for k in nets}
     lrs: list[float] = []
+    first = 0
+    if start is not None:
+        first = _restore(start, nets, opts, hist, lrs, schedule)
     for m in nets.values():
         m.train()
     bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=schedule.steps, desc=desc, unit="step", mininterval=2.0)
+        bar = tqdm(total=schedule.steps, initial=first, desc=desc, unit="step", mininterval=2.0)
     t_start = time.perf_counter()
-    step = 0
-    for step in range(schedule.steps):
+    step = first - 1
+    for step in range(first, schedule.steps):
         lr = staircase_lr(
             step,
             base_lr=schedule.base_lr,
@@ -468,6 +488,9 @@ def train_side_by_side(
             bar.update(1)
             if step % 50 == 0:
                 bar.set_postfix({k: f"{h.loss[-1]:.3f}" for k, h in hist.items()})
+        if checkpoint is not None and (step + 1) % checkpoint_every == 0:
+            if step + 1 < schedule.steps:
+                checkpoint(_snapshot(step + 1, nets, opts, hist, lrs))
         if (
             schedule.time_limit_s is not None
             and time.perf_counter() - t_start > schedule.time_limit_s
@@ -475,10 +498,59 @@ def train_side_by_side(
             break
     if bar is not None:
         bar.close()
-    done = step + 1
+    done = max(step + 1, first)
     if schedule.validation_eval:
         for k, model in nets.items():
             if hist[k].val_steps[-1:] != [done]:
                 hist[k].val_steps.append(done)
                 hist[k].val_error.append(error_rate(model, splits.val_x, splits.val_y))
     return hist, lrs, done
+
+
+CHECKPOINT_FORMAT = "depthaccel.mnist_tutorial.checkpoint/1"
+
+
+def _snapshot(
+    steps: int,
+    nets: dict[str, nn.Module],
+    opts: dict[str, torch.optim.Optimizer],
+    hist: dict[str, History],
+    lrs: list[float],
+) -> dict[str, Any]:
+    """A copy (nothing shared with the live nets) of the training state after ``steps``."""
+    import copy
+
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "steps": steps,
+        "nets": {k: copy.deepcopy(m.state_dict()) for k, m in nets.items()},
+        "optimizers": {k: copy.deepcopy(o.state_dict()) for k, o in opts.items()},
+        "history": {k: dataclasses.asdict(h) for k, h in hist.items()},
+        "lrs": list(lrs),
+    }
+
+
+def _restore(
+    state: dict[str, Any],
+    nets: dict[str, nn.Module],
+    opts: dict[str, torch.optim.Optimizer],
+    hist: dict[str, History],
+    lrs: list[float],
+    schedule: Schedule,
+) -> int:
+    """Load ``state`` (from ``_snapshot``) into the nets, optimizers, histories and
+    learning rates; return the steps it had done. ValueError if it does not fit."""
+    if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"not a {CHECKPOINT_FORMAT} state")
+    steps = int(state["steps"])
+    if set(state["nets"]) != set(nets) or not 0 < steps <= schedule.steps:
+        raise ValueError(
+            f"the checkpoint (nets {sorted(state['nets'])}, {steps} steps) does not fit this "
+            f"call (nets {sorted(nets)}, {schedule.steps} steps)"
+        )
+    for k, m in nets.items():
+        m.load_state_dict(state["nets"][k])
+        opts[k].load_state_dict(state["optimizers"][k])
+        hist[k] = History(**state["history"][k])
+    lrs[:] = state["lrs"]
+    return steps
