@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import replace
 from typing import Any
@@ -69,24 +69,20 @@ class _Failed:
 _END = object()
 
 
-def _shard_events(spec: TrainSpec, shard: Shard, threads: int) -> Iterator[ShardEvent]:
-    """Run ``run_shard`` in a thread of this worker and yield its events as they come."""
-    import torch
-
-    torch.set_num_threads(threads)
-    # the object store's arrays are read-only; the trainer wants its own (writable) copy
-    spec = replace(spec, X=np.array(spec.X), y=np.array(spec.y))
+def _events_of(run: Callable[[Callable[[Any], None]], None], name: str) -> Iterator[Any]:
+    """Run ``run(put)`` in a thread of this worker and yield everything it ``put``s, as it
+    comes; an exception of ``run`` is re-raised here (in the task) after its events."""
     q: queue.Queue = queue.Queue()
 
     def target() -> None:
         try:
-            run_shard(spec, shard, q.put)
+            run(q.put)
         except BaseException as e:  # noqa: BLE001 - re-raised in the generator below
             q.put(_Failed(e))
         finally:
             q.put(_END)
 
-    th = threading.Thread(target=target, name=f"depthaccel-shard-{shard.index}", daemon=True)
+    th = threading.Thread(target=target, name=name, daemon=True)
     th.start()
     while True:
         item = q.get()
@@ -96,6 +92,18 @@ def _shard_events(spec: TrainSpec, shard: Shard, threads: int) -> Iterator[Shard
             raise item.exc
         yield item
     th.join()
+
+
+def _shard_events(spec: TrainSpec, shard: Shard, threads: int) -> Iterator[ShardEvent]:
+    """Run ``run_shard`` in a thread of this worker and yield its events as they come."""
+    import torch
+
+    torch.set_num_threads(threads)
+    # the object store's arrays are read-only; the trainer wants its own (writable) copy
+    spec = replace(spec, X=np.array(spec.X), y=np.array(spec.y))
+    yield from _events_of(
+        lambda put: run_shard(spec, shard, put), f"depthaccel-shard-{shard.index}"
+    )
 
 
 def _call(fn: Callable[[Any], Any], item: Any, threads: int) -> Any:
@@ -114,27 +122,12 @@ def _checkpointed_call(
     import torch
 
     torch.set_num_threads(threads)
-    q: queue.Queue = queue.Queue()
 
-    def target() -> None:
-        try:
-            value = fn(item, start, lambda step, state: q.put(("checkpoint", step, state)))
-            q.put(("result", value, None))
-        except BaseException as e:  # noqa: BLE001 - re-raised in the generator below
-            q.put(_Failed(e))
-        finally:
-            q.put(_END)
+    def run(put: Callable[[Any], None]) -> None:
+        value = fn(item, start, lambda step, state: put(("checkpoint", step, state)))
+        put(("result", value, None))
 
-    th = threading.Thread(target=target, name="depthaccel-task", daemon=True)
-    th.start()
-    while True:
-        event = q.get()
-        if event is _END:
-            break
-        if isinstance(event, _Failed):
-            raise event.exc
-        yield event
-    th.join()
+    yield from _events_of(run, "depthaccel-task")
 
 
 _shard_task = ray.remote(num_returns="streaming", max_retries=0)(_shard_events)
@@ -293,11 +286,7 @@ class RayExecutor:
                     if isinstance(event, Done):
                         finished.add(shard.index)
         except BaseException:
-            for gen in running:
-                try:
-                    ray.cancel(gen, force=True)
-                except Exception:  # noqa: BLE001 - best effort: the cluster may be gone
-                    pass
+            _cancel_streams(running)
             raise
 
     def map(
@@ -366,11 +355,7 @@ class RayExecutor:
                                 on_result(i, a)
             return out
         except BaseException:
-            for gen in running:
-                try:
-                    ray.cancel(gen, force=True)
-                except Exception:  # noqa: BLE001 - best effort: the cluster may be gone
-                    pass
+            _cancel_streams(running)
             raise
 
     # -- lifetime --------------------------------------------------------------------
@@ -392,6 +377,16 @@ class RayExecutor:
 
     def __repr__(self) -> str:
         return f"RayExecutor(mode={self.mode!r}, cpus={self.cpus}, threads={self.threads})"
+
+
+def _cancel_streams(generators: Iterable[Any]) -> None:
+    """Force-cancel the streaming tasks of ``generators`` (best effort: the cluster may
+    be gone)."""
+    for gen in generators:
+        try:
+            ray.cancel(gen, force=True)
+        except Exception:  # noqa: BLE001
+            pass
 
 
 def _cancel_unfinished(refs: list[Any]) -> None:
