@@ -169,3 +169,12 @@ def test_a_resumable_task_continues_from_its_stored_checkpoint(tmp_path, through
     with Store(tmp_path / "s.sqlite") as st:
         assert st.checkpoints() == []
     assert ctx.map(_counting_task(limit_at=1), [9], stored=stored) == [[6, 9]]  # stored
+    # a checkpoint left beside a stored result (killed between the two writes) is dropped
+    from depthaccel.store import task_key
+    from depthaccel.sweep import MATH_VERSION
+
+    with Store(tmp_path / "s.sqlite") as st:
+        st.save_checkpoint(task_key("count", {"item": 9}, MATH_VERSION), [], 8, b"8")
+    assert ctx.map(_counting_task(limit_at=1), [9], stored=stored) == [[6, 9]]
+    with Store(tmp_path / "s.sqlite") as st:
+        assert st.checkpoints() == []

@@ -518,3 +518,11 @@ def test_a_store_created_while_another_opener_reads_its_identity_is_not_foreign(
     created[0].close()
     with Store(path) as s:
         assert s._identity()[:2] == (APPLICATION_ID, SCHEMA_VERSION)
+
+
+def test_checkpoints_of_runs_leave_out_task_checkpoints(tmp_path):
+    with Store(tmp_path / "s.sqlite") as s:
+        s.save_checkpoint("group", ["k1", "k2"], 10, b"runs")
+        s.save_checkpoint("task", [], 500, b"net")
+        assert sorted(s.checkpoints()) == [("group", 10), ("task", 500)]
+        assert s.checkpoints(of_runs=True) == [("group", 10)]

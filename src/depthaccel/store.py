@@ -578,11 +578,13 @@ class Store:
             updated_at=float(row["updated_at"]),
         )
 
-    def checkpoints(self) -> list[tuple[str, int]]:
-        """(group_key, iteration) of every saved checkpoint."""
+    def checkpoints(self, *, of_runs: bool = False) -> list[tuple[str, int]]:
+        """(group_key, iteration) of every saved checkpoint; ``of_runs``: only those of
+        groups of runs, not of tasks (whose ``run_keys`` list is empty). Reads no state."""
+        where = " WHERE run_keys != '[]'" if of_runs else ""
         return [
             (r[0], int(r[1]))
-            for r in self._conn.execute("SELECT group_key, iteration FROM checkpoints")
+            for r in self._conn.execute(f"SELECT group_key, iteration FROM checkpoints{where}")
         ]
 
     def delete_checkpoint(self, group: str) -> None:

@@ -461,7 +461,7 @@ def _plan_groups(
     into shards afterwards: ``_split_fresh``, ``executors.driver.plan_shards``)."""
     left = set(pending)
     groups: list[tuple[list[str], dict[str, Any] | None]] = []
-    for gk, _ in sorted(st.checkpoints(), key=lambda c: -c[1]):
+    for gk, _ in sorted(st.checkpoints(of_runs=True), key=lambda c: -c[1]):
         ck = st.load_checkpoint(gk)
         if ck is None or not ck.run_keys or not set(ck.run_keys) <= left:
             continue

@@ -249,9 +249,11 @@ class ExperimentContext:
                 + (f", {len(todo)} to run" if todo else "")
             )
 
-            for i in range(len(items)):
-                if i not in todo and st.load_checkpoint(keys[i]) is not None:
-                    st.delete_checkpoint(keys[i])  # a result stored after its last checkpoint
+            if stored.resumable:  # a result stored after its last checkpoint: drop that
+                saved = {g for g, _ in st.checkpoints()}
+                for i in set(range(len(items))) - set(todo):
+                    if keys[i] in saved:
+                        st.delete_checkpoint(keys[i])
 
             def finished(j: int, result: Any) -> None:
                 i = todo[j]
