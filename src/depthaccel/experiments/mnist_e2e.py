@@ -158,7 +158,7 @@ def build_nets(
     tutorial's init with ``cfg.seed``); the overparameterized net shares their
     convolutions and biases, its dense factors drawn per ``cfg.factor_init``."""
     cfg.validate()
-    kw = dict(channels_last=cfg.channels_last, device=device, dtype=dtype, dropout=cfg.dropout)
+    kw = dict(device=device, dtype=dtype, **cfg.net_options())
     over, summary = mt.overparameterized_tutorial_net(
         cfg.seed, depth=cfg.depth, factor_init=cfg.factor_init, factor_std=cfg.factor_std, **kw
     )
@@ -187,31 +187,18 @@ def _l2_on(cfg: Config, key: str) -> str:
     return L2_ON.get(key, cfg.l2_on)
 
 
+def _e2e_maker(cfg: Config, **options: Any) -> Any:
+    """``make(net, schedule)`` of the e2e net's optimizer (``e2e_optimizer`` with the
+    settings' depth and ``precondition_every``; ``options``: e.g. ``precondition_dtype``)."""
+    return functools.partial(
+        e2e_optimizer, depth=cfg.depth, precondition_every=cfg.precondition_every, **options
+    )
+
+
 def _optimizers(cfg: Config, key: str) -> dict[str, Any] | None:
     if key != "e2e":
         return None  # the tutorial's SGD with momentum
-    return {
-        "e2e": functools.partial(
-            _make_e2e, depth=cfg.depth, precondition_every=cfg.precondition_every
-        )
-    }
-
-
-def _make_e2e(
-    net: nn.Module,
-    s: mt.Schedule,
-    *,
-    depth: int,
-    precondition_every: int,
-    precondition_dtype: torch.dtype | None = None,
-) -> EndToEndSGD:
-    return e2e_optimizer(
-        net,
-        s,
-        depth=depth,
-        precondition_every=precondition_every,
-        precondition_dtype=precondition_dtype,
-    )
+    return {"e2e": _e2e_maker(cfg)}
 
 
 def train_net(
@@ -255,14 +242,10 @@ def step_times_ms(
     e2e net with ``precondition_dtype=torch.bfloat16`` (its amortised cache and cached
     products in bfloat16; not trained in full)."""
     nets = build_nets(cfg, device, dtype)[0]
-    make = functools.partial(_make_e2e, depth=cfg.depth, precondition_every=cfg.precondition_every)
-    opts = {"e2e": make}
+    opts = {"e2e": _e2e_maker(cfg)}
     if cfg.precondition_every > 1:
-        nets[BF16] = mt.tutorial_net(
-            cfg.seed, channels_last=cfg.channels_last, device=device, dtype=dtype,
-            dropout=cfg.dropout,
-        )  # fmt: skip
-        opts[BF16] = functools.partial(make, precondition_dtype=torch.bfloat16)
+        nets[BF16] = mt.tutorial_net(cfg.seed, device=device, dtype=dtype, **cfg.net_options())
+        opts[BF16] = _e2e_maker(cfg, precondition_dtype=torch.bfloat16)
     sched = dataclasses.replace(
         cfg.schedule(), steps=cfg.timing_steps, eval_every=0, validation_eval=0, time_limit_s=None
     )
