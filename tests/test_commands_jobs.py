@@ -132,14 +132,13 @@ def test_compare_jobs_2_equals_jobs_1_names_ray_and_stops_its_cluster(tmp_path):
     )
 
 
-@pytest.mark.slow  # ~40 s on the busy 2-core machine (starts a cluster)
-def test_ctrl_c_shuts_the_cluster_down_and_leaves_no_process(tmp_path):
-    pytest.importorskip("ray")
-    data = table(tmp_path)
+def interrupt_while_training(cmd: list[str], interrupt) -> tuple[int, str, set[int]]:
+    """Run ``cmd`` in a session of its own (as a terminal runs it); once its shards are on
+    the Ray cluster it started and its workers train them, call ``interrupt(proc)``.
+    Returns (exit status, output, the PIDs of the command, its cluster and workers)."""
     env = dict(os.environ, RAY_ADDRESS="", PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(
-        compare_cmd(data, tmp_path / "o", "--iters", "3000000", "--jobs", "2"),
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
         start_new_session=True,  # its own process group, as a terminal's Ctrl-C reaches
     )  # fmt: skip
     lines: list[str] = []
@@ -156,17 +155,26 @@ def test_ctrl_c_shuts_the_cluster_down_and_leaves_no_process(tmp_path):
         everything = descendants([proc.pid])
         workers = everything - {proc.pid} - set(pids)
         assert set(pids) < everything and workers  # the cluster and its workers
-        os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C: the whole process group
+        assert proc.poll() is None
+        interrupt(proc)
         proc.wait(timeout=120)
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     reader.join(timeout=10)
-    out = "".join(lines)
-    assert proc.returncode == 130, out[-3000:]
+    return proc.returncode, "".join(lines), everything | set(pids)
+
+
+@pytest.mark.slow  # ~40 s on the busy 2-core machine (starts a cluster)
+def test_ctrl_c_shuts_the_cluster_down_and_leaves_no_process(tmp_path):
+    pytest.importorskip("ray")
+    cmd = compare_cmd(table(tmp_path), tmp_path / "o", "--iters", "3000000", "--jobs", "2")
+    # Ctrl-C: SIGINT to the whole process group
+    rc, out, seen = interrupt_while_training(cmd, lambda p: os.killpg(p.pid, signal.SIGINT))
+    assert rc == 130, out[-3000:]
     assert "interrupted" in out
-    left = wait_gone(everything | set(pids))
+    left = wait_gone(seen)
     assert not left, f"processes left running after Ctrl-C: {sorted(left)}"
 
 
@@ -176,37 +184,13 @@ def test_sigterm_mid_reproduce_stops_cleanly_and_leaves_no_process(tmp_path, eth
     concurrently: exit status 143, the interruption message, no abort of a thread still
     inside torch (no C++ stack trace), the cluster and its workers gone."""
     pytest.importorskip("ray")
-    env = dict(os.environ, RAY_ADDRESS="", PYTHONUNBUFFERED="1")
     cmd = [sys.executable, "-m", "depthaccel", "reproduce", "fig4-right", "sec7", "--jobs", "2"]
     cmd += ["--out", str(tmp_path / "o"), "--data-dir", ethanol_data_dir, "--no-progress"]
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-        start_new_session=True,
-    )  # fmt: skip
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
-    reader.start()
-    try:
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and proc.poll() is None:
-            if any(re.search(r"on ray \(\d+ shards\)", line) for line in list(lines)):
-                break
-            time.sleep(0.2)
-        pids = cluster_pids("".join(lines))
-        time.sleep(3.0)
-        everything = descendants([proc.pid])
-        assert set(pids) < everything and proc.poll() is None
-        os.kill(proc.pid, signal.SIGTERM)  # the command only, as `kill PID` does
-        proc.wait(timeout=120)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    reader.join(timeout=10)
-    out = "".join(lines)
-    assert proc.returncode == 143, out[-3000:]
+    # the command only, as `kill PID` does
+    rc, out, seen = interrupt_while_training(cmd, lambda p: os.kill(p.pid, signal.SIGTERM))
+    assert rc == 143, out[-3000:]
     assert "interrupted" in out and "Stack trace" not in out, out[-3000:]
-    left = wait_gone(everything | set(pids))
+    left = wait_gone(seen)
     assert not left, f"processes left running after SIGTERM: {sorted(left)}"
 
 

@@ -18,6 +18,7 @@ import torch
 
 from depthaccel.sweep import dumps_state, loads_state
 from depthaccel.train import Run, engine, train
+from test_train import problem as train_problem
 
 T = 200
 
@@ -28,12 +29,8 @@ def _one_thread(one_torch_thread):
 
 
 def problem(k=1, m=50, d=6, seed=5):
-    g = torch.Generator().manual_seed(seed)
-    X = torch.randn(m, d, generator=g, dtype=torch.float64)
-    W = torch.randn(d, k, generator=g, dtype=torch.float64)
-    Y = X @ W + 0.5 * torch.randn(m, k, generator=g, dtype=torch.float64)
-    Y = Y / Y.std(0)
-    return X, (Y[:, 0] if k == 1 else Y)
+    """test_train's random regression problem, seed 5 by default."""
+    return train_problem(k=k, m=m, d=d, seed=seed)
 
 
 def grid(n_rates=12, lo=0.02, hi=3.0):
