@@ -152,3 +152,41 @@ def test_lp_optimum_ethanol_l4():
     _, g = grad_autograd(ds.X, ds.y, opt.w, 4)
     assert np.linalg.norm(g) < 1e-10
     assert opt.loss == pytest.approx(0.0554, abs=5e-4)  # GUIDE.md section 2
+
+
+@pytest.mark.parametrize("p", [2.0, 3.0, 4.0])
+def test_lp_hessian_matches_central_differences_of_the_loop_gradient(p):
+    X, y = problem(m=30, d=4, seed=3)
+    w = np.random.default_rng(4).standard_normal(4)
+
+    def grad(v):  # the loop loss's gradient by central differences of the loss itself
+        h = 1e-5
+        return np.array(
+            [
+                (loop_loss(X @ (v + h * e), y, p) - loop_loss(X @ (v - h * e), y, p)) / (2 * h)
+                for e in np.eye(4)
+            ]
+        )
+
+    h = 1e-4
+    fd = np.stack([(grad(w + h * e) - grad(w - h * e)) / (2 * h) for e in np.eye(4)])
+    from depthaccel.losses import lp_hessian
+
+    H = lp_hessian(X, y, w, p)
+    assert H.shape == (4, 4) and H.dtype == np.float64
+    np.testing.assert_allclose(H, fd, rtol=1e-5, atol=1e-6 * np.abs(H).max())
+    np.testing.assert_allclose(H, H.T, rtol=1e-14, atol=0)
+
+
+def test_lp_hessian_rejects_bad_input():
+    from depthaccel.losses import lp_hessian
+
+    X, y = problem(m=10, d=3)
+    with pytest.raises(ValueError, match="one output"):
+        lp_hessian(X, np.stack([y, y], 1), np.zeros(3), 4)
+    with pytest.raises(ValueError, match="w must have shape"):
+        lp_hessian(X, y, np.zeros(4), 4)
+    with pytest.raises(ValueError, match="NaN or inf"):
+        lp_hessian(X, y, np.array([0.0, np.nan, 0.0]), 4)
+    with pytest.raises(ValueError):
+        lp_hessian(X, y, np.zeros(3), 1.5)

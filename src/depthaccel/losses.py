@@ -35,7 +35,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["LpOptimum", "lp_loss", "lp_optimum", "lp_sum", "lp_sum_and_phi_"]
+__all__ = ["LpOptimum", "lp_hessian", "lp_loss", "lp_optimum", "lp_sum", "lp_sum_and_phi_"]
 
 
 def _check_p(p: float) -> float:
@@ -136,6 +136,44 @@ def _loss_grad(X: torch.Tensor, Y: torch.Tensor, W: torch.Tensor, p: float):
     return loss, grad, ap2
 
 
+def _hessian(X: torch.Tensor, ap2: torch.Tensor, p: float) -> torch.Tensor:
+    """``((p-1)/m) X^T diag(|r|^{p-2}) X`` from ``ap2 = |r|^{p-2}`` of shape (m, 1)."""
+    return (X * ((p - 1.0) / X.shape[0] * ap2)).T @ X
+
+
+def lp_hessian(X, y, w, p: float) -> np.ndarray:
+    r"""The Hessian of ``L(w) = (1/m) sum_i (1/p)|x_i^T w - y_i|^p`` at ``w``, in float64::
+
+        H(w) = ((p-1)/m) X^T diag(|r|^{p-2}) X,    r = X w - y
+
+    (for p = 2 it is ``X^T X / m`` and does not depend on ``w``).
+
+    Args:
+        X: design matrix (m x d), numpy or torch; converted to float64 (on CPU).
+        y: targets, shape (m,) (one output).
+        w: the point, shape (d,).
+        p: exponent >= 2.
+
+    Returns:
+        The d x d Hessian as a float64 numpy array.
+
+    Raises:
+        ValueError: on shape mismatch, NaN/inf or p < 2.
+    """
+    p = _check_p(p)
+    X = as_float64("X", X)
+    y = as_float64("y", y)
+    w = as_float64("w", w)
+    if X.dim() != 2 or X.shape[0] == 0 or X.shape[1] == 0:
+        raise ValueError(f"X must be a non-empty 2-D matrix (m x d), got shape {tuple(X.shape)}")
+    if y.shape != (X.shape[0],):
+        raise ValueError(f"y must have shape ({X.shape[0]},) (one output); got {tuple(y.shape)}")
+    if w.shape != (X.shape[1],):
+        raise ValueError(f"w must have shape ({X.shape[1]},); got {tuple(w.shape)}")
+    _, _, ap2 = _loss_grad(X, y[:, None], w[:, None], p)
+    return _hessian(X, ap2, p).numpy()
+
+
 def lp_optimum(X, y, p: float, *, tol: float = 1e-12, max_iter: int = 100) -> LpOptimum:
     r"""Minimise ``L(W) = (1/m) sum_i sum_c (1/p)|x_i^T w_c - y_ic|^p`` in float64.
 
@@ -218,7 +256,6 @@ def lp_optimum(X, y, p: float, *, tol: float = 1e-12, max_iter: int = 100) -> Lp
 def _newton_column(
     X: torch.Tensor, y: torch.Tensor, w: torch.Tensor, p: float, tol: float, max_iter: int
 ) -> tuple[torch.Tensor, int]:
-    m = X.shape[0]
     eps = torch.finfo(torch.float64).eps
     loss, g, ap2 = _loss_grad(X, y, w, p)
     gn = float(torch.linalg.vector_norm(g))
@@ -226,7 +263,7 @@ def _newton_column(
     stalls = 0
     while it < max_iter and gn > tol:
         it += 1
-        H = (X * ((p - 1.0) / m * ap2)).T @ X
+        H = _hessian(X, ap2, p)
         L, info = torch.linalg.cholesky_ex(H)
         if int(info) == 0:
             step = torch.cholesky_solve(g, L)
