@@ -84,3 +84,18 @@ def test_edge_is_infinite_at_zero_for_deep_nets_and_input_is_checked():
         stability_edge(H, np.array([1.0, np.inf, 0.0]), 2)
     with pytest.raises(ValueError, match="depth"):
         stability_edge(H, np.ones(3), 0.5)
+
+
+@pytest.mark.parametrize("N", [1.0, 2.0, 3.0])
+@pytest.mark.parametrize("p", [2.0, 4.0])
+def test_the_edge_scales_as_the_target_to_the_power_minus_p_minus_2_over_n(N, p):
+    """Scaling the target by c scales w* by c, H by c^(p-2) and P by c^(2-2/N), so the
+    edge by c^-(p - 2/N) (what fig2's note uses to say how the data scale moves it)."""
+    X, y = problem(seed=5)
+    c = 0.37
+
+    def edge(yy):
+        w = lp_optimum(X, yy, p).w
+        return stability_edge(lp_hessian(X, yy, w, p), w, N)
+
+    assert edge(c * y) == pytest.approx(edge(y) * c ** -(p - 2 / N), rel=1e-8)
