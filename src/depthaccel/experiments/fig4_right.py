@@ -13,9 +13,9 @@ Fair starts (:mod:`depthaccel.experiments.starts`: the single layer at
 ``seeds`` (a claim passes only if it holds for each).
 
 The claim reads one point per run, the gap at the last iteration. Adam at a fixed rate
-gives the deep nets short loss spikes (the gap jumps far above its running minimum for a
-few dozen iterations, then falls back) that the single layer does not show, so a run that
-ends inside one ends high although its curve was ahead. The report therefore gives, per
+gives the deep nets short loss spikes (the gap jumps far above its running minimum for
+tens to hundreds of iterations, then falls back) that the single layer does not show, so
+a run that ends inside one ends high although its curve was ahead. The report therefore gives, per
 seed and read off the logged curve (:func:`tail_evidence`), the minimum along the curve
 and the final gap over it, the share of the last ``TAIL_FRACTION`` of the logged
 iterations at which the deep net is below the single layer, the number of spikes, and the
