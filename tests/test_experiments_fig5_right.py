@@ -164,6 +164,26 @@ def test_quick_mode_runs_and_writes_outputs(tmp_path, mnist_data_dir):
     assert ce[-5:].mean() < ce[:5].mean()
     assert len(res.claims) == 2 and all(c.note for c in res.claims)
     assert any("test error" in n for n in res.notes)
+    # the batch-loss claim says why, from the stored histories: the split equals one
+    # recomputed from the curves written to the CSV
+    over = curves[("batch_loss", "overparameterized (depth-2 dense; init tutorial, L2 on product)")]
+    over_ce = curves[
+        ("batch_cross_entropy", "overparameterized (depth-2 dense; init tutorial, L2 on product)")
+    ]
+    split = settings["loss_split"]["overparameterized"]
+    want = f5.loss_split(
+        loss.values,
+        ce,
+        over.values,
+        over_ce.values,
+        cfg.smooth_window,
+        tuple(r["iteration"] for r in settings["speedups"]["loss"]),
+    )
+    assert split["l2_first"] == pytest.approx(want["l2_first"], rel=1e-6)
+    assert split["l2_above_steps"] == want["l2_above_steps"]
+    assert "why, the L2 term" in res.claims[0].measured
+    assert "why" not in res.claims[1].measured  # the cross-entropy claim has no L2 term
+    assert any(n.startswith("L2 term at init") for n in res.notes)
 
 
 def test_each_net_as_its_own_task_equals_training_side_by_side():
@@ -195,3 +215,144 @@ def test_each_net_as_its_own_task_equals_training_side_by_side():
         )
         assert alone[j.key].loss == together[j.key].loss  # bit for bit
         assert alone[j.key].ce == together[j.key].ce and lrs1 == lrs
+
+
+# ------------------------------------------------------------- why: L2 term vs data term
+
+
+def _split_reference(bl, bc, ol, oc, window, iterations):
+    """Slow obvious loops: the same quantities as f5.loss_split."""
+
+    def sm(v, t):  # trailing mean over the window ending at 0-based index t
+        lo = max(0, t - window + 1)
+        return sum(v[lo : t + 1]) / (t + 1 - lo)
+
+    n = len(bl)
+    l2b = [bl[i] - bc[i] for i in range(n)]
+    l2o = [ol[i] - oc[i] for i in range(n)]
+    above = [t for t in range(n) if sm(l2o, t) > sm(l2b, t)]
+    if not above:
+        below_from = 1
+    elif above[-1] == n - 1:
+        below_from = None
+    else:
+        below_from = above[-1] + 2
+    ce_below = sum(sm(oc, t) < sm(bc, t) for t in range(n)) / n
+    e = n - 1
+    return {
+        "l2_first": [l2b[0], l2o[0]],
+        "steps": n,
+        "l2_above_steps": len(above),
+        "l2_below_from": below_from,
+        "ce_below_frac": ce_below,
+        "end": {
+            "l2": [sm(l2b, e), sm(l2o, e)],
+            "ce": [sm(bc, e), sm(oc, e)],
+            "l2_share": [sm(l2b, e) / sm(bl, e), sm(l2o, e) / sm(ol, e)],
+        },
+        "at": [
+            {
+                "iteration": t,
+                "l2": [sm(l2b, t - 1), sm(l2o, t - 1)],
+                "ce": [sm(bc, t - 1), sm(oc, t - 1)],
+            }
+            for t in iterations
+        ],
+    }
+
+
+def _histories(n=120, seed=0, l2_start=4.0, l2_decay=0.03):
+    """Synthetic (loss, ce) of an original and of an overparameterized net whose L2 term
+    starts ``l2_start`` times higher and decays faster, and whose cross-entropy is lower."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(n)
+    ce_b = 2.0 * np.exp(-t / 20) + 0.05 + 0.02 * rng.random(n)
+    ce_o = 0.9 * ce_b
+    l2_b = 3.0 * np.exp(-0.002 * t)
+    l2_o = l2_start * 3.0 * np.exp(-l2_decay * t)
+    return ce_b + l2_b, ce_b, ce_o + l2_o, ce_o
+
+
+@pytest.mark.parametrize("l2_start,l2_decay", [(4.0, 0.03), (1.2, 0.0), (0.5, 0.0), (4.0, 0.002)])
+def test_loss_split_matches_loops(l2_start, l2_decay):
+    bl, bc, ol, oc = _histories(l2_start=l2_start, l2_decay=l2_decay)
+    got = f5.loss_split(bl, bc, ol, oc, 7, (1, 30, 120))
+    want = _split_reference(list(bl), list(bc), list(ol), list(oc), 7, (1, 30, 120))
+    assert _nested_close(got, want)
+    json.dumps(got)  # JSON-able: it goes into settings.json
+
+
+def _nested_close(a, b):
+    if isinstance(a, dict):
+        assert a.keys() == b.keys()
+        return all(_nested_close(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        assert len(a) == len(b)
+        return all(_nested_close(x, y) for x, y in zip(a, b, strict=True))
+    if a is None or b is None:
+        assert a is b
+        return True
+    assert a == pytest.approx(b, rel=1e-12, abs=1e-15)
+    return True
+
+
+def test_loss_split_crossing_cases_and_errors():
+    bl, bc, ol, oc = _histories()  # starts 4x higher, decays fast: crosses below once
+    s = f5.loss_split(bl, bc, ol, oc, 1)
+    l2b, l2o = bl - bc, ol - oc
+    cross = int(np.flatnonzero(l2o < l2b)[0]) + 1  # window 1: the raw terms
+    assert s["l2_below_from"] == cross and s["l2_above_steps"] == cross - 1 > 0
+    assert s["l2_first"] == pytest.approx([3.0, 12.0])
+    assert f5.loss_split(*_histories(l2_start=0.5, l2_decay=0.0), 5)["l2_below_from"] == 1
+    assert f5.loss_split(*_histories(l2_start=1.2, l2_decay=0.0), 5)["l2_below_from"] is None
+    with pytest.raises(ValueError, match="one non-zero length"):
+        f5.loss_split(bl, bc, ol[:-1], oc, 5)
+    with pytest.raises(ValueError, match="iterations"):
+        f5.loss_split(bl, bc, ol, oc, 5, (0,))
+
+
+def test_why_text_names_the_l2_excess_at_the_checkpoints_not_passed():
+    bl, bc, ol, oc = _histories()
+    w = 5
+    sb, so = f5.smooth(bl, w), f5.smooth(ol, w)
+    rows = f5.speedups(sb, so, (0.05, 0.5, 1.0))
+    slow = [r for r in rows if r["speedup"] <= 1.0]
+    assert slow and len(slow) < len(rows)  # the case of fig5-right: only early ones fail
+    split = f5.loss_split(bl, bc, ol, oc, w, tuple(r["iteration"] for r in rows))
+    text = f5.why_text(split, rows, w)
+    t = slow[0]["iteration"]
+    l2b, l2o = f5.smooth(bl - bc, w)[t - 1], f5.smooth(ol - oc, w)[t - 1]
+    assert f"it. {t}: L2 {l2o:.4g} vs {l2b:.4g} ({l2o - l2b:+.3g})" in text
+    assert f"below it from step {split['l2_below_from']} on" in text
+    assert "step 1: 12 (overparam.) vs 3 (original), 4.00x" in text
+    # every checkpoint failing (more than two): ranges of the differences instead
+    flat = f5.loss_split(*_histories(l2_start=1.2, l2_decay=0.0), w, (6, 60, 120))
+    many = [{"iteration": t, "speedup": 0.5} for t in (6, 60, 120)]
+    text = f5.why_text(flat, many, w)
+    d = [flat["at"][i]["l2"][1] - flat["at"][i]["l2"][0] for i in range(3)]
+    assert f"L2 {min(d):+.3g}..{max(d):+.3g}" in text and "(at every step)" in text
+    with pytest.raises(ValueError, match="checkpoint"):
+        f5.why_text(flat, [{"iteration": 7, "speedup": 0.5}], w)
+
+
+def test_init_l2_note_matches_an_independent_sum_of_squares():
+    cfg = _cfg()
+    plain, over, _ = f5.build_models(cfg, dtype=torch.float64)
+
+    def l2(ws):  # TF l2_loss = sum(x^2)/2, summed
+        return cfg.l2_weight * sum(float((w.detach() ** 2).sum()) / 2 for w in ws)
+
+    biases = [over.fc1.bias, over.fc2.bias]
+    w1, w2 = (w.detach() for w in factors(over.fc1))
+    v1, v2 = (w.detach() for w in factors(over.fc2))
+    prod = l2([w2 @ w1, v2 @ v1, *biases])
+    fac = l2([w1, w2, v1, v2, *biases])
+    orig = l2([plain.fc1.weight, plain.fc2.weight, plain.fc1.bias, plain.fc2.bias])
+    note = f5.init_l2_note(cfg, plain, over)
+    assert f"original {orig:.4g}" in note
+    assert f"on the product {prod:.4g} ({prod / orig:.2f}x)" in note
+    assert f"on the factors {fac:.4g} ({fac / orig:.2f}x)" in note
+    assert (
+        f"fc1 {float((w2 @ w1).std()):.4g} vs {float(plain.fc1.weight.detach().std()):.4g}" in note
+    )
+    assert prod > 3 * orig  # two stddev-0.1 factors: a product with larger entries
