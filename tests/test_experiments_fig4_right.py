@@ -164,12 +164,12 @@ def test_diagnosis_note_tells_a_spike_from_no_help():
     spike = base | {(2, 0): _evidence(0.5, 0.5, 4), (2, 1): _evidence(1.5, 0.5, 7)}
     text = fig4_right.diagnosis_note(spike, hits, holds, **kw)
     assert "depth 2: 4, 7" in text and "depth 1: 0, 0" in text
-    assert "final/min 3.00" in text and "the curve is ahead" in text
+    assert "final/min 3.00" in text and "a cost that depth brings" in text
     assert "2 of the 2" in text  # 20 < 50 for both seeds
     # the same FAIL where the deep net never got below the single layer's end
     flat = base | {(2, 0): _evidence(0.5, 0.5), (2, 1): _evidence(1.5, 1.2)}
     text = fig4_right.diagnosis_note(flat, hits, holds, **kw)
-    assert "depth 2, seed 1 never got below" in text and "ahead" not in text
+    assert "depth 2, seed 1 never got below" in text and "a cost" not in text
     # nothing fails: no diagnosis of failures
     ok = fig4_right.diagnosis_note(spike, hits, {(2, 0): True, (2, 1): True}, **kw)
     assert "Where the claim fails" not in ok

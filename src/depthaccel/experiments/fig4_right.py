@@ -15,8 +15,8 @@ Fair starts (:mod:`depthaccel.experiments.starts`: the single layer at
 The claim reads one point per run, the gap at the last iteration. Adam at a fixed rate
 gives the deep nets short loss spikes (the gap jumps far above its running minimum for
 tens to hundreds of iterations, then falls back) that the single layer does not show, so
-a run that ends inside one ends high although its curve was ahead. The report therefore gives, per
-seed and read off the logged curve (:func:`tail_evidence`), the minimum along the curve
+a run that ends inside one ends high although its curve was ahead. The report therefore
+gives, per seed and read off the logged curve (:func:`tail_evidence`), the minimum along the curve
 and the final gap over it, the share of the last ``TAIL_FRACTION`` of the logged
 iterations at which the deep net is below the single layer, the number of spikes, and the
 exact first hits; :func:`diagnosis_note` says from these whether a failing seed's deep
@@ -193,14 +193,18 @@ def diagnosis_note(
         for d in deep
     )
     counts = [earlier_hits(hits[(d, s)], hits[(d1, s)]) for d in deep for s in seeds]
+    tail_pct = f"{100 * TAIL_FRACTION:.0f}%"
+    n_early, n_hits = sum(c[0] for c in counts), sum(c[1] for c in counts)
     text = (
         f"Tail of the curves (read off the logged curves, one point every {log_every:.0f} "
         f"iterations; seeds {seeds_txt}): logged points more than {SPIKE_FACTOR:g}x above "
-        f"the curve's running minimum (spikes): {spikes}. Final gap / the curve's minimum: "
-        f"{ratio}. Logged iterations of the last {100 * TAIL_FRACTION:.0f}% at which the deep "
-        f"net is below the single layer: {below}. The deep nets reach "
-        f"{sum(c[0] for c in counts)} of the {sum(c[1] for c in counts)} (depth, seed, "
-        "threshold) first hits that either net reaches strictly before the single layer."
+        "the curve's running minimum (spikes, as far as the logged points catch them): "
+        + spikes
+        + f". Final gap / the curve's minimum: {ratio}. Logged iterations of the last "
+        + tail_pct
+        + f" at which the deep net is below the single layer: {below}. The deep nets reach "
+        f"{n_early} of the {n_hits} (depth, seed, threshold) first hits that either net "
+        "reaches strictly before the single layer."
     )
     failing = [(d, s) for d in deep for s in seeds if holds.get((d, s)) is False]
     if not failing:
@@ -231,7 +235,9 @@ def diagnosis_note(
             " Each failing run was below the single layer's final gap earlier and ended "
             "above its own minimum, on an upswing of the kind counted above as spikes "
             f"(Adam at the fixed rate {format_lr(lr)}; the single layer has {single_spikes} "
-            "spikes over all seeds): the end point fails while the curve is ahead."
+            "spikes over all seeds): the end point fails while the curve is below the single "
+            "layer's at most logged iterations; the spikes themselves are a cost that depth "
+            "brings to Adam at this rate."
         )
     return text + " Where the claim fails: " + "; ".join(parts) + "." + verdict
 
