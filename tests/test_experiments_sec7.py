@@ -129,3 +129,28 @@ def test_cells_run_as_independent_tasks_with_the_in_process_results(tmp_path):
     assert ex.tasks == len(cfg.ratios) * methods + methods  # cells + trajectories
     for name in ("table.csv", "curves.csv"):
         assert (tmp_path / "tasks" / name).read_bytes() == (tmp_path / "here" / name).read_bytes()
+
+
+def test_cells_are_kept_in_the_results_store_and_reused(tmp_path):
+    """With a results store every finished cell is stored; a re-run reads them all back
+    (nothing recomputed) and writes the same table, and a run with other ratios reuses
+    the cells it shares."""
+    cfg = Config(ratios=(1.0, 4.0), lrs_per_decade=2, tol=1e-3, max_iters=20_000, starts=3)
+    store = tmp_path / "store.sqlite"
+    for d in ("plain", "first", "again", "more"):
+        (tmp_path / d).mkdir()
+    sec7.run(cfg, ExperimentContext(tmp_path / "plain"))
+    first = ExperimentContext(tmp_path / "first", store=store)
+    sec7.run(cfg, first)
+    cells = len(cfg.ratios) * (1 + len(cfg.depths))
+    assert (first.stats.tasks_reused, first.stats.tasks_run) == (0, cells)
+    again = ExperimentContext(tmp_path / "again", store=store)
+    sec7.run(cfg, again)
+    assert (again.stats.tasks_reused, again.stats.tasks_run) == (cells, 0)
+    for d in ("first", "again"):
+        assert (tmp_path / d / "table.csv").read_bytes() == (
+            tmp_path / "plain" / "table.csv"
+        ).read_bytes()
+    more = ExperimentContext(tmp_path / "more", store=store)
+    sec7.run(Config(**{**cfg.__dict__, "ratios": (1.0, 4.0, 8.0)}), more)
+    assert (more.stats.tasks_reused, more.stats.tasks_run) == (cells, 1 + len(cfg.depths))

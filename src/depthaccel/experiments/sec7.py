@@ -33,7 +33,7 @@ import numpy as np
 import torch
 
 from depthaccel.atomic import atomic_open, save_figure
-from depthaccel.experiments.context import ExperimentContext
+from depthaccel.experiments.context import ExperimentContext, StoredTasks
 from depthaccel.experiments.results import Claim, ExperimentResult
 from depthaccel.preconditioner import single_output_direction
 from depthaccel.reporting import Curve, format_lr, pyplot, write_curves_csv
@@ -177,6 +177,50 @@ def _iterations_of_cell(cell: _Cell) -> dict:
     )
 
 
+def _stored_cells() -> StoredTasks:
+    """How the cells are kept in the results store: the key names everything a cell's
+    result depends on (its targets, rates, depth, starting points and the run settings;
+    not the other cells), so a re-run, or a run with other ratios, reuses each finished
+    cell (a cell of the full table is minutes of a pure-Python loop)."""
+
+    def config(cell: _Cell) -> dict:
+        c = cell.config
+        return {
+            "y": [float(v) for v in cell.y],
+            "lrs": [float(v) for v in cell.lrs],
+            "depth": float(cell.depth),
+            "inits": np.asarray(cell.inits, dtype=np.float64).tolist(),
+            "p": c.p,
+            "tol": c.tol,
+            "max_iters": c.max_iters,
+            "check_every": c.check_every,
+        }
+
+    def encode(r: dict) -> dict:
+        return {
+            "hits": r["hits"].tolist(),
+            "diverged": r["diverged"].tolist(),
+            "needed": r["needed"].tolist(),
+            "iters_run": int(r["iters_run"]),
+        }
+
+    def decode(d: dict) -> dict:
+        return {
+            "hits": np.asarray(d["hits"], dtype=np.int64),
+            "diverged": np.asarray(d["diverged"], dtype=bool),
+            "needed": np.asarray(d["needed"], dtype=np.int64),
+            "iters_run": int(d["iters_run"]),
+        }
+
+    return StoredTasks(
+        kind="sec7-cell/1",
+        config=config,
+        encode=encode,
+        decode=decode,
+        label=lambda cell: f"sec7: y {cell.y[0]:g}/{cell.y[1]:g}, {_method_name(cell.depth)}",
+    )
+
+
 def _trajectory_of_run(job: tuple) -> tuple[np.ndarray, np.ndarray]:
     """``trajectory`` of one chosen run (a task of ``ctx.map``)."""
     y, lr, depth, w0, p, iters = job
@@ -202,7 +246,7 @@ def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
     cells = [
         _Cell((ratio * config.y2, config.y2), lrs, depth, inits, config) for ratio, depth in jobs
     ]
-    results = ctx.map(_iterations_of_cell, cells)
+    results = ctx.map(_iterations_of_cell, cells, stored=_stored_cells())
     for (ratio, depth), cell, res in zip(jobs, cells, results, strict=True):
         y = cell.y
         needed = res["needed"]
