@@ -111,7 +111,7 @@ def test_a_rate_above_the_stability_edge_is_reported_as_a_divergence(tmp_path, e
     assert claim.passed is False
     assert f"net at iteration {div['net']}, scheme at {div['scheme']}" in claim.measured
     assert "above the stability edge" in claim.note
-    curves = {c.label: c for c in read_curves_csv(tmp_path / "curves.csv")}
+    curves = {c.label: c for c in read_curves_csv(tmp_path / "curves.csv.gz")}
     net = curves["depth-2 net, width 1, lr 0.01"]
     sch = curves["Eq. 12, N=2 (from the width-1 net's init)"]
     for c, at in ((net, div["net"]), (sch, div["scheme"])):
@@ -164,7 +164,7 @@ def test_quick_run(tmp_path, ethanol_data_dir):
     assert [c.text.endswith("l2)") for c in res.claims] == [True] * 7 + [False] * 7
     assert not res.settings["diverged"]  # 2000 iterations at 1e-3: nothing diverges
     # the deviations in the settings are recomputable from the curves CSV
-    curves = {(c.panel, c.label): c for c in read_curves_csv(tmp_path / "curves.csv")}
+    curves = {(c.panel, c.label): c for c in read_curves_csv(tmp_path / "curves.csv.gz")}
     assert len(curves) == 3 * 2 * 2 * 2 * 2  # rows x losses x depths x widths x (net, scheme)
     net = curves[("near_zero/l4", "depth-3 net, width 1, lr 1e-3")]
     sch = curves[("near_zero/l4", "Eq. 12, N=3 (from the width-1 net's init)")]
