@@ -1,6 +1,6 @@
 """depthaccel: implicit acceleration by overparameterization (Arora, Cohen & Hazan, ICML 2018)."""
 
-from depthaccel.losses import LpOptimum, lp_loss, lp_optimum
+from depthaccel.losses import LpOptimum, lp_hessian, lp_loss, lp_optimum
 from depthaccel.nets import DeepLinear, balancedness
 from depthaccel.optim import EndToEndSGD
 from depthaccel.overparam import collapse, overparameterize
@@ -10,6 +10,7 @@ from depthaccel.preconditioner import (
     preconditioner_matrix,
     single_output_direction,
 )
+from depthaccel.stability import stability_edge
 from depthaccel.train import Run, RunResult, grid_search  # train: depthaccel.train.train
 
 __version__ = "0.1.0"
@@ -25,9 +26,11 @@ __all__ = [
     "collapse",
     "end_to_end_direction",
     "grid_search",
+    "lp_hessian",
     "lp_loss",
     "lp_optimum",
     "overparameterize",
     "preconditioner_matrix",
     "single_output_direction",
+    "stability_edge",
 ]
