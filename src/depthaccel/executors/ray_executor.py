@@ -263,28 +263,21 @@ class RayExecutor:
         running: dict[Any, Shard] = {submit(s): s for s in shards}
         finished: set[int] = set()
         try:
-            while running:
-                ready, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
-                for gen in ready:
-                    shard = running[gen]
-                    try:
-                        ref = next(gen)
-                    except StopIteration:
-                        del running[gen]
+            for gen, ref in _streamed_refs(running):
+                shard = running[gen]
+                try:
+                    event = ray.get(ref)
+                except LOST as e:
+                    del running[gen]
+                    if shard.index in finished:  # lost after it delivered its results
                         continue
-                    try:
-                        event = ray.get(ref)
-                    except LOST as e:
-                        del running[gen]
-                        if shard.index in finished:  # lost after it delivered its results
-                            continue
-                        new = sink.retry(shard, e)
-                        running[submit(new)] = new
-                        continue
-                    del ref
-                    sink.event(shard, event)
-                    if isinstance(event, Done):
-                        finished.add(shard.index)
+                    new = sink.retry(shard, e)
+                    running[submit(new)] = new
+                    continue
+                del ref
+                sink.event(shard, event)
+                if isinstance(event, Done):
+                    finished.add(shard.index)
         except BaseException:
             _cancel_streams(running)
             raise
@@ -336,23 +329,16 @@ class RayExecutor:
         out: list[Any] = [None] * len(items)
         try:
             with self._waiting():
-                while running:
-                    ready, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
-                    for gen in ready:
-                        i = running[gen]
-                        try:
-                            ref = next(gen)
-                        except StopIteration:
-                            del running[gen]
-                            continue
-                        kind, a, b = ray.get(ref)
-                        del ref
-                        if kind == "checkpoint":
-                            on_checkpoint(i, a, b)
-                        else:
-                            out[i] = a
-                            if on_result is not None:
-                                on_result(i, a)
+                for gen, ref in _streamed_refs(running):
+                    i = running[gen]
+                    kind, a, b = ray.get(ref)
+                    del ref
+                    if kind == "checkpoint":
+                        on_checkpoint(i, a, b)
+                    else:
+                        out[i] = a
+                        if on_result is not None:
+                            on_result(i, a)
             return out
         except BaseException:
             _cancel_streams(running)
@@ -377,6 +363,24 @@ class RayExecutor:
 
     def __repr__(self) -> str:
         return f"RayExecutor(mode={self.mode!r}, cpus={self.cpus}, threads={self.threads})"
+
+
+def _streamed_refs(running: dict[Any, Any]) -> Iterator[tuple[Any, Any]]:
+    """``(generator, object ref)`` for each item the streaming tasks that are the keys of
+    ``running`` yield, in order of arrival, until ``running`` is empty; a generator that
+    ends is removed from it. The caller may add or remove generators between items."""
+    while running:
+        ready, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
+        for gen in ready:
+            if gen not in running:  # removed by the caller meanwhile
+                continue
+            try:
+                ref = next(gen)
+            except StopIteration:
+                del running[gen]
+                continue
+            yield gen, ref
+            ref = None  # not held here while waiting for the next item (it may be large)
 
 
 def _cancel_streams(generators: Iterable[Any]) -> None:
