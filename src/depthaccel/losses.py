@@ -136,6 +136,14 @@ def _loss_grad(X: torch.Tensor, Y: torch.Tensor, W: torch.Tensor, p: float):
     return loss, grad, ap2
 
 
+def _design_matrix(X) -> torch.Tensor:
+    """``X`` as a float64 CPU tensor, checked to be a non-empty finite m x d matrix."""
+    X = as_float64("X", X)
+    if X.dim() != 2 or X.shape[0] == 0 or X.shape[1] == 0:
+        raise ValueError(f"X must be a non-empty 2-D matrix (m x d), got shape {tuple(X.shape)}")
+    return X
+
+
 def _hessian(X: torch.Tensor, ap2: torch.Tensor, p: float) -> torch.Tensor:
     """``((p-1)/m) X^T diag(|r|^{p-2}) X`` from ``ap2 = |r|^{p-2}`` of shape (m, 1)."""
     return (X * ((p - 1.0) / X.shape[0] * ap2)).T @ X
@@ -161,11 +169,9 @@ def lp_hessian(X, y, w, p: float) -> np.ndarray:
         ValueError: on shape mismatch, NaN/inf or p < 2.
     """
     p = _check_p(p)
-    X = as_float64("X", X)
+    X = _design_matrix(X)
     y = as_float64("y", y)
     w = as_float64("w", w)
-    if X.dim() != 2 or X.shape[0] == 0 or X.shape[1] == 0:
-        raise ValueError(f"X must be a non-empty 2-D matrix (m x d), got shape {tuple(X.shape)}")
     if y.shape != (X.shape[0],):
         raise ValueError(f"y must have shape ({X.shape[0]},) (one output); got {tuple(y.shape)}")
     if w.shape != (X.shape[1],):
@@ -204,10 +210,8 @@ def lp_optimum(X, y, p: float, *, tol: float = 1e-12, max_iter: int = 100) -> Lp
             minimiser is not unique, which this solver does not handle).
     """
     p = _check_p(p)
-    X = as_float64("X", X)
+    X = _design_matrix(X)
     y = as_float64("y", y)
-    if X.dim() != 2 or X.shape[0] == 0 or X.shape[1] == 0:
-        raise ValueError(f"X must be a non-empty 2-D matrix (m x d), got shape {tuple(X.shape)}")
     vector = y.dim() == 1
     Y = y[:, None] if vector else y
     if Y.dim() != 2 or Y.shape[0] != X.shape[0]:
