@@ -109,14 +109,58 @@ def test_staging_a_file_twice_is_an_error(tmp_path):
     assert listing(tmp_path) == []
 
 
+def dead_pid() -> int:
+    """The pid of a process that has exited (and was reaped)."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
 def test_remove_stale_temps(tmp_path):
-    stale = tmp_path / (atomic.TEMP_PREFIX + "curves.csv.abc123")
+    stale = tmp_path / f"{atomic.TEMP_PREFIX}curves.csv.{dead_pid()}.abcdef123456"
     stale.write_text("truncated")
     (tmp_path / "keep.csv").write_text("mine")
     assert is_temp_name(stale.name) and not is_temp_name("keep.csv")
     assert remove_stale_temps(tmp_path) == [stale]
     assert listing(tmp_path) == ["keep.csv"]
     assert remove_stale_temps(tmp_path / "missing") == []
+
+
+def test_a_users_file_with_the_temp_prefix_is_never_removed(tmp_path):
+    # Only the exact form <prefix><name>.<pid>.<12 hex> is a temporary file of ours.
+    for name in ("notes", "curves.csv.abc123", "x.12.abcdef12345", "x.12.ABCDEF123456"):
+        (tmp_path / (atomic.TEMP_PREFIX + name)).write_text("the user's")
+    assert not any(is_temp_name(p.name) for p in tmp_path.iterdir())
+    assert remove_stale_temps(tmp_path) == []
+    assert len(listing(tmp_path)) == 4
+
+
+def test_temp_files_of_a_live_writer_are_left_alone(tmp_path):
+    # Another process writing into the same folder (its pid is alive): not stale.
+    other = tmp_path / f"{atomic.TEMP_PREFIX}summary.csv.{os.getppid()}.abcdef123456"
+    other.write_text("being written")
+    # This process's own file that is being written now: not stale either.
+    with atomic_open(tmp_path / "a.csv") as fh:
+        fh.write("x")
+        (mine,) = [p for p in tmp_path.iterdir() if p.name.startswith(atomic.TEMP_PREFIX + "a.")]
+        assert is_temp_name(mine.name) and str(os.getpid()) in mine.name
+        assert remove_stale_temps(tmp_path) == []
+    # A leftover that names this process's pid but is not being written: stale.
+    left = tmp_path / f"{atomic.TEMP_PREFIX}b.csv.{os.getpid()}.0123456789ab"
+    left.write_text("left by an earlier process with the same pid")
+    assert remove_stale_temps(tmp_path) == [left]
+    assert listing(tmp_path) == [other.name, "a.csv"]
+
+
+def test_staged_temp_files_are_not_removed_while_staged(tmp_path):
+    with StagedWrites() as st:
+        st.write(tmp_path / "a.csv", "1")
+        assert remove_stale_temps(tmp_path) == []
+        assert len(listing(tmp_path)) == 1
+    assert listing(tmp_path) == ["a.csv"]
 
 
 def test_save_figure_is_atomic(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import math
+import os
 import re
 from collections import defaultdict
 from pathlib import Path
@@ -24,7 +25,7 @@ from depthaccel.compare import (
     verdict,
 )
 from depthaccel.data import load_table
-from depthaccel.outdir import MANIFEST_NAME
+from depthaccel.outdir import LEGACY_BEFORE, MANIFEST_NAME
 from depthaccel.store import DEFAULT_FILENAME
 from depthaccel.train import Run, RunResult, train
 
@@ -453,9 +454,13 @@ def test_outputs_of_an_earlier_version_are_recognised(tmp_path, capsys):
     assert run_cli(argv, capsys)[0] == 0
     (out / MANIFEST_NAME).unlink()  # as an earlier version left it
     (out / "summary.csv").write_text("run,method,depth,lr,final_gap,other\n")
+    for p in out.iterdir():  # written before output folders had a manifest
+        os.utime(p, (LEGACY_BEFORE - 86400, LEGACY_BEFORE - 86400))
     assert run_cli(argv, capsys)[0] == 0
     (out / MANIFEST_NAME).unlink()
     (out / "summary.csv").write_text("my,own,table\n")  # not ours: refused
+    for p in out.iterdir():
+        os.utime(p, (LEGACY_BEFORE - 86400, LEGACY_BEFORE - 86400))
     code, err = run_cli(argv, capsys)
     assert code == 2 and "(summary.csv)" in err
 

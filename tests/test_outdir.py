@@ -38,7 +38,9 @@ def test_own_outputs_are_accepted_and_edited_ones_refused(tmp_path):
     with f.staged() as st:
         st.write(tmp_path / "b.md", "report")
     (tmp_path / "store.sqlite").write_bytes(b"db")
-    (tmp_path / (atomic.TEMP_PREFIX + "a.csv.dead")).write_text("left by a kill")
+    (tmp_path / f"{atomic.TEMP_PREFIX}a.csv.{os.getpid()}.0123456789ab").write_text(
+        "left by a kill"
+    )
     man = json.loads((tmp_path / MANIFEST_NAME).read_text())
     assert man["files"] == {
         "a.csv": [sha256_file(tmp_path / "a.csv")],

@@ -16,7 +16,7 @@ import pytest
 import depthaccel.commands.reproduce  # noqa: F401
 from depthaccel.cli import main
 from depthaccel.experiments import EXPERIMENTS, Claim, ExperimentResult, ExperimentSpec
-from depthaccel.outdir import MANIFEST_NAME
+from depthaccel.outdir import LEGACY_BEFORE, MANIFEST_NAME
 from depthaccel.reporting import Curve, plot_gap_panels, write_curves_csv
 
 
@@ -285,6 +285,8 @@ def test_own_and_legacy_folders_are_accepted(fake_experiments, tmp_path, capsys)
     assert main(["reproduce", "good", "--out", str(out)]) == 0
     assert main(["reproduce", "failing", "--out", str(out)]) == 0  # our own folder
     (out / MANIFEST_NAME).unlink()  # a results folder of an earlier version
+    for p in out.rglob("*"):  # written before output folders had a manifest
+        os.utime(p, (LEGACY_BEFORE - 86400, LEGACY_BEFORE - 86400))
     assert main(["reproduce", "good", "--out", str(out)]) == 0
     assert main(["reproduce", "failing", "--out", str(out)]) == 0  # still ours
     (out / "REPORT.md").write_text("edited")

@@ -6,8 +6,14 @@ final rename never crosses a file system), the file is flushed and ``fsync``-ed,
 ``os.replace`` puts it in place in one step; the directory is then ``fsync``-ed so the
 rename survives a power cut. A kill, a full disk or an exception while writing leaves
 the previous file (if any) untouched and removes the temporary file (a ``kill -9``
-can leave one behind: its name starts with ``TEMP_PREFIX``, and
-:func:`remove_stale_temps` clears them).
+can leave one behind: :func:`remove_stale_temps` clears it).
+
+A temporary file names its owner: ``TEMP_PREFIX + <final name> + "." + <pid> + "." +
+<random hex>``. Only a file of exactly that form is ever removed by
+:func:`remove_stale_temps`, and only when it is provably stale: its writer process is
+gone, or it is this process's and no longer being written. A user's file that merely
+starts with the prefix, or the in-flight temporary file of another command writing to
+the same folder, is left alone.
 
 :class:`StagedWrites` does this for a *set* of files: all are written to temporary
 files first and renamed only when every one of them was written, so a failure while
@@ -18,7 +24,9 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import secrets
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -34,17 +42,50 @@ __all__ = [
     "write_atomic",
 ]
 
-#: Temporary files are named ``TEMP_PREFIX + <final name> + "." + <random hex>``.
+#: Temporary files are named ``TEMP_PREFIX + <final name> + "." + <pid> + "." + <12 hex>``.
 TEMP_PREFIX = ".depthaccel-tmp."
+_TEMP_RE = re.compile(re.escape(TEMP_PREFIX) + r".+\.(?P<pid>[0-9]+)\.[0-9a-f]{12}")
+
+# This process's temporary files that are being written now (absolute paths).
+_in_flight: set[str] = set()
+_in_flight_lock = threading.Lock()
 
 
 def is_temp_name(name: str) -> bool:
-    """True for the name of one of this module's temporary files."""
-    return name.startswith(TEMP_PREFIX)
+    """True for the name of one of this module's temporary files (the exact form
+    ``TEMP_PREFIX<name>.<pid>.<12 hex>``; any other name is not ours)."""
+    return _TEMP_RE.fullmatch(name) is not None
 
 
 def _temp_path(path: Path) -> Path:
-    return path.with_name(f"{TEMP_PREFIX}{path.name}.{secrets.token_hex(6)}")
+    return path.with_name(f"{TEMP_PREFIX}{path.name}.{os.getpid()}.{secrets.token_hex(6)}")
+
+
+def _pid_alive(pid: int) -> bool:
+    """True unless process ``pid`` provably does not exist (on this machine)."""
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError, OverflowError, ValueError):
+        return True  # someone else's process, or cannot tell: not provably gone
+    return True
+
+
+def _is_stale(path: Path) -> bool:
+    """A temporary file whose writer is gone: its pid is not running, or it is this
+    process's pid and this process is not writing it (a leftover of an earlier process
+    with the same pid)."""
+    m = _TEMP_RE.fullmatch(path.name)
+    if m is None:
+        return False
+    pid = int(m.group("pid"))
+    if pid == os.getpid():
+        with _in_flight_lock:
+            return os.path.abspath(path) not in _in_flight
+    return not _pid_alive(pid)
 
 
 def fsync_dir(directory: str | os.PathLike) -> None:
@@ -66,8 +107,15 @@ def _create_temp(
     path: Path, binary: bool, newline: str | None, encoding: str | None
 ) -> tuple[Path, IO[Any]]:
     tmp = _temp_path(path)
+    key = os.path.abspath(tmp)
+    with _in_flight_lock:
+        _in_flight.add(key)
     # O_EXCL: never reuse a file; mode 0o666 is reduced by the umask like a plain open().
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    except BaseException:
+        _forget(tmp)
+        raise
     try:
         if binary:
             fh = os.fdopen(fd, "wb")
@@ -76,8 +124,15 @@ def _create_temp(
     except BaseException:
         os.close(fd)
         tmp.unlink(missing_ok=True)
+        _forget(tmp)
         raise
     return tmp, fh
+
+
+def _forget(tmp: Path) -> None:
+    """``tmp`` was renamed or removed: it is no longer this process's in-flight file."""
+    with _in_flight_lock:
+        _in_flight.discard(os.path.abspath(tmp))
 
 
 def _finish(fh: IO[Any]) -> None:
@@ -109,6 +164,8 @@ def atomic_open(
         fh.close()
         tmp.unlink(missing_ok=True)
         raise
+    finally:
+        _forget(tmp)
     fsync_dir(path.parent)
 
 
@@ -131,14 +188,15 @@ def save_figure(fig: Any, path: str | os.PathLike, **savefig_kwargs: Any) -> Pat
 
 
 def remove_stale_temps(directory: str | os.PathLike) -> list[Path]:
-    """Remove temporary files that a killed writer left in ``directory`` (not
-    recursive); returns what was removed."""
+    """Remove the temporary files that a killed writer left in ``directory`` (not
+    recursive): only files named exactly as this module names them whose writer is
+    provably gone (see the module docstring); returns what was removed."""
     removed = []
     d = Path(directory)
     if not d.is_dir():
         return removed
     for p in d.iterdir():
-        if is_temp_name(p.name) and p.is_file() and not p.is_symlink():
+        if is_temp_name(p.name) and p.is_file() and not p.is_symlink() and _is_stale(p):
             with contextlib.suppress(OSError):
                 p.unlink()
                 removed.append(p)
@@ -235,6 +293,9 @@ class StagedWrites:
                 with contextlib.suppress(OSError):
                     tmp.unlink()
             raise
+        finally:
+            for tmp, _ in self._staged:
+                _forget(tmp)
         for d in dict.fromkeys(dest.parent for _, dest in self._staged):
             fsync_dir(d)
         return self.destinations
@@ -245,6 +306,7 @@ class StagedWrites:
         for tmp, _ in self._staged:
             with contextlib.suppress(OSError):
                 tmp.unlink()
+            _forget(tmp)
 
     def __enter__(self) -> StagedWrites:
         return self

@@ -40,6 +40,9 @@ from depthaccel.atomic import StagedWrites, is_temp_name, remove_stale_temps, wr
 __all__ = ["MANIFEST_NAME", "OutputFolder", "OutputFolderError", "sha256_file"]
 
 MANIFEST_NAME = ".depthaccel-outputs.json"
+#: Output folders have had a manifest since 2026-11-30: a file modified later than this
+#: (POSIX time of 2026-12-01 00:00 UTC) cannot be an unedited output of an older version.
+LEGACY_BEFORE = 1796083200.0
 _FORMAT = "depthaccel-outputs/1"
 _SHOW = 5  # foreign files named in the error message
 _LIMIT = 100  # the check stops walking after this many foreign files
@@ -74,7 +77,9 @@ class OutputFolder:
         flag: the option that sets ``force``, for the error message.
         adopt: ``adopt(relative path, path) -> bool`` recognises files of an output
             folder written before the manifest existed (only used when there is no
-            manifest yet).
+            manifest, and only for files last modified before ``LEGACY_BEFORE``: a file
+            written or edited since is never adopted, so deleting the manifest disowns
+            the folder's files, as its note says).
     """
 
     def __init__(
@@ -171,7 +176,7 @@ class OutputFolder:
                 hashes = man["files"].get(rel)
                 if hashes and sha256_file(full) in hashes:
                     continue
-                if adopt is not None and adopt(rel, full):
+                if adopt is not None and self._adoptable(rel, full):
                     continue
                 foreign.append(rel)
             if limit is not None and len(foreign) >= limit:
@@ -253,6 +258,15 @@ class OutputFolder:
         if self.adopt is not None and not self.manifest_path.exists():
             self._record_adopted()
 
+    def _adoptable(self, rel: str, full: Path) -> bool:
+        """An unedited output of a version without the manifest (see ``adopt``)."""
+        try:
+            if full.stat().st_mtime >= LEGACY_BEFORE:
+                return False
+        except OSError:
+            return False
+        return self.adopt is not None and bool(self.adopt(rel, full))
+
     def _record_adopted(self) -> None:
         # Files of an older version's output folder (``adopt``) go into the new
         # manifest, so that they stay ours once the manifest exists.
@@ -263,7 +277,7 @@ class OutputFolder:
                 rel = full.relative_to(self.root).as_posix()
                 if rel == MANIFEST_NAME or is_temp_name(fn) or rel in self.allowed:
                     continue
-                if full.is_file() and not full.is_symlink() and self.adopt(rel, full):
+                if full.is_file() and not full.is_symlink() and self._adoptable(rel, full):
                     man["files"][rel] = [sha256_file(full)]
         if man["files"]:
             self._write_manifest(man)

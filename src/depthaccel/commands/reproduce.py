@@ -22,7 +22,7 @@ from depthaccel.experiments import (
     run_experiment,
     write_report,
 )
-from depthaccel.outdir import OutputFolder, OutputFolderError
+from depthaccel.outdir import MANIFEST_NAME, OutputFolder, OutputFolderError
 from depthaccel.store import DEFAULT_FILENAME as STORE_FILENAME
 
 #: Rough cost of each experiment in seconds (quick, full), measured on the 2-core
@@ -226,6 +226,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         _output_folder(args, names).check(outputs=["REPORT.md", *names])
+        _check_store_is_not_an_output(args)
     except OutputFolderError as exc:
         print(f"depthaccel reproduce: error: {exc}", file=sys.stderr)
         return 2
@@ -279,6 +280,40 @@ def _adopt_legacy(rel: str, path) -> bool:
         and parts[0] in EXPERIMENTS
         and (path.parents[len(parts) - 2] / "result.json").is_file()
     )
+
+
+def _check_store_is_not_an_output(args: argparse.Namespace) -> None:
+    """Refuse a ``--store`` that is (or lies inside) one of the outputs in ``--out``:
+    REPORT.md, the manifest or an experiment's folder would be written over it."""
+    if not args.store or args.no_store:
+        return
+    store = os.path.abspath(args.store)
+    if os.path.isdir(store):
+        store = os.path.join(store, STORE_FILENAME)
+    out = os.path.abspath(args.out)
+    outputs = [os.path.join(out, n) for n in ("REPORT.md", MANIFEST_NAME)]
+    folders = [os.path.join(out, n) for n in EXPERIMENTS]
+    real = os.path.realpath(store)
+    for cand in {store, real}:
+        clash = any(_same_path(cand, o) for o in outputs) or any(
+            _same_path(cand, f)
+            or cand.startswith(os.path.realpath(f) + os.sep)
+            or cand.startswith(f + os.sep)
+            for f in folders
+        )
+        if clash:
+            raise OutputFolderError(
+                f"--store {args.store!r} is an output of --out {args.out!r} (REPORT.md, "
+                f"{MANIFEST_NAME} and the experiments' folders are written there); "
+                "choose another --store path"
+            )
+
+
+def _same_path(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return os.path.realpath(a) == os.path.realpath(b)
 
 
 def _output_folder(args: argparse.Namespace, names: list[str]) -> OutputFolder:
