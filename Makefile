@@ -14,7 +14,7 @@ TORCH_INDEX ?=
 TORCH_VERSION ?= 2.13.0
 TORCH_INDEX_ARG := $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX),)
 
-.PHONY: setup test test-slow lint reproduce demo clean
+.PHONY: setup test test-slow lint reproduce demo data clean
 
 $(BIN)/depthaccel: pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -36,9 +36,13 @@ test-slow: setup
 	$(BIN)/python -m pytest -q -m slow
 
 # Exit status 3 = experiments skipped for missing data; the last message says what to
-# do (`depthaccel data fetch`), so make adds no error line after it.
+# do (`make data`), so make adds no error line after it.
 reproduce: setup
 	$(BIN)/depthaccel reproduce all $(QUICK) --out $(OUT) || [ $$? -eq 3 ]
+
+# Download and verify the data sets the experiments use (Ethanol, MNIST).
+data: setup
+	$(BIN)/depthaccel data fetch
 
 demo: setup
 	$(BIN)/depthaccel demo

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from depthaccel.experiments.results import Claim, ExperimentResult, to_jsonable
 
@@ -29,16 +30,39 @@ def test_result_json_roundtrip(tmp_path):
         "quick",
         {"a": 1},
         figures=[tmp_path / "x" / "f.png"],
-        claims=[Claim("c", "m", True)],
+        claims=[Claim.judged("c", "p", "m", False, why="w", details={"seed": [0, 1]})],
         wall_time=1.5,
     )
     back = ExperimentResult.from_json(r.to_json(tmp_path), tmp_path)
     assert back.figures == [tmp_path / "x" / "f.png"]
-    assert back.claims == r.claims and back.wall_time == 1.5 and back.n_passed == 1
+    assert back.claims == r.claims and back.wall_time == 1.5 and back.n_failed == 1
 
 
 def test_claim_verdicts_and_counts():
-    claims = [Claim("a", "1", True), Claim("b", "2", False), Claim("c", "3", None)]
+    claims = [
+        Claim.judged("a", "pa", "1", True, why="dropped for a PASS"),
+        Claim.judged("b", "pb", "2", False, why="b is 2"),
+        Claim.judged("c", "pc", "3", None),
+    ]
     r = ExperimentResult(claims=claims)
-    assert [c.verdict for c in claims] == ["PASS", "FAIL", "not assessed"]
+    assert [c.verdict for c in claims] == ["PASS", "FAIL", "NOT ASSESSED"]
+    assert [c.why for c in claims] == ["", "b is 2", ""]
     assert (r.n_passed, r.n_failed, r.n_assessed) == (1, 1, 2)
+
+
+def test_claim_checks_its_fields():
+    with pytest.raises(ValueError, match="verdict must be one of"):
+        Claim("a", "p", "m", "not assessed")
+    with pytest.raises(ValueError, match="needs a why"):
+        Claim.judged("a", "p", "m", False)
+
+
+def test_claim_reads_the_older_json_form():
+    old = {"text": "t", "measured": "m", "passed": False, "note": "quick mode"}
+    c = Claim.from_json(old)
+    assert (c.statement, c.verdict, c.why, c.details) == (
+        "t",
+        "FAIL",
+        "quick mode",
+        {"note": "quick mode"},
+    )

@@ -11,10 +11,16 @@ import numpy as np
 import pytest
 
 from depthaccel.experiments.registry import EXPERIMENTS, ExperimentSpec
-from depthaccel.experiments.report import _anchor, report_section, write_report
+from depthaccel.experiments.report import report_section, write_report
 from depthaccel.experiments.results import Claim, ExperimentResult
 from depthaccel.experiments.runner import run_experiment
 from depthaccel.reporting import Curve, plot_gap_panels, write_curves_csv
+
+
+@dataclass
+class FakeMeasured:
+    iters: int
+    gaps: list[float]
 
 
 def _fake_module(fail: bool = False) -> types.ModuleType:
@@ -32,24 +38,29 @@ def _fake_module(fail: bool = False) -> types.ModuleType:
         def full(cls):
             return cls(iters=100)
 
-    def run(config, ctx):
+    def measure(config, ctx):
         if fail:
             raise ValueError("boom: bad thing")
-        c = Curve("m", np.arange(config.iters), np.linspace(1, 0.1, config.iters))
-        fig = plot_gap_panels(ctx.out_dir / "fake.png", [("p", [c])])
-        csv = write_curves_csv(ctx.out_dir / "curves.csv", [c])
-        return ExperimentResult(
-            name="fake",
-            title="A fake experiment",
-            mode="",
-            settings={"iters": config.iters, "lr": 1e-3},
-            figures=[fig],
-            curves=[csv],
-            claims=[Claim("it goes down", "1 -> 0.1", True), Claim("a|b", "no", False, "quick")],
-            notes=["a choice"],
-        )
+        return FakeMeasured(config.iters, list(np.linspace(1, 0.1, config.iters)))
 
-    mod.Config, mod.run = Config, run
+    def judge(m, config):
+        return [
+            Claim.judged(
+                "it goes down", "the loss falls", f"{m.gaps[0]:g} -> {m.gaps[-1]:g}", True
+            ),
+            Claim.judged("a|b", "b", "no", False, why="b is not a", details={"seeds": [1, 2]}),
+        ]
+
+    def render(m, claims, outdir):
+        c = Curve("m", np.arange(m.iters), np.array(m.gaps))
+        fig = plot_gap_panels(outdir / "fake.png", [("p", [c])])
+        csv = write_curves_csv(outdir / "curves.csv", [c])
+        return [fig, csv]
+
+    mod.Config, mod.measure, mod.judge, mod.render = Config, measure, judge, render
+    mod.describe = lambda m, config: f"A fake run of {m.iters} iterations."
+    mod.NOTES = ("a choice",)
+    mod.SPEC = ExperimentSpec("fake", "fakepkg.exp_ok", "fake; claims: none", title="A fake one")
     return mod
 
 
@@ -57,9 +68,7 @@ def _fake_module(fail: bool = False) -> types.ModuleType:
 def fake_registry(monkeypatch):
     monkeypatch.setitem(sys.modules, "fakepkg.exp_ok", _fake_module())
     monkeypatch.setitem(sys.modules, "fakepkg.exp_bad", _fake_module(fail=True))
-    monkeypatch.setitem(
-        EXPERIMENTS, "fake", ExperimentSpec("fake", "fakepkg.exp_ok", "fake; claims: none")
-    )
+    monkeypatch.setitem(EXPERIMENTS, "fake", sys.modules["fakepkg.exp_ok"].SPEC)
     monkeypatch.setitem(
         EXPERIMENTS, "bad", ExperimentSpec("bad", "fakepkg.exp_bad", "bad; claims: none")
     )
@@ -67,25 +76,41 @@ def fake_registry(monkeypatch):
 
 def test_run_experiment_writes_files_and_report(tmp_path, fake_registry):
     res = run_experiment("fake", tmp_path, quick=True)
-    assert res.mode == "quick" and res.wall_time > 0 and res.settings["iters"] == 3
+    assert res.mode == "quick" and res.wall_time > 0
+    assert res.settings["measured"]["iters"] == 3
     d = tmp_path / "fake"
     assert (d / "fake.png").is_file() and (d / "curves.csv").is_file()
     settings = json.loads((d / "settings.json").read_text())
-    assert settings["iters"] == 3 and settings["config"] == {"iters": 3}
+    assert settings["config"] == {"iters": 3} and settings["measured"]["gaps"][0] == 1.0
     saved = json.loads((d / "result.json").read_text())
     assert saved["figures"] == ["fake/fake.png"]  # relative to OUT
+    assert saved["claims"][1]["verdict"] == "FAIL" and saved["claims"][1]["why"] == "b is not a"
     report = (tmp_path / "REPORT.md").read_text()
-    assert "## fake: A fake experiment" in report
+    assert "## fake\n\n**A fake one**" in report
+    assert "A fake run of 3 iterations. *Mode: quick;" in report
+    assert "[settings.json](fake/settings.json)" in report and '"iters"' not in report
     assert "![fake](fake/fake.png)" in report
-    assert "| it goes down | 1 -> 0.1 | **PASS** |" in report
-    assert "| a\\|b | no (quick) | **FAIL** |" in report
+    assert "| it goes down | the loss falls | 1 -> 0.1 | **PASS** |" in report
+    assert "| a\\|b | b | no | **FAIL** |" in report
+    assert "  - why it fails: b is not a" in report and "  - seeds: [1, 2]" in report
     assert "- a choice" in report
-    assert "| 1/2 | 1 claim(s) FAIL |" in report
+    # the scorecard: passed/assessed, the key claim beside our number, mode
+    assert "| [fake](#fake) | 1/2 (1 FAIL) | it goes down: 1 -> 0.1 (PASS) | quick |" in report
 
     # re-running replaces the section, it is not duplicated
     run_experiment("fake", tmp_path, quick=False)
     report = (tmp_path / "REPORT.md").read_text()
-    assert report.count("## fake:") == 1 and "*Mode: full;" in report
+    assert report.count("## fake\n") == 1 and "*Mode: full;" in report
+
+
+def test_rejudging_stored_measurements_needs_no_measure(tmp_path, fake_registry):
+    """judge_and_render works from a Measured value alone (no training)."""
+    from depthaccel.experiments.runner import judge_and_render
+
+    mod = sys.modules["fakepkg.exp_ok"]
+    res = judge_and_render(mod, mod.Config.quick(), FakeMeasured(2, [1.0, 0.5]), tmp_path)
+    assert [c.verdict for c in res.claims] == ["PASS", "FAIL"]
+    assert res.figures == [tmp_path / "fake.png"]
 
 
 def test_failed_experiment_is_recorded_and_raised(tmp_path, fake_registry):
@@ -95,12 +120,17 @@ def test_failed_experiment_is_recorded_and_raised(tmp_path, fake_registry):
     saved = json.loads((tmp_path / "bad" / "result.json").read_text())
     assert saved["status"] == "error" and "boom: bad thing" in saved["error"]
     report = write_report(tmp_path).read_text()
-    assert "## fake:" in report and "**ERROR**" in report and "boom: bad thing" in report
+    assert "## fake\n" in report and "**ERROR**" in report and "boom: bad thing" in report
 
 
-def test_report_section_anchor():
-    r = ExperimentResult("fig4-left", "Fig. 4 left: GD vs AdaGrad", "quick", {})
-    assert _anchor(r) == "fig4-left-fig-4-left-gd-vs-adagrad"
+def test_report_lists_what_is_not_in_it_with_the_command(tmp_path, fake_registry):
+    run_experiment("fake", tmp_path, quick=True)
+    report = write_report(
+        tmp_path, skipped={"fig2": ("its data (ethanol) is missing", "make data && x")}
+    ).read_text()
+    assert "## Not in this report" in report
+    assert "| fig2 | its data (ethanol) is missing | `make data && x` |" in report
+    assert "| thm2 | not run into this folder | `depthaccel reproduce thm2 --quick` |" in report
 
 
 def test_report_says_when_runs_came_from_the_store(tmp_path):
@@ -114,7 +144,8 @@ def test_report_says_when_runs_came_from_the_store(tmp_path):
                 "runs_reused": 45,
                 "runs_trained": 0,
                 "training_seconds": 386.5,
-            }
+            },
+            "ran_on": {"torch_threads": 1, "dtype": "default", "cpus": 2, "machine": "x86_64"},
         },
     )
     text = report_section(r, tmp_path)
@@ -123,7 +154,7 @@ def test_report_says_when_runs_came_from_the_store(tmp_path):
     assert "task results" not in text
     r.settings["results_store"].update(tasks_reused=3, tasks_run=1)
     text = report_section(r, tmp_path)
-    assert "3 task results, e.g. trained nets, read from the results store" in text
+    assert "3 task results (e.g. trained nets) read from the store" in text
     assert "1 computed now" in text
 
 
@@ -141,9 +172,9 @@ def test_store_counts_are_recorded_per_experiment(tmp_path, fake_registry, monke
 
     def run(config, ctx):
         res = ctx.train(X, y, 2, [Run("gd", 1e-2)], 20, log_points=5)
-        return ExperimentResult("fake", "F", "", {"gap": res[0].final_gap})
+        return FakeMeasured(1, [res[0].final_gap])
 
-    monkeypatch.setattr(sys.modules["fakepkg.exp_ok"], "run", run)
+    monkeypatch.setattr(sys.modules["fakepkg.exp_ok"], "measure", run)
     store = tmp_path / "s.sqlite"
     first = run_experiment("fake", tmp_path, quick=True, store=store)
     second = run_experiment("fake", tmp_path, quick=True, store=store)
@@ -152,7 +183,7 @@ def test_store_counts_are_recorded_per_experiment(tmp_path, fake_registry, monke
     assert (s2["runs_reused"], s2["runs_trained"]) == (1, 0)
     assert s2["training_seconds"] == s1["training_seconds"] > 0
     ref = train(X, y, 2, [Run("gd", 1e-2)], 20, log_points=5)[0].final_gap
-    assert second.settings["gap"] == pytest.approx(ref, rel=1e-12)
+    assert second.settings["measured"]["gaps"][0] == pytest.approx(ref, rel=1e-12)
     # without a store nothing is recorded
     third = run_experiment("fake", tmp_path, quick=True)
     assert "results_store" not in third.settings

@@ -84,7 +84,7 @@ def _fake(
             settings={"n": config.n, "device": ctx.device, "dtype": str(ctx.dtype)},
             figures=[plot_gap_panels(ctx.out_dir / f"{name}.png", [("l4", [c])])],
             curves=[write_curves_csv(ctx.out_dir / "curves.csv", [c])],
-            claims=[Claim("goes down", "1 -> 1e-3", (not fail_claim) if assessed else None)],
+            claims=[Claim.legacy("goes down", "1 -> 1e-3", (not fail_claim) if assessed else None)],
         )
 
     mod.Config, mod.run = Config, run
@@ -126,8 +126,8 @@ def test_all_runs_everything_reports_errors_and_fail_claims(fake_experiments, tm
         assert (d / "curves.csv").read_text().startswith("panel,series,iteration,value")
         assert json.loads((d / "settings.json").read_text())["n"] == 4
     report = (tmp_path / "REPORT.md").read_text()
-    assert "## good: Fake good" in report and "## failing: Fake failing" in report
-    assert "| goes down | 1 -> 1e-3 | **FAIL** |" in report
+    assert "## good\n\n**Fake good**" in report and "## failing\n\n**Fake failing**" in report
+    assert "| goes down |  | 1 -> 1e-3 | **FAIL** |" in report
     assert "broken exploded" in report
 
 
@@ -302,16 +302,21 @@ def test_progress_lines_give_an_eta_and_honest_claim_counts(fake_experiments, tm
     assert "[2/2] unassessed: done in" in out
     assert "no claim assessed (1 not assessed in quick mode)" in out
     assert "0/0" not in out
-    assert "| none assessed |" in (tmp_path / "REPORT.md").read_text()
+    assert "| none assessed (1 claims) |" in (tmp_path / "REPORT.md").read_text()
+    # nothing assessed anywhere: never "no claim FAILs"
+    assert "no claim FAILs (1 assessed)" in out and "no claim FAILs;" not in out
+    rc = main(["reproduce", "unassessed", "--quick", "--out", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert "; no claim was assessed" in out and "no claim FAILs" not in out
 
 
 def test_eta_scales_the_cost_table():
-    from depthaccel.commands.reproduce import COST_SECONDS, _eta
+    from depthaccel.commands.reproduce import _eta
 
     names = ["fig2", "fig3"]
-    assert set(COST_SECONDS) == set(EXPERIMENTS)
+    assert all(s.cost[0] > 0 and s.cost[1] > 0 for s in EXPERIMENTS.values())
     # fig2 took twice its table cost: fig3 is expected to take twice its cost too
-    q2, q3 = COST_SECONDS["fig2"][0], COST_SECONDS["fig3"][0]
+    q2, q3 = EXPERIMENTS["fig2"].cost[0], EXPERIMENTS["fig3"].cost[0]
     text = _eta(names, 1, 2 * q2, quick=True)
     assert text == f"elapsed {2 * q2:.0f} s, about {2 * q3:.0f} s left"
     assert _eta(names, 2, 30.0, quick=True) == "elapsed 30 s"
@@ -371,12 +376,18 @@ def test_missing_data_is_checked_once_and_told_once(
     assert not (tmp_path / "out" / "eth1").exists() and not (tmp_path / "out" / "mn").exists()
     assert "2/5 experiments ran" in cap.out and "3 skipped for missing data" in cap.out
     assert "[1/2] nodata1" in cap.out and "[2/2] nodata2" in cap.out
-    # the message about the data comes once, as the last line, and says what to do
-    last = cap.err.strip().splitlines()[-1]
-    assert last.startswith("depthaccel reproduce: data not available")
+    # the message about the data comes once, at the end, over several lines, and says
+    # what is missing, where we looked and what to do
+    last = cap.err[cap.err.index("depthaccel reproduce: data not available") :]
+    lines = last.strip().splitlines()
+    assert len(lines) >= 6
     assert "ethanol (needed by eth1, eth2)" in last and "mnist (needed by mn)" in last
     assert str(empty) in last and "depthaccel data fetch ethanol mnist" in last
-    assert "DEPTHACCEL_DATA_DIR" in last
+    assert "data folders searched, in order:" in last and "DEPTHACCEL_DATA_DIR" in last
+    # the report lists the skipped experiments with why and the command that gets them
+    report = (tmp_path / "out" / "REPORT.md").read_text()
+    assert "| eth1 | its data (ethanol) is missing |" in report
+    assert "data fetch ethanol && depthaccel reproduce eth1 --quick` |" in report
     assert cap.err.count("data not available") == 1
     assert cap.err.index("data check: skipping eth1, eth2, mn") < cap.err.index(
         "data not available"
@@ -395,7 +406,9 @@ def test_missing_data_without_download_and_the_real_registry(tmp_path, monkeypat
     cap = capsys.readouterr()
     assert rc == 3 and "0/2 experiments ran" in cap.out
     assert "trying a download" not in cap.err
-    assert cap.err.strip().splitlines()[-1].count("depthaccel data fetch ethanol mnist") == 1
+    message = cap.err[cap.err.index("data not available") :]
+    assert message.count("depthaccel data fetch ethanol mnist") == 1
+    assert "download: not tried (DEPTHACCEL_DOWNLOAD=0)" in message
 
 
 def test_concurrent_experiments_wait_for_those_whose_runs_they_reuse(monkeypatch):

@@ -25,22 +25,6 @@ from depthaccel.experiments import (
 from depthaccel.outdir import MANIFEST_NAME, OutputFolder, OutputFolderError
 from depthaccel.store import DEFAULT_FILENAME as STORE_FILENAME
 
-#: Rough cost of each experiment in seconds (quick, full), measured on the 2-core
-#: reference machine (quick: `reproduce NAME --quick --no-store --threads 1` under load;
-#: full: docs/reproduction/REPORT.md, training time of fresh runs);
-#: only their ratios matter: the overall ETA scales them to this machine's pace.
-COST_SECONDS: dict[str, tuple[float, float]] = {
-    "claim1": (9.0, 2.4),
-    "thm2": (3.0, 1.7),
-    "sec7": (20.0, 450.0),
-    "fig2": (37.0, 4300.0),  # full: issue 11 estimate (benchmarks/README.md)
-    "fig3": (32.0, 11000.0),  # full: issue 11 estimate, as for fig4/5-left
-    "fig4-left": (45.0, 7200.0),
-    "fig4-right": (11.0, 460.0),
-    "fig5-left": (53.0, 2300.0),
-    "fig5-right": (34.0, 2700.0),
-    "mnist-e2e": (37.0, 4100.0),  # estimate: ~480 ms per step of the three nets
-}
 _STORE_NAMES = tuple(STORE_FILENAME + s for s in ("", "-wal", "-shm", "-journal"))
 
 _EPILOG_HEAD = """\
@@ -330,9 +314,9 @@ def _output_folder(args: argparse.Namespace, names: list[str]) -> OutputFolder:
 
 def _eta(names: list[str], done: int, elapsed: float, quick: bool) -> str:
     """ "elapsed 1.2 min, about 3 min left": the remaining experiments' typical costs
-    (COST_SECONDS), scaled by how this run's finished ones compare with theirs."""
+    (their ``SPEC.cost``), scaled by how this run's finished ones compare with theirs."""
     col = 0 if quick else 1
-    cost = [COST_SECONDS.get(n, (5.0, 300.0))[col] for n in names]
+    cost = [EXPERIMENTS[n].cost[col] if n in EXPERIMENTS else (5.0, 300.0)[col] for n in names]
     left = sum(cost[done:])
     if done and sum(cost[:done]) > 0:
         left *= elapsed / sum(cost[:done])
@@ -363,17 +347,23 @@ def _claims_words(res, mode: str) -> str:
     return f"claims {res.n_passed}/{res.n_assessed} pass ({verdict})"
 
 
-def _data_preflight(args: argparse.Namespace, names: list[str]) -> tuple[list[str], str]:
+def _data_preflight(
+    args: argparse.Namespace, names: list[str]
+) -> tuple[list[str], str, dict[str, tuple[str, str]]]:
     """Check once, before any experiment starts, the data the experiments need (fetching
-    it once when downloads are allowed). Returns the experiments to run and, when some
-    are skipped for missing data, the one message that says what to do."""
+    it once when downloads are allowed). Returns the experiments to run, the message that
+    says what to do when some are skipped for missing data (several lines; empty when
+    none is), and for each skipped one (why, the command that gets its data) for the
+    report."""
+    from depthaccel.data.catalog import fetch_commands
+
     needs: dict[str, list[str]] = {}
     for n in names:
         ds = getattr(EXPERIMENTS[n], "data", "")
         if ds:
             needs.setdefault(ds, []).append(n)
     if not needs:
-        return names, ""
+        return names, "", {}
     report = ensure_data(
         needs,
         args.data_dir,
@@ -382,7 +372,7 @@ def _data_preflight(args: argparse.Namespace, names: list[str]) -> tuple[list[st
     )
     skipped = [n for ds in report.unusable for n in needs[ds]]
     if not skipped:
-        return names, ""
+        return names, "", {}
     print(
         f"data check: skipping {', '.join(skipped)} ({', '.join(report.unusable)} not "
         "available; what to do is printed at the end)",
@@ -390,7 +380,13 @@ def _data_preflight(args: argparse.Namespace, names: list[str]) -> tuple[list[st
         flush=True,
     )
     advice = report.advice({ds: needs[ds] for ds in report.unusable})
-    return [n for n in names if n not in skipped], advice
+    why = {}
+    for ds in report.unusable:
+        fetch = fetch_commands([ds])[-1]
+        for n in needs[ds]:
+            again = f"depthaccel reproduce {n}{' --quick' if args.quick else ''}"
+            why[n] = (f"its data ({ds}) is missing", f"{fetch} && {again}")
+    return [n for n in names if n not in skipped], advice, why
 
 
 def _run_all(args: argparse.Namespace, names: list[str], executor: Any = None) -> int:
@@ -399,7 +395,7 @@ def _run_all(args: argparse.Namespace, names: list[str], executor: Any = None) -
     )
     _output_folder(args, names).prepare()
     n_asked = len(names)
-    names, data_advice = _data_preflight(args, names)
+    names, data_advice, skipped = _data_preflight(args, names)
     # every experiment gets its own context (its own store counts); they share the data
     # and optima through one cache
     context_options = dict(
@@ -416,6 +412,7 @@ def _run_all(args: argparse.Namespace, names: list[str], executor: Any = None) -
     mode = "quick" if args.quick else "full"
     errors: list[str] = []
     failed_claims: list[str] = []
+    assessed = [0]  # claims assessed over all experiments
     t_all = time.perf_counter()
 
     def one(name: str) -> Any:
@@ -454,6 +451,7 @@ def _run_all(args: argparse.Namespace, names: list[str], executor: Any = None) -
             f"{_eta(order, done, time.perf_counter() - t_all, args.quick)}",
             flush=True,
         )
+        assessed[0] += res.n_assessed
         if res.n_failed:
             failed_claims.append(name)
 
@@ -466,13 +464,16 @@ def _run_all(args: argparse.Namespace, names: list[str], executor: Any = None) -
             tell(i, name, one(name), names, i)
     failed_claims.sort(key=names.index)
     errors.sort(key=names.index)
-    report = write_report(args.out)
+    report = write_report(args.out, skipped=skipped)
     took = time.perf_counter() - t_all
     ok = len(names) - len(errors)
     summary = f"{ok}/{n_asked} experiments ran in {took:.1f} s"
-    summary += (
-        f"; claims FAIL in: {', '.join(failed_claims)}" if failed_claims else "; no claim FAILs"
-    )
+    if failed_claims:
+        summary += f"; claims FAIL in: {', '.join(failed_claims)}"
+    elif assessed[0]:
+        summary += f"; no claim FAILs ({assessed[0]} assessed)"
+    else:
+        summary += "; no claim was assessed"
     if errors:
         summary += f"; ERRORS in: {', '.join(errors)}"
     if store is not None:

@@ -189,6 +189,8 @@ class DataReport:
 
     data_dir: Path
     datasets: dict[str, DatasetStatus] = field(default_factory=dict)
+    requested_dir: Path | None = None  # the data_dir argument (None: the default search)
+    download: str = ""  # whether a download was tried and what came of it (ensure_data)
 
     @property
     def ok(self) -> bool:
@@ -212,13 +214,15 @@ class DataReport:
         return "\n".join(lines)
 
     def advice(self, experiments: dict[str, list[str]] | None = None) -> str:
-        """What is missing and what to do, in one message (empty when all is usable).
+        """What is missing and what to do, over several lines (empty when all is usable):
+        every missing or corrupt file group, whether a download was tried (and why not),
+        the data folders searched, and a command that runs as typed.
 
         ``experiments`` maps a data set to the experiments that need it (named in the text).
         """
         if self.ok:
             return ""
-        parts = []
+        lines = ["data not available:"]
         for name in self.unusable:
             d = self.datasets[name]
             who = ""
@@ -231,15 +235,53 @@ class DataReport:
                 what.append("missing " + _short(miss))
             if bad:
                 what.append("corrupt " + _short(bad))
-            parts.append(f"{name}{who}: {'; '.join(what)} in {d.folder}")
-        return (
-            "data not available: "
-            + " | ".join(parts)
-            + f". To get it: run `{FETCH_COMMAND} {' '.join(self.unusable)}` (downloads and "
-            f"verifies the official files; `depthaccel data where` shows where they go), or "
-            f"set {_common.ENV_DATA_DIR} (or --data-dir) to a folder that already holds "
-            "gas_sensor_drift/ and mnist/; `depthaccel data check` lists every file."
+            lines.append(f"  {name}{who}: {'; '.join(what) or d.how} in {d.folder}")
+        if self.download:
+            lines.append(f"download: {self.download}")
+        lines.append("data folders searched, in order:")
+        for loc in data_locations(self.requested_dir):
+            if loc.path is None:
+                continue
+            mark = "  <- used" if loc.chosen else ("" if loc.exists else "  (does not exist)")
+            lines.append(f"  {loc.how}: {loc.path}{mark}")
+        lines.append("to get it (downloads and verifies the official files):")
+        for command in fetch_commands(self.unusable):
+            lines.append(f"  {command}")
+        lines.append(
+            f"or set {_common.ENV_DATA_DIR} (or --data-dir) to a folder that already holds "
+            "gas_sensor_drift/ and mnist/; `data check` lists every file."
         )
+        return "\n".join(lines)
+
+
+def fetch_commands(datasets: Sequence[str]) -> list[str]:
+    """Commands that fetch ``datasets`` and run as typed from the current folder:
+    ``make data`` in a source checkout (its Makefile has that target), and
+    ``depthaccel data fetch ...`` with the path of the running program when
+    ``depthaccel`` is not on PATH (e.g. ``.venv/bin/depthaccel`` after ``make``)."""
+    import shutil
+    import sys
+
+    program = "depthaccel"
+    here = Path(sys.executable).parent / "depthaccel"
+    on_path = shutil.which("depthaccel")
+    if here.is_file() and (on_path is None or Path(on_path).resolve() != here.resolve()):
+        try:
+            program = os.path.relpath(here)
+        except ValueError:
+            program = str(here)
+        if not program.startswith((".", "/")):
+            program = "./" + program
+    out = []
+    root = _common._repo_root()
+    if (
+        root is not None
+        and (root / "Makefile").is_file()
+        and Path.cwd().resolve() == root.resolve()
+    ):
+        out.append("make data")
+    out.append(f"{program} data fetch {' '.join(datasets)}")
+    return out
 
 
 def _short(names: Sequence[str]) -> str:
@@ -302,7 +344,7 @@ def check_data(
         if n not in DATASETS:
             raise ValueError(f"unknown data set {n!r}; known: {', '.join(DATASETS)}")
     root = _common.data_dir(data_dir)
-    report = DataReport(root)
+    report = DataReport(root, requested_dir=None if data_dir is None else Path(data_dir))
     for n in names:
         report.datasets[n] = _dataset_status(n, root)
     return report
@@ -439,10 +481,22 @@ def ensure_data(
     the user :meth:`DataReport.advice` (one message)."""
     names = list(dict.fromkeys(names))
     report = check_data(names, data_dir)
-    if report.ok or not _common.download_allowed(download):
+    if report.ok:
+        return report
+    if not _common.download_allowed(download):
+        report.download = (
+            f"not tried ({_common.ENV_DOWNLOAD}=0)"
+            if download is None
+            else "not tried (downloads are off)"
+        )
         return report
     log(f"data: {', '.join(report.unusable)} not found in {report.data_dir}; trying a download")
     res = fetch_data(report.unusable, data_dir, progress=progress, log=log)
     for e in res.errors:
         log(f"data: download failed: {e}")
-    return check_data(names, data_dir)
+    after = check_data(names, data_dir)
+    if not after.ok:
+        after.download = "tried and failed" + (
+            f" ({res.errors[0]})" if res.errors else " (offline, or the files did not verify)"
+        )
+    return after

@@ -34,6 +34,7 @@ import numpy as np
 from depthaccel.experiments.context import ExperimentContext
 from depthaccel.experiments.loss_scale import gap_text, scale_curve
 from depthaccel.experiments.results import Claim, ExperimentResult
+from depthaccel.experiments.spec import ExperimentSpec
 from depthaccel.reporting import Curve, format_lr, plot_gap_panels, run_curve, write_curves_csv
 
 NAME = "fig2"
@@ -411,7 +412,7 @@ def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
             if not near:
                 k, v = worst(tag, "scheme_vs_net")
                 claims.append(
-                    Claim(
+                    Claim.legacy(
                         f"{init} init: the Eq. 12 scheme emulates GD on the depth-N nets "
                         f"{depths_txt(p)}",
                         f"largest relative deviation scheme vs net over the whole curve: "
@@ -430,7 +431,7 @@ def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
             )
             missing = no_escape(tag)
             claims.append(
-                Claim(
+                Claim.legacy(
                     f"{init} init: the Eq. 12 scheme emulates GD on the depth-N nets "
                     f"{depths_txt(p)}",
                     f"largest relative deviation scheme vs net {skip_txt}: {v:.2e} ({k}; "
@@ -445,7 +446,7 @@ def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
                 )
             )
             claims.append(
-                Claim(
+                Claim.legacy(
                     f"{init} init, up to a time shift: after aligning each net's and its "
                     "scheme's saddle-escape iteration, the Eq. 12 scheme emulates GD on the "
                     f"depth-N nets {depths_txt(p)}",
@@ -472,7 +473,7 @@ def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
             k, v = worst(ctag, "scheme_vs_net")
             div_text, div_note = divergence(ctag)
             claims.append(
-                Claim(
+                Claim.legacy(
                     "Control: the Eq. 12 scheme emulates GD on balanced nets (Eq. 7) started "
                     f"from each near-zero net's own W_e {depths_txt(p)}",
                     f"largest relative deviation scheme vs net over the whole curve: {v:.2e} "
@@ -542,7 +543,7 @@ def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
                     )
                 assess = init == "balanced" or config.assess_near_zero
                 claims.append(
-                    Claim(
+                    Claim.legacy(
                         f"{init} init: width has a negligible effect (width "
                         f"{config.widths[-1]} vs {config.widths[0]} at the same depth; l{p:g})",
                         measured,
@@ -553,7 +554,7 @@ def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
                 if init == "balanced":
                     continue
                 claims.append(
-                    Claim(
+                    Claim.legacy(
                         f"{init} init, up to a time shift: after aligning the nets' "
                         "saddle-escape iterations, width has a negligible effect (width "
                         f"{config.widths[-1]} vs {config.widths[0]} at the same depth; l{p:g})",
@@ -704,3 +705,15 @@ def _stability_note(config: Config, edges: dict[str, Any], diverged: dict[str, A
         "the scheme still emulates the net."
     )
     return text
+
+
+SPEC = ExperimentSpec(
+    NAME,
+    "fig2",
+    "Fig. 2: depth-2/3 nets (width 1 and 100, lr 1e-3) vs the Eq. 12 scheme, l2 and "
+    "l4 on Ethanol; claims: the scheme emulates the nets, width does not matter",
+    data="ethanol",
+    title=TITLE,
+    cost=(37.0, 4300.0),
+    config=Config,
+)

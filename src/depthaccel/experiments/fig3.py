@@ -23,6 +23,7 @@ from depthaccel.experiments.loss_scale import gap_text, scale_curve, scale_label
 from depthaccel.experiments.results import Claim, ExperimentResult
 from depthaccel.experiments.search import SearchPolicy, search_models
 from depthaccel.experiments.seeds import check_seeds, every_seed, seeds_text, spread
+from depthaccel.experiments.spec import ExperimentSpec
 from depthaccel.experiments.starts import FairStartConfig, fair_run, initial_gaps_note, start_note
 from depthaccel.reporting import format_lr, plot_gap_panels, run_curve, write_curves_csv
 
@@ -126,7 +127,7 @@ def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
             holds[s] = all(np.isfinite(v) and v >= 1 - config.l2_tolerance for v in r.values())
         verdict = every_seed(holds)
         claims.append(
-            Claim(
+            Claim.legacy(
                 "l2: depth does not accelerate (the paper: depth slightly slows GD); "
                 f"every seed of {', '.join(map(str, seeds))}",
                 "final gap ratio to depth 1 (min..max over seeds): "
@@ -146,7 +147,7 @@ def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
                 all(np.isfinite(g)) and all(a < b for a, b in zip(g, g[1:], strict=False))
             )
         claims.append(
-            Claim(
+            Claim.legacy(
                 "l4: depth accelerates, final gap depth 3 < depth 2 < depth 1; every seed of "
                 + ", ".join(map(str, seeds)),
                 "final gaps (min..max over seeds): "
@@ -209,3 +210,15 @@ def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
         claims=claims,
         notes=notes,
     )
+
+
+SPEC = ExperimentSpec(
+    NAME,
+    "fig3",
+    "Fig. 3: depth 1/2/3, lr grid-searched per model, l2 and l4 on Ethanol; claims: "
+    "l2 depth does not accelerate, l4 depth 3 < depth 2 < depth 1 in final gap",
+    data="ethanol",
+    title=TITLE,
+    cost=(32.0, 11000.0),
+    config=Config,
+)

@@ -29,6 +29,7 @@ from depthaccel.experiments.lr_curves import (
 from depthaccel.experiments.results import Claim, ExperimentResult
 from depthaccel.experiments.search import SearchPolicy, search_models
 from depthaccel.experiments.seeds import check_seeds, every_seed, seeds_text, spread
+from depthaccel.experiments.spec import ExperimentSpec
 from depthaccel.experiments.starts import FairStartConfig, fair_run, initial_gaps_note, start_note
 from depthaccel.reporting import format_lr, plot_gap_panels, run_curve, write_curves_csv
 
@@ -248,7 +249,7 @@ def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
             ]
         )
         claims.append(
-            Claim(
+            Claim.legacy(
                 f"{text}; every seed of {', '.join(map(str, seeds))}",
                 f"final gap {wname} {spread_gaps(*win)} vs {lname} {spread_gaps(*lose)} "
                 f"(ratio {ratio.text()}); {seeds_text(holds)}. Window of rates: "
@@ -319,3 +320,16 @@ def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
         claims=claims,
         notes=notes,
     )
+
+
+SPEC = ExperimentSpec(
+    NAME,
+    "fig4_left",
+    "Fig. 4 left: depth-3 GD vs AdaGrad and AdaDelta on a single layer, each "
+    "grid-searched, l4 on Ethanol; claim: depth-3 GD ends lower than both",
+    data="ethanol",
+    after=("fig3",),  # its GD runs and their search are fig3's l4 ones
+    title=TITLE,
+    cost=(45.0, 7200.0),
+    config=Config,
+)

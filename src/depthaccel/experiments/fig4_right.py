@@ -37,6 +37,7 @@ from depthaccel.experiments.context import ExperimentContext
 from depthaccel.experiments.loss_scale import gap_text, scale_curve, scale_label
 from depthaccel.experiments.results import Claim, ExperimentResult
 from depthaccel.experiments.seeds import check_seeds, every_seed, seeds_text, spread
+from depthaccel.experiments.spec import ExperimentSpec
 from depthaccel.experiments.starts import FairStartConfig, fair_run, initial_gaps_note, start_note
 from depthaccel.reporting import Curve, format_lr, plot_gap_panels, run_curve, write_curves_csv
 
@@ -365,7 +366,7 @@ def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
         holds_all |= {(d, s): h for s, h in holds.items()}
         ratio = spread([finals[(d, s)] / finals[(d1, s)] for s in seeds])
         claims.append(
-            Claim(
+            Claim.legacy(
                 f"Depth helps Adam: the depth-{d} net ends lower than the single layer; every "
                 f"seed of {', '.join(map(str, seeds))}",
                 f"final gap depth {d}: {gaps_text(d)} vs depth {d1}: {gaps_text(d1)} "
@@ -425,3 +426,15 @@ def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
         claims=claims,
         notes=notes,
     )
+
+
+SPEC = ExperimentSpec(
+    NAME,
+    "fig4_right",
+    "Fig. 4 right: Adam (TensorFlow defaults) on depth 1/2/3, l4 on Ethanol; "
+    "claim: depth helps Adam too",
+    data="ethanol",
+    title=TITLE,
+    cost=(11.0, 460.0),
+    config=Config,
+)

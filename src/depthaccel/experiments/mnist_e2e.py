@@ -51,6 +51,7 @@ from depthaccel.atomic import save_figure
 from depthaccel.experiments.context import ExperimentContext
 from depthaccel.experiments.fig5_right import first_reach, smooth
 from depthaccel.experiments.results import Claim, ExperimentResult
+from depthaccel.experiments.spec import ExperimentSpec
 from depthaccel.experiments.tutorial_config import (
     TutorialConfig,
     checkpointing,
@@ -374,7 +375,7 @@ def _run(cfg: Config, ctx: ExperimentContext) -> ExperimentResult:
         r = rows[q]
         final = {k: float(sm[q][k][-1]) for k in NETS}
         claims.append(
-            Claim(
+            Claim.legacy(
                 text=(
                     f"The preconditioner alone gives the overparameterized net's speed-up in "
                     f"{what}: the e2e net reaches each of the original net's smoothed levels "
@@ -391,7 +392,7 @@ def _run(cfg: Config, ctx: ExperimentContext) -> ExperimentResult:
             )
         )
     claims.append(
-        Claim(
+        Claim.legacy(
             text=(
                 f"With precondition_every={K}, an e2e training step costs no more wall-clock "
                 "time than an overparameterized net's step"
@@ -408,7 +409,7 @@ def _run(cfg: Config, ctx: ExperimentContext) -> ExperimentResult:
     )
     if BF16 in ms:
         claims.append(
-            Claim(
+            Claim.legacy(
                 text=(
                     f"With precondition_every={K} and precondition_dtype=bfloat16 (an opt-in: "
                     "the amortised cache and its products in bfloat16), an e2e training step "
@@ -425,7 +426,7 @@ def _run(cfg: Config, ctx: ExperimentContext) -> ExperimentResult:
         )
     if cfg.max_test_error is not None:
         claims.append(
-            Claim(
+            Claim.legacy(
                 text=f"All three nets reach the tutorial's accuracy (test error < "
                 f"{cfg.max_test_error}%)",
                 measured=", ".join(f"{k} {v:.2f}%" for k, v in test_err.items())
@@ -564,3 +565,16 @@ def precondition_every_table(
             f"| {k[2:]} | {sm[k][-1]:.4f} | {gap:.4f} | {dist:.3f} | {1e3 * h.seconds / done:.0f} |"
         )
     return "\n".join(lines)
+
+
+SPEC = ExperimentSpec(
+    NAME,
+    "mnist_e2e",
+    "MNIST tutorial: original vs overparameterized vs the original with "
+    "EndToEndSGD(depth=2) on its dense layers; claim: the preconditioner alone gives "
+    "the overparameterized net's speed-up; wall-clock per step of all three",
+    data="mnist",
+    title=TITLE,
+    cost=(37.0, 4100.0),
+    config=Config,
+)

@@ -1,105 +1,157 @@
-"""``OUT/REPORT.md``: a summary table and one section per experiment, rebuilt from every
-``OUT/<name>/result.json`` in registry order (re-running an experiment replaces its
-section, running a new one adds a section)."""
+"""``OUT/REPORT.md`` as a scorecard, rebuilt from every ``OUT/<name>/result.json`` in
+registry order (re-running an experiment replaces its section, running a new one adds a
+section).
+
+Layout: one table at the top (experiment | claims PASS/assessed | the key claim beside
+our number | mode | time), the experiments not in the report (why, and the command that
+gets them), then per experiment: what was run (2-3 lines), the figure, the claims table
+(claim | paper | measured | verdict) and a collapsed block with the details behind each
+verdict, the notes and where it ran. Settings stay in ``OUT/<name>/settings.json``
+(linked, never inlined). Every table cell is short: :data:`MAX_CELL_WORDS` words.
+"""
 
 from __future__ import annotations
 
 import json
+import math
 import os
-import platform
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from depthaccel.experiments import registry
-from depthaccel.experiments.results import RESULT_NAME, ExperimentResult
+from depthaccel.experiments.results import RESULT_NAME, SETTINGS_NAME, Claim, ExperimentResult
 from depthaccel.outdir import OutputFolder
 from depthaccel.reporting import format_seconds
 
-__all__ = ["REPORT_NAME", "claims_cell", "load_results", "report_section", "write_report"]
+__all__ = [
+    "MAX_CELL_WORDS",
+    "REPORT_NAME",
+    "claims_cell",
+    "load_results",
+    "report_section",
+    "scorecard",
+    "write_report",
+]
 
 REPORT_NAME = "REPORT.md"
+#: The most words a table cell of the report may hold (a test enforces it).
+MAX_CELL_WORDS = 40
+
+TITLE = "# Reproduction report: Arora, Cohen & Hazan (ICML 2018)"
 
 
 def _md_cell(text: str) -> str:
-    return str(text).replace("|", "\\|").replace("\n", " ")
+    return str(text).replace("|", "\\|").replace("\n", " ").strip()
 
 
 def _ran_on_text(settings: Mapping[str, Any]) -> str:
-    """``; on: executor ..., N job(s), T torch thread(s), dtype, C CPUs (machine)``."""
+    """``executor ..., N job(s), T torch thread(s), dtype, C CPUs (machine)``."""
     ran = settings.get("ran_on")
     if not ran:
         return ""
-    parts = [] if settings.get("executor") else [f"executor {ran.get('executor', '?')}"]
+    ex = settings.get("executor") or {}
+    parts = []
+    if ex.get("executor") == "ray":
+        parts.append(f"Ray ({ex.get('cluster', '?')}, {ex.get('cluster_cpus', '?')} CPUs)")
+    else:
+        parts.append("in this process")
     if ran.get("jobs"):
         parts.append(f"{ran['jobs']} job(s)")
     parts.append(f"{ran.get('torch_threads', '?')} torch thread(s)")
     parts.append(f"dtype {ran.get('dtype', '?')}")
     parts.append(f"{ran.get('cpus', '?')} CPUs ({ran.get('machine', '?')})")
-    return "; on: " + ", ".join(parts)
+    return ", ".join(parts)
+
+
+def _store_text(settings: Mapping[str, Any]) -> str:
+    store = settings.get("results_store") or {}
+    parts = []
+    if store.get("runs_reused") or store.get("runs_trained"):
+        parts.append(
+            f"{store.get('runs_reused', 0)} runs read from the results store, "
+            f"{store.get('runs_trained', 0)} trained now (training time of all the runs "
+            f"used: {format_seconds(store.get('training_seconds', 0.0))})"
+        )
+    if store.get("tasks_reused") or store.get("tasks_run"):
+        parts.append(
+            f"{store.get('tasks_reused', 0)} task results (e.g. trained nets) read from the "
+            f"store, {store.get('tasks_run', 0)} computed now"
+        )
+    return "; ".join(parts)
+
+
+def _fmt_value(v: Any) -> str:
+    """A detail value on one line: numbers to 4 significant digits, lists joined."""
+    if isinstance(v, bool) or v is None:
+        return str(v)
+    if isinstance(v, float):
+        return f"{v:.4g}" if math.isfinite(v) else str(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_fmt_value(x) for x in v) + "]"
+    if isinstance(v, Mapping):
+        return "; ".join(f"{k}: {_fmt_value(x)}" for k, x in v.items())
+    return str(v)
+
+
+def _details_lines(claim: Claim) -> list[str]:
+    lines = [f"- **{claim.statement}** ({claim.verdict})"]
+    if claim.why:
+        lines.append(f"  - why it fails: {claim.why}")
+    for key, value in claim.details.items():
+        lines.append(f"  - {key}: {_fmt_value(value)}")
+    return lines
 
 
 def report_section(result: ExperimentResult, root: Path) -> str:
     """The markdown section of one experiment (paths relative to ``root``)."""
     data = result.to_json(root)
-    lines = [f"## {result.name}: {result.title}", ""]
-    when = f"started {result.started}, " if result.started else ""
-    store = result.settings.get("results_store")
-    reuse = ""
-    if store and store.get("runs_reused"):
-        reuse = (
-            f" ({store['runs_reused']} runs read from the results store, trained by an "
-            f"earlier call; {store['runs_trained']} trained now; training time of all the "
-            f"runs used: {format_seconds(store.get('training_seconds', 0.0))})"
-        )
-    if store and store.get("tasks_reused"):
-        reuse += (
-            f" ({store['tasks_reused']} task results, e.g. trained nets, read from the results "
-            f"store, computed by an earlier call; {store.get('tasks_run', 0)} computed now)"
-        )
-    ex = result.settings.get("executor") or {}
-    ran_on = ""
-    if ex.get("executor") == "ray":
-        ran_on = f"executor: Ray ({ex.get('cluster', '?')}, {ex.get('cluster_cpus', '?')} CPUs); "
-    elif ex:
-        ran_on = "executor: local (this process); "
-    lines.append(
-        f"*Mode: {result.mode}; device: {result.device or '?'}; {ran_on}{when}"
-        f"took {format_seconds(result.wall_time)}{reuse}{_ran_on_text(result.settings)}.*"
-    )
-    lines.append("")
+    lines = [f"## {result.name}", "", f"**{result.title}**", ""]
     if result.status != "ok":
-        lines += ["**ERROR**: the experiment did not finish:", "", "```", result.error, "```", ""]
+        lines += [
+            f"*Mode: {result.mode}; took {format_seconds(result.wall_time)}.*",
+            "",
+            "**ERROR**: the experiment did not finish:",
+            "",
+            "```",
+            result.error,
+            "```",
+            "",
+        ]
         return "\n".join(lines)
-    run_desc = result.settings.get("what_was_run")
-    if run_desc:
-        lines += [str(run_desc), ""]
+    settings_link = f"{result.name}/{SETTINGS_NAME}"
+    what = result.summary or str(result.settings.get("what_was_run", ""))
+    lines += [
+        (what + " " if what else "")
+        + f"*Mode: {result.mode}; took {format_seconds(result.wall_time)}; settings: "
+        f"[{SETTINGS_NAME}]({settings_link}).*",
+        "",
+    ]
     for fig in data["figures"]:
         lines += [f"![{result.name}]({fig})", ""]
     if result.claims:
-        lines += ["| claim | measured | verdict |", "|---|---|---|"]
+        lines += ["| claim | paper | measured | verdict |", "|---|---|---|---|"]
         for c in result.claims:
-            verdict = c.verdict
-            measured = c.measured + (f" ({c.note})" if c.note else "")
-            lines.append(f"| {_md_cell(c.text)} | {_md_cell(measured)} | **{verdict}** |")
+            lines.append(
+                f"| {_md_cell(c.statement)} | {_md_cell(c.paper)} | {_md_cell(c.measured)} "
+                f"| **{c.verdict}** |"
+            )
         lines.append("")
+    body: list[str] = []
+    for c in result.claims:
+        if c.why or c.details:
+            body += _details_lines(c)
     if result.notes:
-        lines += ["Notes:", ""]
-        lines += [f"- {n}" for n in result.notes]
-        lines.append("")
+        body += ["", "Notes:", ""] + [f"- {n}" for n in result.notes]
+    where = [t for t in (_ran_on_text(result.settings), _store_text(result.settings)) if t]
+    if result.started or result.device:
+        where.insert(0, f"started {result.started or '?'} on device {result.device or '?'}")
+    if where:
+        body += ["", "Ran: " + "; ".join(where) + "."]
     if data["curves"]:
-        lines += ["Curves: " + ", ".join(f"[{c}]({c})" for c in data["curves"]), ""]
-    settings = json.dumps(data["settings"], indent=1)
-    lines += [
-        "<details><summary>Settings</summary>",
-        "",
-        "```json",
-        settings,
-        "```",
-        "",
-        "</details>",
-        "",
-    ]
+        body += ["", "Curves: " + ", ".join(f"[{c}]({c})" for c in data["curves"]) + "."]
+    if body:
+        lines += ["<details><summary>Details and notes</summary>", "", *body, "", "</details>", ""]
     return "\n".join(lines)
 
 
@@ -114,61 +166,110 @@ def load_results(out_root: str | os.PathLike) -> list[ExperimentResult]:
     return found
 
 
-def write_report(out_root: str | os.PathLike) -> Path:
-    """(Re)build ``OUT/REPORT.md`` from every ``OUT/<name>/result.json``: a summary table
-    (experiment, mode, time, claims passed, status) and one section per experiment."""
-    root = Path(out_root)
-    results = load_results(root)
+def claims_cell(r: ExperimentResult) -> str:
+    """ "passed/assessed", or words when nothing was assessed (never "0/0")."""
+    if r.status != "ok":
+        return "**ERROR**"
+    if not r.claims:
+        return "no claims"
+    if r.n_assessed == 0:
+        return f"none assessed ({len(r.claims)} claims)"
+    cell = f"{r.n_passed}/{r.n_assessed}"
+    if r.n_failed:
+        cell += f" ({r.n_failed} FAIL)"
+    return cell
+
+
+def _key_cell(r: ExperimentResult) -> str:
+    """The experiment's first (key) claim beside our number."""
+    if r.status != "ok":
+        return _md_cell(r.error.splitlines()[-1] if r.error else "did not finish")
+    if not r.claims:
+        return ""
+    c = r.claims[0]
+    return f"{_md_cell(c.statement)}: {_md_cell(c.measured)} ({c.verdict})"
+
+
+def scorecard(results: list[ExperimentResult]) -> list[str]:
+    """The table at the top of the report."""
     lines = [
-        "# Reproduction report: Arora, Cohen & Hazan (ICML 2018)",
-        "",
-        "Generated by `depthaccel reproduce` on "
-        f"{platform.node() or 'this machine'} ({platform.machine()}, "
-        f"{os.cpu_count()} CPUs). Each section: what was run, how long it took, the "
-        "figure, the claims table (PASS/FAIL against our measured numbers), notes on "
-        "choices where the paper is silent, and the settings.",
-        "",
-        "| experiment | mode | time | claims passed / assessed | status |",
+        "| experiment | claims PASS / assessed | key claim: measured | mode | time |",
         "|---|---|---|---|---|",
     ]
     for r in results:
-        status = "ok" if r.status == "ok" else "**ERROR**"
-        if r.status == "ok" and r.n_failed:
-            status = f"{r.n_failed} claim(s) FAIL"
-        if r.status == "ok" and r.n_assessed < len(r.claims):
-            status += f", {len(r.claims) - r.n_assessed} not assessed"
         took = format_seconds(r.wall_time)
         store = r.settings.get("results_store") or {}
-        if store.get("runs_reused"):
-            took += f" (reused runs; their training: {format_seconds(store.get('training_seconds', 0))})"
-        if store.get("tasks_reused"):
-            took += f" ({store['tasks_reused']} task results reused)"
+        if store.get("runs_reused") and not store.get("runs_trained"):
+            took += " (stored runs)"
         lines.append(
-            f"| [{r.name}](#{_anchor(r)}) | {r.mode} | {took} | {claims_cell(r)} | {status} |"
+            f"| [{r.name}](#{r.name}) | {claims_cell(r)} | {_key_cell(r)} | {r.mode} | {took} |"
         )
-    lines.append("")
+    return lines
+
+
+def _totals(results: list[ExperimentResult]) -> str:
+    passed = sum(r.n_passed for r in results)
+    assessed = sum(r.n_assessed for r in results)
+    claims = sum(len(r.claims) for r in results)
+    if not results:
+        return "No experiment has run into this folder yet."
+    if assessed == 0:
+        return f"{len(results)} experiment(s) ran; none of their {claims} claims was assessed."
+    text = f"**{passed} of {assessed} assessed claims pass**"
+    if claims > assessed:
+        text += f" ({claims - assessed} of {claims} claims not assessed)"
+    return text + f", over {len(results)} experiment(s)."
+
+
+def _not_run(
+    results: list[ExperimentResult], skipped: Mapping[str, tuple[str, str]], quick: bool
+) -> list[str]:
+    have = {r.name for r in results}
+    missing = [n for n in registry.EXPERIMENTS if n not in have]
+    if not missing:
+        return []
+    flag = " --quick" if quick else ""
+    lines = [
+        "## Not in this report",
+        "",
+        "| experiment | why | to get it |",
+        "|---|---|---|",
+    ]
+    for n in missing:
+        why, command = skipped.get(n, ("not run into this folder", ""))
+        command = command or f"depthaccel reproduce {n}{flag}"
+        lines.append(f"| {n} | {_md_cell(why)} | `{command}` |")
+    return lines + [""]
+
+
+def write_report(
+    out_root: str | os.PathLike, skipped: Mapping[str, tuple[str, str]] | None = None
+) -> Path:
+    """(Re)build ``OUT/REPORT.md`` from every ``OUT/<name>/result.json``.
+
+    ``skipped`` maps experiments this call skipped to (why, the command that gets their
+    data and runs them); every registered experiment without a result is listed."""
+    root = Path(out_root)
+    results = load_results(root)
+    quick = any(r.mode == "quick" for r in results)
+    lines = [TITLE, ""]
+    if quick:
+        lines += [
+            "> **Quick mode**: CI-sized runs (short, small grids), not the paper's setup. "
+            "Claims that need the paper's setup are NOT ASSESSED; figures say so in their "
+            "titles.",
+            "",
+        ]
+    lines += [
+        f"{_totals(results)} Each experiment's section below says what was run, shows the "
+        "figure and its claims (the paper's words beside our number); the numbers behind "
+        "each verdict are in its *Details* block, every setting in its settings.json.",
+        "",
+        *scorecard(results),
+        "",
+    ]
+    lines += _not_run(results, skipped or {}, quick)
     for r in results:
         lines.append(report_section(r, root))
     root.mkdir(parents=True, exist_ok=True)
     return OutputFolder(root).write(REPORT_NAME, "\n".join(lines))
-
-
-def claims_cell(r: ExperimentResult) -> str:
-    """ "passed/assessed", or words when nothing was assessed (never "0/0")."""
-    if not r.claims:
-        return "no claims"
-    if r.n_assessed == 0:
-        return "none assessed"
-    return f"{r.n_passed}/{r.n_assessed}"
-
-
-def _anchor(r: ExperimentResult) -> str:
-    """GitHub's anchor of the heading ``## name: title``."""
-    text = f"{r.name}: {r.title}".lower()
-    out = []
-    for ch in text:
-        if ch.isalnum() or ch in "-_":
-            out.append(ch)
-        elif ch == " ":
-            out.append("-")
-    return "".join(out)

@@ -17,6 +17,7 @@ from depthaccel.atomic import write_atomic
 
 __all__ = [
     "RESULT_NAME",
+    "VERDICTS",
     "SETTINGS_NAME",
     "Claim",
     "ExperimentResult",
@@ -28,24 +29,105 @@ RESULT_NAME = "result.json"
 SETTINGS_NAME = "settings.json"
 
 
+#: The three verdicts a claim can get.
+VERDICTS = ("PASS", "FAIL", "NOT ASSESSED")
+
+
 @dataclass
 class Claim:
-    """One checked claim of the paper.
+    """One claim of the paper, judged against measured numbers (no training here).
 
-    ``text`` states the claim, ``measured`` our numbers, ``passed`` the verdict: True
-    (PASS), False (FAIL) or None (not assessed: the run is too short to test it, e.g.
-    quick mode; the measurement is still shown). ``note`` qualifies it (e.g. "quick
-    mode: 5000 iterations, the paper's claim is about 1e6").
+    Attributes:
+        statement: the paper's claim in a few words (at most ~20).
+        paper: what the paper says or shows, in words from its text.
+        measured: the one key number or comparison we measured (at most ~15 words).
+        verdict: ``"PASS"``, ``"FAIL"`` or ``"NOT ASSESSED"`` (the run is too short to
+            test it, e.g. quick mode; the measurement is still shown).
+        why: one sentence saying why it failed (FAIL only; empty otherwise).
+        details: structured numbers behind the verdict (per seed, per rate, divergence
+            iterations, notes): JSON-able, rendered in a collapsed block of the report.
     """
 
-    text: str
+    statement: str
+    paper: str
     measured: str
-    passed: bool | None
-    note: str = ""
+    verdict: str
+    why: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.verdict not in VERDICTS:
+            raise ValueError(f"verdict must be one of {VERDICTS}, got {self.verdict!r}")
+        if self.verdict == "FAIL" and not self.why.strip():
+            raise ValueError(f"a FAIL claim needs a why: {self.statement!r}")
+        if self.verdict != "FAIL":
+            self.why = ""
+
+    @classmethod
+    def judged(
+        cls,
+        statement: str,
+        paper: str,
+        measured: str,
+        ok: bool | None,
+        *,
+        why: str = "",
+        details: Mapping[str, Any] | None = None,
+    ) -> Claim:
+        """The claim with verdict PASS (``ok``), FAIL (``not ok``; ``why`` required) or
+        NOT ASSESSED (``ok is None``)."""
+        verdict = "NOT ASSESSED" if ok is None else ("PASS" if ok else "FAIL")
+        return cls(statement, paper, measured, verdict, why, dict(details or {}))
+
+    @classmethod
+    def legacy(cls, text: str, measured: str, passed: bool | None, note: str = "") -> Claim:
+        """A claim in the older form (claim text, measured text, passed, note): the note
+        goes to ``details`` (and is the ``why`` of a FAIL)."""
+        return cls.from_json({"text": text, "measured": measured, "passed": passed, "note": note})
 
     @property
-    def verdict(self) -> str:
-        return {True: "PASS", False: "FAIL", None: "not assessed"}[self.passed]
+    def text(self) -> str:
+        """The statement (the older name)."""
+        return self.statement
+
+    @property
+    def note(self) -> str:
+        """``details["note"]`` (the older form's note), or ""."""
+        return str(self.details.get("note", ""))
+
+    @property
+    def passed(self) -> bool | None:
+        """True (PASS), False (FAIL) or None (NOT ASSESSED)."""
+        return {"PASS": True, "FAIL": False, "NOT ASSESSED": None}[self.verdict]
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Claim:
+        """The claim from :meth:`to_json`; also reads the older form (text, measured,
+        passed, note), keeping its note in ``details``."""
+        if "statement" in data:
+            return cls(
+                data["statement"],
+                data.get("paper", ""),
+                data.get("measured", ""),
+                data.get("verdict", "NOT ASSESSED"),
+                data.get("why", ""),
+                dict(data.get("details") or {}),
+            )
+        passed = data.get("passed")
+        details = {"note": data["note"]} if data.get("note") else {}
+        why = (data.get("note") or "see the measured value") if passed is False else ""
+        return cls.judged(data.get("text", ""), "", data.get("measured", ""), passed,
+                          why=why, details=details)  # fmt: skip
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "statement": self.statement,
+            "paper": self.paper,
+            "measured": self.measured,
+            "verdict": self.verdict,
+            "why": self.why,
+            "details": to_jsonable(self.details),
+        }
 
 
 @dataclass
@@ -72,6 +154,7 @@ class ExperimentResult:
     error: str = ""
     started: str = ""
     device: str = ""
+    summary: str = ""  # what was run, in 2-3 lines
 
     @property
     def n_passed(self) -> int:
@@ -105,11 +188,12 @@ class ExperimentResult:
             "error": self.error,
             "started": self.started,
             "device": self.device,
+            "summary": self.summary,
             "wall_time": self.wall_time,
             "settings": to_jsonable(self.settings),
             "figures": [rel(p) for p in self.figures],
             "curves": [rel(p) for p in self.curves],
-            "claims": [dataclasses.asdict(c) for c in self.claims],
+            "claims": [c.to_json() for c in self.claims],
             "notes": list(self.notes),
         }
 
@@ -125,13 +209,14 @@ class ExperimentResult:
             settings=dict(data.get("settings", {})),
             figures=[ab(p) for p in data.get("figures", [])],
             curves=[ab(p) for p in data.get("curves", [])],
-            claims=[Claim(**c) for c in data.get("claims", [])],
+            claims=[Claim.from_json(c) for c in data.get("claims", [])],
             wall_time=float(data.get("wall_time", 0.0)),
             notes=list(data.get("notes", [])),
             status=data.get("status", "ok"),
             error=data.get("error", ""),
             started=data.get("started", ""),
             device=data.get("device", ""),
+            summary=data.get("summary") or str(data.get("settings", {}).get("what_was_run", "")),
         )
 
 

@@ -21,7 +21,60 @@ from depthaccel.experiments.results import (
 )
 from depthaccel.outdir import OutputFolder
 
-__all__ = ["run_experiment"]
+__all__ = ["judge_and_render", "run_experiment"]
+
+
+def _staged(mod: Any) -> bool:
+    return all(callable(getattr(mod, f, None)) for f in ("measure", "judge", "render"))
+
+
+def judge_and_render(mod: Any, config: Any, measured: Any, out_dir: Path) -> ExperimentResult:
+    """An experiment's result from its ``Measured`` values: ``judge`` them, ``render``
+    the figures and curves into ``out_dir``, and record what was run, the settings
+    (the config and every measured number that is not a curve) and the notes."""
+    claims = list(mod.judge(measured, config))
+    paths = [Path(p) for p in mod.render(measured, claims, Path(out_dir))]
+    describe = getattr(mod, "describe", None)
+    settings = getattr(mod, "settings", None)
+    return ExperimentResult(
+        name=mod.SPEC.name,
+        title=mod.SPEC.title,
+        summary=describe(measured, config) if callable(describe) else "",
+        settings={
+            "config": to_jsonable(config),
+            **(settings(measured, config) if callable(settings) else {}),
+            "measured": compact(measured),
+        },
+        figures=[p for p in paths if p.suffix == ".png"],
+        curves=[p for p in paths if p.suffix != ".png"],
+        claims=claims,
+        notes=list(getattr(mod, "NOTES", ())),
+    )
+
+
+def _measure_judge_render(mod: Any, config: Any, ctx: ExperimentContext) -> ExperimentResult:
+    return judge_and_render(mod, config, mod.measure(config, ctx), ctx.out_dir)
+
+
+#: Lists and arrays longer than this are curves: settings.json gives their length only
+#: (the values are in the experiment's CSV files).
+_CURVE_LEN = 64
+
+
+def compact(measured: Any) -> Any:
+    """``to_jsonable(measured)`` with every list longer than 64 values replaced by a
+    short note (curves belong in CSV files, not in settings.json)."""
+
+    def walk(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: walk(x) for k, x in v.items()}
+        if isinstance(v, list):
+            if len(v) > _CURVE_LEN:
+                return f"<{len(v)} values: see the CSV files>"
+            return [walk(x) for x in v]
+        return v
+
+    return walk(to_jsonable(measured))
 
 
 def run_experiment(
@@ -54,11 +107,11 @@ def run_experiment(
     mode = "quick" if quick else "full"
     t0 = time.perf_counter()
     try:
-        result = mod.run(config, ctx)
+        result = _measure_judge_render(mod, config, ctx) if _staged(mod) else mod.run(config, ctx)
     except Exception as exc:
         failed = ExperimentResult(
             name=name,
-            title=registry.EXPERIMENTS[name].summary,
+            title=registry.EXPERIMENTS[name].title or registry.EXPERIMENTS[name].summary,
             mode=mode,
             settings={"config": to_jsonable(config)},
             wall_time=time.perf_counter() - t0,
@@ -72,7 +125,8 @@ def run_experiment(
             write_report(out_root)
         raise
     result.name = result.name or name
-    result.title = result.title or getattr(mod, "TITLE", "") or registry.EXPERIMENTS[name].summary
+    spec = registry.EXPERIMENTS[name]
+    result.title = result.title or spec.title or getattr(mod, "TITLE", "") or spec.summary
     if not result.wall_time:
         result.wall_time = time.perf_counter() - t0
     result.started = result.started or started

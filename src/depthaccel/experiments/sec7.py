@@ -35,6 +35,7 @@ import torch
 from depthaccel.atomic import atomic_open, save_figure
 from depthaccel.experiments.context import ExperimentContext, StoredTasks
 from depthaccel.experiments.results import Claim, ExperimentResult
+from depthaccel.experiments.spec import ExperimentSpec
 from depthaccel.preconditioner import single_output_direction
 from depthaccel.reporting import Curve, format_lr, pyplot, write_curves_csv
 from depthaccel.train.grid import log_grid
@@ -292,7 +293,7 @@ def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
         caps.append((ratio, (r["largest_stable_lr"] or 0.0) * y1 ** (config.p - 2)))
     cap_ok = all(2.0 / grid_factor <= c <= 2.0 for _, c in caps)
     claims.append(
-        Claim(
+        Claim.legacy(
             "GD is stable only for eta < 2 / y1^(p-2) (Sec. 7), so its rate is set by y1",
             "largest stable grid lr x y1^(p-2) = "
             + ", ".join(f"{c:.3g} (y1/y2={r:g})" for r, c in caps)
@@ -305,7 +306,7 @@ def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
         sp = [(r, speedups[r][depth]) for r in ill]
         ok = bool(sp) and all(s is not None and s > 1.0 for _, s in sp)
         claims.append(
-            Claim(
+            Claim.legacy(
                 f"Eq. 12 with N={depth:g} reaches L <= {config.tol:g} in fewer iterations "
                 f"than GD when y1/y2 >= {config.ill_conditioned_from:g}",
                 "speed-up (GD iters / Eq. 12 iters) = "
@@ -332,7 +333,7 @@ def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
         else:
             grows, measured = False, "too few ratios with a speed-up"
         claims.append(
-            Claim(
+            Claim.legacy(
                 f"The speed-up of Eq. 12 (N={depth:g}) over GD grows with y1/y2 (criterion: "
                 "positive log-log slope and last > first)",
                 measured,
@@ -469,3 +470,14 @@ def _plot(path: Path, config: Config, curves, traj, speedups, r_big) -> Path:
     save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path
+
+
+SPEC = ExperimentSpec(
+    NAME,
+    "sec7",
+    "Section 7's two-point l4 problem, GD vs Eq. 12 (N = 2, 3) over y1/y2; "
+    "claims: Eq. 12 needs fewer iterations and the speed-up grows with y1/y2",
+    title=TITLE,
+    cost=(20.0, 450.0),
+    config=Config,
+)

@@ -42,6 +42,7 @@ import torch
 from depthaccel.atomic import atomic_open, save_figure
 from depthaccel.experiments.context import ExperimentContext
 from depthaccel.experiments.results import Claim, ExperimentResult
+from depthaccel.experiments.spec import ExperimentSpec
 from depthaccel.preconditioner import single_output_direction
 from depthaccel.reporting import pyplot
 
@@ -214,7 +215,7 @@ def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
             for x in at(dep)
         )
         claims.append(
-            Claim(
+            Claim.legacy(
                 f"N = {dep:g}: the line integral of F around Gamma_(r,R) is non-zero "
                 "(F is not a gradient field)",
                 f"I = {row['value']:.6e} +- {row['error']:.1e} (quadrature) at R = {R_main:g}, "
@@ -243,12 +244,12 @@ def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
         if depth in config.depths:
             worst = max(abs(x[loss]["value"]) / x[loss]["scale"] for x in at(depth))
             measured = f"max |I| / integral|F.dw| = {worst:.1e} {where}"
-            claims.append(Claim(text, measured, worst < config.zero_rtol))
+            claims.append(Claim.legacy(text, measured, worst < config.zero_rtol))
     qerr = max(
         abs(x["linear"]["value"] - x["closed_form_linear"]) / x["linear"]["scale"] for x in rows
     )
     claims.append(
-        Claim(
+        Claim.legacy(
             "Check of the quadrature: for a constant gradient it reproduces the closed form "
             "||kappa|| (cos t1 - cos t2)(R^a - r^a)(N-1)(N-2)/(N a)",
             f"max |I - closed form| / integral|F.dw| = {qerr:.1e} over all N, R",
@@ -261,7 +262,7 @@ def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
             x = at(dep, R_small)
             lead.append(abs(x["regression"]["value"] / x["closed_form_linear"] - 1.0))
         claims.append(
-            Claim(
+            Claim.legacy(
                 "Proof's leading term: as r, R -> 0 the integral for N > 2 approaches the "
                 "constant-gradient value (the rest is O(R^(a+1)))",
                 f"|I / I_kappa - 1| at R = {R_small:g}: "
@@ -381,3 +382,14 @@ def _plot(path: Path, rows, config: Config, e, f, grad) -> Path:
     save_figure(fig, path, dpi=110)
     plt.close(fig)
     return path
+
+
+SPEC = ExperimentSpec(
+    NAME,
+    "thm2",
+    "line integral of Eq. 14's field F around the paper's closed curve near 0; "
+    "claims: non-zero for N >= 3, zero to round-off for N = 1 (a true gradient)",
+    title=TITLE,
+    cost=(3.0, 1.7),
+    config=Config,
+)
