@@ -27,6 +27,7 @@ from depthaccel.reporting import format_seconds
 __all__ = [
     "MAX_CELL_WORDS",
     "REPORT_NAME",
+    "check_report",
     "claims_cell",
     "load_results",
     "report_section",
@@ -273,3 +274,20 @@ def write_report(
         lines.append(report_section(r, root))
     root.mkdir(parents=True, exist_ok=True)
     return OutputFolder(root).write(REPORT_NAME, "\n".join(lines))
+
+
+def check_report(text: str, max_words: int = MAX_CELL_WORDS) -> list[str]:
+    """What breaks the report's limits: table cells over ``max_words`` words and inline
+    JSON (a fenced json block or a line that opens a JSON object). Empty when none."""
+    problems = []
+    for n, line in enumerate(text.splitlines(), 1):
+        stripped = line.strip()
+        if stripped.startswith("```json") or stripped in ("{", "[") or stripped.startswith('{"'):
+            problems.append(f"line {n}: inline JSON")
+        if stripped.startswith("|") and not set(stripped) <= set("|-: "):
+            cells = [c for c in stripped.replace("\\|", "/").strip("|").split("|")]
+            for cell in cells:
+                words = len(cell.split())
+                if words > max_words:
+                    problems.append(f"line {n}: a cell of {words} words: {cell.strip()[:60]}...")
+    return problems
