@@ -649,3 +649,31 @@ def test_huge_values_standardise_correctly_or_are_refused_raw(tmp_path):
     )
     dm = load_table(q)
     assert np.array_equal(dm.X, (base[:, :2] - base[:, :2].mean(0)) / base[:, :2].std(0))
+
+
+@pytest.mark.parametrize("scale", [1e-120, 1e-160, 1e-200, 1e-300, 1e250])
+def test_tiny_and_huge_values_standardise_like_exact_arithmetic(tmp_path, scale):
+    # Reference: mean and population std of the parsed float64 values in exact rational
+    # arithmetic (fractions), rounded once; squares of 1e-160 underflow in float64.
+    from decimal import Context
+    from fractions import Fraction
+
+    rng = np.random.default_rng(1)
+    base = rng.normal(size=(30, 3))
+    rows = "\n".join(",".join(repr(float(v) * scale) for v in r) for r in base)
+    p = _csv(tmp_path, "a,b,y\n" + rows + "\n")
+    d = load_table(p)
+    raw = np.array([[float(v) for v in line.split(",")] for line in rows.splitlines()])
+    for j in range(3):
+        col = [Fraction(float(v)) for v in raw[:, j]]
+        mu = sum(col) / len(col)
+        var = sum((v - mu) ** 2 for v in col) / len(col)
+        ctx = Context(prec=40)  # the square root to 40 digits
+        sd = ctx.sqrt(ctx.divide(var.numerator, var.denominator))
+        got_mu = d.standardization["X_mean" if j < 2 else "y_mean"]
+        got_sd = d.standardization["X_std" if j < 2 else "y_std"]
+        got_mu, got_sd = (got_mu[j], got_sd[j]) if j < 2 else (got_mu, got_sd)
+        assert float(sd) > 0 and float(got_sd) == pytest.approx(float(sd), rel=1e-13, abs=0)
+        assert float(got_mu) == pytest.approx(float(mu), rel=1e-11, abs=1e-13 * float(sd))
+    ref = (base[:, :2] - base[:, :2].mean(0)) / base[:, :2].std(0)
+    np.testing.assert_allclose(d.X, ref, rtol=1e-11, atol=1e-12)

@@ -142,10 +142,12 @@ def standardize(
     Returns ``(Xs, ys, info)`` with ``info = {"X_mean", "X_std", "y_mean", "y_std"}``
     (float64 arrays). A constant column (s_j = 0) cannot be scaled: ValueError naming it.
 
-    Huge values (e.g. 1e200, whose squares overflow float64): when the plain mean or std
-    of a column is not finite, that column's are recomputed on the column divided by its
-    largest |value| c (``mu = c * mean(x / c)``, ``s = c * std(x / c)``), so the scale of
-    the data does not matter; otherwise the plain formulas are used unchanged.
+    Extreme values (e.g. 1e200, whose squares overflow float64, or 1e-160, whose squares
+    underflow): for a column whose largest |value| is beyond 2**+-400, or whose plain
+    mean or std is not finite, they are recomputed on the column divided by a power of two
+    c just above its largest |value| (``mu = c * mean(x / c)``, ``s = c * std(x / c)``),
+    so the scale of the data does not matter; otherwise the plain formulas are used
+    unchanged.
     """
     X = np.asarray(X, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
@@ -174,15 +176,27 @@ def standardize(
     return (X - x_mean) / x_std, (y - y_mean) / y_std, info
 
 
+#: Columns whose largest |value| lies outside [2**-400, 2**400] (about 4e-121 .. 3e120)
+#: get their mean and std computed on the column scaled by a power of two: the squares of
+#: such values (or of their deviations) underflow to subnormal numbers or overflow.
+_SAFE_EXPONENT = 400
+
+
 def _mean_std(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per-column mean and population std; scaled recomputation where they overflow."""
-    with np.errstate(over="ignore", invalid="ignore"):
+    """Per-column mean and population std; scaled recomputation for columns of extreme
+    magnitude (tiny ones, whose squares lose digits or underflow, and huge ones, whose
+    squares overflow): ``mu = c * mean(x / c)``, ``s = c * std(x / c)`` with ``c`` the
+    power of two nearest above max |x| (dividing by it is exact). Columns of ordinary
+    magnitude use the plain formulas, bit for bit."""
+    with np.errstate(over="ignore", invalid="ignore", under="ignore"):
         mean, std = a.mean(axis=0), a.std(axis=0)
-        bad = ~(np.isfinite(mean) & np.isfinite(std))
+        amax = np.max(np.abs(a), axis=0)
+        _, expo = np.frexp(amax)  # amax = f * 2**expo, 0.5 <= f < 1
+        extreme = (amax > 0) & (np.abs(expo) > _SAFE_EXPONENT)
+        bad = ~(np.isfinite(mean) & np.isfinite(std)) | extreme
         if not np.any(bad):
             return mean, std
-        c = np.max(np.abs(a), axis=0)
-        c = np.where(c > 0, c, 1.0)
+        c = np.where((amax > 0) & np.isfinite(amax), np.ldexp(1.0, expo), 1.0)
         scaled = a / c
         mean = np.where(bad, c * scaled.mean(axis=0), mean)[()]  # [()]: 0-d -> scalar
         std = np.where(bad, c * scaled.std(axis=0), std)[()]
