@@ -4,6 +4,7 @@ signals) and one clear line."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -91,3 +92,117 @@ def test_reproduce_store_is_never_an_output(tmp_path, capsys, where):
     code, _, err = cli([*argv, out / where], capsys)
     assert code == 2 and "--store" in err and "output" in err
     assert not out.exists()
+
+
+# ------------------------------------------------------- silent wrong: extreme tables
+
+
+@pytest.mark.parametrize("scale", [1e-160, 1e-200])
+def test_compare_on_a_tiny_valued_table_is_not_called_constant(tmp_path, capsys, scale):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((30, 3))
+    y = X @ rng.standard_normal(3) + 0.1 * rng.standard_normal(30)
+    rows = "\n".join(",".join(repr(float(v) * scale) for v in [*X[i], y[i]]) for i in range(30))
+    data = tmp_path / "tiny.csv"
+    data.write_text("a,b,c,y\n" + rows + "\n")
+    ref = good_csv(tmp_path / "ref.csv")
+    ref.write_text(
+        "a,b,c,y\n"
+        + "\n".join(",".join(repr(float(v)) for v in [*X[i], y[i]]) for i in range(30))
+        + "\n"
+    )
+    code, out, err = cli(["compare", "--data", data, "--out", tmp_path / "o", *S], capsys)
+    assert code == 0, err
+    code, out_ref, _ = cli(["compare", "--data", ref, "--out", tmp_path / "r", *S], capsys)
+    assert code == 0
+    # the standardised problem is the same, so is the summary (to round-off)
+    a = (tmp_path / "o" / "summary.csv").read_text().splitlines()
+    b = (tmp_path / "r" / "summary.csv").read_text().splitlines()
+    assert a[0] == b[0] and len(a) == len(b)
+    gap = a[0].split(",").index("final_gap")
+    for ra, rb in zip(a[1:], b[1:], strict=True):
+        assert float(ra.split(",")[gap]) == pytest.approx(float(rb.split(",")[gap]), rel=1e-9)
+
+
+# ------------------------------------------------------------------- bad arguments
+
+
+@pytest.mark.parametrize(
+    "extra, match",
+    [
+        (["--threads", "99999999999999999999999"], "--threads must be <= 1024"),
+        (["--depths", "99999999999999999999999"], "depths are integers in [1, 10000]"),
+        (["--depths", "1000000000"], "depths are integers in [1, 10000]"),
+        (["--loss", "l1000"], "p must be <= 100"),
+        (["--loss", "l1e308"], "p must be <= 100"),
+        (["--methods", "e2e", "--depths", "1"], "e2e scheme needs a depth > 1"),
+    ],
+)
+def test_compare_bad_arguments_exit_2_with_one_line(tmp_path, capsys, extra, match):
+    data = good_csv(tmp_path / "good.csv")
+    code, _, err = cli(["compare", "--data", data, "--out", tmp_path / "o", *S, *extra], capsys)
+    last = err.strip().splitlines()[-1]  # argparse: usage, then one error line
+    assert code == 2 and match in last and "error:" in last
+    assert not (tmp_path / "o").exists()
+
+
+def test_reproduce_threads_overflow_is_a_bad_argument(tmp_path, capsys):
+    code, _, err = cli(
+        ["reproduce", "claim1", "--out", tmp_path / "r", "--threads", "99999999999999999999999"],
+        capsys,
+    )
+    assert code == 2 and "--threads must be in [1, 1024]" in err
+    assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(
+    "extra, match",
+    [
+        (["--cond", "1e300"], "cond must be in [1, 1e+12]"),
+        (["--seed", "99999999999999999999999"], "seed must be a 64-bit integer"),
+        (["--width", "100000"], "need about"),  # 80 GB and more: refused before allocating
+        (["--p", "1e6"], "p must be a number in [2, 100]"),
+    ],
+)
+def test_demo_bad_arguments_exit_2_with_one_line(capsys, extra, match):
+    code, _, err = cli(["demo", "--quiet", "--steps", "3", *extra], capsys)
+    assert code == 2 and match in err and len(err.strip().splitlines()) == 1
+
+
+# ------------------------------------------------------------------------ bad data
+
+
+def _fifo(tmp_path):
+    p = tmp_path / "pipe.csv"
+    os.mkfifo(p)
+    return p
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda t: t, "is a folder, not a table file"),
+        (_fifo, "not a regular file"),
+        (lambda t: Path("/dev/zero"), "not a regular file"),
+        (lambda t: Path("/dev/urandom"), "not a regular file"),
+    ],
+)
+def test_data_that_is_not_a_regular_file_is_named_as_such(tmp_path, capsys, make, match):
+    data = make(tmp_path)
+    code, _, err = cli(["compare", "--data", data, "--out", tmp_path / "o", *S], capsys)
+    assert code == 1 and match in err and "not found" not in err
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        "a,b," + "x" * 140_000 + "\n1,2,3\n4,5,6\n",  # a huge header field
+        'a,b,y\n1,2,3\n4,"' + "5" * 140_000 + '",6\n',  # a huge quoted field in a row
+        "a,b,y\n1,2,3\n" + "\x00" * 200_000,  # NUL bytes
+    ],
+)
+def test_tables_the_csv_module_cannot_parse_give_one_line(tmp_path, capsys, content):
+    data = tmp_path / "bad.csv"
+    data.write_text(content)
+    code, _, err = cli(["compare", "--data", data, "--out", tmp_path / "o", *S], capsys)
+    assert code == 1 and str(data) in err and len(err.strip().splitlines()) == 1

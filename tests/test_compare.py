@@ -322,7 +322,7 @@ def test_bad_arguments_give_clear_errors(tmp_path, capsys):
         (["--loss", "huber"], 2, "unknown loss 'huber'"),
         (["--lrs", "0.1,-1"], 2, "bad learning rate '-1'"),
         (["--iters", "0"], 2, "--iters must be >= 1"),
-        (["--depths", "1", "--methods", "e2e"], 1, "e2e scheme needs a depth > 1"),
+        (["--depths", "1", "--methods", "e2e"], 2, "e2e scheme needs a depth > 1"),
         (["--target", "nope"], 1, "no target column 'nope'"),
     ]
     for extra, want_code, match in cases:

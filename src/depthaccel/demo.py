@@ -25,13 +25,25 @@ from dataclasses import dataclass
 import torch
 from tqdm import tqdm
 
-from depthaccel.losses import lp_loss, lp_optimum
+from depthaccel.losses import MAX_P, lp_loss, lp_optimum
 from depthaccel.nets import DeepLinear
 from depthaccel.optim import EndToEndSGD
 
-__all__ = ["DemoConfig", "DemoResult", "make_problem", "run_demo", "format_table"]
+__all__ = [
+    "DemoConfig",
+    "DemoResult",
+    "estimate_memory",
+    "format_table",
+    "make_problem",
+    "run_demo",
+]
 
 MODELS = ("sgd", "net", "e2e")
+#: Seeds of torch's generator: a signed 64-bit integer.
+SEED_RANGE = (-(2**63), 2**63 - 1)
+#: Beyond this condition number the generated design is singular in float64 (its
+#: smallest column scale is 1/sqrt(cond)).
+MAX_COND = 1e12
 
 
 @dataclass(frozen=True)
@@ -53,8 +65,14 @@ class DemoConfig:
     def __post_init__(self) -> None:
         for name in ("dim", "samples", "depth", "width", "steps"):
             v = getattr(self, name)
-            if not isinstance(v, int) or v < 1:
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ValueError(f"seed must be an integer, got {self.seed!r}")
+        if not SEED_RANGE[0] <= self.seed <= SEED_RANGE[1]:
+            raise ValueError(
+                f"seed must be a 64-bit integer in [-2**63, 2**63 - 1], got {self.seed}"
+            )
         for name in ("cond", "lr", "init_scale"):
             v = getattr(self, name)
             if not (math.isfinite(v) and v > 0):
@@ -68,10 +86,16 @@ class DemoConfig:
                 f"samples ({self.samples}) must be >= dim ({self.dim}): with fewer rows than "
                 "features the l_p minimiser is not unique"
             )
-        if self.cond < 1:
-            raise ValueError(f"cond must be >= 1, got {self.cond!r}")
-        if not (math.isfinite(self.p) and self.p >= 2):
-            raise ValueError(f"p must be a finite number >= 2, got {self.p!r}")
+        if not 1 <= self.cond <= MAX_COND:
+            raise ValueError(
+                f"cond must be in [1, {MAX_COND:g}] (beyond, X^T X is singular in float64), "
+                f"got {self.cond!r}"
+            )
+        if not (math.isfinite(self.p) and 2 <= self.p <= MAX_P):
+            raise ValueError(
+                f"p must be a number in [2, {MAX_P:g}] (beyond, |residual|^p overflows "
+                f"float64), got {self.p!r}"
+            )
 
 
 @dataclass
@@ -81,6 +105,16 @@ class DemoResult:
     losses: dict[str, list[float]]  # model name -> loss at each recorded iteration
     diverged: dict[str, int | None]  # model name -> first iteration with a non-finite loss
     optimum: float  # min_w L(w) (depthaccel.losses.lp_optimum: Newton, float64)
+
+
+def estimate_memory(cfg: DemoConfig) -> int:
+    """Bytes the demo holds at its peak, as an order of magnitude: the depth-N net's
+    parameters (``dim*width + (depth-2)*width**2 + width`` numbers) four times (the
+    parameters, their gradients, the balanced start's factors and a product of the
+    backward pass) and the problem (X and its products) four times, in float64."""
+    w = cfg.width
+    net = cfg.dim if cfg.depth == 1 else cfg.dim * w + (cfg.depth - 2) * w * w + w
+    return 8 * (4 * net + 4 * cfg.samples * (cfg.dim + 1))
 
 
 def make_problem(cfg: DemoConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -35,7 +35,19 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-__all__ = ["LpOptimum", "lp_hessian", "lp_loss", "lp_optimum", "lp_sum", "lp_sum_and_phi_"]
+__all__ = [
+    "MAX_P",
+    "LpOptimum",
+    "lp_hessian",
+    "lp_loss",
+    "lp_optimum",
+    "lp_sum",
+    "lp_sum_and_phi_",
+]
+
+#: The largest exponent the commands accept (``--loss l<p>``, ``demo --p``): beyond it
+#: ``|r|^p`` overflows float64 already for residuals of about 1e3 (1e308 ** (1/100)).
+MAX_P = 100.0
 
 
 def _check_p(p: float) -> float:

@@ -21,11 +21,13 @@ from depthaccel.compare import (
     parse_loss,
     run_compare,
 )
+from depthaccel.losses import MAX_P
 from depthaccel.outdir import OutputFolderError
 from depthaccel.reporting import format_lr
 from depthaccel.resources import MemoryEstimateError
 from depthaccel.store import StoreError
 from depthaccel.train import METHODS
+from depthaccel.train.runs import MAX_DEPTH
 
 _EPILOG = f"""\
 Models: every method at every depth (the Eq. 12 end-to-end scheme 'e2e' only at depths
@@ -85,8 +87,8 @@ def _number(s: str) -> float:
 
 def _depth(s: str) -> int:
     d = _number(s)
-    if not d.is_integer() or d < 1:
-        raise ValueError("depths are integers >= 1")
+    if not d.is_integer() or not 1 <= d <= MAX_DEPTH:
+        raise ValueError(f"depths are integers in [1, {MAX_DEPTH}]")
     return int(d)
 
 
@@ -106,9 +108,13 @@ def _positive(s: str) -> float:
 
 def _loss(s: str) -> str:
     try:
-        parse_loss(s)
+        p = parse_loss(s)
     except ValueError as e:
         raise argparse.ArgumentTypeError(str(e)) from None
+    if p > MAX_P:
+        raise argparse.ArgumentTypeError(
+            f"loss {s!r}: p must be <= {MAX_P:g} (beyond, |residual|^p overflows float64)"
+        )
     return s.lower()
 
 
@@ -262,7 +268,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     p.add_argument(
         "--threads",
-        type=_int_at_least(0, "--threads"),
+        type=_int_at_least(0, "--threads", jobs.MAX_THREADS),
         default=1,
         help="torch CPU threads, 0 = torch's default (default: 1: these GEMMs are small, and "
         "extra threads slowed training 14x on a busy 2-core machine)",
@@ -275,6 +281,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 def run(args: argparse.Namespace) -> int:
     prog = "depthaccel compare"
+    if set(args.methods) == {"e2e"} and set(args.depths) == {1}:
+        print(
+            f"{prog}: error: nothing to run: the e2e scheme needs a depth > 1 (at depth 1 it "
+            "is GD); add a depth > 1 or another method",
+            file=sys.stderr,
+        )
+        return 2
     try:
         cfg = CompareConfig(
             data=args.data,

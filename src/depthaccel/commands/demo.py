@@ -6,7 +6,8 @@ import argparse
 import sys
 import time
 
-from depthaccel.demo import DemoConfig, format_table, run_demo
+from depthaccel.demo import DemoConfig, estimate_memory, format_table, run_demo
+from depthaccel.resources import available_memory, format_bytes
 
 _DESCRIPTION = """\
 Generate a badly conditioned l_p regression (default l4, 500 x 30) and train, from the
@@ -17,7 +18,8 @@ same starting point and with the same learning rate:
 Prints the distance from the optimum L - L* at a few iterations. Theorem 1 predicts that
 the last two columns agree; on l4 both pull ahead of depth 1 (the paper's Section 8).
 The learning rate is shared, not tuned per model ('depthaccel reproduce' grid-searches).
-Exit status 1 if a model's loss or gradient became non-finite (learning rate too large).
+Exit status 1 if a model's loss or gradient became non-finite (learning rate too large),
+2 on bad arguments (also: settings that need more memory than is available).
 Takes about 10 s on a laptop CPU."""
 
 
@@ -62,8 +64,24 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as e:
         print(f"depthaccel demo: error: {e}", file=sys.stderr)
         return 2
+    need, have = estimate_memory(cfg), available_memory("cpu")
+    if have is not None and need > have:
+        print(
+            f"depthaccel demo: error: these settings need about {format_bytes(need)} of "
+            f"memory, more than the {format_bytes(have)} available; use a smaller --width, "
+            "--depth, --dim or --samples",
+            file=sys.stderr,
+        )
+        return 2
     t0 = time.perf_counter()
-    result = run_demo(cfg, quiet=args.quiet)
+    try:
+        result = run_demo(cfg, quiet=args.quiet)
+    except ValueError as e:  # e.g. a generated problem that is singular in float64
+        print(f"depthaccel demo: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\ndepthaccel demo: interrupted", file=sys.stderr)
+        return 130
     print(format_table(result))
     print(f"({time.perf_counter() - t0:.1f} s)")
     return 1 if any(v is not None for v in result.diverged.values()) else 0

@@ -11,7 +11,10 @@ import argparse
 import sys
 from typing import Any
 
-__all__ = ["add_arguments", "close_executor", "describe", "open_executor"]
+__all__ = ["MAX_THREADS", "add_arguments", "close_executor", "describe", "open_executor"]
+
+#: The most torch threads ``--threads`` accepts (torch's own limit is a C int).
+MAX_THREADS = 1024
 
 HELP_JOBS = (
     "train on a local Ray cluster of N CPUs that this command starts and shuts down "

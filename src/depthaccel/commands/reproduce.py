@@ -194,8 +194,11 @@ def run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    if args.threads < 1:
-        print("depthaccel reproduce: error: --threads must be >= 1", file=sys.stderr)
+    if not 1 <= args.threads <= jobs.MAX_THREADS:
+        print(
+            f"depthaccel reproduce: error: --threads must be in [1, {jobs.MAX_THREADS}]",
+            file=sys.stderr,
+        )
         return 2
     if args.checkpoint_every < 1:
         print("depthaccel reproduce: error: --checkpoint-every must be >= 1", file=sys.stderr)

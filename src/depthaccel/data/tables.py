@@ -79,6 +79,15 @@ def read_numeric_csv(
             text = f.read()
     except (OSError, EOFError, UnicodeDecodeError) as exc:
         raise ValueError(f"{path}: cannot read ({type(exc).__name__}: {exc})") from exc
+    if "\x00" in text:
+        raise ValueError(f"{path}: not a text table (it holds NUL bytes: a binary file?)")
+    try:
+        return _parse_numeric_csv(path, text, header)
+    except csv.Error as exc:  # e.g. a field longer than the csv module's limit
+        raise ValueError(f"{path}: cannot parse as CSV ({exc})") from None
+
+
+def _parse_numeric_csv(path: Path, text: str, header: bool | None) -> tuple[list[str], np.ndarray]:
     lines = text.splitlines()
     while lines and not lines[-1].strip():
         lines.pop()
@@ -267,8 +276,14 @@ def load_table(
     True = the first row is the header anyway; False = no header (columns ``c1 .. cn``).
     """
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"table file not found: {path}")
+    if path.is_dir():
+        raise ValueError(f"{path}: is a folder, not a table file")
+    if not path.is_file():
+        raise ValueError(
+            f"{path}: not a regular file (a pipe, device or socket); give a table file"
+        )
     name = path.name.lower()
     if name.endswith(".npz"):
         X, y, feats, tname = _load_npz(path, target)

@@ -46,6 +46,9 @@ ADAPTIVE_METHODS = ("adagrad", "adadelta", "adam")
 # near-zero net's own end-to-end matrix (train.groups.initial_factors)
 INITS = (*nets.INITS, "near_zero_balanced")
 CONVENTIONS = ("tf", "torch")
+#: The deepest net a Run may ask for (a bound against typos such as depth 1e9, whose
+#: list of layer widths alone would not fit in memory).
+MAX_DEPTH = 10_000
 
 # Defaults of the adaptive optimizers, "lr" included (used when
 # Run.lr is None). TF1: tf.compat.v1.train.{Adam,Adagrad,Adadelta}Optimizer; torch:
@@ -139,8 +142,8 @@ class Run:
                 raise ValueError(f"lr must be > 0, got {self.lr!r}")
             object.__setattr__(self, "lr", lr)
         depth = _finite_number("depth", self.depth)
-        if depth < 1:
-            raise ValueError(f"depth must be >= 1, got {self.depth!r}")
+        if not 1 <= depth <= MAX_DEPTH:
+            raise ValueError(f"depth must be in [1, {MAX_DEPTH}], got {self.depth!r}")
         if self.method != "e2e":
             if depth != int(depth):
                 raise ValueError(
