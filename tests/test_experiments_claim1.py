@@ -68,13 +68,35 @@ def test_check_case_detects_a_wrong_preconditioner(monkeypatch):
 
 def test_quick_run_passes_and_writes_files(tmp_path):
     cfg = Config.quick()
-    res = claim1.run(cfg, ExperimentContext(tmp_path))
-    assert [c.passed for c in res.claims] == [True, True, True]
-    dev = res.settings["max_deviation"]
-    assert dev["spectrum"] < 1e-10 and dev["definition"] < 1e-10 and dev["action"] < 1e-10
-    assert (tmp_path / "claim1.png").read_bytes()[:4] == b"\x89PNG"
+    m = claim1.measure(cfg, ExperimentContext(tmp_path, quick=True))
+    claims = claim1.judge(m, cfg)
+    assert [c.verdict for c in claims] == ["PASS", "PASS", "PASS"]
+    assert max(r.spectrum for r in m.rows) < 1e-10 and max(r.action for r in m.rows) < 1e-10
+    paths = claim1.render(m, claims, tmp_path)
+    assert (tmp_path / "claim1.png").read_bytes()[:4] == b"\x89PNG" and len(paths) == 2
     lines = (tmp_path / "deviations.csv").read_text().splitlines()
     assert len(lines) == 1 + len(cfg.cases) * cfg.trials * len(cfg.depths)
+
+
+def _synthetic(spectrum: float) -> claim1.Measured:
+    rows = [
+        claim1.Deviation(3, 4, 3, False, 2.0, 1e-15, 1e-15, 1e-15),
+        claim1.Deviation(4, 4, 4, True, 1.5, spectrum, float("nan"), 2e-15),
+    ]
+    return claim1.Measured(False, rows, [])
+
+
+def test_judge_passes_below_the_tolerance_and_fails_above_it():
+    cfg = Config.full()
+    ok = claim1.judge(_synthetic(3e-14), cfg)
+    assert [c.verdict for c in ok] == ["PASS", "PASS", "PASS"]
+    assert ok[0].measured == "max relative deviation 3.0e-14 over 2 matrix/depth pairs"
+    assert ok[0].details["worst at"] == {"shape": "4x4", "rank": 4, "repeated": True, "depth": 1.5}
+    bad = claim1.judge(_synthetic(2e-6), cfg)
+    assert [c.verdict for c in bad] == ["FAIL", "PASS", "PASS"]
+    assert bad[0].why == "the deviation 2.0e-06 exceeds the tolerance 1e-10"
+    # NaN (no definition check at fractional N) is not the worst case
+    assert bad[1].details["worst at"]["depth"] == 2.0
 
 
 def test_definition_matches_library_integer_depths():

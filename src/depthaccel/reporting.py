@@ -18,14 +18,30 @@ from depthaccel.atomic import atomic_open
 __all__ = [
     "Curve",
     "format_lr",
+    "QUICK_STAMP",
     "format_seconds",
     "plot_gap_panels",
     "plot_loss_panel",
     "pyplot",
     "read_curves_csv",
+    "stamp_quick",
     "run_curve",
     "write_curves_csv",
 ]
+
+
+#: What a quick-mode figure says in its title.
+QUICK_STAMP = "QUICK MODE: CI-sized run, not the paper's setup"
+
+
+def stamp_quick(fig: Any, quick: bool) -> None:
+    """Mark a quick-mode figure in its title (a line under the suptitle, if any), so that
+    nobody takes it for the paper's result; call before ``tight_layout``."""
+    if not quick:
+        return
+    sup = getattr(fig, "_suptitle", None)
+    text = sup.get_text() if sup is not None else ""
+    fig.suptitle(f"{text}\n{QUICK_STAMP}" if text else QUICK_STAMP, color="firebrick")
 
 
 def format_seconds(s: float) -> str:

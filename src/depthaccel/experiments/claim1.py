@@ -33,10 +33,10 @@ import torch
 
 from depthaccel.atomic import atomic_open, save_figure
 from depthaccel.experiments.context import ExperimentContext
-from depthaccel.experiments.results import Claim, ExperimentResult
+from depthaccel.experiments.results import Claim
 from depthaccel.experiments.spec import ExperimentSpec
 from depthaccel.preconditioner import end_to_end_direction, preconditioner_matrix
-from depthaccel.reporting import pyplot
+from depthaccel.reporting import pyplot, stamp_quick
 
 NAME = "claim1"
 TITLE = "Claim 1: the spectrum of the end-to-end preconditioner P_W"
@@ -181,12 +181,36 @@ def check_case(W: np.ndarray, G: np.ndarray, depth: float) -> dict:
     }
 
 
-def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
+@dataclass
+class Deviation:
+    """The three relative deviations of one matrix and depth (``definition``: NaN for a
+    fractional depth, which has no term-by-term definition check)."""
+
+    k: int
+    d: int
+    rank: int
+    repeated: bool
+    depth: float
+    spectrum: float
+    definition: float
+    action: float
+
+
+@dataclass
+class Measured:
+    """What claim1 measured: one :class:`Deviation` per matrix and depth, and the
+    (depth, formula, eigenvalues) triples the figure plots."""
+
+    quick: bool
+    rows: list[Deviation]
+    eigenvalues: list[tuple[float, np.ndarray, np.ndarray]]
+
+
+def measure(config: Config, ctx: ExperimentContext) -> Measured:
     """Check Claim 1 on ``config.trials`` random matrices per case and depth (float64,
     CPU: this is an exactness check; ``ctx.device``/``ctx.dtype`` do not apply)."""
     rng = np.random.default_rng(config.seed)
-    rows = []
-    pairs = []  # (formula, measured) eigenvalues for the figure
+    rows, pairs = [], []
     for case in config.cases:
         for _ in range(config.trials):
             W = random_matrix(case, rng)
@@ -194,81 +218,90 @@ def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
             for depth in config.depths:
                 dev = check_case(W, G, depth)
                 pairs.append((depth, dev.pop("ref"), dev.pop("eig")))
-                rows.append({"case": case, "depth": depth, **dev})
-    csv_path = ctx.out_dir / "deviations.csv"
-    with atomic_open(csv_path, "w") as fh:
-        fh.write("k,d,rank,repeated,depth,spectrum_rel_dev,definition_rel_dev,action_rel_dev\n")
-        for r in rows:
-            c = r["case"]
-            fh.write(
-                f"{c.k},{c.d},{c.rank},{int(c.repeated)},{r['depth']},"
-                f"{r['spectrum']:.3e},{r['definition']:.3e},{r['action']:.3e}\n"
-            )
-    fig_path = _plot(ctx.out_dir / "claim1.png", pairs)
+                rows.append(Deviation(case.k, case.d, case.rank, case.repeated, depth, **dev))
+    return Measured(ctx.quick, rows, pairs)
 
-    def worst(key: str) -> tuple[float, dict]:
-        vals = [r for r in rows if np.isfinite(r[key])]
-        r = max(vals, key=lambda r: r[key])
-        return r[key], r
 
-    spec, spec_at = worst("spectrum")
-    defn, def_at = worst("definition")
-    act, act_at = worst("action")
+def _worst(rows: list[Deviation], key: str) -> tuple[float, dict]:
+    vals = [r for r in rows if np.isfinite(getattr(r, key))]
+    r = max(vals, key=lambda r: getattr(r, key))
+    where = {"shape": f"{r.k}x{r.d}", "rank": r.rank, "repeated": r.repeated, "depth": r.depth}
+    return float(getattr(r, key)), where
+
+
+def judge(measured: Measured, config: Config) -> list[Claim]:
+    """Each of the three checks passes when its largest relative deviation is below
+    ``config.tolerance``."""
     tol = config.tolerance
-    n_checks = len(rows)
+    n = len(measured.rows)
+    checks = (
+        (
+            "spectrum",
+            "P_W's eigenvalues are Claim 1's K(s_r, s_r'), for every N",
+            "eigenvalues: sum_j s_r^{2(N-j)/N} s_r'^{2(j-1)/N}, r = 1..k, r' = 1..d",
+            "eigenvalue",
+        ),
+        (
+            "definition",
+            "P_W equals its Kronecker-sum definition (integer N)",
+            "P_W is a positive semidefinite preconditioning matrix (Eq. 11)",
+            "entry",
+        ),
+        (
+            "action",
+            "end_to_end_direction (one SVD) equals P_W vec(G)",
+            "Eq. 11: the update is -eta P_W vec(dL/dW)",
+            "entry",
+        ),
+    )
+    claims = []
+    for key, statement, paper, unit in checks:
+        worst, where = _worst(measured.rows, key)
+        claims.append(
+            Claim.judged(
+                statement,
+                paper,
+                f"max relative deviation {worst:.1e} over {n} matrix/depth pairs",
+                worst < tol,
+                why=f"the deviation {worst:.1e} exceeds the tolerance {tol:g}",
+                details={"worst at": where, "tolerance": tol, "relative to": f"largest {unit}"},
+            )
+        )
+    return claims
 
-    def where(r: dict) -> str:
-        c = r["case"]
-        return f"worst at {c.k}x{c.d} rank {c.rank}{' repeated' if c.repeated else ''}, N={r['depth']:g}"
 
-    claims = [
-        Claim.legacy(
-            "The eigenvalues of P_W are K(s_r, s_r') of Claim 1 (all k*d pairs, zero "
-            "singular values included), for integer and fractional N",
-            f"max deviation {spec:.2e} x largest eigenvalue over {n_checks} matrix/depth "
-            f"pairs ({where(spec_at)})",
-            spec < tol,
-        ),
-        Claim.legacy(
-            "P_W equals its definition sum_j [W^T W]^{(N-j)/N} kron [W W^T]^{(j-1)/N} (integer N)",
-            f"max entry deviation {defn:.2e} x max entry ({where(def_at)})",
-            defn < tol,
-        ),
-        Claim.legacy(
-            "end_to_end_direction (one SVD + Claim 1) equals P_W vec(G)",
-            f"max deviation {act:.2e} x max entry ({where(act_at)})",
-            act < tol,
-        ),
-    ]
-    return ExperimentResult(
-        settings={
-            "what_was_run": (
-                f"{len(config.cases)} matrix shapes/ranks x {config.trials} random matrices x "
-                f"depths {', '.join(f'{d:g}' for d in config.depths)}, float64; "
-                f"PASS threshold: relative deviation < {tol:g}."
-            ),
-            "cases": [c.__dict__ for c in config.cases],
-            "depths": list(config.depths),
-            "trials": config.trials,
-            "seed": config.seed,
-            "tolerance": tol,
-            "max_deviation": {"spectrum": spec, "definition": defn, "action": act},
-        },
-        figures=[fig_path],
-        curves=[csv_path],
-        claims=claims,
-        notes=[
-            "Random matrices have singular values uniform in [0.1, 3] and random orthogonal "
-            "singular vectors; rank-deficient and zero matrices have exact zeros, which both "
-            "the library and the numpy reference threshold at max(k, d) * eps * s_max.",
-            "The formula is evaluated in numpy independently of the library's "
-            "claim1_eigenvalues (sum form for integer N, ratio form for fractional N); the "
-            "definition check builds P_W from eigh-based fractional powers.",
-        ],
+def describe(measured: Measured, config: Config) -> str:
+    return (
+        f"{len(config.cases)} matrix shapes and ranks (rank-deficient, zero and repeated "
+        f"singular values included) x {config.trials} random matrices x depths "
+        f"{', '.join(f'{d:g}' for d in config.depths)}, in float64."
     )
 
 
-def _plot(path: Path, pairs: list[tuple[float, np.ndarray, np.ndarray]]) -> Path:
+def render(measured: Measured, claims: list[Claim], outdir: Path) -> list[Path]:
+    csv_path = outdir / "deviations.csv"
+    with atomic_open(csv_path, "w") as fh:
+        fh.write("k,d,rank,repeated,depth,spectrum_rel_dev,definition_rel_dev,action_rel_dev\n")
+        for r in measured.rows:
+            fh.write(
+                f"{r.k},{r.d},{r.rank},{int(r.repeated)},{r.depth},"
+                f"{r.spectrum:.3e},{r.definition:.3e},{r.action:.3e}\n"
+            )
+    fig = _plot(outdir / "claim1.png", measured.eigenvalues, quick=measured.quick)
+    return [fig, csv_path]
+
+
+NOTES = (
+    "Random matrices have singular values uniform in [0.1, 3] and random orthogonal "
+    "singular vectors; rank-deficient and zero matrices have exact zeros, which both the "
+    "library and the numpy reference threshold at max(k, d) * eps * s_max.",
+    "The formula is evaluated in numpy independently of the library's claim1_eigenvalues "
+    "(sum form for integer N, ratio form for fractional N); the definition check builds "
+    "P_W from eigh-based fractional powers.",
+)
+
+
+def _plot(path: Path, pairs: list[tuple[float, np.ndarray, np.ndarray]], *, quick: bool) -> Path:
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10.4, 4.0))
     depths = sorted({p[0] for p in pairs})
@@ -293,13 +326,14 @@ def _plot(path: Path, pairs: list[tuple[float, np.ndarray, np.ndarray]]) -> Path
             lo, hi = min(lo, f[keep].min()), max(hi, f[keep].max())
     if hi > 0:
         axes[0].plot([lo, hi], [lo, hi], "k--", lw=0.8, label="y = x")
-    axes[0].set_xlabel("Claim 1 formula K(s_r, s_r')")
-    axes[0].set_ylabel("eigenvalue of P_W")
-    axes[0].set_title("spectrum of P_W vs Claim 1")
+    axes[0].set_xlabel(r"Claim 1 formula $K(s_r, s_{r'})$")
+    axes[0].set_ylabel(r"eigenvalue of $P_W$")
+    axes[0].set_title(r"spectrum of $P_W$ vs Claim 1")
     axes[0].legend(fontsize=7)
     axes[1].set_xlabel("K / max K")
     axes[1].set_ylabel("|eigenvalue - K| / max K (floored at 1e-18)")
     axes[1].set_title("deviation")
+    stamp_quick(fig, quick)
     fig.tight_layout()
     save_figure(fig, path, dpi=110)
     plt.close(fig)
