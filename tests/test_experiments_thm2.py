@@ -107,10 +107,43 @@ def test_nonzero_for_N3_zero_for_gradient_field():
 
 
 def test_quick_run_claims(tmp_path):
-    res = thm2.run(Config.quick(), ExperimentContext(tmp_path))
-    assert all(c.passed for c in res.claims), [(c.text, c.measured) for c in res.claims]
-    vals = {(x["depth"], x["R"]): x for x in res.settings["integrals"]}
+    cfg = Config.quick()
+    m = thm2.measure(cfg, ExperimentContext(tmp_path, quick=True))
+    claims = thm2.judge(m, cfg)
+    assert [c.verdict for c in claims] == ["PASS"] * len(claims), [c.measured for c in claims]
+    vals = {(x["depth"], x["R"]): x for x in thm2.settings(m, cfg)["integrals"]}
     i3 = vals[(3.0, 0.1)]
     assert abs(i3["I"]) > 1e6 * max(i3["quadrature_error"], 1e-300)
     assert abs(vals[(1.0, 0.1)]["I"]) < 1e-15
+    thm2.render(m, claims, tmp_path)
     assert (tmp_path / "thm2.png").is_file() and (tmp_path / "integrals.csv").is_file()
+
+
+def _synthetic(i3: float, i1: float) -> thm2.Measured:
+    """Rows for N = 1, 3 at two radii; ``i3``/``i1``: the regression integrals."""
+    cfg = Config(depths=(1.0, 3.0), radii=(0.2, 0.1))
+    rows = []
+    for depth, value in ((1.0, i1), (3.0, i3)):
+        for R in cfg.radii:
+            q = {"value": value, "error": 1e-18, "scale": 1.0, "nodes": 32}
+            lin = {"value": 0.5, "error": 0.0, "scale": 1.0, "nodes": 32}
+            rows.append(
+                {"depth": depth, "R": R, "r": R / 2, "regression": q, "linear": lin,
+                 "closed_form_linear": 0.5}
+            )  # fmt: skip
+    z = np.zeros(2)
+    return thm2.Measured(False, cfg, 1.0, z, z, z, z, rows), cfg
+
+
+def test_judge_on_synthetic_integrals():
+    m, cfg = _synthetic(i3=0.49, i1=1e-16)
+    claims = thm2.judge(m, cfg)
+    assert [c.verdict for c in claims] == ["PASS", "PASS", "PASS", "PASS"]
+    assert claims[0].statement.startswith("N = 3:") and claims[0].measured.startswith(
+        "I = 4.900e-01"
+    )
+    # N = 3's integral at round-off: FAIL; N = 1's integral clearly non-zero: FAIL
+    m, cfg = _synthetic(i3=1e-17, i1=1e-6)
+    claims = thm2.judge(m, cfg)
+    assert [c.verdict for c in claims] == ["FAIL", "FAIL", "PASS", "FAIL"]
+    assert claims[1].why == "1.0e-06 is above the round-off bound 1e-12"

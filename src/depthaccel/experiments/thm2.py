@@ -41,10 +41,10 @@ import torch
 
 from depthaccel.atomic import atomic_open, save_figure
 from depthaccel.experiments.context import ExperimentContext
-from depthaccel.experiments.results import Claim, ExperimentResult
+from depthaccel.experiments.results import Claim
 from depthaccel.experiments.spec import ExperimentSpec
 from depthaccel.preconditioner import single_output_direction
-from depthaccel.reporting import pyplot
+from depthaccel.reporting import pyplot, stamp_quick
 
 NAME = "thm2"
 TITLE = "Theorem 2: the end-to-end field F is not a gradient field for N > 2"
@@ -164,7 +164,25 @@ def constant_field_value(kappa_norm: float, depth: float, r: float, R: float, t1
     )
 
 
-def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
+@dataclass
+class Measured:
+    """What thm2 measured. ``rows``: one per depth and outer radius R, with ``r``, the
+    quadrature results (``value``, ``error``, ``scale`` = integral of |F.dw|, ``nodes``)
+    of the regression loss (``regression``) and of its constant gradient g(0)
+    (``linear``), and ``closed_form_linear``. ``e``, ``f``: the plane of the curve;
+    ``X``, ``y``: the regression problem (for the figure's field)."""
+
+    quick: bool
+    config: Config
+    grad_norm: float
+    e: np.ndarray
+    f: np.ndarray
+    X: np.ndarray
+    y: np.ndarray
+    rows: list[dict]
+
+
+def measure(config: Config, ctx: ExperimentContext) -> Measured:
     """Integrate F_N around Gamma_{r,R} for each depth and radius (float64, CPU)."""
     X, y = regression_problem(config)
     grad = lp_gradient(X, y, config.p)
@@ -197,6 +215,17 @@ def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
                     "closed_form_linear": constant_field_value(kn, depth, r, R, t1, t2),
                 }
             )
+    return Measured(ctx.quick, config, kn, e, f, X, y, rows)
+
+
+_PAPER = "there exists no function (of W) whose gradient field is F (Theorem 2, N > 2)"
+
+
+def judge(measured: Measured, config: Config) -> list[Claim]:
+    """Non-zero for N > 2 (|I| above 100x its quadrature error and 1e-9 of
+    integral|F.dw| at every R); zero to 1e-12 of integral|F.dw| for N = 1 and for N = 2
+    with a linear loss; the quadrature matches the closed form; the leading term."""
+    rows = measured.rows
 
     def at(depth, R=None):
         sel = [row for row in rows if row["depth"] == depth]
@@ -215,134 +244,145 @@ def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
             for x in at(dep)
         )
         claims.append(
-            Claim.legacy(
-                f"N = {dep:g}: the line integral of F around Gamma_(r,R) is non-zero "
-                "(F is not a gradient field)",
-                f"I = {row['value']:.6e} +- {row['error']:.1e} (quadrature) at R = {R_main:g}, "
-                f"r = {config.r_over_R * R_main:g}; |I| / integral|F.dw| = "
-                f"{abs(row['value']) / row['scale']:.2e}; non-zero at every R in "
-                f"{list(config.radii)}",
+            Claim.judged(
+                f"N = {dep:g}: F's line integral around Gamma_(r,R) is non-zero",
+                _PAPER,
+                f"I = {row['value']:.3e} +- {row['error']:.0e} at R = {R_main:g}",
                 ok,
+                why="at some R the integral is within round-off or quadrature error of 0",
+                details={
+                    "|I| / integral|F.dw| at R": {
+                        f"{x['R']:g}": abs(x["regression"]["value"]) / x["regression"]["scale"]
+                        for x in at(dep)
+                    },
+                    "r": f"{config.r_over_R:g} R",
+                },
             )
         )
     zero_checks = (
         (
             1.0,
             "regression",
-            "Control, N = 1 (F = dL/dw, a true gradient field): the integral is zero to round-off",
-            f"over R in {list(config.radii)}",
+            "Control, N = 1 (F = dL/dw is a gradient): the integral is zero",
+            "the integral of a gradient along every closed curve is 0",
         ),
         (
             2.0,
             "linear",
-            "Footnote 1, N = 2 with a linear loss: F = grad(||w|| <kappa, w>), the "
-            "integral is zero",
-            "(constant gradient kappa = g(0))",
+            "N = 2, linear loss: F = grad(||w|| <kappa, w>), the integral is zero",
+            "footnote 1: for N = 2 F is a gradient field under extra assumptions on L",
         ),
     )
-    for depth, loss, text, where in zero_checks:
+    for depth, loss, statement, paper in zero_checks:
         if depth in config.depths:
             worst = max(abs(x[loss]["value"]) / x[loss]["scale"] for x in at(depth))
-            measured = f"max |I| / integral|F.dw| = {worst:.1e} {where}"
-            claims.append(Claim.legacy(text, measured, worst < config.zero_rtol))
+            claims.append(
+                Claim.judged(
+                    statement,
+                    paper,
+                    f"max |I| / integral|F.dw| = {worst:.1e}",
+                    worst < config.zero_rtol,
+                    why=f"{worst:.1e} is above the round-off bound {config.zero_rtol:g}",
+                    details={"radii": list(config.radii), "bound": config.zero_rtol},
+                )
+            )
     qerr = max(
         abs(x["linear"]["value"] - x["closed_form_linear"]) / x["linear"]["scale"] for x in rows
     )
     claims.append(
-        Claim.legacy(
-            "Check of the quadrature: for a constant gradient it reproduces the closed form "
-            "||kappa|| (cos t1 - cos t2)(R^a - r^a)(N-1)(N-2)/(N a)",
-            f"max |I - closed form| / integral|F.dw| = {qerr:.1e} over all N, R",
+        Claim.judged(
+            "Quadrature check: a constant gradient gives the closed form",
+            "||kappa|| (cos t1 - cos t2)(R^a - r^a)(N-1)(N-2)/(N a), a = 3 - 2/N",
+            f"max |I - closed form| / integral|F.dw| = {qerr:.1e}",
             qerr < 1e-12,
+            why=f"the quadrature misses the closed form by {qerr:.1e}",
         )
     )
     if big:
-        lead = []
+        lead = {}
         for dep in big:
             x = at(dep, R_small)
-            lead.append(abs(x["regression"]["value"] / x["closed_form_linear"] - 1.0))
+            lead[f"N={dep:g}"] = abs(x["regression"]["value"] / x["closed_form_linear"] - 1.0)
+        worst = max(lead.values())
         claims.append(
-            Claim.legacy(
-                "Proof's leading term: as r, R -> 0 the integral for N > 2 approaches the "
-                "constant-gradient value (the rest is O(R^(a+1)))",
-                f"|I / I_kappa - 1| at R = {R_small:g}: "
-                + ", ".join(f"N={d:g}: {v:.1e}" for d, v in zip(big, lead, strict=True)),
-                max(lead) < 0.05,
+            Claim.judged(
+                "As R -> 0 the integral for N > 2 approaches the constant-gradient value",
+                "proof of Theorem 2: the constant part of dL/dW dominates near W = 0",
+                f"max |I / I_kappa - 1| = {worst:.1e} at R = {R_small:g}",
+                worst < 0.05,
+                why=f"at R = {R_small:g} the integral is {worst:.0%} off the leading term",
+                details={"|I / I_kappa - 1|": lead},
             )
         )
+    return claims
 
-    n2 = at(2.0, R_main)["regression"] if 2.0 in config.depths else None
-    notes = [
-        f"Loss: l_{config.p} regression on random data, X {config.m} x {config.d} standard "
-        f"normal, y = X w_true + 0.1 noise (seed {config.seed}); ||g(0)|| = {kn:.4f}.",
-        f"Curve: the paper's Gamma_(r,R) (Fig. 1) in the plane of e = g(0)/||g(0)|| and a "
-        f"random unit f orthogonal to e, angles {t1:g} to {t2:.4g} rad, r = "
-        f"{config.r_over_R:g} R. Quadrature: Gauss-Legendre per leg, nodes doubled from "
-        f"{config.nodes_start} until successive values agree to 1e-15 x integral|F.dw| "
-        f"(max {config.nodes_max}); the error column is |I_2n - I_n|.",
-        "Theorem 2 is for N > 2; the closed form above shows why N = 2 is special: the "
-        "constant part of the gradient contributes (N-1)(N-2) = 0.",
-        "Choice of angles: a quarter annulus (0 to pi/2). On a half annulus (0 to pi) the "
-        "contribution of the linear part H w of a quadratic loss's gradient cancels exactly "
-        "by symmetry (the arcs integrate sin(2t), cos(2t) over a full period; the radial "
-        "legs see u^T H u at u and -u), so N = 2 would show 0 there even for a quadratic "
-        "loss.",
-    ]
-    if n2 is not None:
-        notes.append(
-            f"N = 2 with the regression (quadratic) loss: I = {n2['value']:.3e} +- "
-            f"{n2['error']:.1e} at R = {R_main:g} ({abs(n2['value']) / n2['scale']:.1e} of "
-            "integral|F.dw|): non-zero, so F_2 is not a gradient field for this loss "
-            "either, but the integral is of higher order in R (it comes only from the "
-            "non-constant part of the gradient), consistent with the paper's footnote that "
-            "N = 2 needs extra assumptions on L."
-        )
 
-    csv_path = ctx.out_dir / "integrals.csv"
+def describe(measured: Measured, config: Config) -> str:
+    return (
+        f"Line integral of F_N around Gamma_(r,R) for N in "
+        f"{', '.join(f'{d:g}' for d in config.depths)} and R in {list(config.radii)} "
+        f"(r = {config.r_over_R:g} R), float64 Gauss-Legendre quadrature."
+    )
+
+
+def settings(measured: Measured, config: Config) -> dict:
+    return {
+        "grad_norm_at_0": measured.grad_norm,
+        "integrals": [
+            {
+                "depth": x["depth"],
+                "R": x["R"],
+                "r": x["r"],
+                "I": x["regression"]["value"],
+                "quadrature_error": x["regression"]["error"],
+                "nodes": x["regression"]["nodes"],
+                "I_constant_gradient": x["linear"]["value"],
+                "I_closed_form": x["closed_form_linear"],
+            }
+            for x in measured.rows
+        ],
+    }
+
+
+def render(measured: Measured, claims: list[Claim], outdir: Path) -> list[Path]:
+    config = measured.config
+    csv_path = outdir / "integrals.csv"
     with atomic_open(csv_path, "w") as fh:
         fh.write(
             "depth,R,r,I_regression,err_regression,scale_regression,nodes,"
             "I_constant_gradient,I_closed_form\n"
         )
-        for x in rows:
+        for x in measured.rows:
             g, lin = x["regression"], x["linear"]
             fh.write(
                 f"{x['depth']:g},{x['R']:g},{x['r']:g},{g['value']:.17g},{g['error']:.3e},"
                 f"{g['scale']:.17g},{g['nodes']},{lin['value']:.17g},"
                 f"{x['closed_form_linear']:.17g}\n"
             )
-    fig_path = _plot(ctx.out_dir / "thm2.png", rows, config, e, f, grad)
-    return ExperimentResult(
-        settings={
-            "what_was_run": (
-                f"Line integral of F_N around Gamma_(r,R) for N in "
-                f"{', '.join(f'{d:g}' for d in config.depths)} and R in {list(config.radii)} "
-                f"(r = {config.r_over_R:g} R), float64 Gauss-Legendre quadrature."
-            ),
-            "config": config,
-            "grad_norm_at_0": kn,
-            "integrals": [
-                {
-                    "depth": x["depth"],
-                    "R": x["R"],
-                    "r": x["r"],
-                    "I": x["regression"]["value"],
-                    "quadrature_error": x["regression"]["error"],
-                    "nodes": x["regression"]["nodes"],
-                    "I_constant_gradient": x["linear"]["value"],
-                    "I_closed_form": x["closed_form_linear"],
-                }
-                for x in rows
-            ],
-        },
-        figures=[fig_path],
-        curves=[csv_path],
-        claims=claims,
-        notes=notes,
+    grad = lp_gradient(measured.X, measured.y, config.p)
+    fig = _plot(
+        outdir / "thm2.png", measured.rows, config, measured.e, measured.f, grad, measured.quick
     )
+    return [fig, csv_path]
 
 
-def _plot(path: Path, rows, config: Config, e, f, grad) -> Path:
+NOTES = (
+    "Loss: l_p regression on random data, X m x d standard normal, y = X w_true + 0.1 "
+    "noise (see settings.json for m, d, p, seed and ||g(0)||).",
+    "Curve: the paper's Gamma_(r,R) (Fig. 1) in the plane of e = g(0)/||g(0)|| and a random "
+    "unit f orthogonal to e. Quadrature: Gauss-Legendre per leg, nodes doubled until "
+    "successive values agree to 1e-15 x integral|F.dw|; the error is |I_2n - I_n|.",
+    "Theorem 2 is for N > 2; the closed form shows why N = 2 is special: the constant part "
+    "of the gradient contributes (N-1)(N-2) = 0. With the quadratic regression loss the "
+    "N = 2 integral is non-zero but of higher order in R (integrals.csv), consistent with "
+    "the paper's footnote that N = 2 needs extra assumptions on L.",
+    "Choice of angles: a quarter annulus (0 to pi/2). On a half annulus the linear part of "
+    "a quadratic loss's gradient cancels by symmetry, so N = 2 would show 0 there even for "
+    "a quadratic loss.",
+)
+
+
+def _plot(path: Path, rows, config: Config, e, f, grad, quick: bool = False) -> Path:
     plt = pyplot()
     fig, (ax0, ax1) = plt.subplots(1, 2, figsize=(10.4, 4.2))
     # left: the curve and F_3 in the (e, f) plane (components of F along e and f)
@@ -374,10 +414,11 @@ def _plot(path: Path, rows, config: Config, e, f, grad) -> Path:
         if (cf > 0).all():
             ax1.loglog(Rs, cf, "--", color=cmap(i), alpha=0.6, lw=1)
     ax1.set_xlabel(f"outer radius R (r = {config.r_over_R:.2g} R)")
-    ax1.set_ylabel("|line integral of F_N| (floored at 1e-19)")
+    ax1.set_ylabel(r"$|\oint F_N \cdot dw|$ (floored at 1e-19)")
     ax1.set_ylim(bottom=3e-20)
     ax1.set_title("|I| (solid), quadrature error (dotted),\nconstant-gradient closed form (dashed)")
     ax1.legend(fontsize=7)
+    stamp_quick(fig, quick)
     fig.tight_layout()
     save_figure(fig, path, dpi=110)
     plt.close(fig)
