@@ -21,7 +21,7 @@ from depthaccel.experiments.results import (
 )
 from depthaccel.outdir import OutputFolder
 
-__all__ = ["judge_and_render", "run_experiment"]
+__all__ = ["judge_and_render", "measure_judge_render", "run_experiment"]
 
 
 def _staged(mod: Any) -> bool:
@@ -52,7 +52,8 @@ def judge_and_render(mod: Any, config: Any, measured: Any, out_dir: Path) -> Exp
     )
 
 
-def _measure_judge_render(mod: Any, config: Any, ctx: ExperimentContext) -> ExperimentResult:
+def measure_judge_render(mod: Any, config: Any, ctx: ExperimentContext) -> ExperimentResult:
+    """``measure`` in ``ctx``, then :func:`judge_and_render` into ``ctx.out_dir``."""
     return judge_and_render(mod, config, mod.measure(config, ctx), ctx.out_dir)
 
 
@@ -107,7 +108,7 @@ def run_experiment(
     mode = "quick" if quick else "full"
     t0 = time.perf_counter()
     try:
-        result = _measure_judge_render(mod, config, ctx) if _staged(mod) else mod.run(config, ctx)
+        result = measure_judge_render(mod, config, ctx) if _staged(mod) else mod.run(config, ctx)
     except Exception as exc:
         failed = ExperimentResult(
             name=name,

@@ -34,10 +34,10 @@ import torch
 
 from depthaccel.atomic import atomic_open, save_figure
 from depthaccel.experiments.context import ExperimentContext, StoredTasks
-from depthaccel.experiments.results import Claim, ExperimentResult
+from depthaccel.experiments.results import Claim
 from depthaccel.experiments.spec import ExperimentSpec
 from depthaccel.preconditioner import single_output_direction
-from depthaccel.reporting import Curve, format_lr, pyplot, write_curves_csv
+from depthaccel.reporting import Curve, format_lr, pyplot, stamp_quick, write_curves_csv
 from depthaccel.train.grid import log_grid
 
 NAME = "sec7"
@@ -232,10 +232,28 @@ def _method_name(depth: float) -> str:
     return "GD" if depth == 1.0 else f"Eq. 12, N={depth:g}"
 
 
-def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
-    """Iterations to tolerance for GD and Eq. 12 over y1/y2 (float64, CPU)."""
+@dataclass
+class Measured:
+    """What sec7 measured. ``table``: one row per (ratio, method) with the fewest
+    iterations to tolerance over the rates (``iters``, None when none reached it), the
+    rate that gave it (``lr``), the largest stable rate and the starting point shown;
+    ``speedups[ratio][depth]``: GD's iterations / Eq. 12's (None when either never
+    reached the tolerance); ``trajectories``: (depth, lr, iterations, loss) of the chosen
+    runs at the largest ratio ``r_big``."""
+
+    quick: bool
+    config: Config
+    lrs: list[float]
+    table: list[dict]
+    speedups: dict[float, dict[float, float | None]]
+    trajectories: list[tuple[float, float, np.ndarray, np.ndarray]]
+    r_big: float
+
+
+def measure(config: Config, ctx: ExperimentContext) -> Measured:
+    """Iterations to tolerance for GD and Eq. 12 over y1/y2 (float64, CPU), and the
+    loss along the chosen runs at the largest ratio."""
     lrs = log_grid(config.lr_min, config.lr_max, config.lrs_per_decade)
-    grid_factor = 10 ** (1 / config.lrs_per_decade)
     rng = np.random.default_rng(config.seed)
     inits = rng.standard_normal((config.starts, 2))
     inits *= config.init_scale / np.linalg.norm(inits, axis=1, keepdims=True)
@@ -273,7 +291,7 @@ def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
         table.append(row)
 
     def row_of(ratio, depth):
-        return next(r for r in table if r["ratio"] == ratio and r["depth"] == depth)
+        return _row(table, ratio, depth)
 
     speedups: dict[float, dict[float, float | None]] = {}
     for ratio in config.ratios:
@@ -283,78 +301,7 @@ def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
             it = row_of(ratio, depth)["iters"]
             speedups[ratio][depth] = (gd / it) if (gd and it) else None
 
-    ill = [r for r in config.ratios if r >= config.ill_conditioned_from]
-    claims = []
-    # 1. paper: GD's learning rate is capped at 2 / y1^{p-2}
-    caps = []
-    for ratio in config.ratios:
-        r = row_of(ratio, 1.0)
-        y1 = ratio * config.y2
-        caps.append((ratio, (r["largest_stable_lr"] or 0.0) * y1 ** (config.p - 2)))
-    cap_ok = all(2.0 / grid_factor <= c <= 2.0 for _, c in caps)
-    claims.append(
-        Claim.legacy(
-            "GD is stable only for eta < 2 / y1^(p-2) (Sec. 7), so its rate is set by y1",
-            "largest stable grid lr x y1^(p-2) = "
-            + ", ".join(f"{c:.3g} (y1/y2={r:g})" for r, c in caps)
-            + f"; grid factor {grid_factor:.3g}",
-            cap_ok,
-        )
-    )
-    # 2. Eq. 12 reaches the tolerance in fewer iterations when y1 >> y2
-    for depth in config.depths:
-        sp = [(r, speedups[r][depth]) for r in ill]
-        ok = bool(sp) and all(s is not None and s > 1.0 for _, s in sp)
-        claims.append(
-            Claim.legacy(
-                f"Eq. 12 with N={depth:g} reaches L <= {config.tol:g} in fewer iterations "
-                f"than GD when y1/y2 >= {config.ill_conditioned_from:g}",
-                "speed-up (GD iters / Eq. 12 iters) = "
-                + ", ".join(f"{_fmt_sp(s)} (y1/y2={r:g})" for r, s in sp),
-                ok,
-            )
-        )
-    # 3. the speed-up grows with y1/y2 (log-log slope over the ill-conditioned ratios)
-    for depth in config.depths:
-        pts = [(r, speedups[r][depth]) for r in ill if speedups[r][depth]]
-        if len(pts) >= 2:
-            pts_r = [r for r, _ in pts]
-            slope = float(np.polyfit(np.log(pts_r), np.log([s for _, s in pts]), 1)[0])
-            grows = slope > 0 and pts[-1][1] > pts[0][1]
-            sp = [s for _, s in pts]
-            monotone = all(b >= a for a, b in zip(sp, sp[1:], strict=False))
-            measured = (
-                f"log-log slope of speed-up vs y1/y2 = {slope:.2f} (speed-up x"
-                f"{(pts_r[-1] / pts_r[0]) ** slope:.2f} over a x{pts_r[-1] / pts_r[0]:g} range of "
-                f"y1/y2); speed-up {_fmt_sp(pts[0][1])} at {pts_r[0]:g} -> "
-                f"{_fmt_sp(pts[-1][1])} at {pts_r[-1]:g}; monotone: "
-                f"{'yes' if monotone else 'no'}"
-            )
-        else:
-            grows, measured = False, "too few ratios with a speed-up"
-        claims.append(
-            Claim.legacy(
-                f"The speed-up of Eq. 12 (N={depth:g}) over GD grows with y1/y2 (criterion: "
-                "positive log-log slope and last > first)",
-                measured,
-                grows,
-                "" if len(ill) >= 4 else "quick mode: few ratios; see full mode",
-            )
-        )
-
-    # figure + curves
-    curves = []
-    for depth in methods:
-        its = [row_of(r, depth)["iters"] for r in config.ratios]
-        curves.append(
-            Curve(
-                _method_name(depth),
-                np.array(config.ratios),
-                np.array([np.nan if i is None else i for i in its], dtype=float),
-                panel="iterations_vs_ratio",
-            )
-        )
-    traj = []
+    traj = []  # (depth, lr, iterations, loss) of the chosen runs at the largest ratio
     r_big = max(config.ratios)
     horizon = max((row_of(r_big, d)["iters"] or 0) for d in methods)
     horizon = min(max(horizon, 10), config.max_iters)
@@ -364,68 +311,170 @@ def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
         [(r["y"], r["lr"], d, inits[r["median_start"]], config.p, horizon) for d, r in shown],
     )
     for (depth, r), (its, vals) in zip(shown, paths, strict=True):
-        traj.append(
-            Curve(
-                f"{_method_name(depth)}, lr {format_lr(r['lr'])}",
-                its,
-                vals,
-                panel=f"loss_y1_over_y2_{r_big:g}",
+        traj.append((depth, r["lr"], np.asarray(its), np.asarray(vals)))
+    return Measured(ctx.quick, config, list(lrs), table, speedups, traj, r_big)
+
+
+def _row(table: list[dict], ratio: float, depth: float) -> dict:
+    return next(r for r in table if r["ratio"] == ratio and r["depth"] == depth)
+
+
+def judge(measured: Measured, config: Config) -> list[Claim]:
+    """GD's stable rate is capped at 2/y1^(p-2) (to one grid step); Eq. 12 needs fewer
+    iterations than GD at every ill-conditioned ratio; the speed-up grows with y1/y2
+    (positive log-log slope, last > first)."""
+    grid_factor = 10 ** (1 / config.lrs_per_decade)
+    speedups = measured.speedups
+
+    def row_of(ratio, depth):
+        return _row(measured.table, ratio, depth)
+
+    ill = [r for r in config.ratios if r >= config.ill_conditioned_from]
+    claims = []
+    # 1. paper: GD's learning rate is capped at 2 / y1^{p-2}
+    caps = {}
+    for ratio in config.ratios:
+        r = row_of(ratio, 1.0)
+        y1 = ratio * config.y2
+        caps[f"y1/y2={ratio:g}"] = (r["largest_stable_lr"] or 0.0) * y1 ** (config.p - 2)
+    cap_ok = all(2.0 / grid_factor <= c <= 2.0 for c in caps.values())
+    claims.append(
+        Claim.judged(
+            "GD is stable only for eta < 2 / y1^(p-2): y1 sets its rate",
+            "eta < 2 / y_i^(p-2), i = 1, 2; if p > 2 the learning rate is determined by y1",
+            f"largest stable lr x y1^(p-2) in [{min(caps.values()):.3g}, {max(caps.values()):.3g}]",
+            cap_ok,
+            why=f"outside [2/{grid_factor:.3g}, 2], the bound up to one grid step",
+            details={"largest stable lr x y1^(p-2)": caps, "grid factor": grid_factor},
+        )
+    )
+    # 2. Eq. 12 reaches the tolerance in fewer iterations when y1 >> y2
+    for depth in config.depths:
+        sp = {f"y1/y2={r:g}": speedups[r][depth] for r in ill}
+        ok = bool(sp) and all(s is not None and s > 1.0 for s in sp.values())
+        low = min((s for s in sp.values() if s is not None), default=None)
+        claims.append(
+            Claim.judged(
+                f"Eq. 12, N={depth:g}, reaches L <= {config.tol:g} in fewer iterations than "
+                f"GD when y1 >> y2",
+                "the coordinates are coupled ... allowing (if y1 > 1) faster convergence",
+                f"speed-up (GD / Eq. 12 iterations) at least {_fmt_sp(low)} for y1/y2 >= "
+                f"{config.ill_conditioned_from:g}",
+                ok,
+                why="at some ill-conditioned ratio Eq. 12 is not faster than GD",
+                details={"speed-up": {k: _fmt_sp(v) for k, v in sp.items()}},
             )
         )
-    csv_curves = write_curves_csv(ctx.out_dir / "curves.csv", curves + traj)
-    csv_table = ctx.out_dir / "table.csv"
+    # 3. the speed-up grows with y1/y2 (log-log slope over the ill-conditioned ratios)
+    for depth in config.depths:
+        pts = [(r, speedups[r][depth]) for r in ill if speedups[r][depth]]
+        details: dict = {}
+        if len(pts) >= 2:
+            pts_r = [r for r, _ in pts]
+            slope = float(np.polyfit(np.log(pts_r), np.log([s for _, s in pts]), 1)[0])
+            grows = slope > 0 and pts[-1][1] > pts[0][1]
+            sp = [s for _, s in pts]
+            details = {
+                "log-log slope": slope,
+                "monotone": all(b >= a for a, b in zip(sp, sp[1:], strict=False)),
+                "speed-up": {f"y1/y2={r:g}": _fmt_sp(v) for r, v in pts},
+            }
+            measured_text = (
+                f"speed-up {_fmt_sp(pts[0][1])} at y1/y2 = {pts_r[0]:g} -> "
+                f"{_fmt_sp(pts[-1][1])} at {pts_r[-1]:g} (slope {slope:.2f})"
+            )
+        else:
+            grows, measured_text = False, "too few ratios with a speed-up"
+        assessed = grows if len(ill) >= 4 else None
+        if len(ill) < 4:
+            details["not assessed"] = f"only {len(ill)} ill-conditioned ratios (quick mode)"
+        claims.append(
+            Claim.judged(
+                f"The speed-up of Eq. 12 (N={depth:g}) over GD grows with y1/y2",
+                "the learning rate is effectively scaled by y1^(2-2/N) (Sec. 7)",
+                measured_text,
+                assessed,
+                why="the speed-up does not grow (log-log slope <= 0 or last <= first)",
+                details=details,
+            )
+        )
+    return claims
+
+
+def describe(measured: Measured, config: Config) -> str:
+    return (
+        f"p = {config.p}, y2 = {config.y2:g}, y1/y2 in {list(config.ratios)}; GD and Eq. "
+        f"12 with N in {list(config.depths)}; {len(measured.lrs)} learning rates x "
+        f"{config.starts} starting points per method and ratio; tolerance {config.tol:g}."
+    )
+
+
+def settings(measured: Measured, config: Config) -> dict:
+    kappa = {f"N={d:g}": _safe_regime_factor(d) for d in config.depths}
+    return {
+        "lr_grid": measured.lrs,
+        "table": measured.table,
+        "speedups": {
+            f"{r:g}": {f"N={d:g}": s for d, s in v.items()} for r, v in measured.speedups.items()
+        },
+        "safe_regime_speedup": kappa,
+    }
+
+
+def render(measured: Measured, claims: list[Claim], outdir: Path) -> list[Path]:
+    config = measured.config
+    methods = (1.0, *config.depths)
+    curves = []
+    for depth in methods:
+        its = [_row(measured.table, r, depth)["iters"] for r in config.ratios]
+        curves.append(
+            Curve(
+                _method_name(depth),
+                np.array(config.ratios),
+                np.array([np.nan if i is None else i for i in its], dtype=float),
+                panel="iterations_vs_ratio",
+            )
+        )
+    r_big = measured.r_big
+    traj = [
+        Curve(
+            f"{_method_name(depth)}, lr {format_lr(lr)}",
+            its,
+            vals,
+            panel=f"loss_y1_over_y2_{r_big:g}",
+        )
+        for depth, lr, its, vals in measured.trajectories
+    ]
+    csv_curves = write_curves_csv(outdir / "curves.csv", curves + traj)
+    csv_table = outdir / "table.csv"
     with atomic_open(csv_table, "w") as fh:
         fh.write("y1_over_y2,method,chosen_lr,iterations,largest_stable_lr,speedup_vs_gd\n")
-        for r in table:
-            sp = "" if r["depth"] == 1.0 else _fmt_sp(speedups[r["ratio"]][r["depth"]])
+        for r in measured.table:
+            sp = "" if r["depth"] == 1.0 else _fmt_sp(measured.speedups[r["ratio"]][r["depth"]])
             fh.write(
                 f"{r['ratio']:g},{r['method']},{r['lr']},{r['iters']},"
                 f"{r['largest_stable_lr']},{sp}\n"
             )
-    fig = _plot(ctx.out_dir / "sec7.png", config, curves, traj, speedups, r_big)
+    fig = _plot(outdir / "sec7.png", config, curves, traj, measured.speedups, r_big, measured.quick)
+    return [fig, csv_curves, csv_table]
 
-    kappa = {d: _safe_regime_factor(d) for d in config.depths}
-    notes = [
-        "Appendix B (the paper's formal bound) is not in our copy of the paper; learning "
-        "rates are chosen by grid search instead: log grid "
-        f"{format_lr(config.lr_min)}..{format_lr(config.lr_max)}, {config.lrs_per_decade} "
-        "per decade, per method and ratio.",
-        f"Starting points: {config.starts} random points of norm {config.init_scale:g} "
-        "(near-zero init; Eq. 12's direction is 0 at w = 0 exactly), the same for every "
-        "method; a method's iteration count at a learning rate is the number reached by at "
-        "least half of them; a run diverges when its loss exceeds its initial loss.",
-        f"Tolerance: L(w) - L* <= {config.tol:g} with y2 = {config.y2:g} (L* = 0); the loss "
-        "omits the paper's averaging constant 1/2 as the paper does.",
-        "Why the speed-up need not grow without bound: both coordinates of GD obey "
-        "Delta <- Delta(1 - eta Delta^2), whose tail is Delta^-2 ~ 2 eta t regardless of the "
-        "start, so GD's time is ~ y1^2 (eta < 2/y1^2). Eq. 12's learning rate is limited "
-        "in the transient, while w1 travels from 0 to y1: stepping without overshoot needs "
-        "eta N w1^(2-2/N) (y1-w1)^2 < 2 along the way, i.e. an effective late step "
-        "eta y1^(2-2/N) <= c_N / y1^2, also ~ 1/y1^2. In this safe regime the speed-up is a "
-        "constant, 2/(N kappa_N) / 2 with kappa_N = max_x x^(2-2/N)(1-x)^2: "
-        + ", ".join(f"N={d:g}: {v:.2f}x" for d, v in kappa.items())
-        + "; larger measured speed-ups come from steps that jump over the overshoot region.",
-    ]
-    return ExperimentResult(
-        settings={
-            "what_was_run": (
-                f"p = {config.p}, y2 = {config.y2:g}, y1/y2 in {list(config.ratios)}; GD and Eq. "
-                f"12 with N in {list(config.depths)}; {len(lrs)} learning rates x "
-                f"{config.starts} starting points per method and ratio; tolerance "
-                f"{config.tol:g}."
-            ),
-            "lr_grid": list(lrs),
-            "table": table,
-            "speedups": {
-                f"{r:g}": {f"N={d:g}": s for d, s in v.items()} for r, v in speedups.items()
-            },
-            "safe_regime_speedup": {f"N={d:g}": v for d, v in kappa.items()},
-        },
-        figures=[fig],
-        curves=[csv_curves, csv_table],
-        claims=claims,
-        notes=notes,
-    )
+
+NOTES = (
+    "Appendix B (the paper's formal bound) is not in our copy of the paper; learning rates "
+    "are chosen by grid search instead (log grid per method and ratio; see settings.json).",
+    "Starting points: random points of small norm (near-zero init; Eq. 12's direction is 0 "
+    "at w = 0 exactly), the same for every method; a method's iteration count at a learning "
+    "rate is the number reached by at least half of them; a run diverges when its loss "
+    "exceeds its initial loss.",
+    "Tolerance: L(w) - L* <= tol (L* = 0); the loss omits the paper's averaging constant "
+    "1/2 as the paper does.",
+    "Why the speed-up need not grow without bound: GD's tail obeys Delta^-2 ~ 2 eta t, so "
+    "its time is ~ y1^2 (eta < 2/y1^2); Eq. 12's rate is limited in the transient, while w1 "
+    "travels from 0 to y1, also ~ 1/y1^2. In this safe regime the speed-up is a constant, "
+    "2/(N kappa_N) / 2 with kappa_N = max_x x^(2-2/N)(1-x)^2 (settings.json: "
+    "safe_regime_speedup); larger measured speed-ups come from steps that jump over the "
+    "overshoot region.",
+)
 
 
 def _fmt_sp(s: float | None) -> str:
@@ -441,13 +490,13 @@ def _safe_regime_factor(depth: float) -> float:
     return (2 / (n * kappa)) / 2
 
 
-def _plot(path: Path, config: Config, curves, traj, speedups, r_big) -> Path:
+def _plot(path: Path, config: Config, curves, traj, speedups, r_big, quick: bool = False) -> Path:
     plt = pyplot()
     fig, axes = plt.subplots(1, 3, figsize=(15.0, 4.0))
     for c in curves:
         axes[0].loglog(c.iters, c.values, "o-", label=c.label)
     axes[0].set_xlabel("y1 / y2")
-    axes[0].set_ylabel(f"iterations to L <= {config.tol:g}")
+    axes[0].set_ylabel(f"iterations to $L \\leq$ {config.tol:g}")
     axes[0].set_title("iterations (best lr per method)")
     axes[0].legend(fontsize=8)
     for depth in config.depths:
@@ -463,9 +512,10 @@ def _plot(path: Path, config: Config, curves, traj, speedups, r_big) -> Path:
         axes[2].loglog(np.maximum(c.iters[keep], 1), c.values[keep], label=c.label)
     axes[2].axhline(config.tol, color="k", lw=0.8, ls=":")
     axes[2].set_xlabel("iteration")
-    axes[2].set_ylabel("loss (distance from optimum)")
+    axes[2].set_ylabel(r"$L(w) - L^*$ ($L^* = 0$)")
     axes[2].set_title(f"l{config.p} loss, y1/y2 = {r_big:g} (the median start)")
     axes[2].legend(fontsize=8)
+    stamp_quick(fig, quick)
     fig.tight_layout()
     save_figure(fig, path, dpi=110)
     plt.close(fig)
