@@ -17,12 +17,10 @@ import torch
 from depthaccel.cli import main
 from depthaccel.compare import (
     CompareConfig,
-    ModelBest,
     build_runs,
     parse_loss,
     roundoff_floor,
     select_best,
-    verdict,
 )
 from depthaccel.data import load_table
 from depthaccel.outdir import LEGACY_BEFORE, MANIFEST_NAME
@@ -62,11 +60,15 @@ def test_parse_loss():
 @pytest.mark.parametrize(
     "kw, match",
     [
-        ({"depths": (0, 1)}, "depths must be integers >= 1"),
-        ({"depths": (1.5,)}, "depths must be integers >= 1"),
+        ({"depths": (0, 1)}, r"depths are integers in \[1, 10000\]"),
+        ({"depths": (1.5,)}, r"depths are integers in \[1, 10000\]"),
+        ({"depths": (10**9,)}, r"depths are integers in \[1, 10000\]"),
+        ({"loss": "l1000"}, "p must be <= 100"),
+        ({"methods": ("e2e",), "depths": (1,)}, "e2e scheme needs a depth > 1"),
         ({"depths": ()}, "depths must not be empty"),
         ({"methods": ("gd", "sgd")}, r"unknown method\(s\) \['sgd'\]"),
-        ({"iters": 0}, "iters must be an integer >= 1"),
+        ({"iters": 0}, "iters must be >= 1"),
+        ({"iters": 1.5}, "iters must be an integer"),
         ({"lrs": (1e-3, -1.0)}, "learning rates must be finite and > 0"),
         ({"lrs": ()}, "learning rates must not be empty"),
         ({"thresholds": (0.0,)}, "thresholds must be finite and > 0"),
@@ -140,89 +142,7 @@ def test_select_best_matches_a_plain_reference():
     # the edge rule: tests/test_grid.py (synthetic objectives, shared with compare)
 
 
-def fake(method, depth, lr, final, hits, diverged=False, T=1000):
-    r = Run(method, lr, depth=depth)
-    return RunResult(
-        run=r,
-        iters=np.array([0, T]),
-        gap=np.array([1.0, final]),
-        first_hit=dict(hits),
-        final_gap=final,
-        diverged=diverged,
-        diverged_at=5 if diverged else None,
-    )
-
-
-def model(res: RunResult, on_edge=False) -> ModelBest:
-    return ModelBest(
-        method=res.run.method,
-        depth=res.run.depth,
-        label=f"depth-{res.run.depth} {res.run.method}",
-        indices=[0],
-        best_index=0,
-        best=res,
-        on_edge=on_edge,
-        n_diverged=0,
-    )
-
-
-THR = (1e-1, 1e-3, 1e-5)
-
-
-def test_verdict_answers_and_factors():
-    base = model(fake("gd", 1, 1e-2, 1e-3, {1e-1: 100, 1e-3: 900, 1e-5: None}))
-    deep = model(fake("gd", 3, 1e-3, 1e-4, {1e-1: 40, 1e-3: 300, 1e-5: None}))
-    e2e = model(fake("e2e", 2, 1e-3, 5e-4, {1e-1: 50, 1e-3: 500, 1e-5: None}))
-    ada = model(fake("adagrad", 1, 1e-1, 2e-2, {1e-1: 10, 1e-3: None, 1e-5: None}))
-    v = verdict([base, deep, e2e, ada], THR, 1000, 0.05)
-    assert v.answer == "yes" and v.deep is deep and v.base is base
-    assert v.final_ratio == pytest.approx(10.0)
-    assert v.speedup == pytest.approx(3.0) and v.speedup_threshold == 1e-3
-    assert v.baselines == {"adagrad": pytest.approx(200.0)}
-    # Iterations first, then the final gaps.
-    assert (
-        "300 vs 900 iterations to a gap of 0.001; final gap 0.0001 vs 0.001 (10x lower)" in v.text
-    )
-    assert "Caveats" in v.text
-    # Ratios: modest, no difference, slower.
-    for final, answer in ((6e-4, "modest"), (1.05e-3, "no difference"), (2e-3, "slower")):
-        d = model(fake("gd", 2, 1e-3, final, {1e-1: 80, 1e-3: 800, 1e-5: None}))
-        assert verdict([base, d], THR, 1000, 0.05).answer == answer
-    # Both at the optimum to round-off: iterations decide.
-    b0 = model(fake("gd", 1, 1e-2, 1e-19, {1e-1: 90, 1e-3: 300, 1e-5: 600}))
-    d0 = model(fake("gd", 2, 1e-2, -1e-18, {1e-1: 30, 1e-3: 100, 1e-5: 200}))
-    v0 = verdict([b0, d0], THR, 1000, 0.05)
-    assert v0.answer == "yes" and v0.speedup == pytest.approx(3.0)
-    assert (
-        "200 vs 600 iterations to a gap of 1e-05; both end at the optimum to round-off" in v0.text
-    )
-    # The edge caveat names the models whose best rate is on the edge.
-    edge = model(fake("gd", 2, 1e-3, 1e-4, {1e-1: 40, 1e-3: 300, 1e-5: None}), on_edge=True)
-    assert (
-        "edge of the grid (or every rate diverged) for depth-2 gd"
-        in verdict([base, edge], THR, 1000, 0.05).text
-    )
-
-
-def test_verdict_flags_models_that_barely_moved():
-    base = model(fake("gd", 1, 1e-2, 1e-3, {}))
-    stuck = model(fake("gd", 3, 1e-2, 0.95, {}))  # gap[0] = 1.0: barely moved
-    moving = model(fake("gd", 2, 1e-2, 0.5, {}))
-    v = verdict([base, stuck, moving], (), 1000, 0.05)
-    assert "Barely moved from the initial point in 1000 iterations" in v.text
-    assert "depth-3 gd;" in v.text and "depth-2 gd;" not in v.text
-    assert "Barely moved" not in verdict([base, moving], (), 1000, 0.05).text
-
-
-def test_verdict_when_it_cannot_say():
-    deep = model(fake("gd", 2, 1e-3, 1e-4, {}))
-    assert verdict([deep], (), 100, 0.1).answer == "unknown"
-    base = model(fake("gd", 1, 1e-3, 1e-4, {}))
-    v = verdict([base], (), 100, 0.1)
-    assert v.answer == "unknown" and "no a deeper GD net or e2e" in v.text
-    dead = ModelBest("gd", 1, "depth-1 GD", [0], None, None, True, 3)
-    v = verdict([dead, deep], (), 100, 0.1)
-    assert v.answer == "unknown" and "diverged" in v.text
+# the verdict on synthetic results: tests/test_compare_verdict.py
 
 
 # ----------------------------------------------------------------------- end to end
@@ -240,7 +160,13 @@ def test_compare_end_to_end(tmp_path, capsys):
     text = capsys.readouterr().out
     n_runs = (3 * 2 - 1) * 3
     assert f"{n_runs} runs: 0 reused from the store, {n_runs} trained" in text
-    assert "Does depth accelerate this problem?" in text
+    # the verdict: a headline, then at most six bullets; the same text in REPORT.md
+    lines = text.splitlines()
+    head = next(i for i, x in enumerate(lines) if x.startswith(("Yes", "Modestly", "No", "Mixed")))
+    assert len(lines[head]) <= 150 and lines[head + 1] == ""
+    bullets = [x for x in lines[head + 2 : head + 9] if x.startswith("- ")]
+    assert 2 <= len(bullets) <= 6
+    verdict_text = "\n".join(lines[head : head + 2 + len(bullets)])
     for name in ("compare.png", "summary.csv", "curves.csv", "REPORT.md", DEFAULT_FILENAME):
         assert (out / name).is_file(), name
     assert (out / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -276,6 +202,7 @@ def test_compare_end_to_end(tmp_path, capsys):
     assert {int(c["run"]) for c in curves} == set(range(n_runs))
     report = (out / "REPORT.md").read_text()
     assert "## Verdict" in report and "| model | best lr | final gap |" in report
+    assert f"## Verdict\n\n{verdict_text}\n\n## " in report
     assert report.count("| depth-") + report.count("| Eq. 10/12") == 5
 
     # Same command again: everything comes from the store.
@@ -375,7 +302,7 @@ def test_config_checks_device_and_seed():
     for dev in ("mps", "meta", "xla"):
         with pytest.raises(ValueError, match="device"):
             CompareConfig(data=Path("t.csv"), device=dev)
-    with pytest.raises(ValueError, match="seed must be an integer in"):
+    with pytest.raises(ValueError, match="seed must be a 64-bit integer in"):
         CompareConfig(data=Path("t.csv"), seed=2**64)
     with pytest.raises(ValueError, match="iters must be <="):
         CompareConfig(data=Path("t.csv"), iters=10**13)
@@ -466,7 +393,7 @@ def test_outputs_of_an_earlier_version_are_recognised(tmp_path, capsys):
 
 
 def test_failure_mid_write_keeps_the_previous_good_set(tmp_path, capsys, monkeypatch):
-    import depthaccel.compare as cmp
+    import depthaccel.compare.outputs as cmp
 
     table = write_table(tmp_path / "data.csv")
     out = tmp_path / "out"
@@ -540,29 +467,6 @@ def test_roundoff_floor_scales_like_the_loss():
     assert 1e-16 * opt.loss < roundoff_floor(X, y_noisy, 2.0, opt.w) < 1e-12 * opt.loss
 
 
-def test_verdict_never_compares_gaps_at_round_off():
-    floor = 1e-29
-    base = model(fake("gd", 1, 1e-2, 3.7e-32, {1e-1: 90, 1e-3: 676, 1e-5: 900}))
-    deep = model(fake("gd", 2, 1e-2, 1e-10, {1e-1: 30, 1e-3: 220, 1e-5: None}))
-    names = {1e-1: "1e-1 of the initial gap", 1e-3: "1e-3 of the initial gap"}
-    v = verdict([base, deep], THR, 1000, 2.7e-30, floor=floor, threshold_names=names)
-    assert "220 vs 676 iterations to 1e-3 of the initial gap" in v.text
-    assert "never reaches a gap of 1e-05, which depth-1 gd reaches in 900 iterations" in v.text
-    assert "final gap 1e-10 vs the optimum to round-off for depth-1 gd" in v.text
-    assert "Final gaps at or below 1e-29, the round-off floor of this data" in v.text
-    assert v.answer == "slower"
-    # Both below the floor: converged, compared by iterations only; no ratio of gaps.
-    d0 = model(fake("gd", 2, 1e-2, 4e-31, {1e-1: 30, 1e-3: 220, 1e-5: 300}))
-    v0 = verdict([base, d0], THR, 1000, 2.7e-30, floor=floor, threshold_names=names)
-    assert "both end at the optimum to round-off" in v0.text
-    assert v0.speedup == pytest.approx(3.0) and v0.answer == "yes"
-    for text in (v.text, v0.text):
-        assert not re.search(r"e\+\d+x", text) and "x lower" not in text, text
-    # Thresholds at or below the floor are ignored.
-    v1 = verdict([base, d0], (1e-30,), 1000, 2.7e-30, floor=floor)
-    assert "iterations to" not in v1.text
-
-
 def test_exact_fit_end_to_end_reports_convergence_not_ratios(tmp_path, capsys):
     X, y = _exact_fit(m=60, d=3)
     f = tmp_path / "exact.csv"
@@ -576,7 +480,7 @@ def test_exact_fit_end_to_end_reports_convergence_not_ratios(tmp_path, capsys):
     report = (out / "REPORT.md").read_text()
     verdict_text = report.split("## Verdict")[1].split("##")[0]
     assert "to round-off" in verdict_text
-    assert "iterations to 1e-6 of the initial gap" in verdict_text
+    assert "to reach 1e-6 of the initial gap" in verdict_text  # iterations decide
     assert not re.search(r"\d(\.\d+)?e\+\d+x", verdict_text), verdict_text
     assert "(round-off) |" in report.split("## Best learning rate per model")[1]
 
@@ -641,3 +545,63 @@ def test_headerless_csv_is_refused_and_no_header_reads_it(tmp_path, capsys):
     assert code == 0
     report = (out / "REPORT.md").read_text()
     assert "`c3`" in report and "30" in report  # all 30 rows are data, target named c3
+
+
+def test_rates_within_the_round_off_floor_tie_and_iterations_decide(tmp_path, monkeypatch):
+    """run_compare selects with ``tie_tol`` = the data's round-off floor: two rates that
+    both end below the floor are tied, and the one that reached the thresholds first wins
+    (with ``tie_tol=0`` the lower rounding noise would win)."""
+    import depthaccel.compare.run as crun
+    from depthaccel.compare import run_compare
+    from depthaccel.sweep import SweepResult
+
+    X, y = _exact_fit(m=40, d=3)
+    f = tmp_path / "exact.csv"
+    np.savetxt(f, np.c_[X, y], delimiter=",", header="a,b,c,y", comments="")
+    seen = {}
+
+    def fake_sweep(X, y, p, runs, iters, *, thresholds, **kw):
+        floor = seen["floor"]  # computed by run_compare before it trains
+        out = []
+        for r in runs:  # lr 0.5 is fast but ends at 0.9 x floor, lr 0.1 slow at 0.1 x floor
+            fast = r.lr == 0.5
+            hits = {t: (10 if fast else 50) for t in thresholds}
+            final = (0.9 if fast else 0.1) * floor
+            out.append(
+                RunResult(r, np.array([0, iters]), np.array([1.0, final]), hits, final, False, None)
+            )
+        return SweepResult(out, 0, len(out), keys=[str(i) for i in range(len(out))])
+
+    real_floor = crun.roundoff_floor
+
+    def floor_seen(*args, **kw):
+        seen["floor"] = real_floor(*args, **kw)
+        return seen["floor"]
+
+    monkeypatch.setattr(crun, "roundoff_floor", floor_seen)
+    monkeypatch.setattr(crun, "sweep", fake_sweep)
+    cfg = CompareConfig(
+        data=f,
+        out=tmp_path / "o",
+        loss="l2",
+        standardize=False,
+        depths=(1,),
+        methods=("gd",),
+        lrs=(0.1, 0.5),
+        iters=100,
+        thresholds=(1e-3, 1e-6),
+    )
+    res = run_compare(cfg)
+    assert res.floor == seen["floor"] > 0
+    (m,) = res.models
+    assert m.best_lr == 0.5  # tie within the floor: fewer iterations decide
+
+
+def test_threads_are_restored_after_the_command(tmp_path, capsys):
+    table = write_table(tmp_path / "t.csv")
+    assert torch.get_num_threads() == 1  # the fixture's
+    argv = ["compare", "--data", str(table), "--out", str(tmp_path / "o"), *QUICK, "--threads", "2"]
+    assert run_cli(argv, capsys)[0] == 0
+    assert torch.get_num_threads() == 1
+    code, _ = run_cli([*argv, "--lrs", "-1"], capsys)  # an error path restores them too
+    assert code == 2 and torch.get_num_threads() == 1

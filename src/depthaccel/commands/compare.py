@@ -13,21 +13,26 @@ from depthaccel.compare import (
     DEFAULT_CHECKPOINT_EVERY,
     DEFAULT_ITERS,
     DEFAULT_LRS,
+    DEFAULT_METHODS,
     DEFAULT_RELATIVE_THRESHOLDS,
     MAX_ITERS,
-    SEED_RANGE,
     CompareConfig,
-    check_device,
-    parse_loss,
     run_compare,
 )
-from depthaccel.losses import MAX_P
+from depthaccel.compare.config import (
+    check_depth,
+    check_device,
+    check_int,
+    check_method,
+    check_positive,
+    check_seed,
+    parse_loss,
+)
 from depthaccel.outdir import OutputFolderError
 from depthaccel.reporting import format_lr
 from depthaccel.resources import MemoryEstimateError
 from depthaccel.store import StoreError
 from depthaccel.train import METHODS
-from depthaccel.train.runs import MAX_DEPTH
 
 _EPILOG = f"""\
 Models: every method at every depth (the Eq. 12 end-to-end scheme 'e2e' only at depths
@@ -62,7 +67,22 @@ Example:
 """
 
 
-def _csv_list(conv, what: str):
+def _arg(check):
+    """An argparse type from one of compare's validators (``depthaccel.compare.config``):
+    its ValueError becomes argparse's usage error (exit 2)."""
+
+    def parse(text: str):
+        try:
+            return check(text)
+        except ValueError as e:
+            raise argparse.ArgumentTypeError(str(e)) from None
+
+    return parse
+
+
+def _csv_list(check, what: str):
+    """A comma-separated list, each item through ``check``."""
+
     def parse(text: str):
         items = [s.strip() for s in text.split(",") if s.strip()]
         if not items:
@@ -70,86 +90,17 @@ def _csv_list(conv, what: str):
         out = []
         for s in items:
             try:
-                out.append(conv(s))
-            except (ValueError, argparse.ArgumentTypeError) as e:
+                out.append(check(s))
+            except ValueError as e:
                 raise argparse.ArgumentTypeError(f"bad {what} {s!r}: {e}") from None
         return tuple(out)
 
     return parse
 
 
-def _number(s: str) -> float:
-    try:
-        return float(s)
-    except ValueError:
-        raise ValueError("not a number") from None
-
-
-def _depth(s: str) -> int:
-    d = _number(s)
-    if not d.is_integer() or not 1 <= d <= MAX_DEPTH:
-        raise ValueError(f"depths are integers in [1, {MAX_DEPTH}]")
-    return int(d)
-
-
-def _method(s: str) -> str:
-    s = s.lower()
-    if s not in METHODS:
-        raise ValueError(f"choose from {', '.join(METHODS)}")
-    return s
-
-
-def _positive(s: str) -> float:
-    v = _number(s)
-    if not (v > 0 and v < float("inf")):
-        raise ValueError("must be a finite number > 0")
-    return v
-
-
 def _loss(s: str) -> str:
-    try:
-        p = parse_loss(s)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
-    if p > MAX_P:
-        raise argparse.ArgumentTypeError(
-            f"loss {s!r}: p must be <= {MAX_P:g} (beyond, |residual|^p overflows float64)"
-        )
+    parse_loss(s)
     return s.lower()
-
-
-def _int_at_least(lo: int, what: str, hi: int | None = None):
-    def parse(s: str) -> int:
-        try:
-            v = int(s)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{what} must be an integer, got {s!r}") from None
-        if v < lo:
-            raise argparse.ArgumentTypeError(f"{what} must be >= {lo}, got {v}")
-        if hi is not None and v > hi:
-            raise argparse.ArgumentTypeError(f"{what} must be <= {hi:.4g}, got {s}")
-        return v
-
-    return parse
-
-
-def _seed(s: str) -> int:
-    try:
-        v = int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--seed must be an integer, got {s!r}") from None
-    if not SEED_RANGE[0] <= v <= SEED_RANGE[1]:
-        raise argparse.ArgumentTypeError(
-            f"--seed must be a 64-bit integer in [{SEED_RANGE[0]}, {SEED_RANGE[1]}], got {s}"
-        )
-    return v
-
-
-def _device(s: str) -> str:
-    try:
-        return check_device(s)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -172,35 +123,35 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--target", default=None, metavar="COL", help="target column (default: the last column)"
     )
     p.add_argument(
-        "--loss", type=_loss, default="l4", help="l2, l4 or l<p> with p >= 2 (default: l4)"
+        "--loss", type=_arg(_loss), default="l4", help="l2, l4 or l<p> with p >= 2 (default: l4)"
     )
     p.add_argument(
         "--depths",
-        type=_csv_list(_depth, "depth"),
+        type=_csv_list(check_depth, "depth"),
         default=(1, 2, 3),
         help="comma-separated depths (default: 1,2,3)",
     )
     p.add_argument(
         "--methods",
-        type=_csv_list(_method, "method"),
-        default=("gd", "e2e", "adagrad", "adadelta", "adam"),
+        type=_csv_list(check_method, "method"),
+        default=DEFAULT_METHODS,
         help=f"comma-separated, from {','.join(METHODS)} (default: all)",
     )
     p.add_argument(
         "--iters",
-        type=_int_at_least(1, "--iters", MAX_ITERS),
+        type=_arg(lambda s: check_int("--iters", s, 1, MAX_ITERS)),
         default=DEFAULT_ITERS,
         help=f"full-batch iterations per run (default: {DEFAULT_ITERS})",
     )
     p.add_argument(
         "--lrs",
-        type=_csv_list(_positive, "learning rate"),
+        type=_csv_list(lambda s: check_positive("learning rates", s), "learning rate"),
         default=DEFAULT_LRS,
         help="comma-separated learning rates (default: 1e-4..1, two per decade)",
     )
     p.add_argument(
         "--thresholds",
-        type=_csv_list(_positive, "threshold"),
+        type=_csv_list(lambda s: check_positive("thresholds", s), "threshold"),
         default=None,
         help="comma-separated gap thresholds for iterations-to-reach "
         "(default: 1e-1..1e-6 times the initial gap)",
@@ -216,14 +167,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     p.add_argument(
         "--checkpoint-every",
-        type=_int_at_least(0, "--checkpoint-every"),
+        type=_arg(lambda s: check_int("--checkpoint-every", s, 0)),
         default=DEFAULT_CHECKPOINT_EVERY,
         metavar="K",
         help=f"save the training state every K iterations, 0 = never (default: {DEFAULT_CHECKPOINT_EVERY})",
     )
     p.add_argument(
         "--device",
-        type=_device,
+        type=_arg(check_device),
         default="cpu",
         help="torch device: cpu, cuda, cuda:1 (default: cpu)",
     )
@@ -245,7 +196,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="train on the raw values (default: z-score features and target)",
     )
     p.add_argument(
-        "--hidden", type=_int_at_least(1, "--hidden"), default=1, help="hidden width (default: 1)"
+        "--hidden",
+        type=_arg(lambda s: check_int("--hidden", s, 1)),
+        default=1,
+        help="hidden width (default: 1)",
     )
     p.add_argument(
         "--init",
@@ -259,7 +213,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         default=None,
         help="std of the initial Gaussian draws (default: the trainer's, 1e-3 for near_zero)",
     )
-    p.add_argument("--seed", type=_seed, default=0, help="initialisation seed (default: 0)")
+    p.add_argument(
+        "--seed",
+        type=_arg(lambda s: check_seed(s, "--seed")),
+        default=0,
+        help="initialisation seed (default: 0)",
+    )
     p.add_argument(
         "--convention",
         choices=("tf", "torch"),
@@ -268,7 +227,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     p.add_argument(
         "--threads",
-        type=_int_at_least(0, "--threads", jobs.MAX_THREADS),
+        type=_arg(lambda s: check_int("--threads", s, 0, jobs.MAX_THREADS)),
         default=1,
         help="torch CPU threads, 0 = torch's default (default: 1: these GEMMs are small, and "
         "extra threads slowed training 14x on a busy 2-core machine)",
@@ -280,14 +239,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 
 
 def run(args: argparse.Namespace) -> int:
+    """The command; torch's thread count (``--threads``) is restored afterwards, so a
+    caller in the same process (a test, a notebook) keeps its own."""
+    import torch
+
+    threads_before = torch.get_num_threads()
+    try:
+        return _run(args)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _run(args: argparse.Namespace) -> int:
     prog = "depthaccel compare"
-    if set(args.methods) == {"e2e"} and set(args.depths) == {1}:
-        print(
-            f"{prog}: error: nothing to run: the e2e scheme needs a depth > 1 (at depth 1 it "
-            "is GD); add a depth > 1 or another method",
-            file=sys.stderr,
-        )
-        return 2
     try:
         cfg = CompareConfig(
             data=args.data,

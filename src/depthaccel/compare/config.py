@@ -1,0 +1,296 @@
+"""The settings of ``depthaccel compare``: :class:`CompareConfig`, its validators (one per
+kind of value, shared with the CLI's argument types) and the grid of runs it describes."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from depthaccel.losses import MAX_P
+from depthaccel.train import CONVENTIONS, INITS, METHODS, Run
+from depthaccel.train.grid import log_grid
+from depthaccel.train.runs import MAX_DEPTH
+
+__all__ = [
+    "DEFAULT_CHECKPOINT_EVERY",
+    "DEFAULT_ITERS",
+    "DEFAULT_LRS",
+    "DEFAULT_METHODS",
+    "DEFAULT_RELATIVE_THRESHOLDS",
+    "MAX_ITERS",
+    "SEED_RANGE",
+    "CompareConfig",
+    "build_runs",
+    "check_depth",
+    "check_device",
+    "check_int",
+    "check_method",
+    "check_positive",
+    "check_seed",
+    "parse_loss",
+]
+
+#: Learning-rate grid: 1e-4 .. 1 with two rates per decade.
+DEFAULT_LRS: tuple[float, ...] = log_grid(1e-4, 1.0, 2)
+#: Default gap thresholds, as fractions of the initial gap L(0) - L*.
+DEFAULT_RELATIVE_THRESHOLDS: tuple[float, ...] = (1e-1, 1e-2, 1e-3, 1e-4, 1e-5, 1e-6)
+DEFAULT_METHODS: tuple[str, ...] = ("gd", "e2e", "adagrad", "adadelta", "adam")
+DEFAULT_ITERS = 10_000
+#: More iterations than this would take years at any speed the trainer reaches.
+MAX_ITERS = 10**12
+#: Seeds of torch's generator: a signed 64-bit integer.
+SEED_RANGE = (-(2**63), 2**63 - 1)
+DEFAULT_CHECKPOINT_EVERY = 2_000
+_NOTHING_TO_RUN = (
+    "nothing to run: the e2e scheme needs a depth > 1 (at depth 1 it is GD); "
+    "add a depth > 1 or another method"
+)
+
+
+# ------------------------------------------------------------------ one value at a time
+
+
+def parse_loss(name: str) -> float:
+    """``l2`` -> 2, ``l4`` -> 4, ``l<p>`` -> p for any real p >= 2 (e.g. ``l3``, ``l2.5``)."""
+    s = str(name).strip().lower()
+    try:
+        if not s.startswith("l"):
+            raise ValueError
+        p = float(s[1:])
+    except ValueError:
+        raise ValueError(
+            f"unknown loss {name!r}: use l2, l4, or l<p> with a real p >= 2 (e.g. l3)"
+        ) from None
+    if not (math.isfinite(p) and p >= 2):
+        raise ValueError(f"loss {name!r}: p must be a finite number >= 2, got {p:g}")
+    if p > MAX_P:
+        raise ValueError(
+            f"loss {name!r}: p must be <= {MAX_P:g} (beyond, |residual|^p overflows float64)"
+        )
+    return p
+
+
+def check_device(device: str) -> str:
+    """``cpu``, ``cuda`` or ``cuda:<index>`` (the devices the trainer supports); the
+    canonical spelling. Other torch devices (mps, meta, ...) raise ValueError."""
+    text = str(device).strip().lower()
+    try:
+        dev = torch.device(text)
+    except (RuntimeError, ValueError) as e:
+        raise ValueError(f"unknown device {device!r}: {e}") from None
+    if dev.type not in ("cpu", "cuda") or (dev.type == "cpu" and dev.index not in (None, 0)):
+        raise ValueError(f"unsupported device {device!r}: use cpu, cuda or cuda:<index>")
+    return str(dev)
+
+
+def _number(v: object) -> float:
+    """A real number from an int, a float or a string; ValueError otherwise (bools too)."""
+    if isinstance(v, str):
+        try:
+            return float(v)
+        except ValueError:
+            raise ValueError("not a number") from None
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+        raise ValueError(f"not a number: {v!r}")
+    return float(v)
+
+
+def check_int(name: str, v: object, lo: int, hi: int | None = None) -> int:
+    """``v`` as an int in ``[lo, hi]`` (``hi`` None: no upper bound); ints and strings of
+    digits only (not bools, not 1.5, not "1e3")."""
+    if isinstance(v, str):
+        try:
+            n = int(v.strip())
+        except ValueError:
+            raise ValueError(f"{name} must be an integer, got {v!r}") from None
+    elif isinstance(v, (int, np.integer)) and not isinstance(v, bool):
+        n = int(v)
+    elif isinstance(v, (float, np.floating)) and float(v).is_integer():
+        n = int(v)
+    else:
+        raise ValueError(f"{name} must be an integer, got {v!r}")
+    if n < lo:
+        raise ValueError(f"{name} must be >= {lo}, got {n}")
+    if hi is not None and n > hi:
+        raise ValueError(f"{name} must be <= {hi:.4g}, got {v}")
+    return n
+
+
+def check_depth(v: object) -> int:
+    """A depth: an integer in [1, ``MAX_DEPTH``] (``2.0`` and ``"2"`` are accepted)."""
+    try:
+        d = _number(v)
+    except ValueError:
+        d = math.nan
+    if not (d.is_integer() and 1 <= d <= MAX_DEPTH):
+        raise ValueError(f"depths are integers in [1, {MAX_DEPTH}], got {v!r}")
+    return int(d)
+
+
+def check_method(v: object) -> str:
+    """A method name among ``METHODS`` (case-insensitive)."""
+    s = str(v).strip().lower()
+    if s not in METHODS:
+        raise ValueError(f"unknown method {v!r}; choose from {', '.join(METHODS)}")
+    return s
+
+
+def check_positive(name: str, v: object) -> float:
+    """A finite number > 0."""
+    try:
+        x = _number(v)
+    except ValueError:
+        raise ValueError(f"{name} must be numbers, got {v!r}") from None
+    if not (math.isfinite(x) and x > 0):
+        raise ValueError(f"{name} must be finite and > 0, got {v!r}")
+    return x
+
+
+def check_seed(v: object, name: str = "seed") -> int:
+    """A seed of torch's generator: an integer in ``SEED_RANGE``."""
+    lo, hi = SEED_RANGE
+    if isinstance(v, str):
+        try:
+            n = int(v.strip())
+        except ValueError:
+            raise ValueError(f"{name} must be an integer, got {v!r}") from None
+    elif isinstance(v, bool) or int(v) != v:
+        raise ValueError(f"{name} must be an integer, got {v!r}")
+    else:
+        n = int(v)
+    if not lo <= n <= hi:
+        raise ValueError(f"{name} must be a 64-bit integer in [{lo}, {hi}], got {v}")
+    return n
+
+
+def _positive_sorted(name: str, values: Sequence[object]) -> tuple[float, ...]:
+    out = [check_positive(name, v) for v in values]
+    if not out:
+        raise ValueError(f"{name} must not be empty")
+    return tuple(sorted(set(out)))
+
+
+# ------------------------------------------------------------------------- the config
+
+
+@dataclass(frozen=True)
+class CompareConfig:
+    """Settings of ``depthaccel compare`` (the CLI's flags, same names and defaults).
+
+    Attributes:
+        data: the user's table (CSV or NPZ, see ``depthaccel.data.load_table``).
+        target: target column (default: the table's last column).
+        loss: ``l2``, ``l4`` or ``l<p>``.
+        depths: depths of the linear nets (integers >= 1).
+        methods: among gd, e2e, adagrad, adadelta, adam (e2e only at depths > 1).
+        iters: full-batch iterations per run.
+        lrs: the learning-rate grid (every method and depth).
+        thresholds: gap thresholds for iterations-to-reach; None = the fractions
+            ``DEFAULT_RELATIVE_THRESHOLDS`` of the initial gap L(0) - L*.
+        out: output directory (holds the results store too).
+        checkpoint_every: save the training state every this many iterations (None: never).
+        device, dtype: torch device and compute dtype (``float64`` or ``float32``).
+        standardize: z-score features and target (the paper's setup) before training.
+        header: CSV header row: None = required (an all-numeric first row is refused as a
+            probable headerless file), False = no header (columns ``c1 .. cn``).
+        hidden: hidden width of the nets (the paper uses 1).
+        init, init_scale: the initialisation (``near_zero``, ``identity`` or ``balanced``,
+            see ``depthaccel.train.Run``) and its scale (None: the trainer's default).
+        seed: seed of the initialisation.
+        convention: ``tf`` or ``torch`` defaults for the adaptive optimizers.
+        log_points: about this many logged iterations per curve.
+        force: write into an output folder that holds files depthaccel did not write
+            (``depthaccel.outdir``; files with an output's name are replaced).
+    """
+
+    data: Path
+    target: str | None = None
+    loss: str = "l4"
+    depths: tuple[int, ...] = (1, 2, 3)
+    methods: tuple[str, ...] = DEFAULT_METHODS
+    iters: int = DEFAULT_ITERS
+    lrs: tuple[float, ...] = DEFAULT_LRS
+    thresholds: tuple[float, ...] | None = None
+    out: Path = Path("compare-results")
+    checkpoint_every: int | None = DEFAULT_CHECKPOINT_EVERY
+    device: str = "cpu"
+    dtype: str = "float64"
+    standardize: bool = True
+    header: bool | None = None
+    hidden: int = 1
+    init: str = "near_zero"
+    init_scale: float | None = None
+    seed: int = 0
+    convention: str = "tf"
+    log_points: int = 1000
+    force: bool = False
+
+    def __post_init__(self) -> None:
+        set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731
+        set_("data", Path(self.data))
+        set_("out", Path(self.out))
+        parse_loss(self.loss)
+        if not self.depths:
+            raise ValueError("depths must not be empty")
+        set_("depths", tuple(sorted({check_depth(d) for d in self.depths})))
+        methods = [str(m).strip().lower() for m in self.methods]
+        unknown = [m for m in methods if m not in METHODS]
+        if unknown:
+            raise ValueError(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
+        if not methods:
+            raise ValueError("methods must not be empty")
+        set_("methods", tuple(dict.fromkeys(methods)))
+        if self.methods == ("e2e",) and self.depths == (1,):
+            raise ValueError(_NOTHING_TO_RUN)
+        set_("iters", check_int("iters", self.iters, 1, MAX_ITERS))
+        set_("lrs", _positive_sorted("learning rates", self.lrs))
+        if self.thresholds is not None:
+            set_("thresholds", _positive_sorted("thresholds", self.thresholds))
+        if self.checkpoint_every is not None:
+            set_("checkpoint_every", check_int("checkpoint_every", self.checkpoint_every, 1))
+        if self.dtype not in ("float32", "float64"):
+            raise ValueError(f"dtype must be float32 or float64, got {self.dtype!r}")
+        if self.convention not in CONVENTIONS:
+            raise ValueError(f"convention must be one of {CONVENTIONS}, got {self.convention!r}")
+        set_("hidden", check_int("hidden", self.hidden, 1))
+        if self.init not in INITS:
+            raise ValueError(f"unknown init {self.init!r}; choose from {', '.join(INITS)}")
+        if self.init_scale is not None and not (
+            math.isfinite(float(self.init_scale)) and float(self.init_scale) >= 0
+        ):
+            raise ValueError(f"init_scale must be finite and >= 0, got {self.init_scale!r}")
+        set_("seed", check_seed(self.seed))
+        set_("log_points", check_int("log_points", self.log_points, 2))
+        set_("device", check_device(self.device))
+
+    @property
+    def p(self) -> float:
+        return parse_loss(self.loss)
+
+
+def build_runs(cfg: CompareConfig) -> list[Run]:
+    """Every (method, depth, lr) of the grid; e2e only at depths > 1."""
+    runs = [
+        Run(
+            m,
+            lr,
+            depth=d,
+            hidden=cfg.hidden,
+            init=cfg.init,
+            init_scale=cfg.init_scale,
+            seed=cfg.seed,
+            convention=cfg.convention,
+        )
+        for m in cfg.methods
+        for d in cfg.depths
+        if not (m == "e2e" and d == 1)
+        for lr in cfg.lrs
+    ]
+    if not runs:
+        raise ValueError(_NOTHING_TO_RUN)
+    return runs

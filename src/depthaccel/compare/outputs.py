@@ -1,0 +1,211 @@
+"""The outputs of ``depthaccel compare``: summary.csv, curves.csv, compare.png and
+REPORT.md, written all-or-nothing into the guarded output folder."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import numpy as np
+
+from depthaccel.compare.config import CompareConfig
+from depthaccel.compare.result import CompareResult
+from depthaccel.outdir import OutputFolder
+from depthaccel.reporting import format_lr, pyplot
+from depthaccel.store import DEFAULT_FILENAME as STORE_FILENAME
+from depthaccel.train import METHODS
+
+__all__ = ["OUTPUT_NAMES", "STORE_NAMES", "output_folder", "write_outputs"]
+
+FLOOR_SHOWN_WITHIN = 1e3  # the plot draws the round-off floor when a gap comes this close
+
+#: The outputs ``run_compare`` writes into ``cfg.out`` (besides the results store).
+OUTPUT_NAMES = {
+    "summary": "summary.csv",
+    "curves": "curves.csv",
+    "plot": "compare.png",
+    "report": "REPORT.md",
+}
+#: The results store and SQLite's side files: always allowed in the output folder.
+STORE_NAMES = tuple(STORE_FILENAME + s for s in ("", "-wal", "-shm", "-journal"))
+
+
+#: How each output starts: recognises the outputs of a version without the manifest.
+_OUTPUT_HEADS = {
+    "summary.csv": b"run,method,depth,lr,final_gap,",
+    "curves.csv": b"run,iteration,gap",
+    "compare.png": b"\x89PNG\r\n\x1a\n",
+    "REPORT.md": b"# Does depth accelerate this problem?",
+}
+
+
+def _adopt_legacy(rel: str, path: Path) -> bool:
+    head = _OUTPUT_HEADS.get(rel)
+    if head is None:
+        return False
+    with open(path, "rb") as fh:
+        return fh.read(len(head)) == head
+
+
+def output_folder(cfg: CompareConfig) -> OutputFolder:
+    """The guarded output folder of ``cfg`` (see ``depthaccel.outdir``); outputs of an
+    earlier version (no manifest yet) are recognised by how they start."""
+    return OutputFolder(cfg.out, force=cfg.force, allowed=STORE_NAMES, adopt=_adopt_legacy)
+
+
+def _thr_col(t: float) -> str:
+    return f"first_hit_{t:.3g}"
+
+
+def _num(x: float | None) -> str:
+    if x is None:
+        return ""
+    return "nan" if not math.isfinite(x) else f"{x:.17g}"
+
+
+def _summary_csv(res: CompareResult, fh) -> None:
+    best_idx = {m.best_index for m in res.models if m.best_index is not None}
+    w = csv.writer(fh)
+    w.writerow(
+        ["run", "method", "depth", "lr", "final_gap", "diverged", "diverged_at"]
+        + [_thr_col(t) for t in res.thresholds]
+        + ["best_for_model", "label", "key"]
+    )
+    for i, r in enumerate(res.results):
+        w.writerow(
+            [i, r.run.method, f"{r.run.depth:g}", repr(r.run.effective_lr), _num(r.final_gap)]
+            + [int(r.diverged), "" if r.diverged_at is None else r.diverged_at]
+            + ["" if r.first_hit[t] is None else r.first_hit[t] for t in res.thresholds]
+            + [int(i in best_idx), f"{r.run.label()}, lr {format_lr(r.run.effective_lr)}"]
+            + [res.keys[i]]
+        )
+
+
+def _curves_csv(res: CompareResult, fh) -> None:
+    fh.write("run,iteration,gap\n")
+    for i, r in enumerate(res.results):
+        fh.writelines(
+            f"{i},{int(it)},{_num(float(g))}\n" for it, g in zip(r.iters, r.gap, strict=True)
+        )
+
+
+def write_outputs(res: CompareResult) -> dict[str, Path]:
+    """Write compare.png, summary.csv, curves.csv and REPORT.md into the output folder,
+    all-or-nothing: each is staged in a temporary file and the four are renamed into
+    place only once all were written (``depthaccel.outdir``), so an error, a kill or a
+    full disk midway leaves the previous set as it was."""
+    folder = output_folder(res.config)
+    paths = {k: res.config.out / name for k, name in OUTPUT_NAMES.items()}
+    with folder.staged() as stage:
+        with stage.open(paths["summary"], "w", newline="") as fh:
+            _summary_csv(res, fh)
+        with stage.open(paths["curves"], "w", newline="") as fh:
+            _curves_csv(res, fh)
+        stage.write_with(paths["plot"], lambda fh: _plot(res, fh))
+        stage.write(paths["report"], _report(res))
+    return paths
+
+
+def _plot(res: CompareResult, path) -> None:
+    """Gap vs iteration of each model at its best rate (colour: method, line style:
+    depth), log y; gaps below the round-off floor are drawn at the floor (a dashed grey
+    line): below it the curves are rounding noise. The legend sits to the right of the
+    axes, never over the curves."""
+    plt = pyplot()
+
+    colors = dict(zip(METHODS, plt.rcParams["axes.prop_cycle"].by_key()["color"], strict=False))
+    styles = ["-", "--", ":", "-.", (0, (5, 1)), (0, (3, 1, 1, 1))]
+    depths = sorted({m.depth for m in res.models})
+    fig, ax = plt.subplots(figsize=(9.5, 4.8), layout="constrained")
+    floor = res.floor if res.floor > 0 else None
+    lowest = np.inf
+    for m in res.models:
+        if m.best is None:
+            continue
+        x = np.asarray(m.best.iters, dtype=float)
+        y = np.asarray(m.best.gap, dtype=float)
+        if floor is not None:
+            y = np.where(np.isfinite(y), np.maximum(y, floor), y)
+        keep = np.isfinite(y) & (y > 0)
+        if keep.any():
+            lowest = min(lowest, float(y[keep].min()))
+        ax.plot(
+            x[keep],
+            y[keep],
+            color=colors.get(m.method),
+            linestyle=styles[depths.index(m.depth) % len(styles)],
+            label=f"{m.label}, lr {format_lr(m.best_lr)}",
+        )
+    if floor is not None and lowest <= FLOOR_SHOWN_WITHIN * floor:
+        # only where a curve comes near it: a far-away line would squash every curve
+        ax.axhline(floor, color="0.5", lw=0.8, ls=(0, (4, 3)), label=f"round-off floor {floor:.2g}")
+    ax.set_yscale("log")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel("loss - optimum")
+    ax.set_title(
+        f"{res.config.data.name}: l{res.config.p:g} loss, best learning rate per model", fontsize=10
+    )
+    ax.grid(True, which="major", alpha=0.3)
+    fig.legend(loc="outside right upper", fontsize=7.5, frameon=False)
+    fig.savefig(path, dpi=110, format="png")
+    plt.close(fig)
+
+
+def _report(res: CompareResult) -> str:
+    cfg = res.config
+    ds = res.dataset
+    lines = [
+        "# Does depth accelerate this problem?",
+        "",
+        f"Data: `{cfg.data}` ({ds.X.shape[0]} rows x {ds.X.shape[1]} features, target "
+        f"`{ds.target_name}`, {'standardised' if cfg.standardize else 'raw values'}). "
+        f"Loss: l{cfg.p:g}, optimum L* = {res.optimum:.10g}; initial gap L(0) - L* = "
+        f"{res.initial_gap:.4g}; round-off floor of the gap {res.floor:.3g} (final gaps "
+        "at or below it are the optimum reached; summary.csv keeps the raw numbers).",
+        "",
+        f"Grid: methods {', '.join(cfg.methods)}; depths {', '.join(map(str, cfg.depths))} "
+        f"(e2e at depths > 1 only); hidden width {cfg.hidden}; {cfg.init} init"
+        f"{'' if cfg.init_scale is None else f' (scale {cfg.init_scale:g})'}, seed "
+        f"{cfg.seed}; adaptive optimizers with {cfg.convention} defaults; learning rates "
+        f"{', '.join(format_lr(x) for x in cfg.lrs)}; {cfg.iters} full-batch iterations; "
+        f"{cfg.device}, {cfg.dtype}. {len(res.results)} runs: {res.reused} reused from the "
+        f"store, {res.computed} trained (executor: {res.executor}); {res.wall_time:.1f} s.",
+        "",
+        "## Verdict",
+        "",
+        res.verdict.text,
+        "",
+        "## Best learning rate per model",
+        "",
+        "Final gap and the first iteration at which the gap falls below each threshold "
+        "(\u2014: not reached in the run).",
+        "",
+    ]
+    head = ["model", "best lr", "final gap"] + [f"gap < {t:.3g}" for t in res.thresholds]
+    head += ["diverged rates", "best on grid edge"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for m in res.models:
+        if m.best is None:
+            cells = [m.label, "\u2014", "all diverged"] + ["\u2014"] * len(res.thresholds)
+        else:
+            gap = m.best.final_gap
+            shown = f"{gap:.4g}" if gap > res.floor else f"\u2264 {res.floor:.2g} (round-off)"
+            cells = [m.label, format_lr(m.best_lr), shown] + [
+                "\u2014" if m.best.first_hit[t] is None else str(m.best.first_hit[t])
+                for t in res.thresholds
+            ]
+        cells += [f"{m.n_diverged}/{len(m.indices)}", "yes" if m.on_edge else "no"]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "![gap vs iteration](compare.png)",
+        "",
+        "Files: `compare.png` (gap vs iteration, best rate per model, log scale), "
+        "`summary.csv` (one row per run; `best_for_model` marks each model's chosen rate), "
+        "`curves.csv` (run, iteration, gap; `run` is the row of summary.csv), and the "
+        "results store `" + (res.store_path.name if res.store_path else "") + "` "
+        "(re-running the same command reuses its runs).",
+        "",
+    ]
+    return "\n".join(lines)
