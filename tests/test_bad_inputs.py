@@ -206,3 +206,123 @@ def test_tables_the_csv_module_cannot_parse_give_one_line(tmp_path, capsys, cont
     data.write_text(content)
     code, _, err = cli(["compare", "--data", data, "--out", tmp_path / "o", *S], capsys)
     assert code == 1 and str(data) in err and len(err.strip().splitlines()) == 1
+
+
+# --------------------------------------------------------------------- damaged store
+
+
+def _flip(path: Path, offset: int, n: int = 1) -> None:
+    b = bytearray(path.read_bytes())
+    for i in range(offset, offset + n):
+        b[i] ^= 0xFF
+    path.write_bytes(bytes(b))
+
+
+def test_every_store_read_of_a_damaged_file_is_a_store_error(tmp_path):
+    # A byte flipped anywhere past the header page: every read either works (the byte
+    # was not used, or a checksum caught it) or raises StoreError naming the file;
+    # never a raw sqlite3 error ("database disk image is malformed", "Could not decode").
+    import shutil
+    import sys
+    import warnings
+
+    import depthaccel.store as store
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from store_fixtures import make_run
+
+    base = tmp_path / "base.sqlite"
+    with store.Store(base) as st:
+        runs = [make_run(store, i, n=200) for i in range(40)]
+        st.put_runs(runs)
+        st.save_checkpoint("g", [runs[0].key], 5, b"x" * 3000)
+    keys = [r.key for r in runs]
+    errors = 0
+    for offset in range(4096, base.stat().st_size, 997):
+        p = tmp_path / "c.sqlite"
+        shutil.copy(base, p)
+        _flip(p, offset)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", store.StoreIntegrityWarning)
+                with store.Store(p) as st:
+                    st.get_runs(keys)
+                    st.get_run(keys[0])
+                    st.run_keys()
+                    st.count_runs()
+                    st.load_checkpoint("g")
+                    st.checkpoints()
+                    st.get_task("t")
+        except store.StoreError as e:
+            errors += 1
+            msg = str(e)
+            assert str(p) in msg and "\n" not in msg
+            assert "damaged" in msg or "not a usable depthaccel store" in msg
+    assert errors >= 3  # 13 of 189 offsets with SQLite 3.40
+
+
+def test_compare_on_a_damaged_store_is_one_line_exit_1(tmp_path, capsys):
+    data = good_csv(tmp_path / "good.csv")
+    out = tmp_path / "o"
+    argv = ["compare", "--data", data, "--out", out, *S]
+    assert cli(argv, capsys)[0] == 0
+    db = out / "depthaccel-store.sqlite"
+    _flip(db, 4096, 100)  # the header of the runs table's root page
+    code, _, err = cli(argv, capsys)
+    assert code == 1 and str(db) in err and "none of its finished runs are reused" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_a_full_disk_while_opening_a_healthy_store_does_not_blame_the_file(tmp_path, monkeypatch):
+    import sqlite3
+
+    import depthaccel.store as store
+
+    store.Store(tmp_path / "s.sqlite").close()
+    real = sqlite3.connect
+
+    class FullDisk:
+        def __init__(self, conn):
+            self._c = conn
+
+        def __getattr__(self, name):
+            return getattr(self._c, name)
+
+        def execute(self, sql, *a):
+            if sql.startswith("PRAGMA journal_mode"):
+                e = sqlite3.OperationalError("database or disk is full")
+                e.sqlite_errorcode = sqlite3.SQLITE_FULL
+                raise e
+            return self._c.execute(sql, *a)
+
+    monkeypatch.setattr(store.sqlite3, "connect", lambda *a, **k: FullDisk(real(*a, **k)))
+    with pytest.raises(store.StoreError) as e:
+        store.Store(tmp_path / "s.sqlite")
+    msg = str(e.value)
+    assert "disk is full" in msg and "not a usable" not in msg and "move the file" not in msg
+
+
+def test_a_manifest_that_is_a_folder_is_refused_before_anything_is_written(tmp_path, capsys):
+    data = good_csv(tmp_path / "good.csv")
+    out = tmp_path / "o"
+    (out / MANIFEST_NAME).mkdir(parents=True)
+    code, _, err = cli(["compare", "--data", data, "--out", out, *S, "--force"], capsys)
+    assert code == 2 and MANIFEST_NAME in err and "Errno" not in err
+    assert sorted(p.name for p in out.iterdir()) == [MANIFEST_NAME]  # no store created
+
+
+def test_a_retrained_corrupt_run_is_reported_in_one_clean_line(tmp_path, capsys):
+    import sqlite3
+
+    data = good_csv(tmp_path / "good.csv")
+    out = tmp_path / "o"
+    argv = ["compare", "--data", data, "--out", out, *S]
+    assert cli(argv, capsys)[0] == 0
+    with sqlite3.connect(out / "depthaccel-store.sqlite") as c:  # bit rot in one value
+        c.execute("UPDATE runs SET final_gap = final_gap * 2 WHERE rowid = 1")
+    c.close()
+    code, out_text, err = cli(argv, capsys)
+    assert code == 0 and "1 trained" in out_text
+    lines = [ln for ln in err.splitlines() if "checksum" in ln]
+    assert len(lines) == 1 and lines[0].startswith("depthaccel: warning: store ")
+    assert ".py:" not in err and "StoreIntegrityWarning" not in err

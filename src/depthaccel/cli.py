@@ -14,6 +14,7 @@ import importlib.metadata
 import os
 import platform
 import sys
+import warnings
 
 # Sub-command modules under depthaccel.commands, in the order --help lists them.
 COMMANDS: tuple[str, ...] = ("reproduce", "demo", "compare", "data")
@@ -64,6 +65,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Warnings reach a command's user as one line, without Python's source location."""
+    text = " ".join(str(message).split())
+    print(f"depthaccel: warning: {text}", file=file or sys.stderr, flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -71,7 +78,9 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args.func(args) or 0)
+        with warnings.catch_warnings():
+            warnings.showwarning = _one_line_warning
+            return int(args.func(args) or 0)
     except BrokenPipeError:  # e.g. `depthaccel data where | head`: not an error of ours
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
         return 0

@@ -196,6 +196,12 @@ class OutputFolder:
         root = self.root
         if root.exists() and not root.is_dir():
             raise OutputFolderError(f"output folder {str(root)!r} is a file, not a folder")
+        man = self.manifest_path
+        if man.is_symlink() or (man.exists() and not man.is_file()):
+            raise OutputFolderError(
+                f"{str(man)!r} is not depthaccel's manifest file (a folder, link or other "
+                "non-file has its name); move it away"
+            )
         targets = [self._abs(o) for o in outputs] + [self.manifest_path]
         for inp in inputs:
             for t in targets:

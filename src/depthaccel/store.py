@@ -141,6 +141,53 @@ class StoreError(ValueError):
     """The store file is corrupt, foreign, or from an incompatible version."""
 
 
+#: SQLite result codes that say nothing about the file's content: the disk, the
+#: permissions or another process (the store itself may be healthy).
+_ENVIRONMENT_CODES = {
+    getattr(sqlite3, name)
+    for name in (
+        "SQLITE_FULL",
+        "SQLITE_IOERR",
+        "SQLITE_READONLY",
+        "SQLITE_BUSY",
+        "SQLITE_LOCKED",
+        "SQLITE_CANTOPEN",
+        "SQLITE_PERM",
+        "SQLITE_NOMEM",
+    )
+    if hasattr(sqlite3, name)
+}
+_ENVIRONMENT_WORDS = (
+    "disk is full",
+    "disk i/o",
+    "readonly",
+    "read-only",
+    "locked",
+    "unable to open",
+)
+
+
+def _is_environment_error(e: sqlite3.Error) -> bool:
+    """True when SQLite's error is about the disk, permissions or locking, not a damaged
+    file (extended result codes carry the primary code in their low byte)."""
+    code = getattr(e, "sqlite_errorcode", None)
+    if code is not None:
+        return (int(code) & 0xFF) in _ENVIRONMENT_CODES
+    return any(w in str(e).lower() for w in _ENVIRONMENT_WORDS)
+
+
+#: Errors SQLite raises for a damaged file ("database disk image is malformed", text
+#: that does not decode); not their subclasses for misuse (IntegrityError, ...).
+_FILE_ERRORS = (sqlite3.DatabaseError, sqlite3.OperationalError, sqlite3.InternalError)
+
+
+def _damaged(path: Path, e: BaseException) -> StoreError:
+    return StoreError(
+        f"the store {path} is damaged (SQLite says: {e}); none of its finished runs are "
+        "reused. Move the file away (a new store is then created) or restore it from a copy."
+    )
+
+
 class StoreIntegrityWarning(UserWarning):
     """A stored run or checkpoint failed its checksum (or is unverified): it is not used."""
 
@@ -328,6 +375,8 @@ class Store:
             self._conn.execute("PRAGMA synchronous = NORMAL")
         except sqlite3.DatabaseError as e:
             self._conn.close()
+            if _is_environment_error(e):
+                raise StoreError(f"cannot open the store {p}: {e}") from e
             raise StoreError(
                 f"{p} is not a usable depthaccel store (SQLite says: {e}); "
                 "it was left untouched. Choose another output directory or move the file away."
@@ -494,8 +543,25 @@ class Store:
                 if c.in_transaction:
                     c.execute("ROLLBACK")
                 raise
-        except sqlite3.OperationalError as e:  # locked past the timeout, read-only, disk full
-            raise StoreError(f"cannot write to the store {self.path}: {e}") from e
+        except sqlite3.Error as e:
+            raise self._mapped("write to", e) from e
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        """All rows of one query; an SQLite error is a one-line :class:`StoreError`
+        naming the file (a damaged file, or the disk/lock problem SQLite reports)."""
+        try:
+            return self._conn.execute(sql, params).fetchall()
+        except sqlite3.Error as e:
+            raise self._mapped("read", e) from e
+
+    def _mapped(self, action: str, e: sqlite3.Error) -> BaseException:
+        """The one-line :class:`StoreError` for an SQLite error of the file or the disk
+        (``e`` itself for errors of the calling code, e.g. a bad parameter)."""
+        if _is_environment_error(e):  # locked past the timeout, read-only, disk full
+            return StoreError(f"cannot {action} the store {self.path}: {e}")
+        if type(e) in _FILE_ERRORS:  # malformed pages, undecodable text
+            return _damaged(self.path, e)
+        return e
 
     # -- runs ----------------------------------------------------------------------
 
@@ -508,8 +574,8 @@ class Store:
 
     def get_run(self, key: str) -> StoredRun | None:
         """The verified run stored under ``key``, or None (absent, or failed its checksum)."""
-        row = self._conn.execute("SELECT * FROM runs WHERE key = ?", (key,)).fetchone()
-        return None if row is None else self._verified_run(row)
+        rows = self._read("SELECT * FROM runs WHERE key = ?", (key,))
+        return None if not rows else self._verified_run(rows[0])
 
     def get_runs(self, keys: Iterable[str]) -> dict[str, StoredRun]:
         """The stored runs among ``keys``, by key (missing keys are absent; so are runs that
@@ -519,17 +585,17 @@ class Store:
         for i in range(0, len(keys), 500):
             chunk = keys[i : i + 500]
             q = f"SELECT * FROM runs WHERE key IN ({','.join('?' * len(chunk))})"
-            for row in self._conn.execute(q, chunk):
+            for row in self._read(q, chunk):
                 run = self._verified_run(row)
                 if run is not None:
                     out[row["key"]] = run
         return out
 
     def run_keys(self) -> list[str]:
-        return [r[0] for r in self._conn.execute("SELECT key FROM runs ORDER BY created_at, key")]
+        return [r[0] for r in self._read("SELECT key FROM runs ORDER BY created_at, key")]
 
     def count_runs(self) -> int:
-        return int(self._conn.execute("SELECT COUNT(*) FROM runs").fetchone()[0])
+        return int(self._read("SELECT COUNT(*) FROM runs")[0][0])
 
     def delete_runs(self, keys: Iterable[str]) -> None:
         self._write(("DELETE FROM runs WHERE key = ?", (k,)) for k in keys)
@@ -554,11 +620,10 @@ class Store:
     def load_checkpoint(self, group: str) -> Checkpoint | None:
         """The group's verified checkpoint, or None (none saved, or it failed its checksum:
         reported with a :class:`StoreIntegrityWarning`, and the group starts over)."""
-        row = self._conn.execute(
-            "SELECT * FROM checkpoints WHERE group_key = ?", (group,)
-        ).fetchone()
-        if row is None:
+        rows = self._read("SELECT * FROM checkpoints WHERE group_key = ?", (group,))
+        if not rows:
             return None
+        row = rows[0]
         if row["checksum"] is None:
             self._warn(f"checkpoint {group} has no checksum (written by store schema 1)")
             return None
@@ -584,7 +649,7 @@ class Store:
         where = " WHERE run_keys != '[]'" if of_runs else ""
         return [
             (r[0], int(r[1]))
-            for r in self._conn.execute(f"SELECT group_key, iteration FROM checkpoints{where}")
+            for r in self._read(f"SELECT group_key, iteration FROM checkpoints{where}")
         ]
 
     def delete_checkpoint(self, group: str) -> None:
@@ -627,13 +692,16 @@ class Store:
         """The verified JSON result of the task ``key``, or None (absent, or failed its
         checksum: reported with a :class:`StoreIntegrityWarning`, and it is recomputed)."""
         try:
-            row = self._conn.execute("SELECT * FROM tasks WHERE key = ?", (key,)).fetchone()
+            rows = self._conn.execute("SELECT * FROM tasks WHERE key = ?", (key,)).fetchall()
         except sqlite3.OperationalError as e:
             if "no such table" in str(e):
                 return None  # a store that has never held a task result
-            raise
-        if row is None:
+            rows = self._read("SELECT * FROM tasks WHERE key = ?", (key,))  # raises StoreError
+        except sqlite3.Error:
+            rows = self._read("SELECT * FROM tasks WHERE key = ?", (key,))  # raises StoreError
+        if not rows:
             return None
+        row = rows[0]
         try:
             ok = row_checksum([row[c] for c in _TASK_COLUMNS]) == row["checksum"]
         except TypeError:
