@@ -36,7 +36,8 @@ from depthaccel.train import METHODS
 
 _EPILOG = f"""\
 Models: every method at every depth (the Eq. 12 end-to-end scheme 'e2e' only at depths
-> 1; at depth 1 it is plain GD), hidden width --hidden (1, as in the paper), --init
+> 1; at depth 1 it is plain GD), hidden width --hidden (k, the
+number of outputs: 1 for one target, as in the paper), --init
 (near-zero by default); each model at every learning rate of --lrs (default
 {", ".join(format_lr(x) for x in DEFAULT_LRS)}). Each model's best rate is the one with
 the lowest final gap (ties: fewer iterations to reach the thresholds); diverged runs are
@@ -120,7 +121,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "--data", required=True, metavar="FILE", help="the table (.csv, .csv.gz, .tsv, .npz)"
     )
     p.add_argument(
-        "--target", default=None, metavar="COL", help="target column (default: the last column)"
+        "--target",
+        default=None,
+        metavar="COL",
+        help="target column (default: the last column); several, comma-separated "
+        "(a,b,c), for a multi-output regression with one output per target",
     )
     p.add_argument(
         "--loss", type=_arg(_loss), default="l4", help="l2, l4 or l<p> with p >= 2 (default: l4)"
@@ -198,8 +203,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p.add_argument(
         "--hidden",
         type=_arg(lambda s: check_int("--hidden", s, 1)),
-        default=1,
-        help="hidden width (default: 1)",
+        default=None,
+        help="hidden width (default: the number of outputs k; 1 for one target, as in the paper)",
     )
     p.add_argument(
         "--init",

@@ -184,7 +184,8 @@ class CompareConfig:
 
     Attributes:
         data: the user's table (CSV or NPZ, see ``depthaccel.data.load_table``).
-        target: target column (default: the table's last column).
+        target: target column (default: the table's last column); several columns,
+            comma-separated (``"a,b,c"``), make a multi-output problem (k = their number).
         loss: ``l2``, ``l4`` or ``l<p>``.
         depths: depths of the linear nets (integers >= 1).
         methods: among gd, e2e, adagrad, adadelta, adam (e2e only at depths > 1).
@@ -198,7 +199,9 @@ class CompareConfig:
         standardize: z-score features and target (the paper's setup) before training.
         header: CSV header row: None = required (an all-numeric first row is refused as a
             probable headerless file), False = no header (columns ``c1 .. cn``).
-        hidden: hidden width of the nets (the paper uses 1).
+        hidden: hidden width of the nets; None: the number of outputs k (1 for one
+            target, as in the paper: the smallest width that keeps the net as expressive
+            as a single k x d layer when k <= d).
         init, init_scale: the initialisation (``near_zero``, ``identity`` or ``balanced``,
             see ``depthaccel.train.Run``) and its scale (None: the trainer's default).
         seed: seed of the initialisation.
@@ -222,7 +225,7 @@ class CompareConfig:
     dtype: str = "float64"
     standardize: bool = True
     header: bool | None = None
-    hidden: int = 1
+    hidden: int | None = None
     init: str = "near_zero"
     init_scale: float | None = None
     seed: int = 0
@@ -257,7 +260,8 @@ class CompareConfig:
             raise ValueError(f"dtype must be float32 or float64, got {self.dtype!r}")
         if self.convention not in CONVENTIONS:
             raise ValueError(f"convention must be one of {CONVENTIONS}, got {self.convention!r}")
-        set_("hidden", check_int("hidden", self.hidden, 1))
+        if self.hidden is not None:
+            set_("hidden", check_int("hidden", self.hidden, 1))
         if self.init not in INITS:
             raise ValueError(f"unknown init {self.init!r}; choose from {', '.join(INITS)}")
         if self.init_scale is not None and not (
@@ -273,14 +277,15 @@ class CompareConfig:
         return parse_loss(self.loss)
 
 
-def build_runs(cfg: CompareConfig) -> list[Run]:
-    """Every (method, depth, lr) of the grid; e2e only at depths > 1."""
+def build_runs(cfg: CompareConfig, k: int = 1) -> list[Run]:
+    """Every (method, depth, lr) of the grid; e2e only at depths > 1; ``k`` outputs (the
+    hidden width when ``cfg.hidden`` is None)."""
     runs = [
         Run(
             m,
             lr,
             depth=d,
-            hidden=cfg.hidden,
+            hidden=k if cfg.hidden is None else cfg.hidden,
             init=cfg.init,
             init_scale=cfg.init_scale,
             seed=cfg.seed,

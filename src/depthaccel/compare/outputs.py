@@ -152,20 +152,28 @@ def _plot(res: CompareResult, path) -> None:
     plt.close(fig)
 
 
+def _targets(name: str) -> str:
+    names = name.split(",")
+    if len(names) == 1:
+        return f"target `{name}`"
+    return f"{len(names)} targets (outputs) " + ", ".join(f"`{n}`" for n in names)
+
+
 def _report(res: CompareResult) -> str:
     cfg = res.config
     ds = res.dataset
     lines = [
         "# Does depth accelerate this problem?",
         "",
-        f"Data: `{cfg.data}` ({ds.X.shape[0]} rows x {ds.X.shape[1]} features, target "
-        f"`{ds.target_name}`, {'standardised' if cfg.standardize else 'raw values'}). "
-        f"Loss: l{cfg.p:g}, optimum L* = {res.optimum:.10g}; initial gap L(0) - L* = "
+        f"Data: `{cfg.data}` ({ds.X.shape[0]} rows x {ds.X.shape[1]} features, "
+        f"{_targets(ds.target_name)}, {'standardised' if cfg.standardize else 'raw values'}). "
+        f"Loss: l{cfg.p:g}, optimum L* = {res.optimum:.10g} (float64; gradient norm there "
+        f"{res.certificate:.2g}); initial gap L(0) - L* = "
         f"{res.initial_gap:.4g}; round-off floor of the gap {res.floor:.3g} (final gaps "
         "at or below it are the optimum reached; summary.csv keeps the raw numbers).",
         "",
         f"Grid: methods {', '.join(cfg.methods)}; depths {', '.join(map(str, cfg.depths))} "
-        f"(e2e at depths > 1 only); hidden width {cfg.hidden}; {cfg.init} init"
+        f"(e2e at depths > 1 only); hidden width {res.runs[0].hidden}; {cfg.init} init"
         f"{'' if cfg.init_scale is None else f' (scale {cfg.init_scale:g})'}, seed "
         f"{cfg.seed}; adaptive optimizers with {cfg.convention} defaults; learning rates "
         f"{', '.join(format_lr(x) for x in cfg.lrs)}; {cfg.iters} full-batch iterations; "

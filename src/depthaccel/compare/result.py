@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,4 +36,5 @@ class CompareResult:
     outputs: dict[str, Path] = field(default_factory=dict)
     resumed: dict[str, int] = field(default_factory=dict)
     floor: float = 0.0  # round-off floor of the gap (``roundoff_floor``)
+    certificate: float = math.nan  # gradient norm of the loss at the computed optimum
     executor: str = "local (this process)"  # what trained the runs (``_executor_words``)

@@ -63,8 +63,8 @@ def run_compare(
     folder.check(outputs=[*OUTPUT_NAMES.values(), *STORE_NAMES], inputs=[cfg.data])
     ds = load_table(cfg.data, cfg.target, standardize=cfg.standardize, header=cfg.header)
     p = cfg.p
-    runs = build_runs(cfg)
     Y = ds.y.reshape(len(ds.y), -1)
+    runs = build_runs(cfg, k=Y.shape[1])
     dtype = getattr(torch, cfg.dtype)
     check_train_memory(
         runs,
@@ -89,7 +89,8 @@ def run_compare(
     names = _threshold_names(thresholds, g0, cfg.thresholds is None)
     folder.prepare()
     say(
-        f"compare: {ds.X.shape[0]} rows x {ds.X.shape[1]} features, l{p:g} loss "
+        f"compare: {ds.X.shape[0]} rows x {ds.X.shape[1]} features"
+        f"{'' if Y.shape[1] == 1 else f' x {Y.shape[1]} outputs'}, l{p:g} loss "
         f"(L* = {opt.loss:.6g}, round-off floor of the gap {floor:.3g}); {len(runs)} runs x "
         f"{cfg.iters} iterations"
     )
@@ -135,6 +136,7 @@ def run_compare(
         resumed=sw.resumed,
         store_path=sw.store_path,
         floor=floor,
+        certificate=opt.grad_norm,
         executor="local (this process)" if executor is None else _executor_words(executor),
     )
     res.wall_time = time.perf_counter() - t0

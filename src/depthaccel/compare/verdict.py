@@ -130,10 +130,10 @@ def _headline(main: Comparison, vs_ad: Comparison | None) -> tuple[str, str]:
     vs = f"{main.b.label} vs {main.a.label}"
     if vs_ad is not None and vs_ad.outcome == "better":
         who, deep = vs_ad.b.label, vs_ad.a.label
-        ad = f"but single-layer {who} beats {deep}"
+        ad = f"but {who} beats {deep}"
         forms = [
-            f"{lead}: {main.key()}; but single-layer {vs_ad.key()}.",
-            f"{lead}: {main.key(numbers=False)}; but single-layer {vs_ad.key(numbers=False)}.",
+            f"{lead}: {main.key()}; but {vs_ad.key()}.",
+            f"{lead}: {main.key(numbers=False)}; but {vs_ad.key(numbers=False)}.",
             f"{lead}: {main.key(numbers=False)}; {ad}.",
             f"{lead} ({vs}: {main.key(terse=True)}); {ad}: {vs_ad.key(terse=True)}.",
             f"{lead} ({vs}: {main.key(terse=True)}); {ad}.",

@@ -163,16 +163,24 @@ def check_finite(values: np.ndarray, names: Sequence[str], where: str) -> None:
 def _split_target(
     columns: list[str], values: np.ndarray, target: str | None, where: str
 ) -> tuple[np.ndarray, np.ndarray, list[str], str]:
+    """Features and target; ``target`` may name several columns, comma-separated
+    (``"a,b,c"``: y is (m, k), in that order)."""
     if target is None:
         target = columns[-1]
-    if target not in columns:
-        raise ValueError(f"{where}: no target column {target!r}; available columns: {columns}")
-    if len(columns) < 2:
+    names = [target] if target in columns else [t.strip() for t in target.split(",")]
+    for t in names:
+        if t not in columns:
+            raise ValueError(f"{where}: no target column {t!r}; available columns: {columns}")
+    twice = sorted({t for t in names if names.count(t) > 1})
+    if twice:
+        raise ValueError(f"{where}: target column(s) {twice} named more than once")
+    if len(columns) <= len(names):
         raise ValueError(f"{where}: needs at least one feature column besides target {target!r}")
-    t = columns.index(target)
-    feats = [c for i, c in enumerate(columns) if i != t]
-    X = np.delete(values, t, axis=1)
-    return X, values[:, t].copy(), feats, target
+    idx = [columns.index(t) for t in names]
+    feats = [c for i, c in enumerate(columns) if i not in idx]
+    X = np.delete(values, idx, axis=1)
+    y = values[:, idx[0]].copy() if len(idx) == 1 else values[:, idx].copy()
+    return X, y, feats, ",".join(names)
 
 
 _ZIP_MAGIC = b"PK\x03\x04"
@@ -333,6 +341,7 @@ def _check_raw_scale(X, y, feats, tname, path) -> None:
 
 def _standardize_named(X, y, feats, tname, path):
     try:
-        return standardize(X, y, feature_names=feats, target_name=tname)
+        names = tname.split(",") if y.ndim == 2 else tname
+        return standardize(X, y, feature_names=feats, target_name=names)
     except ValueError as exc:
         raise ValueError(f"{path}: {exc}") from None
