@@ -131,12 +131,14 @@ def _headline(main: Comparison, vs_ad: Comparison | None) -> tuple[str, str]:
     if vs_ad is not None and vs_ad.outcome == "better":
         who, deep = vs_ad.b.label, vs_ad.a.label
         ad = f"but {who} beats {deep}"
+        short = f"{lead} ({main.b.label}: {main.key(terse=True)}); but {who} beats it"
         forms = [
             f"{lead}: {main.key()}; but {vs_ad.key()}.",
             f"{lead}: {main.key(numbers=False)}; but {vs_ad.key(numbers=False)}.",
             f"{lead}: {main.key(numbers=False)}; {ad}.",
             f"{lead} ({vs}: {main.key(terse=True)}); {ad}: {vs_ad.key(terse=True)}.",
-            f"{lead} ({vs}: {main.key(terse=True)}); {ad}.",
+            f"{short}: {vs_ad.key(terse=True)}.",
+            f"{short}.",
             f"{lead}; {ad}.",
         ]
     else:
@@ -144,6 +146,7 @@ def _headline(main: Comparison, vs_ad: Comparison | None) -> tuple[str, str]:
             f"{lead}: {main.key()}.",
             f"{lead}: {main.key(numbers=False)}.",
             f"{lead} ({vs}): {main.key(terse=True)}.",
+            f"{lead} ({main.b.label}): {main.key(terse=True)}.",
             f"{lead}.",
         ]
     return answer, _fit(forms)
