@@ -326,3 +326,202 @@ def test_a_retrained_corrupt_run_is_reported_in_one_clean_line(tmp_path, capsys)
     lines = [ln for ln in err.splitlines() if "checksum" in ln]
     assert len(lines) == 1 and lines[0].startswith("depthaccel: warning: store ")
     assert ".py:" not in err and "StoreIntegrityWarning" not in err
+
+
+# ----------------------------------------------------- Ray: hang, signals, strays
+
+
+def test_an_unreachable_ray_address_fails_fast_with_one_line(tmp_path):
+    # In a process of its own: in this one, a session's Ray cluster may be running
+    # (then the address is not used).
+    pytest.importorskip("ray")
+    import subprocess
+    import sys
+    import time
+
+    from depthaccel.executors import ExecutorError
+    from depthaccel.executors.ray_executor import _probe
+
+    data = good_csv(tmp_path / "good.csv")
+    t0 = time.monotonic()
+    cmd = ["compare", "--data", data, "--out", tmp_path / "o", *S, "--ray-address", "127.0.0.1:1"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "depthaccel", *map(str, cmd)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=dict(os.environ, RAY_ADDRESS=""),
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "cannot join the Ray cluster at '127.0.0.1:1'" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1 and time.monotonic() - t0 < 60
+    assert not (tmp_path / "o").exists()
+    with pytest.raises(ExecutorError, match="nothing answers at 127.0.0.1:1"):
+        _probe("ray://127.0.0.1:1")
+    _probe("auto")  # resolved by Ray itself: not probed
+
+
+def test_a_shard_that_keeps_failing_is_one_line_exit_1(tmp_path, capsys, monkeypatch):
+    import depthaccel.commands.compare as cmd
+    from depthaccel.executors import ShardFailedError
+
+    def lost(*a, **k):
+        raise ShardFailedError(
+            "shard 1 (2 runs) was lost 4 times; 0 finished runs of this sweep and the "
+            "latest checkpoints are in the store"
+        )
+
+    monkeypatch.setattr(cmd, "run_compare", lost)
+    data = good_csv(tmp_path / "good.csv")
+    code, _, err = cli(["compare", "--data", data, "--out", tmp_path / "o", *S], capsys)
+    assert code == 1 and "was lost 4 times" in err and len(err.strip().splitlines()) == 1
+
+
+def test_sigterm_raises_terminated_and_maps_to_143():
+    import signal
+
+    from depthaccel.signals import Terminated, exit_status, handle_sigterm
+
+    with handle_sigterm():
+        assert exit_status(Terminated()) == 143 and exit_status(KeyboardInterrupt()) == 130
+    with pytest.raises(Terminated), handle_sigterm():
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(1000):  # the handler runs between bytecodes
+            pass
+    # Ray's waits turn a handler's exception into a plain KeyboardInterrupt: still 143
+    assert exit_status(KeyboardInterrupt()) == 143
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL or callable(
+        signal.getsignal(signal.SIGTERM)
+    )
+
+
+def _run_and_signal(cmd, sig, when, tmp_path):
+    """Run ``cmd`` in its own session; ``when(lines)`` says when to send ``sig`` to the
+    command (only to it, as ``kill PID`` does, or to its group for SIGINT, as Ctrl-C
+    does). Returns (exit status, output, every PID seen below the command)."""
+    import re
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    env = dict(os.environ, RAY_ADDRESS="", PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "depthaccel", *map(str, cmd)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        start_new_session=True,
+    )  # fmt: skip
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
+    seen: set[int] = set()
+    try:
+        deadline = time.monotonic() + 240
+        sent = False
+        while proc.poll() is None and time.monotonic() < deadline:
+            seen |= _descendants(proc.pid)
+            if not sent and when("".join(lines), seen):
+                if sig == "SIGINT":
+                    os.killpg(proc.pid, 2)
+                else:
+                    os.kill(proc.pid, 15)
+                sent = True
+            time.sleep(0.05)
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, 9)
+            proc.wait()
+    reader.join(timeout=10)
+    out = "".join(lines)
+    assert sent, out[-2000:]
+    m = re.search(r"processes ([\d ]+);", out)
+    if m:
+        seen |= {int(x) for x in m.group(1).split()}
+    return proc.returncode, out, seen - {proc.pid}
+
+
+def _descendants(pid: int) -> set[int]:
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out: set[int] = set()
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        for c in children.get(p, []):
+            if c not in out:
+                out.add(c)
+                todo.append(c)
+    return out
+
+
+def _left_running(pids, timeout=30.0) -> set[int]:
+    import time
+
+    def alive(p):
+        try:
+            return Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError:
+            return False
+
+    end = time.monotonic() + timeout
+    left = {p for p in pids if alive(p)}
+    while left and time.monotonic() < end:
+        time.sleep(0.2)
+        left = {p for p in left if alive(p)}
+    return left
+
+
+def _ray_starting(delay: float):
+    """True ``delay`` seconds after the command's first Ray process appeared."""
+    import time
+
+    first: list[float] = []
+
+    def when(out, seen):
+        if not first and any(_is_ray(p) for p in seen):
+            first.append(time.monotonic())
+        return bool(first) and time.monotonic() - first[0] >= delay
+
+    return when
+
+
+def _is_ray(pid: int) -> bool:
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return False
+    return "/ray/" in cmd or cmd.startswith("ray::")
+
+
+@pytest.mark.slow  # a Ray cluster starts and is interrupted: ~10-30 s
+@pytest.mark.parametrize(
+    "sig, delay", [("SIGTERM", 0.0), ("SIGTERM", 0.5), ("SIGINT", 0.3), ("SIGTERM", 1.5)]
+)
+def test_a_signal_while_ray_starts_leaves_nothing_running(tmp_path, sig, delay):
+    pytest.importorskip("ray")
+    data = good_csv(tmp_path / "good.csv")
+    cmd = ["compare", "--data", data, "--out", tmp_path / "o", *S, "--jobs", "2"]
+    rc, out, seen = _run_and_signal(cmd, sig, _ray_starting(delay), tmp_path)
+    assert rc in (143 if sig == "SIGTERM" else 130, 0), out[-3000:]
+    assert "Traceback" not in out and "Stack trace" not in out, out[-3000:]
+    left = _left_running(seen)
+    assert not left, f"processes left running after {sig}: {sorted(left)}\n{out[-2000:]}"
+
+
+@pytest.mark.slow  # a Ray cluster trains and is interrupted: ~20-40 s
+def test_sigterm_while_ray_trains_exits_143_with_the_resume_hint(tmp_path):
+    pytest.importorskip("ray")
+    data = good_csv(tmp_path / "good.csv")
+    cmd = ["compare", "--data", data, "--out", tmp_path / "o", *S, "--jobs", "2"]
+    cmd[cmd.index("--iters") + 1] = "3000000"
+    rc, out, seen = _run_and_signal(cmd, "SIGTERM", lambda o, s: "shards)" in o, tmp_path)
+    assert rc == 143, out[-3000:]
+    assert "run the same command again to resume" in out
+    assert "Traceback" not in out and "Stack trace" not in out, out[-3000:]
+    assert not _left_running(seen)

@@ -16,6 +16,8 @@ import platform
 import sys
 import warnings
 
+from depthaccel.signals import exit_status, handle_sigterm
+
 # Sub-command modules under depthaccel.commands, in the order --help lists them.
 COMMANDS: tuple[str, ...] = ("reproduce", "demo", "compare", "data")
 
@@ -78,9 +80,12 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), handle_sigterm():
             warnings.showwarning = _one_line_warning
             return int(args.func(args) or 0)
+    except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM where the command has no handler
+        print(f"\ndepthaccel {args.command}: interrupted", file=sys.stderr)
+        return exit_status(e)
     except BrokenPipeError:  # e.g. `depthaccel data where | head`: not an error of ours
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - silence the flush at exit
         return 0

@@ -28,9 +28,11 @@ from depthaccel.compare.config import (
     check_seed,
     parse_loss,
 )
+from depthaccel.executors.base import ShardFailedError
 from depthaccel.outdir import OutputFolderError
 from depthaccel.reporting import format_lr
 from depthaccel.resources import MemoryEstimateError
+from depthaccel.signals import exit_status
 from depthaccel.store import StoreError
 from depthaccel.train import METHODS
 
@@ -295,25 +297,26 @@ def _run(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    executor, error = jobs.open_executor(args, prog)
-    if error is not None:
-        print(error, file=sys.stderr)
-        return 2
+    executor = None
     try:
+        executor, error = jobs.open_executor(args, prog)
+        if error is not None:
+            print(error, file=sys.stderr)
+            return 2
         res = run_compare(cfg, progress=not args.no_progress, log=print, executor=executor)
     except (OutputFolderError, MemoryEstimateError) as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2
-    except (ValueError, FileNotFoundError, StoreError, OSError) as e:
+    except (ValueError, FileNotFoundError, StoreError, OSError, ShardFailedError) as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:  # Ctrl-C, or SIGTERM (depthaccel.signals)
         print(
             f"\n{prog}: interrupted; finished runs and the last checkpoint are in the store: "
             "run the same command again to resume",
             file=sys.stderr,
         )
-        return 130
+        return exit_status(e)
     finally:
         jobs.close_executor(executor)  # a Ray cluster this command started stops here
     print(res.verdict.text)

@@ -23,6 +23,7 @@ from depthaccel.experiments import (
     write_report,
 )
 from depthaccel.outdir import MANIFEST_NAME, OutputFolder, OutputFolderError
+from depthaccel.signals import exit_status
 from depthaccel.store import DEFAULT_FILENAME as STORE_FILENAME
 
 _STORE_NAMES = tuple(STORE_FILENAME + s for s in ("", "-wal", "-shm", "-journal"))
@@ -217,7 +218,11 @@ def run(args: argparse.Namespace) -> int:
     except OutputFolderError as exc:
         print(f"depthaccel reproduce: error: {exc}", file=sys.stderr)
         return 2
-    executor, error = jobs.open_executor(args, "depthaccel reproduce")
+    try:
+        executor, error = jobs.open_executor(args, "depthaccel reproduce")
+    except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM while a Ray cluster starts
+        print("\ndepthaccel reproduce: interrupted", file=sys.stderr)
+        return exit_status(exc)
     if error is not None:
         print(error, file=sys.stderr)
         return 2
@@ -235,8 +240,8 @@ def run(args: argparse.Namespace) -> int:
     interrupted: int | None = None
     try:
         return _run_all(args, names, executor)
-    except (KeyboardInterrupt, SystemExit) as exc:  # Ctrl-C; SIGTERM (Ray's handler exits)
-        interrupted = 130 if isinstance(exc, KeyboardInterrupt) else 143
+    except (KeyboardInterrupt, SystemExit) as exc:  # Ctrl-C; SIGTERM (depthaccel.signals)
+        interrupted = exit_status(exc) if isinstance(exc, KeyboardInterrupt) else 143
         print(
             "\ndepthaccel reproduce: interrupted; finished runs and the last checkpoints are "
             "in the results store: run the same command again to resume",

@@ -102,11 +102,18 @@ class _Driver:
         if progress:
             from tqdm.auto import tqdm
 
-            self.bar = tqdm(
+            class _Bar(tqdm):
+                runs = f"{reused}/{total_runs} runs"
+
+                @property
+                def format_dict(self):  # {runs}: tqdm's {postfix} starts with ", "
+                    return {**super().format_dict, "runs": self.runs}
+
+            self.bar = _Bar(
                 total=float(total_runs),
                 initial=self._work_done(),
                 desc=f"sweep on {executor.name} ({len(shards)} shards)",
-                bar_format="{desc}: {percentage:3.0f}%|{bar}| {postfix} [{elapsed}<{remaining}]",
+                bar_format="{desc}: {percentage:3.0f}%|{bar}| {runs} [{elapsed}<{remaining}]",
                 smoothing=0.05,
             )
             self._postfix()
@@ -115,7 +122,7 @@ class _Driver:
 
     def _postfix(self) -> None:
         if self.bar is not None:
-            self.bar.set_postfix_str(f"{self.runs_done}/{self.total_runs} runs", refresh=False)
+            self.bar.runs = f"{self.runs_done}/{self.total_runs} runs"
 
     def _work_done(self) -> float:
         """Runs done, counting a shard's runs by the fraction of iterations it did."""

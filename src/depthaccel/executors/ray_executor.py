@@ -25,9 +25,14 @@ lost or failed task stops the map, and the next call resumes it from its checkpo
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import queue
+import signal
+import socket
 import threading
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import nullcontext
 from dataclasses import replace
@@ -47,6 +52,7 @@ from depthaccel.executors.base import (
 )
 from depthaccel.executors.turns import DriverTurns
 from depthaccel.executors.worker import run_shard
+from depthaccel.signals import terminated
 
 __all__ = ["RayExecutor"]
 
@@ -58,6 +64,19 @@ LOST = (
     ray.exceptions.OwnerDiedError,
     ray.exceptions.LocalRayletDiedError,
     ray.exceptions.RaySystemError,
+)
+
+
+class _NoTokenNotice(logging.Filter):
+    """Drops Ray's notice that token authentication is on (the safe default: nothing for
+    the user to do); its warning that authentication is *off* still shows."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Token authentication is enabled")
+
+
+logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(
+    _NoTokenNotice()
 )
 
 
@@ -186,10 +205,15 @@ class RayExecutor:
         if ray.is_initialized():
             self.mode = "existing"
         else:
+            # Owned from the first moment: a signal or an error while Ray starts must not
+            # leave its processes behind (see _abort_start).
+            self._owns = True
+            self.mode = "joined" if address is not None else "started"
+            sigterm = signal.getsignal(signal.SIGTERM)
             try:
                 if address is not None:
+                    _probe(address)
                     ray.init(address=address, logging_level=logging.WARNING)
-                    self.mode = "joined"
                 else:
                     ray.init(
                         address="local",
@@ -200,8 +224,13 @@ class RayExecutor:
                         # and on a busy machine nice 15 gave them a fraction of a core each
                         _system_config={"worker_niceness": 0},
                     )
-                    self.mode = "started"
-            except Exception as e:  # noqa: BLE001 - one line for the user
+            except BaseException as e:
+                self._abort_start()
+                if isinstance(e, SystemExit) and e.code == signal.SIGTERM:
+                    # Ray's own SIGTERM handler (installed first thing in ray.init)
+                    raise terminated() from None
+                if isinstance(e, ExecutorError) or not isinstance(e, Exception):
+                    raise  # KeyboardInterrupt, SIGTERM (depthaccel.signals.Terminated)
                 first = (str(e).strip().splitlines() or [type(e).__name__])[0]
                 where = (
                     f"join the Ray cluster at {address!r}"
@@ -209,7 +238,15 @@ class RayExecutor:
                     else "start a local Ray cluster"
                 )
                 raise ExecutorError(f"cannot {where}: {first}") from e
-            self._owns = True
+            finally:
+                _keep_sigterm_handler(sigterm)
+        try:
+            self._describe_cluster(address)
+        except BaseException:
+            self.close()
+            raise
+
+    def _describe_cluster(self, address: str | None) -> None:
         self.cpus = int(ray.cluster_resources().get("CPU", 0))
         if self.mode == "started":
             self.pids = _node_pids()
@@ -351,9 +388,26 @@ class RayExecutor:
         joined one keeps running, only this driver disconnects)."""
         if self._owns and not self._closed:
             self._closed = True
-            ray.shutdown()
+            leftovers = _ray_descendants()
+            try:
+                ray.shutdown()
+            finally:
+                _end_processes(leftovers)  # whatever ray.shutdown did not stop
             if self.mode == "started":
                 self._log("ray: local cluster shut down")
+
+    def _abort_start(self) -> None:
+        """Undo a ``ray.init`` that failed or was interrupted: shut Ray down and end the
+        processes it had started (a signal during the start left Ray's agents running
+        when only ``ray.shutdown`` was tried, or nothing)."""
+        self._closed = True
+        leftovers = _ray_descendants()
+        try:
+            ray.shutdown()
+        except BaseException:  # noqa: BLE001 - best effort; the processes are ended below
+            pass
+        finally:
+            _end_processes(leftovers + _ray_descendants())
 
     def __enter__(self) -> RayExecutor:
         return self
@@ -407,6 +461,112 @@ def _cancel_unfinished(refs: list[Any]) -> None:
             ray.cancel(r, force=True)
         except Exception:  # noqa: BLE001 - best effort
             pass
+
+
+def _probe(address: str, timeout: float = 10.0) -> None:
+    """Fail fast (ExecutorError) when nothing listens at a ``host:port`` or
+    ``ray://host:port`` address: ``ray.init`` would wait for it without end."""
+    rest = address.removeprefix("ray://")
+    host, sep, port = rest.rpartition(":")
+    if not sep or not host or not port.isdigit():
+        return  # "auto", or a form Ray resolves itself
+    host = host.strip("[]")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except (OSError, OverflowError, ValueError) as e:
+        why = getattr(e, "strerror", None) or str(e) or type(e).__name__
+        raise ExecutorError(
+            f"cannot join the Ray cluster at {address!r}: nothing answers at "
+            f"{host}:{port} ({why}); start it with 'ray start --head' or check the address"
+        ) from None
+
+
+def _keep_sigterm_handler(handler: Any) -> None:
+    """Put back the caller's Python SIGTERM handler (e.g. the command line's, which
+    raises an exception so that cleanup runs) after ``ray.init`` replaced it with one
+    that calls ``sys.exit``; a default handler is left as Ray set it."""
+    if not callable(handler) or threading.current_thread() is not threading.main_thread():
+        return
+    with contextlib.suppress(ValueError, OSError):
+        signal.signal(signal.SIGTERM, handler)
+
+
+def _children() -> dict[int, list[int]]:
+    """ppid -> pids of every process (Linux /proc; empty elsewhere)."""
+    tree: dict[int, list[int]] = {}
+    try:
+        entries = os.listdir("/proc")
+    except OSError:
+        return tree
+    for name in entries:
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/stat", "rb") as fh:
+                stat = fh.read().decode(errors="replace")
+            ppid = int(stat.rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        tree.setdefault(ppid, []).append(int(name))
+    return tree
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return fh.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _ray_descendants() -> list[int]:
+    """PIDs of this process's descendants that belong to Ray (their command line names
+    ray: gcs_server, raylet, the dashboard and runtime-env agents, workers)."""
+    tree = _children()
+    out: list[int] = []
+    todo = list(tree.get(os.getpid(), []))
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(tree.get(pid, []))
+    return [p for p in out if _is_ray_process(_cmdline(p))]
+
+
+def _is_ray_process(cmdline: str) -> bool:
+    """A program of the ray package (gcs_server, raylet, agents: their paths hold
+    /ray/) or a Ray worker (named ray::...)."""
+    return "/ray/" in cmdline or cmdline.startswith("ray::")
+
+
+def _end_processes(pids: Sequence[int], grace: float = 5.0) -> None:
+    """SIGTERM the processes still alive among ``pids``, then SIGKILL those that did
+    not exit within ``grace`` seconds."""
+    alive = [p for p in dict.fromkeys(pids) if _alive(p)]
+    for pid in alive:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.05)
+        alive = [p for p in alive if _alive(p)]
+    for pid in alive:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGKILL)
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie, exited but not reaped, counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            state = fh.read().decode(errors="replace").rsplit(")", 1)[1].split()[0]
+        return state != "Z"
+    except (OSError, IndexError):
+        try:
+            os.kill(pid, 0)
+        except OSError:
+            return False
+        return True
 
 
 def _node_pids() -> list[int]:
