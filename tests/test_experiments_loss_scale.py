@@ -11,7 +11,6 @@ from depthaccel.experiments.loss_scale import (
     check_loss_scale,
     gap_text,
     plain_factor,
-    scale_curve,
     scale_factor,
     scale_label,
 )
@@ -30,8 +29,7 @@ def test_plain_gap_equals_numpy_plain_mean_gap(p):
     paper_gap = float(lp_loss(torch.as_tensor(X @ w), torch.as_tensor(y), p)) - opt.loss
     plain = np.mean(np.abs(X @ w - y) ** p) - np.mean(np.abs(X @ opt.w - y) ** p)
     assert plain_factor(p) * paper_gap == pytest.approx(plain, rel=1e-12)
-    assert scale_curve([paper_gap], p, "plain")[0] == pytest.approx(plain, rel=1e-12)
-    assert scale_curve([paper_gap], p, "paper")[0] == paper_gap
+    assert scale_factor(p, "plain") * paper_gap == pytest.approx(plain, rel=1e-12)
 
 
 def test_scale_factor_and_validation():
@@ -51,5 +49,6 @@ def test_scale_factor_and_validation():
 def test_gap_text_and_label():
     assert gap_text(0.0125, 4.0) == "1.250e-02 (plain 5.000e-02)"
     assert gap_text(float("nan"), 4.0) == "nan (plain nan)"
+    assert gap_text(0.05, 4.0, loss_scale="plain") == "5.000e-02 (paper 1.250e-02)"
     assert "(1/p)" in scale_label(4.0, "paper") and scale_label(4.0, "paper").startswith("l4")
     assert "(1/p)" not in scale_label(2.0, "plain")

@@ -40,8 +40,13 @@ def test_ran_on_and_the_report_line(tmp_path):
     assert "dtype float64" in text
 
 
-def test_loss_scale_is_checked(tmp_path):
-    assert ExperimentContext(tmp_path).loss_scale == "paper"
-    assert ExperimentContext(tmp_path, loss_scale="plain").loss_scale == "plain"
+def test_setup_axes_are_checked(tmp_path):
+    from depthaccel.data.scaling import DEFAULT_SETUP, SetupAxes
+
+    assert ExperimentContext(tmp_path).setup == DEFAULT_SETUP
+    ctx = ExperimentContext(tmp_path, setup=SetupAxes("zscore", "plain"))
+    assert ctx.loss_scale == "plain"
     with pytest.raises(ValueError, match="loss_scale"):
-        ExperimentContext(tmp_path, loss_scale="log")
+        SetupAxes("zscore", "log")
+    with pytest.raises(ValueError, match="setup must be a SetupAxes"):
+        ExperimentContext(tmp_path, setup="zscore")

@@ -215,13 +215,24 @@ def test_loss_scale_reaches_the_context(fake_experiments, tmp_path, monkeypatch,
 
     monkeypatch.setattr(sys.modules["fakecli.good"], "run", spy)
     assert (
-        main(["reproduce", "good", "--quick", "--out", str(tmp_path), "--loss-scale", "plain"]) == 0
+        main(
+            ["reproduce", "good", "--quick", "--out", str(tmp_path), "--loss-scale", "plain"]
+            + ["--feature-scale", "zscore-unit-col"]
+        )
+        == 0
     )
     assert seen[0].loss_scale == "plain"
+    assert seen[0].setup.feature_scale == "zscore-unit-col"
     assert seen[0].ran_on()["executor"] == "in-process"
     with pytest.raises(SystemExit) as exc:
         main(["reproduce", "good", "--out", str(tmp_path / "x"), "--loss-scale", "linear"])
     assert exc.value.code == 2
+    assert not (tmp_path / "x").exists()
+    for bad in ("zscores", "-1", "nan"):
+        with pytest.raises(SystemExit) as exc:
+            main(["reproduce", "good", "--out", str(tmp_path / "x"), "--feature-scale", bad])
+        assert exc.value.code == 2
+        assert "feature_scale" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
 
 

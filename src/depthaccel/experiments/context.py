@@ -23,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from depthaccel.data.scaling import DEFAULT_SETUP, SetupAxes
+
 if TYPE_CHECKING:  # pragma: no cover
     from depthaccel.data import Dataset
     from depthaccel.losses import LpOptimum
@@ -128,9 +130,11 @@ class ExperimentContext:
             None: in this process (nothing else is imported).
         log: one-line messages (stderr by default).
         cache: data and optima shared with other contexts given the same object.
-        loss_scale: the l_p scale the figures show: ``"paper"`` (the paper's text, with
-            the 1/p factor) or ``"plain"`` (the mean of |r|^p); tables give both
-            (:mod:`depthaccel.experiments.loss_scale`).
+        setup: the setup axes the paper leaves unstated
+            (:class:`depthaccel.data.scaling.SetupAxes`): the global feature scale of the
+            standardised Ethanol features (applied by :meth:`ethanol`) and the scale of
+            the l_p loss that is minimised (applied by :meth:`lp_data`); every gap and
+            figure is in that loss. Default: :data:`depthaccel.data.scaling.DEFAULT_SETUP`.
         stats: what the results store did for this context (filled by ``train``).
     """
 
@@ -145,13 +149,12 @@ class ExperimentContext:
     executor: Any = None
     log: Callable[[str], None] = _stderr
     cache: ContextCache = field(default_factory=ContextCache)
-    loss_scale: str = "paper"
+    setup: SetupAxes = field(default_factory=lambda: DEFAULT_SETUP)
     stats: TrainingStats = field(default_factory=TrainingStats)
 
     def __post_init__(self) -> None:
-        from depthaccel.experiments.loss_scale import check_loss_scale
-
-        check_loss_scale(self.loss_scale)
+        if not isinstance(self.setup, SetupAxes):
+            raise ValueError(f"setup must be a SetupAxes, got {type(self.setup).__name__}")
         self.out_dir = Path(self.out_dir)
         self.dtype = parse_dtype(self.dtype)
         if self.data_dir is not None:
@@ -333,18 +336,59 @@ class ExperimentContext:
 
     # ---------------------------------------------------------------- shared data
 
+    @property
+    def loss_scale(self) -> str:
+        """The l_p loss that is minimised and reported: ``"paper"`` or ``"plain"``."""
+        return self.setup.loss_scale
+
     def ethanol(self, *, standardize: bool = True) -> Dataset:
         """The Ethanol task (``depthaccel.data.load_ethanol`` on :attr:`data_dir`), loaded
-        once per data folder for every context sharing :attr:`cache`."""
+        once per data folder for every context sharing :attr:`cache`. Standardised, its
+        features are multiplied by the feature scale ``k`` of :attr:`setup`
+        (``meta["feature_scale_k"]``)."""
+        import dataclasses
+
         from depthaccel.data import data_dir as resolve_dir
         from depthaccel.data import load_ethanol
 
-        key = (str(resolve_dir(self.data_dir)), standardize)
+        folder = str(resolve_dir(self.data_dir))
+        key = (folder, standardize)
         if key not in self.cache.tasks:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # incomplete official batches: the csv is used
                 self.cache.tasks[key] = load_ethanol(self.data_dir, standardize=standardize)
-        return self.cache.tasks[key]
+        ds = self.cache.tasks[key]
+        if not standardize:
+            return ds
+        k = self.setup.factors(ds.X, 2.0)[0]
+        if k == 1.0:
+            return dataclasses.replace(ds, meta={**ds.meta, "feature_scale_k": 1.0})
+        scaled_key = (folder, self.setup.feature_scale)
+        if scaled_key not in self.cache.tasks:
+            self.cache.tasks[scaled_key] = dataclasses.replace(
+                ds, X=ds.X * k, meta={**ds.meta, "feature_scale_k": k}
+            )
+        return self.cache.tasks[scaled_key]
+
+    def lp_data(self, X: Any, y: Any, p: float) -> tuple[np.ndarray, np.ndarray]:
+        """``(c X, c y)``: the data on which the trainer's ``(1/p)|r|^p`` is the loss of
+        :attr:`setup` (``c = 1`` for ``"paper"``, ``p^(1/p)`` for ``"plain"``). Every l_p
+        experiment trains, evaluates and takes its optimum on this."""
+        c = self.setup.factors(X, p)[1]
+        X = np.asarray(X, dtype=np.float64)
+        y = np.asarray(y, dtype=np.float64)
+        return (X, y) if c == 1.0 else (X * c, y * c)
+
+    def setup_settings(self, X: Any, ps: Sequence[float] = ()) -> dict[str, Any]:
+        """The setup axes for ``settings.json``: presets, ``k``, the loss scale and its
+        ``c`` per ``p``, and why the default is what it is (``X``: the design matrix or
+        its shape)."""
+        from depthaccel.data.scaling import DEFAULT_RULE
+
+        out = self.setup.describe(X)
+        out["loss_scale_c"] = {f"l{p:g}": self.setup.factors(X, p)[1] for p in ps}
+        out["default"] = {"setup": DEFAULT_SETUP.describe(X), "rule": DEFAULT_RULE}
+        return out
 
     def data_source(self, dataset: Any) -> str:
         """``dataset.source`` (files read, with their sha256) with the data folder written

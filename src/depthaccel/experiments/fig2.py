@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from depthaccel.experiments.context import ExperimentContext
-from depthaccel.experiments.loss_scale import gap_text, scale_curve
+from depthaccel.experiments.loss_scale import gap_text
 from depthaccel.experiments.results import Claim, ExperimentResult
 from depthaccel.experiments.spec import ExperimentSpec
 from depthaccel.reporting import Curve, format_lr, plot_gap_panels, run_curve, write_curves_csv
@@ -197,6 +197,7 @@ def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
     if config.control and nz_inits:
         rows.append(("near_zero_balanced", nz_inits[0][1]))
     for p in config.losses:
+        X, y = ctx.lp_data(task.X, task.y, p)
         # the saddle-escape level: escape_fraction x the gap at w = 0
         at_zero = float(np.mean(np.abs(y) ** p) / p) - ctx.optimum(X, y, p).loss
         thr = config.escape_fraction * at_zero
@@ -304,7 +305,7 @@ def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
                         type(c)(
                             c.label,
                             c.iters,
-                            scale_curve(c.values, p, ctx.loss_scale),
+                            np.asarray(c.values, dtype=np.float64),
                             c.panel,
                             c.style,
                         )

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from depthaccel.experiments.context import ExperimentContext
-from depthaccel.experiments.loss_scale import gap_text, scale_curve, scale_label
+from depthaccel.experiments.loss_scale import gap_text, scale_label
 from depthaccel.experiments.results import Claim, ExperimentResult
 from depthaccel.experiments.search import SearchPolicy, search_models
 from depthaccel.experiments.seeds import check_seeds, every_seed, seeds_text, spread
@@ -64,6 +64,7 @@ def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
     models = [fair_run(config, "gd", 1.0, depth=d, seed=s) for s in seeds for d in config.depths]
     panels, curves, searched, finals, inits, lrs, edges = [], [], {}, {}, {}, {}, {}
     for p in config.losses:
+        X, y = ctx.lp_data(task.X, task.y, p)
         found, record = search_models(
             ctx, X, y, p, models, config.search, config.iters, log_points=config.log_points
         )
@@ -90,7 +91,7 @@ def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
             curves.append(c)
             if m.seed == seeds[0]:
                 pc.append(
-                    type(c)(c.label, c.iters, scale_curve(c.values, p, ctx.loss_scale), c.panel)
+                    type(c)(c.label, c.iters, np.asarray(c.values, dtype=np.float64), c.panel)
                 )
         panels.append((f"l{p:g} loss", pc))
     fig = plot_gap_panels(

@@ -18,8 +18,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from depthaccel.experiments.context import ExperimentContext
-from depthaccel.experiments.loss_scale import gap_text, scale_curve, scale_label
+from depthaccel.experiments.loss_scale import gap_text, scale_label
 from depthaccel.experiments.lr_curves import (
     below_windows,
     plot_lr_curves,
@@ -80,8 +82,8 @@ class Config(FairStartConfig):
 def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
     seeds = check_seeds(config.seeds)
     task = ctx.ethanol()
-    X, y = task.X, task.y
     p = config.p
+    X, y = ctx.lp_data(task.X, task.y, p)
     defaults = dict(config.tf_default_lrs)
     models, grids = [], []
     for s in seeds:
@@ -133,12 +135,7 @@ def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
                 (
                     name,
                     f.lrs,
-                    [
-                        None
-                        if r.diverged
-                        else float(scale_curve([r.final_gap], p, ctx.loss_scale)[0])
-                        for r in f.results
-                    ],
+                    [None if r.diverged else float(r.final_gap) for r in f.results],
                     marked,
                 )
             )
@@ -158,7 +155,7 @@ def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
         )
         curves.append(c)
         if m.seed == seeds[0]:
-            pc = type(c)(c.label, c.iters, scale_curve(c.values, p, ctx.loss_scale), c.panel)
+            pc = type(c)(c.label, c.iters, np.asarray(c.values, dtype=np.float64), c.panel)
             pc.style = dict(styles.get((m.method, m.depth), {}))
             plotted.append(pc)
     fig = plot_gap_panels(

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from depthaccel.experiments.context import ExperimentContext
-from depthaccel.experiments.loss_scale import gap_text, scale_curve, scale_label
+from depthaccel.experiments.loss_scale import gap_text, scale_label
 from depthaccel.experiments.results import Claim, ExperimentResult
 from depthaccel.experiments.seeds import check_seeds, every_seed, seeds_text, spread
 from depthaccel.experiments.spec import ExperimentSpec
@@ -265,7 +265,7 @@ def _plot(
             "ls": dashes[i % len(dashes)],
             "alpha": 1.0 if i == 0 else 0.75,
         }
-        vals = scale_curve(c.values, p, loss_scale)
+        vals = np.asarray(c.values, dtype=np.float64)
         its = np.asarray(c.iters)
         whole.append(Curve(c.label, its, vals, c.panel, style))
         keep = its >= (1.0 - TAIL_FRACTION) * its[-1]
@@ -288,8 +288,8 @@ def _plot(
 def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
     seeds = check_seeds(config.seeds)
     task = ctx.ethanol()
-    X, y = task.X, task.y
     p = config.p
+    X, y = ctx.lp_data(task.X, task.y, p)
     runs = [
         fair_run(config, "adam", config.lr, depth=d, seed=s) for s in seeds for d in config.depths
     ]

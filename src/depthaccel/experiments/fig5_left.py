@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from depthaccel.experiments.context import ExperimentContext
-from depthaccel.experiments.loss_scale import gap_text, scale_curve, scale_label
+from depthaccel.experiments.loss_scale import gap_text, scale_label
 from depthaccel.experiments.results import Claim, ExperimentResult
 from depthaccel.experiments.search import SearchPolicy, search_models
 from depthaccel.experiments.seeds import check_seeds, every_seed, seeds_text, spread
@@ -81,8 +81,8 @@ def move_iteration(iters: np.ndarray, gap: np.ndarray, drop: float) -> int | Non
 def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
     seeds = check_seeds(config.seeds)
     task = ctx.ethanol()
-    X, y = task.X, task.y
     p = config.p
+    X, y = ctx.lp_data(task.X, task.y, p)
     specs = [(1, "near_zero")]
     specs += [(d, "near_zero") for d in config.deep]
     specs += [(d, "identity") for d in config.deep]
@@ -128,7 +128,7 @@ def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
         )
         curves.append(c)
         if m.seed == seeds[0]:
-            pc = type(c)(c.label, c.iters, scale_curve(c.values, p, ctx.loss_scale), c.panel)
+            pc = type(c)(c.label, c.iters, np.asarray(c.values, dtype=np.float64), c.panel)
             pc.style = {
                 "color": colors.get(m.depth, "k"),
                 "ls": "--" if m.init == "near_zero" and m.depth > 1 else "-",

@@ -77,6 +77,9 @@ def compact(measured: Any) -> Any:
 
     return walk(to_jsonable(measured))
 
+# the shape of the Ethanol design matrix: what the feature-scale presets depend on
+_ETHANOL_SHAPE = (2565, 128)
+
 
 def run_experiment(
     name: str,
@@ -135,6 +138,9 @@ def run_experiment(
     result.mode = result.mode or mode
     result.settings.setdefault("config", to_jsonable(config))
     result.settings["ran_on"] = ctx.ran_on()
+    if registry.EXPERIMENTS[name].data == "ethanol":
+        ps = getattr(config, "losses", None) or (getattr(config, "p", 4.0),)
+        result.settings["setup"] = ctx.setup_settings(_ETHANOL_SHAPE, ps)
     store = ctx.store_summary()
     if store is not None:
         result.settings["results_store"] = store
