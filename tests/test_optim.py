@@ -325,11 +325,22 @@ def train_steps(model, opt, steps, x, y, sched=None):
             sched.step()
 
 
+# torch.optim's keyword arguments that EndToEndSGD accepts (with torch's meaning)
+TORCH_OPTS = [
+    dict(),
+    dict(foreach=False),
+    dict(foreach=True),
+    dict(foreach=None, fused=False, differentiable=False, capturable=False),
+    dict(foreach=True, fused=None),
+]
+
+
 @pytest.mark.parametrize("momentum,dampening,nesterov,maximize", SGD_COMBOS)
 @pytest.mark.parametrize("wd", [0.0, 0.01])
 @pytest.mark.parametrize("tensor_lr", [False, True])
+@pytest.mark.parametrize("torch_opts", TORCH_OPTS, ids=str)
 def test_depth_one_is_sgd_bit_for_bit_with_momentum(
-    momentum, dampening, nesterov, maximize, wd, tensor_lr
+    momentum, dampening, nesterov, maximize, wd, tensor_lr, torch_opts
 ):
     model, ref = small_model(1), small_model(1)
     x, y = rand(16, 5, seed=1).float(), rand(16, 1, seed=2).float()
@@ -340,6 +351,7 @@ def test_depth_one_is_sgd_bit_for_bit_with_momentum(
         weight_decay=wd,
         nesterov=nesterov,
         maximize=maximize,
+        **torch_opts,
     )
     # second group: its own settings (lr, momentum, no Nesterov)
     other = dict(lr=0.02, momentum=0.5, dampening=0.1, nesterov=False)
@@ -349,7 +361,8 @@ def test_depth_one_is_sgd_bit_for_bit_with_momentum(
         return [{"params": ps[:4]}, {"params": ps[4:], **other}]
 
     opt = EndToEndSGD(groups(model), lr=lr, depth=1, **kw)
-    opt_ref = torch.optim.SGD(groups(ref), lr=lr.clone() if tensor_lr else lr, **kw)
+    ref_kw = {k: v for k, v in kw.items() if k != "capturable"}  # (SGD has no capturable)
+    opt_ref = torch.optim.SGD(groups(ref), lr=lr.clone() if tensor_lr else lr, **ref_kw)
     for _ in range(4):
         train_steps(model, opt, 1, x, y)
         train_steps(ref, opt_ref, 1, x, y)
@@ -360,6 +373,45 @@ def test_depth_one_is_sgd_bit_for_bit_with_momentum(
         for a, b in zip(model.parameters(), small_model(1).parameters(), strict=True)
     )
     assert moved > 0
+
+
+@pytest.mark.parametrize(
+    "kwargs,match",
+    [
+        (dict(differentiable=True), "differentiable=True is not supported"),
+        (dict(capturable=True), "capturable=True is not supported"),
+        (dict(fused=True), "fused=True is not supported"),
+        (dict(foreach="yes"), "foreach must be"),
+    ],
+)
+def test_torch_options_refused_in_one_line(kwargs, match):
+    with pytest.raises(ValueError, match=match) as err:
+        EndToEndSGD([torch.nn.Parameter(torch.ones(2, 2))], lr=0.1, depth=2, **kwargs)
+    assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("every", [1, 3])
+def test_foreach_is_the_single_tensor_step_at_depth_two(every):
+    """foreach=True runs SGD's momentum and update with torch._foreach_* over the Eq. 10
+    directions: the same numbers as the per-parameter loop, bit for bit."""
+    x, y = rand(16, 5, seed=1).float(), rand(16, 1, seed=2).float()
+    runs = []
+    for foreach in (False, True):
+        model = small_model(1)
+        opt = EndToEndSGD(
+            model.parameters(),
+            lr=0.05,
+            depth=2,
+            momentum=0.9,
+            nesterov=True,
+            weight_decay=0.01,
+            precondition_every=every,
+            foreach=foreach,
+        )
+        train_steps(model, opt, 4, x, y)
+        runs.append([p.detach().clone() for p in model.parameters()])
+        assert opt.param_groups[0]["foreach"] is foreach
+    assert all(torch.equal(a, b) for a, b in zip(*runs, strict=True))
 
 
 def claim1_direct(W: torch.Tensor, G: torch.Tensor, N: float) -> torch.Tensor:
@@ -488,12 +540,18 @@ def test_one_cycle_lr_with_defaults():
     assert not all(torch.equal(a, b) for a, b in zip(finals[0], finals[2], strict=True))
 
 
-# ---------------------------------------------------------------- validation when set
+# ---------------------------------------------------------------- validation at step time
 
 
-def test_hyperparameters_validated_when_set():
-    opt = EndToEndSGD([torch.nn.Parameter(torch.ones(2, 2))], lr=0.1, depth=2, momentum=0.9)
-    g = opt.param_groups[0]
+def _one_weight_opt(**kw):
+    p = torch.nn.Parameter(torch.ones(2, 2))
+    p.grad = torch.full((2, 2), 0.5)
+    return p, EndToEndSGD([p], **(dict(lr=0.1, depth=2, momentum=0.9) | kw))
+
+
+def test_hyperparameters_edited_after_construction_are_refused_by_step():
+    """A group edited in place (as schedulers do) is checked at the next step, which then
+    changes nothing."""
     for key, bad in [
         ("lr", -1.0),
         ("lr", float("nan")),
@@ -510,16 +568,56 @@ def test_hyperparameters_validated_when_set():
         ("precondition_every", 0),
         ("precondition_every", 2.0),
         ("matrix_params", "3d"),
+        ("foreach", "yes"),
     ]:
+        p, opt = _one_weight_opt()
+        opt.param_groups[0][key] = bad
         with pytest.raises(ValueError, match=key):
-            g[key] = bad
-    g["nesterov"] = True  # momentum 0.9, dampening 0: fine
+            opt.step()
+        assert torch.equal(p, torch.ones(2, 2)), key
+    p, opt = _one_weight_opt(nesterov=True)
+    opt.param_groups[0]["momentum"] = 0.0
     with pytest.raises(ValueError, match="nesterov"):
-        g["momentum"] = 0.0
-    with pytest.raises(ValueError, match="nesterov"):
-        g.update(dampening=0.5)
-    assert g["momentum"] == 0.9 and g["dampening"] == 0.0 and g["lr"] == 0.1
-    g["lr"] = torch.tensor(0.01)  # schedulers may set a tensor
+        opt.step()
+    p, opt = _one_weight_opt()
+    opt.param_groups[0]["lr"] = torch.tensor(0.01)  # schedulers may set a tensor
+    opt.step()
+    assert not torch.equal(p, torch.ones(2, 2))
+
+
+def test_replaced_param_group_is_validated_at_step():
+    """A whole group replaced by a plain dict with lr=-5 used to skip validation, so the
+    step ascended; now the step refuses it before changing anything."""
+    p, opt = _one_weight_opt()
+    g = opt.param_groups[0]
+    opt.param_groups[0] = dict(g, lr=-5.0)
+    with pytest.raises(ValueError, match="lr"):
+        opt.step()
+    assert torch.equal(p, torch.ones(2, 2))
+    opt.param_groups[0] = dict(g, lr=0.1)  # a good replacement steps
+    opt.step()
+    assert torch.equal(p, torch.ones(2, 2) - 0.1 * opt.state[p]["momentum_buffer"])
+
+
+def test_tensor_lr_value_checked_once_per_change(monkeypatch):
+    """A tensor lr is read on the host once per change of its value (its version counter)
+    or object, not on every step; an in-place change to a bad value is caught."""
+    p, opt = _one_weight_opt(lr=torch.tensor(0.01))
+    lr = opt.param_groups[0]["lr"]
+    reads = []
+    orig = torch.Tensor.__float__
+    monkeypatch.setattr(torch.Tensor, "__float__", lambda t: reads.append(1) or orig(t))
+    opt.step()
+    opt.step()
+    assert len(reads) == 1
+    lr.fill_(0.02)  # as LRScheduler does for a tensor lr
+    opt.step()
+    assert len(reads) == 2
+    lr.fill_(-5.0)
+    before = p.detach().clone()
+    with pytest.raises(ValueError, match="lr"):
+        opt.step()
+    assert torch.equal(p, before)
 
 
 @pytest.mark.parametrize(
@@ -643,9 +741,11 @@ def test_state_dict_of_the_previous_version_loads_with_defaults():
     g = opt.param_groups[0]
     # what the old version meant: no momentum, exact Eq. 10 (not this optimizer's momentum)
     assert (g["lr"], g["depth"], g["momentum"], g["precondition_every"]) == (0.05, 3, 0.0, 1)
-    g["lr"] = 0.2  # still validated after a load
+    assert g["foreach"] is None
+    p.grad = rand(3, 4, seed=2)
+    g["lr"] = -1.0  # still validated after a load
     with pytest.raises(ValueError, match="lr"):
-        g["lr"] = -1.0
+        opt.step()
 
 
 def test_pickle_and_deepcopy_keep_validated_groups():
@@ -653,10 +753,12 @@ def test_pickle_and_deepcopy_keep_validated_groups():
     import pickle
 
     p = torch.nn.Parameter(rand(3, 4, seed=1))
+    p.grad = rand(3, 4, seed=2)
     opt = EndToEndSGD([{"params": [p], "nesterov": True, "momentum": 0.9}], lr=0.1, depth=2)
     for clone in (copy.deepcopy(opt), pickle.loads(pickle.dumps(opt))):
+        clone.param_groups[0]["lr"] = -1.0
         with pytest.raises(ValueError, match="lr"):
-            clone.param_groups[0]["lr"] = -1.0
+            clone.step()
 
 
 # ---------------------------------------------------------------- half precision
@@ -1079,8 +1181,10 @@ def test_precondition_dtype_none_and_the_working_dtype_are_the_same():
         runs.append([p.detach().clone() for p in model.parameters()])
     assert all(torch.equal(a, b) for a, b in zip(*runs, strict=True))
     opt.param_groups[0]["precondition_dtype"] = torch.bfloat16
+    opt.param_groups[0]["precondition_every"] = 1
     with pytest.raises(ValueError, match="precondition_every > 1"):
-        opt.param_groups[0]["precondition_every"] = 1
+        train_steps(model, opt, 1, x, y)
+    opt.param_groups[0]["precondition_every"] = 3
     st = opt.state[model[0].weight]
     train_steps(model, opt, 1, x, y)  # step 5: cached, still the float32 cache
     assert st["precond_U"].dtype == torch.float32

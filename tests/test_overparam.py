@@ -727,3 +727,24 @@ def test_factors_accessor_returns_the_layer_parameters_in_order():
         assert all(isinstance(f, nn.Parameter) for f in got)
     assert public_factors(nn.Linear(3, 2)) is None
     assert public_factors(collapse(model)[4]) is None
+
+
+@pytest.mark.parametrize("how", ["script", "trace", "scripted_submodule"])
+def test_torchscript_model_is_refused(how):
+    """A scripted or traced model used to come back unchanged ("0 layers changed")."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 2))
+    if how == "script":
+        model = torch.jit.script(model)
+    elif how == "trace":
+        model = torch.jit.trace(model, torch.randn(1, 3))
+    else:
+        model[2] = torch.jit.script(model[2])
+    with pytest.raises(ValueError, match="TorchScript"):
+        overparameterize(model, depth=2)
+
+
+def test_scripted_helper_without_layers_is_not_refused():
+    model = nn.Sequential(nn.Linear(3, 4), torch.jit.script(nn.Tanh()), nn.Linear(4, 2))
+    _, summary = overparameterize(model, depth=2)
+    assert len(summary.layers) == 2

@@ -31,7 +31,7 @@ import sys
 import warnings
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, overload
 
 import torch
 
@@ -61,49 +61,66 @@ def _is_real(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
+def _show(x: Any) -> str:
+    """``repr(x)``, except in a compiled step, where Dynamo cannot format a symbolic float."""
+    if torch.compiler.is_compiling():
+        return "a bad value (run the step uncompiled to see it)"
+    return repr(x)
+
+
+def _finite(x: float) -> bool:
+    """``math.isfinite`` by comparisons only, which Dynamo traces for a symbolic float
+    (False for NaN and +-inf)."""
+    return abs(x) < math.inf
+
+
+def _check_lr_meta(lr: torch.Tensor) -> None:
+    if lr.numel() != 1 or not lr.is_floating_point():
+        raise ValueError(
+            f"a tensor lr must be a 1-element floating-point tensor, got {tuple(lr.shape)} "
+            f"{lr.dtype}"
+        )
+    if lr.requires_grad:
+        raise ValueError("a tensor lr must not require grad")
+
+
 def _check_lr(lr: Any) -> None:
     if isinstance(lr, torch.Tensor):
-        if lr.numel() != 1 or not lr.is_floating_point():
-            raise ValueError(
-                f"a tensor lr must be a 1-element floating-point tensor, got {tuple(lr.shape)} "
-                f"{lr.dtype}"
-            )
-        if lr.requires_grad:
-            raise ValueError("a tensor lr must not require grad")
-        value = float(lr.detach().reshape(()).cpu())  # one read, when lr is set
+        _check_lr_meta(lr)
+        value = float(lr.detach().reshape(()).cpu())  # one host read
         if not (math.isfinite(value) and value >= 0):
             raise ValueError(f"lr must be finite and >= 0, got tensor({value})")
         return
-    if not (_is_real(lr) and math.isfinite(lr) and lr >= 0):
-        raise ValueError(f"lr must be a finite number >= 0 or a 1-element tensor, got {lr!r}")
+    if not (_is_real(lr) and _finite(lr) and lr >= 0):
+        raise ValueError(f"lr must be a finite number >= 0 or a 1-element tensor, got {_show(lr)}")
 
 
 def _check_nonneg(name: str, v: Any) -> None:
-    if not (_is_real(v) and math.isfinite(v) and v >= 0):
-        raise ValueError(f"{name} must be a finite number >= 0, got {v!r}")
+    if not (_is_real(v) and _finite(v) and v >= 0):
+        raise ValueError(f"{name} must be a finite number >= 0, got {_show(v)}")
 
 
 def _check_depth(v: Any) -> None:
-    if not (_is_real(v) and math.isfinite(v) and v >= 1):
-        raise ValueError(f"depth must be a finite real number >= 1, got {v!r}")
+    if not (_is_real(v) and _finite(v) and v >= 1):
+        raise ValueError(f"depth must be a finite real number >= 1, got {_show(v)}")
 
 
 def _check_dampening(v: Any) -> None:
-    if not (_is_real(v) and math.isfinite(v)):
-        raise ValueError(f"dampening must be a finite number, got {v!r}")
+    if not (_is_real(v) and _finite(v)):
+        raise ValueError(f"dampening must be a finite number, got {_show(v)}")
 
 
 def _check_bool(name: str) -> Callable[[Any], None]:
     def check(v: Any) -> None:
         if not isinstance(v, bool):
-            raise ValueError(f"{name} must be True or False, got {v!r}")
+            raise ValueError(f"{name} must be True or False, got {_show(v)}")
 
     return check
 
 
 def _check_every(v: Any) -> None:
     if not (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
-        raise ValueError(f"precondition_every must be an integer >= 1, got {v!r}")
+        raise ValueError(f"precondition_every must be an integer >= 1, got {_show(v)}")
 
 
 PRECONDITION_DTYPES = (None, torch.float32, torch.float64, torch.bfloat16)
@@ -123,6 +140,27 @@ def _check_matrix_params(v: Any) -> None:
         raise ValueError(f"matrix_params must be one of {MATRIX_PARAMS}, got {v!r}")
 
 
+def _check_foreach(v: Any) -> None:
+    if v is not None and not isinstance(v, bool):
+        raise ValueError(f"foreach must be None, True or False, got {v!r}")
+
+
+def _refuse_torch_options(*, differentiable: Any, capturable: Any, fused: Any) -> None:
+    """torch.optim's ``differentiable``, ``capturable`` and ``fused``: accepted when off."""
+    if differentiable is not False:
+        raise ValueError(
+            f"differentiable={differentiable!r} is not supported: EndToEndSGD's step is not "
+            "differentiable through its SVD (repeated singular values have no derivative)"
+        )
+    if capturable is not False:
+        raise ValueError(
+            f"capturable={capturable!r} is not supported: the NaN/inf check and the SVD "
+            "synchronise with the host, which a CUDA graph cannot capture"
+        )
+    if fused not in (None, False):
+        raise ValueError(f"fused={fused!r} is not supported: there is no fused kernel")
+
+
 _CHECKS: dict[str, Callable[[Any], None]] = {
     "lr": _check_lr,
     "depth": _check_depth,
@@ -134,6 +172,7 @@ _CHECKS: dict[str, Callable[[Any], None]] = {
     "precondition_every": _check_every,
     "matrix_params": _check_matrix_params,
     "precondition_dtype": _check_precondition_dtype,
+    "foreach": _check_foreach,
 }
 _GROUP_KEYS = tuple(_CHECKS)
 # what a group of an older EndToEndSGD (lr, depth, weight_decay only) meant by the rest
@@ -146,6 +185,7 @@ _OPTION_DEFAULTS: dict[str, Any] = dict(
     precondition_every=1,
     matrix_params="all",
     precondition_dtype=None,
+    foreach=None,
 )
 
 
@@ -170,34 +210,14 @@ _PAIR_CHECKS = (
 )
 
 
-class _CheckedGroup(dict):
-    """A param group that validates an optimizer hyperparameter when it is *set*
-    (constructor, ``add_param_group``, ``load_state_dict``, and ``group[key] = value``
-    as learning-rate and momentum schedulers do), so ``step`` reads them unchecked.
-    An in-place change of a tensor lr (``lr.fill_``) is not seen."""
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        if key in _CHECKS:
-            _CHECKS[key](value)
-            trial = {**self, key: value}
-            for keys, check in _PAIR_CHECKS:
-                if key in keys and all(k in trial for k in keys):
-                    check(trial)  # (unpickling sets the keys one by one)
-        super().__setitem__(key, value)
-
-    def update(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
-        for key, value in dict(*args, **kwargs).items():
-            self[key] = value
-
-    def setdefault(self, key: str, default: Any = None) -> Any:
-        if key not in self:
-            self[key] = default
-        return self[key]
-
-
-def _validate_group(group: Mapping[str, Any]) -> None:
+def _validate_group(group: Mapping[str, Any], *, read_lr: bool = True) -> None:
+    """All checks of one param group; ``read_lr=False`` checks a tensor lr's metadata only
+    (its value is read by :meth:`EndToEndSGD._check_groups` once per change)."""
     for key in _GROUP_KEYS:
-        _CHECKS[key](group[key])
+        if key == "lr" and not read_lr and isinstance(group[key], torch.Tensor):
+            _check_lr_meta(group[key])
+        else:
+            _CHECKS[key](group[key])
     for _, check in _PAIR_CHECKS:
         check(group)
 
@@ -227,11 +247,100 @@ def _first_nonfinite(grads: Sequence[torch.Tensor]) -> int | None:
     return None
 
 
+def _assert_finite(grads: Sequence[torch.Tensor]) -> None:
+    """The NaN/inf check of a compiled step: an asynchronous assertion in the graph."""
+    ends = [e for g in grads if g.numel() for e in torch._foreach_norm([g], float("inf"))]
+    if ends:
+        torch._assert_async(
+            torch.stack([e.isfinite() for e in ends]).all(),
+            "EndToEndSGD: a gradient contains NaN or inf; the loss diverged or the learning "
+            "rate is too large",
+        )
+
+
 def _nonfinite_error(where: str, g: torch.Tensor) -> ValueError:
     return ValueError(
         f"gradient of {where} (shape {tuple(g.shape)}) contains NaN or inf; the loss "
         "diverged or the learning rate is too large (no parameter was changed)"
     )
+
+
+def _keep(state: dict[str, Any], key: str, value: torch.Tensor) -> None:
+    """``state[key] = value``, written into the tensor already there when it fits, so that
+    the cache keeps its identity (a compiled step guards on it: no recompilation)."""
+    old = state.get(key)
+    if (
+        isinstance(old, torch.Tensor)
+        and old.shape == value.shape
+        and old.dtype == value.dtype
+        and old.device == value.device
+    ):
+        old.copy_(value)
+    else:
+        state[key] = value
+
+
+def _is_cached(p: torch.Tensor, depth: float, every: int, matrix_params: str) -> bool:
+    """Whether p's direction uses the amortised cache (a row or a column uses Eq. 12)."""
+    return (
+        every > 1
+        and depth != 1
+        and _is_matrix(p, matrix_params)
+        and p.numel() > 0
+        and min(p.shape[0], p.numel() // p.shape[0]) > 1
+    )
+
+
+def _refresh_cache(
+    p: torch.Tensor,
+    depth: float,
+    every: int,
+    state: dict[str, Any],
+    cache_dtype: torch.dtype | None,
+) -> None:
+    """The host-side part of the amortised preconditioner for one step of p: the SVD of W on
+    every ``every``-th step of p (in ``cache_dtype``, default: the working dtype), Claim 1's
+    parts once per refresh and depth, and p's step count."""
+    work = torch.float32 if p.dtype in _HALF else p.dtype
+    n = state.get("precond_step", 0)
+    if n % every == 0 or "precond_U" not in state:
+        W = p.detach().reshape(p.shape[0], -1).to(work)
+        skip = state.get("precond_gram_skip", 0)  # see GRAM_RETRY
+        U, s, V, by_gram = amortised_svd(W, gram=skip == 0)
+        cdt = cache_dtype or work
+        for key, t in zip(("precond_U", "precond_s", "precond_V"), (U, s, V), strict=True):
+            _keep(state, key, t.to(cdt))
+        state["precond_gram_skip"] = 0 if by_gram else (skip or GRAM_RETRY) - 1
+        state.pop("precond_depth", None)
+    svd = (state["precond_U"], state["precond_s"], state["precond_V"])
+    if state.get("precond_depth") != float(depth) or "precond_M" not in state:
+        # once per refresh (and depth), from the factors in at least float32
+        high = torch.promote_types(svd[0].dtype, torch.float32)
+        M, C = (
+            None if t is None else t.to(svd[0].dtype)
+            for t in amortised_parts(*(t.to(high) for t in svd), depth)
+        )
+        for key in _LEGACY_CACHE_KEYS:
+            state.pop(key, None)
+        empty = svd[1].new_zeros(0)
+        _keep(state, "precond_M", M if M is not None else empty)
+        _keep(state, "precond_C", C if C is not None else empty)
+        state["precond_depth"] = float(depth)
+    state["precond_step"] = n + 1
+
+
+@torch.compiler.disable
+def _refresh_caches(
+    work: Sequence[tuple[Mapping[str, Any], Sequence[torch.Tensor]]],
+    states: Mapping[torch.Tensor, dict[str, Any]],
+) -> None:
+    """:func:`_refresh_cache` for every cached matrix of a step, before any parameter
+    changes; outside a compiled graph (the step count and the SVD route are host values)."""
+    for group, params in work:
+        every, depth = group["precondition_every"], group["depth"]
+        for p in params:
+            if _is_cached(p, depth, every, group["matrix_params"]):
+                _refresh_cache(p, depth, every, states[p], group["precondition_dtype"])
 
 
 def _preconditioned(
@@ -241,14 +350,13 @@ def _preconditioned(
     weight_decay: float,
     every: int,
     state: dict[str, Any],
-    cache_dtype: torch.dtype | None = None,
+    matrix_params: str = "all",
 ) -> torch.Tensor:
     """``D = P_W(d_p) + weight_decay * N * W`` (Eq. 10, the shared kernel
     :func:`depthaccel.update.end_to_end_update`) for the parameter p viewed as
     ``out x rest``, computed in float32 for half-precision p and cast back to p's dtype.
-    With ``every > 1`` the SVD of W is taken on every ``every``-th call and cached in
-    ``state`` in between, in ``cache_dtype`` (default: the working dtype), which is then
-    also the dtype of the direction's products (``end_to_end_update``)."""
+    With ``every > 1`` the operator is that of the SVD cached in ``state`` by
+    :func:`_refresh_cache` (in its dtype: ``end_to_end_update``)."""
     if p.numel() == 0:
         return d_p.clone()  # nothing to precondition (a dimension of size 0)
     shape = p.shape
@@ -256,36 +364,10 @@ def _preconditioned(
     W = p.reshape(shape[0], -1).to(work)
     G = d_p.reshape(shape[0], -1).to(work)
     svd = parts = None
-    if every > 1 and min(W.shape) > 1:  # (a row or column uses Eq. 12: exact, O(d))
-        n = state.get("precond_step", 0)
-        if n % every == 0 or "precond_U" not in state:
-            skip = state.get("precond_gram_skip", 0)  # see GRAM_RETRY
-            U, s, V, by_gram = amortised_svd(W, gram=skip == 0)
-            cdt = cache_dtype or work
-            state["precond_U"], state["precond_s"], state["precond_V"] = (
-                U.to(cdt),
-                s.to(cdt),
-                V.to(cdt),
-            )
-            state["precond_gram_skip"] = 0 if by_gram else (skip or GRAM_RETRY) - 1
-            state.pop("precond_depth", None)
+    if _is_cached(p, depth, every, matrix_params):
         svd = (state["precond_U"], state["precond_s"], state["precond_V"])
-        if state.get("precond_depth") != float(depth) or "precond_M" not in state:
-            # once per refresh (and depth), from the factors in at least float32
-            high = torch.promote_types(svd[0].dtype, torch.float32)
-            M, C = (
-                None if t is None else t.to(svd[0].dtype)
-                for t in amortised_parts(*(t.to(high) for t in svd), depth)
-            )
-            for key in _LEGACY_CACHE_KEYS:
-                state.pop(key, None)
-            empty = svd[1].new_zeros(0)
-            state["precond_M"] = M if M is not None else empty
-            state["precond_C"] = C if C is not None else empty
-            state["precond_depth"] = float(depth)
         M, C = state["precond_M"], state["precond_C"]
         parts = (M if M.numel() else None, C if C.numel() else None)
-        state["precond_step"] = n + 1
     # the gradients were checked for NaN/inf already (one fused check per step)
     D = end_to_end_update(
         W,
@@ -321,19 +403,28 @@ def _sgd_on_directions(
     precondition_every: int,
     matrix_params: str,
     precondition_dtype: torch.dtype | None,
+    foreach: bool | None = None,
 ) -> None:
-    """torch.optim.SGD's single-tensor step with ``d_p`` replaced by Eq. 10's direction."""
+    """torch.optim.SGD's step with ``d_p`` replaced by Eq. 10's direction: its single-tensor
+    form, or with ``foreach=True`` its multi-tensor form (``torch._foreach_*`` over the
+    directions, per device and dtype), each with the same arithmetic as SGD's."""
     if isinstance(lr, torch.Tensor):
         lr = lr.reshape(())
+    directions = []
     for p, g in zip(params, grads, strict=True):
         d_p = g if not maximize else -g
         if depth != 1 and _is_matrix(p, matrix_params):
             cache = states[p] if precondition_every > 1 else {}  # no state for exact steps
             d_p = _preconditioned(
-                p, d_p, depth, weight_decay, precondition_every, cache, precondition_dtype
+                p, d_p, depth, weight_decay, precondition_every, cache, matrix_params
             )
         elif weight_decay != 0:
             d_p = d_p.add(p, alpha=weight_decay)
+        directions.append(d_p)
+    if foreach:
+        _foreach_sgd(params, directions, states, lr, momentum, dampening, nesterov)
+        return
+    for p, d_p in zip(params, directions, strict=True):
         if momentum != 0:
             buf = states[p].get("momentum_buffer")
             if buf is None:
@@ -342,10 +433,57 @@ def _sgd_on_directions(
             else:
                 buf.mul_(momentum).add_(d_p, alpha=1 - dampening)
             d_p = d_p.add(buf, alpha=momentum) if nesterov else buf
-        if isinstance(lr, torch.Tensor) and lr.device.type != "cpu" and lr.device == p.device:
-            p.addcmul_(d_p, lr.to(p.dtype), value=-1)  # no .item(): no host sync
+        _apply_lr(p, d_p, lr)
+
+
+def _apply_lr(p: torch.Tensor, d_p: torch.Tensor, lr: float | torch.Tensor) -> None:
+    """``p -= lr * d_p``; a tensor lr on an accelerator (or in a compiled step) is not read
+    on the host (``addcmul_``; torch.optim.SGD reads it)."""
+    if isinstance(lr, torch.Tensor) and (
+        torch.compiler.is_compiling() or (lr.device.type != "cpu" and lr.device == p.device)
+    ):
+        p.addcmul_(d_p, lr.to(p.dtype), value=-1)
+    else:
+        p.add_(d_p, alpha=-lr)
+
+
+def _foreach_sgd(
+    params: Sequence[torch.Tensor],
+    directions: list[torch.Tensor],
+    states: Mapping[torch.Tensor, dict[str, Any]],
+    lr: float | torch.Tensor,
+    momentum: float,
+    dampening: float,
+    nesterov: bool,
+) -> None:
+    """The momentum and update part of torch.optim.SGD's multi-tensor step."""
+    by_kind: dict[tuple[torch.device, torch.dtype], list[int]] = {}
+    for i, p in enumerate(params):
+        by_kind.setdefault((p.device, p.dtype), []).append(i)
+    for idx in by_kind.values():
+        ps = [params[i] for i in idx]
+        ds = [directions[i] for i in idx]
+        if momentum != 0:
+            bufs = [states[p].get("momentum_buffer") for p in ps]
+            if all(b is not None for b in bufs):
+                torch._foreach_mul_(bufs, momentum)
+                torch._foreach_add_(bufs, ds, alpha=1 - dampening)
+            else:
+                for j, p in enumerate(ps):
+                    if bufs[j] is None:
+                        bufs[j] = states[p]["momentum_buffer"] = ds[j].detach().clone()
+                    else:
+                        bufs[j].mul_(momentum).add_(ds[j], alpha=1 - dampening)
+            if nesterov:
+                ds = torch._foreach_add(ds, bufs, alpha=momentum)
+            else:
+                ds = bufs
+        if isinstance(lr, torch.Tensor) and (
+            torch.compiler.is_compiling() or (lr.device.type != "cpu" and lr.device == ps[0].device)
+        ):
+            torch._foreach_add_(ps, torch._foreach_mul(ds, -lr.to(ps[0].dtype)))
         else:
-            p.add_(d_p, alpha=-lr)
+            torch._foreach_add_(ps, ds, alpha=-lr)
 
 
 @torch.no_grad()
@@ -538,7 +676,12 @@ class EndToEndSGD(torch.optim.Optimizer):
         precondition_every: int = 1,
         matrix_params: str = "all",
         precondition_dtype: torch.dtype | None = None,
+        foreach: bool | None = None,
+        differentiable: bool = False,
+        capturable: bool = False,
+        fused: bool | None = None,
     ) -> None:
+        _refuse_torch_options(differentiable=differentiable, capturable=capturable, fused=fused)
         defaults = dict(
             lr=lr,
             depth=depth,
@@ -550,9 +693,12 @@ class EndToEndSGD(torch.optim.Optimizer):
             precondition_every=precondition_every,
             matrix_params=matrix_params,
             precondition_dtype=precondition_dtype,
+            foreach=foreach,
         )
         _validate_group(defaults)
         self._warned_flat = False
+        # the tensor lr whose value was last checked, per group: (lr, lr._version)
+        self._lr_checked: dict[int, tuple[torch.Tensor, int]] = {}
         super().__init__(params, defaults)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
@@ -564,7 +710,6 @@ class EndToEndSGD(torch.optim.Optimizer):
         except ValueError:
             self.param_groups.pop()
             raise
-        self.param_groups[-1] = _CheckedGroup(group)
 
     def _check_params(self, group: Mapping[str, Any]) -> None:
         for p in group["params"]:
@@ -593,13 +738,12 @@ class EndToEndSGD(torch.optim.Optimizer):
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
-        groups = []
+        self.__dict__.setdefault("_lr_checked", {})
+        self.__dict__.setdefault("_warned_flat", False)
         for group in self.param_groups:
             for k, v in _OPTION_DEFAULTS.items():  # a pickle of an older version
                 group.setdefault(k, v)
             _validate_group(group)
-            groups.append(group if isinstance(group, _CheckedGroup) else _CheckedGroup(group))
-        self.param_groups = groups
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """torch's ``load_state_dict``, refusing a state_dict that is not EndToEndSGD's
@@ -628,13 +772,41 @@ class EndToEndSGD(torch.optim.Optimizer):
                 if k in saved:  # torch cast these to p's dtype; the cache is float32
                     self.state[p][k] = saved[k].to(device=p.device)
 
+    def _check_groups(self) -> None:
+        """Validate every param group, as at construction: cheap Python checks on each step
+        (a group may have been replaced or edited since), and a tensor lr's value read once
+        per change (its object and version counter), not per step. Not in a compiled step,
+        where the values are constants of the graph (guarded by Dynamo) or, for a tensor
+        lr, read without a host sync."""
+        for i, group in enumerate(self.param_groups):
+            _validate_group(group, read_lr=False)
+            lr = group["lr"]
+            if isinstance(lr, torch.Tensor) and not torch.compiler.is_compiling():
+                seen = self._lr_checked.get(i)
+                if seen is None or seen[0] is not lr or seen[1] != lr._version:
+                    _check_lr(lr)
+                    self._lr_checked[i] = (lr, lr._version)
+
+    @overload
+    def step(self, closure: None = None) -> None: ...
+
+    @overload
+    def step(self, closure: Callable[[], float]) -> float: ...
+
     @torch.no_grad()
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
-        """Perform one step; ``closure`` (optional) re-evaluates the model and returns the loss."""
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:
+        """Perform one step; ``closure`` (optional) re-evaluates the model and returns the loss.
+
+        Raises:
+            ValueError: a bad hyperparameter in a param group (checked here too, so a group
+                replaced or edited after construction is caught), sparse gradients, or a
+                gradient with NaN or inf entries; no parameter is changed then.
+        """
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
+        self._check_groups()
         work = []
         for group in self.param_groups:
             params = [p for p in group["params"] if p.grad is not None]
@@ -642,7 +814,11 @@ class EndToEndSGD(torch.optim.Optimizer):
                 raise ValueError("EndToEndSGD does not support sparse gradients")
             work.append((group, params, [p.grad for p in params]))
         all_grads = [g for _, _, grads in work for g in grads]
-        bad = _first_nonfinite(all_grads)  # all groups, before any parameter changes
+        if torch.compiler.is_compiling():  # no host sync, no graph break
+            _assert_finite(all_grads)
+            bad = None
+        else:
+            bad = _first_nonfinite(all_grads)  # all groups, before any parameter changes
         if bad is not None:
             gi, p = next(
                 (gi, p)
@@ -652,6 +828,8 @@ class EndToEndSGD(torch.optim.Optimizer):
             )
             i = next(i for i, q in enumerate(self.param_groups[gi]["params"]) if q is p)
             raise _nonfinite_error(f"parameter {i} of group {gi}", all_grads[bad])
+        if any(g["precondition_every"] > 1 and g["depth"] != 1 for g, _, _ in work):
+            _refresh_caches([(g, params) for g, params, _ in work], self.state)
         for group, params, grads in work:
             _sgd_on_directions(params, grads, self.state, **{k: group[k] for k in _GROUP_KEYS})
         return loss

@@ -386,6 +386,21 @@ def _initial_factors(
     return tuple(factors)
 
 
+def _refuse_torchscript(model: nn.Module) -> None:
+    """A TorchScript module (``torch.jit.script`` / ``trace``) holding a layer that would
+    be changed cannot be reparametrized: refuse it instead of changing nothing."""
+    for name, m in model.named_modules():
+        if isinstance(m, torch.jit.ScriptModule) and (
+            getattr(m, "original_name", None) in SUPPORTED_LAYERS
+            or any(getattr(c, "original_name", None) in SUPPORTED_LAYERS for c in m.modules())
+        ):
+            where = "the model" if not name else f"submodule {name!r}"
+            raise ValueError(
+                f"{where} is a TorchScript module (torch.jit.script or trace), whose layers "
+                "cannot be reparametrized: overparameterize the eager model, then script it"
+            )
+
+
 def overparameterize(
     model: nn.Module,
     depth: int = 2,
@@ -420,6 +435,10 @@ def overparameterize(
     Returns:
         ``(model, summary)``: the same model object, and an :class:`OverparamSummary`.
 
+    Raises:
+        ValueError: bad arguments, or a TorchScript model (``torch.jit.script`` /
+            ``trace``): overparameterize the eager model, then script it.
+
     Note: the parameters change, so create the optimizer after this call.
     """
     if isinstance(depth, bool) or not isinstance(depth, int) or depth < 1:
@@ -431,6 +450,7 @@ def overparameterize(
     if scale is not None and init == "preserve":
         raise ValueError("scale has no effect with init='preserve' (the function is kept exactly)")
     _resolve_hidden(hidden, 1, 1)  # validate early, before touching the model
+    _refuse_torchscript(model)
 
     modules = list(model.named_modules())
     names = [n for n, _ in modules]
