@@ -1214,3 +1214,25 @@ def test_bfloat16_cache_survives_a_state_dict_round_trip():
     train_steps(fresh, opt2, 5, x, y)
     for a, b in zip(model.parameters(), fresh.parameters(), strict=True):
         assert torch.equal(a, b)
+
+
+# ---------------------------------------------------------------- documentation
+
+
+def test_help_shows_the_update_args_and_example_first():
+    """help(EndToEndSGD) leads with Eq. 10's update, then Args, then one example, all
+    within its first 40 lines; no benchmark timings in the docstrings (they go stale)."""
+    import pydoc
+    import re
+
+    from depthaccel.preconditioner import amortised_svd
+
+    lines = pydoc.render_doc(EndToEndSGD, renderer=pydoc.plaintext).splitlines()
+
+    def at(text):
+        return next(i for i, line in enumerate(lines) if text in line)
+
+    assert at("D = sum_{j=1..N} [W W^T]^{(j-1)/N} G [W^T W]^{(N-j)/N}") < at("Args:")
+    assert at("Args:") < at("precondition_every: K") < at("Example") < at("opt.step()") < 40
+    for doc in (EndToEndSGD.__doc__, amortised_svd.__doc__):
+        assert not re.search(r"\d\s*ms\b", doc)

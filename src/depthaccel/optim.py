@@ -228,9 +228,8 @@ def _validate_group(group: Mapping[str, Any], *, read_lr: bool = True) -> None:
 def _first_nonfinite(grads: Sequence[torch.Tensor]) -> int | None:
     """Index of the first gradient with a NaN or inf entry, or None, with one host sync per
     device: NaN-propagating extremes of all gradients are tested together (on the CPU
-    ``torch.aminmax`` per gradient, elsewhere the fused inf-norms ``torch._foreach_norm``:
-    torch's CPU inf-norm kernel is ~10x slower than ``aminmax``, 6.7 vs 0.6 ms for a
-    512 x 3136 float32 gradient on one core); only on failure is the culprit searched."""
+    ``torch.aminmax`` per gradient, faster there than torch's inf-norm kernel; elsewhere
+    the fused inf-norms ``torch._foreach_norm``); only on failure is the culprit searched."""
     by_device: dict[torch.device, list[torch.Tensor]] = {}
     for g in grads:
         if g.numel():
@@ -410,6 +409,8 @@ def _sgd_on_directions(
     directions, per device and dtype), each with the same arithmetic as SGD's."""
     if isinstance(lr, torch.Tensor):
         lr = lr.reshape(())
+    if foreach is None:  # torch.optim.SGD's default: the multi-tensor step on CUDA
+        foreach = bool(params) and all(p.device.type == "cuda" for p in params)
     directions = []
     for p, g in zip(params, grads, strict=True):
         d_p = g if not maximize else -g
@@ -564,102 +565,69 @@ def _is_fsdp_flat(p: torch.Tensor) -> bool:
 class EndToEndSGD(torch.optim.Optimizer):
     r"""SGD (with momentum) on the end-to-end direction of a depth-N linear network (Eq. 10).
 
-    For every *matrix parameter* W (see ``matrix_params``; flattened to ``out x rest``) the
-    step takes torch.optim.SGD's rule with its ``d_p`` replaced by the direction::
+    torch.optim.SGD's step with its ``d_p`` replaced, for every matrix parameter W
+    (flattened to ``out x rest``) with gradient G, by (Arora, Cohen & Hazan, ICML 2018)::
 
-        D = P_W(s*G) + weight_decay * N * W,     s = -1 if maximize else 1,
-        P_W(G) = sum_{j=1..N} [W W^T]^{(j-1)/N} G [W^T W]^{(N-j)/N}      (Eq. 10)
-        B <- D                        on the first step, else
-        B <- momentum * B + (1 - dampening) * D                           (if momentum > 0)
-        D <- D + momentum * B  if nesterov  else  B                       (if momentum > 0)
-        W <- W - lr * D
+        D = sum_{j=1..N} [W W^T]^{(j-1)/N} G [W^T W]^{(N-j)/N} + weight_decay * N * W
 
-    where G is the gradient at W, N = ``depth`` (any real >= 1) and ``[A]^q`` the
-    fractional power of a PSD matrix. Without momentum this is what gradient descent on a
-    balanced depth-N factorisation of W does to first order in ``lr`` (Theorem 1); with
-    momentum it is heavy-ball/Nesterov applied to that direction (the same construction as
-    training the factorised net with momentum only to first order in ``lr`` and when the
-    factors stay balanced). Every other parameter (biases, and what ``matrix_params``
-    excludes) gets torch.optim.SGD's rule with ``D = s*g + weight_decay * p``. With
-    ``depth=1`` the optimizer is ``torch.optim.SGD`` with the same arguments, bit for bit.
-
-    A weight with one row or one column uses Eq. 12's O(d) form (no SVD, always exact).
-    float16/bfloat16 weights are preconditioned in float32 (the SVD, Claim 1 and Eq. 12;
-    the direction is cast back to the weight's dtype and the SGD rule runs in it).
-
-    **Amortised preconditioning** (``precondition_every=K > 1``): the SVD ``U, s, V`` of a
-    weight is recomputed on every K-th step of that weight and cached in the optimizer
-    state in between; a step in between applies Claim 1's operator of the *cached* matrix
-    ``W_c`` (the weight at the last refresh) to the *current* gradient::
-
-        P_{W_c}(G) = sum_j [W_c W_c^T]^{(j-1)/N} G [W_c^T W_c]^{(N-j)/N}
-
-    i.e. the preconditioner is frozen for K - 1 steps while W keeps moving (the weight
-    decay term still uses the current W). The error is of the order of how far W moves in
-    K steps relative to its singular values (measured in benchmarks/README.md). Single
-    row/column weights ignore K (Eq. 12 is O(d)). The cache (about twice the weight's size,
-    float32 for half weights) and the per-weight step count are in ``state_dict()``.
-    A refresh factorises W by :func:`~depthaccel.preconditioner.amortised_svd`: for a
-    rectangular W of condition <= 32, ``eigh`` of the smaller Gram matrix (``W W^T`` or
-    ``W^T W``), which agrees with the SVD to its rounding level there; otherwise the SVD
-    of the tall orientation (after such a failure the next ``GRAM_RETRY - 1`` refreshes of
-    that weight skip the Gram try). A cached step applies the frozen operator by
-    :func:`~depthaccel.preconditioner.amortised_direction`: three products of size
-    ``k * d * min(k, d)`` (at depth 2 ``[W_c W_c^T]^{1/2} G + G [W_c^T W_c]^{1/2}`` through
-    the cached factors, otherwise plus two ``min(k, d)^3`` ones). The exact rule
-    (``precondition_every=1``) uses neither: its numbers are those of
-    :func:`~depthaccel.preconditioner.end_to_end_direction`, unchanged.
-
-    ``precondition_dtype`` (with K > 1 only): the dtype of the cache and of the products
-    of the direction ``P_{W_c}(G)`` (G is cast to it, the direction back to the weight's
-    working dtype before the weight decay and the SGD rule run). None (default): the
-    working dtype. ``torch.bfloat16`` trades precision for speed where bfloat16 matrix
-    products are fast (CPUs with AMX, recent GPUs; elsewhere it can be slower): the
-    factorisation and Claim 1's eigenvalues are still computed in float32 or better, but
-    the direction carries bfloat16's rounding, a relative error of ~0.3-0.4% (measured on
-    512 x 3136, depth 2 and 3, against float64), far below the error of freezing the
-    operator for K steps (benchmarks/README.md). float16 is refused (range).
-
-    **Which parameters** (``matrix_params``, per group): ``"all"`` (default) -- every
-    parameter with >= 2 dimensions, a conv kernel as ``out x (in*kh*kw)``; ``"2d"`` -- only
-    2-D parameters (Linear weights; conv kernels get plain SGD); ``"none"`` -- plain SGD
-    for the whole group. An embedding table or a stacked attention projection (e.g.
-    ``nn.MultiheadAttention.in_proj_weight``, Q/K/V as one 3E x E matrix) cannot be told
-    from a Linear weight by its shape: put such parameters in a group with
-    ``matrix_params="none"`` (or ``depth=1``). A 1-D parameter is always plain SGD; one
-    that FSDP1 flattened from a matrix (detectable by FSDP's markers) gets a warning, once.
-    DTensor parameters (FSDP2, tensor parallel) are refused as matrices: the SVD of a local
-    shard is not the SVD of the matrix.
-
-    **Performance.** Hyperparameters are validated when they are set (constructor,
-    ``add_param_group``, ``load_state_dict``, ``group[key] = value`` as schedulers do),
-    not on every step. Non-finite gradients (NaN or inf, in any group) raise a
-    ``ValueError`` before any parameter changes; the check costs one host sync per step
-    and device (one fused inf-norm over all gradients). A tensor ``lr`` on an accelerator
-    is applied without reading it on the host (``addcmul_``; torch.optim.SGD reads it);
-    on the CPU it is read, as SGD does. The SVD itself may synchronise (LAPACK/cuSOLVER
-    convergence checks): once per K steps per weight with ``precondition_every=K``.
-
-    Parameters whose ``.grad`` is None are skipped. Sparse gradients and complex
-    parameters are refused. A ``state_dict`` of another optimizer (e.g.
-    ``torch.optim.SGD``) is refused by ``load_state_dict``.
+    then momentum on D and ``W <- W - lr * D`` exactly as SGD; other parameters (biases)
+    get plain SGD, and ``depth=1`` is torch.optim.SGD bit for bit.
 
     Args:
         params: iterable of parameters or of param-group dicts.
-        lr: learning rate, a number >= 0 or a 1-element tensor (e.g. for ``torch.compile``).
-        depth: N, a finite real number >= 1.
-        momentum: momentum factor, >= 0 (default 0).
-        dampening: dampening for momentum (default 0).
-        weight_decay: lambda, >= 0: the decay rate of each factor of the emulated network
-            (matrix parameters decay by ``lambda * N``, others by ``lambda``).
-        nesterov: Nesterov momentum (needs momentum > 0 and dampening = 0).
-        maximize: maximize the objective instead of minimising it.
-        precondition_every: K >= 1, recompute each weight's SVD every K of its steps
-            (1: exact Eq. 10 at every step).
-        matrix_params: ``"all"``, ``"2d"`` or ``"none"``: which parameters are matrices.
-        precondition_dtype: None, ``torch.float32``, ``torch.float64`` or
-            ``torch.bfloat16``: the dtype of the amortised path's cache and products
-            (needs ``precondition_every > 1``; see above).
+        lr: learning rate >= 0: a number, or a 1-element tensor (e.g. for torch.compile).
+        depth: N, a real number >= 1.
+        momentum, dampening, nesterov, maximize: as in torch.optim.SGD.
+        weight_decay: lambda >= 0, each emulated factor's decay (matrices: lambda * N).
+        precondition_every: K >= 1: recompute each weight's SVD every K of its steps and
+            reuse it in between (1: exact Eq. 10 on every step).
+        matrix_params: ``"all"`` (>= 2-D), ``"2d"`` or ``"none"``: which get Eq. 10.
+        precondition_dtype: None, float32, float64 or bfloat16: dtype of the K > 1 cache.
+        foreach: as in torch.optim.SGD: ``torch._foreach_*`` for momentum and update
+            (None: on CUDA).
+        differentiable, capturable, fused: torch.optim's; accepted off, True is refused.
+
+    Example::
+
+        model = torch.nn.Sequential(torch.nn.Linear(10, 20), torch.nn.Tanh(),
+                                    torch.nn.Linear(20, 1))
+        opt = EndToEndSGD(model.parameters(), lr=0.01, depth=2, momentum=0.9)
+        model(torch.randn(8, 10)).pow(2).mean().backward()
+        opt.step()
+
+    **Details.** ``[A]^q`` is the fractional power of a PSD matrix (``[A]^0 = I``). Without
+    momentum the step is what gradient descent on a balanced depth-N factorisation of W
+    does to first order in ``lr`` (Theorem 1); with momentum it is heavy-ball/Nesterov on
+    that direction. A weight with one row or column uses Eq. 12's O(d) form (exact, no
+    SVD); float16/bfloat16 weights are preconditioned in float32.
+
+    *Amortised preconditioning* (``precondition_every=K > 1``): a step between refreshes
+    applies the operator of the weight ``W_c`` at the last refresh to the current G (the
+    weight decay term uses the current W); the error is of the order of how far W moves
+    in K steps relative to its singular values. The cache (about twice the weight's size)
+    and each weight's step count are in ``state_dict()``. ``precondition_dtype=bfloat16``
+    computes the cached direction in bfloat16 (~0.3% relative error), for hardware where
+    that is fast; float16 is refused (range).
+
+    *Which parameters*: ``"all"`` treats a conv kernel as ``out x (in*kh*kw)``; ``"2d"``
+    only 2-D weights. An embedding table or a stacked attention projection cannot be told
+    from a Linear weight by its shape: put it in a group with ``matrix_params="none"``.
+    DTensor parameters (FSDP2, tensor parallel) are refused as matrices (a shard's SVD is
+    not the matrix's); a 1-D parameter that FSDP1 flattened gets a warning, once.
+
+    *Checks.* Hyperparameters are validated at construction and again by every
+    ``step()`` (cheap Python checks, so a group edited or replaced since is caught; a
+    tensor lr is read once per change of its version counter). NaN or inf gradients raise
+    a ``ValueError`` before any parameter changes (one host sync per step and device).
+    Sparse gradients, complex parameters and another optimizer's ``state_dict`` are refused.
+
+    *torch.compile.* Both ``torch.compile(opt.step)`` and a compiled function calling
+    ``opt.step()`` work. The exact rule (K = 1) compiles into one graph, SVD included
+    (``fullgraph=True`` works); with K > 1 the SVD refresh runs outside the graph (a graph
+    break on every step, so ``fullgraph=False``). In a compiled step the NaN/inf check is an
+    in-graph assertion (``torch._assert_async``: a RuntimeError on the CPU, a device-side
+    assert on CUDA), and a float hyperparameter changed between steps recompiles, as for
+    torch.optim.SGD (a tensor lr does not). More in the README.
     """
 
     def __init__(

@@ -249,12 +249,10 @@ def amortised_svd(
        matrix of the short side, ``w w^T = Q diag(e) Q^T`` (k <= d; ``w^T w`` for k > d),
        gives the short side's singular vectors Q and ``s = sqrt(e)``; the long side's are
        ``w^T Q diag(1/s)`` (k <= d; ``w Q diag(1/s)`` for k > d). Cost ``2 m^2 n`` + one
-       m x m ``eigh``: 29 + 15 ms for 512 x 3136 in float32 on one core, against ~110 ms
-       for the SVD of the tall orientation below and ~450 ms for LAPACK's SVD of the wide
-       matrix (benchmarks/README.md).
+       m x m ``eigh``, a fraction of an SVD's (measured in benchmarks/README.md).
     2. Otherwise :func:`thresholded_svd` of the **tall orientation** (``w^T`` when k < d,
-       so ``U`` and ``V`` swap): LAPACK's SVD, as accurate as that of w, and with MKL about
-       4x faster for a wide matrix than for its transpose.
+       so ``U`` and ``V`` swap): LAPACK's SVD, as accurate as that of w, and with MKL
+       several times faster for a wide matrix than for its transpose.
 
     *Why the Gram route needs a condition.* Forming ``w w^T`` and its ``eigh`` cost each
     eigenvalue ``e = s^2`` an absolute error of a few ``eps * s_max^2``, so s itself is
@@ -276,8 +274,8 @@ def amortised_svd(
     row space absorbs it (measured: 6x the SVD route's error at condition 30, depth 1.5),
     and the SVD of a square matrix costs only about twice the Gram route.
 
-    A failed try of route 1 costs the Gram matrix and its ``eigh`` (~30 ms for 512 x 3136,
-    a quarter of its SVD), which is why a caller that refreshes the same weight again can
+    A failed try of route 1 costs the Gram matrix and its ``eigh`` (about a quarter of the
+    SVD for 512 x 3136), which is why a caller that refreshes the same weight again can
     skip it (``gram=False``) after a failure. The route is chosen on the host (one read of
     a device value per call that tries route 1: the SVD synchronises too). Singular
     values are in descending order, as from :func:`thresholded_svd`; the singular vectors
