@@ -525,3 +525,27 @@ def test_sigterm_while_ray_trains_exits_143_with_the_resume_hint(tmp_path):
     assert "run the same command again to resume" in out
     assert "Traceback" not in out and "Stack trace" not in out, out[-3000:]
     assert not _left_running(seen)
+
+
+def test_rays_token_authentication_notice_is_not_printed_but_its_warning_is():
+    pytest.importorskip("ray")
+    import logging
+
+    import depthaccel.executors.ray_executor  # noqa: F401 - installs the filter
+    from ray._private.authentication import authentication_token_setup as auth
+
+    seen: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            seen.append(record.getMessage())
+
+    logger = logging.getLogger(auth.__name__)
+    h = Keep()
+    logger.addHandler(h)
+    try:
+        auth._warn_token_auth_enabled()
+        auth._warn_token_auth_disabled()
+    finally:
+        logger.removeHandler(h)
+    assert len(seen) == 1 and seen[0].startswith("Token authentication is disabled")

@@ -165,6 +165,7 @@ def test_one_bar_for_the_whole_sweep(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "sweep on local (6 shards)" in err
     assert f"{len(grid())}/{len(grid())} runs" in err
+    assert "| , " not in err and f"| {len(grid())}/{len(grid())} runs [" in err
     assert "training 11 runs" not in err  # no per-shard trainer bars
 
 
