@@ -183,3 +183,32 @@ def test_save_figure_is_atomic(tmp_path):
         atomic.save_figure(Broken(), p)
     assert p.read_bytes()[:4] == b"\x89PNG" and len(list(tmp_path.iterdir())) == 1
     plt.close(fig)
+
+
+def test_data_is_fsynced_before_the_rename(tmp_path, monkeypatch):
+    """The rename must never reach the disk before the bytes: fsync(file), then
+    os.replace, then fsync(folder) -- for single writes and for staged sets."""
+    import stat
+
+    events: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd):
+        kind = "file" if stat.S_ISREG(os.fstat(fd).st_mode) else "dir"
+        events.append(f"fsync {kind}")
+        real_fsync(fd)
+
+    def replace(a, b):
+        events.append("replace")
+        real_replace(a, b)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    write_atomic(tmp_path / "a.txt", "x")
+    assert events == ["fsync file", "replace", "fsync dir"]
+    events.clear()
+    with StagedWrites() as st:
+        st.write(tmp_path / "b", "1")
+        st.write(tmp_path / "c", "2")
+    assert events == ["fsync file", "fsync file", "replace", "replace", "fsync dir"]
+    assert (tmp_path / "a.txt").read_text() == "x" and (tmp_path / "c").read_text() == "2"

@@ -531,8 +531,9 @@ def test_rays_token_authentication_notice_is_not_printed_but_its_warning_is():
     pytest.importorskip("ray")
     import logging
 
-    import depthaccel.executors.ray_executor  # noqa: F401 - installs the filter
     from ray._private.authentication import authentication_token_setup as auth
+
+    import depthaccel.executors.ray_executor  # noqa: F401 - installs the filter
 
     seen: list[str] = []
 

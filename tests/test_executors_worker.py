@@ -64,6 +64,17 @@ def test_events_and_results_equal_a_plain_train_call():
     assert st["iteration"] == 40 and st["thresholds"] == list(THRESHOLDS)
 
 
+def test_no_checkpoint_at_the_last_iteration():
+    # iters a multiple of K: the state after the last iteration is the result (Done),
+    # never a checkpoint (which would be stored only to be deleted, or resumed from)
+    spec, shard = spec_and_shard(iters=320, K=40)
+    events = []
+    run_shard(spec, shard, events.append)
+    assert [e.iteration for e in events if isinstance(e, Checkpoint)] == list(range(40, 320, 40))
+    assert [e for e in events if isinstance(e, Progress)][-1].iteration == 320
+    assert isinstance(events[-1], Done)
+
+
 def test_resume_from_a_streamed_checkpoint_is_bit_exact():
     spec, shard = spec_and_shard()
     events = []

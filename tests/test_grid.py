@@ -87,6 +87,14 @@ def test_best_result_ties_and_divergence():
     assert best_result(rs[3:]) is None
 
 
+def test_best_result_breaks_ties_on_the_smallest_threshold_first():
+    # Equal final gaps: the earlier hit of the smallest threshold (1e-3) decides, even
+    # when the other run reached the larger threshold (1e-2) sooner.
+    a = result(0.1, 1e-5, {1e-2: 50, 1e-3: 80})
+    b = result(0.2, 1e-5, {1e-2: 30, 1e-3: 90})
+    assert best_result([a, b]).run.lr == 0.1 and best_result([b, a]).run.lr == 0.1
+
+
 def test_warns_on_edge_and_extends_on_log_scale():
     X, y = problem(seed=1)
     lrs = [1e-4, 10**-3.5, 1e-3]
@@ -304,6 +312,10 @@ def test_refinement_rates_rules():
     assert refinement_rates(fine, [False, False, False, True], 1.25e-3, **kw) == []
     with pytest.raises(ValueError):
         refinement_rates([1e-2, 1e-3], [False, False], 1e-3, **kw)
+    # rounding of rates: a spacing up to 0.1% above max_ratio counts as fine ...
+    assert refinement_rates([1e-3, 1e-3 * 1.33 * 1.0005], [False, False], 1e-3, **kw) == []
+    # ... beyond that it is filled
+    assert len(refinement_rates([1e-3, 1e-3 * 1.33 * 1.002], [False, False], 1e-3, **kw)) == 1
 
 
 def test_grid_search_with_fill_ratio_finds_best_and_edge():

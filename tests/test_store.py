@@ -114,6 +114,40 @@ def test_checkpoints_and_atomic_finish(tmp_path):
         assert s.checkpoints() == []
 
 
+def test_finish_group_is_one_transaction(tmp_path):
+    """A fault between storing a group's runs and deleting its checkpoint leaves both as
+    they were: never runs stored twice over (or a checkpoint deleted without its runs)."""
+    runs = [make_run(i) for i in range(3)]
+    keys = [r.key for r in runs]
+    g = group_key(keys)
+
+    class Fault(Exception):
+        pass
+
+    class FaultOnDelete:  # the connection, with a crash at the checkpoint's deletion
+        def __init__(self, conn):
+            self.conn = conn
+
+        def __getattr__(self, name):
+            return getattr(self.conn, name)
+
+        def execute(self, sql, *args):
+            if sql.startswith("DELETE FROM checkpoints"):
+                raise Fault
+            return self.conn.execute(sql, *args)
+
+    with Store(tmp_path) as s:
+        s.save_checkpoint(g, keys, 100, b"state-100")
+        real = s._conn
+        s._conn = FaultOnDelete(real)
+        with pytest.raises(Fault):
+            s.finish_group(g, runs)
+        s._conn = real
+        assert s.count_runs() == 0 and s.checkpoints() == [(g, 100)]
+        s.finish_group(g, runs)
+        assert s.count_runs() == 3 and s.checkpoints() == []
+
+
 def test_corrupt_file_is_refused_and_untouched(tmp_path):
     f = tmp_path / DEFAULT_FILENAME
     f.write_bytes(np.random.default_rng(0).bytes(8192))

@@ -494,3 +494,34 @@ def test_bit_rot_in_a_checkpoint_is_not_resumed_from(tmp_path, monkeypatch):
     assert_same(res.results, train(X, y, 4, runs, T, **kw))
     with Store(tmp_path) as s:
         assert s.checkpoints() == [] and s.count_runs() == len(runs)
+
+
+def test_a_checkpoint_without_a_new_threshold_is_not_resumed(tmp_path, monkeypatch):
+    """Killed after a checkpoint, re-run with an extra threshold: the checkpoint tracked
+    only the old thresholds (a hit of the new one before the checkpoint was never
+    recorded), so the runs start over and every first hit equals uninterrupted training."""
+    X, y = problem()
+    runs = grid()
+    T, K = 600, 200
+    old, new = (1e-2,), (1e-2, 0.5)
+    saved = []
+    real_save = Store.save_checkpoint
+
+    def crash_on_second(self, group, keys, iteration, state):
+        if saved:
+            raise Crash
+        saved.append(iteration)
+        real_save(self, group, keys, iteration, state)
+
+    monkeypatch.setattr(Store, "save_checkpoint", crash_on_second)
+    with pytest.raises(Crash):
+        sweep(X, y, 4, runs, T, store=tmp_path, checkpoint_every=K, thresholds=old, log_points=20)
+    monkeypatch.undo()
+    with Store(tmp_path) as s:
+        assert [it for _, it in s.checkpoints()] == [K]
+    res = sweep(X, y, 4, runs, T, store=tmp_path, checkpoint_every=K, thresholds=new, log_points=20)
+    assert res.resumed == {}
+    ref = train_by_group(X, y, 4, runs, T, thresholds=new, log_points=20)
+    assert_same(res.results, ref)
+    # the new, loose threshold is reached early, before the checkpoint's iteration
+    assert any(0 < (r.first_hit[0.5] or T) < K for r in ref)
