@@ -72,24 +72,31 @@ def test_workers_cannot_open_the_store(tmp_path):
     assert ex.map(lambda x: (x * x, os.getpid()), [3])[0][0] == 9
 
 
-def test_map_reports_each_result_in_the_driver_as_it_ends():
+def test_map_reports_each_result_in_the_driver_as_it_ends(tmp_path):
     """``on_result(i, result)`` runs in the driver's thread for every task, in order of
-    completion (here the slow first task ends last), and the list keeps the item order."""
+    completion, and the list keeps the item order. The first task ends last by events,
+    not by a sleep: it waits until the driver has reported the second one's result."""
     import threading
     import time
 
     ex = RayExecutor()
     got, threads = [], set()
+    reported = tmp_path / "second-reported"
 
     def on_result(i, r):
         got.append((i, r))
         threads.add(threading.get_ident())
+        if i == 1:
+            reported.touch()
 
-    def slow_square(x):
-        time.sleep(2.0 if x == 3 else 0.0)
+    def square(x, flag=str(reported)):
+        if x == 3:  # the first task: ends after the driver reported the second
+            deadline = time.monotonic() + 120
+            while not os.path.exists(flag) and time.monotonic() < deadline:
+                time.sleep(0.01)
         return x * x
 
-    assert ex.map(slow_square, [3, 4], on_result=on_result) == [9, 16]
+    assert ex.map(square, [3, 4], on_result=on_result) == [9, 16]
     assert got == [(1, 16), (0, 9)] and threads == {threading.get_ident()}
 
 
