@@ -9,6 +9,7 @@ import argparse
 import sys
 
 from depthaccel.commands import jobs
+from depthaccel.commands.flags import add_output_flags, progress
 from depthaccel.compare import (
     DEFAULT_CHECKPOINT_EVERY,
     DEFAULT_ITERS,
@@ -239,7 +240,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="torch CPU threads, 0 = torch's default (default: 1: these GEMMs are small, and "
         "extra threads slowed training 14x on a busy 2-core machine)",
     )
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_output_flags(p)
     jobs.add_arguments(p)
     p.set_defaults(func=run)
     return p
@@ -303,7 +304,7 @@ def _run(args: argparse.Namespace) -> int:
         if error is not None:
             print(error, file=sys.stderr)
             return 2
-        res = run_compare(cfg, progress=not args.no_progress, log=print, executor=executor)
+        res = run_compare(cfg, progress=progress(args), log=print, executor=executor)
     except (OutputFolderError, MemoryEstimateError) as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
         return 2

@@ -7,6 +7,7 @@ import argparse
 import os
 import sys
 
+from depthaccel.commands.flags import add_output_flags, progress
 from depthaccel.data import catalog
 
 _DESCRIPTION = """\
@@ -41,7 +42,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help=f"data set(s): {', '.join(catalog.DATASETS)} (default: all)",
     )
     p.add_argument("--data-dir", default=None, help="data folder (default: see above)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars (fetch)")
+    add_output_flags(p)
     p.set_defaults(func=run, _parser=p)
     return p
 
@@ -93,7 +94,7 @@ def _fetch(args: argparse.Namespace, names: list[str]) -> int:
     res = catalog.fetch_data(
         names,
         args.data_dir,
-        progress=not args.no_progress,
+        progress=progress(args),
         log=lambda s: print(s, file=sys.stderr, flush=True),
     )
     for path in res.fetched:

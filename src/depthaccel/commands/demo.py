@@ -6,6 +6,7 @@ import argparse
 import sys
 import time
 
+from depthaccel.commands.flags import add_output_flags, progress
 from depthaccel.demo import DemoConfig, estimate_memory, format_table, run_demo
 from depthaccel.resources import available_memory, format_bytes
 
@@ -53,7 +54,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     for flag, conv, what in _OPTIONS:
         default = getattr(d, _field(flag))
         p.add_argument(flag, type=conv, default=default, help=f"{what} (default {default:g})")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_output_flags(p)
     p.set_defaults(func=run)
     return p
 
@@ -75,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     t0 = time.perf_counter()
     try:
-        result = run_demo(cfg, quiet=args.quiet)
+        result = run_demo(cfg, quiet=not progress(args))
     except ValueError as e:  # e.g. a generated problem that is singular in float64
         print(f"depthaccel demo: error: {e}", file=sys.stderr)
         return 1

@@ -12,6 +12,7 @@ import traceback
 from typing import Any
 
 from depthaccel.commands import jobs
+from depthaccel.commands.flags import add_output_flags, notes, progress
 from depthaccel.data.catalog import ensure_data
 from depthaccel.data.scaling import DEFAULT_SETUP, SetupAxes, parse_feature_scale
 from depthaccel.experiments import (
@@ -157,9 +158,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         help="torch CPU threads (default 1: on a busy 2-core machine more threads were "
         "much slower; raise it on a machine of your own)",
     )
-    p.add_argument(
-        "--no-progress", action="store_true", help="no progress bars (they go to stderr)"
-    )
+    add_output_flags(p)
     p.add_argument(
         "--precondition-every",
         type=int,
@@ -396,8 +395,8 @@ def _data_preflight(
     report = ensure_data(
         needs,
         args.data_dir,
-        progress=not args.no_progress,
-        log=lambda msg: print(msg, file=sys.stderr, flush=True),
+        progress=progress(args),
+        log=notes(args),
     )
     skipped = [n for ds in report.unusable for n in needs[ds]]
     if not skipped:
@@ -430,7 +429,8 @@ def _run_all(args: argparse.Namespace, names: list[str], executor: Any = None) -
     context_options = dict(
         device=args.device,
         dtype=args.dtype,
-        progress=not args.no_progress,
+        progress=progress(args),
+        log=notes(args),
         data_dir=args.data_dir,
         store=store,
         checkpoint_every=args.checkpoint_every,
