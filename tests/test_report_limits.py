@@ -54,3 +54,14 @@ def test_quick_reproduction_keeps_its_store_keys_and_the_report_limits(tmp_path)
     assert set(runs) == set(pinned["runs"]) and set(tasks) == set(pinned["tasks"])
     report = (out / "REPORT.md").read_text()
     assert check_report(report) == []
+
+
+def test_readme_findings_are_generated_from_the_committed_results():
+    """README's "What the reproduction found" is findings_section(docs/reproduction):
+    regenerate it with `python -m depthaccel.experiments.findings docs/reproduction
+    README.md` after regenerating the results."""
+    from depthaccel.experiments.findings import BEGIN, END, findings_section
+
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split(BEGIN, 1)[1].split(END, 1)[0].strip()
+    assert section == findings_section(ROOT / "docs" / "reproduction").strip()

@@ -81,9 +81,21 @@ class Claim:
 
     @classmethod
     def legacy(cls, text: str, measured: str, passed: bool | None, note: str = "") -> Claim:
-        """A claim in the older form (claim text, measured text, passed, note): the note
-        goes to ``details`` (and is the ``why`` of a FAIL)."""
-        return cls.from_json({"text": text, "measured": measured, "passed": passed, "note": note})
+        """A claim in the older form (claim text, measured text, passed, note) of an
+        experiment not yet split into measure/judge/render: the statement and measured
+        cells are shortened mechanically (parentheses dropped, the first clause kept, at
+        most 20 and 15 words) and the full texts kept in ``details``; the note goes to
+        ``details`` (and is the ``why`` of a FAIL)."""
+        details = {"note": note} if note else {}
+        why = (note or "see the measured values in full") if passed is False else ""
+        claim = cls.judged(text, "", measured, passed, why=why, details=details)
+        short_text, short_measured = _shorten(text, 20), _shorten(measured, 15)
+        if short_text != text:
+            claim.details["claim in full"] = text
+        if short_measured != measured:
+            claim.details["measured in full"] = measured
+        claim.statement, claim.measured = short_text, short_measured
+        return claim
 
     @property
     def text(self) -> str:
@@ -113,11 +125,9 @@ class Claim:
                 data.get("why", ""),
                 dict(data.get("details") or {}),
             )
-        passed = data.get("passed")
-        details = {"note": data["note"]} if data.get("note") else {}
-        why = (data.get("note") or "see the measured value") if passed is False else ""
-        return cls.judged(data.get("text", ""), "", data.get("measured", ""), passed,
-                          why=why, details=details)  # fmt: skip
+        return cls.legacy(
+            data.get("text", ""), data.get("measured", ""), data.get("passed"), data.get("note", "")
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -218,6 +228,21 @@ class ExperimentResult:
             device=data.get("device", ""),
             summary=data.get("summary") or str(data.get("settings", {}).get("what_was_run", "")),
         )
+
+
+def _shorten(text: str, words: int) -> str:
+    """``text`` without parenthetical remarks, cut at its first ';' and to ``words``
+    words (an ellipsis marks a cut)."""
+    import re
+
+    short = text
+    for _ in range(3):  # nested parentheses, innermost first
+        short = re.sub(r"\s+\([^()]*\)", "", short)
+    short = short.split(";")[0].strip()
+    parts = short.split()
+    if len(parts) > words:
+        short = " ".join(parts[:words]) + " ..."
+    return short or text
 
 
 def to_jsonable(obj: Any) -> Any:
