@@ -109,7 +109,7 @@ def test_a_rate_above_the_stability_edge_is_reported_as_a_divergence(tmp_path, e
     div = res.settings["diverged"][key]
     (claim,) = res.claims
     assert claim.passed is False
-    assert f"net at iteration {div['net']}, scheme at {div['scheme']}" in claim.measured
+    assert f"net at iteration {div['net']}, scheme at {div['scheme']}" in claim.measured_full
     assert "above the stability edge" in claim.note
     curves = {c.label: c for c in read_curves_csv(tmp_path / "curves.csv.gz")}
     net = curves["depth-2 net, width 1, lr 0.01"]

@@ -70,6 +70,6 @@ def test_quick_run(tmp_path, ethanol_data_dir):
             assert other.diverged or chosen.final_gap < other.final_gap
     # quick mode: numbers shown, no verdict
     assert [c.passed for c in res.claims] == [None, None]
-    assert "every seed of 0, 1" in res.claims[1].text and "plain" in res.claims[1].measured
+    assert "every seed of 0, 1" in res.claims[1].text and "plain" in res.claims[1].measured_full
     assert any(n.startswith("Initial gaps") for n in res.notes)
     assert (tmp_path / "fig3.png").is_file() and (tmp_path / "curves.csv").is_file()

@@ -20,7 +20,9 @@ def test_quick_run(tmp_path, ethanol_data_dir):
     res = fig4_left.run(cfg, ExperimentContext(tmp_path, data_dir=ethanol_data_dir))
     # quick mode is far shorter than the paper's 1e6 iterations: no verdicts, numbers shown
     assert res.claims and all(c.passed is None for c in res.claims)
-    assert all("final gap" in c.measured and "Window of rates" in c.measured for c in res.claims)
+    assert all(
+        "final gap" in c.measured_full and "Window of rates" in c.measured_full for c in res.claims
+    )
     rows = res.settings["grid_search"]["search"]
     assert [r["model"] for r in rows[:4]] == [
         "depth-3 GD (width 1)",

@@ -23,7 +23,7 @@ def test_quick_run(tmp_path, ethanol_data_dir):
         assert finals[f"depth3/seed{s}"] < finals[f"depth1/seed{s}"]
     # quick mode (5e3 of the paper's 2e5 iterations): not assessed
     assert [c.passed for c in res.claims] == [None, None]
-    assert "holds for every seed (0, 1)" in res.claims[0].measured
+    assert "holds for every seed (0, 1)" in res.claims[0].measured_full
     # fair start: the single layer starts near w = 0, as the deep nets
     g0 = res.settings["initial_gaps"]
     assert max(g0.values()) / min(g0.values()) < 1.05
@@ -67,7 +67,7 @@ def test_quick_run(tmp_path, ethanol_data_dir):
         assert e["final"] == finals[key]
         assert e["curve_min"] <= e["final"]
     assert any("Tail of the curves" in n for n in res.notes)
-    assert "per seed (paper scale)" in res.claims[0].measured
+    assert "per seed (paper scale)" in res.claims[0].measured_full
 
 
 # ------------------------------------------------------------------ tail diagnostics

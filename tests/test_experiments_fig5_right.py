@@ -181,8 +181,8 @@ def test_quick_mode_runs_and_writes_outputs(tmp_path, mnist_data_dir):
     )
     assert split["l2_first"] == pytest.approx(want["l2_first"], rel=1e-6)
     assert split["l2_above_steps"] == want["l2_above_steps"]
-    assert "why, the L2 term" in res.claims[0].measured
-    assert "why" not in res.claims[1].measured  # the cross-entropy claim has no L2 term
+    assert "why, the L2 term" in res.claims[0].measured_full
+    assert "why" not in res.claims[1].measured_full  # the cross-entropy claim has no L2 term
     assert any(n.startswith("L2 term at init") for n in res.notes)
 
 

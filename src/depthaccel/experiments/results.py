@@ -99,8 +99,14 @@ class Claim:
 
     @property
     def text(self) -> str:
-        """The statement (the older name)."""
-        return self.statement
+        """The claim in full (the older name): ``details["claim in full"]`` when the
+        statement was shortened, else the statement."""
+        return str(self.details.get("claim in full", self.statement))
+
+    @property
+    def measured_full(self) -> str:
+        """``details["measured in full"]`` when ``measured`` was shortened, else it."""
+        return str(self.details.get("measured in full", self.measured))
 
     @property
     def note(self) -> str:
