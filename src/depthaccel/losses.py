@@ -37,6 +37,14 @@ import torch
 
 __all__ = [
     "MAX_P",
+    "CEOptimum",
+    "SoftmaxCE",
+    "ce_accuracy",
+    "ce_labels",
+    "ce_loss_grad",
+    "ce_optimum",
+    "loss_token",
+    "optimum_loss",
     "LpOptimum",
     "lp_hessian",
     "lp_loss",
@@ -309,3 +317,202 @@ def _newton_column(
         w, loss, g, ap2 = w_new, l_new, g_new, ap2_new
         gn = float(torch.linalg.vector_norm(g))
     return w, it
+
+
+# ------------------------------------------------------------ softmax cross-entropy
+
+
+_EPS = float(np.finfo(np.float64).eps)
+
+
+@dataclass(frozen=True)
+class SoftmaxCE:
+    r"""Multinomial softmax cross-entropy with an L2 term on the k x d matrix W::
+
+        L(W) = (1/m) sum_i [log sum_c exp(w_c^T x_i) - w_{y_i}^T x_i] + (l2/2) ||W||_F^2
+
+    where:
+        X (m x d) holds the rows x_i, W (k x d) one row w_c per class, y_i in
+        {0, .., k-1} the class index of row i, l2 >= 0.
+
+    Passed to the trainer in place of p (``train(X, labels, SoftmaxCE(k, l2), ...)``,
+    the labels as a vector of class indices); ``token`` identifies it in store keys
+    and checkpoints. With ``l2 > 0`` the minimiser exists and is unique; with
+    ``l2 = 0`` it may not (separable data: the infimum 0 is not attained).
+    """
+
+    n_classes: int
+    l2: float = 0.0
+
+    def __post_init__(self) -> None:
+        k = self.n_classes
+        if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 2:
+            raise ValueError(f"n_classes must be an integer >= 2, got {k!r}")
+        object.__setattr__(self, "n_classes", int(k))
+        lam = float(self.l2)
+        if not (math.isfinite(lam) and lam >= 0):
+            raise ValueError(f"l2 must be finite and >= 0, got {self.l2!r}")
+        object.__setattr__(self, "l2", lam)
+
+    @property
+    def token(self) -> str:
+        return f"ce(k={self.n_classes},l2={self.l2!r})"
+
+
+def ce_labels(y, n_classes: int) -> torch.Tensor:
+    """``y`` (m,) of class indices 0..n_classes-1 (integer-valued floats allowed) as an
+    int64 CPU tensor; ValueError otherwise."""
+    t = torch.as_tensor(np.asarray(y.detach().cpu() if isinstance(y, torch.Tensor) else y))
+    if t.dim() != 1:
+        raise ValueError(f"class labels must be a vector (m,), got shape {tuple(t.shape)}")
+    f = t.to(torch.float64)
+    if not bool(torch.isfinite(f).all()) or not bool((f == f.round()).all()):
+        raise ValueError("class labels must be integers 0..k-1 (no NaN, no fractions)")
+    if t.numel() and not (0 <= float(f.min()) and float(f.max()) < n_classes):
+        raise ValueError(f"class labels must lie in 0..{n_classes - 1}")
+    return f.to(torch.int64)
+
+
+def ce_loss_grad(
+    W: torch.Tensor, X: torch.Tensor, labels: torch.Tensor, l2: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Losses (...,) and gradients (..., k, d) of :class:`SoftmaxCE` at ``W`` (..., k, d)
+    (any leading batch dimensions), in W's dtype: ``dL/dW = (1/m) (S - E)^T X + l2 W``
+    with S the softmax probabilities and E the one-hot labels (m x k)."""
+    m = X.shape[0]
+    Z = W @ X.T  # (..., k, m)
+    lse = torch.logsumexp(Z, dim=-2, keepdim=True)
+    idx = labels.view(*([1] * (Z.dim() - 2)), 1, m).expand(*Z.shape[:-2], 1, m)
+    zy = Z.gather(-2, idx)
+    loss = (lse - zy).sum((-2, -1)) / m
+    S = torch.exp(Z - lse)
+    S.scatter_add_(-2, idx, torch.full_like(zy, -1.0))
+    G = S @ X / m
+    if l2:
+        loss = loss + 0.5 * l2 * (W * W).sum((-2, -1))
+        G = G + l2 * W
+    return loss, G
+
+
+def ce_accuracy(W: torch.Tensor, X: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Fraction (...,) of rows whose largest score ``w_c^T x_i`` is their class's (ties:
+    the first class)."""
+    pred = (W @ X.T).argmax(dim=-2)  # (..., m)
+    return (pred == labels).to(torch.float64).mean(-1)
+
+
+@dataclass(frozen=True)
+class CEOptimum:
+    """The minimiser of :class:`SoftmaxCE` and its certificate.
+
+    Attributes:
+        W: the minimiser (k x d float64 numpy), or the last iterate when ``bounded`` is
+            False.
+        loss: L* (the infimum 0 when ``bounded`` is False).
+        grad_norm: Frobenius norm of dL/dW at ``W`` (the certificate).
+        iterations: Newton iterations used.
+        bounded: False when l2 = 0 and the data are separable: the loss goes to 0 along
+            a direction of growing ||W|| and has no minimiser.
+    """
+
+    W: np.ndarray
+    loss: float
+    grad_norm: float
+    iterations: int
+    bounded: bool = True
+
+
+def _ce_hessian(W: torch.Tensor, X: torch.Tensor, l2: float) -> torch.Tensor:
+    """(k d) x (k d) Hessian: (1/m) sum_i (diag(s_i) - s_i s_i^T) (x) x_i x_i^T + l2 I."""
+    k, d = W.shape
+    m = X.shape[0]
+    S = torch.softmax(W @ X.T, dim=0)  # (k, m)
+    H = torch.empty(k, d, k, d, dtype=torch.float64)
+    for a in range(k):
+        for b in range(a, k):
+            wgt = S[a] * (float(a == b) - S[b]) / m  # (m,)
+            block = (X * wgt[:, None]).T @ X
+            H[a, :, b, :] = block
+            H[b, :, a, :] = block.T
+    H = H.reshape(k * d, k * d)
+    if l2:
+        H.diagonal().add_(l2)
+    return H
+
+
+def ce_optimum(
+    X, labels, n_classes: int, l2: float, *, tol: float = 1e-13, max_iter: int = 200
+) -> CEOptimum:
+    r"""Minimise :class:`SoftmaxCE` in float64 by Newton's method from W = 0, with a
+    backtracking (Armijo) line search; the step solves ``H s = -g`` (a least-squares
+    solve when l2 = 0: H is singular along the shift of every class's row by one
+    vector, which leaves the loss unchanged). It stops when ``||g|| <= tol * max(1,
+    ||g_0||)`` or when a step no longer decreases the loss, keeping the iterate with
+    the smallest gradient; ``grad_norm`` is the certificate.
+
+    With ``l2 = 0`` on separable data there is no minimiser: the loss goes to 0 as ||W||
+    grows. That case is recognised when Newton drives the loss below ``1e-9 log k``
+    with every row classified correctly: ``bounded`` is False and ``loss`` is 0.
+    """
+    X = _design_matrix(X)
+    ce = SoftmaxCE(n_classes, l2)
+    y = ce_labels(labels, ce.n_classes)
+    if y.shape[0] != X.shape[0]:
+        raise ValueError(f"labels must have shape ({X.shape[0]},), got {tuple(y.shape)}")
+    k, d = ce.n_classes, X.shape[1]
+    W = torch.zeros(k, d, dtype=torch.float64)
+    loss, G = ce_loss_grad(W, X, y, ce.l2)
+    g0 = float(G.norm())
+    best = (float(G.norm()), W, float(loss))
+    it = 0
+    while it < max_iter:
+        it += 1
+        gn = float(G.norm())
+        if gn <= tol * max(1.0, g0):
+            break
+        H = _ce_hessian(W, X, ce.l2)
+        g = G.reshape(-1)
+        if ce.l2 > 0:
+            step = -torch.linalg.solve(H, g)
+        else:
+            step = -torch.linalg.lstsq(H, g[:, None], driver="gelsd").solution[:, 0]
+        decrease = float(g @ step)
+        if -decrease <= 1e3 * _EPS * abs(float(loss)):
+            # below the loss's resolution: full steps while they reduce the gradient
+            Wn = W + step.view(k, d)
+            ln, Gn = ce_loss_grad(Wn, X, y, ce.l2)
+            if float(Gn.norm()) >= gn:
+                break
+        else:
+            a = 1.0
+            while True:
+                Wn = W + a * step.view(k, d)
+                ln, Gn = ce_loss_grad(Wn, X, y, ce.l2)
+                if float(ln) <= float(loss) + 1e-4 * a * decrease or a < 1e-10:
+                    break
+                a *= 0.5
+            if float(ln) > float(loss):
+                break
+        W, loss, G = Wn, ln, Gn
+        if float(G.norm()) < best[0]:
+            best = (float(G.norm()), W, float(loss))
+    gn, W, loss = best
+    if ce.l2 == 0 and loss < 1e-9 * math.log(k) and float(ce_accuracy(W, X, y)) == 1.0:
+        return CEOptimum(W.numpy(), 0.0, gn, it, bounded=False)
+    return CEOptimum(W.numpy(), float(loss), gn, it, bounded=True)
+
+
+def loss_token(loss: float | SoftmaxCE) -> str:
+    """How a loss (an l_p exponent p, or a :class:`SoftmaxCE`) is named in store keys and
+    checkpoints: ``p=4.0`` (as ever for l_p) or ``loss=ce(k=3,l2=0.001)``."""
+    if isinstance(loss, SoftmaxCE):
+        return f"loss={loss.token}"
+    return f"p={float(loss)!r}"
+
+
+def optimum_loss(X, y, loss: float | SoftmaxCE) -> float:
+    """L* of the loss on (X, y): :func:`lp_optimum` for an exponent p, :func:`ce_optimum`
+    for a :class:`SoftmaxCE` (y: class indices; the infimum 0 when unbounded)."""
+    if isinstance(loss, SoftmaxCE):
+        return ce_optimum(X, y, loss.n_classes, loss.l2).loss
+    return lp_optimum(X, y, loss).loss

@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from depthaccel.losses import LpOptimum
+from depthaccel.losses import LpOptimum, loss_token
 from depthaccel.store import Store, StoredRun, canonical_json, group_key, run_key
 from depthaccel.train import Run, RunResult, train
 from depthaccel.train.runs import check_runs
@@ -94,7 +94,7 @@ def data_fingerprint(
         h.update(arr.tobytes())
     opt = "computed" if optimum is None else repr(float(optimum))
     h.update(
-        f"p={float(p)!r};iters={int(iters)};log_points={int(log_points)};"
+        f"{loss_token(p)};iters={int(iters)};log_points={int(log_points)};"
         f"dtype={dtype};optimum={opt};options=".encode()
     )
     h.update(canonical_json(options or {}).encode())
@@ -191,6 +191,7 @@ class SweepResult:
 
 
 def _stored_to_result(run: Run, s: StoredRun, thresholds: Sequence[float]) -> RunResult:
+    acc = s.extra.get("accuracy")
     return RunResult(
         run=run,
         iters=s.iters,
@@ -200,6 +201,7 @@ def _stored_to_result(run: Run, s: StoredRun, thresholds: Sequence[float]) -> Ru
         diverged=s.diverged,
         diverged_at=s.diverged_at,
         wall_time=s.wall_time,
+        accuracy=None if acc is None else np.array(acc, dtype=np.float64),  # None -> NaN
     )
 
 
@@ -217,8 +219,13 @@ def _result_to_stored(key: str, r: RunResult, fingerprint: str, extra: dict[str,
         diverged=bool(r.diverged),
         diverged_at=r.diverged_at,
         wall_time=float(r.wall_time),
-        extra=extra,
+        extra=extra if r.accuracy is None else {**extra, "accuracy": _json_floats(r.accuracy)},
     )
+
+
+def _json_floats(a: np.ndarray) -> list[float | None]:
+    """Floats for JSON, NaN as None (JSON has no NaN)."""
+    return [float(x) if np.isfinite(x) else None for x in np.asarray(a, dtype=np.float64)]
 
 
 def sweep(

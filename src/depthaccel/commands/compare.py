@@ -11,6 +11,7 @@ import sys
 from depthaccel.commands import jobs
 from depthaccel.commands.flags import add_output_flags, progress
 from depthaccel.compare import (
+    DEFAULT_CE_L2,
     DEFAULT_CHECKPOINT_EVERY,
     DEFAULT_ITERS,
     DEFAULT_LRS,
@@ -102,6 +103,16 @@ def _csv_list(check, what: str):
     return parse
 
 
+def _l2(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise ValueError(f"--l2 must be a number, got {s!r}") from None
+    if not (v >= 0 and v < float("inf")):
+        raise ValueError(f"--l2 must be finite and >= 0, got {s}")
+    return v
+
+
 def _loss(s: str) -> str:
     parse_loss(s)
     return s.lower()
@@ -131,7 +142,19 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "(a,b,c), for a multi-output regression with one output per target",
     )
     p.add_argument(
-        "--loss", type=_arg(_loss), default="l4", help="l2, l4 or l<p> with p >= 2 (default: l4)"
+        "--loss",
+        type=_arg(_loss),
+        default="l4",
+        help="l2, l4 or l<p> with p >= 2 (regression), or ce: softmax cross-entropy on a "
+        "column of class labels (default: l4)",
+    )
+    p.add_argument(
+        "--l2",
+        type=_arg(_l2),
+        default=None,
+        metavar="LAMBDA",
+        help=f"L2 term (LAMBDA/2)||W||^2 of --loss ce (default: {DEFAULT_CE_L2:g}, so that the "
+        "optimum exists; 0: none, and on separable data the loss itself is reported)",
     )
     p.add_argument(
         "--depths",
@@ -282,6 +305,7 @@ def _run(args: argparse.Namespace) -> int:
             seed=args.seed,
             convention=args.convention,
             force=args.force,
+            l2=args.l2,
         )
     except ValueError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)

@@ -33,6 +33,7 @@ runs), :mod:`~depthaccel.compare.select` (best rate per model),
 """
 
 from depthaccel.compare.config import (
+    DEFAULT_CE_L2,
     DEFAULT_CHECKPOINT_EVERY,
     DEFAULT_ITERS,
     DEFAULT_LRS,
@@ -53,6 +54,7 @@ from depthaccel.compare.select import ModelBest, select_best
 from depthaccel.compare.verdict import SAME_FACTOR, STALL_FRACTION, Comparison, Verdict, verdict
 
 __all__ = [
+    "DEFAULT_CE_L2",
     "DEFAULT_CHECKPOINT_EVERY",
     "DEFAULT_ITERS",
     "DEFAULT_LRS",

@@ -62,6 +62,7 @@ class Comparison:
     thresholds: tuple[float, ...]
     floor: float
     names: Mapping[float, str] = field(default_factory=dict)
+    word: str = "gap"  # what is compared: the gap L - L*, or the loss (no minimiser)
 
     # -- the numbers
     def hits(self, t: float) -> tuple[int | None, int | None]:
@@ -163,7 +164,7 @@ class Comparison:
 
     # -- words
     def name(self, t: float) -> str:
-        return self.names.get(t) or f"a gap of {fmt(t)}"
+        return self.names.get(t) or f"a {self.word} of {fmt(t)}"
 
     def _key_kind(self, sign: int) -> str | None:
         """Which measure shows the sign ``sign`` (speed first, then reach, then final)."""
@@ -222,12 +223,12 @@ class Comparison:
         r = self.final_ratio
         if _band(r) == 0:
             if terse:
-                return "about the same final gap"
-            return f"{b} and {a} end at about the same gap{nums}"
+                return f"about the same final {self.word}"
+            return f"{b} and {a} end at about the same {self.word}{nums}"
         lower, x = ("lower", r) if _band(r) > 0 else ("higher", 1 / r)
         if terse:
-            return f"{_times(x)} {lower} final gap"
-        return f"{b} ends at a {_times(x)} {lower} gap than {a}{nums}"
+            return f"{_times(x)} {lower} final {self.word}"
+        return f"{b} ends at a {_times(x)} {lower} {self.word} than {a}{nums}"
 
     def key(self, *, numbers: bool = True, terse: bool = False) -> str:
         """The clause the headline quotes: for a better/worse outcome the first measure
@@ -272,24 +273,24 @@ class Comparison:
         if self.a_at_floor and self.b_at_floor:
             final = "final gaps both at the optimum to round-off"
         elif self.b_at_floor:
-            final = f"final gap at the optimum to round-off vs {fmt(fa)}"
+            final = f"final {self.word} at the optimum to round-off vs {fmt(fa)}"
         elif self.a_at_floor:
-            final = f"final gap {fmt(fb)} vs the optimum to round-off"
+            final = f"final {self.word} {fmt(fb)} vs the optimum to round-off"
         else:
             r = self.final_ratio
             word = {1: f"{_times(r)} lower", -1: f"{_times(1 / r)} higher", 0: "about the same"}
-            final = f"final gap {fmt(fb)} vs {fmt(fa)} ({word[_band(r)]})"
+            final = f"final {self.word} {fmt(fb)} vs {fmt(fa)} ({word[_band(r)]})"
         return text + final
 
     def _unit(self) -> str:
         names = [self.name(t) for t in self.thresholds]
-        if names and all(n.endswith(" of the initial gap") for n in names):
-            return "each fraction of the initial gap,"
-        return "each gap,"
+        if names and all(n.endswith(f" of the initial {self.word}") for n in names):
+            return f"each fraction of the initial {self.word},"
+        return f"each {self.word},"
 
     def _short(self, t: float) -> str:
         n = self.name(t)
-        return n.removesuffix(" of the initial gap").removeprefix("a gap of ")
+        return n.removesuffix(f" of the initial {self.word}").removeprefix(f"a {self.word} of ")
 
 
 def _it(i: int | None) -> str:
@@ -302,8 +303,9 @@ def compare_models(
     thresholds: Sequence[float],
     floor: float,
     names: Mapping[float, str] | None = None,
+    word: str = "gap",
 ) -> Comparison:
     """``b`` against ``a`` (both must have a best run): thresholds at or below the floor
     are dropped, the rest ordered easiest first."""
     ts = tuple(sorted((t for t in thresholds if t > floor), reverse=True))
-    return Comparison(a=a, b=b, thresholds=ts, floor=floor, names=dict(names or {}))
+    return Comparison(a=a, b=b, thresholds=ts, floor=floor, names=dict(names or {}), word=word)

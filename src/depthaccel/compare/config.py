@@ -17,6 +17,7 @@ from depthaccel.train.grid import log_grid
 from depthaccel.train.runs import MAX_DEPTH
 
 __all__ = [
+    "DEFAULT_CE_L2",
     "DEFAULT_CHECKPOINT_EVERY",
     "DEFAULT_ITERS",
     "DEFAULT_LRS",
@@ -46,6 +47,8 @@ MAX_ITERS = 10**12
 #: Seeds of torch's generator: a signed 64-bit integer.
 SEED_RANGE = (-(2**63), 2**63 - 1)
 DEFAULT_CHECKPOINT_EVERY = 2_000
+#: The default L2 term of ``--loss ce``: small, but positive so that the optimum exists.
+DEFAULT_CE_L2 = 1e-3
 _NOTHING_TO_RUN = (
     "nothing to run: the e2e scheme needs a depth > 1 (at depth 1 it is GD); "
     "add a depth > 1 or another method"
@@ -56,15 +59,19 @@ _NOTHING_TO_RUN = (
 
 
 def parse_loss(name: str) -> float:
-    """``l2`` -> 2, ``l4`` -> 4, ``l<p>`` -> p for any real p >= 2 (e.g. ``l3``, ``l2.5``)."""
+    """``l2`` -> 2, ``l4`` -> 4, ``l<p>`` -> p for any real p >= 2 (e.g. ``l3``, ``l2.5``);
+    ``ce`` (softmax cross-entropy) -> nan: no exponent."""
     s = str(name).strip().lower()
+    if s == "ce":
+        return math.nan
     try:
         if not s.startswith("l"):
             raise ValueError
         p = float(s[1:])
     except ValueError:
         raise ValueError(
-            f"unknown loss {name!r}: use l2, l4, or l<p> with a real p >= 2 (e.g. l3)"
+            f"unknown loss {name!r}: use ce (classification), l2, l4, or l<p> with a real "
+            "p >= 2 (e.g. l3)"
         ) from None
     if not (math.isfinite(p) and p >= 2):
         raise ValueError(f"loss {name!r}: p must be a finite number >= 2, got {p:g}")
@@ -186,7 +193,11 @@ class CompareConfig:
         data: the user's table (CSV or NPZ, see ``depthaccel.data.load_table``).
         target: target column (default: the table's last column); several columns,
             comma-separated (``"a,b,c"``), make a multi-output problem (k = their number).
-        loss: ``l2``, ``l4`` or ``l<p>``.
+        loss: ``l2``, ``l4``, ``l<p>``, or ``ce`` (softmax cross-entropy on a column of
+            class labels, integers or strings; classes from the data).
+        l2: the L2 term ``(l2/2) ||W||^2`` of ``ce`` (None: ``DEFAULT_CE_L2``; 0: none,
+            and then on separable data the loss has no minimiser: the report gives the
+            loss itself instead of a gap). Not used by the l_p losses.
         depths: depths of the linear nets (integers >= 1).
         methods: among gd, e2e, adagrad, adadelta, adam (e2e only at depths > 1).
         iters: full-batch iterations per run.
@@ -232,12 +243,23 @@ class CompareConfig:
     convention: str = "tf"
     log_points: int = 1000
     force: bool = False
+    l2: float | None = None
 
     def __post_init__(self) -> None:
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731
         set_("data", Path(self.data))
         set_("out", Path(self.out))
         parse_loss(self.loss)
+        set_("loss", str(self.loss).strip().lower())
+        if self.l2 is not None:
+            if not self.is_ce:
+                raise ValueError("l2 applies to the ce loss only (--loss ce)")
+            lam = _number(self.l2) if not isinstance(self.l2, str) else float(self.l2)
+            if not (math.isfinite(lam) and lam >= 0):
+                raise ValueError(f"l2 must be finite and >= 0, got {self.l2!r}")
+            set_("l2", lam)
+        if self.is_ce and self.target is not None and "," in str(self.target):
+            raise ValueError("the ce loss takes one target column (the class labels)")
         if not self.depths:
             raise ValueError("depths must not be empty")
         set_("depths", tuple(sorted({check_depth(d) for d in self.depths})))
@@ -274,7 +296,17 @@ class CompareConfig:
 
     @property
     def p(self) -> float:
+        """The l_p exponent (nan for ``ce``)."""
         return parse_loss(self.loss)
+
+    @property
+    def is_ce(self) -> bool:
+        return str(self.loss).strip().lower() == "ce"
+
+    @property
+    def ce_l2(self) -> float:
+        """The L2 term of the ce loss (``DEFAULT_CE_L2`` unless set)."""
+        return DEFAULT_CE_L2 if self.l2 is None else float(self.l2)
 
 
 def build_runs(cfg: CompareConfig, k: int = 1) -> list[Run]:

@@ -8,7 +8,7 @@ import torch
 
 from depthaccel.losses import lp_loss
 
-__all__ = ["FLOOR_SAFETY", "gap_floor", "initial_gap", "roundoff_floor"]
+__all__ = ["FLOOR_SAFETY", "ce_roundoff_floor", "gap_floor", "initial_gap", "roundoff_floor"]
 
 
 def gap_floor(optimum: float) -> float:
@@ -51,3 +51,30 @@ def initial_gap(y: np.ndarray, p: float, optimum: float) -> float:
     """L(0) - L*: the gap of the zero model, which near-zero initialisation starts close to."""
     Y = torch.as_tensor(np.asarray(y, dtype=np.float64)).reshape(len(y), -1)
     return float(lp_loss(torch.zeros_like(Y), Y, p)) - optimum
+
+
+def ce_roundoff_floor(
+    X, labels, W, l2: float, *, eps: float = float(np.finfo(np.float64).eps)
+) -> float:
+    r"""The round-off floor of the softmax cross-entropy gap (``losses.SoftmaxCE``).
+
+    Row i's term ``log sum_c exp(z_ic) - z_{i y_i}`` with ``z_i = W x_i`` is computed with
+    an absolute error of about ``eps * (2 max_c |z_ic| + sum_j |x_ij| max_c |w_cj| +
+    log k)`` (the logits' own rounding, and logsumexp's); the L2 term adds ``eps * l2 *
+    ||W||^2``. The floor is ``FLOOR_SAFETY`` times the mean over the rows plus that
+    (and never below :func:`gap_floor` of the loss)."""
+    X = np.asarray(X, dtype=np.float64)
+    W = np.asarray(W, dtype=np.float64)
+    Z = X @ W.T
+    k = W.shape[0]
+    per_row = 2 * np.abs(Z).max(1) + np.abs(X) @ np.abs(W).max(0) + np.log(k)
+    err = eps * (per_row.mean() + l2 * float((W * W).sum()))
+    loss = float(
+        np.mean(
+            np.log(np.exp(Z - Z.max(1, keepdims=True)).sum(1))
+            + Z.max(1)
+            - Z[np.arange(len(Z)), np.asarray(labels)]
+        )
+        + 0.5 * l2 * float((W * W).sum())
+    )
+    return float(max(FLOOR_SAFETY * err, gap_floor(loss)))

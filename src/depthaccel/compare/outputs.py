@@ -64,13 +64,20 @@ def _num(x: float | None) -> str:
     return "nan" if not math.isfinite(x) else f"{x:.17g}"
 
 
+def _is_ce(res: CompareResult) -> bool:
+    return res.problem is not None and res.problem.is_ce
+
+
 def _summary_csv(res: CompareResult, fh) -> None:
+    """One row per run; the ce loss adds ``final_accuracy`` (train accuracy at the end)."""
     best_idx = {m.best_index for m in res.models if m.best_index is not None}
+    ce = _is_ce(res)
     w = csv.writer(fh)
     w.writerow(
         ["run", "method", "depth", "lr", "final_gap", "diverged", "diverged_at"]
         + [_thr_col(t) for t in res.thresholds]
         + ["best_for_model", "label", "key"]
+        + (["final_accuracy"] if ce else [])
     )
     for i, r in enumerate(res.results):
         w.writerow(
@@ -79,10 +86,25 @@ def _summary_csv(res: CompareResult, fh) -> None:
             + ["" if r.first_hit[t] is None else r.first_hit[t] for t in res.thresholds]
             + [int(i in best_idx), f"{r.run.label()}, lr {format_lr(r.run.effective_lr)}"]
             + [res.keys[i]]
+            + ([_num(_final_acc(r))] if ce else [])
         )
 
 
+def _final_acc(r) -> float | None:
+    return None if r.accuracy is None else float(r.accuracy[-1])
+
+
 def _curves_csv(res: CompareResult, fh) -> None:
+    """run, iteration, gap (and the train accuracy for the ce loss)."""
+    if _is_ce(res):
+        fh.write("run,iteration,gap,accuracy\n")
+        for i, r in enumerate(res.results):
+            acc = r.accuracy if r.accuracy is not None else np.full(len(r.iters), np.nan)
+            fh.writelines(
+                f"{i},{int(it)},{_num(float(g))},{_num(float(a))}\n"
+                for it, g, a in zip(r.iters, r.gap, acc, strict=True)
+            )
+        return
     fh.write("run,iteration,gap\n")
     for i, r in enumerate(res.results):
         fh.writelines(
@@ -117,7 +139,11 @@ def _plot(res: CompareResult, path) -> None:
     colors = dict(zip(METHODS, plt.rcParams["axes.prop_cycle"].by_key()["color"], strict=False))
     styles = ["-", "--", ":", "-.", (0, (5, 1)), (0, (3, 1, 1, 1))]
     depths = sorted({m.depth for m in res.models})
-    fig, ax = plt.subplots(figsize=(9.5, 4.8), layout="constrained")
+    ce = _is_ce(res)
+    if ce:  # the loss beside the train accuracy
+        fig, (ax, ax_acc) = plt.subplots(1, 2, figsize=(12.5, 4.8), layout="constrained")
+    else:
+        fig, ax = plt.subplots(figsize=(9.5, 4.8), layout="constrained")
     floor = res.floor if res.floor > 0 else None
     lowest = np.inf
     for m in res.models:
@@ -137,16 +163,30 @@ def _plot(res: CompareResult, path) -> None:
             linestyle=styles[depths.index(m.depth) % len(styles)],
             label=f"{m.label}, lr {format_lr(m.best_lr)}",
         )
+        if ce and m.best.accuracy is not None:
+            acc = np.asarray(m.best.accuracy, dtype=float)
+            ok = np.isfinite(acc)
+            ax_acc.plot(
+                x[ok],
+                acc[ok],
+                color=colors.get(m.method),
+                linestyle=styles[depths.index(m.depth) % len(styles)],
+            )
     if floor is not None and lowest <= FLOOR_SHOWN_WITHIN * floor:
         # only where a curve comes near it: a far-away line would squash every curve
         ax.axhline(floor, color="0.5", lw=0.8, ls=(0, (4, 3)), label=f"round-off floor {floor:.2g}")
     ax.set_yscale("log")
     ax.set_xlabel("iteration")
-    ax.set_ylabel("loss - optimum")
-    ax.set_title(
-        f"{res.config.data.name}: l{res.config.p:g} loss, best learning rate per model", fontsize=10
-    )
+    bounded = res.problem is None or res.problem.bounded
+    ax.set_ylabel("loss - optimum" if bounded else "loss (no minimiser: L* = 0 is its infimum)")
+    words = res.problem.loss_words if res.problem is not None else f"l{res.config.p:g} loss"
+    ax.set_title(f"{res.config.data.name}: {words}, best learning rate per model", fontsize=10)
     ax.grid(True, which="major", alpha=0.3)
+    if ce:
+        ax_acc.set_xlabel("iteration")
+        ax_acc.set_ylabel("train accuracy")
+        ax_acc.set_title("train accuracy of the same runs", fontsize=10)
+        ax_acc.grid(True, which="major", alpha=0.3)
     fig.legend(loc="outside right upper", fontsize=7.5, frameon=False)
     fig.savefig(path, dpi=110, format="png")
     plt.close(fig)
@@ -159,18 +199,51 @@ def _targets(name: str) -> str:
     return f"{len(names)} targets (outputs) " + ", ".join(f"`{n}`" for n in names)
 
 
+def _ce_data(res: CompareResult) -> list[str]:
+    cfg, ct, pb = res.config, res.dataset, res.problem
+    classes = ", ".join(f"`{c}` ({n})" for c, n in zip(ct.classes, ct.counts, strict=True))
+    if pb.bounded:
+        opt = (
+            f"optimum L* = {res.optimum:.10g} (Newton's method in float64; gradient norm there "
+            f"{res.certificate:.2g}); initial gap L(0) - L* = {res.initial_gap:.4g}; round-off "
+            f"floor of the gap {res.floor:.3g} (final gaps at or below it are the optimum "
+            "reached; summary.csv keeps the raw numbers)."
+        )
+    else:
+        opt = (
+            "with --l2 0 these classes are linearly separable: the loss has no minimiser (it "
+            "goes to 0 as the weights grow), so every number below is the loss itself (L* = "
+            "0, its infimum), not a gap."
+        )
+    return [
+        f"Data: `{cfg.data}` ({ct.X.shape[0]} rows x {ct.X.shape[1]} features, "
+        f"{'standardised' if ct.standardized else 'raw values'}; class labels in "
+        f"`{ct.target_name}`, {ct.k} classes: {classes}).",
+        "",
+        "Loss: softmax cross-entropy of the k x d end-to-end matrix W, "
+        "L(W) = (1/m) sum_i [log sum_c exp(w_c.x_i) - w_{y_i}.x_i] + (l2/2) ||W||^2, "
+        f"l2 = {pb.loss.l2:g}; {opt}",
+    ]
+
+
 def _report(res: CompareResult) -> str:
     cfg = res.config
     ds = res.dataset
     lines = [
         "# Does depth accelerate this problem?",
         "",
-        f"Data: `{cfg.data}` ({ds.X.shape[0]} rows x {ds.X.shape[1]} features, "
-        f"{_targets(ds.target_name)}, {'standardised' if cfg.standardize else 'raw values'}). "
-        f"Loss: l{cfg.p:g}, optimum L* = {res.optimum:.10g} (float64; gradient norm there "
-        f"{res.certificate:.2g}); initial gap L(0) - L* = "
-        f"{res.initial_gap:.4g}; round-off floor of the gap {res.floor:.3g} (final gaps "
-        "at or below it are the optimum reached; summary.csv keeps the raw numbers).",
+        *(
+            _ce_data(res)
+            if _is_ce(res)
+            else [
+                f"Data: `{cfg.data}` ({ds.X.shape[0]} rows x {ds.X.shape[1]} features, "
+                f"{_targets(ds.target_name)}, {'standardised' if cfg.standardize else 'raw values'}). "
+                f"Loss: l{cfg.p:g}, optimum L* = {res.optimum:.10g} (float64; gradient norm there "
+                f"{res.certificate:.2g}); initial gap L(0) - L* = "
+                f"{res.initial_gap:.4g}; round-off floor of the gap {res.floor:.3g} (final gaps "
+                "at or below it are the optimum reached; summary.csv keeps the raw numbers).",
+            ]
+        ),
         "",
         f"Grid: methods {', '.join(cfg.methods)}; depths {', '.join(map(str, cfg.depths))} "
         f"(e2e at depths > 1 only); hidden width {res.runs[0].hidden}; {cfg.init} init"
@@ -190,8 +263,10 @@ def _report(res: CompareResult) -> str:
         "(\u2014: not reached in the run).",
         "",
     ]
-    head = ["model", "best lr", "final gap"] + [f"gap < {t:.3g}" for t in res.thresholds]
-    head += ["diverged rates", "best on grid edge"]
+    ce = _is_ce(res)
+    word = "gap" if res.problem is None or res.problem.bounded else "loss"
+    head = ["model", "best lr", f"final {word}"] + [f"{word} < {t:.3g}" for t in res.thresholds]
+    head += ["diverged rates", "best on grid edge"] + (["final train accuracy"] if ce else [])
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for m in res.models:
         if m.best is None:
@@ -204,6 +279,9 @@ def _report(res: CompareResult) -> str:
                 for t in res.thresholds
             ]
         cells += [f"{m.n_diverged}/{len(m.indices)}", "yes" if m.on_edge else "no"]
+        if ce:
+            acc = None if m.best is None else _final_acc(m.best)
+            cells.append("\u2014" if acc is None else f"{acc:.4f}")
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",

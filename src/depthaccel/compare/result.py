@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from depthaccel.compare.config import CompareConfig
 from depthaccel.compare.select import ModelBest
@@ -37,4 +38,5 @@ class CompareResult:
     resumed: dict[str, int] = field(default_factory=dict)
     floor: float = 0.0  # round-off floor of the gap (``roundoff_floor``)
     certificate: float = math.nan  # gradient norm of the loss at the computed optimum
+    problem: Any = None  # the ``depthaccel.compare.problem.Problem`` trained on
     executor: str = "local (this process)"  # what trained the runs (``_executor_words``)

@@ -10,13 +10,11 @@ from typing import Any
 import torch
 
 from depthaccel.compare.config import DEFAULT_RELATIVE_THRESHOLDS, CompareConfig, build_runs
-from depthaccel.compare.floor import initial_gap, roundoff_floor
 from depthaccel.compare.outputs import OUTPUT_NAMES, STORE_NAMES, output_folder, write_outputs
+from depthaccel.compare.problem import prepare
 from depthaccel.compare.result import CompareResult
 from depthaccel.compare.select import select_best
 from depthaccel.compare.verdict import verdict
-from depthaccel.data import load_table
-from depthaccel.losses import lp_optimum
 from depthaccel.reporting import format_lr
 from depthaccel.resources import check_train_memory
 from depthaccel.sweep import sweep
@@ -34,11 +32,13 @@ def _executor_words(executor: Any) -> str:
     return str(st.get("executor", executor.name))
 
 
-def _threshold_names(thresholds: Sequence[float], g0: float, relative: bool) -> dict[float, str]:
+def _threshold_names(
+    thresholds: Sequence[float], g0: float, relative: bool, word: str = "gap"
+) -> dict[float, str]:
     if not relative:
-        return {t: f"a gap of {t:.3g}" for t in thresholds}
+        return {t: f"a {word} of {t:.3g}" for t in thresholds}
     return {
-        float(f"{g0 * r:.3g}"): f"{format_lr(r)} of the initial gap"
+        float(f"{g0 * r:.3g}"): f"{format_lr(r)} of the initial {word}"
         for r in DEFAULT_RELATIVE_THRESHOLDS
     }
 
@@ -61,22 +61,14 @@ def run_compare(
     t0 = time.perf_counter()
     folder = output_folder(cfg)
     folder.check(outputs=[*OUTPUT_NAMES.values(), *STORE_NAMES], inputs=[cfg.data])
-    ds = load_table(cfg.data, cfg.target, standardize=cfg.standardize, header=cfg.header)
-    p = cfg.p
-    Y = ds.y.reshape(len(ds.y), -1)
-    runs = build_runs(cfg, k=Y.shape[1])
     dtype = getattr(torch, cfg.dtype)
+    pb = prepare(cfg, dtype)
+    ds, k = pb.data, pb.k
+    runs = build_runs(cfg, k=k)
     check_train_memory(
-        runs,
-        ds.X.shape[0],
-        ds.X.shape[1],
-        Y.shape[1],
-        itemsize=dtype.itemsize,
-        device=cfg.device,
+        runs, pb.X.shape[0], pb.X.shape[1], k, itemsize=dtype.itemsize, device=cfg.device
     )
-    opt = lp_optimum(ds.X, ds.y, p)
-    g0 = initial_gap(ds.y, p, opt.loss)
-    floor = roundoff_floor(ds.X, ds.y, p, opt.w, eps=float(torch.finfo(dtype).eps))
+    g0, floor = pb.initial_gap, pb.floor
     if cfg.thresholds is not None:
         thresholds = cfg.thresholds
     else:
@@ -86,13 +78,12 @@ def run_compare(
             )
         thresholds = tuple(float(f"{g0 * r:.3g}") for r in DEFAULT_RELATIVE_THRESHOLDS)
     thresholds = tuple(sorted(set(thresholds), reverse=True))  # easiest first
-    names = _threshold_names(thresholds, g0, cfg.thresholds is None)
+    names = _threshold_names(thresholds, g0, cfg.thresholds is None, pb.gap_word)
     folder.prepare()
     say(
-        f"compare: {ds.X.shape[0]} rows x {ds.X.shape[1]} features"
-        f"{'' if Y.shape[1] == 1 else f' x {Y.shape[1]} outputs'}, l{p:g} loss "
-        f"(L* = {opt.loss:.6g}, round-off floor of the gap {floor:.3g}); {len(runs)} runs x "
-        f"{cfg.iters} iterations"
+        f"compare: {pb.X.shape[0]} rows x {pb.X.shape[1]} features{pb.outputs_words}, "
+        f"{pb.loss_words} (L* = {pb.optimum:.6g}, round-off floor of the {pb.gap_word} "
+        f"{floor:.3g}); {len(runs)} runs x {cfg.iters} iterations"
     )
     below = [t for t in thresholds if t <= floor]
     if below:
@@ -100,10 +91,16 @@ def run_compare(
             f"compare: thresholds {', '.join(f'{t:.3g}' for t in below)} are at or below the "
             f"round-off floor {floor:.3g}: reaching them is not meaningful (the verdict ignores them)"
         )
+    if not pb.bounded:
+        say(
+            "compare: with --l2 0 these classes are linearly separable: the loss has no "
+            "minimiser (it goes to 0 as the weights grow), so the loss itself is reported, "
+            "not a gap"
+        )
     sw = sweep(
-        ds.X,
-        ds.y,
-        p,
+        pb.X,
+        pb.y,
+        pb.loss,
         runs,
         cfg.iters,
         store=cfg.out,
@@ -118,11 +115,20 @@ def run_compare(
     )
     # gaps within the round-off floor tie: fewer iterations to the thresholds decide
     models = select_best(sw.results, tie_tol=floor)
-    v = verdict(models, thresholds, cfg.iters, opt.loss, floor=floor, threshold_names=names)
+    v = verdict(
+        models,
+        thresholds,
+        cfg.iters,
+        pb.optimum,
+        floor=floor,
+        threshold_names=names,
+        gap_word=pb.gap_word,
+        notes=pb.notes,
+    )
     res = CompareResult(
         config=cfg,
         dataset=ds,
-        optimum=opt.loss,
+        optimum=pb.optimum,
         initial_gap=g0,
         thresholds=tuple(thresholds),
         runs=runs,
@@ -136,7 +142,8 @@ def run_compare(
         resumed=sw.resumed,
         store_path=sw.store_path,
         floor=floor,
-        certificate=opt.grad_norm,
+        certificate=pb.certificate,
+        problem=pb,
         executor="local (this process)" if executor is None else _executor_words(executor),
     )
     res.wall_time = time.perf_counter() - t0

@@ -234,6 +234,8 @@ def verdict(
     *,
     floor: float | None = None,
     threshold_names: Mapping[float, str] | None = None,
+    gap_word: str = "gap",
+    notes: Sequence[str] = (),
 ) -> Verdict:
     """The answer to "does depth accelerate this problem?": a headline, then bullets.
 
@@ -245,7 +247,8 @@ def verdict(
     (grid edges, stalls, round-off) and what to try next. Gaps at or below ``floor``
     (the data's round-off floor; at least ~100 ulps of ``optimum``) are "the optimum
     reached" and thresholds at or below it are ignored. ``threshold_names`` words the
-    thresholds (e.g. "1e-3 of the initial gap").
+    thresholds (e.g. "1e-3 of the initial gap"); ``gap_word`` names what is compared
+    ("gap", or "loss" when the loss has no minimiser); ``notes`` join the caveats.
     """
     floor = max(gap_floor(optimum), 0.0 if floor is None else float(floor))
     names = dict(threshold_names or {})
@@ -258,7 +261,7 @@ def verdict(
     base = next((m for m in models if m.method == "gd" and m.depth == 1), None)
     deep_all = [m for m in models if m.method in ("gd", "e2e") and m.depth > 1]
     deep = _best(deep_all, floor)
-    caveats = _caveats(models, iters, floor, grid)
+    caveats = " ".join([_caveats(models, iters, floor, grid), *notes])
     steps = _next_steps(models, [t for t in thresholds if t > floor])
     missing = []
     if base is None:
@@ -278,10 +281,14 @@ def verdict(
         )
         return Verdict(head, [caveats, steps], "unknown", deep=deep, base=base)
 
-    main = compare_models(base, deep, thresholds, floor, names)
+    main = compare_models(base, deep, thresholds, floor, names, gap_word)
     adaptive_models = [m for m in models if m.method in ADAPTIVE_METHODS and m.depth == 1]
     adaptive = _best(adaptive_models, floor)
-    vs_ad = None if adaptive is None else compare_models(deep, adaptive, thresholds, floor, names)
+    vs_ad = (
+        None
+        if adaptive is None
+        else compare_models(deep, adaptive, thresholds, floor, names, gap_word)
+    )
     answer, headline = _headline(main, vs_ad)
 
     bullets = [
@@ -311,7 +318,7 @@ def verdict(
         top = _best([m for m in models if m.method == meth and m.depth > 1], floor)
         if one is None or top is None:
             continue
-        c = compare_models(one, top, thresholds, floor, names)
+        c = compare_models(one, top, thresholds, floor, names, gap_word)
         word = {
             "better": "helps",
             "worse": "hurts",

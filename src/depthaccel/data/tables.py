@@ -87,6 +87,53 @@ def read_numeric_csv(
         raise ValueError(f"{path}: cannot parse as CSV ({exc})") from None
 
 
+def read_labeled_csv(
+    path: str | os.PathLike, label: str | None, header: bool | None = None
+) -> tuple[list[str], np.ndarray, str, list[str]]:
+    """A CSV (as :func:`read_numeric_csv`) whose column ``label`` (default: the last)
+    holds class labels, read as text: ``(feature names, float64 (m, d) features, the
+    label column's name, one label string per row, stripped)``; the other columns must
+    be numeric, with the same checks and messages as :func:`read_numeric_csv`."""
+    path = Path(path)
+    try:
+        with _open_text(path) as f:
+            text = f.read()
+    except (OSError, EOFError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: cannot read ({type(exc).__name__}: {exc})") from exc
+    if "\x00" in text:
+        raise ValueError(f"{path}: not a text table (it holds NUL bytes: a binary file?)")
+    try:
+        lines = [ln for ln in text.splitlines()]
+        while lines and not lines[-1].strip():
+            lines.pop()
+        if not lines or not lines[0].strip():
+            raise ValueError(f"{path}: empty file (no header row)")
+        delim = "\t" if ("\t" in lines[0] and "," not in lines[0]) else ","
+        rows = list(csv.reader(lines, delimiter=delim))
+        names = (
+            [f"c{j + 1}" for j in range(len(rows[0]))]
+            if header is False
+            else [h.strip() for h in rows[0]]
+        )
+        label = names[-1] if label is None else label
+        if label not in names:
+            raise ValueError(f"{path}: no target column {label!r}; available columns: {names}")
+        j = names.index(label)
+        data = rows if header is False else rows[1:]
+        labels = [r[j].strip() if j < len(r) else "" for r in data]
+        buf = io.StringIO()
+        w = csv.writer(buf, delimiter=delim, lineterminator="\n")
+        if header is not False:
+            w.writerow(rows[0])
+        for r in data:
+            w.writerow([*r[:j], "0", *r[j + 1 :]] if j < len(r) else r)
+        cols, values = _parse_numeric_csv(path, buf.getvalue(), header)
+    except csv.Error as exc:
+        raise ValueError(f"{path}: cannot parse as CSV ({exc})") from None
+    feats = [c for i, c in enumerate(cols) if i != j]
+    return feats, np.delete(values, j, axis=1), label, labels
+
+
 def _parse_numeric_csv(path: Path, text: str, header: bool | None) -> tuple[list[str], np.ndarray]:
     lines = text.splitlines()
     while lines and not lines[-1].strip():

@@ -43,7 +43,7 @@ from depthaccel.executors.base import (
     TrainSpec,
 )
 from depthaccel.executors.shards import engine_group, split_runs
-from depthaccel.losses import lp_optimum
+from depthaccel.losses import SoftmaxCE, optimum_loss
 from depthaccel.store import Store, group_key
 from depthaccel.sweep import dumps_state, loads_state
 from depthaccel.train import Run, RunResult
@@ -292,11 +292,11 @@ def sweep_on_executor(
     X64, y64 = _float64(X), _float64(y)
     if optimum is None:
         # as ``train`` computes it (the same float64 tensors), once for every shard
-        optimum = lp_optimum(torch.as_tensor(X64), torch.as_tensor(y64), p).loss
+        optimum = optimum_loss(torch.as_tensor(X64), torch.as_tensor(y64), p)
     spec = TrainSpec(
         X=X64,
         y=y64,
-        p=float(p),
+        p=p if isinstance(p, SoftmaxCE) else float(p),
         iters=int(iters),
         optimum=float(optimum),
         log_points=int(log_points),

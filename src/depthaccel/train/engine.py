@@ -98,7 +98,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from depthaccel.losses import LpOptimum, as_float64, lp_optimum, lp_sum, lp_sum_and_phi_
+from depthaccel.losses import (
+    LpOptimum,
+    SoftmaxCE,
+    as_float64,
+    ce_accuracy,
+    ce_labels,
+    ce_loss_grad,
+    lp_sum,
+    lp_sum_and_phi_,
+    optimum_loss,
+)
 from depthaccel.train.groups import Group, build_groups, initial_factors
 from depthaccel.train.runs import Run, RunResult, check_runs
 from depthaccel.train.state import TrainState
@@ -136,20 +146,32 @@ def log_iterations(iters: int, log_points: int = 1000, *, log_scale: bool = Fals
 class _Problem:
     """X, y and the precomputed quantities of one training call, on the compute device."""
 
-    def __init__(self, X, y, p: float, device, dtype, gram: bool | None):
+    def __init__(self, X, y, p: float | SoftmaxCE, device, dtype, gram: bool | None):
         X64 = as_float64("X", X)
         y64 = as_float64("y", y)
         if X64.dim() != 2:
             raise ValueError(f"X must be a 2-D matrix (m x d), got shape {tuple(X64.shape)}")
         self.vector = y64.dim() == 1
-        Y64 = y64[:, None] if self.vector else y64
+        #: softmax cross-entropy (y: class indices) instead of an l_p loss
+        self.ce = p if isinstance(p, SoftmaxCE) else None
+        self.labels = None
+        if self.ce is not None:
+            labels = ce_labels(y64, self.ce.n_classes)
+            if gram:
+                raise ValueError("the Gram form (gram=True) is only exact for p = 2")
+            gram = False
+            self.labels = labels.to(device)
+            y64 = torch.nn.functional.one_hot(labels, self.ce.n_classes).to(torch.float64)
+        Y64 = y64[:, None] if y64.dim() == 1 else y64
         if Y64.dim() != 2 or Y64.shape[0] != X64.shape[0]:
             raise ValueError(
                 f"y must have shape (m,) or (m, k) with m = {X64.shape[0]}; got {tuple(y64.shape)}"
             )
         self.m, self.d = X64.shape
         self.k = Y64.shape[1]
-        self.p = float(p)
+        self.loss = self.ce if self.ce is not None else float(p)
+        self.p = float("nan") if self.ce is not None else float(p)
+        self.loss_id: float | str = self.ce.token if self.ce is not None else self.p
         self.dtype = dtype
         self.device = device
         self.gram = (self.p == 2.0) if gram is None else bool(gram)
@@ -171,10 +193,18 @@ class _Problem:
 
     def loss64(self, We: Tensor) -> Tensor:
         """Exact float64 losses (R,) of end-to-end matrices We (R, k, d), residual form."""
+        if self.ce is not None:
+            return ce_loss_grad(We.to(torch.float64), self.XT64.T, self.labels, self.ce.l2)[0]
         R = We.shape[0]
         W = We.to(torch.float64).reshape(R * self.k, self.d)
         r = (W @ self.XT64).view(R, self.k, self.m) - self.YT64  # float64 exact
         return lp_sum(r.reshape(R, -1), self.p) / (self.p * self.m)
+
+    def accuracy64(self, We: Tensor) -> Tensor | None:
+        """Train accuracies (R,) of We for the cross-entropy loss (None for l_p)."""
+        if self.ce is None:
+            return None
+        return ce_accuracy(We.to(torch.float64), self.XT64.T, self.labels)
 
 
 class _Forward:
@@ -187,13 +217,15 @@ class _Forward:
         opts = {"device": prob.device, "dtype": prob.dtype}
         self.We = torch.zeros(R, k, d, **opts)
         self.G = torch.zeros(R, k, d, **opts)
-        if prob.gram:
+        if prob.ce is not None:
+            self.Xc = prob.X
+        elif prob.gram:
             self.WA = torch.empty(R * k, d, **opts)
             self.tmp = torch.empty(R, k, d, **opts)
         else:
             self.P = torch.empty(R * k, m, **opts)
             self.aux = torch.empty(R, k * m, **opts) if prob.p != 2.0 else None
-        self.scale = 1.0 / (prob.p * m)
+        self.scale = 1.0 / (prob.p * m) if prob.ce is None else 0.0
         self.inv_m = 1.0 / m
 
     def __call__(self) -> Tensor:
@@ -204,6 +236,10 @@ class _Forward:
         G = (1/m) phi X; the loss is sum |r|^p / (p m). Gram form (p = 2): see the
         module docstring."""
         prob, R, k, d = self.prob, self.R, self.prob.k, self.prob.d
+        if prob.ce is not None:  # softmax cross-entropy: losses.ce_loss_grad
+            loss, G = ce_loss_grad(self.We, prob.X, prob.labels, prob.ce.l2)
+            self.G.copy_(G)
+            return loss
         Wf = self.We.view(R * k, d)
         if prob.gram:
             torch.mm(Wf, prob.A, out=self.WA)
@@ -360,9 +396,10 @@ def train(
     ):
         raise ValueError(f"compact_every must be an integer >= 1, got {compact_every!r}")
     C = int(compact_every)
-    p = float(p)
-    if not (math.isfinite(p) and p >= 2):
-        raise ValueError(f"p must be a finite real number >= 2, got {p!r}")
+    if not isinstance(p, SoftmaxCE):
+        p = float(p)
+        if not (math.isfinite(p) and p >= 2):
+            raise ValueError(f"p must be a finite real number >= 2, got {p!r}")
 
     prob = _Problem(X, y, p, device, dtype, gram)
     Lstar = _optimum_value(optimum, prob)
@@ -465,7 +502,10 @@ def _check_thresholds(thresholds: Sequence[float]) -> list[float]:
 
 def _optimum_value(optimum: float | LpOptimum | None, prob: _Problem) -> float:
     if optimum is None:
-        optimum = lp_optimum(prob.X64, prob.Y64[:, 0] if prob.vector else prob.Y64, prob.p)
+        if prob.ce is not None:
+            optimum = optimum_loss(prob.X64, prob.labels.cpu(), prob.ce)
+        else:
+            optimum = optimum_loss(prob.X64, prob.Y64[:, 0] if prob.vector else prob.Y64, prob.p)
     Lstar = float(optimum.loss if isinstance(optimum, LpOptimum) else optimum)
     if not math.isfinite(Lstar):
         raise ValueError(f"optimum must be finite, got {Lstar!r}")
@@ -489,7 +529,7 @@ def _fresh_state(
     return TrainState(
         t=0,
         iters=T,
-        p=prob.p,
+        p=prob.loss_id,
         optimum=Lstar,
         thresholds=thr,
         log_iters=log_iters,
@@ -502,6 +542,9 @@ def _fresh_state(
         ),
         first_hit=torch.full((R, len(thr)), _NEVER, **i64),
         diverged_at=torch.full((R,), _NEVER, **i64),
+        log_acc=None
+        if prob.ce is None
+        else torch.full((len(log_iters), R), float("nan"), device=prob.device, dtype=torch.float64),
         groups=[g.tensors() for g in groups],
     )
 
@@ -520,6 +563,10 @@ def _resume(state: TrainState, resume: dict[str, Any] | TrainState, groups: list
     for name in ("log_vals", "first_hit", "diverged_at"):
         live = getattr(state, name)
         live.copy_(getattr(saved, name).to(live.device))
+    if state.log_acc is not None:
+        if saved.log_acc is None:
+            raise ValueError("resume state does not match this call: no logged accuracies")
+        state.log_acc.copy_(saved.log_acc.to(state.log_acc.device))
     state.loss0 = saved.loss0.to(device=state.log_vals.device, dtype=_dtype_of(state.dtype))
     state.t = saved.t
     state.elapsed = saved.elapsed
@@ -585,12 +632,17 @@ class _Monitor:
             torch.minimum(self.first_hit, torch.where(hit, t, _NEVER), out=self.first_hit)
         if self.next_log < len(st.log_iters) and t == st.log_iters[self.next_log]:
             vals = self.logged(loss, We)
+            acc = self.prob.accuracy64(We)
             if self.rows is None:
                 st.log_vals[self.next_log] = vals
+                if acc is not None:
+                    st.log_acc[self.next_log] = acc
             else:
                 assert self.frozen_log is not None
                 row = st.log_vals[self.next_log]
                 row.copy_(self.frozen_log).index_copy_(0, self.rows, vals)
+                if acc is not None:  # dropped runs diverged: no accuracy (NaN)
+                    st.log_acc[self.next_log].fill_(float("nan")).index_copy_(0, self.rows, acc)
             self.next_log += 1
         return active
 
@@ -659,6 +711,7 @@ def _results(
     runs: list[Run], row_of: np.ndarray, state: TrainState, Lstar: float, wall: float
 ) -> list[RunResult]:
     logs = state.log_vals.cpu().numpy()
+    accs = None if state.log_acc is None else state.log_acc.cpu().numpy()
     fh = state.first_hit.cpu().numpy()
     dv = state.diverged_at.cpu().numpy()
     log_iters = state.log_iters
@@ -667,8 +720,11 @@ def _results(
         row = row_of[i]
         gap = logs[:, row] - Lstar
         div = int(dv[row]) if dv[row] != _NEVER else None
+        acc = None if accs is None else accs[:, row].copy()
         if div is not None:
             gap[log_iters >= div] = np.nan
+            if acc is not None:
+                acc[log_iters >= div] = np.nan
         hits = {
             th: (int(fh[row, j]) if fh[row, j] != _NEVER else None)
             for j, th in enumerate(state.thresholds)
@@ -683,6 +739,7 @@ def _results(
                 diverged=div is not None,
                 diverged_at=div,
                 wall_time=wall,
+                accuracy=acc,
             )
         )
     return results

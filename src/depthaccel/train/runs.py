@@ -264,6 +264,8 @@ class RunResult:
             divergence limit.
         wall_time: seconds of the batched call that produced the run (shared by all
             the runs trained together).
+        accuracy: train accuracy at the logged iterations (softmax cross-entropy only;
+            NaN from the iteration of divergence on; None for l_p losses).
     """
 
     run: Run
@@ -274,6 +276,7 @@ class RunResult:
     diverged: bool = False
     diverged_at: int | None = None
     wall_time: float = 0.0
+    accuracy: np.ndarray | None = None
 
 
 def check_runs(runs: Any) -> list[Run]:

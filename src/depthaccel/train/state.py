@@ -32,7 +32,8 @@ class TrainState:
     Attributes:
         t: updates done (0..iters).
         iters: T, the number of updates of the call.
-        p: the loss exponent.
+        p: the loss exponent, or the token of a softmax cross-entropy loss
+            (``SoftmaxCE.token``).
         optimum: L*.
         thresholds: the first-hit thresholds, in the call's order.
         log_iters: the logged iterations (int64).
@@ -47,13 +48,15 @@ class TrainState:
         loss0: (R,) losses at iteration 0 (None before iteration 0 is evaluated).
         groups: each group's :meth:`~depthaccel.train.groups.Group.tensors` dict.
         elapsed: seconds of training so far (over all resumed calls).
+        log_acc: (len(log_iters), R) float64 train accuracies logged so far (softmax
+            cross-entropy only; None otherwise).
     """
 
     FORMAT: ClassVar[str] = "depthaccel.train.state/2"
 
     t: int
     iters: int
-    p: float
+    p: float | str
     optimum: float
     thresholds: list[float]
     log_iters: np.ndarray
@@ -67,6 +70,7 @@ class TrainState:
     loss0: Tensor | None = None
     groups: list[dict[str, Tensor]] = field(default_factory=list)
     elapsed: float = 0.0
+    log_acc: Tensor | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The checkpoint form: plain Python values, a numpy array and CPU tensor copies."""
@@ -76,7 +80,7 @@ class TrainState:
             "format": self.FORMAT,
             "t": int(self.t),
             "iters": int(self.iters),
-            "p": float(self.p),
+            "p": self.p if isinstance(self.p, str) else float(self.p),
             "optimum": float(self.optimum),
             "thresholds": [float(x) for x in self.thresholds],
             "log_iters": np.array(self.log_iters, dtype=np.int64),
@@ -90,6 +94,7 @@ class TrainState:
             "loss0": _cpu_copy(self.loss0),
             "groups": [{n: _cpu_copy(v) for n, v in g.items()} for g in self.groups],
             "elapsed": float(self.elapsed),
+            **({} if self.log_acc is None else {"log_acc": _cpu_copy(self.log_acc)}),
         }
 
     @classmethod
@@ -103,7 +108,7 @@ class TrainState:
             return cls(
                 t=int(d["t"]),
                 iters=int(d["iters"]),
-                p=float(d["p"]),
+                p=d["p"] if isinstance(d["p"], str) else float(d["p"]),
                 optimum=float(d["optimum"]),
                 thresholds=[float(x) for x in d["thresholds"]],
                 log_iters=np.asarray(d["log_iters"], dtype=np.int64),
@@ -117,6 +122,7 @@ class TrainState:
                 loss0=torch.as_tensor(d["loss0"]),
                 groups=[dict(g) for g in d["groups"]],
                 elapsed=float(d.get("elapsed", 0.0)),
+                log_acc=torch.as_tensor(d["log_acc"]) if "log_acc" in d else None,
             )
         except (KeyError, TypeError) as e:
             raise ValueError(f"resume state is incomplete or malformed: {e!r}") from None

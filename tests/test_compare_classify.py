@@ -1,0 +1,265 @@
+"""Classification in `depthaccel compare` (--loss ce): the softmax cross-entropy loss, its
+optimum, the batched trainer on it, and the command, against independent references."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from depthaccel.cli import main
+from depthaccel.losses import SoftmaxCE, ce_loss_grad, ce_optimum
+from depthaccel.preconditioner import end_to_end_direction
+from depthaccel.train import Run, initial_factors, train
+
+sklearn = pytest.importorskip("sklearn")
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def blobs(m=60, d=4, k=3, seed=0, spread=1.5):
+    rng = np.random.default_rng(seed)
+    y = np.arange(m) % k
+    centres = rng.standard_normal((k, d)) * spread
+    X = centres[y] + rng.standard_normal((m, d))
+    return (X - X.mean(0)) / X.std(0), y
+
+
+def np_ce(W, X, y, lam):
+    """Plain float64 numpy loop: loss and gradient of the softmax cross-entropy."""
+    m = X.shape[0]
+    loss, G = 0.0, np.zeros_like(W)
+    for i in range(m):
+        z = W @ X[i]
+        z = z - z.max()
+        e = np.exp(z)
+        s = e / e.sum()
+        loss += np.log(e.sum()) - z[y[i]]
+        s[y[i]] -= 1.0
+        G += np.outer(s, X[i])
+    return loss / m + 0.5 * lam * (W * W).sum(), G / m + lam * W
+
+
+def test_depth1_gd_matches_a_numpy_loop():
+    X, y = blobs()
+    lam, lr, T = 1e-2, 0.5, 30
+    runs = [Run("gd", lr, init_scale=0.3, seed=s) for s in range(2)]
+    res = train(X, y.astype(float), SoftmaxCE(3, lam), runs, T, optimum=0.0, log_points=T + 1)
+    for r in res:
+        W = initial_factors(r.run, 4, 3)[0].numpy().copy()
+        want, acc = [], []
+        for _ in range(T + 1):
+            loss, G = np_ce(W, X, y, lam)
+            want.append(loss)
+            acc.append(np.mean((W @ X.T).argmax(0) == y))
+            W = W - lr * G
+        assert want[0] - want[-1] > 0.1 * want[0]
+        np.testing.assert_allclose(r.gap, want, rtol=1e-12, atol=0)
+        np.testing.assert_array_equal(r.accuracy, acc)
+
+
+@pytest.mark.parametrize("loader", ["load_wine", "load_breast_cancer"])
+@pytest.mark.parametrize("lam", [1e-3, 1e-1])
+def test_optimum_matches_scikit_learn(loader, lam):
+    from sklearn import datasets
+    from sklearn.linear_model import LogisticRegression
+
+    X, y = getattr(datasets, loader)(return_X_y=True)
+    X = (X - X.mean(0)) / X.std(0)
+    m, k = X.shape[0], len(np.unique(y))
+    opt = ce_optimum(X, y, k, lam)
+    assert opt.bounded and opt.grad_norm < 1e-12
+    # scikit-learn minimises (1/2)||W||^2 + C sum_i CE_i: C = 1/(lam m) gives our L. For
+    # two classes it fits one vector w = w_1 - w_0 (a sigmoid) and our symmetric
+    # optimum has w_0 = -w_1 = -w/2, whose L2 term is lam/4 ||w||^2: C = 2/(lam m).
+    C = 1 / (lam * m) if k > 2 else 2 / (lam * m)
+    clf = LogisticRegression(C=C, fit_intercept=False, tol=1e-14, max_iter=100_000).fit(X, y)
+    W = clf.coef_ if k > 2 else np.vstack([-clf.coef_ / 2, clf.coef_ / 2])
+    L_sk, _ = ce_loss_grad(torch.from_numpy(W), torch.from_numpy(X), torch.from_numpy(y), lam)
+    assert opt.loss <= float(L_sk) + 1e-15  # ours is at least as low
+    assert opt.loss == pytest.approx(float(L_sk), rel=1e-9)
+
+
+def test_unregularised_separable_data_has_no_minimiser():
+    X, y = blobs(spread=8.0)
+    opt = ce_optimum(X, y, 3, 0.0)
+    assert not opt.bounded and opt.loss == 0.0
+    X2, y2 = blobs(spread=0.2, seed=3)  # overlapping classes: a minimiser exists
+    opt2 = ce_optimum(X2, y2, 3, 0.0)
+    assert opt2.bounded and opt2.loss > 0.1 and opt2.grad_norm < 1e-10
+
+
+def test_batched_e2e_step_matches_end_to_end_direction():
+    X, y = blobs(d=5)
+    lam = 1e-2
+    runs = [
+        Run("e2e", lr, depth=N, hidden=3, init_scale=0.5, seed=s)
+        for s, (lr, N) in enumerate([(0.2, 2), (0.5, 2), (0.3, 3)])
+    ]
+    res = train(X, y.astype(float), SoftmaxCE(3, lam), runs, 1, optimum=0.0, log_points=2)
+    Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
+    for r in res:
+        f = initial_factors(r.run, 5, 3)
+        W = f[0]
+        for w in f[1:]:
+            W = w @ W
+        _, G = ce_loss_grad(W, Xt, yt, lam)
+        W1 = W - r.run.lr * end_to_end_direction(W, G, r.run.depth)
+        assert r.gap[1] == pytest.approx(float(ce_loss_grad(W1, Xt, yt, lam)[0]), rel=1e-12)
+
+
+def test_balanced_net_follows_the_e2e_scheme_at_small_rates():
+    """Theorem 1 on the ce loss: GD on a balanced depth-2 net (width k) and Eq. 10 agree to
+    O(lr) over a fixed time lr x T: halving lr halves the difference."""
+    X, y = blobs(d=5)
+    diffs = []
+    for lr, T in ((4e-3, 100), (2e-3, 200)):
+        kw = dict(depth=2, hidden=3, init="balanced", init_scale=0.7, seed=0)
+        net, e2e = train(
+            X,
+            y.astype(float),
+            SoftmaxCE(3, 1e-2),
+            [Run("gd", lr, **kw), Run("e2e", lr, **kw)],
+            T,
+            optimum=0.0,
+        )
+        assert net.gap[0] == pytest.approx(e2e.gap[0], rel=1e-14)
+        assert net.final_gap < 0.95 * net.gap[0]
+        diffs.append(abs(net.final_gap - e2e.final_gap))
+    assert 1.6 < diffs[0] / diffs[1] < 2.4, diffs
+
+
+# ------------------------------------------------------------------------- the command
+
+
+def write_classes(path: Path, labels=None, m=60, d=4, seed=0, spread=1.5) -> Path:
+    X, y = blobs(m=m, d=d, seed=seed, spread=spread)
+    names = ["setosa", "versicolor", "virginica"]
+    labels = [names[i] for i in y] if labels is None else labels
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow([f"f{j}" for j in range(d)] + ["species"])
+        for row, lab in zip(X, labels, strict=True):
+            w.writerow([*(repr(float(v)) for v in row), lab])
+    return path
+
+
+def run_cli(argv, capsys):
+    try:
+        code = main([str(a) for a in argv])
+    except SystemExit as e:
+        code = e.code
+    cap = capsys.readouterr()
+    assert "Traceback" not in cap.err + cap.out
+    return code, cap.out, cap.err
+
+
+QUICK = ["--depths", "1,2", "--methods", "gd,e2e,adam", "--lrs", "0.1,0.3,1", "--iters", "150"]
+
+
+def test_compare_ce_end_to_end(tmp_path, capsys):
+    table = write_classes(tmp_path / "iris-like.csv")
+    out = tmp_path / "o"
+    argv = ["compare", "--data", table, "--target", "species", "--loss", "ce", "--out", out]
+    argv += [*QUICK, "--no-progress"]
+    code, text, err = run_cli(argv, capsys)
+    assert code == 0, err
+    assert "softmax cross-entropy (3 classes, l2 1e-3)" in text
+    report = (out / "REPORT.md").read_text()
+    assert "3 classes: `setosa` (20), `versicolor` (20), `virginica` (20)" in report
+    assert "final train accuracy" in report and "gradient norm there" in report
+    rows = list(csv.DictReader((out / "summary.csv").open()))
+    assert len(rows) == 15 and all(0 <= float(r["final_accuracy"]) <= 1 for r in rows)
+    # the numbers are the trainer's on the standardised features and class indices
+    from depthaccel.compare.classes import load_class_table
+
+    ct = load_class_table(table, "species")
+    assert ct.classes == ["setosa", "versicolor", "virginica"]
+    L = ce_optimum(ct.X, ct.labels, 3, 1e-3).loss
+    (ref,) = train(
+        ct.X, ct.labels.astype(float), SoftmaxCE(3, 1e-3), [Run("gd", 0.3, depth=2, hidden=3)], 150
+    )
+    (row,) = [r for r in rows if (r["method"], r["depth"], r["lr"]) == ("gd", "2", "0.3")]
+    assert float(row["final_gap"]) == pytest.approx(ref.final_gap, rel=1e-9)
+    assert ref.gap[0] == pytest.approx(
+        float(
+            ce_loss_grad(
+                torch.zeros(3, 4, dtype=torch.float64),
+                torch.from_numpy(ct.X),
+                torch.from_numpy(ct.labels),
+                1e-3,
+            )[0]
+        )
+        - L,
+        abs=1e-2,
+    )
+    curves = (out / "curves.csv").read_text().splitlines()
+    assert curves[0] == "run,iteration,gap,accuracy"
+    # store and resume as for regression: the same command reuses every run
+    code, text, _ = run_cli(argv, capsys)
+    assert code == 0 and "15 runs: 15 reused from the store, 0 trained" in text
+
+
+def test_l2_zero_on_separable_classes_reports_the_loss(tmp_path, capsys):
+    table = write_classes(tmp_path / "sep.csv", spread=8.0)
+    out = tmp_path / "o"
+    argv = ["compare", "--data", table, "--loss", "ce", "--l2", "0", "--out", out, *QUICK]
+    code, text, err = run_cli([*argv, "--no-progress"], capsys)
+    assert code == 0, err
+    assert "linearly separable" in text and "not a gap" in text
+    report = (out / "REPORT.md").read_text()
+    assert "every number below is the loss itself" in report and "| final loss |" in report
+
+
+@pytest.mark.parametrize(
+    "labels, extra, code, match",
+    [
+        (["a"] * 60, [], 1, "holds a single class 'a'"),
+        (
+            ["a"] * 30 + ["b"] * 29 + ["c"],
+            [],
+            1,
+            "class(es) ['c'] of column 'species' have a single row",
+        ),
+        ([str(i % 3 + 0.5) for i in range(60)], [], 1, "are not integers (e.g. '0.5'"),
+        ([str(i) for i in range(60)], [], 1, "60 classes for 60 rows"),
+        (
+            ["a", "nan"] + ["b"] * 58,
+            [],
+            1,
+            "missing (NaN or empty) labels in column 'species', rows 2",
+        ),
+        (["a", ""] + ["b"] * 58, [], 1, "missing (NaN or empty) labels"),
+        (None, ["--l2", "-1"], 2, "--l2 must be finite and >= 0"),
+        (None, ["--l2", "inf"], 2, "--l2 must be finite and >= 0"),
+        (None, ["--l2", "nan"], 2, "--l2 must be finite and >= 0"),
+        (None, ["--target", "f0,f0"], 2, "the ce loss takes one target column"),
+    ],
+)
+def test_bad_classification_input_is_one_line_and_writes_nothing(
+    tmp_path, capsys, labels, extra, code, match
+):
+    table = write_classes(tmp_path / "t.csv", labels=labels)
+    out = tmp_path / "o"
+    argv = ["compare", "--data", table, "--loss", "ce", "--out", out, *extra, "--iters", "5"]
+    got, _, err = run_cli(argv, capsys)
+    last = err.strip().splitlines()[-1]
+    assert got == code and match in last, err
+    assert not out.exists()
+
+
+def test_l2_with_a_regression_loss_is_refused(tmp_path, capsys):
+    table = write_classes(tmp_path / "t.csv", labels=[str(i % 3) for i in range(60)])
+    code, _, err = run_cli(
+        ["compare", "--data", table, "--l2", "0.1", "--out", tmp_path / "o"], capsys
+    )
+    assert code == 2 and "l2 applies to the ce loss only" in err
