@@ -572,13 +572,15 @@ def test_rates_within_the_round_off_floor_tie_and_iterations_decide(tmp_path, mo
             )
         return SweepResult(out, 0, len(out), keys=[str(i) for i in range(len(out))])
 
-    real_floor = crun.roundoff_floor
+    import depthaccel.compare.problem as cprob
+
+    real_floor = cprob.roundoff_floor
 
     def floor_seen(*args, **kw):
         seen["floor"] = real_floor(*args, **kw)
         return seen["floor"]
 
-    monkeypatch.setattr(crun, "roundoff_floor", floor_seen)
+    monkeypatch.setattr(cprob, "roundoff_floor", floor_seen)
     monkeypatch.setattr(crun, "sweep", fake_sweep)
     cfg = CompareConfig(
         data=f,
@@ -605,3 +607,44 @@ def test_threads_are_restored_after_the_command(tmp_path, capsys):
     assert torch.get_num_threads() == 1
     code, _ = run_cli([*argv, "--lrs", "-1"], capsys)  # an error path restores them too
     assert code == 2 and torch.get_num_threads() == 1
+
+
+def test_feature_and_loss_scales(tmp_path, capsys):
+    """--loss-scale plain minimises |r|^p: a GD run at lr is the paper's (1/p)|r|^p run at
+    p lr, every gap p times larger; --feature-scale k trains on k X (same L*)."""
+    table = write_table(tmp_path / "t.csv")
+    base = ["compare", "--data", str(table), "--target", "price", "--depths", "1"]
+    base += ["--methods", "gd", "--iters", "200", "--no-progress"]
+    assert run_cli([*base, "--out", str(tmp_path / "a"), "--lrs", "0.04"], capsys)[0] == 0
+    argv = [*base, "--out", str(tmp_path / "b"), "--lrs", "0.01", "--loss-scale", "plain"]
+    assert run_cli(argv, capsys)[0] == 0
+    (a,) = list(csv.DictReader((tmp_path / "a" / "summary.csv").open()))
+    (b,) = list(csv.DictReader((tmp_path / "b" / "summary.csv").open()))
+    assert float(b["final_gap"]) == pytest.approx(4 * float(a["final_gap"]), rel=1e-9)
+    assert "loss scale plain (|r|^p)" in (tmp_path / "b" / "REPORT.md").read_text()
+    argv = [
+        *base,
+        "--out",
+        str(tmp_path / "c"),
+        "--lrs",
+        "0.04",
+        "--feature-scale",
+        "zscore-unit-row",
+    ]
+    assert run_cli(argv, capsys)[0] == 0
+    report = (tmp_path / "c" / "REPORT.md").read_text()
+    assert "feature scale zscore-unit-row (k = 0.4472)" in report  # 5 features
+    L = [
+        re.search(r"L\* = ([0-9.e+-]+)", (tmp_path / x / "REPORT.md").read_text()).group(1)
+        for x in "ac"
+    ]
+    assert float(L[0]) == pytest.approx(float(L[1]), rel=1e-12)
+    for extra, match in (
+        (["--feature-scale", "big"], "feature_scale must be one of"),
+        (["--loss-scale", "half"], "invalid choice"),
+        (["--feature-scale", "-1"], "feature_scale must be a finite number > 0"),
+        (["--loss", "ce", "--loss-scale", "plain"], "loss_scale applies to the l_p losses only"),
+    ):
+        code, err = run_cli([*base, "--out", str(tmp_path / "d"), *extra], capsys)
+        assert code == 2 and match in err, err
+        assert not (tmp_path / "d").exists()

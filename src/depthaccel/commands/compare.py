@@ -30,6 +30,7 @@ from depthaccel.compare.config import (
     check_seed,
     parse_loss,
 )
+from depthaccel.data.scaling import LOSS_SCALES, parse_feature_scale
 from depthaccel.executors.base import ShardFailedError
 from depthaccel.outdir import OutputFolderError
 from depthaccel.reporting import format_lr
@@ -155,6 +156,21 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         metavar="LAMBDA",
         help=f"L2 term (LAMBDA/2)||W||^2 of --loss ce (default: {DEFAULT_CE_L2:g}, so that the "
         "optimum exists; 0: none, and on separable data the loss itself is reported)",
+    )
+    p.add_argument(
+        "--feature-scale",
+        type=_arg(parse_feature_scale),
+        default="zscore",
+        metavar="SCALE",
+        help="global scale k of the standardised features the trainer sees (k X): zscore "
+        "(k = 1), zscore-unit-row (1/sqrt(d)), zscore-unit-col (1/sqrt(m)) or a number "
+        "(default: zscore)",
+    )
+    p.add_argument(
+        "--loss-scale",
+        choices=LOSS_SCALES,
+        default="paper",
+        help="l_p losses: paper = (1/p)|r|^p, plain = |r|^p (default: paper)",
     )
     p.add_argument(
         "--depths",
@@ -306,6 +322,8 @@ def _run(args: argparse.Namespace) -> int:
             convention=args.convention,
             force=args.force,
             l2=args.l2,
+            feature_scale=args.feature_scale,
+            loss_scale=args.loss_scale,
         )
     except ValueError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from depthaccel.data.scaling import SetupAxes, check_loss_scale, parse_feature_scale
 from depthaccel.losses import MAX_P
 from depthaccel.train import CONVENTIONS, INITS, METHODS, Run
 from depthaccel.train.grid import log_grid
@@ -220,6 +221,11 @@ class CompareConfig:
         log_points: about this many logged iterations per curve.
         force: write into an output folder that holds files depthaccel did not write
             (``depthaccel.outdir``; files with an output's name are replaced).
+        feature_scale: the global scale k of the features the trainer sees, ``k X``
+            (``depthaccel.data.scaling``: ``zscore`` = 1, ``zscore-unit-row``,
+            ``zscore-unit-col`` or a number).
+        loss_scale: ``paper`` ((1/p)|r|^p) or ``plain`` (|r|^p, by scaling X and y by
+            p^(1/p)); l_p losses only.
     """
 
     data: Path
@@ -244,6 +250,8 @@ class CompareConfig:
     log_points: int = 1000
     force: bool = False
     l2: float | None = None
+    feature_scale: str | float = "zscore"
+    loss_scale: str = "paper"
 
     def __post_init__(self) -> None:
         set_ = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731
@@ -258,6 +266,10 @@ class CompareConfig:
             if not (math.isfinite(lam) and lam >= 0):
                 raise ValueError(f"l2 must be finite and >= 0, got {self.l2!r}")
             set_("l2", lam)
+        set_("feature_scale", parse_feature_scale(self.feature_scale))
+        check_loss_scale(self.loss_scale)
+        if self.is_ce and self.loss_scale != "paper":
+            raise ValueError("loss_scale applies to the l_p losses only (not to --loss ce)")
         if self.is_ce and self.target is not None and "," in str(self.target):
             raise ValueError("the ce loss takes one target column (the class labels)")
         if not self.depths:
@@ -298,6 +310,11 @@ class CompareConfig:
     def p(self) -> float:
         """The l_p exponent (nan for ``ce``)."""
         return parse_loss(self.loss)
+
+    @property
+    def setup(self) -> SetupAxes:
+        """The feature and loss scales (``depthaccel.data.scaling.SetupAxes``)."""
+        return SetupAxes(self.feature_scale, self.loss_scale)
 
     @property
     def is_ce(self) -> bool:

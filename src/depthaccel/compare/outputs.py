@@ -199,6 +199,20 @@ def _targets(name: str) -> str:
     return f"{len(names)} targets (outputs) " + ", ".join(f"`{n}`" for n in names)
 
 
+def _scales(res: CompareResult) -> str:
+    """The setup axes (``depthaccel.data.scaling``) as words."""
+    cfg, pb = res.config, res.problem
+    X = pb.data.X if pb is not None else res.dataset.X
+    k = cfg.setup.factors(X, 2.0)[0]
+    fs = cfg.feature_scale
+    text = f"feature scale {fs if isinstance(fs, str) else f'{fs:g}'} (k = {k:.4g})"
+    if not cfg.is_ce:
+        text += f", loss scale {cfg.loss_scale} (" + (
+            "(1/p)|r|^p)" if cfg.loss_scale == "paper" else "|r|^p)"
+        )
+    return text
+
+
 def _ce_data(res: CompareResult) -> list[str]:
     cfg, ct, pb = res.config, res.dataset, res.problem
     classes = ", ".join(f"`{c}` ({n})" for c, n in zip(ct.classes, ct.counts, strict=True))
@@ -250,7 +264,7 @@ def _report(res: CompareResult) -> str:
         f"{'' if cfg.init_scale is None else f' (scale {cfg.init_scale:g})'}, seed "
         f"{cfg.seed}; adaptive optimizers with {cfg.convention} defaults; learning rates "
         f"{', '.join(format_lr(x) for x in cfg.lrs)}; {cfg.iters} full-batch iterations; "
-        f"{cfg.device}, {cfg.dtype}. {len(res.results)} runs: {res.reused} reused from the "
+        f"{cfg.device}, {cfg.dtype}; {_scales(res)}. {len(res.results)} runs: {res.reused} reused from the "
         f"store, {res.computed} trained (executor: {res.executor}); {res.wall_time:.1f} s.",
         "",
         "## Verdict",

@@ -78,17 +78,18 @@ def prepare(cfg: CompareConfig, dtype: torch.dtype) -> Problem:
         return _prepare_ce(cfg, eps)
     ds = load_table(cfg.data, cfg.target, standardize=cfg.standardize, header=cfg.header)
     p = cfg.p
-    opt = lp_optimum(ds.X, ds.y, p)
+    X, y = cfg.setup.apply(ds.X, ds.y, p)  # k X and the loss scale (defaults: unchanged)
+    opt = lp_optimum(X, y, p)
     return Problem(
         data=ds,
-        X=ds.X,
-        y=ds.y,
+        X=X,
+        y=y,
         loss=p,
-        k=ds.y.reshape(len(ds.y), -1).shape[1],
+        k=y.reshape(len(y), -1).shape[1],
         optimum=opt.loss,
         certificate=opt.grad_norm,
-        initial_gap=initial_gap(ds.y, p, opt.loss),
-        floor=roundoff_floor(ds.X, ds.y, p, opt.w, eps=eps),
+        initial_gap=initial_gap(y, p, opt.loss),
+        floor=roundoff_floor(X, y, p, opt.w, eps=eps),
     )
 
 
@@ -96,6 +97,7 @@ def _prepare_ce(cfg: CompareConfig, eps: float) -> Problem:
     ct = load_class_table(
         cfg.data, cfg.target, standardize_features=cfg.standardize, header=cfg.header
     )
+    ct.X = ct.X * cfg.setup.factors(ct.X, 2.0)[0] if cfg.feature_scale != "zscore" else ct.X
     loss = SoftmaxCE(ct.k, cfg.ce_l2)
     opt = ce_optimum(ct.X, ct.labels, ct.k, loss.l2)
     notes: list[str] = []

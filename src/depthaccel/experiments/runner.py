@@ -77,6 +77,7 @@ def compact(measured: Any) -> Any:
 
     return walk(to_jsonable(measured))
 
+
 # the shape of the Ethanol design matrix: what the feature-scale presets depend on
 _ETHANOL_SHAPE = (2565, 128)
 

@@ -1,0 +1,109 @@
+"""Speed of the batched trainer on a classification grid (softmax cross-entropy).
+
+A 10-class, 64-feature table (synthetic: ``--rows`` rows, 2000 by default, of Gaussian
+class clusters, z-scored),
+a 20-rate learning-rate grid, ``SoftmaxCE(10, l2=1e-3)``:
+
+- **batched GD**: the 20 depth-1 GD runs as one ``depthaccel.train.train`` call (loss,
+  first hits and divergence checked at every iteration, as ``compare`` runs them);
+- **plain loop**: the same 20 runs one after the other, each a plain torch loop of
+  ``W -= lr * grad`` with the loss evaluated every iteration (the baseline, same process);
+- **batched e2e**: the Eq. 10 scheme (depth 2) on the 10 x 64 matrix, the same 20 rates,
+  one batched SVD per run per step: its cost per run-iteration as a ratio to batched GD's.
+
+Each is timed ``--repeats`` times, taking turns (so load changes hit them alike); the
+median is reported, in run-iterations per second.
+
+    .venv/bin/python benchmarks/bench_classify.py            # T = 300 (about a minute)
+    .venv/bin/python benchmarks/bench_classify.py --quick    # T = 30
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+import torch
+
+from depthaccel.losses import SoftmaxCE
+from depthaccel.train import Run, train
+from depthaccel.train.grid import log_grid
+
+
+def table(m: int = 2000, d: int = 64, k: int = 10, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, k, m)
+    X = rng.standard_normal((k, d))[y] * 0.6 + rng.standard_normal((m, d))
+    return (X - X.mean(0)) / X.std(0), y
+
+
+def plain_loop(X: torch.Tensor, y: torch.Tensor, lam: float, lrs, T: int) -> list[float]:
+    """Each run on its own: the textbook loop, no batching."""
+    m = X.shape[0]
+    k = int(y.max()) + 1
+    onehot = torch.nn.functional.one_hot(y, k).to(X.dtype)
+    finals = []
+    for lr in lrs:
+        W = torch.zeros(k, X.shape[1], dtype=X.dtype)
+        for _ in range(T + 1):
+            Z = X @ W.T  # (m, k)
+            lse = torch.logsumexp(Z, dim=1)
+            loss = (lse - Z.gather(1, y[:, None])[:, 0]).mean() + 0.5 * lam * (W * W).sum()
+            float(loss)  # the loss of every iteration, as the batched trainer checks it
+            G = (torch.softmax(Z, dim=1) - onehot).T @ X / m + lam * W
+            W = W - lr * G
+        finals.append(float(loss))
+    return finals
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--iters", type=int, default=300)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--rows", type=int, default=2000, help="rows of the table (default 2000)")
+    ap.add_argument("--quick", action="store_true", help="T = 30, one repeat")
+    args = ap.parse_args()
+    T = 30 if args.quick else args.iters
+    reps = 1 if args.quick else args.repeats
+    torch.set_num_threads(args.threads)
+    X, y = table(m=args.rows)
+    lam = 1e-3
+    ce = SoftmaxCE(10, lam)
+    lrs = log_grid(1e-3, 10.0, 5)[:20]
+    assert len(lrs) == 20, lrs
+    gd = [Run("gd", lr, init_scale=0.0) for lr in lrs]
+    e2e = [Run("e2e", lr, depth=2, hidden=10, init_scale=1e-3) for lr in lrs]
+    Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
+    times: dict[str, list[float]] = {"batched GD": [], "plain loop": [], "batched e2e": []}
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        res = train(X, y.astype(float), ce, gd, T, optimum=0.0, log_points=T + 1)
+        times["batched GD"].append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        finals = plain_loop(Xt, yt, lam, lrs, T)
+        times["plain loop"].append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        train(X, y.astype(float), ce, e2e, T, optimum=0.0, log_points=2)
+        times["batched e2e"].append(time.perf_counter() - t0)
+    # the two GD programs compute the same runs (W = 0 start)
+    ok = [r for r in res if not r.diverged]
+    same = max(abs(r.final_gap - f) / f for r, f in zip(res, finals, strict=True) if not r.diverged)
+    n = len(lrs) * T
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(
+        f"10 classes x 64 features, {args.rows} rows, 20 rates (1e-3..10), T = {T}, "
+        f"{args.threads} thread(s), median of {reps}; {len(ok)} of 20 GD runs converge; "
+        f"batched vs plain final losses agree to {same:.1e} (relative)"
+    )
+    print(f"{'program':<14} {'seconds':>9} {'run-iters/s':>12}")
+    for name, t in med.items():
+        print(f"{name:<14} {t:9.3f} {n / t:12.0f}")
+    print(f"batched GD / plain loop: {med['plain loop'] / med['batched GD']:.1f}x faster")
+    print(f"e2e cost per run-iteration / GD's: {med['batched e2e'] / med['batched GD']:.1f}x")
+
+
+if __name__ == "__main__":
+    main()
