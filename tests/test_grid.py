@@ -8,16 +8,7 @@ import pytest
 import torch
 
 from depthaccel.train import GridEdgeWarning, Run, RunResult, best_result, grid_search, train
-from depthaccel.train.grid import (
-    expand,
-    fill_rates,
-    log_grid,
-    narrow_grid,
-    refine_search,
-    refinement_rates,
-    search_record,
-    two_stage_search,
-)
+from depthaccel.train.grid import fill_rates, log_grid, refinement_rates, search_record
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -213,58 +204,13 @@ def test_compare_uses_the_same_edge_rule():
 # ---------------------------------------------------- grids, two stages, refinement
 
 
-def test_log_grid_and_narrow_grid():
+def test_log_grid():
     g = log_grid(1e-4, 1.0, 2)
     assert len(g) == 9 and g[0] == 1e-4 and g[-1] == 1.0
     np.testing.assert_allclose(np.diff(np.log10(g)), 0.5, atol=1e-3)
     assert log_grid(1e-3, 1e-3) == (1e-3,)
     with pytest.raises(ValueError):
         log_grid(1.0, 0.1)
-    g = narrow_grid(1e-2, 5, 10**0.25)
-    assert len(g) == 5 and g[2] == 1e-2
-    np.testing.assert_allclose(np.diff(np.log10(g)), 0.25, atol=1e-3)
-    assert narrow_grid(1.0, 3, 10.0, 0) == (0.01, 0.1, 1.0)
-    assert narrow_grid(1.0, 3, 10.0) == (0.1, 1.0, 10.0)
-
-
-def test_expand_one_grid_or_one_per_model():
-    models = [Run("gd", 1.0), Run("gd", 1.0, depth=2)]
-    assert [(r.depth, r.lr) for r in expand(models, (1e-2, 1e-3))] == [
-        (1, 1e-3),
-        (1, 1e-2),
-        (2, 1e-3),
-        (2, 1e-2),
-    ]
-    per = expand(models, [(3e-3,), (1e-2, 3e-2)])
-    assert [(r.depth, r.lr) for r in per] == [(1, 3e-3), (2, 1e-2), (2, 3e-2)]
-    with pytest.raises(ValueError, match="3 grids for 2 models"):
-        expand(models, [(1e-3,), (1e-2,), (1e-1,)])
-
-
-def test_two_stage_search_narrows_around_the_presearch_best():
-    fake, calls = synthetic(3e-3)
-    found, rec = two_stage_search(
-        None, None, 4, [Run("gd", 1.0)], (1e-4, 1e-3, 1e-2, 1e-1), 300,
-        presearch_iters=100, narrow_points=3, narrow_factor=10**0.25, train=fake,
-    )  # fmt: skip
-    # pre-search: 1e-3 is 0.48 decades from the centre, 1e-2 is 0.52
-    pre_best = rec["presearch"][0]["chosen_lr"]
-    assert pre_best == 1e-3 and rec["presearch_iters"] == 100
-    # narrow: the best and two rates below it (narrow_above=0), 1e-3 on top -> one extension
-    assert calls[1] == list(narrow_grid(1e-3, 3, 10**0.25, 0))
-    assert calls[2] == [float(f"{1e-3 * 10**0.25:.4g}")]
-    assert found[0].best_lr == float(f"{1e-3 * 10**0.25:.4g}")  # 1.778e-3, nearest 3e-3
-    assert rec["search"][0]["extensions"] == 1 and rec["broad_grid"] == [1e-4, 1e-3, 1e-2, 0.1]
-
-
-def test_refine_search_adds_finer_rates_and_rechooses():
-    fake, calls = synthetic(2e-2)
-    found = grid_search(None, None, 4, [Run("gd", lr) for lr in GRID3], 10, train=fake, warn=False)
-    ref = refine_search(None, None, 4, found, 10, 10**0.5, train=fake)
-    assert calls[1] == [float(f"{1e-2 / 10**0.5:.4g}"), float(f"{1e-2 * 10**0.5:.4g}")]
-    assert ref[0].best_lr == float(f"{1e-2 * 10**0.5:.4g}")  # 3.162e-2: nearer 2e-2
-    assert len(ref[0].lrs) == 5 and not ref[0].on_edge
-    assert found[0].lrs == list(GRID3) and found[0].best_lr == 1e-2  # input unchanged
 
 
 def test_search_record_is_json():
@@ -342,7 +288,7 @@ def test_grid_search_with_fill_ratio_finds_best_and_edge():
             )
         return out
 
-    runs = expand([Run("gd", 1.0)], [1e-5, 3.162e-5, 1e-4])
+    runs = [Run("gd", lr) for lr in (1e-5, 3.162e-5, 1e-4)]
     (ms,) = grid_search(
         None,
         None,

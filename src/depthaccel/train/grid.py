@@ -28,12 +28,6 @@ smallest diverged rate above the best are farther apart than that (the stability
 rates in between are added, evenly spaced on a log scale and at most ``fill_ratio``
 apart (:func:`refinement_rates`). The search of a model ends when its choice is interior
 and both neighbourhoods are that fine, or after ``max_extensions`` rounds.
-
-:func:`two_stage_search` adds an optional pre-search (a broad grid at fewer iterations,
-then a narrow grid around each model's pre-search best at full length) and an optional
-refinement (:func:`refine_search`: one more call at a finer spacing around each best);
-their policy (spacing near the best, extensions, pre-search length) is explicit
-arguments.
 """
 
 from __future__ import annotations
@@ -56,17 +50,13 @@ __all__ = [
     "ModelSearch",
     "best_result",
     "choose",
-    "expand",
     "fill_rates",
     "grid_search",
     "log_grid",
     "model_id",
-    "narrow_grid",
     "on_edge",
-    "refine_search",
     "refinement_rates",
     "search_record",
-    "two_stage_search",
 ]
 
 #: ``train(X, y, p, runs, iters, **options) -> list[RunResult]``: ``depthaccel.train.train``
@@ -170,20 +160,6 @@ def _round(lr: float, digits: int | None) -> float:
     return lr if digits is None else float(f"{lr:.{digits}g}")
 
 
-def expand(models: Sequence[Run], lrs: Sequence[float] | Sequence[Sequence[float]]) -> list[Run]:
-    """Every model (a ``Run`` whose lr is replaced) at every rate of its grid, model by
-    model, rates sorted: ``lrs`` is one grid for all models or one grid per model."""
-    if len(lrs) and not isinstance(lrs[0], (int, float, np.integer, np.floating)):
-        grids = [sorted(float(v) for v in g) for g in lrs]
-        if len(grids) != len(models):
-            raise ValueError(f"{len(grids)} grids for {len(models)} models")
-    else:
-        grids = [sorted(float(v) for v in lrs)] * len(models)
-    if any(not g for g in grids) or not models:
-        raise ValueError("every model needs at least one learning rate")
-    return [replace(m, lr=lr) for m, g in zip(models, grids, strict=True) for lr in g]
-
-
 def grid_search(
     X: Any,
     y: Any,
@@ -204,8 +180,7 @@ def grid_search(
     """Train ``runs`` (one or more models x learning rates) and pick each model's best lr.
 
     Args:
-        X, y, p, runs, iters: as for :func:`depthaccel.train.train` (``expand`` builds
-            ``runs`` from models and grids).
+        X, y, p, runs, iters: as for :func:`depthaccel.train.train`.
         extend: extend a model's grid beyond the edge its choice is on (module docstring).
         max_extensions: cap on extension (and refinement) rounds per model.
         rescue_diverged: a model whose every run diverged may extend downwards for up to
@@ -351,19 +326,6 @@ def log_grid(lo: float, hi: float, per_decade: int = 2) -> tuple[float, ...]:
     return tuple(float(f"{v:.4g}") for v in vals)
 
 
-def narrow_grid(
-    center: float, points: int, factor: float, above: int | None = None
-) -> tuple[float, ...]:
-    """``points`` rates spaced by ``factor`` on a log scale around ``center``, with
-    ``above`` of them above it (default: symmetric, ``(points - 1) / 2``), rounded to 4
-    significant digits."""
-    top = (points - 1) / 2 if above is None else above
-    return tuple(float(f"{center * factor ** (i - (points - 1 - top)):.4g}") for i in range(points))
-
-
-# ------------------------------------------------------------- two stages, refinement
-
-
 def search_record(found: Sequence[ModelSearch]) -> list[dict[str, Any]]:
     """JSON-able summary of a search: per model its grid, the final gap at each lr (None:
     diverged), the chosen lr, whether it is on the grid's edge, the extension rounds."""
@@ -382,118 +344,3 @@ def search_record(found: Sequence[ModelSearch]) -> list[dict[str, Any]]:
         }
         for f in found
     ]
-
-
-def two_stage_search(
-    X: Any,
-    y: Any,
-    p: float,
-    models: Sequence[Run],
-    broad: Sequence[float] | Sequence[Sequence[float]],
-    iters: int,
-    *,
-    presearch_iters: int | None = None,
-    narrow_points: int = 5,
-    narrow_factor: float = 10**0.25,
-    narrow_above: int = 0,
-    narrow_extensions: int = 1,
-    max_extensions: int = 4,
-    rescue_diverged: int = 2,
-    refine: bool = False,
-    lr_digits: int | None = 4,
-    train: TrainFn | None = None,
-    **train_kwargs: Any,
-) -> tuple[list[ModelSearch], dict[str, Any]]:
-    """Grid search per model, in one or two stages, with extension (and optional refinement).
-
-    ``broad``: one grid for all models or one per model. Without ``presearch_iters`` (or
-    when it is >= ``iters``): :func:`grid_search` over ``broad`` for ``iters`` iterations
-    (extended at most ``max_extensions`` rounds). With it: that search for
-    ``presearch_iters`` iterations, then a search for ``iters`` iterations over
-    ``narrow_points`` rates spaced by ``narrow_factor`` around each model's pre-search
-    best (:func:`narrow_grid`), ``narrow_above`` of them above it (default 0: the best and
-    rates below it, as a longer run tends to need a smaller rate), extended at most
-    ``narrow_extensions`` times -- for budgets where the broad grid at full length does
-    not fit. With ``refine``, one more call at ``sqrt(narrow_factor)`` around each model's
-    best (:func:`refine_search`). Edge rule and extension: the module docstring
-    (``rescue_diverged``, ``lr_digits`` as there). Returns the per-model searches and a
-    JSON-able record of every grid and chosen rate.
-    """
-    kw = {"extend": True, "rescue_diverged": rescue_diverged, "lr_digits": lr_digits}
-    kw.update(warn=False, train=train, **train_kwargs)
-    nested = len(broad) and not isinstance(broad[0], (int, float, np.integer, np.floating))
-    record: dict[str, Any] = {
-        "broad_grid": [list(g) for g in broad] if nested else list(broad),
-        "iters": iters,
-    }
-    if presearch_iters is None or presearch_iters >= iters:
-        found = grid_search(
-            X, y, p, expand(models, broad), iters, max_extensions=max_extensions, **kw
-        )
-        record["search"] = search_record(found)
-        return found, record
-    pre = grid_search(
-        X, y, p, expand(models, broad), presearch_iters, max_extensions=max_extensions, **kw
-    )
-    record["presearch_iters"] = presearch_iters
-    record["presearch"] = search_record(pre)
-    grids = [
-        narrow_grid(
-            f.best_lr if f.best_lr is not None else min(f.lrs),
-            narrow_points,
-            narrow_factor,
-            narrow_above,
-        )
-        for f in pre
-    ]
-    narrow_models = [replace(f.model, lr=1.0) for f in pre]
-    found = grid_search(
-        X, y, p, expand(narrow_models, grids), iters, max_extensions=narrow_extensions, **kw
-    )
-    if refine:
-        found = refine_search(
-            X, y, p, found, iters, math.sqrt(narrow_factor), train=train, **train_kwargs
-        )
-        record["refined"] = True
-    record["search"] = search_record(found)
-    return found, record
-
-
-def refine_search(
-    X: Any,
-    y: Any,
-    p: float,
-    found: Sequence[ModelSearch],
-    iters: int,
-    factor: float,
-    *,
-    lr_digits: int | None = 4,
-    tie_tol: float = 0.0,
-    train: TrainFn | None = None,
-    **train_kwargs: Any,
-) -> list[ModelSearch]:
-    """One more batched call: every model with a best rate also runs at best/factor and
-    best*factor (rounded to ``lr_digits``; rates within 0.1% of one it has run are
-    skipped); the best is re-chosen over all its runs (the edge rule as everywhere). The
-    input is not modified."""
-    runs, owners = [], []
-    for i, f in enumerate(found):
-        if f.best_lr is None:
-            continue
-        for lr in (_round(f.best_lr / factor, lr_digits), _round(f.best_lr * factor, lr_digits)):
-            if all(abs(lr / have - 1) > 1e-3 for have in f.lrs):
-                runs.append(replace(f.model, lr=lr))
-                owners.append(i)
-    out = [replace(f) for f in found]
-    if not runs:
-        return out
-    if train is None:
-        train = engine_train
-        if train_kwargs.get("optimum") is None:
-            train_kwargs["optimum"] = lp_optimum(X, y, p)
-    extra: dict[int, list[RunResult]] = {}
-    for i, r in zip(owners, train(X, y, p, runs, iters, **train_kwargs), strict=True):
-        extra.setdefault(i, []).append(r)
-    for i, new in extra.items():
-        out[i] = _summarise(out[i].results + new, tie_tol, out[i].extensions)
-    return out
