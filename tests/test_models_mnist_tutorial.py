@@ -97,7 +97,11 @@ def test_side_by_side_same_batches_and_masks_make_twins_identical():
         test_x=torch.zeros(1, 1, 28, 28),
         test_y=torch.zeros(1, dtype=torch.long),
     )
+    torch.manual_seed(1234)
+    caller_state = torch.random.get_rng_state()
     hist, lrs, done = mt.train_side_by_side({"a": plain, "b": twin}, splits, _schedule(2))
+    # the per-step re-seeding stays inside the call: the caller's RNG is untouched
+    assert torch.equal(torch.random.get_rng_state(), caller_state)
     assert done == 2 and lrs == [0.01, 0.01]
     assert hist["a"].loss == hist["b"].loss and len(hist["a"].loss) == 2
     for p, q in zip(plain.parameters(), twin.parameters(), strict=True):

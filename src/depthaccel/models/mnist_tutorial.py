@@ -423,10 +423,46 @@ def train_side_by_side(
     make the rest of the run bit-identical to an uninterrupted one (tested). A time
     limit counts from this call's start.
 
+    With ``schedule.same_dropout_masks`` the global RNG is re-seeded every step inside
+    ``torch.random.fork_rng``: the caller's RNG state (CPU, and the nets' CUDA devices)
+    is as it was before the call.
+
     Returns (histories by name, learning rate per step, steps done). Stops early (all nets
     at the same step) when ``schedule.time_limit_s`` is exceeded; raises
     FloatingPointError on a non-finite loss.
     """
+    kw = dict(
+        l2_on=l2_on,
+        optimizers=optimizers,
+        progress=progress,
+        desc=desc,
+        start=start,
+        checkpoint=checkpoint,
+        checkpoint_every=checkpoint_every,
+    )
+    if not schedule.same_dropout_masks:
+        return _train_side_by_side(nets, splits, schedule, **kw)
+    devices = sorted(
+        {p.device.index or 0 for m in nets.values() for p in m.parameters() if p.is_cuda}
+    )
+    with torch.random.fork_rng(devices=devices):
+        return _train_side_by_side(nets, splits, schedule, **kw)
+
+
+def _train_side_by_side(
+    nets: dict[str, nn.Module],
+    splits: Splits,
+    schedule: Schedule,
+    *,
+    l2_on: dict[str, str] | None = None,
+    optimizers: dict[str, Callable[[nn.Module, Schedule], torch.optim.Optimizer]] | None = None,
+    progress: bool = False,
+    desc: str = "mnist",
+    start: dict[str, Any] | None = None,
+    checkpoint: Callable[[dict[str, Any]], None] | None = None,
+    checkpoint_every: int = 0,
+) -> tuple[dict[str, History], list[float], int]:
+    """The training loop of :func:`train_side_by_side` (see there)."""
     if (start is not None or checkpoint is not None) and not schedule.same_dropout_masks:
         raise ValueError("checkpoints need schedule.same_dropout_masks (reproducible masks)")
     if checkpoint is not None and (isinstance(checkpoint_every, bool) or checkpoint_every < 1):
