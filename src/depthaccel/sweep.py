@@ -28,7 +28,6 @@ results are not reused.
 from __future__ import annotations
 
 import hashlib
-import io
 import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
@@ -39,6 +38,7 @@ import numpy as np
 import torch
 
 from depthaccel.losses import LpOptimum, loss_token
+from depthaccel.records import checkpoint_blob, dumps_state, loads_state
 from depthaccel.store import Store, StoredRun, canonical_json, group_key, run_key
 from depthaccel.train import Run, RunResult, train
 from depthaccel.train.runs import check_runs
@@ -60,7 +60,6 @@ __all__ = [
 #: Version of the math behind every stored number (trainer, losses, optimum, logging).
 MATH_VERSION = "2"  # 2: Eq. 12 uses a scaled norm (last-bit changes for k = 1)
 
-_NUMPY_TAG = "__depthaccel_numpy__"
 # Keyword arguments of depthaccel.train.train that sweep passes on (and fingerprints).
 _TRAIN_OPTIONS = {"log_scale", "diverge_factor", "gram", "fast_width1"}
 
@@ -107,56 +106,6 @@ def _dtype_name(dtype: Any) -> str:
     if isinstance(dtype, torch.dtype):
         return str(dtype).removeprefix("torch.")
     return str(dtype)
-
-
-# ------------------------------------------------------------------ state (de)serialising
-
-
-def _to_safe(obj: Any) -> Any:
-    """Replace numpy arrays/scalars by tensors/Python numbers so torch.load(weights_only)
-    can read the state back; arrays are tagged to come back as arrays."""
-    if isinstance(obj, np.ndarray):
-        return {_NUMPY_TAG: torch.from_numpy(np.ascontiguousarray(obj).copy())}
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, dict):
-        return {k: _to_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_to_safe(v) for v in obj)
-    return obj
-
-
-def _from_safe(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        if set(obj) == {_NUMPY_TAG}:
-            return obj[_NUMPY_TAG].numpy()
-        return {k: _from_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_from_safe(v) for v in obj)
-    return obj
-
-
-def dumps_state(state: Any) -> bytes:
-    """A trainer state (dict of tensors, numpy arrays, numbers, strings) as bytes."""
-    buf = io.BytesIO()
-    torch.save(_to_safe(state), buf)
-    return buf.getvalue()
-
-
-def loads_state(blob: bytes, map_location: Any = None) -> Any:
-    """Inverse of ``dumps_state``; reads with ``weights_only=True`` (no arbitrary code)."""
-    return _from_safe(torch.load(io.BytesIO(blob), map_location=map_location, weights_only=True))
-
-
-def checkpoint_blob(trainer_state: dict[str, Any], thresholds: Sequence[float]) -> bytes:
-    """A group's checkpoint as stored: the trainer's state wrapped with its iteration and
-    the thresholds it tracks (``{"trainer", "iteration", "thresholds"}``, ``dumps_state``)."""
-    wrapped = {
-        "trainer": trainer_state,
-        "iteration": int(trainer_state["t"]),
-        "thresholds": list(thresholds),
-    }
-    return dumps_state(wrapped)
 
 
 # ---------------------------------------------------------------------------- the sweep

@@ -74,7 +74,7 @@ class Shard:
 
     ``keys`` are the runs' store keys (same order as ``runs``; the checkpoint's group key
     is ``store.group_key(keys)``), ``thresholds`` the first-hit thresholds tracked,
-    ``resume`` a checkpoint blob (``depthaccel.sweep.checkpoint_blob``) to continue from,
+    ``resume`` a checkpoint blob (``depthaccel.records.checkpoint_blob``) to continue from,
     or None to start at iteration 0. ``index`` numbers the shards of one sweep.
     """
 

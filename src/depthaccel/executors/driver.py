@@ -44,8 +44,8 @@ from depthaccel.executors.base import (
 )
 from depthaccel.executors.shards import engine_group, split_runs
 from depthaccel.losses import SoftmaxCE, optimum_loss
+from depthaccel.records import dumps_state, loads_state
 from depthaccel.store import Store, group_key
-from depthaccel.sweep import dumps_state, loads_state
 from depthaccel.train import Run, RunResult
 
 __all__ = ["DEFAULT_MAX_RETRIES", "plan_shards", "sweep_on_executor", "train_groups"]

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from depthaccel.executors.base import Checkpoint, Done, Note, Progress, Shard, Started, TrainSpec
-from depthaccel.sweep import checkpoint_blob, loads_state
+from depthaccel.records import checkpoint_blob, loads_state
 from depthaccel.train import train
 
 __all__ = ["callback_every", "run_shard"]
