@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -322,3 +323,34 @@ def test_a_net_task_killed_mid_way_resumes_from_the_store_with_the_same_numbers(
     assert (h1.loss, h1.ce, lrs1, done1, err1) == (h0.loss, h0.ce, lrs0, done0, err0)
     with Store(store) as st:
         assert st.checkpoints() == [] and ctx.stats.tasks_run == 1
+
+
+def _synthetic(e2e_loss: np.ndarray, ms_e2e: float, steps: int = 2000):
+    """Three nets' histories: the original falls slowly, the overparameterized one fast,
+    e2e as given."""
+    cfg = me.Config.full()
+    t = np.arange(1, steps + 1, dtype=float)
+    curves = {"original": 5.0 / t**0.2, "overparameterized": 5.0 / t**0.5, "e2e": e2e_loss}
+    hist = {
+        k: SimpleNamespace(loss=v, ce=v / 2, val_error=[], seconds=1.0) for k, v in curves.items()
+    }
+    ms = {"original": 100.0, "overparameterized": 170.0, "e2e": ms_e2e, me.BF16: 140.0}
+    m = me.Measured(
+        False, cfg, steps, hist, (0.01, 0.001), {k: 0.9 for k in me.NETS}, ms, ms,
+        ("0", "0"), {}, "", 1, "cpu", "float32", "",
+    )  # fmt: skip
+    return m, cfg
+
+
+def test_judge_on_synthetic_histories():
+    t = np.arange(1, 2001, dtype=float)
+    m, cfg = _synthetic(5.0 / t**0.5, ms_e2e=150.0)  # e2e as fast as overparameterized
+    claims = me.judge(m, cfg)
+    assert [c.verdict for c in claims[:4]] == ["PASS", "PASS", "PASS", "PASS"]
+    assert claims[2].measured == "ms per step: e2e 150.0, overparameterized 170.0, original 100.0"
+    m, cfg = _synthetic(5.0 / t**0.2, ms_e2e=200.0)  # e2e as slow as the original
+    claims = me.judge(m, cfg)
+    assert [c.verdict for c in claims[:3]] == ["FAIL", "FAIL", "FAIL"]
+    assert claims[2].why == "an e2e step took 1.18x the overparameterized net's"
+    m.steps_done = 20  # a short run assesses nothing but the accuracy check
+    assert [c.verdict for c in me.judge(m, cfg)[:3]] == ["NOT ASSESSED"] * 3

@@ -41,7 +41,10 @@ def stamp_quick(fig: Any, quick: bool) -> None:
         return
     sup = getattr(fig, "_suptitle", None)
     text = sup.get_text() if sup is not None else ""
-    fig.suptitle(f"{text}\n{QUICK_STAMP}" if text else QUICK_STAMP, color="firebrick")
+    if text:
+        fig.suptitle(f"{text}\n[{QUICK_STAMP}]")
+    else:
+        fig.suptitle(QUICK_STAMP, color="firebrick")
 
 
 def format_seconds(s: float) -> str:
