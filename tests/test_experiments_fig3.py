@@ -9,6 +9,7 @@ import pytest
 from depthaccel.experiments import fig3
 from depthaccel.experiments.context import ExperimentContext
 from depthaccel.experiments.fig3 import Config
+from depthaccel.experiments.runner import measure_judge_render
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -16,7 +17,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def test_quick_run(tmp_path, ethanol_data_dir):
     cfg = Config.quick()
     assert len(cfg.seeds) >= 2 and Config.full().seeds == (0, 1, 2)
-    res = fig3.run(cfg, ExperimentContext(tmp_path, data_dir=ethanol_data_dir))
+    res = measure_judge_render(fig3, cfg, ExperimentContext(tmp_path, data_dir=ethanol_data_dir))
     gs = res.settings["grid_search"]
     finals = res.settings["final_gaps"]
     inits = res.settings["initial_gaps"]
@@ -70,6 +71,31 @@ def test_quick_run(tmp_path, ethanol_data_dir):
             assert other.diverged or chosen.final_gap < other.final_gap
     # quick mode: numbers shown, no verdict
     assert [c.passed for c in res.claims] == [None, None]
-    assert "every seed of 0, 1" in res.claims[1].text and "plain" in res.claims[1].measured_full
+    assert res.claims[1].details["not assessed"] == "5000 iterations (paper: 1e6)"
+    assert all("plain" in v for v in res.claims[1].details["final gaps"].values())
     assert any(n.startswith("Initial gaps") for n in res.notes)
     assert (tmp_path / "fig3.png").is_file() and (tmp_path / "curves.csv").is_file()
+
+
+def _synthetic(l2: dict, l4: dict):
+    """Final gaps per depth (same for both seeds)."""
+    cfg = fig3.Config.full()
+    seeds = (0, 1)
+    finals = {}
+    for p, gaps in ((2.0, l2), (4.0, l4)):
+        for d, g in gaps.items():
+            for s in seeds:
+                finals[(p, d, s)] = g
+    return fig3.Measured(False, seeds, "", "paper", finals, {}, {}, {}, {}, []), cfg
+
+
+def test_judge_on_synthetic_gaps():
+    m, cfg = _synthetic({1: 1e-3, 2: 1.1e-3, 3: 1.2e-3}, {1: 1e-2, 2: 5e-3, 3: 1e-3})
+    claims = fig3.judge(m, cfg)
+    assert [c.verdict for c in claims] == ["PASS", "PASS"]
+    assert claims[1].measured == "final-gap ratio depth 3 / depth 1: 0.1 over seeds"
+    m, cfg = _synthetic({1: 1e-3, 2: 5e-4, 3: 1.2e-3}, {1: 1e-2, 2: 1e-3, 3: 5e-3})
+    claims = fig3.judge(m, cfg)
+    assert [c.verdict for c in claims] == ["FAIL", "FAIL"]
+    assert claims[0].why.endswith("for seed(s) 0, 1")
+    assert claims[0].measured == "smallest final-gap ratio deeper / depth 1: 0.5 (every seed)"

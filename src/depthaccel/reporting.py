@@ -20,6 +20,7 @@ __all__ = [
     "format_lr",
     "QUICK_STAMP",
     "format_seconds",
+    "gap_ylabel",
     "plot_gap_panels",
     "plot_loss_panel",
     "pyplot",
@@ -45,6 +46,14 @@ def stamp_quick(fig: Any, quick: bool) -> None:
         fig.suptitle(f"{text}\n[{QUICK_STAMP}]")
     else:
         fig.suptitle(QUICK_STAMP, color="firebrick")
+
+
+def gap_ylabel(loss_scale: str = "paper") -> str:
+    """The y-label of an l_p loss-gap plot in mathtext: the paper's scale
+    ``(1/m) sum (1/p)|r|^p - L*`` or the plain ``(1/m) sum |r|^p - L*``."""
+    if loss_scale == "plain":
+        return r"$\frac{1}{m}\sum |r|^p - L^*$"
+    return r"$\frac{1}{m}\sum \frac{1}{p}|r|^p - L^*$"
 
 
 def format_seconds(s: float) -> str:
@@ -147,8 +156,10 @@ def plot_gap_panels(
     logx: bool = False,
     panel_size: tuple[float, float] = (5.2, 3.8),
     ncols: int | None = None,
+    quick: bool = False,
 ) -> Path:
-    """Plot panels side by side in the paper's style and save a PNG.
+    """Plot panels side by side in the paper's style and save a PNG (``quick``: stamp
+    the title, :func:`stamp_quick`).
 
     ``panels`` = [(panel title, curves), ...]; each curve is drawn against its
     iterations with a log y axis (non-positive values are dropped from a log plot), legend
@@ -183,7 +194,7 @@ def plot_gap_panels(
         if logx:
             ax.set_xscale("log")
         ax.set_xlabel(xlabel)
-        ax.set_ylabel(ylabel.format(panel=ptitle))
+        ax.set_ylabel(ylabel.replace("{panel}", ptitle))
         ax.set_title(ptitle)
         ax.grid(True, which="major", alpha=0.3)
         labels_of.append([c.label for c in curves])
@@ -210,6 +221,7 @@ def plot_gap_panels(
                 )
     if suptitle:
         fig.suptitle(suptitle)
+    stamp_quick(fig, quick)
     path = Path(path)
     with atomic_open(path, "wb") as fh:
         fig.savefig(fh, dpi=110, format="png", bbox_inches="tight")

@@ -15,17 +15,26 @@ claims must hold for every seed of ``seeds``.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from depthaccel.experiments.context import ExperimentContext
 from depthaccel.experiments.loss_scale import gap_text, scale_label
-from depthaccel.experiments.results import Claim, ExperimentResult
+from depthaccel.experiments.results import Claim
 from depthaccel.experiments.search import SearchPolicy, search_models
 from depthaccel.experiments.seeds import check_seeds, every_seed, seeds_text, spread
 from depthaccel.experiments.spec import ExperimentSpec
 from depthaccel.experiments.starts import FairStartConfig, fair_run, initial_gaps_note, start_note
-from depthaccel.reporting import format_lr, plot_gap_panels, run_curve, write_curves_csv
+from depthaccel.reporting import (
+    Curve,
+    format_lr,
+    gap_ylabel,
+    plot_gap_panels,
+    run_curve,
+    write_curves_csv,
+)
 
 NAME = "fig3"
 TITLE = "Fig. 3: depth 1/2/3, lr grid-searched per model (l2 and l4, Ethanol)"
@@ -57,19 +66,36 @@ def _edge_text(names: list[str]) -> str:
     return "; chosen lr on its grid's edge (a better rate may lie beyond it): " + ", ".join(names)
 
 
-def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
+@dataclass
+class Measured:
+    """What fig3 measured, keyed by (p, depth, seed): the chosen run's final and initial
+    gap (``finals``: NaN when every rate diverged) and learning rate; ``edges``: per p,
+    the models whose chosen rate lies on its grid's edge; ``search``: the grid search
+    records per loss; ``curves``: the chosen runs' gap curves (panel ``l<p>``)."""
+
+    quick: bool
+    seeds: tuple[int, ...]
+    data_source: str
+    loss_scale: str
+    finals: dict[tuple[float, int, int], float]
+    inits: dict[tuple[float, int, int], float]
+    lrs: dict[tuple[float, int, int], float]
+    edges: dict[float, list[str]]
+    search: dict[str, Any]
+    curves: list[Curve]
+
+
+def measure(config: Config, ctx: ExperimentContext) -> Measured:
     seeds = check_seeds(config.seeds)
     task = ctx.ethanol()
-    X, y = task.X, task.y
     models = [fair_run(config, "gd", 1.0, depth=d, seed=s) for s in seeds for d in config.depths]
-    panels, curves, searched, finals, inits, lrs, edges = [], [], {}, {}, {}, {}, {}
+    curves, searched, finals, inits, lrs, edges = [], {}, {}, {}, {}, {}
     for p in config.losses:
         X, y = ctx.lp_data(task.X, task.y, p)
         found, record = search_models(
             ctx, X, y, p, models, config.search, config.iters, log_points=config.log_points
         )
         searched[f"l{p:g}"] = record
-        pc = []
         for f in found:
             m = f.model
             key = (p, m.depth, m.seed)
@@ -82,42 +108,46 @@ def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
             lrs[key] = f.best_lr
             if f.on_edge:
                 edges.setdefault(p, []).append(f"depth {m.depth} seed {m.seed}")
-            c = run_curve(
-                f.best,
-                f"{m.depth}-layer, lr {format_lr(f.best_lr)}"
-                + (f", seed {m.seed}" if len(seeds) > 1 else ""),
-                f"l{p:g}",
-            )
-            curves.append(c)
-            if m.seed == seeds[0]:
-                pc.append(
-                    type(c)(c.label, c.iters, np.asarray(c.values, dtype=np.float64), c.panel)
+            curves.append(
+                run_curve(
+                    f.best,
+                    f"{m.depth}-layer, lr {format_lr(f.best_lr)}"
+                    + (f", seed {m.seed}" if len(seeds) > 1 else ""),
+                    f"l{p:g}",
                 )
-        panels.append((f"l{p:g} loss", pc))
-    fig = plot_gap_panels(
-        ctx.out_dir / "fig3.png",
-        panels,
-        suptitle="GD: single layer vs depth-2/3 linear nets, lr grid-searched per model"
-        + (f" (seed {seeds[0]})" if len(seeds) > 1 else ""),
-        ylabel="{panel} gap"
-        + (" (1/m sum |r|^p)" if ctx.loss_scale == "plain" else " (1/m sum (1/p)|r|^p)"),
-    )
-    csv = write_curves_csv(ctx.out_dir / "curves.csv", curves)
+            )
+    return Measured(
+        ctx.quick, seeds, ctx.data_source(task), ctx.loss_scale, finals, inits, lrs, edges,
+        searched, curves,
+    )  # fmt: skip
 
-    note = "" if config.assess_claims else f"not assessed: {config.iters} iterations (paper: 1e6)"
+
+_PAPER_L2 = "with l2 loss depth slightly slows gradient descent (Fig. 3)"
+_PAPER_L4 = "with l4 loss it leads to significant acceleration (Fig. 3)"
+
+
+def judge(measured: Measured, config: Config) -> list[Claim]:
+    """l2: no deeper model ends more than ``l2_tolerance`` below depth 1; l4: final gap
+    depth 3 < depth 2 < depth 1; each for every seed. NOT ASSESSED with
+    ``assess_claims=False`` (quick mode)."""
+    m, seeds = measured, measured.seeds
+    finals = m.finals
     claims = []
     d1 = min(config.depths)
     deeper = [d for d in config.depths if d > d1]
-
-    def gaps(p, d):
-        return [finals.get((p, d, s), float("nan")) for s in seeds]
+    short = (
+        {} if config.assess_claims else {"not assessed": f"{config.iters} iterations (paper: 1e6)"}
+    )
 
     def gap_spread(p, d):
-        sp = spread(gaps(p, d))
+        sp = spread([finals.get((p, d, s), float("nan")) for s in seeds])
         if sp.n_finite < sp.n:
             return sp.text()
         lo, hi = gap_text(sp.min, p), gap_text(sp.max, p)
         return lo if sp.min == sp.max else f"{lo} .. {hi}"
+
+    def edge(p):
+        return {"chosen lr on its grid's edge": m.edges[p]} if m.edges.get(p) else {}
 
     if 2.0 in config.losses and deeper:
         holds, ratios = {}, {d: [] for d in deeper}
@@ -126,17 +156,24 @@ def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
             for d in deeper:
                 ratios[d].append(r[d])
             holds[s] = all(np.isfinite(v) and v >= 1 - config.l2_tolerance for v in r.values())
-        verdict = every_seed(holds)
+        low = min(min(v) for v in ratios.values())
         claims.append(
-            Claim.legacy(
-                "l2: depth does not accelerate (the paper: depth slightly slows GD); "
-                f"every seed of {', '.join(map(str, seeds))}",
-                "final gap ratio to depth 1 (min..max over seeds): "
-                + ", ".join(f"depth {d}: {spread(v).text()}" for d, v in ratios.items())
-                + f"; depth-1 final gap {gap_spread(2.0, d1)}; {seeds_text(holds)}"
-                + _edge_text(edges.get(2.0, [])),
-                verdict if config.assess_claims else None,
-                note,
+            Claim.judged(
+                "l2: depth does not accelerate GD",
+                _PAPER_L2,
+                f"smallest final-gap ratio deeper / depth 1: {low:.3g} (every seed)",
+                every_seed(holds) if config.assess_claims else None,
+                why=f"a deeper net ends more than {config.l2_tolerance:.0%} below depth 1 "
+                f"for seed(s) {', '.join(str(s) for s, ok in holds.items() if not ok)}",
+                details={
+                    **short,
+                    "final gap ratio to depth 1": {
+                        f"depth {d}": spread(v).text() for d, v in ratios.items()
+                    },
+                    "depth-1 final gap": gap_spread(2.0, d1),
+                    "per seed": seeds_text(holds),
+                    **edge(2.0),
+                },
             )
         )
     if 4.0 in config.losses and deeper:
@@ -147,70 +184,114 @@ def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
             holds[s] = bool(
                 all(np.isfinite(g)) and all(a < b for a, b in zip(g, g[1:], strict=False))
             )
+        ratio = {
+            d: spread([finals[(4.0, d, s)] / finals[(4.0, d1, s)] for s in seeds]) for d in deeper
+        }
+        dmax = max(deeper)
         claims.append(
-            Claim.legacy(
-                "l4: depth accelerates, final gap depth 3 < depth 2 < depth 1; every seed of "
-                + ", ".join(map(str, seeds)),
-                "final gaps (min..max over seeds): "
-                + "; ".join(f"depth {d}: {gap_spread(4.0, d)}" for d in order)
-                + "; ratios to depth 1: "
-                + ", ".join(
-                    f"depth {d}: "
-                    + spread([finals[(4.0, d, s)] / finals[(4.0, d1, s)] for s in seeds]).text()
-                    for d in deeper
-                )
-                + f"; {seeds_text(holds)}"
-                + _edge_text(edges.get(4.0, [])),
+            Claim.judged(
+                "l4: depth accelerates GD, final gap depth 3 < depth 2 < depth 1",
+                _PAPER_L4,
+                f"final-gap ratio depth {dmax} / depth 1: {_range(ratio[dmax])} over seeds",
                 every_seed(holds) if config.assess_claims else None,
-                note,
+                why="the final gaps are not ordered by depth for seed(s) "
+                + ", ".join(str(s) for s, ok in holds.items() if not ok),
+                details={
+                    **short,
+                    "final gaps": {f"depth {d}": gap_spread(4.0, d) for d in order},
+                    "ratio to depth 1": {f"depth {d}": r.text() for d, r in ratio.items()},
+                    "per seed": seeds_text(holds),
+                    **edge(4.0),
+                },
             )
         )
-    notes = [
-        f"Data: {ctx.data_source(task)}; features and target standardised; loss (1/m) sum "
+    return claims
+
+
+def _range(sp: Any) -> str:
+    """``min..max`` of a :func:`spread` (one number when they agree)."""
+    if sp.n_finite < sp.n:
+        return sp.text()
+    return f"{sp.min:.3g}" if f"{sp.min:.3g}" == f"{sp.max:.3g}" else f"{sp.min:.3g}..{sp.max:.3g}"
+
+
+def describe(measured: Measured, config: Config) -> str:
+    return (
+        f"GD on depth {', '.join(map(str, config.depths))} (width {config.hidden}), "
+        f"{config.iters} iterations, l2 and l4, lr grid-searched per model and seed "
+        f"(seeds {', '.join(map(str, measured.seeds))})."
+    )
+
+
+def settings(measured: Measured, config: Config) -> dict:
+    m = measured
+
+    def keyed(d):
+        return {f"l{p:g}/depth{dd}/seed{s}": v for (p, dd, s), v in d.items()}
+
+    return {
+        "data_source": m.data_source,
+        "loss_scale_of_figure": m.loss_scale,
+        "grid_search": m.search,
+        "final_gaps": keyed(m.finals),
+        "final_gaps_plain": {
+            f"l{p:g}/depth{d}/seed{s}": p * g for (p, d, s), g in m.finals.items()
+        },
+        "initial_gaps": keyed(m.inits),
+        "chosen_lr": keyed(m.lrs),
+    }
+
+
+def notes(measured: Measured, config: Config) -> list[str]:
+    m, seeds = measured, measured.seeds
+    out = [
+        f"Data: {m.data_source}; features and target standardised; loss (1/m) sum "
         "(1/p)(x^T w - y)^p, no bias; every gap in the tables also in the plain scale "
         "(1/m) sum |r|^p (= p times; the figure shows the "
-        f"{ctx.loss_scale} scale: {scale_label(4.0, ctx.loss_scale)}).",
+        f"{m.loss_scale} scale: {scale_label(4.0, m.loss_scale)}).",
         start_note(config.single_layer_scale, config.init_scale)
         + f" Hidden width {config.hidden}.",
     ]
     for p in config.losses:
-        notes.append(
+        out.append(
             initial_gaps_note(
                 {
-                    f"depth {d}": [inits[(p, d, s)] for s in seeds if (p, d, s) in inits]
+                    f"depth {d}": [m.inits[(p, d, s)] for s in seeds if (p, d, s) in m.inits]
                     for d in config.depths
                 },
                 p,
             )
         )
-    notes.append(config.search.describe(config.iters))
-    notes.append(
+    out.append(config.search.describe(config.iters))
+    out.append(
         "Seeds: every (depth, seed) pair is its own model with its own grid search; the "
         f"claims must hold for every seed ({', '.join(map(str, seeds))}); the figure shows "
         f"seed {seeds[0]}, the CSV every seed."
     )
-    return ExperimentResult(
-        settings={
-            "what_was_run": (
-                f"GD on depth {', '.join(map(str, config.depths))} (width {config.hidden}), "
-                f"{config.iters} iterations, l2 and l4, lr grid-searched per model and seed "
-                f"(seeds {', '.join(map(str, seeds))})."
-            ),
-            "data_source": ctx.data_source(task),
-            "loss_scale_of_figure": ctx.loss_scale,
-            "grid_search": searched,
-            "final_gaps": {f"l{p:g}/depth{d}/seed{s}": g for (p, d, s), g in finals.items()},
-            "final_gaps_plain": {
-                f"l{p:g}/depth{d}/seed{s}": p * g for (p, d, s), g in finals.items()
-            },
-            "initial_gaps": {f"l{p:g}/depth{d}/seed{s}": g for (p, d, s), g in inits.items()},
-            "chosen_lr": {f"l{p:g}/depth{d}/seed{s}": v for (p, d, s), v in lrs.items()},
-        },
-        figures=[fig],
-        curves=[csv],
-        claims=claims,
-        notes=notes,
+    return out
+
+
+def render(measured: Measured, claims: list[Claim], outdir: Path) -> list[Path]:
+    m, seeds = measured, measured.seeds
+    first = f", seed {seeds[0]}" if len(seeds) > 1 else ""
+    panels = []
+    for panel in dict.fromkeys(c.panel for c in m.curves):
+        pc = [
+            type(c)(c.label, c.iters, np.asarray(c.values, dtype=np.float64), c.panel)
+            for c in m.curves
+            if c.panel == panel and (len(seeds) == 1 or c.label.endswith(first))
+        ]
+        panels.append((f"{panel} loss", pc))
+    fig = plot_gap_panels(
+        outdir / "fig3.png",
+        panels,
+        suptitle="GD: single layer vs depth-2/3 linear nets, lr grid-searched per model"
+        + (f" (seed {seeds[0]})" if len(seeds) > 1 else ""),
+        ylabel=gap_ylabel(m.loss_scale),
+        quick=m.quick,
     )
+    csv = write_curves_csv(outdir / "curves.csv", m.curves)
+    return [fig, csv]
 
 
 SPEC = ExperimentSpec(

@@ -48,7 +48,8 @@ def judge_and_render(mod: Any, config: Any, measured: Any, out_dir: Path) -> Exp
         figures=[p for p in paths if p.suffix == ".png"],
         curves=[p for p in paths if p.suffix != ".png"],
         claims=claims,
-        notes=list(getattr(mod, "NOTES", ())),
+        notes=list(getattr(mod, "NOTES", ()))
+        + (list(mod.notes(measured, config)) if callable(getattr(mod, "notes", None)) else []),
     )
 
 

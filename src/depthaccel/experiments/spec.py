@@ -12,8 +12,10 @@ An experiment is one module ``depthaccel.experiments.<module>`` with
 - ``judge(measured, config) -> list[Claim]``: the paper's claims against those numbers
   (pure: tested on synthetic ``Measured`` values);
 - ``render(measured, claims, outdir) -> list[Path]``: figures (PNG) and curves (CSV);
-- optionally ``describe(measured, config) -> str``: what was run, in 2-3 lines, and
-  ``settings(measured, config) -> dict``: the choices made, for ``settings.json``.
+- optionally ``describe(measured, config) -> str``: what was run, in 2-3 lines,
+  ``settings(measured, config) -> dict``: the choices made, for ``settings.json``,
+  ``NOTES`` (static) and ``notes(measured, config) -> list[str]``: choices where the
+  paper is silent, for the report's collapsed notes.
 
 The registry (:mod:`depthaccel.experiments.registry`) is built from the ``SPEC`` of the
 modules it lists.
