@@ -19,6 +19,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import torch
 
+from depthaccel.losses import SoftmaxCE
 from depthaccel.train import Run, RunResult
 
 __all__ = [
@@ -58,7 +59,7 @@ class TrainSpec:
 
     X: np.ndarray
     y: np.ndarray
-    p: float
+    p: float | SoftmaxCE  # the l_p exponent, or the softmax cross-entropy (y: classes)
     iters: int
     optimum: float
     log_points: int = 1000

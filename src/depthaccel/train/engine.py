@@ -8,7 +8,9 @@ shape (R, k, d) and one step of the whole grid is:
    loss ``L_r = (1/(p m)) sum |r|^p`` and gradient ``G_r = (1/m) (|r|^{p-2} r) X``
    (a second GEMM; ``losses.lp_sum_and_phi_``). For p = 2 the Gram form replaces both
    (per-step cost independent of m): ``G = We A - B``, ``L = (1/2)(<We, We A - 2B> + c)``
-   with ``A = X^T X/m``, ``B = Y^T X/m``, ``c = ||Y||^2/m``;
+   with ``A = X^T X/m``, ``B = Y^T X/m``, ``c = ||Y||^2/m``. For the softmax
+   cross-entropy (``p`` a ``losses.SoftmaxCE``) loss and gradient come from
+   ``losses.ce_loss_grad`` on the logits ``We X^T``;
 2. bookkeeping on the loss of the *current* iterate (divergence, first hits, logging:
    ``_Monitor``);
 3. each group of runs (:mod:`depthaccel.train.groups`: width-1 nets, general nets, the
@@ -338,7 +340,9 @@ def train(
     Args:
         X: design matrix (m x d), numpy or torch.
         y: targets (m,) or (m, k).
-        p: loss exponent (>= 2, real).
+        p: loss exponent (>= 2, real), or a :class:`depthaccel.losses.SoftmaxCE` (then y
+            holds class indices 0..k-1, k = its ``n_classes``; the logged losses come
+            with the train accuracy, ``RunResult.accuracy``).
         runs: the runs (any mix of methods, depths, widths, lrs, seeds).
         iters: T, number of updates; the loss is recorded at iterations 0..T.
         optimum: L* (a float or an :class:`LpOptimum`); default: ``lp_optimum(X, y, p)``.
