@@ -138,6 +138,25 @@ def test_balanced_net_follows_the_e2e_scheme_at_small_rates():
     assert 1.6 < diffs[0] / diffs[1] < 2.4, diffs
 
 
+def test_checkpoint_resume_is_bit_identical():
+    X, y = blobs(d=5)
+    ce = SoftmaxCE(3, 1e-2)
+    runs = [
+        Run("gd", 0.5, depth=2, hidden=3, init_scale=0.3),
+        Run("adam", 0.05),
+        Run("e2e", 0.5, depth=2, hidden=3),
+    ]
+    whole = train(X, y.astype(float), ce, runs, 40, log_points=9)
+    saved = []
+    train(
+        X, y.astype(float), ce, runs, 40, log_points=9, checkpoint_every=15, checkpoint=saved.append
+    )
+    resumed = train(X, y.astype(float), ce, runs, 40, log_points=9, resume=saved[1])  # t = 30
+    for a, b in zip(whole, resumed, strict=True):
+        assert np.array_equal(a.gap, b.gap) and np.array_equal(a.accuracy, b.accuracy)
+        assert a.first_hit == b.first_hit
+
+
 # ------------------------------------------------------------------------- the command
 
 
@@ -202,11 +221,13 @@ def test_compare_ce_end_to_end(tmp_path, capsys):
         - L,
         abs=1e-2,
     )
-    curves = (out / "curves.csv").read_text().splitlines()
-    assert curves[0] == "run,iteration,gap,accuracy"
-    # store and resume as for regression: the same command reuses every run
+    curves = (out / "curves.csv").read_text()
+    assert curves.splitlines()[0] == "run,iteration,gap,accuracy"
+    # store and resume as for regression: the same command reuses every run, accuracies
+    # included
     code, text, _ = run_cli(argv, capsys)
     assert code == 0 and "15 runs: 15 reused from the store, 0 trained" in text
+    assert (out / "curves.csv").read_text() == curves
 
 
 def test_l2_zero_on_separable_classes_reports_the_loss(tmp_path, capsys):
