@@ -10,6 +10,7 @@ from depthaccel.experiments import fig4_left
 from depthaccel.experiments.context import ExperimentContext
 from depthaccel.experiments.fig4_left import Config
 from depthaccel.experiments.lr_curves import below_windows
+from depthaccel.experiments.runner import measure_judge_render
 from depthaccel.reporting import read_curves_csv
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -17,12 +18,12 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 def test_quick_run(tmp_path, ethanol_data_dir):
     cfg = Config.quick()
-    res = fig4_left.run(cfg, ExperimentContext(tmp_path, data_dir=ethanol_data_dir))
+    res = measure_judge_render(
+        fig4_left, cfg, ExperimentContext(tmp_path, data_dir=ethanol_data_dir)
+    )
     # quick mode is far shorter than the paper's 1e6 iterations: no verdicts, numbers shown
     assert res.claims and all(c.passed is None for c in res.claims)
-    assert all(
-        "final gap" in c.measured_full and "Window of rates" in c.measured_full for c in res.claims
-    )
+    assert all("final gap" in c.details and "windows of rates" in c.details for c in res.claims)
     rows = res.settings["grid_search"]["search"]
     assert [r["model"] for r in rows[:4]] == [
         "depth-3 GD (width 1)",
@@ -54,3 +55,30 @@ def test_quick_run(tmp_path, ethanol_data_dir):
     labels = [c.label for c in read_curves_csv(tmp_path / "curves.csv")]
     assert labels[0].startswith("3-layer GD, lr ") and labels[2].startswith("1-layer AdaGrad")
     assert (tmp_path / "fig4_left_lr.png").is_file()
+
+
+def _synthetic(gd3: float, gd1: float, adagrad: float, adadelta: float):
+    cfg = Config.full()
+    seeds = (0, 1)
+    finals = {}
+    for s in seeds:
+        for key, g in ((("gd", 3), gd3), (("gd", 1), gd1), (("adagrad", 1), adagrad),
+                       (("adadelta", 1), adadelta)):  # fmt: skip
+            finals[(*key, s)] = g
+    rates = {k: ([1e-3, 1e-2], [2 * g, g]) for k, g in finals.items()}
+    m = fig4_left.Measured(
+        False, 4.0, 10, seeds, "", "paper", finals, {}, {}, rates, [], {}, [], []
+    )
+    return m, cfg
+
+
+def test_judge_on_synthetic_gaps():
+    m, cfg = _synthetic(gd3=1e-3, gd1=2e-2, adagrad=1e-2, adadelta=5e-3)
+    claims = fig4_left.judge(m, cfg)
+    assert [c.verdict for c in claims] == ["PASS", "PASS", "FAIL"]  # AdaGrad beats GD-1
+    assert claims[0].measured == "final-gap ratio 3-layer GD / 1-layer AdaGrad: 0.1 over seeds"
+    assert claims[2].why == "1-layer AdaGrad ends lower for seed(s) 0, 1"
+    m, cfg = _synthetic(gd3=1e-2, gd1=1e-3, adagrad=1e-2, adadelta=5e-3)
+    claims = fig4_left.judge(m, cfg)
+    assert [c.verdict for c in claims] == ["FAIL", "FAIL", "PASS"]
+    assert claims[1].details["windows of rates"]["seed 0"].startswith("1-layer AdaDelta ends")

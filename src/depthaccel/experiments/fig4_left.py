@@ -17,23 +17,32 @@ holds. Fair starts and seeds as fig3.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from depthaccel.experiments.context import ExperimentContext
-from depthaccel.experiments.loss_scale import gap_text, scale_label
+from depthaccel.experiments.loss_scale import gap_text
 from depthaccel.experiments.lr_curves import (
     below_windows,
     plot_lr_curves,
     windows_text,
     write_lr_curves_csv,
 )
-from depthaccel.experiments.results import Claim, ExperimentResult
+from depthaccel.experiments.results import Claim
 from depthaccel.experiments.search import SearchPolicy, search_models
 from depthaccel.experiments.seeds import check_seeds, every_seed, seeds_text, spread
 from depthaccel.experiments.spec import ExperimentSpec
 from depthaccel.experiments.starts import FairStartConfig, fair_run, initial_gaps_note, start_note
-from depthaccel.reporting import format_lr, plot_gap_panels, run_curve, write_curves_csv
+from depthaccel.reporting import (
+    Curve,
+    format_lr,
+    gap_ylabel,
+    plot_gap_panels,
+    run_curve,
+    write_curves_csv,
+)
 
 NAME = "fig4-left"
 TITLE = "Fig. 4 left: depth-3 GD vs AdaGrad and AdaDelta on a single layer (l4, Ethanol)"
@@ -79,7 +88,40 @@ class Config(FairStartConfig):
         )
 
 
-def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
+Key = tuple[str, int, int]  # (method, depth, seed)
+_STYLES = {
+    ("gd", 3): {"color": "tab:red", "lw": 2},
+    ("gd", 1): {"color": "tab:gray", "ls": "--"},
+    ("adagrad", 1): {"color": "tab:green"},
+    ("adadelta", 1): {"color": "tab:purple"},
+}
+
+
+@dataclass
+class Measured:
+    """What fig4-left measured, keyed by (method, depth, seed): the chosen run's final
+    and initial gap (``finals``: NaN when every rate diverged) and rate; ``rates``: every
+    rate the search trained and its final gap (None: diverged); ``edges``: models whose
+    chosen rate is on its grid's edge; ``lr_rows``: the learning-rate table (CSV);
+    ``curves``: the chosen runs' gap curves."""
+
+    quick: bool
+    p: float
+    iters: int
+    seeds: tuple[int, ...]
+    data_source: str
+    loss_scale: str
+    finals: dict[Key, float]
+    inits: dict[Key, float]
+    chosen: dict[Key, float]
+    rates: dict[Key, tuple[list[float], list[float | None]]]
+    edges: list[str]
+    search: dict[str, Any]
+    lr_rows: list[dict[str, Any]]
+    curves: list[tuple[Key, Curve]]
+
+
+def measure(config: Config, ctx: ExperimentContext) -> Measured:
     seeds = check_seeds(config.seeds)
     task = ctx.ethanol()
     p = config.p
@@ -91,32 +133,18 @@ def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
             models.append(fair_run(config, method, 1.0, depth=depth, seed=s))
             grids.append([*config.search.grid(lo, hi), *defaults.get(method, ())])
     found, record = search_models(
-        ctx,
-        X,
-        y,
-        p,
-        models,
-        config.search,
-        config.iters,
-        grids=grids,
+        ctx, X, y, p, models, config.search, config.iters, grids=grids,
         log_points=config.log_points,
-    )
-    styles = {
-        ("gd", 3): {"color": "tab:red", "lw": 2},
-        ("gd", 1): {"color": "tab:gray", "ls": "--"},
-        ("adagrad", 1): {"color": "tab:green"},
-        ("adadelta", 1): {"color": "tab:purple"},
-    }
-    finals, inits, chosen, curves, plotted, edges, by = {}, {}, {}, [], [], [], {}
-    lr_rows, lr_series = [], []
+    )  # fmt: skip
+    finals, inits, chosen, rates, curves, edges, lr_rows = {}, {}, {}, {}, [], [], []
     for f in found:
         m = f.model
         key = (m.method, m.depth, m.seed)
-        by[key] = f
         name = f"{m.depth}-layer {_NAMES[m.method]}"
         marked = defaults.get(m.method, ())
-        for r in f.results:
-            g = None if r.diverged else r.final_gap
+        gaps = [None if r.diverged else float(r.final_gap) for r in f.results]
+        rates[key] = (list(f.lrs), gaps)
+        for r, g in zip(f.results, gaps, strict=True):
             lr_rows.append(
                 {
                     "model": name,
@@ -130,15 +158,6 @@ def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
                     else "",
                 }
             )
-        if m.seed == seeds[0]:
-            lr_series.append(
-                (
-                    name,
-                    f.lrs,
-                    [None if r.diverged else float(r.final_gap) for r in f.results],
-                    marked,
-                )
-            )
         if f.best is None:
             finals[key] = float("nan")
             edges.append(f"{m.method} depth {m.depth} seed {m.seed} (all diverged)")
@@ -148,38 +167,54 @@ def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
         chosen[key] = f.best_lr
         if f.on_edge:
             edges.append(f"{m.method} depth {m.depth} seed {m.seed}")
-        c = run_curve(
-            f.best,
-            f"{name}, lr {format_lr(f.best_lr)}" + (f", seed {m.seed}" if len(seeds) > 1 else ""),
-            f"l{p:g}",
+        label = f"{name}, lr {format_lr(f.best_lr)}" + (
+            f", seed {m.seed}" if len(seeds) > 1 else ""
         )
-        curves.append(c)
-        if m.seed == seeds[0]:
-            pc = type(c)(c.label, c.iters, np.asarray(c.values, dtype=np.float64), c.panel)
-            pc.style = dict(styles.get((m.method, m.depth), {}))
-            plotted.append(pc)
-    fig = plot_gap_panels(
-        ctx.out_dir / "fig4_left.png",
-        [(f"l{p:g} loss", plotted)],
-        suptitle="Depth-3 GD vs AdaGrad / AdaDelta on a single layer"
-        + (f" (seed {seeds[0]})" if len(seeds) > 1 else ""),
-        ylabel=scale_label(p, ctx.loss_scale),
-        panel_size=(7.0, 4.6),
-    )
-    fig_lr = plot_lr_curves(
-        ctx.out_dir / "fig4_left_lr.png",
-        lr_series,
-        title=f"Final gap after {config.iters} iterations vs learning rate (seed {seeds[0]})",
-        ylabel=scale_label(p, ctx.loss_scale),
-    )
-    csv = write_curves_csv(ctx.out_dir / "curves.csv", curves)
-    csv_lr = write_lr_curves_csv(ctx.out_dir / "lr_curves.csv", lr_rows)
+        curves.append((key, run_curve(f.best, label, f"l{p:g}")))
+    return Measured(
+        ctx.quick, p, config.iters, seeds, ctx.data_source(task), ctx.loss_scale, finals,
+        inits, chosen, rates,
+        edges, record, lr_rows, curves,
+    )  # fmt: skip
 
-    note = "" if config.assess_claims else f"not assessed: {config.iters} iterations (paper: 1e6)"
-    edge_txt = (
-        "; chosen lr on its grid's edge (a better rate may lie beyond it): " + ", ".join(edges)
-        if edges
-        else ""
+
+_PAPER_DEEP = (
+    "the implicit acceleration of overparameterization outperforms AdaGrad and AdaDelta "
+    "(Fig. 4 left)"
+)
+_PAPER_ADAGRAD = "AdaGrad ... is slower than plain gradient descent (Fig. 4 caption)"
+
+
+def _comparisons(config: Config) -> list[tuple[str, str, tuple[str, int], tuple[str, int]]]:
+    """(statement, paper, winner, loser) of every claim the configured models allow."""
+    have = {(m, d) for m, d, _, _ in config.models}
+    out = []
+    if ("gd", 3) in have:
+        for method in ("adagrad", "adadelta"):
+            if (method, 1) in have:
+                out.append(
+                    (
+                        f"Depth-3 GD ends lower than single-layer {_NAMES[method]}",
+                        _PAPER_DEEP,
+                        ("gd", 3),
+                        (method, 1),
+                    )
+                )
+    if ("adagrad", 1) in have and ("gd", 1) in have:
+        out.append(
+            ("AdaGrad is slower than plain GD on the single layer", _PAPER_ADAGRAD,
+             ("gd", 1), ("adagrad", 1))
+        )  # fmt: skip
+    return out
+
+
+def judge(measured: Measured, config: Config) -> list[Claim]:
+    """Each comparison: the winner's best final gap below the loser's, for every seed;
+    the details give, per seed, the windows of rates in which each side wins."""
+    m, seeds, p = measured, measured.seeds, config.p
+    finals = m.finals
+    short = (
+        {} if config.assess_claims else {"not assessed": f"{config.iters} iterations (paper: 1e6)"}
     )
 
     def spread_gaps(method, depth):
@@ -188,37 +223,16 @@ def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
             return sp.text()
         return gap_text(sp.min, p) + ("" if sp.min == sp.max else f" .. {gap_text(sp.max, p)}")
 
-    def windows(method, depth, ref_key, s):
-        """Rates of (method, depth) whose final gap is below the reference model's best."""
-        f = by.get((method, depth, s))
-        ref = finals.get((*ref_key, s), float("nan"))
-        if f is None:
+    def windows(model, ref_model, s):
+        """Rates of ``model`` whose final gap is below ``ref_model``'s best."""
+        key = (*model, s)
+        if key not in m.rates:
             return []
-        return below_windows(f.lrs, [None if r.diverged else r.final_gap for r in f.results], ref)
+        ref = finals.get((*ref_model, s), float("nan"))
+        return below_windows(*m.rates[key], ref)
 
-    claims, windows_record = [], {}
-    have = {(m, d) for m, d, _, _ in config.models}
-    comparisons = []
-    if ("gd", 3) in have:
-        for method in ("adagrad", "adadelta"):
-            if (method, 1) in have:
-                comparisons.append(
-                    (
-                        f"Depth-3 GD ends lower than single-layer {_NAMES[method]} (each at its "
-                        "best lr)",
-                        ("gd", 3),
-                        (method, 1),
-                    )
-                )
-    if ("adagrad", 1) in have and ("gd", 1) in have:
-        comparisons.append(
-            (
-                "AdaGrad is slower than plain GD on the single layer (the paper's caption)",
-                ("gd", 1),
-                ("adagrad", 1),
-            )
-        )
-    for text, win, lose in comparisons:
+    claims = []
+    for statement, paper, win, lose in _comparisons(config):
         holds = {
             s: bool(finals[(*win, s)] < finals[(*lose, s)])
             if (*win, s) in finals and (*lose, s) in finals
@@ -227,96 +241,156 @@ def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
         }
         wname = f"{win[1]}-layer {_NAMES[win[0]]}"
         lname = f"{lose[1]}-layer {_NAMES[lose[0]]}"
-        # the windows: rates of the loser that beat the winner's best, and rates of the
-        # winner that beat the loser's best (per seed)
-        per_seed = []
-        for s in seeds:
-            lw = windows(*lose, win, s)
-            ww = windows(*win, lose, s)
-            windows_record[f"{lname} below {wname}'s best/seed{s}"] = lw
-            windows_record[f"{wname} below {lname}'s best/seed{s}"] = ww
-            per_seed.append(
-                f"seed {s}: {lname} ends below {wname}'s best at {windows_text(lw)}; "
-                f"{wname} ends below {lname}'s best at {windows_text(ww)}"
-            )
-        ratio = spread(
-            [
-                finals.get((*win, s), float("nan")) / finals.get((*lose, s), float("nan"))
-                for s in seeds
-            ]
-        )
+        per_seed = {
+            f"seed {s}": f"{lname} ends below {wname}'s best at "
+            f"{windows_text(windows(lose, win, s))}; {wname} ends below {lname}'s best at "
+            f"{windows_text(windows(win, lose, s))}"
+            for s in seeds
+        }
+        ratios = [
+            finals.get((*win, s), float("nan")) / finals.get((*lose, s), float("nan"))
+            for s in seeds
+        ]
+        sp = spread(ratios)
+        rtext = sp.text() if sp.n_finite < sp.n else (
+            f"{sp.min:.3g}" if f"{sp.min:.3g}" == f"{sp.max:.3g}" else f"{sp.min:.3g}..{sp.max:.3g}"
+        )  # fmt: skip
+        bad = [str(s) for s, ok in holds.items() if not ok]
         claims.append(
-            Claim.legacy(
-                f"{text}; every seed of {', '.join(map(str, seeds))}",
-                f"final gap {wname} {spread_gaps(*win)} vs {lname} {spread_gaps(*lose)} "
-                f"(ratio {ratio.text()}); {seeds_text(holds)}. Window of rates: "
-                + "; ".join(per_seed)
-                + edge_txt,
+            Claim.judged(
+                statement,
+                paper,
+                f"final-gap ratio {wname} / {lname}: {rtext} over seeds",
                 every_seed(holds) if config.assess_claims else None,
-                note,
+                why=f"{lname} ends lower for seed(s) {', '.join(bad)}",
+                details={
+                    **short,
+                    "final gap": {wname: spread_gaps(*win), lname: spread_gaps(*lose)},
+                    "per seed": seeds_text(holds),
+                    "windows of rates": per_seed,
+                    **({"chosen lr on its grid's edge": m.edges} if m.edges else {}),
+                },
             )
         )
-    notes = [
-        f"Data: {ctx.data_source(task)}; features and target standardised; l{p:g} loss "
+    return claims
+
+
+def describe(measured: Measured, config: Config) -> str:
+    return (
+        f"l{config.p:g}, {config.iters} iterations: "
+        + ", ".join(f"{m} depth {d}" for m, d, _, _ in config.models)
+        + ", learning rate grid-searched per model and seed (seeds "
+        + ", ".join(map(str, measured.seeds))
+        + ")."
+    )
+
+
+def settings(measured: Measured, config: Config) -> dict:
+    m, p = measured, config.p
+
+    def keyed(d):
+        return {f"{a}/depth{b}/seed{c}": v for (a, b, c), v in d.items()}
+
+    windows = {}
+    for _, _, win, lose in _comparisons(config):
+        for s in m.seeds:
+            for a, b in ((lose, win), (win, lose)):
+                key = (*a, s)
+                ref = m.finals.get((*b, s), float("nan"))
+                name_a = f"{a[1]}-layer {_NAMES[a[0]]}"
+                name_b = f"{b[1]}-layer {_NAMES[b[0]]}"
+                windows[f"{name_a} below {name_b}'s best/seed{s}"] = (
+                    below_windows(*m.rates[key], ref) if key in m.rates else []
+                )
+    return {
+        "data_source": m.data_source,
+        "loss_scale_of_figure": m.loss_scale,
+        "grid_search": m.search,
+        "final_gaps": keyed(m.finals),
+        "final_gaps_plain": {k: p * v for k, v in keyed(m.finals).items()},
+        "initial_gaps": keyed(m.inits),
+        "chosen_lr": keyed(m.chosen),
+        "windows": windows,
+    }
+
+
+def notes(measured: Measured, config: Config) -> list[str]:
+    m, seeds, p = measured, measured.seeds, config.p
+    return [
+        f"Data: {m.data_source}; features and target standardised; l{p:g} loss "
         "(1/m) sum (1/p)(x^T w - y)^p, no bias; gaps also in the plain scale (1/m) sum "
-        f"|r|^p (= p times); the figures show the {ctx.loss_scale} scale.",
+        f"|r|^p (= p times); the figures show the {m.loss_scale} scale.",
         start_note(config.single_layer_scale, config.init_scale)
         + f" Hidden width {config.hidden}.",
         initial_gaps_note(
             {
-                f"{d}-layer {_NAMES[m]}": [inits[(m, d, s)] for s in seeds if (m, d, s) in inits]
-                for m, d, _, _ in config.models
+                f"{d}-layer {_NAMES[a]}": [
+                    m.inits[(a, d, s)] for s in seeds if (a, d, s) in m.inits
+                ]
+                for a, d, _, _ in config.models
             },
             p,
         ),
         f"Adaptive optimizers with the {config.convention} conventions (TensorFlow 1: "
         "AdaGrad initial accumulator 0.1; AdaDelta rho 0.95, eps 1e-8). Coarse grids: "
         + ", ".join(
-            f"{_NAMES[m]} depth {d}: {format_lr(lo)}..{format_lr(hi)}"
-            for m, d, lo, hi in config.models
+            f"{_NAMES[a]} depth {d}: {format_lr(lo)}..{format_lr(hi)}"
+            for a, d, lo, hi in config.models
         )
         + "; TensorFlow's default rates always trained: "
-        + ", ".join(f"{_NAMES[m]} {', '.join(map(format_lr, v))}" for m, v in config.tf_default_lrs)
+        + ", ".join(f"{_NAMES[a]} {', '.join(map(format_lr, v))}" for a, v in config.tf_default_lrs)
         + " (AdaDelta 1e-3: TF1 and Keras; AdaGrad 1e-3: Keras, TF1 has no default, 0.01: "
         "torch's).",
         config.search.describe(config.iters, grid="per model (above)"),
         "Learning-rate curves: fig4_left_lr.png (seed "
         f"{seeds[0]}) and lr_curves.csv (every seed): the final gap of every rate the search "
-        "trained; each claim names the window of rates in which its conclusion holds.",
+        "trained; each claim's details name the window of rates in which its conclusion "
+        "holds.",
+        "Where we may differ from the paper: AdaGrad and AdaDelta are not invariant to the "
+        "scale of the gradient, and ours differs from the paper's in ways the paper does not "
+        "pin down (standardised features and target, the (1/p) in the loss, the TensorFlow-1 "
+        "defaults assumed, the init scale); the kernels match TensorFlow's ApplyAdagrad / "
+        "ApplyAdadelta (tests).",
     ]
-    failed = [c for c in claims if c.passed is False]
-    if failed:
-        notes.append(
-            "Where we differ from the paper: AdaGrad and AdaDelta are not invariant to the "
-            "scale of the gradient, and ours differs from the paper's in ways the paper does "
-            "not pin down (standardised features and target, the (1/p) in the loss, the "
-            "TensorFlow-1 defaults assumed, the init scale). The windows above show for which "
-            "rates each conclusion holds; the kernels match TensorFlow's ApplyAdagrad / "
-            "ApplyAdadelta (tests), so a failure is a finding, not a bug."
-        )
-    return ExperimentResult(
-        settings={
-            "what_was_run": (
-                f"l{p:g}, {config.iters} iterations: "
-                + ", ".join(f"{m} depth {d}" for m, d, _, _ in config.models)
-                + ", learning rate grid-searched per model and seed (seeds "
-                + ", ".join(map(str, seeds))
-                + ")."
-            ),
-            "data_source": ctx.data_source(task),
-            "loss_scale_of_figure": ctx.loss_scale,
-            "grid_search": record,
-            "final_gaps": {f"{m}/depth{d}/seed{s}": g for (m, d, s), g in finals.items()},
-            "final_gaps_plain": {f"{m}/depth{d}/seed{s}": p * g for (m, d, s), g in finals.items()},
-            "initial_gaps": {f"{m}/depth{d}/seed{s}": g for (m, d, s), g in inits.items()},
-            "chosen_lr": {f"{m}/depth{d}/seed{s}": v for (m, d, s), v in chosen.items()},
-            "windows": windows_record,
-        },
-        figures=[fig, fig_lr],
-        curves=[csv, csv_lr],
-        claims=claims,
-        notes=notes,
+
+
+def render(measured: Measured, claims: list[Claim], outdir: Path) -> list[Path]:
+    m, seeds, p = measured, measured.seeds, measured.p
+    defaults = {}
+    for row in m.lr_rows:
+        if row["marker"]:
+            defaults.setdefault(row["model"], set()).add(row["lr"])
+    plotted = []
+    for (method, depth, seed), c in m.curves:
+        if seed == seeds[0]:
+            pc = type(c)(c.label, c.iters, np.asarray(c.values, dtype=np.float64), c.panel)
+            pc.style = dict(_STYLES.get((method, depth), {}))
+            plotted.append(pc)
+    lr_series = [
+        (name, lrs, gaps, tuple(sorted(defaults.get(name, ()))))
+        for (method, depth, seed), (lrs, gaps) in m.rates.items()
+        if seed == seeds[0]
+        for name in [f"{depth}-layer {_NAMES[method]}"]
+    ]
+    fig = plot_gap_panels(
+        outdir / "fig4_left.png",
+        [(f"l{p:g} loss", plotted)],
+        suptitle="Depth-3 GD vs AdaGrad / AdaDelta on a single layer"
+        + (f" (seed {seeds[0]})" if len(seeds) > 1 else ""),
+        ylabel=gap_ylabel(m.loss_scale),
+        panel_size=(7.0, 4.6),
+        quick=m.quick,
     )
+    fig_lr = plot_lr_curves(
+        outdir / "fig4_left_lr.png",
+        lr_series,
+        title=f"Final gap after {m.iters} iterations vs learning rate (seed {seeds[0]})"
+        + (" [quick mode]" if m.quick else ""),
+        ylabel=gap_ylabel(m.loss_scale) + " (final)",
+    )
+    csv = write_curves_csv(outdir / "curves.csv", [c for _, c in m.curves])
+    csv_lr = write_lr_curves_csv(outdir / "lr_curves.csv", m.lr_rows)
+    return [fig, fig_lr, csv, csv_lr]
 
 
 SPEC = ExperimentSpec(
