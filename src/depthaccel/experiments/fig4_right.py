@@ -29,17 +29,25 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from depthaccel.experiments.context import ExperimentContext
-from depthaccel.experiments.loss_scale import gap_text, scale_label
-from depthaccel.experiments.results import Claim, ExperimentResult
+from depthaccel.experiments.loss_scale import gap_text
+from depthaccel.experiments.results import Claim
 from depthaccel.experiments.seeds import check_seeds, every_seed, seeds_text, spread
 from depthaccel.experiments.spec import ExperimentSpec
 from depthaccel.experiments.starts import FairStartConfig, fair_run, initial_gaps_note, start_note
-from depthaccel.reporting import Curve, format_lr, plot_gap_panels, run_curve, write_curves_csv
+from depthaccel.reporting import (
+    Curve,
+    format_lr,
+    gap_ylabel,
+    plot_gap_panels,
+    run_curve,
+    write_curves_csv,
+)
 
 NAME = "fig4-right"
 TITLE = "Fig. 4 right: Adam (TensorFlow defaults) on depth 1/2/3 (l4, Ethanol)"
@@ -247,20 +255,21 @@ def _plot(
     path: Any,
     curves: Sequence[Curve],
     keys: Sequence[tuple[int, int]],
-    config: Config,
+    m: Any,
     seeds: Sequence[int],
     loss_scale: str,
 ) -> Any:
     """Two panels: the whole run and its last ``TAIL_FRACTION`` (its last point, which the
     claim reads, marked), every seed (the first seed thick, the others thin and dashed),
     one colour per depth."""
-    p = config.p
+    p = m.p
+    depths = sorted({d for d, _ in keys})
     dashes = ["-", "--", ":", "-."]
     whole, tail = [], []
     for c, (d, s) in zip(curves, keys, strict=True):
         i = seeds.index(s)
         style = {
-            "color": f"C{config.depths.index(d)}",
+            "color": f"C{depths.index(d)}",
             "lw": 1.6 if i == 0 else 0.9,
             "ls": dashes[i % len(dashes)],
             "alpha": 1.0 if i == 0 else 0.75,
@@ -277,15 +286,36 @@ def _plot(
             (f"l{p:g} loss, whole run", whole),
             (f"last {100 * TAIL_FRACTION:.0f}% of the run (the claim reads the last point)", tail),
         ],
-        suptitle=f"Adam ({config.convention} defaults) on depth "
-        f"{', '.join(map(str, config.depths))}"
+        suptitle=f"Adam (lr {format_lr(m.lr)}) on depth {', '.join(map(str, depths))}"
         + (f" (seeds {', '.join(map(str, seeds))})" if len(seeds) > 1 else ""),
-        ylabel=scale_label(p, loss_scale),
+        ylabel=gap_ylabel(loss_scale),
         panel_size=(6.4, 4.6),
+        quick=m.quick,
     )
 
 
-def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
+@dataclass
+class Measured:
+    """What fig4-right measured, keyed by (depth, seed): final and initial gaps, exact
+    first-hit iterations per threshold, the tail evidence against the single layer of
+    the same seed, and the gap curves; ``lr``: Adam's (fixed) rate; ``log_every``: the
+    mean spacing of the logged points."""
+
+    quick: bool
+    p: float
+    seeds: tuple[int, ...]
+    lr: float
+    data_source: str
+    loss_scale: str
+    finals: dict[tuple[int, int], float]
+    inits: dict[tuple[int, int], float]
+    hits: dict[tuple[int, int], dict[str, int | None]]
+    evidence: dict[tuple[int, int], TailEvidence]
+    log_every: float
+    curves: list[tuple[tuple[int, int], Curve]]
+
+
+def measure(config: Config, ctx: ExperimentContext) -> Measured:
     seeds = check_seeds(config.seeds)
     task = ctx.ethanol()
     p = config.p
@@ -294,138 +324,183 @@ def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
         fair_run(config, "adam", config.lr, depth=d, seed=s) for s in seeds for d in config.depths
     ]
     res = ctx.train(
-        X,
-        y,
-        config.p,
-        runs,
-        config.iters,
-        thresholds=config.thresholds,
+        X, y, config.p, runs, config.iters, thresholds=config.thresholds,
         log_points=config.log_points,
-    )
+    )  # fmt: skip
     lr = runs[0].effective_lr
     curves = [
-        run_curve(
-            r,
-            f"{r.run.depth}-layer Adam, lr {format_lr(lr)}"
-            + (f", seed {r.run.seed}" if len(seeds) > 1 else ""),
-            f"l{p:g}",
+        (
+            (r.run.depth, r.run.seed),
+            run_curve(
+                r,
+                f"{r.run.depth}-layer Adam, lr {format_lr(lr)}"
+                + (f", seed {r.run.seed}" if len(seeds) > 1 else ""),
+                f"l{p:g}",
+            ),
         )
         for r in res
     ]
-    fig = _plot(
-        ctx.out_dir / "fig4_right.png",
-        curves,
-        [(r.run.depth, r.run.seed) for r in res],
-        config,
-        seeds,
-        ctx.loss_scale,
-    )
-    csv = write_curves_csv(ctx.out_dir / "curves.csv", curves)
-    finals = {(r.run.depth, r.run.seed): r.final_gap for r in res}
-    inits = {(r.run.depth, r.run.seed): float(r.gap[0]) for r in res}
-    hits = {
-        (r.run.depth, r.run.seed): {f"{t:g}": r.first_hit.get(t) for t in config.thresholds}
-        for r in res
-    }
     d1 = min(config.depths)
     by_key = {(r.run.depth, r.run.seed): r for r in res}
-    evidence = {k: tail_evidence(r.iters, r.gap, by_key[(d1, k[1])].gap) for k, r in by_key.items()}
-    note = (
-        ""
-        if config.assess_claims
-        else f"not assessed: {config.iters} iterations, the paper's claim is about 2e5"
+    iters0 = np.asarray(res[0].iters)
+    return Measured(
+        quick=ctx.quick,
+        p=p,
+        seeds=seeds,
+        lr=lr,
+        data_source=ctx.data_source(task),
+        loss_scale=ctx.loss_scale,
+        finals={k: r.final_gap for k, r in by_key.items()},
+        inits={k: float(r.gap[0]) for k, r in by_key.items()},
+        hits={
+            k: {f"{t:g}": r.first_hit.get(t) for t in config.thresholds} for k, r in by_key.items()
+        },
+        evidence={
+            k: tail_evidence(r.iters, r.gap, by_key[(d1, k[1])].gap) for k, r in by_key.items()
+        },
+        log_every=float(np.mean(np.diff(iters0))) if iters0.size > 1 else float(config.iters),
+        curves=curves,
     )
 
+
+_PAPER = "depth improves speed, suggesting that the acceleration ... is somewhat orthogonal"
+
+
+def _holds(m: Measured, config: Config) -> dict[tuple[int, int], bool]:
+    d1 = min(config.depths)
+    return {
+        (d, s): bool(m.finals[(d, s)] < m.finals[(d1, s)])
+        for d in config.depths
+        if d != d1
+        for s in m.seeds
+    }
+
+
+def judge(measured: Measured, config: Config) -> list[Claim]:
+    """Each deeper net ends below the single layer, for every seed; the details give,
+    per seed, the curve's minimum, its tail against the single layer and the first hits."""
+    m, seeds, p = measured, measured.seeds, measured.p
+    d1 = min(config.depths)
+    holds_all = _holds(m, config)
+    short = (
+        {}
+        if config.assess_claims
+        else {"not assessed": f"{config.iters} iterations (the paper's claim is about 2e5)"}
+    )
+    thr_names = "/".join(f"{t:g}" for t in config.thresholds)
+    tail_pct = f"{100 * TAIL_FRACTION:.0f}%"
+
     def gaps_text(d):
-        sp = spread([finals[(d, s)] for s in seeds])
+        sp = spread([m.finals[(d, s)] for s in seeds])
         if sp.n_finite < sp.n:
             return sp.text()
         return gap_text(sp.min, p) + ("" if sp.min == sp.max else f" .. {gap_text(sp.max, p)}")
 
-    thr_names = "/".join(f"{t:g}" for t in config.thresholds)
-    tail_pct = f"{100 * TAIL_FRACTION:.0f}%"
-
     def seed_text(d, s):
-        ev, ref = evidence[(d, s)], evidence[(d1, s)]
+        ev, ref = m.evidence[(d, s)], m.evidence[(d1, s)]
         last = "never" if ev.last_below_ref is None else f"it. {ev.last_below_ref}"
         return (
-            f"seed {s}: {ev.final:.3e} vs {ref.final:.3e} (x{ev.final / ref.final:.2f}), "
-            f"min along the curve {ev.curve_min:.3e} at it. {ev.min_iter} (final/min "
-            f"{ev.final_over_min:.2f} vs depth {d1}'s {ref.final_over_min:.2f}), below depth "
-            f"{d1} at {100 * ev.below_ref_frac:.0f}% of the logged iterations of the last "
-            f"{tail_pct}, last {last}; first below {thr_names}: {_hits_text(hits[(d, s)])} "
-            f"vs {_hits_text(hits[(d1, s)])}"
+            f"{ev.final:.3e} vs {ref.final:.3e} (x{ev.final / ref.final:.2f}), min along the "
+            f"curve {ev.curve_min:.3e} at it. {ev.min_iter}, below depth {d1} at "
+            f"{100 * ev.below_ref_frac:.0f}% of the last {tail_pct} (last {last}); first "
+            f"below {thr_names}: {_hits_text(m.hits[(d, s)])} vs {_hits_text(m.hits[(d1, s)])}"
         )
 
     claims = []
-    holds_all: dict[tuple[int, int], bool] = {}
     for d in config.depths:
         if d == d1:
             continue
-        holds = {s: bool(finals[(d, s)] < finals[(d1, s)]) for s in seeds}
-        holds_all |= {(d, s): h for s, h in holds.items()}
-        ratio = spread([finals[(d, s)] / finals[(d1, s)] for s in seeds])
+        holds = {s: holds_all[(d, s)] for s in seeds}
+        ratios = [m.finals[(d, s)] / m.finals[(d1, s)] for s in seeds]
+        bad = [str(s) for s, ok in holds.items() if not ok]
         claims.append(
-            Claim.legacy(
-                f"Depth helps Adam: the depth-{d} net ends lower than the single layer; every "
-                f"seed of {', '.join(map(str, seeds))}",
-                f"final gap depth {d}: {gaps_text(d)} vs depth {d1}: {gaps_text(d1)} "
-                f"(ratio {ratio.text()}); {seeds_text(holds)}; per seed (paper scale), depth "
-                f"{d} vs depth {d1}: " + "; ".join(seed_text(d, s) for s in seeds),
+            Claim.judged(
+                f"Depth helps Adam: the depth-{d} net ends lower than the single layer",
+                _PAPER,
+                f"final-gap ratio depth {d} / depth {d1}: {_range(ratios)} over seeds",
                 every_seed(holds) if config.assess_claims else None,
-                note,
+                why=f"depth {d} ends above the single layer for seed(s) {', '.join(bad)}",
+                details={
+                    **short,
+                    "final gap": {f"depth {d}": gaps_text(d), f"depth {d1}": gaps_text(d1)},
+                    "per seed": seeds_text(holds),
+                    **{f"seed {s}": seed_text(d, s) for s in seeds},
+                },
             )
         )
-    iters0 = np.asarray(res[0].iters)
-    log_every = float(np.mean(np.diff(iters0))) if iters0.size > 1 else float(config.iters)
-    diagnosis = diagnosis_note(
-        evidence,
-        hits,
-        holds_all,
-        depths=config.depths,
-        seeds=seeds,
-        log_every=log_every,
-        lr=lr,
+    return claims
+
+
+def describe(measured: Measured, config: Config) -> str:
+    return (
+        f"Adam ({config.convention}, lr {format_lr(measured.lr)}) on depth "
+        f"{', '.join(map(str, config.depths))}, l{measured.p:g}, {config.iters} "
+        f"iterations, seeds {', '.join(map(str, measured.seeds))}."
     )
-    notes = [
-        f"Data: {ctx.data_source(task)}; features and target standardised; l{p:g} loss "
+
+
+def settings(measured: Measured, config: Config) -> dict:
+    m, p = measured, measured.p
+
+    def keyed(d):
+        return {f"depth{a}/seed{b}": v for (a, b), v in d.items()}
+
+    return {
+        "data_source": m.data_source,
+        "loss_scale_of_figure": m.loss_scale,
+        "lr": m.lr,
+        "final_gaps": keyed(m.finals),
+        "final_gaps_plain": {k: p * v for k, v in keyed(m.finals).items()},
+        "initial_gaps": keyed(m.inits),
+        "first_hit": keyed(m.hits),
+        "tail_evidence": {k: dataclasses.asdict(v) for k, v in keyed(m.evidence).items()},
+    }
+
+
+def notes(measured: Measured, config: Config) -> list[str]:
+    m, seeds, p = measured, measured.seeds, measured.p
+    tail_pct = f"{100 * TAIL_FRACTION:.0f}%"
+    return [
+        f"Data: {m.data_source}; features and target standardised; l{p:g} loss "
         "(1/m) sum (1/p)(x^T w - y)^p, no bias; gaps also in the plain scale (1/m) sum "
-        f"|r|^p (= p times); the figure shows the {ctx.loss_scale} scale.",
-        f"Adam, {config.convention} conventions, lr {format_lr(lr)} (TensorFlow's default, "
+        f"|r|^p (= p times); the figure shows the {m.loss_scale} scale.",
+        f"Adam, {config.convention} conventions, lr {format_lr(m.lr)} (TensorFlow's default, "
         "as in the paper; no grid search), on every factor; hidden width "
         f"{config.hidden}.",
         start_note(config.single_layer_scale, config.init_scale),
-        initial_gaps_note({f"depth {d}": [inits[(d, s)] for s in seeds] for d in config.depths}, p),
+        initial_gaps_note(
+            {f"depth {d}": [m.inits[(d, s)] for s in seeds] for d in config.depths}, p
+        ),
         "First-hit iterations are exact (checked every iteration), not read off the "
-        "logged curve; None or never = never within the run.",
-        diagnosis,
+        "logged curve; never = never within the run.",
+        diagnosis_note(
+            m.evidence,
+            m.hits,
+            _holds(m, config),
+            depths=config.depths,
+            seeds=seeds,
+            log_every=m.log_every,
+            lr=m.lr,
+        ),  # fmt: skip
         f"Seeds {', '.join(map(str, seeds))}: the claims must hold for every seed; the "
         f"figure shows every seed (seed {seeds[0]} thick, the others thin) over the whole "
         f"run and over its last {tail_pct}; the CSV has every curve.",
     ]
-    return ExperimentResult(
-        settings={
-            "what_was_run": (
-                f"Adam ({config.convention}, lr {format_lr(lr)}) on depth "
-                f"{', '.join(map(str, config.depths))}, l{p:g}, {config.iters} "
-                f"iterations, seeds {', '.join(map(str, seeds))}."
-            ),
-            "data_source": ctx.data_source(task),
-            "loss_scale_of_figure": ctx.loss_scale,
-            "lr": lr,
-            "final_gaps": {f"depth{d}/seed{s}": g for (d, s), g in finals.items()},
-            "final_gaps_plain": {f"depth{d}/seed{s}": p * g for (d, s), g in finals.items()},
-            "initial_gaps": {f"depth{d}/seed{s}": g for (d, s), g in inits.items()},
-            "first_hit": {f"depth{d}/seed{s}": h for (d, s), h in hits.items()},
-            "tail_evidence": {
-                f"depth{d}/seed{s}": dataclasses.asdict(ev) for (d, s), ev in evidence.items()
-            },
-        },
-        figures=[fig],
-        curves=[csv],
-        claims=claims,
-        notes=notes,
+
+
+def render(measured: Measured, claims: list[Claim], outdir: Path) -> list[Path]:
+    m = measured
+    curves = [c for _, c in m.curves]
+    fig = _plot(
+        outdir / "fig4_right.png",
+        curves,
+        [k for k, _ in m.curves],
+        m,
+        m.seeds,
+        m.loss_scale,
     )
+    csv = write_curves_csv(outdir / "curves.csv", curves)
+    return [fig, csv]
 
 
 SPEC = ExperimentSpec(
