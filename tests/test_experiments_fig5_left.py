@@ -8,6 +8,7 @@ import pytest
 from depthaccel.experiments import fig5_left
 from depthaccel.experiments.context import ExperimentContext
 from depthaccel.experiments.fig5_left import Config, move_iteration
+from depthaccel.experiments.runner import measure_judge_render
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -21,7 +22,9 @@ def test_move_iteration():
 
 def test_quick_run(tmp_path, ethanol_data_dir):
     cfg = Config.quick()
-    res = fig5_left.run(cfg, ExperimentContext(tmp_path, data_dir=ethanol_data_dir))
+    res = measure_judge_render(
+        fig5_left, cfg, ExperimentContext(tmp_path, data_dir=ethanol_data_dir)
+    )
     moves = res.settings["move_iteration"]
     finals = res.settings["final_gaps"]
     # near-zero depth 8 has not moved in the quick run; identity-initialised nets move at
@@ -39,3 +42,31 @@ def test_quick_run(tmp_path, ethanol_data_dir):
         not r["on_edge"] or r["model"].startswith("depth-8 GD (width 1)")
         for r in res.settings["grid_search"]["search"]
     )
+
+
+def _synthetic(near4: int | None, near8: int | None, ident: int, ident_gap: float):
+    cfg = fig5_left.Config.full()
+    seeds = (0, 1)
+    moves, finals = {}, {}
+    for s in seeds:
+        moves.update({(1, "near_zero", s): 100, (4, "near_zero", s): near4,
+                      (8, "near_zero", s): near8, (4, "identity", s): ident,
+                      (8, "identity", s): ident})  # fmt: skip
+        finals.update({(1, "near_zero", s): 1e-2, (4, "identity", s): ident_gap,
+                       (8, "identity", s): ident_gap})  # fmt: skip
+    m = fig5_left.Measured(
+        False, 4.0, 100_000, seeds, "", "paper", finals, {}, {}, moves, {}, {}, []
+    )
+    return m, cfg
+
+
+def test_judge_on_synthetic_moves():
+    m, cfg = _synthetic(near4=60_000, near8=None, ident=100, ident_gap=1e-3)
+    claims = fig5_left.judge(m, cfg)
+    assert [c.verdict for c in claims] == ["PASS", "PASS", "PASS", "PASS"]
+    assert claims[0].measured == "starts to move at iteration 60000, 60000"
+    assert claims[2].measured == "moves at iteration 100, 100; final-gap ratio 0.1"
+    m, cfg = _synthetic(near4=500, near8=90_000, ident=5_000, ident_gap=2e-2)
+    claims = fig5_left.judge(m, cfg)
+    assert [c.verdict for c in claims] == ["FAIL", "FAIL", "FAIL", "FAIL"]
+    assert claims[2].why == "it moves late or ends above depth 1 for seed(s) 0, 1"

@@ -21,17 +21,26 @@ a claim passes only if it holds for every seed.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from depthaccel.experiments.context import ExperimentContext
-from depthaccel.experiments.loss_scale import gap_text, scale_label
-from depthaccel.experiments.results import Claim, ExperimentResult
+from depthaccel.experiments.loss_scale import gap_text
+from depthaccel.experiments.results import Claim
 from depthaccel.experiments.search import SearchPolicy, search_models
 from depthaccel.experiments.seeds import check_seeds, every_seed, seeds_text, spread
 from depthaccel.experiments.spec import ExperimentSpec
 from depthaccel.experiments.starts import fair_run, initial_gaps_note, start_note
-from depthaccel.reporting import format_lr, plot_gap_panels, run_curve, write_curves_csv
+from depthaccel.reporting import (
+    Curve,
+    format_lr,
+    gap_ylabel,
+    plot_gap_panels,
+    run_curve,
+    write_curves_csv,
+)
 
 NAME = "fig5-left"
 TITLE = "Fig. 5 left: depth 4/8, near-zero vs near-identity init, vs depth 1 (l4, Ethanol)"
@@ -78,7 +87,31 @@ def move_iteration(iters: np.ndarray, gap: np.ndarray, drop: float) -> int | Non
     return int(np.asarray(iters)[hit[0]]) if hit.size else None
 
 
-def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
+Key = tuple[int, str, int]  # (depth, init, seed)
+
+
+@dataclass
+class Measured:
+    """What fig5-left measured, keyed by (depth, init, seed): the chosen run's final and
+    initial gap and rate, the iteration it starts to move (None: never), the searched
+    range of a model that no rate moved (``stuck``), and the chosen runs' curves."""
+
+    quick: bool
+    p: float
+    iters: int
+    seeds: tuple[int, ...]
+    data_source: str
+    loss_scale: str
+    finals: dict[Key, float]
+    inits: dict[Key, float]
+    chosen: dict[Key, float]
+    moves: dict[Key, int | None]
+    stuck: dict[Key, list[str]]
+    search: dict[str, Any]
+    curves: list[tuple[Key, Curve]]
+
+
+def measure(config: Config, ctx: ExperimentContext) -> Measured:
     seeds = check_seeds(config.seeds)
     task = ctx.ethanol()
     p = config.p
@@ -94,8 +127,7 @@ def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
     found, record = search_models(
         ctx, X, y, p, models, config.search, config.iters, log_points=config.log_points
     )
-    curves, plotted, finals, inits, moves, stuck, chosen = [], [], {}, {}, {}, {}, {}
-    colors = {1: "tab:gray", 4: "tab:blue", 8: "tab:red"}
+    curves, finals, inits, moves, stuck, chosen = [], {}, {}, {}, {}, {}
     for f in found:
         m = f.model
         key = (m.depth, m.init, m.seed)
@@ -121,94 +153,136 @@ def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
             # no rate moved it: the "best" rate is arbitrary (final gaps tie to round-off)
             stuck[key] = [format_lr(min(f.lrs)), format_lr(max(f.lrs))]
             lr_txt = f"stuck at every lr in {stuck[key][0]}..{stuck[key][1]}"
-        c = run_curve(
-            b,
-            f"{m.depth}-layer{init_txt}, {lr_txt}" + (f", seed {m.seed}" if len(seeds) > 1 else ""),
-            "l4",
+        label = f"{m.depth}-layer{init_txt}, {lr_txt}" + (
+            f", seed {m.seed}" if len(seeds) > 1 else ""
         )
-        curves.append(c)
-        if m.seed == seeds[0]:
-            pc = type(c)(c.label, c.iters, np.asarray(c.values, dtype=np.float64), c.panel)
-            pc.style = {
-                "color": colors.get(m.depth, "k"),
-                "ls": "--" if m.init == "near_zero" and m.depth > 1 else "-",
-            }
-            plotted.append(pc)
-    fig = plot_gap_panels(
-        ctx.out_dir / "fig5_left.png",
-        [(f"l{p:g} loss", plotted)],
-        suptitle="Deeper nets: near-zero vs identity initialisation"
-        + (f" (seed {seeds[0]})" if len(seeds) > 1 else ""),
-        ylabel=scale_label(p, ctx.loss_scale),
-        panel_size=(7.0, 4.6),
-    )
-    csv = write_curves_csv(ctx.out_dir / "curves.csv", curves)
+        curves.append((key, run_curve(b, label, "l4")))
+    return Measured(
+        ctx.quick, p, config.iters, seeds, ctx.data_source(task), ctx.loss_scale, finals,
+        inits, chosen, moves, stuck, record, curves,
+    )  # fmt: skip
 
-    T = config.iters
+
+_PAPER_STALL = "with near-zero initialization ... the deeper networks stall (Fig. 5 left)"
+_PAPER_ID = "near-identity initialization ... leads to considerably faster convergence"
+
+
+def judge(measured: Measured, config: Config) -> list[Claim]:
+    """Near-zero init: the deepest net never moves, the others not in the first
+    ``stall_fraction`` (NOT ASSESSED with ``assess_stall=False``); identity init: moves
+    within the first ``move_fraction`` and ends below depth 1. Every seed."""
+    m, seeds, p, T = measured, measured.seeds, measured.p, measured.iters
+    short = {} if config.assess_stall else {"not assessed": f"{T} iterations (paper: 1e5)"}
+
+    def it(v):
+        return "never" if v is None else str(v)
+
     claims = []
-    stall_note = (
-        ""
-        if config.assess_stall
-        else f"not assessed: {T} iterations, the paper's claim is about 1e5"
-    )
-    every = f"every seed of {', '.join(map(str, seeds))}"
     for d in config.deep:
-        mv = {s: moves.get((d, "near_zero", s)) for s in seeds}
+        mv = {s: m.moves.get((d, "near_zero", s)) for s in seeds}
         if d == max(config.deep):
             holds = {s: mv[s] is None for s in seeds}
-            text = f"Near-zero init, depth {d}: stuck (does not move within the run); {every}"
+            statement = f"Near-zero init, depth {d}: stuck (does not move within the run)"
         else:
             holds = {s: mv[s] is None or mv[s] > config.stall_fraction * T for s in seeds}
-            text = (
-                f"Near-zero init, depth {d}: stalls (does not move in the first "
-                f"{config.stall_fraction:.0%} of the iterations; paper: ~65k of 100k); {every}"
+            statement = (
+                f"Near-zero init, depth {d}: stalls through the first "
+                f"{config.stall_fraction:.0%} of the iterations"
             )
+        bad = [str(s) for s, ok in holds.items() if not ok]
         claims.append(
-            Claim.legacy(
-                text,
-                "starts to move at iteration "
-                + ", ".join(f"{mv[s]} (seed {s})" for s in seeds)
-                + "; depth 1: "
-                + ", ".join(str(moves.get((1, "near_zero", s))) for s in seeds)
-                + f"; {seeds_text(holds)}",
+            Claim.judged(
+                statement,
+                _PAPER_STALL,
+                "starts to move at iteration " + ", ".join(it(mv[s]) for s in seeds),
                 every_seed(holds) if config.assess_stall else None,
-                stall_note,
+                why=f"it moves early for seed(s) {', '.join(bad)}",
+                details={
+                    **short,
+                    "per seed": seeds_text(holds),
+                    "depth 1 moves at": [m.moves.get((1, "near_zero", s)) for s in seeds],
+                    "paper": "~65k of 100k iterations",
+                },
             )
         )
     for d in config.deep:
         holds, mv, ratios = {}, {}, []
         for s in seeds:
-            mv[s] = moves.get((d, "identity", s))
-            g = finals.get((d, "identity", s), float("nan"))
-            g1 = finals.get((1, "near_zero", s), float("nan"))
+            mv[s] = m.moves.get((d, "identity", s))
+            g = m.finals.get((d, "identity", s), float("nan"))
+            g1 = m.finals.get((1, "near_zero", s), float("nan"))
             ratios.append(g / g1)
             holds[s] = bool(mv[s] is not None and mv[s] <= config.move_fraction * T and g < g1)
-        gi = spread([finals.get((d, "identity", s), float("nan")) for s in seeds])
-        g1 = spread([finals.get((1, "near_zero", s), float("nan")) for s in seeds])
+        gi = spread([m.finals.get((d, "identity", s), float("nan")) for s in seeds])
+        g1 = spread([m.finals.get((1, "near_zero", s), float("nan")) for s in seeds])
+        bad = [str(s) for s, ok in holds.items() if not ok]
         claims.append(
-            Claim.legacy(
-                f"Identity init, depth {d}: moves at once (within the first "
-                f"{config.move_fraction:.0%} of the iterations) and ends below depth 1; {every}",
-                "starts to move at iteration "
-                + ", ".join(f"{mv[s]} (seed {s})" for s in seeds)
-                + f"; final gap {_gaps(gi, p)} vs depth 1 {_gaps(g1, p)} (ratio "
-                f"{spread(ratios).text()}); {seeds_text(holds)}",
+            Claim.judged(
+                f"Identity init, depth {d}: moves at once and ends below depth 1",
+                _PAPER_ID,
+                f"moves at iteration {', '.join(it(mv[s]) for s in seeds)}; final-gap ratio "
+                f"{_range(ratios)}",
                 every_seed(holds),
+                why=f"it moves late or ends above depth 1 for seed(s) {', '.join(bad)}",
+                details={
+                    "final gap": {f"depth {d} identity": _gaps(gi, p), "depth 1": _gaps(g1, p)},
+                    "moves within": f"the first {config.move_fraction:.0%} of the iterations",
+                    "per seed": seeds_text(holds),
+                },
             )
         )
+    return claims
+
+
+def _range(values: list[float]) -> str:
+    lo, hi = min(values), max(values)
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        return spread(values).text()
+    return f"{lo:.3g}" if f"{lo:.3g}" == f"{hi:.3g}" else f"{lo:.3g}..{hi:.3g}"
+
+
+def describe(measured: Measured, config: Config) -> str:
+    return (
+        f"GD, l{measured.p:g}, {measured.iters} iterations: depth 1, depth "
+        f"{' and '.join(map(str, config.deep))} with near-zero and identity init, "
+        f"lr grid-searched per model and seed (seeds {', '.join(map(str, measured.seeds))})."
+    )
+
+
+def settings(measured: Measured, config: Config) -> dict:
+    m, p = measured, measured.p
+
+    def keyed(x):
+        return {f"depth{d}/{i}/seed{s}": v for (d, i, s), v in x.items()}
+
+    return {
+        "data_source": m.data_source,
+        "loss_scale_of_figure": m.loss_scale,
+        "grid_search": m.search,
+        "final_gaps": keyed(m.finals),
+        "final_gaps_plain": {k: p * v for k, v in keyed(m.finals).items()},
+        "initial_gaps": keyed(m.inits),
+        "chosen_lr": keyed(m.chosen),
+        "move_iteration": keyed(m.moves),
+        "stuck_at_every_lr": keyed(m.stuck),
+    }
+
+
+def notes(measured: Measured, config: Config) -> list[str]:
+    m, seeds, p, T = measured, measured.seeds, measured.p, measured.iters
     labels = {(1, "near_zero"): "depth 1"}
     labels.update({(d, "near_zero"): f"depth {d} near-zero" for d in config.deep})
     labels.update({(d, "identity"): f"depth {d} identity" for d in config.deep})
-    notes = [
-        f"Data: {ctx.data_source(task)}; features and target standardised; l{p:g} loss "
+    return [
+        f"Data: {m.data_source}; features and target standardised; l{p:g} loss "
         "(1/m) sum (1/p)(x^T w - y)^p, no bias; gaps also in the plain scale (1/m) sum "
-        f"|r|^p (= p times); the figure shows the {ctx.loss_scale} scale.",
+        f"|r|^p (= p times); the figure shows the {m.loss_scale} scale.",
         start_note(config.single_layer_scale, config.near_zero_scale)
-        + f" Identity init: first row of the identity and unit scalars plus "
+        + " Identity init: first row of the identity and unit scalars plus "
         f"N(0, {config.identity_scale:g}^2) noise. Widths {config.hidden}.",
         initial_gaps_note(
             {
-                name: [inits[(*k, s)] for s in seeds if (*k, s) in inits]
+                name: [m.inits[(*k, s)] for s in seeds if (*k, s) in m.inits]
                 for k, name in labels.items()
             },
             p,
@@ -222,28 +296,31 @@ def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
         f"Seeds {', '.join(map(str, seeds))}: each (model, seed) has its own search; the "
         f"claims must hold for every seed; the figure shows seed {seeds[0]}, the CSV every seed.",
     ]
-    return ExperimentResult(
-        settings={
-            "what_was_run": (
-                f"GD, l{p:g}, {T} iterations: depth 1, depth "
-                f"{' and '.join(map(str, config.deep))} with near-zero and identity init, "
-                f"lr grid-searched per model and seed (seeds {', '.join(map(str, seeds))})."
-            ),
-            "data_source": ctx.data_source(task),
-            "loss_scale_of_figure": ctx.loss_scale,
-            "grid_search": record,
-            "final_gaps": {f"depth{d}/{i}/seed{s}": g for (d, i, s), g in finals.items()},
-            "final_gaps_plain": {f"depth{d}/{i}/seed{s}": p * g for (d, i, s), g in finals.items()},
-            "initial_gaps": {f"depth{d}/{i}/seed{s}": g for (d, i, s), g in inits.items()},
-            "chosen_lr": {f"depth{d}/{i}/seed{s}": v for (d, i, s), v in chosen.items()},
-            "move_iteration": {f"depth{d}/{i}/seed{s}": m for (d, i, s), m in moves.items()},
-            "stuck_at_every_lr": {f"depth{d}/{i}/seed{s}": r for (d, i, s), r in stuck.items()},
-        },
-        figures=[fig],
-        curves=[csv],
-        claims=claims,
-        notes=notes,
+
+
+def render(measured: Measured, claims: list[Claim], outdir: Path) -> list[Path]:
+    m, seeds = measured, measured.seeds
+    colors = {1: "tab:gray", 4: "tab:blue", 8: "tab:red"}
+    plotted = []
+    for (depth, init, seed), c in m.curves:
+        if seed == seeds[0]:
+            pc = type(c)(c.label, c.iters, np.asarray(c.values, dtype=np.float64), c.panel)
+            pc.style = {
+                "color": colors.get(depth, "k"),
+                "ls": "--" if init == "near_zero" and depth > 1 else "-",
+            }
+            plotted.append(pc)
+    fig = plot_gap_panels(
+        outdir / "fig5_left.png",
+        [(f"l{m.p:g} loss", plotted)],
+        suptitle="Deeper nets: near-zero vs identity initialisation"
+        + (f" (seed {seeds[0]})" if len(seeds) > 1 else ""),
+        ylabel=gap_ylabel(m.loss_scale),
+        panel_size=(7.0, 4.6),
+        quick=m.quick,
     )
+    csv = write_curves_csv(outdir / "curves.csv", [c for _, c in m.curves])
+    return [fig, csv]
 
 
 def _gaps(sp, p: float) -> str:
