@@ -550,3 +550,11 @@ def test_rays_token_authentication_notice_is_not_printed_but_its_warning_is():
     finally:
         logger.removeHandler(h)
     assert len(seen) == 1 and seen[0].startswith("Token authentication is disabled")
+
+
+def test_store_errors_are_not_value_errors():
+    # a store failure inside a resumed group must not pass for "this checkpoint cannot
+    # be resumed" (the sweep catches ValueError there and retrains from the start)
+    from depthaccel.store import StoreError
+
+    assert not issubclass(StoreError, ValueError)

@@ -137,8 +137,11 @@ _TASK_TABLE = """CREATE TABLE IF NOT EXISTS tasks (
 _TASK_COLUMNS = ("key", "label", "value", "created_at")
 
 
-class StoreError(ValueError):
-    """The store file is corrupt, foreign, or from an incompatible version."""
+class StoreError(Exception):
+    """The store file is corrupt, foreign, from an incompatible version, or cannot be
+    read or written (disk full, locked, read-only). Not a ``ValueError``: code that
+    treats a ``ValueError`` as bad input (e.g. a checkpoint another trainer version
+    wrote, retrained from the start) must not swallow a store failure."""
 
 
 #: SQLite result codes that say nothing about the file's content: the disk, the
