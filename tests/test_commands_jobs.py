@@ -98,8 +98,10 @@ def test_missing_ray_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
     assert rc == 2 and "\n" not in err
     assert "pip install 'depthaccel[ray]'" in err
     assert not (tmp_path / "o").exists()
-    rc = main(["reproduce", "claim1", "--quick", "--out", str(tmp_path / "r"), "--jobs", "0"])
-    assert rc == 2 and "--jobs must be >= 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as e:  # argparse's usage error
+        main(["reproduce", "claim1", "--quick", "--out", str(tmp_path / "r"), "--jobs", "0"])
+    assert e.value.code == 2
+    assert "--jobs must be an integer in [1, 4096], got 0" in capsys.readouterr().err
 
 
 @pytest.mark.slow  # ~15 s quiet, ~40 s on the busy 2-core machine (two commands, a cluster)

@@ -28,6 +28,7 @@ from tqdm import tqdm
 from depthaccel.losses import MAX_P, lp_loss, lp_optimum
 from depthaccel.nets import DeepLinear
 from depthaccel.optim import EndToEndSGD
+from depthaccel.validation import Integral, Interval, check
 
 __all__ = [
     "DemoConfig",
@@ -64,14 +65,10 @@ class DemoConfig:
 
     def __post_init__(self) -> None:
         for name in ("dim", "samples", "depth", "width", "steps"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
-            raise ValueError(f"seed must be an integer, got {self.seed!r}")
-        if not SEED_RANGE[0] <= self.seed <= SEED_RANGE[1]:
+            check(name, getattr(self, name), Interval(Integral, 1, None))
+        if self.seed not in Interval(Integral, *SEED_RANGE):
             raise ValueError(
-                f"seed must be a 64-bit integer in [-2**63, 2**63 - 1], got {self.seed}"
+                f"seed must be a 64-bit integer in [-2**63, 2**63 - 1], got {self.seed!r}"
             )
         for name in ("cond", "lr", "init_scale"):
             v = getattr(self, name)

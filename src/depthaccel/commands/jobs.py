@@ -11,10 +11,16 @@ import argparse
 import sys
 from typing import Any
 
+from depthaccel.validation import Integral, Interval, arg_type
+
 __all__ = ["MAX_THREADS", "add_arguments", "close_executor", "describe", "open_executor"]
 
 #: The most torch threads ``--threads`` accepts (torch's own limit is a C int).
 MAX_THREADS = 1024
+#: ``--jobs``: CPUs of the local Ray cluster (a bound against typos, like --threads).
+JOBS = Interval(Integral, 1, 4096)
+#: ``--threads``: torch threads per task.
+THREADS = Interval(Integral, 1, MAX_THREADS)
 
 HELP_JOBS = (
     "train on a local Ray cluster of N CPUs that this command starts and shuts down "
@@ -31,7 +37,7 @@ HELP_ADDRESS = (
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--jobs", type=int, default=1, metavar="N", help=HELP_JOBS)
+    p.add_argument("--jobs", type=arg_type(JOBS, "--jobs"), default=1, metavar="N", help=HELP_JOBS)
     p.add_argument("--ray-address", default=None, metavar="ADDR", help=HELP_ADDRESS)
 
 

@@ -29,6 +29,7 @@ from depthaccel.executors.base import (
     TrainSpec,
 )
 from depthaccel.executors.local import LocalExecutor
+from depthaccel.validation import COUNT, check
 
 if TYPE_CHECKING:
     from depthaccel.executors.ray_executor import RayExecutor
@@ -78,9 +79,8 @@ def make_executor(
         ExecutorError: Ray is needed but not installed (one line saying how to install
             it), or the cluster cannot be started or joined.
     """
-    for name, v in (("jobs", jobs), ("threads", threads)):
-        if isinstance(v, bool) or int(v) != v or v < 1:
-            raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+    jobs = check("jobs", jobs, COUNT)
+    threads = check("threads", threads, COUNT)
     address = address or os.environ.get("RAY_ADDRESS") or None
     if jobs == 1 and address is None:
         return None

@@ -7,6 +7,7 @@ from typing import Any
 
 from depthaccel.executors.base import Shard, ShardEvent, ShardSink, TrainSpec
 from depthaccel.executors.worker import run_shard
+from depthaccel.validation import COUNT, check
 
 __all__ = ["LocalExecutor"]
 
@@ -31,9 +32,7 @@ class LocalExecutor:
         *,
         observer: Callable[[Shard, ShardEvent], None] | None = None,
     ):
-        if isinstance(workers, bool) or int(workers) != workers or workers < 1:
-            raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
-        self._workers = int(workers)
+        self._workers = check("workers", workers, COUNT)
         self.observer = observer
 
     @property

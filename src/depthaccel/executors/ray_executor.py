@@ -53,6 +53,7 @@ from depthaccel.executors.base import (
 from depthaccel.executors.turns import DriverTurns
 from depthaccel.executors.worker import run_shard
 from depthaccel.signals import terminated
+from depthaccel.validation import COUNT, check
 
 __all__ = ["RayExecutor"]
 
@@ -182,14 +183,13 @@ class RayExecutor:
         log: Callable[[str], None] | None = None,
         observer: Callable[[Shard, ShardEvent], None] | None = None,
     ):
-        if isinstance(threads, bool) or int(threads) != threads or threads < 1:
-            raise ValueError(f"threads must be an integer >= 1, got {threads!r}")
+        threads = check("threads", threads, COUNT)
         if num_cpus is not None and address is not None:
             raise ValueError(
                 "give num_cpus (start a local cluster) or address (join one), not both"
             )
-        if num_cpus is not None and (int(num_cpus) != num_cpus or num_cpus < 1):
-            raise ValueError(f"num_cpus must be an integer >= 1, got {num_cpus!r}")
+        if num_cpus is not None:
+            num_cpus = check("num_cpus", num_cpus, COUNT)
         self.threads = int(threads)
         #: set by a caller that runs driver code in several threads (``turns.DriverTurns``):
         #: the executor gives the turn away while it waits for the cluster

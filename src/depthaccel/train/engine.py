@@ -114,6 +114,7 @@ from depthaccel.losses import (
 from depthaccel.train.groups import Group, build_groups, initial_factors
 from depthaccel.train.runs import Run, RunResult, check_runs
 from depthaccel.train.state import TrainState
+from depthaccel.validation import COUNT, Integral, Interval, check
 
 __all__ = [
     "COMPACT_EVERY",
@@ -395,11 +396,7 @@ def train(
         raise ValueError(f"mask_every_step must be True, False or None, got {mask_every_step!r}")
     if compact_every is None:
         compact_every = COMPACT_EVERY
-    elif (
-        isinstance(compact_every, bool) or int(compact_every) != compact_every or compact_every < 1
-    ):
-        raise ValueError(f"compact_every must be an integer >= 1, got {compact_every!r}")
-    C = int(compact_every)
+    C = check("compact_every", compact_every, COUNT)
     if not isinstance(p, SoftmaxCE):
         p = float(p)
         if not (math.isfinite(p) and p >= 2):
@@ -491,10 +488,11 @@ def _drop(prog: _Program, monitor: _Monitor, keep: Tensor, loss: Tensor) -> None
     prog.keep(keep)
 
 
+_ITERS = Interval(Integral, 0, None, whole_floats=True)
+
+
 def _check_iters(iters: int) -> int:
-    if isinstance(iters, bool) or int(iters) != iters or iters < 0:
-        raise ValueError(f"iters must be an integer >= 0, got {iters!r}")
-    return int(iters)
+    return check("iters", iters, _ITERS)
 
 
 def _check_thresholds(thresholds: Sequence[float]) -> list[float]:

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from depthaccel import nets
+from depthaccel.validation import COUNT, SEED, Interval, Real, check
 
 __all__ = [
     "check_runs",
@@ -46,6 +47,8 @@ ADAPTIVE_METHODS = ("adagrad", "adadelta", "adam")
 # near-zero net's own end-to-end matrix (train.groups.initial_factors)
 INITS = (*nets.INITS, "near_zero_balanced")
 CONVENTIONS = ("tf", "torch")
+_FINITE = Interval(Real)
+
 #: The deepest net a Run may ask for (a bound against typos such as depth 1e9, whose
 #: list of layer widths alone would not fit in memory).
 MAX_DEPTH = 10_000
@@ -69,12 +72,7 @@ DEFAULT_HPARAMS: dict[tuple[str, str], dict[str, float]] = {
 
 
 def _finite_number(name: str, v: Any) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
-        raise ValueError(f"{name} must be a number, got {v!r}")
-    v = float(v)
-    if not math.isfinite(v):
-        raise ValueError(f"{name} must be finite, got {v!r}")
-    return v
+    return check(name, v, _FINITE)
 
 
 @dataclass(frozen=True)
@@ -163,18 +161,14 @@ class Run:
                     f"hidden must be an int or {self.net_depth - 1} widths, got {self.hidden!r}"
                 )
         else:
-            if isinstance(hidden, bool) or int(hidden) != hidden or int(hidden) < 1:
-                raise ValueError(f"hidden must be an integer >= 1, got {self.hidden!r}")
-            hidden = int(hidden)
+            hidden = check("hidden", hidden, COUNT)
         object.__setattr__(self, "hidden", hidden)
         if self.init_scale is not None:
             s = _finite_number("init_scale", self.init_scale)
             if s < 0:
                 raise ValueError(f"init_scale must be >= 0, got {self.init_scale!r}")
             object.__setattr__(self, "init_scale", s)
-        if isinstance(self.seed, bool) or int(self.seed) != self.seed:
-            raise ValueError(f"seed must be an integer, got {self.seed!r}")
-        object.__setattr__(self, "seed", int(self.seed))
+        object.__setattr__(self, "seed", check("seed", self.seed, SEED))
         wd = _finite_number("weight_decay", self.weight_decay)
         if wd < 0:
             raise ValueError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
