@@ -56,12 +56,12 @@ import torch
 from torch import nn
 
 from depthaccel.atomic import save_figure
+from depthaccel.experiments import tutorial_config
 from depthaccel.experiments.context import ExperimentContext
 from depthaccel.experiments.results import Claim
 from depthaccel.experiments.spec import ExperimentSpec
 from depthaccel.experiments.tutorial_config import (
     TutorialConfig,
-    checkpointing,
     common_steps,
     factor_shapes_text,
     history_curves,
@@ -105,6 +105,15 @@ class Config(TutorialConfig):
     def quick(cls) -> Config:
         """CI size: 30 steps on the first 1280 training images, small evaluations."""
         return cls.ci_sized(epochs=1.5, validation_eval=256, test_size=512)
+
+    def build_net(self, item: Any, device: torch.device, dtype: torch.dtype) -> nn.Module:
+        return build_net(self, item, device, dtype)
+
+    def l2_target(self, item: Any) -> str:
+        return item.l2_on
+
+    def shares_dropout_masks(self) -> bool:
+        return self.same_dropout_masks
 
     def validate(self) -> None:
         """ValueError naming the first bad field."""
@@ -459,35 +468,7 @@ def build_net(
     return overparameterized_net(cfg, job.factor_init, device, dtype)[0]
 
 
-def train_net(
-    job: NetJob,
-    start: bytes | None = None,
-    emit: Any = None,
-    *,
-    cfg: Config,
-    data: Any,
-    device: str,
-    dtype: torch.dtype,
-    progress: bool = False,
-) -> tuple[mt.History, list[float], int, float]:
-    """Train one net on the tutorial's schedule: (history, learning rate per step, steps
-    done, test error in %). With ``same_dropout_masks`` (the global RNG re-seeded per
-    step) this is exactly the net's part of ``mt.train_side_by_side`` over all the nets:
-    the same minibatches, masks and init, hence the same numbers (tested). ``start``,
-    ``emit``: its checkpoints (``tutorial_config.checkpointing``)."""
-    dev = torch.device(device)
-    splits = cfg.splits(data, dev, dtype)
-    net = build_net(cfg, job, dev, dtype)
-    hist, lrs, done = mt.train_side_by_side(
-        {job.key: net},
-        splits,
-        cfg.schedule(same_dropout_masks=cfg.same_dropout_masks),
-        l2_on={job.key: job.l2_on},
-        progress=progress,
-        desc=f"{NAME} {job.key}",
-        **checkpointing(start, emit),
-    )
-    return hist[job.key], lrs, done, mt.error_rate(net, splits.test_x, splits.test_y)
+train_net = tutorial_config.train_net  # the one task function (tutorial_config)
 
 
 def _train_all(

@@ -48,13 +48,13 @@ import torch
 from torch import nn
 
 from depthaccel.atomic import save_figure
+from depthaccel.experiments import tutorial_config
 from depthaccel.experiments.context import ExperimentContext
 from depthaccel.experiments.fig5_right import first_reach, smooth
 from depthaccel.experiments.results import Claim
 from depthaccel.experiments.spec import ExperimentSpec
 from depthaccel.experiments.tutorial_config import (
     TutorialConfig,
-    checkpointing,
     common_steps,
     factor_shapes_text,
     history_curves,
@@ -97,6 +97,16 @@ class Config(TutorialConfig):
     def quick(cls) -> Config:
         """CI size: 20 steps on 1280 images, small evaluations (claims not assessed)."""
         return cls.ci_sized(epochs=1.0, validation_eval=128, test_size=256, timing_steps=10)
+
+    def build_net(self, item: Any, device: torch.device, dtype: torch.dtype) -> nn.Module:
+        # all three built, in order, so each net's init is the one it gets side by side
+        return build_nets(self, device, dtype)[0][item.key]
+
+    def l2_target(self, item: Any) -> str:
+        return _l2_on(self, item.key)
+
+    def optimizers(self, item: Any) -> dict[str, Any] | None:
+        return _optimizers(self, item.key)
 
     def validate(self) -> None:
         """ValueError naming the first bad field."""
@@ -202,35 +212,7 @@ def _optimizers(cfg: Config, key: str) -> dict[str, Any] | None:
     return {"e2e": _e2e_maker(cfg)}
 
 
-def train_net(
-    task: NetTask,
-    start: bytes | None = None,
-    emit: Any = None,
-    *,
-    cfg: Config,
-    data: Any,
-    device: str,
-    dtype: torch.dtype,
-    progress: bool = False,
-) -> tuple[mt.History, list[float], int, float]:
-    """Train one of the three nets on the tutorial's schedule: (history, learning rate
-    per step, steps done, test error in %). The global RNG is re-seeded per step
-    (``same_dropout_masks``), so this is exactly the net's part of
-    ``mt.train_side_by_side`` over all three nets (tested)."""
-    dev = torch.device(device)
-    splits = cfg.splits(data, dev, dtype)
-    net = build_nets(cfg, dev, dtype)[0][task.key]
-    hist, lrs, done = mt.train_side_by_side(
-        {task.key: net},
-        splits,
-        cfg.schedule(same_dropout_masks=True),
-        l2_on={task.key: _l2_on(cfg, task.key)},
-        optimizers=_optimizers(cfg, task.key),
-        progress=progress,
-        desc=f"{NAME} {task.key}",
-        **checkpointing(start, emit),
-    )
-    return hist[task.key], lrs, done, mt.error_rate(net, splits.test_x, splits.test_y)
+train_net = tutorial_config.train_net  # the one task function (tutorial_config)
 
 
 def step_times_ms(

@@ -124,6 +124,25 @@ class TutorialConfig:
         shared = {f: getattr(self, f) for f in _SCHEDULE_FIELDS}
         return mt.Schedule(steps=self.n_steps(), same_dropout_masks=same_dropout_masks, **shared)
 
+    # --- what an experiment's Config says about one of its nets (see train_net) ---
+
+    def build_net(self, item: Any, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+        """The net of ``item``, initialised (the experiment's Config defines it)."""
+        raise NotImplementedError
+
+    def l2_target(self, item: Any) -> str:
+        """What the L2 penalty of ``item``'s net applies to: "product" or "factors"."""
+        raise NotImplementedError
+
+    def optimizers(self, item: Any) -> dict[str, Any] | None:
+        """``mt.train_side_by_side``'s optimizers for ``item`` (None: the tutorial's SGD
+        with momentum)."""
+        return None
+
+    def shares_dropout_masks(self) -> bool:
+        """Whether the global RNG is re-seeded per step (the same masks for every net)."""
+        return True
+
     def net_options(self) -> dict[str, Any]:
         """Keyword arguments of ``mt.tutorial_net`` / ``mt.overparameterized_tutorial_net``
         that these settings fix (dropout, memory layout)."""
@@ -167,6 +186,42 @@ class TutorialConfig:
 #: Steps between two checkpoints of a net trained as a stored task (about 5% of the
 #: tutorial's 8593 steps; a checkpoint of the tutorial net with its optimizer is ~15 MB).
 CHECKPOINT_EVERY = 500
+
+
+def train_net(
+    item: Any,
+    start: bytes | None = None,
+    emit: Any = None,
+    *,
+    cfg: TutorialConfig,
+    data: Any,
+    device: str,
+    dtype: torch.dtype,
+    progress: bool = False,
+) -> tuple[mt.History, list[float], int, float]:
+    """Train one net of a tutorial experiment on the tutorial's schedule: (history,
+    learning rate per step, steps done, test error in %). ``item`` names the net (a
+    dataclass with a ``key``); ``cfg`` builds it and says where its L2 goes and which
+    optimizer it gets (:meth:`TutorialConfig.build_net`, ``l2_target``, ``optimizers``).
+    With shared dropout masks (the global RNG re-seeded per step) this is exactly the
+    net's part of ``mt.train_side_by_side`` over all the experiment's nets: the same
+    minibatches, masks and init, hence the same numbers (tested). ``start``, ``emit``:
+    its checkpoints (:func:`checkpointing`). The one task function of fig5-right and
+    mnist-e2e."""
+    dev = torch.device(device)
+    splits = cfg.splits(data, dev, dtype)
+    net = cfg.build_net(item, dev, dtype)
+    hist, lrs, done = mt.train_side_by_side(
+        {item.key: net},
+        splits,
+        cfg.schedule(same_dropout_masks=cfg.shares_dropout_masks()),
+        l2_on={item.key: cfg.l2_target(item)},
+        optimizers=cfg.optimizers(item),
+        progress=progress,
+        desc=f"{type(cfg).__module__.rsplit('.', 1)[-1]} {item.key}",
+        **checkpointing(start, emit),
+    )
+    return hist[item.key], lrs, done, mt.error_rate(net, splits.test_x, splits.test_y)
 
 
 def checkpointing(start: bytes | None, emit: Any, every: int | None = None) -> dict:
