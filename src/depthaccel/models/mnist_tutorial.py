@@ -33,6 +33,7 @@ learning-rate schedule.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import time
@@ -431,116 +432,91 @@ def train_side_by_side(
     at the same step) when ``schedule.time_limit_s`` is exceeded; raises
     FloatingPointError on a non-finite loss.
     """
-    kw = dict(
-        l2_on=l2_on,
-        optimizers=optimizers,
-        progress=progress,
-        desc=desc,
-        start=start,
-        checkpoint=checkpoint,
-        checkpoint_every=checkpoint_every,
-    )
-    if not schedule.same_dropout_masks:
-        return _train_side_by_side(nets, splits, schedule, **kw)
-    devices = sorted(
-        {p.device.index or 0 for m in nets.values() for p in m.parameters() if p.is_cuda}
-    )
-    with torch.random.fork_rng(devices=devices):
-        return _train_side_by_side(nets, splits, schedule, **kw)
-
-
-def _train_side_by_side(
-    nets: dict[str, nn.Module],
-    splits: Splits,
-    schedule: Schedule,
-    *,
-    l2_on: dict[str, str] | None = None,
-    optimizers: dict[str, Callable[[nn.Module, Schedule], torch.optim.Optimizer]] | None = None,
-    progress: bool = False,
-    desc: str = "mnist",
-    start: dict[str, Any] | None = None,
-    checkpoint: Callable[[dict[str, Any]], None] | None = None,
-    checkpoint_every: int = 0,
-) -> tuple[dict[str, History], list[float], int]:
-    """The training loop of :func:`train_side_by_side` (see there)."""
     if (start is not None or checkpoint is not None) and not schedule.same_dropout_masks:
         raise ValueError("checkpoints need schedule.same_dropout_masks (reproducible masks)")
     if checkpoint is not None and (isinstance(checkpoint_every, bool) or checkpoint_every < 1):
         raise ValueError(f"checkpoint_every must be an integer >= 1, got {checkpoint_every!r}")
-    opts = {k: (optimizers or {}).get(k, _sgd)(m, schedule) for k, m in nets.items()}
-    hist = {k: History() for k in nets}
-    lrs: list[float] = []
-    first = 0
-    if start is not None:
-        first = _restore(start, nets, opts, hist, lrs, schedule)
-    for m in nets.values():
-        m.train()
-    bar = None
-    if progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=schedule.steps, initial=first, desc=desc, unit="step", mininterval=2.0)
-    t_start = time.perf_counter()
-    step = first - 1
-    for step in range(first, schedule.steps):
-        lr = staircase_lr(
-            step,
-            base_lr=schedule.base_lr,
-            decay_rate=schedule.decay_rate,
-            batch_size=schedule.batch_size,
-            decay_examples=schedule.train_size,
+    rng = contextlib.nullcontext()
+    if schedule.same_dropout_masks:  # re-seeded per step: keep the caller's RNG state
+        devices = sorted(
+            {q.device.index or 0 for m in nets.values() for q in m.parameters() if q.is_cuda}
         )
-        lrs.append(lr)
-        off = batch_offset(step, schedule.batch_size, schedule.train_size)
-        xb = splits.train_x[off : off + schedule.batch_size]
-        yb = splits.train_y[off : off + schedule.batch_size]
-        for k, model in nets.items():
-            t0 = time.perf_counter()
-            if schedule.same_dropout_masks:
-                torch.manual_seed(schedule.seed * 7919 + step)
-            opt = opts[k]
-            for g in opt.param_groups:
-                g["lr"] = lr
-            opt.zero_grad(set_to_none=True)
-            ce = F.cross_entropy(model(xb), yb)
-            target = (l2_on or {}).get(k, schedule.l2_on)
-            loss = ce + schedule.l2_weight * l2_penalty(model, target)
-            loss.backward()
-            opt.step()
-            lv, cv = loss.item(), ce.item()
-            if not (math.isfinite(lv) and math.isfinite(cv)):
-                raise FloatingPointError(
-                    f"{desc}: net {k!r} diverged at step {step} (batch loss {lv})"
-                )
-            hist[k].loss.append(lv)
-            hist[k].ce.append(cv)
-            hist[k].seconds += time.perf_counter() - t0
-        every = schedule.eval_every
-        if every and (step + 1) % every == 0 and schedule.validation_eval:
+        rng = torch.random.fork_rng(devices=devices)
+    with rng:
+        opts = {k: (optimizers or {}).get(k, _sgd)(m, schedule) for k, m in nets.items()}
+        hist = {k: History() for k in nets}
+        lrs: list[float] = []
+        first = 0
+        if start is not None:
+            first = _restore(start, nets, opts, hist, lrs, schedule)
+        for m in nets.values():
+            m.train()
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=schedule.steps, initial=first, desc=desc, unit="step", mininterval=2.0)
+        t_start = time.perf_counter()
+        step = first - 1
+        for step in range(first, schedule.steps):
+            lr = staircase_lr(
+                step,
+                base_lr=schedule.base_lr,
+                decay_rate=schedule.decay_rate,
+                batch_size=schedule.batch_size,
+                decay_examples=schedule.train_size,
+            )
+            lrs.append(lr)
+            off = batch_offset(step, schedule.batch_size, schedule.train_size)
+            xb = splits.train_x[off : off + schedule.batch_size]
+            yb = splits.train_y[off : off + schedule.batch_size]
             for k, model in nets.items():
-                hist[k].val_steps.append(step + 1)
-                hist[k].val_error.append(error_rate(model, splits.val_x, splits.val_y))
+                t0 = time.perf_counter()
+                if schedule.same_dropout_masks:
+                    torch.manual_seed(schedule.seed * 7919 + step)
+                opt = opts[k]
+                for g in opt.param_groups:
+                    g["lr"] = lr
+                opt.zero_grad(set_to_none=True)
+                ce = F.cross_entropy(model(xb), yb)
+                target = (l2_on or {}).get(k, schedule.l2_on)
+                loss = ce + schedule.l2_weight * l2_penalty(model, target)
+                loss.backward()
+                opt.step()
+                lv, cv = loss.item(), ce.item()
+                if not (math.isfinite(lv) and math.isfinite(cv)):
+                    raise FloatingPointError(
+                        f"{desc}: net {k!r} diverged at step {step} (batch loss {lv})"
+                    )
+                hist[k].loss.append(lv)
+                hist[k].ce.append(cv)
+                hist[k].seconds += time.perf_counter() - t0
+            every = schedule.eval_every
+            if every and (step + 1) % every == 0 and schedule.validation_eval:
+                for k, model in nets.items():
+                    hist[k].val_steps.append(step + 1)
+                    hist[k].val_error.append(error_rate(model, splits.val_x, splits.val_y))
+            if bar is not None:
+                bar.update(1)
+                if step % 50 == 0:
+                    bar.set_postfix({k: f"{h.loss[-1]:.3f}" for k, h in hist.items()})
+            if checkpoint is not None and (step + 1) % checkpoint_every == 0:
+                if step + 1 < schedule.steps:
+                    checkpoint(_snapshot(step + 1, nets, opts, hist, lrs))
+            if (
+                schedule.time_limit_s is not None
+                and time.perf_counter() - t_start > schedule.time_limit_s
+            ):
+                break
         if bar is not None:
-            bar.update(1)
-            if step % 50 == 0:
-                bar.set_postfix({k: f"{h.loss[-1]:.3f}" for k, h in hist.items()})
-        if checkpoint is not None and (step + 1) % checkpoint_every == 0:
-            if step + 1 < schedule.steps:
-                checkpoint(_snapshot(step + 1, nets, opts, hist, lrs))
-        if (
-            schedule.time_limit_s is not None
-            and time.perf_counter() - t_start > schedule.time_limit_s
-        ):
-            break
-    if bar is not None:
-        bar.close()
-    done = max(step + 1, first)
-    if schedule.validation_eval:
-        for k, model in nets.items():
-            if hist[k].val_steps[-1:] != [done]:
-                hist[k].val_steps.append(done)
-                hist[k].val_error.append(error_rate(model, splits.val_x, splits.val_y))
-    return hist, lrs, done
+            bar.close()
+        done = max(step + 1, first)
+        if schedule.validation_eval:
+            for k, model in nets.items():
+                if hist[k].val_steps[-1:] != [done]:
+                    hist[k].val_steps.append(done)
+                    hist[k].val_error.append(error_rate(model, splits.val_x, splits.val_y))
+        return hist, lrs, done
 
 
 CHECKPOINT_FORMAT = "depthaccel.mnist_tutorial.checkpoint/1"
