@@ -110,7 +110,13 @@ def test_a_rate_above_the_stability_edge_is_reported_as_a_divergence(tmp_path, e
     (claim,) = res.claims
     assert claim.passed is False
     assert f"net at iteration {div['net']}, scheme at {div['scheme']}" in claim.measured_full
-    assert "above the stability edge" in claim.note
+    assert "exceeds the stability edge along the path" in claim.note
+    # the edge along the Eq. 12 path predicts the divergence: the rate exceeds it no later
+    # than where the batched net and the plain loop diverge
+    along = res.settings["stability_edge_along_the_path"]["l4"]["balanced/depth2"]
+    assert along["first_unstable"] is not None and along["diverged_at"] is not None
+    assert along["first_unstable"] <= min(div["net"], along["diverged_at"])
+    assert (tmp_path / "fig2_edge.png").stat().st_size > 10_000
     curves = {c.label: c for c in read_curves_csv(tmp_path / "curves.csv.gz")}
     net = curves["depth-2 net, width 1, lr 0.01"]
     sch = curves["Eq. 12, N=2 (from the width-1 net's init)"]
