@@ -37,9 +37,11 @@ experiments (run in this order by 'all'):
 _EPILOG_TAIL = """
 Per experiment, OUT/<name>/ gets the figure(s) (PNG, loss gap on a log scale against
 iteration, legend with model and chosen learning rate), the curves (CSV), settings.json
-(every chosen learning rate and grid) and result.json; OUT/REPORT.md is rebuilt with a
-summary table and, per experiment, what was run, how long it took, the figure, the
-settings, the claims table (claim | measured | PASS/FAIL) and notes.
+(every chosen learning rate and grid) and result.json; OUT/REPORT.md is rebuilt as a
+scorecard (experiment | claims PASS/assessed | key claim: measured | mode | time), the
+experiments not in it with the command that gets them, and per experiment what was
+run, the figure, the claims table (claim | paper | measured | verdict) and collapsed
+details and notes; settings stay in settings.json. Quick-mode figures say so.
 
 OUT must be a new or empty folder or one that depthaccel wrote (a manifest,
 OUT/.depthaccel-outputs.json, lists its files; a results folder of an earlier version is

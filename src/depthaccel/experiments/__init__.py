@@ -1,11 +1,12 @@
 """The paper's experiments, one module each, run by ``depthaccel reproduce``.
 
 The framework: :mod:`~depthaccel.experiments.context` (the ``ExperimentContext`` every
-``run(config, ctx)`` receives), :mod:`~depthaccel.experiments.results` (claims, results,
-JSON), :mod:`~depthaccel.experiments.registry` (names, modules, summaries),
-:mod:`~depthaccel.experiments.runner` (run one experiment and record it) and
-:mod:`~depthaccel.experiments.report` (``REPORT.md``). Experiment modules are imported on
-demand by :func:`get_experiment`.
+``measure(config, ctx)`` receives), :mod:`~depthaccel.experiments.spec` (what a module
+declares: ``SPEC``, ``Config``, ``measure``/``judge``/``render``),
+:mod:`~depthaccel.experiments.results` (claims, results, JSON),
+:mod:`~depthaccel.experiments.registry` (built from the modules' ``SPEC``),
+:mod:`~depthaccel.experiments.runner` (measure, judge, render one experiment and record
+it) and :mod:`~depthaccel.experiments.report` (the ``REPORT.md`` scorecard).
 """
 
 from depthaccel.experiments.context import ContextCache, ExperimentContext

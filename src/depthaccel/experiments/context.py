@@ -1,4 +1,4 @@
-"""The explicit context every experiment runs in: ``run(config, ctx) -> ExperimentResult``.
+"""The explicit context every experiment measures in: ``measure(config, ctx) -> Measured``.
 
 An :class:`ExperimentContext` carries what an experiment needs from its caller (output
 folder, quick or full mode, device, dtype, data folder, progress bars, a results store, an
