@@ -50,7 +50,7 @@ from torch import nn
 from depthaccel.atomic import save_figure
 from depthaccel.experiments import tutorial_config
 from depthaccel.experiments.context import ExperimentContext
-from depthaccel.experiments.fig5_right import first_reach, smooth
+from depthaccel.experiments.mnist_analysis import first_reach, smooth
 from depthaccel.experiments.results import Claim
 from depthaccel.experiments.spec import ExperimentSpec
 from depthaccel.experiments.tutorial_config import (
