@@ -743,9 +743,9 @@ class EndToEndSGD(torch.optim.Optimizer):
     def _check_groups(self) -> None:
         """Validate every param group, as at construction: cheap Python checks on each step
         (a group may have been replaced or edited since), and a tensor lr's value read once
-        per change (its object and version counter), not per step. Not in a compiled step,
-        where the values are constants of the graph (guarded by Dynamo) or, for a tensor
-        lr, read without a host sync."""
+        per change (its object and version counter), not per step. In a compiled step Dynamo
+        traces the Python checks (and guards on the values they saw); a tensor lr's value is
+        not read there (no host sync in the graph)."""
         for i, group in enumerate(self.param_groups):
             _validate_group(group, read_lr=False)
             lr = group["lr"]
