@@ -26,6 +26,7 @@ D is computed by the shared Eq. 10 kernel :func:`depthaccel.update.end_to_end_up
 
 from __future__ import annotations
 
+import functools
 import math
 import sys
 import warnings
@@ -328,7 +329,25 @@ def _refresh_cache(
     state["precond_step"] = n + 1
 
 
-@torch.compiler.disable
+def _outside_graph(fn: Callable[..., None]) -> Callable[..., None]:
+    """fn, run outside the graph of a compiled step (``torch._dynamo.disable``). Dynamo is
+    imported only once a step is compiled: importing it doubles ``import torch``'s time."""
+    disabled: list[Callable[..., None]] = []
+
+    @functools.wraps(fn)
+    def inner(*args: Any, **kwargs: Any) -> None:
+        if not torch.compiler.is_compiling():
+            return fn(*args, **kwargs)
+        if not disabled:
+            import torch._dynamo as dynamo
+
+            disabled.append(dynamo.disable(fn))
+        return disabled[0](*args, **kwargs)
+
+    return inner
+
+
+@_outside_graph
 def _refresh_caches(
     work: Sequence[tuple[Mapping[str, Any], Sequence[torch.Tensor]]],
     states: Mapping[torch.Tensor, dict[str, Any]],
