@@ -284,3 +284,52 @@ def test_l2_with_a_regression_loss_is_refused(tmp_path, capsys):
         ["compare", "--data", table, "--l2", "0.1", "--out", tmp_path / "o"], capsys
     )
     assert code == 2 and "l2 applies to the ce loss only" in err
+
+
+def test_ce_roundoff_floor_bounds_the_noise_at_the_optimum():
+    from depthaccel.compare.floor import ce_roundoff_floor
+
+    X, y = blobs(d=5)
+    lam = 1e-2
+    opt = ce_optimum(X, y, 3, lam)
+    floor = ce_roundoff_floor(X, y, opt.W, lam)
+    rng = np.random.default_rng(0)
+    eps = np.finfo(np.float64).eps
+    Xt, yt = torch.from_numpy(X), torch.from_numpy(y)
+    noise = [
+        abs(
+            float(
+                ce_loss_grad(
+                    torch.from_numpy(opt.W * (1 + eps * rng.uniform(-1, 1, opt.W.shape))),
+                    Xt,
+                    yt,
+                    lam,
+                )[0]
+            )
+            - opt.loss
+        )
+        for _ in range(20)
+    ]
+    assert max(noise) < floor < 1e-12 * opt.loss  # above round-off, far below real gaps
+    moved = float(ce_loss_grad(torch.from_numpy(opt.W + 1e-4), Xt, yt, lam)[0]) - opt.loss
+    assert moved > 1e3 * floor
+
+
+@pytest.mark.slow  # a Ray cluster: ~25 s on the busy 2-core machine
+def test_ce_on_ray_equals_the_local_run(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    pytest.importorskip("ray")
+    table = write_classes(tmp_path / "t.csv")
+    env = dict(os.environ, RAY_ADDRESS="")
+    outs = {}
+    for name, extra in (("local", []), ("ray", ["--jobs", "2"])):
+        cmd = [sys.executable, "-m", "depthaccel.cli", "compare", "--data", str(table)]
+        cmd += ["--loss", "ce", "--out", str(tmp_path / name), *QUICK, "--no-progress", *extra]
+        p = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+        assert p.returncode == 0, p.stderr
+        outs[name] = tmp_path / name
+    for f in ("curves.csv", "summary.csv"):
+        assert (outs["local"] / f).read_bytes() == (outs["ray"] / f).read_bytes(), f
