@@ -156,3 +156,29 @@ def test_tensor_lr_in_a_compiled_step_follows_the_scheduler():
             step()
         runs.append([p.detach().clone() for p in model.parameters()])
     _assert_round_off(runs[1], runs[0])
+
+
+def test_float_hyperparameters_changed_between_compiled_steps():
+    """A float lr changed between steps (a new value, then a replaced group) recompiles
+    with the lr as a symbolic float: the step-time checks must trace for it
+    (fullgraph=True), and the numbers stay eager's."""
+    runs = []
+    for compiled in (False, True):
+        torch._dynamo.reset()
+        torch.manual_seed(0)
+        model = _mlp()
+        x = torch.randn(8, 6)
+        opt = EndToEndSGD(model.parameters(), lr=0.01, depth=2, momentum=0.9)
+        step = (
+            torch.compile(opt.step, backend="aot_eager", fullgraph=True) if compiled else opt.step
+        )
+        for t, lr in enumerate((0.01, 0.02, 0.03, 0.015)):
+            if t == 3:
+                opt.param_groups[0] = dict(opt.param_groups[0], lr=lr)
+            else:
+                opt.param_groups[0]["lr"] = lr
+            opt.zero_grad()
+            model(x).pow(2).mean().backward()
+            step()
+        runs.append([p.detach().clone() for p in model.parameters()])
+    _assert_round_off(runs[1], runs[0])
