@@ -95,7 +95,7 @@ def test_run_experiment_writes_files_and_report(tmp_path, fake_registry):
     assert "  - why it fails: b is not a" in report and "  - seeds: [1, 2]" in report
     assert "- a choice" in report
     # the scorecard: passed/assessed, the key claim beside our number, mode
-    assert "| [fake](#fake) | 1/2 (1 FAIL) | it goes down: 1 -> 0.1 (PASS) | quick |" in report
+    assert "| [fake](#fake) | 1/2 (1 FAIL) | a\\|b: no (FAIL) | quick |" in report
 
     # re-running replaces the section, it is not duplicated
     run_experiment("fake", tmp_path, quick=False)
@@ -187,3 +187,15 @@ def test_store_counts_are_recorded_per_experiment(tmp_path, fake_registry, monke
     # without a store nothing is recorded
     third = run_experiment("fake", tmp_path, quick=True)
     assert "results_store" not in third.settings
+
+
+def test_the_scorecard_leads_with_a_fail_then_an_assessed_claim():
+    from depthaccel.experiments.report import key_claim
+
+    na = Claim.judged("a", "p", "m", None)
+    ok = Claim.judged("b", "p", "m", True)
+    bad = Claim.judged("c", "p", "m", False, why="w")
+    assert key_claim(ExperimentResult(claims=[na, ok, bad])) is bad
+    assert key_claim(ExperimentResult(claims=[na, ok])) is ok
+    assert key_claim(ExperimentResult(claims=[na])) is na
+    assert key_claim(ExperimentResult()) is None

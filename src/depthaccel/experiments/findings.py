@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from depthaccel.experiments.report import load_results
+from depthaccel.experiments.report import key_claim, load_results
 
 __all__ = ["BEGIN", "END", "findings_section", "update_readme"]
 
@@ -39,7 +39,7 @@ def findings_section(out_root: str | os.PathLike, link: str = "docs/reproduction
                 f"- `{r.name}`: did not finish ({r.error.splitlines()[-1] if r.error else 'error'})"
             )
             continue
-        key = r.claims[0] if r.claims else None
+        key = key_claim(r)
         what = f"{key.statement}: {key.measured}" if key else "no claims"
         lines.append(f"- `{r.name}` {r.n_passed}/{r.n_assessed} pass. {what}")
     fails = [(r.name, c) for r in results for c in r.claims if c.verdict == "FAIL"]

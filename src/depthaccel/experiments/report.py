@@ -181,13 +181,27 @@ def claims_cell(r: ExperimentResult) -> str:
     return cell
 
 
+def key_claim(r: ExperimentResult) -> Claim | None:
+    """The claim the scorecard shows: the first FAIL, else the first assessed claim,
+    else the first claim (None without claims)."""
+    for pick in (
+        lambda c: c.verdict == "FAIL",
+        lambda c: c.verdict != "NOT ASSESSED",
+        lambda c: True,
+    ):
+        found = [c for c in r.claims if pick(c)]
+        if found:
+            return found[0]
+    return None
+
+
 def _key_cell(r: ExperimentResult) -> str:
-    """The experiment's first (key) claim beside our number."""
+    """The experiment's key claim (:func:`key_claim`) beside our number."""
     if r.status != "ok":
         return _md_cell(r.error.splitlines()[-1] if r.error else "did not finish")
-    if not r.claims:
+    c = key_claim(r)
+    if c is None:
         return ""
-    c = r.claims[0]
     return f"{_md_cell(c.statement)}: {_md_cell(c.measured)} ({c.verdict})"
 
 
