@@ -68,8 +68,10 @@ Exit status: 0 on success, 1 when the data or the store cannot be used, 2 on bad
 arguments (also: an unusable --out folder, a grid too large for the memory), in which
 case no file is created.
 
-Example:
+Examples:
   depthaccel compare --data my_table.csv --target price --loss l4 --iters 20000
+  depthaccel compare --data my_table.csv --target a,b,c --loss l2        # 3 outputs
+  depthaccel compare --data wine.csv --target cultivar --loss ce --iters 2000
 """
 
 
@@ -124,8 +126,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
         "compare",
         help="does depth accelerate GD on your table? (grid, best rates, plot, verdict)",
         description=(
-            "Train linear models of several depths and optimizers on your regression "
-            "table (CSV or NPZ), pick each model's best learning rate, and report whether "
+            "Train linear models of several depths and optimizers on your regression or "
+            "classification table (CSV or NPZ), pick each model's best learning rate, and "
+            "report whether "
             "depth accelerates gradient descent on it, by how much, and against the "
             "adaptive optimizers."
         ),
