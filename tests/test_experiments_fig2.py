@@ -14,6 +14,7 @@ from depthaccel.experiments.fig2 import (
     max_rel_dev,
     rel_dev_until,
 )
+from depthaccel.experiments.runner import measure_judge_render
 from depthaccel.reporting import read_curves_csv
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -104,13 +105,22 @@ def test_a_rate_above_the_stability_edge_is_reported_as_a_divergence(tmp_path, e
         inits=(("balanced", 1e-2),),
         control=False,
     )
-    res = fig2.run(cfg, ExperimentContext(tmp_path, quick=True, data_dir=ethanol_data_dir))
+    res = measure_judge_render(
+        fig2, cfg, ExperimentContext(tmp_path, quick=True, data_dir=ethanol_data_dir)
+    )
     key = "balanced/l4/depth2/width1"
     div = res.settings["diverged"][key]
     (claim,) = res.claims
     assert claim.passed is False
-    assert f"net at iteration {div['net']}, scheme at {div['scheme']}" in claim.measured_full
-    assert "exceeds the stability edge along the path" in claim.note
+    pair = key.split("/", 2)[2]
+    assert (
+        claim.details["diverged at iteration"][pair] == f"net {div['net']}, scheme {div['scheme']}"
+    )
+    assert "exceeds the stability edge along the path" in claim.details["setup"]
+    assert (
+        claim.verdict == "FAIL"
+        and claim.why == "the worst deviation is a pair diverged (see details)"
+    )
     # the edge along the Eq. 12 path predicts the divergence: the rate exceeds it no later
     # than where the batched net and the plain loop diverge
     along = res.settings["stability_edge_along_the_path"]["l4"]["balanced/depth2"]
@@ -155,7 +165,7 @@ def test_every_curve_has_its_own_style():
 def test_quick_run(tmp_path, ethanol_data_dir):
     cfg = Config.quick()
     assert Config.full().iters == 1_000_000 and dict(Config.full().inits)["near_zero"] <= 0.01
-    res = fig2.run(cfg, ExperimentContext(tmp_path, data_dir=ethanol_data_dir))
+    res = measure_judge_render(fig2, cfg, ExperimentContext(tmp_path, data_dir=ethanol_data_dir))
     devs = res.settings["deviations"]
     # balanced init (Theorem 1's assumption): the scheme tracks every net closely; so it
     # does for the control (balanced factors of each near-zero net's own W_e)
@@ -167,7 +177,7 @@ def test_quick_run(tmp_path, ethanol_data_dir):
     # per loss: balanced, near-zero, near-zero up to a shift, control, balanced widths,
     # near-zero widths, near-zero widths up to a shift
     assert [c.passed for c in res.claims] == [True, None, None, True, True, None, None] * 2
-    assert [c.text.endswith("l2)") for c in res.claims] == [True] * 7 + [False] * 7
+    assert ["l2" in c.statement.split(":")[0] for c in res.claims] == [True] * 7 + [False] * 7
     assert not res.settings["diverged"]  # 2000 iterations at 1e-3: nothing diverges
     # the deviations in the settings are recomputable from the curves CSV
     curves = {(c.panel, c.label): c for c in read_curves_csv(tmp_path / "curves.csv.gz")}
@@ -255,3 +265,24 @@ def test_quick_run(tmp_path, ethanol_data_dir):
             twin = curves[(panel, f"depth-{depth} {what}, width {width}, lr 1e-3")]
             assert c.values[0] == pytest.approx(twin.values[0], rel=1e-12)
     assert (tmp_path / "fig2.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def _synthetic(dev: float):
+    cfg = Config(losses=(2.0,), depths=(2,), widths=(1,), inits=(("balanced", 1e-2),),
+                 control=False)  # fmt: skip
+    key = "balanced/l2/depth2/width1"
+    devs = {f"{key}/scheme_vs_net": dev, f"{key}/final_gap": {"net": 1e-3, "scheme": 1e-3}}
+    m = fig2.Measured(False, cfg, "", "paper", devs, {}, {}, {}, {}, {}, [], [])
+    return m, cfg
+
+
+def test_judge_on_synthetic_deviations():
+    m, cfg = _synthetic(0.01)
+    (claim,) = fig2.judge(m, cfg)
+    assert claim.verdict == "PASS"
+    assert claim.statement == "balanced init, l2: Eq. 12 emulates GD on the depth-2/3 nets"
+    assert claim.measured == "worst relative deviation, whole curve: 1.00e-02"
+    m, cfg = _synthetic(0.2)
+    (claim,) = fig2.judge(m, cfg)
+    assert claim.verdict == "FAIL" and claim.why == "the worst deviation is 2.00e-01 > 0.05"
+    assert claim.details["worst pair"] == "balanced/l2/depth2/width1"

@@ -27,15 +27,24 @@ iterations and the deviation up to where the first run of the pair starts rising
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from depthaccel.experiments.context import ExperimentContext
 from depthaccel.experiments.loss_scale import gap_text
-from depthaccel.experiments.results import Claim, ExperimentResult
+from depthaccel.experiments.results import Claim
 from depthaccel.experiments.spec import ExperimentSpec
-from depthaccel.reporting import Curve, format_lr, plot_gap_panels, run_curve, write_curves_csv
+from depthaccel.reporting import (
+    Curve,
+    format_lr,
+    gap_ylabel,
+    plot_gap_panels,
+    run_curve,
+    stamp_quick,
+    write_curves_csv,
+)
 
 NAME = "fig2"
 TITLE = "Fig. 2: depth-2/3 linear nets vs the Eq. 12 scheme (l2 and l4, Ethanol)"
@@ -178,7 +187,33 @@ def aligned_rel_dev(
     return float(np.max(np.abs(av - bv) / bv))
 
 
-def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
+@dataclass
+class Measured:
+    """What fig2 measured. Keys ``<row>/l<p>/depth<N>/width<w>`` (row: balanced,
+    near_zero or control): ``devs`` the relative deviations (scheme vs net over the whole
+    curve, after the skip, aligned, while descending; width pairs under
+    ``..._vs_width<w>``), ``escapes`` the saddle-escape iterations and the shift,
+    ``diverged`` the divergence iterations of pairs that diverged, ``initial_gaps``;
+    per loss ``edges`` (stability edges at the optimum) and ``paths`` (the edge along
+    the Eq. 12 path); ``panels``/``curves`` the figure's panels and every curve."""
+
+    quick: bool
+    config: Config
+    data_source: str
+    loss_scale: str
+    devs: dict[str, Any]
+    escapes: dict[str, Any]
+    diverged: dict[str, Any]
+    edges: dict[str, Any]
+    paths: dict[str, Any]
+    initial_gaps: dict[str, float]
+    panels: list[tuple[str, list[Curve]]]
+    curves: list[Curve]
+
+
+def measure(config: Config, ctx: ExperimentContext) -> Measured:
+    """Train every net and its Eq. 12 twin, per loss and init row, and compute the
+    deviations, saddle escapes, divergences and stability edges."""
     from depthaccel.losses import lp_hessian
     from depthaccel.stability import stability_edge, start_edge
     from depthaccel.train import Run
@@ -320,31 +355,40 @@ def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
             all_curves += curves
 
     panels = [(title, cs) for _, _, title, cs in sorted(panels, key=lambda t: (t[0], t[1]))]
-    fig = plot_gap_panels(
-        ctx.out_dir / "fig2.png",
-        panels,
-        suptitle=f"GD on deep linear nets vs Eq. 12 (lr {format_lr(config.lr)}, Ethanol)",
-        ylabel="gap "
-        + ("(1/m) sum |r|^p - min" if ctx.loss_scale == "plain" else "(1/m) sum (1/p)|r|^p - min"),
-        ncols=len(config.losses),
-    )
-    edge_fig = plot_edge_paths(ctx.out_dir / "fig2_edge.png", config, paths, diverged)
-    # 1e6 iterations x 2000 logged points x 48 curves: megabytes of text, so gzip
-    csv = write_curves_csv(ctx.out_dir / "curves.csv.gz", all_curves)
-
-    claims = []
-    quick_note = "" if config.iters >= 1_000_000 else f"{config.iters} iterations (paper: 1e6)"
-    skip_txt = f"after the first {config.skip_fraction:.0%} of iterations"
-    nz_note = (
-        f"not assessed: {config.iters} iterations are mostly the near-zero start's "
-        "transient; see full mode"
+    return Measured(
+        quick=ctx.quick,
+        config=config,
+        data_source=ctx.data_source(task),
+        loss_scale=ctx.loss_scale,
+        devs=devs,
+        escapes=escapes,
+        diverged=diverged,
+        edges=edges,
+        paths=paths,
+        initial_gaps=inits_gap,
+        panels=panels,
+        curves=all_curves,
     )
 
-    def depths_txt(p: float) -> str:
-        return (
-            f"(N = {', '.join(map(str, config.depths))}; widths "
-            f"{', '.join(map(str, config.widths))}; l{p:g})"
-        )
+
+_PAPER_EMULATE = "the preconditioning schemes reliably emulate deep network optimization"
+_PAPER_WIDTH = "negligible effect of network width ... size 1 (scalars) or 100"
+
+
+def judge(measured: Measured, config: Config) -> list[Claim]:
+    """Per loss: the scheme emulates the nets (balanced and control rows over the whole
+    curve within ``emulate_tol``; near-zero after the skip, with and without aligning
+    the saddle escape, within ``near_zero_tol``); width 1 vs 100 within ``width_tol``.
+    The details give the worst pair, escapes, final gaps and any divergence."""
+    m = measured
+    devs, escapes, diverged, paths = m.devs, m.escapes, m.diverged, m.paths
+    short = (
+        {"not assessed": f"{config.iters} iterations (paper: 1e6)"}
+        if config.iters < 1_000_000
+        else {}
+    )
+    nz_short = {"not assessed": f"{config.iters} iterations are mostly the near-zero transient"}
+    skip_txt = f"after the first {config.skip_fraction:.0%}"
 
     def worst(tag: str, suffix: str) -> tuple[str, float]:
         vals = {
@@ -371,40 +415,38 @@ def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
     def finals_at(key: str) -> str:
         fg = devs[key + "/final_gap"]
         p = float(key.split("/l")[1].split("/")[0])
-        return f"final gaps there: net {gap_text(fg['net'], p)}, scheme {gap_text(fg['scheme'], p)}"
+        return f"net {gap_text(fg['net'], p)}, scheme {gap_text(fg['scheme'], p)}"
 
-    def divergence(tag: str, nets_only: bool = False) -> tuple[str, str]:
-        """(measured text, claim note) for the diverged pairs of ``tag`` ("", "" if none)."""
+    def divergence(tag: str, nets_only: bool = False) -> dict[str, Any]:
+        """Details of the diverged pairs of ``tag`` (empty if none)."""
         pairs = {k.split("/", 2)[2]: v for k, v in diverged.items() if k.startswith(tag + "/")}
         if not pairs:
-            return "", ""
-        what = (
-            (lambda v: f"net at iteration {v['net']}")
-            if nets_only
-            else (lambda v: f"net at iteration {v['net']}, scheme at {v['scheme']}")
-        )
-        text = "; diverged: " + "; ".join(f"{k} {what(v)}" for k, v in pairs.items())
+            return {}
+        out: dict[str, Any] = {
+            "diverged at iteration": {
+                k: (v["net"] if nets_only else f"net {v['net']}, scheme {v['scheme']}")
+                for k, v in pairs.items()
+            }
+        }
         if not nets_only:
             k, v = worst(tag, "while_descending")
-            text += (
-                f"; up to where the first run of each pair starts rising to its divergence, "
-                f"largest deviation scheme vs net over the whole curve: {v:.2e} ({k}, "
-                f"until iteration {diverged[k]['descent_end']})"
+            out["deviation while both descend"] = (
+                f"{v:.2e} ({k}, until iteration {diverged[k]['descent_end']})"
             )
             if any(
                 x.startswith(tag + "/") and x.endswith("/aligned_while_descending") for x in devs
             ):
                 ka, va = worst(tag, "aligned_while_descending")
                 if not np.isnan(va):
-                    text += f"; after aligning the escape iterations: {va:.2e} ({ka})"
+                    out["aligned deviation while both descend"] = f"{va:.2e} ({ka})"
         loss = tag.split("/")[1]
         predicted = {
             start: rec["first_unstable"]
             for start, rec in paths.get(loss, {}).items()
             if rec["first_unstable"] is not None
         }
-        note = (
-            f"setup: lr {format_lr(config.lr)} exceeds the stability edge along the path "
+        out["setup"] = (
+            f"lr {format_lr(config.lr)} exceeds the stability edge along the path "
             + (
                 "(first at " + ", ".join(f"{k}: {v}" for k, v in predicted.items()) + ")"
                 if predicted
@@ -412,27 +454,34 @@ def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
             )
             + " on this data and feature scale (see notes), so these runs diverge"
         )
-        return text, note
+        return out
 
-    def joined(*parts: str) -> str:
-        return "; ".join(x for x in parts if x)
+    def why_dev(v: float, tol: float, diverging: dict) -> str:
+        what = "a pair diverged (see details)" if diverging else f"{v:.2e} > {tol:g}"
+        return f"the worst deviation is {what}"
 
+    claims = []
     for p in config.losses:
         for init, _ in config.inits:
             tag = f"{init}/l{p:g}"
             near = init != "balanced"
             assess = not near or config.assess_near_zero
-            div_text, div_note = divergence(tag)
+            div = divergence(tag)
             if not near:
                 k, v = worst(tag, "scheme_vs_net")
                 claims.append(
-                    Claim.legacy(
-                        f"{init} init: the Eq. 12 scheme emulates GD on the depth-N nets "
-                        f"{depths_txt(p)}",
-                        f"largest relative deviation scheme vs net over the whole curve: "
-                        f"{v:.2e} ({k}); {finals_at(k)}{div_text}",
+                    Claim.judged(
+                        f"{init} init, l{p:g}: Eq. 12 emulates GD on the depth-2/3 nets",
+                        _PAPER_EMULATE,
+                        f"worst relative deviation, whole curve: {v:.2e}",
                         v < config.emulate_tol,
-                        joined(quick_note, div_note),
+                        why=why_dev(v, config.emulate_tol, div),
+                        details={
+                            **short,
+                            "worst pair": k,
+                            "final gaps there": finals_at(k),
+                            **div,
+                        },
                     )
                 )
                 continue
@@ -444,56 +493,54 @@ def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
                 if key.startswith(tag + "/") and key.endswith("/scheme_vs_net")
             )
             missing = no_escape(tag)
+            base = {
+                "worst pair": k,
+                "saddle escape (net, scheme)": [escapes[k]["net"], escapes[k]["scheme"]],
+                "final gaps there": finals_at(k),
+                "over the whole curve": whole,
+                **({"no escape within the run": missing} if missing else {}),
+                **div,
+            }
             claims.append(
-                Claim.legacy(
-                    f"{init} init: the Eq. 12 scheme emulates GD on the depth-N nets "
-                    f"{depths_txt(p)}",
-                    f"largest relative deviation scheme vs net {skip_txt}: {v:.2e} ({k}; "
-                    f"saddle escape at iteration {escapes[k]['net']} (net) vs "
-                    f"{escapes[k]['scheme']} (scheme)); {finals_at(k)}; over the whole "
-                    f"curve: {whole:.2e}; after aligning the escape iterations: {va:.2e} "
-                    f"({ka})"
-                    + (f"; no escape within the run: {', '.join(missing)}" if missing else "")
-                    + div_text,
+                Claim.judged(
+                    f"{init} init, l{p:g}: Eq. 12 emulates GD on the depth-2/3 nets",
+                    _PAPER_EMULATE,
+                    f"worst relative deviation {skip_txt}: {v:.2e}",
                     (v < config.near_zero_tol) if assess else None,
-                    joined(quick_note, div_note) if assess else nz_note,
+                    why=why_dev(v, config.near_zero_tol, div),
+                    details={**(short if assess else nz_short), **base},
                 )
             )
+            ok = (bool(va < config.near_zero_tol) if not missing else None) if assess else None
             claims.append(
-                Claim.legacy(
-                    f"{init} init, up to a time shift: after aligning each net's and its "
-                    "scheme's saddle-escape iteration, the Eq. 12 scheme emulates GD on the "
-                    f"depth-N nets {depths_txt(p)}",
-                    f"largest relative deviation {skip_txt} after the shift: {va:.2e} ({ka}; "
-                    f"shift {escapes[ka]['shift']} iterations); without the shift: {v:.2e}"
-                    + (
-                        f"; no saddle escape within the run (not aligned): {', '.join(missing)}"
-                        if missing
-                        else ""
-                    )
-                    + div_text,
-                    (bool(va < config.near_zero_tol) if not missing else None) if assess else None,
-                    (
-                        joined(quick_note, div_note)
-                        if not missing
-                        else "not assessed: a net or scheme never escaped"
-                    )
-                    if assess
-                    else nz_note,
+                Claim.judged(
+                    f"{init} init, l{p:g}, aligned at the saddle escape: Eq. 12 emulates GD",
+                    _PAPER_EMULATE,
+                    f"worst aligned deviation {skip_txt}: {va:.2e} (shift "
+                    f"{escapes[ka]['shift']} iterations)",
+                    ok,
+                    why=why_dev(va, config.near_zero_tol, div),
+                    details={
+                        **(short if assess else nz_short),
+                        **({"not assessed": "a net or scheme never escaped"} if missing else {}),
+                        "worst pair": ka,
+                        "without the shift": v,
+                        **div,
+                    },
                 )
             )
         ctag = f"control/l{p:g}"
         if any(t.startswith(ctag + "/") for t in devs):
             k, v = worst(ctag, "scheme_vs_net")
-            div_text, div_note = divergence(ctag)
+            div = divergence(ctag)
             claims.append(
-                Claim.legacy(
-                    "Control: the Eq. 12 scheme emulates GD on balanced nets (Eq. 7) started "
-                    f"from each near-zero net's own W_e {depths_txt(p)}",
-                    f"largest relative deviation scheme vs net over the whole curve: {v:.2e} "
-                    f"({k}); {finals_at(k)}{div_text}",
+                Claim.judged(
+                    f"Control, l{p:g}: Eq. 12 emulates GD on balanced nets from the near-zero W_e",
+                    "Theorem 1: with balanced factors (Eq. 7) the end-to-end update is Eq. 10",
+                    f"worst relative deviation, whole curve: {v:.2e}",
                     v < config.emulate_tol,
-                    joined(quick_note, div_note),
+                    why=why_dev(v, config.emulate_tol, div),
+                    details={**short, "worst pair": k, "final gaps there": finals_at(k), **div},
                 )
             )
         if len(config.widths) > 1:
@@ -520,14 +567,14 @@ def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
                     if k.startswith(tag + "/") and k.endswith("/final") and "_vs_width" in k
                 }
                 w = max(wid, key=wid.get)
-                div_text, div_note = divergence(tag, nets_only=True)
+                div = divergence(tag, nets_only=True)
                 va = max(ali, default=float("nan"))
-                measured = (
-                    f"largest relative deviation between the curves {skip_txt}: "
-                    f"{wid[w]:.2e} ({w.split('/')[2]}); after aligning their escape "
-                    f"iterations: {va:.2e}; largest relative "
-                    f"difference of final gaps: {max(fin.values()):.2e}{div_text}"
-                )
+                details: dict[str, Any] = {
+                    "worst depth": w.split("/")[2],
+                    "aligned at the escape": va,
+                    "largest relative difference of final gaps": max(fin.values()),
+                    **div,
+                }
                 descending = {
                     k.split("/")[2]: v
                     for k, v in devs.items()
@@ -545,51 +592,115 @@ def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
                         and k.endswith("/aligned_while_descending")
                     ]
                     kd = max(descending, key=descending.get)
-                    measured += (
-                        "; up to where the first net of each pair starts rising to its "
-                        f"divergence: {descending[kd]:.2e} ({kd}), after aligning the escape "
-                        f"iterations: {max(aligned_desc, default=float('nan')):.2e}"
+                    details["while both descend"] = (
+                        f"{descending[kd]:.2e} ({kd}), aligned "
+                        f"{max(aligned_desc, default=float('nan')):.2e}"
                     )
                 if init == "balanced":
-                    measured += (
-                        " -- expected: a balanced factorisation of a rank-1 W_e has rank-1 "
-                        "factors and GD keeps them rank 1, so width 100 runs the width-1 net"
+                    details["expected"] = (
+                        "a balanced factorisation of a rank-1 W_e has rank-1 factors and GD "
+                        "keeps them rank 1, so width 100 runs the width-1 net"
                     )
                 assess = init == "balanced" or config.assess_near_zero
+                wname = f"width {config.widths[-1]} vs {config.widths[0]}"
                 claims.append(
-                    Claim.legacy(
-                        f"{init} init: width has a negligible effect (width "
-                        f"{config.widths[-1]} vs {config.widths[0]} at the same depth; l{p:g})",
-                        measured,
+                    Claim.judged(
+                        f"{init} init, l{p:g}: width has a negligible effect ({wname})",
+                        _PAPER_WIDTH,
+                        f"worst relative deviation {skip_txt}: {wid[w]:.2e}",
                         (wid[w] < config.width_tol) if assess else None,
-                        joined(quick_note, div_note) if assess else nz_note,
+                        why=why_dev(wid[w], config.width_tol, div),
+                        details={**(short if assess else nz_short), **details},
                     )
                 )
                 if init == "balanced":
                     continue
+                ok = (bool(va < config.width_tol) if not np.isnan(va) else None) if assess else None
                 claims.append(
-                    Claim.legacy(
-                        f"{init} init, up to a time shift: after aligning the nets' "
-                        "saddle-escape iterations, width has a negligible effect (width "
-                        f"{config.widths[-1]} vs {config.widths[0]} at the same depth; l{p:g})",
-                        f"largest relative deviation {skip_txt} after the shift: {va:.2e}; "
-                        f"without the shift: {wid[w]:.2e}{div_text}",
-                        (bool(va < config.width_tol) if not np.isnan(va) else None)
-                        if assess
-                        else None,
-                        (
-                            joined(quick_note, div_note)
-                            if not np.isnan(va)
-                            else "not assessed: a net never escaped"
-                        )
-                        if assess
-                        else nz_note,
+                    Claim.judged(
+                        f"{init} init, l{p:g}, aligned at the saddle escape: width has a "
+                        "negligible effect",
+                        _PAPER_WIDTH,
+                        f"worst aligned deviation {skip_txt}: {va:.2e}",
+                        ok,
+                        why=why_dev(va, config.width_tol, div),
+                        details={
+                            **(short if assess else nz_short),
+                            **({"not assessed": "a net never escaped"} if np.isnan(va) else {}),
+                            "without the shift": wid[w],
+                            **div,
+                        },
                     )
                 )
-    notes = [
-        f"Data: {ctx.data_source(task)}; features and target standardised; loss (1/m) sum "
+    return claims
+
+
+def render(measured: Measured, claims: list[Claim], outdir: Path) -> list[Path]:
+    m, config = measured, measured.config
+    # one legend for all panels: the control row's nets are labelled like the others
+    # (its panel title says they are the balanced ones)
+    panels = [
+        (
+            title,
+            [
+                Curve(c.label.replace("net (balanced)", "net"), c.iters, c.values, c.panel, c.style)
+                for c in cs
+            ],
+        )
+        for title, cs in m.panels
+    ]
+    fig = plot_gap_panels(
+        outdir / "fig2.png",
+        panels,
+        suptitle=f"GD on deep linear nets vs Eq. 12 (lr {format_lr(config.lr)}, Ethanol)",
+        ylabel=gap_ylabel(m.loss_scale),
+        ncols=len(config.losses),
+        quick=m.quick,
+    )
+    edge_fig = plot_edge_paths(outdir / "fig2_edge.png", config, m.paths, m.diverged, quick=m.quick)
+    # 1e6 iterations x 2000 logged points x 48 curves: megabytes of text, so gzip
+    csv = write_curves_csv(outdir / "curves.csv.gz", m.curves)
+    return [fig, edge_fig, csv]
+
+
+def describe(measured: Measured, config: Config) -> str:
+    return (
+        f"GD on depth {', '.join(map(str, config.depths))} nets of width "
+        f"{', '.join(map(str, config.widths))} and the matching Eq. 12 runs, lr "
+        f"{format_lr(config.lr)}, {config.iters} iterations, l2 and l4 losses, "
+        f"inits {', '.join(f'{i} ({s:g})' for i, s in config.inits)}"
+        + (", plus balanced nets from the near-zero W_e (control)." if config.control else ".")
+    )
+
+
+def settings(measured: Measured, config: Config) -> dict:
+    m = measured
+    return {
+        "data_source": m.data_source,
+        "loss_scale_of_figure": m.loss_scale,
+        "lr": config.lr,
+        "deviations": m.devs,
+        "saddle_escape": m.escapes,
+        "diverged": m.diverged,
+        "stability_edges_at_optimum": m.edges,
+        "stability_edge_along_the_path": {
+            loss: {
+                start: {k: v for k, v in rec.items() if k not in ("iters", "edge")}
+                for start, rec in per.items()
+            }
+            for loss, per in m.paths.items()
+        },
+        "initial_gaps": m.initial_gaps,
+    }
+
+
+def notes(measured: Measured, config: Config) -> list[str]:
+    m = measured
+    skip_txt = f"after the first {config.skip_fraction:.0%} of iterations"
+    return [
+        f"Data: {m.data_source}; features and target standardised; loss (1/m) sum "
         "(1/p)(x^T w - y)^p (the (1/p) of the paper's l_p), no bias; gaps also in the plain "
-        f"scale (1/m) sum |r|^p (= p times); the figure shows the {ctx.loss_scale} scale.",
+        f"scale (1/m) sum |r|^p (= p times); the figure shows the {m.loss_scale} scale.",
         "Initialisations (one row of panels each): "
         + "; ".join(f"{i} with scale {s:g}" for i, s in config.inits)
         + ". 'balanced': the end-to-end vector is Gaussian with this std per entry and the "
@@ -607,13 +718,13 @@ def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
         "its net's): "
         + "; ".join(
             f"{row} l{p:g}: {min(v):.4g}..{max(v):.4g}"
-            for (row, p), v in _group_initial_gaps(inits_gap).items()
+            for (row, p), v in _group_initial_gaps(m.initial_gaps).items()
         )
         + ".",
         f"Iterations: {config.iters} (the paper's Fig. 2 shares Fig. 3's setup, 1e6); "
         f"learning rate {format_lr(config.lr)} for all (the paper: 1e-3).",
-        _stability_note(config, edges, diverged),
-        _path_note(config, paths, diverged),
+        _stability_note(config, m.edges, m.diverged),
+        _path_note(config, m.paths, m.diverged),
         "Deviation = max over logged iterations of |gap_scheme - gap_net| / gap_net. "
         f"Near-zero init is only approximately balanced, so its deviations are taken {skip_txt} "
         "(the whole-curve value is reported too). Aligned deviation: the scheme's curve "
@@ -631,40 +742,6 @@ def run(config: Config, ctx: ExperimentContext) -> ExperimentResult:
         "row removes the imbalance from the same W_e; the aligned deviation removes the "
         "time shift.",
     ]
-    return ExperimentResult(
-        settings={
-            "what_was_run": (
-                f"GD on depth {', '.join(map(str, config.depths))} nets of width "
-                f"{', '.join(map(str, config.widths))} and the matching Eq. 12 runs, lr "
-                f"{format_lr(config.lr)}, {config.iters} iterations, l2 and l4 losses, "
-                f"inits {', '.join(f'{i} ({s:g})' for i, s in config.inits)}"
-                + (
-                    ", plus balanced nets from the near-zero W_e (control)."
-                    if config.control
-                    else "."
-                )
-            ),
-            "data_source": ctx.data_source(task),
-            "loss_scale_of_figure": ctx.loss_scale,
-            "lr": config.lr,
-            "deviations": devs,
-            "saddle_escape": escapes,
-            "diverged": diverged,
-            "stability_edges_at_optimum": edges,
-            "stability_edge_along_the_path": {
-                loss: {
-                    start: {k: v for k, v in rec.items() if k not in ("iters", "edge")}
-                    for start, rec in per.items()
-                }
-                for loss, per in paths.items()
-            },
-            "initial_gaps": inits_gap,
-        },
-        figures=[fig, edge_fig],
-        curves=[csv],
-        claims=claims,
-        notes=notes,
-    )
 
 
 def _group_initial_gaps(gaps: dict[str, float]) -> dict[tuple[str, float], list[float]]:
@@ -825,7 +902,14 @@ def edge_paths(
     return out
 
 
-def plot_edge_paths(path: Any, config: Config, paths: dict[str, Any], diverged: dict[str, Any]):
+def plot_edge_paths(
+    path: Any,
+    config: Config,
+    paths: dict[str, Any],
+    diverged: dict[str, Any],
+    *,
+    quick: bool = False,
+):
     """One panel per loss: the stability edge along each Eq. 12 path against the rate
     (dashed); a cross where a batched net of that start and depth diverged."""
     from depthaccel.reporting import pyplot
@@ -875,6 +959,7 @@ def plot_edge_paths(path: Any, config: Config, paths: dict[str, Any], diverged: 
     handles.append(plt.Line2D([], [], ls="", marker="x", color="k", ms=8, mew=2))
     labels.append("a GD net diverged")
     fig.legend(handles, labels, loc="outside lower center", ncol=min(5, len(labels)), fontsize=8)
+    stamp_quick(fig, quick)
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
