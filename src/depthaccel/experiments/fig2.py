@@ -685,7 +685,7 @@ def settings(measured: Measured, config: Config) -> dict:
         "stability_edges_at_optimum": m.edges,
         "stability_edge_along_the_path": {
             loss: {
-                start: {k: v for k, v in rec.items() if k not in ("iters", "edge")}
+                start: {k: v for k, v in rec.items() if k not in ("iters", "edge", "loss")}
                 for start, rec in per.items()
             }
             for loss, per in m.paths.items()
@@ -863,6 +863,7 @@ def run_edge_job(job: EdgeJob) -> dict[str, dict[str, Any]]:
         out[f"{init}/depth{depth}"] = {
             "iters": path.iters.tolist(),
             "edge": [None if not np.isfinite(e) else float(e) for e in edge],
+            "loss": [None if not np.isfinite(v) else float(v) for v in path.loss],
             "first_unstable": path.first_unstable(job.lr),
             "diverged_at": path.diverged_at,
             "min_edge": float(np.nanmin(edge)) if np.isfinite(edge).any() else None,

@@ -39,6 +39,7 @@ MODULES: tuple[str, ...] = (
     "fig4_left",
     "fig4_right",
     "fig5_left",
+    "setup_sensitivity",
     "fig5_right",
     "mnist_e2e",
 )
