@@ -413,8 +413,9 @@ def _data_preflight(
     why = {}
     for ds in report.unusable:
         fetch = fetch_commands([ds])[-1]
+        program = fetch.split(" data fetch")[0]  # depthaccel, or its path when not on PATH
         for n in needs[ds]:
-            again = f"depthaccel reproduce {n}{' --quick' if args.quick else ''}"
+            again = f"{program} reproduce {n}{' --quick' if args.quick else ''}"
             why[n] = (f"its data ({ds}) is missing", f"{fetch} && {again}")
     return [n for n in names if n not in skipped], advice, why
 

@@ -280,7 +280,7 @@ def write_report(
         "figure and its claims (the paper's words beside our number); the numbers behind "
         "each verdict are in its *Details* block, every setting in its settings.json.",
         "",
-        *scorecard(results),
+        *(scorecard(results) if results else []),
         "",
     ]
     lines += _not_run(results, skipped or {}, quick)
