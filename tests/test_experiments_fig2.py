@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from depthaccel.data.scaling import DEFAULT_SETUP, SetupAxes
 from depthaccel.experiments import fig2
 from depthaccel.experiments.context import ExperimentContext
 from depthaccel.experiments.fig2 import (
@@ -106,7 +107,12 @@ def test_a_rate_above_the_stability_edge_is_reported_as_a_divergence(tmp_path, e
         control=False,
     )
     res = measure_judge_render(
-        fig2, cfg, ExperimentContext(tmp_path, quick=True, data_dir=ethanol_data_dir)
+        fig2,
+        cfg,
+        # k = 1 (z-scores): the rate 0.01 is above the depth-2 l4 edge there
+        ExperimentContext(
+            tmp_path, quick=True, data_dir=ethanol_data_dir, setup=SetupAxes("zscore")
+        ),
     )
     key = "balanced/l4/depth2/width1"
     div = res.settings["diverged"][key]
@@ -219,8 +225,8 @@ def test_quick_run(tmp_path, ethanol_data_dir):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         task = load_ethanol(ethanol_data_dir)
-    X, y = np.asarray(task.X, np.float64), np.asarray(task.y, np.float64)
     p, lr, n = 4.0, cfg.lr, 2
+    X, y = DEFAULT_SETUP.apply(task.X, task.y, p)  # the data the experiment trains on
     opt = lp_optimum(X, y, p).loss
 
     def loss(w):

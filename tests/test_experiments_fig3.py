@@ -6,6 +6,7 @@ import math
 
 import pytest
 
+from depthaccel.data.scaling import DEFAULT_SETUP
 from depthaccel.experiments import fig3
 from depthaccel.experiments.context import ExperimentContext
 from depthaccel.experiments.fig3 import Config
@@ -63,7 +64,8 @@ def test_quick_run(tmp_path, ethanol_data_dir):
         for lr in r["grid"][i - 1 : i + 2]:
             runs.append(Run("gd", lr, depth=depth, init="near_zero", init_scale=scale, seed=s0))
         want.append(r["chosen_final_gap"])
-    fresh = train(task.X, task.y, 4, runs, cfg.iters, log_points=cfg.log_points)
+    X, y = DEFAULT_SETUP.apply(task.X, task.y, 4.0)  # the data the experiment trains on
+    fresh = train(X, y, 4, runs, cfg.iters, log_points=cfg.log_points)
     for j, gap in enumerate(want):
         below, chosen, above = fresh[3 * j : 3 * j + 3]
         assert chosen.final_gap == pytest.approx(gap, rel=1e-9)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from depthaccel.data.scaling import SetupAxes
 from depthaccel.experiments import fig4_right
 from depthaccel.experiments.context import ExperimentContext
 from depthaccel.experiments.fig4_right import Config
@@ -16,7 +17,10 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 def test_quick_run(tmp_path, ethanol_data_dir):
     cfg = Config.quick()
     res = measure_judge_render(
-        fig4_right, cfg, ExperimentContext(tmp_path, data_dir=ethanol_data_dir)
+        fig4_right,
+        cfg,
+        # k = 1 (z-scores): 5e3 Adam iterations reach the first thresholds there
+        ExperimentContext(tmp_path, data_dir=ethanol_data_dir, setup=SetupAxes("zscore")),
     )
     assert res.settings["lr"] == 1e-3  # TensorFlow's Adam default
     finals = res.settings["final_gaps"]

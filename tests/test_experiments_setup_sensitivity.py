@@ -122,3 +122,17 @@ def test_a_tiny_real_run(tmp_path, ethanol_data_dir):
     assert {c.verdict for c in claims} == {"NOT ASSESSED"}
     (png,) = ss.render(m, claims, tmp_path)
     assert png.stat().st_size > 5_000
+
+
+@pytest.mark.slow
+def test_the_default_setup_passes_the_rule_on_real_ethanol(tmp_path, ethanol_data_dir):
+    # the rule, run for real on the default preset: every Eq. 12 run of Fig. 2's starts at
+    # lr 1e-3 converges over 1e6 iterations, and the edge along each path stays above lr
+    cfg = dataclasses.replace(ss.Config.full(), presets=(DEFAULT_SETUP.feature_scale,))
+    ctx = ExperimentContext(tmp_path, data_dir=ethanol_data_dir)
+    recs = ss._paths_at(ctx, cfg, DEFAULT_SETUP)
+    assert len(recs) == 8
+    for key, r in recs.items():
+        assert r.diverged_at is None, key
+        assert r.first_unstable is None and r.min_edge > cfg.lr, key
+        assert r.converged(cfg.converge_fraction), key

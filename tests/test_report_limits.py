@@ -45,7 +45,9 @@ def test_quick_reproduction_keeps_its_store_keys_and_the_report_limits(tmp_path)
         pytest.skip("needs the Ethanol and MNIST data")
     pinned = json.loads((ROOT / "tests" / "data" / "quick_store_keys.json").read_text())
     out = tmp_path / "out"
+    # the keys were pinned at feature scale k = 1 (z-scores), before the default moved
     argv = ["reproduce", *pinned["experiments"], "--quick", "--out", str(out), "--no-progress"]
+    argv += ["--feature-scale", "zscore"]
     assert main([*argv, "--data-dir", data]) == 0
     with sqlite3.connect(out / "depthaccel-store.sqlite") as db:
         runs = sorted(r[0] for r in db.execute("SELECT key FROM runs"))
