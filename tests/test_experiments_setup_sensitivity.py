@@ -136,3 +136,28 @@ def test_the_default_setup_passes_the_rule_on_real_ethanol(tmp_path, ethanol_dat
         assert r.diverged_at is None, key
         assert r.first_unstable is None and r.min_edge > cfg.lr, key
         assert r.converged(cfg.converge_fraction), key
+
+
+@pytest.mark.slow
+def test_the_path_edge_predicts_where_fig2_diverges_at_k_1(ethanol_data_dir):
+    # at k = 1 (z-scores) the depth-3 l4 runs of fig2 diverge near 1e5 iterations; the
+    # edge along the Eq. 12 path falls below lr shortly before, and the batched trainer's
+    # GD net from the same start diverges in the same window
+    import warnings
+
+    from depthaccel.data import load_ethanol
+    from depthaccel.experiments.fig2 import EdgeJob, run_edge_job
+    from depthaccel.train import Run, train
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        task = load_ethanol(ethanol_data_dir)
+    X, y = np.asarray(task.X), np.asarray(task.y)
+    job = EdgeJob(X, y, 4.0, (("balanced", 1e-2, 3),), 1, 0, 1e-3, 120_000, 1200)
+    rec = run_edge_job(job)["balanced/depth3"]
+    pred, div = rec["first_unstable"], rec["diverged_at"]
+    assert pred is not None and div is not None
+    assert pred <= div <= 1.05 * pred
+    run = Run("gd", 1e-3, depth=3, hidden=1, init="balanced", init_scale=1e-2, seed=0)
+    (net,) = train(X, y, 4.0, [run], 120_000, log_points=100)
+    assert net.diverged_at is not None and pred <= net.diverged_at <= 1.05 * pred
