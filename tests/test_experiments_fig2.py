@@ -8,13 +8,14 @@ import pytest
 from depthaccel.data.scaling import DEFAULT_SETUP, SetupAxes
 from depthaccel.experiments import fig2
 from depthaccel.experiments.context import ExperimentContext
-from depthaccel.experiments.fig2 import (
-    Config,
+from depthaccel.experiments.deviations import (
     aligned_rel_dev,
     descent_end,
     max_rel_dev,
     rel_dev_until,
 )
+from depthaccel.experiments.fig2 import Config
+from depthaccel.experiments.fig2_plot import curve_styles
 from depthaccel.experiments.runner import measure_judge_render
 from depthaccel.reporting import read_curves_csv
 
@@ -156,7 +157,7 @@ def test_a_rate_above_the_stability_edge_is_reported_as_a_divergence(tmp_path, e
 
 def test_every_curve_has_its_own_style():
     styles = [
-        fig2.curve_styles(depth, first)[i]
+        curve_styles(depth, first)[i]
         for depth in (2, 3)
         for first in (True, False)
         for i in (0, 1)
@@ -164,7 +165,7 @@ def test_every_curve_has_its_own_style():
     keys = [(s["color"], s["ls"], s.get("marker"), s.get("mfc")) for s in styles]
     assert len(set(keys)) == len(keys) == 8
     # in particular the N = 2 and N = 3 schemes differ in colour and marker
-    s2, s3 = fig2.curve_styles(2, True)[1], fig2.curve_styles(3, True)[1]
+    s2, s3 = curve_styles(2, True)[1], curve_styles(3, True)[1]
     assert s2["color"] != s3["color"] and s2["marker"] != s3["marker"]
 
 

@@ -146,7 +146,7 @@ def test_the_path_edge_predicts_where_fig2_diverges_at_k_1(ethanol_data_dir):
     import warnings
 
     from depthaccel.data import load_ethanol
-    from depthaccel.experiments.fig2 import EdgeJob, run_edge_job
+    from depthaccel.experiments.edge_paths import EdgeJob, run_edge_job
     from depthaccel.train import Run, train
 
     with warnings.catch_warnings():

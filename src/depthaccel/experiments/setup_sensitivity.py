@@ -132,7 +132,7 @@ def _settings(config: Config) -> list[tuple[str | float, str]]:
 
 def _paths_at(ctx: ExperimentContext, config: Config, setup: SetupAxes) -> dict[str, PathRecord]:
     from depthaccel.experiments.context import StoredTasks
-    from depthaccel.experiments.fig2 import EdgeJob, _edge_job_config, run_edge_job
+    from depthaccel.experiments.edge_paths import EdgeJob, _edge_job_config, run_edge_job
 
     child = dataclasses.replace(ctx, setup=setup)
     task = child.ethanol()
