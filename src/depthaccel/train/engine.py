@@ -23,11 +23,11 @@ changing: updates are masked with ``torch.where``), marked ``diverged_at = t``, 
 logged gaps from t on are NaN. Runs never mix: each run is one row of the GEMMs and all
 other operations are row-wise, so a divergent run (inf/NaN included) cannot change
 another run's numbers: within one tensor program, the other curves are bit-identical
-to those of the same grid with tame runs in its slots (tested). Removing runs from a
-grid changes the GEMMs' row count, and MKL's blocking can then change the rounding of a
-row (measured: only in GEMMs of 1-3 rows for the shapes tried, see "Compaction"), so
-across grids of different sizes a run's curve agrees to round-off (~1e-15 relative),
-not always bit for bit.
+to those of the same grid with tame runs in its slots (tested). Across grids of
+different sizes a run's curve agrees to round-off (~1e-15 relative), not always bit for
+bit: a BLAS GEMM and torch's vectorised elementwise loops round a row (an element)
+differently when it falls in a remainder block past the last whole one (see
+"Compaction"), and grids of different sizes put a run in different blocks.
 
 Masking: on the CPU a host-side check "did any run diverge this step?" costs ~1 us and
 lets the groups skip the masking ops while every run is fine; on accelerators that
@@ -40,34 +40,55 @@ edge diverge within a few iterations of a 1e6-iteration call). The rule: after t
 update of iteration t, if t is a multiple of C (``compact_every``, default
 ``COMPACT_EVERY`` = 1000 on every device) and a run of the program is frozen, every run
 frozen at or before t leaves it -- unless the runs left would make GEMMs of 1 to 3 rows
-(``MIN_GEMM_ROWS``: runs x k; MKL rounds those differently, see below): then the frozen
-runs stay, masked, until no run is left. Each group keeps its other runs' rows of every
-per-run tensor (``Group.keep``: ``index_select``, no arithmetic) and the forward's
-buffers are rebuilt for the runs left. The check is free on the lazy path (the host
-already knows whether a run froze) and one host sync per C iterations with
-``mask_every_step``, so a call in which nothing diverges runs exactly the program it ran
-before compaction existed, at the same cost. A frozen run is carried, masked, for at
-most C iterations (0.1% of a 1e6-iteration call; longer only under the floor of 4
-rows, where that costs little); C is the same on every device so that both masking
-paths run the same programs and give the same numbers. ``compact=False`` keeps every
-run to the end (a diagnostic; the reference of the tests).
+(``MIN_GEMM_ROWS``: runs x k): then the frozen runs stay, masked, until no run is left
+(a rule kept from before the padding below, which makes it unnecessary for the bits,
+so that the compaction schedule and the checkpoints' resumption did not change). Each
+group keeps its other runs' rows of every per-run tensor (``Group.keep``:
+``index_select``, no arithmetic) and the forward's buffers are rebuilt for the runs
+left. The check is free on the lazy path (the host already knows whether a run froze)
+and one host sync per C iterations with ``mask_every_step``. A frozen run is carried,
+masked, for at most C iterations (0.1% of a 1e6-iteration call; longer only under the
+floor of 4 rows, where that costs little); C is the same on every device so that both
+masking paths run the same programs and give the same numbers. ``compact=False`` keeps
+every run to the end (a diagnostic; the reference of the tests).
 
 A dropped run's results are unchanged: its ``diverged_at`` and first hits cannot change
 after it froze (its loss stays above the limit or NaN), its logged gaps from
-``diverged_at`` on are NaN, its tensors stay as they were when it froze. The other
-runs do the same operations on the same numbers, in GEMMs with fewer rows: on this
-project's machine (MKL, AVX-512, 1 and 2 threads) a row's bits do not depend on the
-GEMM's row count or the row's position as long as it keeps at least 4 rows (hence
-``MIN_GEMM_ROWS``), so compacted results are mostly bit-identical to uncompacted ones
-(Ethanol GD grids, d = 128, m = 2565: all runs; the mixed test grids: all but 0-2 of
-108 runs, an e2e run with k = 2, whose batched SVDs change, and float32 runs; grids
-where 1-3 runs survive: all, and without the floor those survivors differed) and
-otherwise equal to round-off: tested to 1e-12 relative in float64 (1e-5 in float32) over 200 iterations.
-As with any other change of batch composition, dynamics that amplify perturbations
-(rates at the stability edge, long calls) can grow such round-off differences. That
-is why ``sweep.MATH_VERSION`` did not change with compaction: the math is the same,
-only the batch composition, which already varies between shard plans (see
-DEVELOPERS.md, "Executors"), and stored results stay valid.
+``diverged_at`` on are NaN, its tensors stay as they were when it froze. The other runs
+do the same operations on the same numbers in smaller tensors, and that alone could
+change their last bits: a BLAS GEMM computes whole blocks of rows with one kernel and
+the rows past the last whole block with another, which rounds differently (MKL on an
+AMD EPYC: the last ``rows mod 4`` rows of a float64 GEMM; in float32 with d = 6 a row's
+bits also depend on its row's parity), and torch's vectorised loops compute ``pow`` in
+a remainder with ``std::pow``, not the vector kernel; removing runs moves the others
+across those boundaries (measured before the fix: up to 1.2e-12 relative in a 200-
+iteration test, grown to 0.6 at the stability edge). So every tensor whose size
+follows the number of runs is padded to whole blocks, and a run keeps its place within
+its block:
+
+* the forward computes on ``S >= R`` runs whose ``S k`` rows are a multiple of
+  ``ROW_BLOCK`` (16 rows of float64, 32 of float32: two AVX-512 vectors, the unroll of
+  torch's elementwise loops, and a multiple of the BLAS kernels' row blocks of 4-16);
+  the padding runs are zero and never read (``_Forward``; ``_Problem.loss64`` too);
+* after a compaction, run i sits at slot ``slots[i]`` of that padded buffer, and a run
+  keeps its slot modulo the block (``compacted_slots``: runs of one residue are packed
+  in order), so its rows keep their offset within a block;
+* the groups' per-run powers are computed on tensors padded to a multiple of 32 runs
+  (the e2e scheme's update, ``groups.RUN_BLOCK``; Adam's bias corrections with per-run
+  betas, ``kernels._pow``).
+
+With these, compacted results are bit-identical to uncompacted ones on the mixed test
+grids (every group kind, float64 and float32, k = 1 and 2, both masking paths) and a
+run's forward gives the same bits in programs of any size (tested). The price: up to
+``ROW_BLOCK`` - 1 zero rows in every GEMM, and after a compaction two copies of the
+runs' W_e and G per step and blocks that are not full (see benchmarks/README.md,
+"Compaction"). This rests on the kernels being deterministic functions of the
+shapes and a row's offset within its block, as MKL's and torch's CPU kernels are; a
+BLAS that split a GEMM's reduction differently with its row count would break it (the
+mixed-grid tests would say so). ``sweep.MATH_VERSION`` did not change: the math is the
+same and only round-off moved (stored results computed before the padding agree with
+new ones to round-off, as results of different shard plans do; see DEVELOPERS.md,
+"Executors").
 
 Resumability: ``checkpoint_every=K`` calls ``checkpoint(state)`` after every K-th
 update, where ``state`` is :meth:`TrainState.to_dict` (ints, floats, strings, lists, a
@@ -85,8 +106,8 @@ frozen losses for the log), so in float64 the result is bit-identical
 to an uninterrupted call (the initial RNG draws are not needed any more). A checkpoint
 written before compaction existed (frozen runs still in its program) resumes the same
 way; the uninterrupted call that it is then compared with would have dropped those runs
-earlier, so the two agree to round-off (bit for bit when no run had to leave before the
-checkpoint). A state that does not match the call is refused with a ValueError.
+earlier, which changes no bits either (tested). A state that does not match the call is
+refused with a ValueError.
 """
 
 from __future__ import annotations
@@ -120,6 +141,7 @@ __all__ = [
     "COMPACT_EVERY",
     "DEFAULT_DTYPE",
     "MIN_GEMM_ROWS",
+    "ROW_BLOCK",
     "initial_factors",
     "log_iterations",
     "train",
@@ -128,6 +150,7 @@ __all__ = [
 DEFAULT_DTYPE = torch.float64
 COMPACT_EVERY = 1000  # C: the default period of the compaction check (iterations)
 MIN_GEMM_ROWS = 4  # a compaction leaves at least this many GEMM rows (runs x k), or none
+ROW_BLOCK = 16  # the forward's GEMMs have a multiple of this many rows (zero padding runs)
 _NEVER = np.iinfo(np.int64).max
 
 Tensor = torch.Tensor
@@ -196,68 +219,132 @@ class _Problem:
 
     def loss64(self, We: Tensor) -> Tensor:
         """Exact float64 losses (R,) of end-to-end matrices We (R, k, d), residual form."""
-        if self.ce is not None:
-            return ce_loss_grad(We.to(torch.float64), self.XT64.T, self.labels, self.ce.l2)[0]
         R = We.shape[0]
-        W = We.to(torch.float64).reshape(R * self.k, self.d)
-        r = (W @ self.XT64).view(R, self.k, self.m) - self.YT64  # float64 exact
-        return lp_sum(r.reshape(R, -1), self.p) / (self.p * self.m)
+        We = _pad_runs(We.to(torch.float64))  # as the forward: no BLAS remainder panel
+        S = We.shape[0]
+        if self.ce is not None:
+            return ce_loss_grad(We, self.XT64.T, self.labels, self.ce.l2)[0][:R]
+        W = We.reshape(S * self.k, self.d)
+        r = (W @ self.XT64).view(S, self.k, self.m) - self.YT64  # float64 exact
+        return (lp_sum(r.reshape(S, -1), self.p) / (self.p * self.m))[:R]
 
     def accuracy64(self, We: Tensor) -> Tensor | None:
         """Train accuracies (R,) of We for the cross-entropy loss (None for l_p)."""
         if self.ce is None:
             return None
-        return ce_accuracy(We.to(torch.float64), self.XT64.T, self.labels)
+        R = We.shape[0]
+        return ce_accuracy(_pad_runs(We.to(torch.float64)), self.XT64.T, self.labels)[:R]
+
+
+def _pad_runs(We: Tensor) -> Tensor:
+    """We (R, k, d) with zero runs appended up to ``padded_runs(R, k)``."""
+    R, k = We.shape[0], We.shape[1]
+    pad = padded_runs(R, k, We.dtype) - R
+    return torch.cat([We, We.new_zeros(pad, *We.shape[1:])]) if pad else We
 
 
 class _Forward:
-    """Loss and gradient of all runs at once, into preallocated buffers."""
+    """Loss and gradient of all runs at once, into preallocated buffers.
 
-    def __init__(self, prob: _Problem, R: int):
+    The GEMMs run on a padded buffer ``Wp`` of ``S`` runs whose ``S k`` rows are a whole
+    number of blocks (``padded_runs``); run i of the program sits at run ``slots[i]`` of
+    it (``slots`` None: at run i), and the other runs of ``Wp`` stay zero (finite; their
+    losses and gradients are never read). No run's rows then fall into a BLAS kernel's
+    or a vectorised loop's remainder, and a compaction keeps each run's row offset
+    within its block (``_Program.keep``), as both can change the rounding of a row (see
+    "Compaction" in the module docstring). ``We`` and ``G`` hold the program's R runs
+    (views of ``Wp``, ``Gp`` when ``slots`` is None, else copied in and out)."""
+
+    def __init__(self, prob: _Problem, R: int, slots: Tensor | None = None):
         self.prob = prob
         self.R = R
         k, d, m = prob.k, prob.d, prob.m
+        self.slots = slots
+        S = padded_runs(R if slots is None else int(slots.max()) + 1, k, prob.dtype)
+        self.S = S
         opts = {"device": prob.device, "dtype": prob.dtype}
-        self.We = torch.zeros(R, k, d, **opts)
-        self.G = torch.zeros(R, k, d, **opts)
+        self.Wp = torch.zeros(S, k, d, **opts)
+        self.Gp = torch.zeros(S, k, d, **opts)
+        if slots is None:
+            self.We = self.Wp[:R]  # the runs' rows (views)
+            self.G = self.Gp[:R]
+        else:
+            self.We = torch.zeros(R, k, d, **opts)
+            self.G = torch.zeros(R, k, d, **opts)
         if prob.ce is not None:
             self.Xc = prob.X
         elif prob.gram:
-            self.WA = torch.empty(R * k, d, **opts)
-            self.tmp = torch.empty(R, k, d, **opts)
+            self.WA = torch.empty(S * k, d, **opts)
+            self.tmp = torch.empty(S, k, d, **opts)
         else:
-            self.P = torch.empty(R * k, m, **opts)
-            self.aux = torch.empty(R, k * m, **opts) if prob.p != 2.0 else None
+            self.P = torch.empty(S * k, m, **opts)
+            self.aux = torch.empty(S, k * m, **opts) if prob.p != 2.0 else None
         self.scale = 1.0 / (prob.p * m) if prob.ce is None else 0.0
         self.inv_m = 1.0 / m
 
     def __call__(self) -> Tensor:
-        """Fill self.G with dL/dW_e at self.We; return the losses (R,) in the compute dtype.
+        """Fill self.G with dL/dW_e at self.We; return the losses (R,) in the compute dtype."""
+        if self.slots is None:
+            return self._padded()[: self.R]
+        self.Wp.index_copy_(0, self.slots, self.We)
+        loss = self._padded()
+        torch.index_select(self.Gp, 0, self.slots, out=self.G)
+        return loss.index_select(0, self.slots)
+
+    def _padded(self) -> Tensor:
+        """Losses (S,) and gradients (``Gp``) of the S runs of ``Wp``.
 
         Residual form, with P = W_e X^T overwritten in place: r = P - Y^T, then
         ``losses.lp_sum_and_phi_`` gives sum |r|^p and phi = |r|^{p-2} r (in place), and
         G = (1/m) phi X; the loss is sum |r|^p / (p m). Gram form (p = 2): see the
         module docstring."""
-        prob, R, k, d = self.prob, self.R, self.prob.k, self.prob.d
+        prob, S, k, d = self.prob, self.S, self.prob.k, self.prob.d
         if prob.ce is not None:  # softmax cross-entropy: losses.ce_loss_grad
-            loss, G = ce_loss_grad(self.We, prob.X, prob.labels, prob.ce.l2)
-            self.G.copy_(G)
+            loss, G = ce_loss_grad(self.Wp, prob.X, prob.labels, prob.ce.l2)
+            self.Gp.copy_(G)
             return loss
-        Wf = self.We.view(R * k, d)
+        Wf = self.Wp.view(S * k, d)
         if prob.gram:
             torch.mm(Wf, prob.A, out=self.WA)
-            torch.sub(self.WA.view(R, k, d), prob.B, out=self.G)
-            torch.sub(self.G, prob.B, out=self.tmp)  # We A - 2B
-            self.tmp.mul_(self.We)
-            loss = self.tmp.view(R, k * d).sum(-1)
+            torch.sub(self.WA.view(S, k, d), prob.B, out=self.Gp)
+            torch.sub(self.Gp, prob.B, out=self.tmp)  # We A - 2B
+            self.tmp.mul_(self.Wp)
+            loss = self.tmp.view(S, k * d).sum(-1)
             return loss.add_(prob.c).mul_(0.5)
         m = prob.m
         torch.mm(Wf, prob.X.T, out=self.P)
-        r = self.P.view(R, k, m).sub_(prob.YT).view(R, k * m)
+        r = self.P.view(S, k, m).sub_(prob.YT).view(S, k * m)
         lsum, phi = lp_sum_and_phi_(r, prob.p, aux=self.aux)
-        torch.mm(phi.view(R * k, m), prob.X, out=self.G.view(R * k, d))
-        self.G.mul_(self.inv_m)
+        torch.mm(phi.view(S * k, m), prob.X, out=self.Gp.view(S * k, d))
+        self.Gp.mul_(self.inv_m)
         return lsum.mul_(self.scale)
+
+
+def _block_runs(k: int, dtype: torch.dtype) -> int:
+    """Runs per lane period: ``padded_runs`` pads to, and compaction keeps each run's
+    slot modulo, this many runs (``ROW_BLOCK`` rows of 8-byte numbers, twice as many of
+    4-byte ones, divided among k rows a run)."""
+    block = ROW_BLOCK * 8 // (torch.finfo(dtype).bits // 8)
+    return block // math.gcd(block, k)
+
+
+def padded_runs(R: int, k: int, dtype: torch.dtype = torch.float64) -> int:
+    """The smallest S >= R whose S k GEMM rows are a whole number of blocks."""
+    step = _block_runs(k, dtype)
+    return -(-R // step) * step
+
+
+def compacted_slots(slots: Tensor, k: int, dtype: torch.dtype) -> Tensor:
+    """New slots for runs at ``slots`` (ascending, the runs that stay): each run keeps its
+    slot modulo ``_block_runs`` (its rows' offset within their block), and the runs of
+    one residue keep their order, packed from the start."""
+    step = _block_runs(k, dtype)
+    lane = slots % step
+    out = torch.empty_like(slots)
+    for j in lane.unique().tolist():
+        at = (lane == j).nonzero().squeeze(1)
+        out[at] = j + step * torch.arange(at.numel(), device=slots.device)
+    return out
 
 
 class _Program:
@@ -299,8 +386,13 @@ class _Program:
             if grp.size:
                 live.append(grp)
         self.live = live
+        old = self.fwd
+        assert old is not None
+        slots = old.slots if old.slots is not None else torch.arange(old.R, device=keep.device)
+        slots = compacted_slots(slots[keep], self.prob.k, self.prob.dtype)
         self.fwd = None  # free the old buffers before allocating the smaller ones
-        self.fwd = _Forward(self.prob, r0) if r0 else None
+        del old
+        self.fwd = _Forward(self.prob, r0, slots) if r0 else None
         if self.fwd is not None:
             self._write()
 

@@ -54,6 +54,8 @@ __all__ = [
 ]
 
 Tensor = torch.Tensor
+#: the e2e groups' update runs on a multiple of this many runs (zero padding runs)
+RUN_BLOCK = 32
 
 
 def initial_factors(run: Run, d: int, k: int) -> list[Tensor]:
@@ -396,9 +398,24 @@ class E2EGroup(Group):
         act = None if active is None else active.view(-1, 1, 1)
         W = self.W if act is None else torch.where(act, self.W, 0.0)
         Gs = G if act is None else torch.where(act, G, 0.0)
-        D = end_to_end_update(W, Gs, depth=self.depth, weight_decay=self.wd)
+        D = self._direction(W, Gs)
         new = torch.addcmul(self.W, self.lr, D, value=-1)
         self.W = new if act is None else torch.where(act, new, self.W)
+
+    def _direction(self, W: Tensor, G: Tensor) -> Tensor:
+        """``end_to_end_update`` on the group's runs padded with zero runs (a frozen run's
+        inputs) to a multiple of ``RUN_BLOCK``: its elementwise transcendental functions
+        (the fractional powers) round differently in a vectorised loop's remainder, so
+        without the padding a run's bits would depend on the group's size (compaction)."""
+        Rg = W.shape[0]
+        pad = -Rg % RUN_BLOCK
+        wd = self.wd
+        if pad:
+            W = torch.cat([W, W.new_zeros(pad, *W.shape[1:])])
+            G = torch.cat([G, G.new_zeros(pad, *G.shape[1:])])
+            if isinstance(wd, Tensor):
+                wd = torch.cat([wd, wd.new_zeros(pad, *wd.shape[1:])])
+        return end_to_end_update(W, G, depth=self.depth, weight_decay=wd)[:Rg]
 
     def tensors(self) -> dict[str, Tensor]:
         return {"W": self.W}

@@ -53,14 +53,30 @@ def init_state(method: str, p: Tensor, hp: HParams) -> State:
     return {}
 
 
+_BLOCK = 32  # elements: a whole number of iterations of torch's vectorised CPU loops
+
+
+def _pow(b: float | Tensor, t: int) -> float | Tensor:
+    """``b**t``; a per-run tensor ``b`` is padded to a multiple of ``_BLOCK`` elements,
+    because a vectorised loop's remainder rounds ``pow`` differently (std::pow instead
+    of the vector kernel), so a run's bits would depend on the group's size."""
+    if not isinstance(b, Tensor):
+        return b**t
+    flat = b.reshape(-1)
+    pad = -flat.numel() % _BLOCK
+    if pad:
+        flat = torch.cat([flat, flat.new_full((pad,), 0.5)])
+    return flat.pow(t)[: b.numel()].view(b.shape)
+
+
 def adam_update(
     p: Tensor, g: Tensor, state: State, hp: HParams, lr: Tensor, t: int, tf: bool
 ) -> tuple[Tensor, State]:
     b1, b2, eps = hp["beta1"], hp["beta2"], hp["eps"]
     m = state["m"] + (1 - b1) * (g - state["m"])
     v = b2 * state["v"] + (1 - b2) * (g * g)
-    bc1 = 1 - b1**t
-    bc2 = 1 - b2**t
+    bc1 = 1 - _pow(b1, t)
+    bc2 = 1 - _pow(b2, t)
     if tf:
         lr_t = lr * torch.sqrt(bc2) / bc1 if isinstance(bc2, Tensor) else lr * bc2**0.5 / bc1
         p_new = p - lr_t * m / (torch.sqrt(v) + eps)
