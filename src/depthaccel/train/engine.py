@@ -150,7 +150,8 @@ __all__ = [
 DEFAULT_DTYPE = torch.float64
 COMPACT_EVERY = 1000  # C: the default period of the compaction check (iterations)
 MIN_GEMM_ROWS = 4  # a compaction leaves at least this many GEMM rows (runs x k), or none
-ROW_BLOCK = 16  # the forward's GEMMs have a multiple of this many rows (zero padding runs)
+ROW_BLOCK = 4  # the forward's GEMMs have a multiple of this many rows of float64 (see
+# _block_runs: twice as many of float32, more for an l_p loss whose p needs pow)
 _NEVER = np.iinfo(np.int64).max
 
 Tensor = torch.Tensor
@@ -220,7 +221,7 @@ class _Problem:
     def loss64(self, We: Tensor) -> Tensor:
         """Exact float64 losses (R,) of end-to-end matrices We (R, k, d), residual form."""
         R = We.shape[0]
-        We = _pad_runs(We.to(torch.float64))  # as the forward: no BLAS remainder panel
+        We = _pad_runs(self, We.to(torch.float64))  # as the forward: no BLAS remainder panel
         S = We.shape[0]
         if self.ce is not None:
             return ce_loss_grad(We, self.XT64.T, self.labels, self.ce.l2)[0][:R]
@@ -233,13 +234,13 @@ class _Problem:
         if self.ce is None:
             return None
         R = We.shape[0]
-        return ce_accuracy(_pad_runs(We.to(torch.float64)), self.XT64.T, self.labels)[:R]
+        return ce_accuracy(_pad_runs(self, We.to(torch.float64)), self.XT64.T, self.labels)[:R]
 
 
-def _pad_runs(We: Tensor) -> Tensor:
-    """We (R, k, d) with zero runs appended up to ``padded_runs(R, k)``."""
-    R, k = We.shape[0], We.shape[1]
-    pad = padded_runs(R, k, We.dtype) - R
+def _pad_runs(prob: _Problem, We: Tensor) -> Tensor:
+    """Float64 We (R, k, d) with zero runs appended up to ``padded_runs``."""
+    R = We.shape[0]
+    pad = padded_runs(R, _block_runs(prob, torch.float64)) - R
     return torch.cat([We, We.new_zeros(pad, *We.shape[1:])]) if pad else We
 
 
@@ -260,7 +261,8 @@ class _Forward:
         self.R = R
         k, d, m = prob.k, prob.d, prob.m
         self.slots = slots
-        S = padded_runs(R if slots is None else int(slots.max()) + 1, k, prob.dtype)
+        self.step = _block_runs(prob, prob.dtype)
+        S = padded_runs(R if slots is None else int(slots.max()) + 1, self.step)
         self.S = S
         opts = {"device": prob.device, "dtype": prob.dtype}
         self.Wp = torch.zeros(S, k, d, **opts)
@@ -320,25 +322,30 @@ class _Forward:
         return lsum.mul_(self.scale)
 
 
-def _block_runs(k: int, dtype: torch.dtype) -> int:
-    """Runs per lane period: ``padded_runs`` pads to, and compaction keeps each run's
-    slot modulo, this many runs (``ROW_BLOCK`` rows of 8-byte numbers, twice as many of
-    4-byte ones, divided among k rows a run)."""
-    block = ROW_BLOCK * 8 // (torch.finfo(dtype).bits // 8)
-    return block // math.gcd(block, k)
+def _block_runs(prob: _Problem, dtype: torch.dtype) -> int:
+    """Runs per block: ``padded_runs`` pads to, and compaction keeps each run's slot
+    modulo, this many runs. A block is ``ROW_BLOCK`` GEMM rows of float64 (twice as many
+    of float32: the BLAS kernels' row panels), and for an l_p loss with p other than 2
+    and 4 (whose forward takes elementwise powers of the S k m residuals) also a whole
+    number of 128 bytes of residuals (two AVX-512 vectors: the unroll of torch's
+    vectorised loops, whose remainder computes ``pow`` with ``std::pow``)."""
+    size = torch.finfo(dtype).bits // 8
+    rows = ROW_BLOCK * 8 // size
+    if prob.ce is None and prob.p not in (2.0, 4.0):
+        vec = 128 // size  # elements
+        rows = math.lcm(rows, vec // math.gcd(vec, prob.m))
+    return rows // math.gcd(rows, prob.k)
 
 
-def padded_runs(R: int, k: int, dtype: torch.dtype = torch.float64) -> int:
-    """The smallest S >= R whose S k GEMM rows are a whole number of blocks."""
-    step = _block_runs(k, dtype)
+def padded_runs(R: int, step: int) -> int:
+    """The smallest multiple of ``step`` (``_block_runs``) that is >= R."""
     return -(-R // step) * step
 
 
-def compacted_slots(slots: Tensor, k: int, dtype: torch.dtype) -> Tensor:
-    """New slots for runs at ``slots`` (ascending, the runs that stay): each run keeps its
-    slot modulo ``_block_runs`` (its rows' offset within their block), and the runs of
-    one residue keep their order, packed from the start."""
-    step = _block_runs(k, dtype)
+def compacted_slots(slots: Tensor, step: int) -> Tensor:
+    """New slots for the runs at ``slots`` (the runs that stay): each run keeps its slot
+    modulo ``step`` (``_block_runs``: its rows' offset within their block), and the runs
+    of one residue keep their order, packed from the start."""
     lane = slots % step
     out = torch.empty_like(slots)
     for j in lane.unique().tolist():
@@ -389,7 +396,7 @@ class _Program:
         old = self.fwd
         assert old is not None
         slots = old.slots if old.slots is not None else torch.arange(old.R, device=keep.device)
-        slots = compacted_slots(slots[keep], self.prob.k, self.prob.dtype)
+        slots = compacted_slots(slots[keep], old.step)
         self.fwd = None  # free the old buffers before allocating the smaller ones
         del old
         self.fwd = _Forward(self.prob, r0, slots) if r0 else None
