@@ -66,10 +66,11 @@ iteration test, grown to 0.6 at the stability edge). So every tensor whose size
 follows the number of runs is padded to whole blocks, and a run keeps its place within
 its block:
 
-* the forward computes on ``S >= R`` runs whose ``S k`` rows are a multiple of
-  ``ROW_BLOCK`` (16 rows of float64, 32 of float32: two AVX-512 vectors, the unroll of
-  torch's elementwise loops, and a multiple of the BLAS kernels' row blocks of 4-16);
-  the padding runs are zero and never read (``_Forward``; ``_Problem.loss64`` too);
+* the forward computes on ``S >= R`` runs whose ``S k`` rows are a whole number of
+  blocks (``_block_runs``: ``ROW_BLOCK`` = 4 rows of float64, 8 of float32, the BLAS
+  kernels' row panels; for an l_p loss with p other than 2 and 4, whose forward takes
+  ``pow`` of the residuals, also whole 128-byte vectors of residuals); the padding runs
+  are zero and never read (``_Forward``; ``_Problem.loss64`` too);
 * after a compaction, run i sits at slot ``slots[i]`` of that padded buffer, and a run
   keeps its slot modulo the block (``compacted_slots``: runs of one residue are packed
   in order), so its rows keep their offset within a block;
@@ -79,13 +80,16 @@ its block:
 
 With these, compacted results are bit-identical to uncompacted ones on the mixed test
 grids (every group kind, float64 and float32, k = 1 and 2, both masking paths) and a
-run's forward gives the same bits in programs of any size (tested). The price: up to
-``ROW_BLOCK`` - 1 zero rows in every GEMM, and after a compaction two copies of the
+run's forward gives the same bits in programs of any size (tested). The price: a few
+zero rows in every GEMM (at most a block), and after a compaction two copies of the
 runs' W_e and G per step and blocks that are not full (see benchmarks/README.md,
 "Compaction"). This rests on the kernels being deterministic functions of the
-shapes and a row's offset within its block, as MKL's and torch's CPU kernels are; a
-BLAS that split a GEMM's reduction differently with its row count would break it (the
-mixed-grid tests would say so). ``sweep.MATH_VERSION`` did not change: the math is the
+shapes and a row's offset within its block, as MKL's and torch's CPU kernels are, and
+on ``ROW_BLOCK`` being a multiple of the BLAS's row panel (4 for MKL's dgemm on an AMD
+EPYC; on an Intel AVX-512 CPU only GEMMs of 1-3 rows rounded differently): a BLAS with wider panels needs a larger
+``ROW_BLOCK``, and one that split a GEMM's reduction by its row count would break it;
+the engine's tests (a run's forward in programs of any size, the mixed grids) say so
+on any machine they run on. ``sweep.MATH_VERSION`` did not change: the math is the
 same and only round-off moved (stored results computed before the padding agree with
 new ones to round-off, as results of different shard plans do; see DEVELOPERS.md,
 "Executors").
