@@ -17,6 +17,7 @@ from depthaccel.atomic import atomic_open
 
 __all__ = [
     "Curve",
+    "finish_figure",
     "format_lr",
     "QUICK_STAMP",
     "format_seconds",
@@ -46,6 +47,23 @@ def stamp_quick(fig: Any, quick: bool) -> None:
         fig.suptitle(f"{text}\n[{QUICK_STAMP}]")
     else:
         fig.suptitle(QUICK_STAMP, color="firebrick")
+
+
+def finish_figure(
+    fig: Any, path: str | os.PathLike, quick: bool, rect: tuple[float, ...] | None = None
+) -> str | os.PathLike:
+    """The last steps of an experiment's figure: :func:`stamp_quick`, ``tight_layout``
+    (within ``rect`` if given), saved atomically at 110 dpi and closed; returns ``path``."""
+    from depthaccel.atomic import save_figure
+
+    stamp_quick(fig, quick)
+    if rect is None:
+        fig.tight_layout()
+    else:
+        fig.tight_layout(rect=rect)
+    save_figure(fig, path, dpi=110)
+    pyplot().close(fig)
+    return path
 
 
 def gap_ylabel(loss_scale: str = "paper") -> str:

@@ -31,12 +31,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from depthaccel.atomic import atomic_open, save_figure
+from depthaccel.atomic import atomic_open
 from depthaccel.experiments.context import ExperimentContext
 from depthaccel.experiments.results import Claim
 from depthaccel.experiments.spec import ExperimentSpec
 from depthaccel.preconditioner import end_to_end_direction, preconditioner_matrix
-from depthaccel.reporting import pyplot, stamp_quick
+from depthaccel.reporting import finish_figure, pyplot
 
 NAME = "claim1"
 TITLE = "Claim 1: the spectrum of the end-to-end preconditioner P_W"
@@ -333,11 +333,7 @@ def _plot(path: Path, pairs: list[tuple[float, np.ndarray, np.ndarray]], *, quic
     axes[1].set_xlabel("K / max K")
     axes[1].set_ylabel("|eigenvalue - K| / max K (floored at 1e-18)")
     axes[1].set_title("deviation")
-    stamp_quick(fig, quick)
-    fig.tight_layout()
-    save_figure(fig, path, dpi=110)
-    plt.close(fig)
-    return path
+    return finish_figure(fig, path, quick)
 
 
 SPEC = ExperimentSpec(

@@ -55,7 +55,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from depthaccel.atomic import save_figure
 from depthaccel.experiments import tutorial_config
 from depthaccel.experiments.context import ExperimentContext
 from depthaccel.experiments.mnist_analysis import first_reach as first_reach  # re-exported
@@ -71,7 +70,7 @@ from depthaccel.experiments.tutorial_config import (
     train_net_tasks,
 )
 from depthaccel.models import mnist_tutorial as mt
-from depthaccel.reporting import pyplot, stamp_quick, write_curves_csv
+from depthaccel.reporting import finish_figure, pyplot, write_curves_csv
 
 NAME = "fig5-right"
 TITLE = (
@@ -261,11 +260,7 @@ def plot(
         if key == "loss":
             ax.legend(fontsize=7)
     fig.suptitle(f"Fig. 5 right: MNIST tutorial, SGD+momentum (moving average over {window})")
-    stamp_quick(fig, quick)
-    fig.tight_layout()
-    save_figure(fig, path, dpi=110)
-    plt.close(fig)
-    return path
+    return finish_figure(fig, path, quick)
 
 
 # ----------------------------------------------------------------------------------- run

@@ -47,7 +47,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from depthaccel.atomic import save_figure
 from depthaccel.experiments import tutorial_config
 from depthaccel.experiments.context import ExperimentContext
 from depthaccel.experiments.mnist_analysis import first_reach, smooth
@@ -62,7 +61,7 @@ from depthaccel.experiments.tutorial_config import (
 )
 from depthaccel.models import mnist_tutorial as mt
 from depthaccel.optim import EndToEndSGD
-from depthaccel.reporting import pyplot, stamp_quick, write_curves_csv
+from depthaccel.reporting import finish_figure, pyplot, write_curves_csv
 
 NAME = "mnist-e2e"
 TITLE = (
@@ -319,11 +318,7 @@ def plot(
     texts.append("light lines: the raw per-step batch values (each net's colour)")
     fig.legend(handles, texts, loc="lower center", ncol=2, fontsize=8, frameon=False)
     fig.suptitle(f"MNIST tutorial: depth without depth (moving average over {window})")
-    stamp_quick(fig, quick)
-    fig.tight_layout(rect=(0, 0.12, 1, 1))
-    save_figure(fig, path, dpi=110)
-    plt.close(fig)
-    return path
+    return finish_figure(fig, path, quick, rect=(0, 0.12, 1, 1))
 
 
 # ---------------------------------------------------------------------------------- run

@@ -32,12 +32,18 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from depthaccel.atomic import atomic_open, save_figure
+from depthaccel.atomic import atomic_open
 from depthaccel.experiments.context import ExperimentContext, StoredTasks
 from depthaccel.experiments.results import Claim
 from depthaccel.experiments.spec import ExperimentSpec
 from depthaccel.preconditioner import single_output_direction
-from depthaccel.reporting import Curve, format_lr, pyplot, stamp_quick, write_curves_csv
+from depthaccel.reporting import (
+    Curve,
+    finish_figure,
+    format_lr,
+    pyplot,
+    write_curves_csv,
+)
 from depthaccel.train.grid import log_grid
 
 NAME = "sec7"
@@ -515,11 +521,7 @@ def _plot(path: Path, config: Config, curves, traj, speedups, r_big, quick: bool
     axes[2].set_ylabel(r"$L(w) - L^*$ ($L^* = 0$)")
     axes[2].set_title(f"l{config.p} loss, y1/y2 = {r_big:g} (the median start)")
     axes[2].legend(fontsize=8)
-    stamp_quick(fig, quick)
-    fig.tight_layout()
-    save_figure(fig, path, dpi=110)
-    plt.close(fig)
-    return path
+    return finish_figure(fig, path, quick)
 
 
 SPEC = ExperimentSpec(

@@ -39,12 +39,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from depthaccel.atomic import atomic_open, save_figure
+from depthaccel.atomic import atomic_open
 from depthaccel.experiments.context import ExperimentContext
 from depthaccel.experiments.results import Claim
 from depthaccel.experiments.spec import ExperimentSpec
 from depthaccel.preconditioner import single_output_direction
-from depthaccel.reporting import pyplot, stamp_quick
+from depthaccel.reporting import finish_figure, pyplot
 
 NAME = "thm2"
 TITLE = "Theorem 2: the end-to-end field F is not a gradient field for N > 2"
@@ -418,11 +418,7 @@ def _plot(path: Path, rows, config: Config, e, f, grad, quick: bool = False) -> 
     ax1.set_ylim(bottom=3e-20)
     ax1.set_title("|I| (solid), quadrature error (dotted),\nconstant-gradient closed form (dashed)")
     ax1.legend(fontsize=7)
-    stamp_quick(fig, quick)
-    fig.tight_layout()
-    save_figure(fig, path, dpi=110)
-    plt.close(fig)
-    return path
+    return finish_figure(fig, path, quick)
 
 
 SPEC = ExperimentSpec(
