@@ -12,6 +12,7 @@ import torch
 
 from depthaccel.experiments import EXPERIMENTS, run_experiment
 from depthaccel.experiments import mnist_e2e as me
+from depthaccel.experiments.mnist_analysis import iterations_to_levels, similar
 from depthaccel.models import mnist_tutorial as mt
 from depthaccel.reporting import read_curves_csv
 
@@ -69,7 +70,7 @@ def test_iterations_to_levels_by_hand():
         "overparameterized": np.array([4.0, 2.5, 1.5, 1.0]),
         "e2e": np.array([5.0, 5.0, 4.5, 3.5]),
     }
-    rows = me.iterations_to_levels(curves, (0.5, 1.0))
+    rows = iterations_to_levels(curves, (0.5, 1.0))
     assert rows[0] == {
         "fraction": 0.5,
         "level": 4.0,
@@ -78,10 +79,10 @@ def test_iterations_to_levels_by_hand():
         "e2e": 4,
     }
     assert rows[1]["level"] == 2.0 and rows[1]["overparameterized"] == 3
-    assert not me._similar(rows[0], 1.25)  # 4 > 1.25 * 1
-    assert rows[1]["e2e"] is None and not me._similar(rows[1], 1.25)
-    assert me._similar({"overparameterized": 4, "e2e": 5}, 1.25)
-    assert not me._similar({"overparameterized": 4, "e2e": 6}, 1.25)
+    assert not similar(rows[0], 1.25)  # 4 > 1.25 * 1
+    assert rows[1]["e2e"] is None and not similar(rows[1], 1.25)
+    assert similar({"overparameterized": 4, "e2e": 5}, 1.25)
+    assert not similar({"overparameterized": 4, "e2e": 6}, 1.25)
 
 
 @pytest.mark.parametrize(

@@ -64,9 +64,11 @@ from depthaccel.experiments.results import Claim
 from depthaccel.experiments.spec import ExperimentSpec
 from depthaccel.experiments.tutorial_config import (
     TutorialConfig,
+    TutorialMeasured,
     common_steps,
     factor_shapes_text,
     history_curves,
+    loss_axis,
     train_net_tasks,
 )
 from depthaccel.models import mnist_tutorial as mt
@@ -172,11 +174,12 @@ def build_models(
     return plain, over, summary
 
 
-def init_l2_note(cfg: Config, plain: nn.Module, over: nn.Module) -> str:
-    """The report's note on the L2 term at init, computed from the initial nets: the
-    tutorial's ``l2_weight * sum l2_loss`` of the original and of the overparameterized net
-    with the penalty on the product and on the factors, and the entry standard deviation
-    of each dense layer's end-to-end matrix (the product of the factors)."""
+def init_l2_and_std(
+    cfg: Config, plain: nn.Module, over: nn.Module
+) -> tuple[dict[str, float], dict[str, tuple[float, float]]]:
+    """From the initial nets: the tutorial's ``l2_weight * sum l2_loss`` of the original
+    and of the overparameterized net with the penalty on the product and on the factors,
+    and each dense layer's end-to-end entry std (overparameterized, original)."""
     with torch.no_grad():
         l2 = {
             "original": cfg.l2_weight * float(mt.l2_penalty(plain, "product")),
@@ -190,6 +193,15 @@ def init_l2_note(cfg: Config, plain: nn.Module, over: nn.Module) -> str:
             )
             for name in mt.DENSE_LAYERS
         }
+    return l2, std
+
+
+def init_l2_note(cfg: Config, plain: nn.Module, over: nn.Module) -> str:
+    """The report's note on the L2 term at init, computed from the initial nets
+    (:func:`init_l2_and_std`): the penalty of the original and of the overparameterized
+    net on the product and on the factors, and the entry standard deviation of each dense
+    layer's end-to-end matrix (the product of the factors)."""
+    l2, std = init_l2_and_std(cfg, plain, over)
     return (
         f"L2 term at init ({cfg.l2_weight:g} x the tutorial's sum of l2_loss over the dense "
         f"weights and biases, from the initial nets; step 1's batch loss includes it): "
@@ -216,7 +228,6 @@ def plot(
 ) -> Path:
     """Two panels (batch loss = CE + L2; batch cross-entropy) vs iteration: raw light,
     smoothed solid, log y, integer iteration ticks."""
-    from matplotlib.ticker import MaxNLocator
 
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
@@ -251,12 +262,7 @@ def plot(
             ax.plot(
                 [], [], color="tab:gray", alpha=0.35, lw=0.8, label="light: raw per-step values"
             )
-        ax.set_yscale("log")
-        ax.set_xlabel("iteration")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylabel(ylabel)
-        ax.set_title(title, fontsize=10)
-        ax.grid(True, which="major", alpha=0.3)
+        loss_axis(ax, ylabel, title)
         if key == "loss":
             ax.legend(fontsize=7)
     fig.suptitle(f"Fig. 5 right: MNIST tutorial, SGD+momentum (moving average over {window})")
@@ -322,18 +328,12 @@ def _train_all(
 
 
 @dataclass
-class Measured:
+class Measured(TutorialMeasured):
     """What fig5-right measured: every net's per-step history (cut to the steps all did),
     test errors, parameter counts, the L2 term at init (``init_l2``: the penalty of the
     original and of the overparameterized net on the product and on the factors;
     ``init_std``: each dense layer's end-to-end entry std, overparameterized vs original)."""
 
-    quick: bool
-    config: Config
-    steps_done: int
-    hist: dict[str, mt.History]
-    lr_first_last: tuple[float, float]
-    test_error_pct: dict[str, float]
     params: dict[str, int]
     factor_shapes: str
     init_l2: dict[str, float]
@@ -376,19 +376,7 @@ def measure(config: Config, ctx: ExperimentContext) -> Measured:
         data = load_mnist(ctx.data_dir)
         plain, over, summary = build_models(cfg, "cpu", tdtype)  # for counts and the summary
         hist, lrs, done, test_err = _train_all(cfg, ctx, _jobs(cfg), data, tdtype)
-        with torch.no_grad():
-            init_l2 = {
-                "original": cfg.l2_weight * float(mt.l2_penalty(plain, "product")),
-                "product": cfg.l2_weight * float(mt.l2_penalty(over, "product")),
-                "factors": cfg.l2_weight * float(mt.l2_penalty(over, "factors")),
-            }
-            init_std = {
-                name: (
-                    float(getattr(over, name).weight.std()),
-                    float(getattr(plain, name).weight.std()),
-                )
-                for name in mt.DENSE_LAYERS
-            }
+        init_l2, init_std = init_l2_and_std(cfg, plain, over)
         threads = torch.get_num_threads()
     return Measured(
         quick=ctx.quick,

@@ -9,7 +9,16 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["first_reach", "loss_split", "smooth", "speedups", "speedup_text", "why_text"]
+__all__ = [
+    "first_reach",
+    "iterations_to_levels",
+    "loss_split",
+    "similar",
+    "smooth",
+    "speedups",
+    "speedup_text",
+    "why_text",
+]
 
 
 def smooth(values: np.ndarray, window: int) -> np.ndarray:
@@ -181,3 +190,31 @@ def why_text(split: dict[str, Any], rows: list[dict[str, Any]], window: int) -> 
         f"original's at {100 * split['ce_below_frac']:.0f}% of steps)"
     )
     return text
+
+
+def iterations_to_levels(
+    hist: dict[str, np.ndarray], fractions: tuple[float, ...]
+) -> list[dict[str, Any]]:
+    """For each checkpoint ``t = round(f * n)`` of the original net's smoothed curve: its
+    level, and the first iteration at which each other net's smoothed curve reaches it
+    (None: never)."""
+    base = hist["original"]
+    n = len(base)
+    rows = []
+    for f in fractions:
+        t = max(1, min(n, round(f * n)))
+        level = float(base[t - 1])
+        row: dict[str, Any] = {"fraction": f, "level": level, "original": t}
+        for k in ("overparameterized", "e2e"):
+            row[k] = first_reach(hist[k], level)
+        rows.append(row)
+    return rows
+
+
+def similar(row: dict[str, Any], factor: float) -> bool:
+    """Whether the e2e net reached a row's level within ``factor`` x the iterations of the
+    overparameterized net (or the latter never did)."""
+    t_o, t_e = row["overparameterized"], row["e2e"]
+    if t_e is None:
+        return False
+    return t_o is None or t_e <= factor * t_o

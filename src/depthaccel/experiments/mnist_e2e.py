@@ -49,14 +49,16 @@ from torch import nn
 
 from depthaccel.experiments import tutorial_config
 from depthaccel.experiments.context import ExperimentContext
-from depthaccel.experiments.mnist_analysis import first_reach, smooth
+from depthaccel.experiments.mnist_analysis import iterations_to_levels, similar, smooth
 from depthaccel.experiments.results import Claim
 from depthaccel.experiments.spec import ExperimentSpec
 from depthaccel.experiments.tutorial_config import (
     TutorialConfig,
+    TutorialMeasured,
     common_steps,
     factor_shapes_text,
     history_curves,
+    loss_axis,
     train_net_tasks,
 )
 from depthaccel.models import mnist_tutorial as mt
@@ -237,46 +239,6 @@ def step_times_ms(
     return {k: 1e3 * hist[k].seconds / done for k in nets}
 
 
-# ---------------------------------------------------------------------------- analysis
-
-
-def iterations_to_levels(
-    hist: dict[str, np.ndarray], fractions: tuple[float, ...]
-) -> list[dict[str, Any]]:
-    """For each checkpoint ``t = round(f * n)`` of the original net's smoothed curve: its
-    level, and the first iteration at which each other net's smoothed curve reaches it
-    (None: never)."""
-    base = hist["original"]
-    n = len(base)
-    rows = []
-    for f in fractions:
-        t = max(1, min(n, round(f * n)))
-        level = float(base[t - 1])
-        row: dict[str, Any] = {"fraction": f, "level": level, "original": t}
-        for k in ("overparameterized", "e2e"):
-            row[k] = first_reach(hist[k], level)
-        rows.append(row)
-    return rows
-
-
-def _similar(row: dict[str, Any], factor: float) -> bool:
-    t_o, t_e = row["overparameterized"], row["e2e"]
-    if t_e is None:
-        return False
-    return t_o is None or t_e <= factor * t_o
-
-
-def _levels_text(rows: list[dict[str, Any]]) -> str:
-    def it(v: int | None) -> str:
-        return "never" if v is None else str(v)
-
-    return "; ".join(
-        f"level {r['level']:.3g}: original {r['original']}, overparam. "
-        f"{it(r['overparameterized'])}, e2e {it(r['e2e'])}"
-        for r in rows
-    )
-
-
 def plot(
     path: Path,
     hist: dict[str, mt.History],
@@ -288,7 +250,6 @@ def plot(
     """Batch loss and batch cross-entropy vs iteration (raw light, smoothed solid; log y;
     integer iteration ticks)."""
     from matplotlib.lines import Line2D
-    from matplotlib.ticker import MaxNLocator
 
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
@@ -307,12 +268,7 @@ def plot(
             color, ls = styles.get(k, ("tab:gray", ":"))
             ax.plot(x, y, color=color, alpha=0.12, lw=0.5)
             ax.plot(x, smooth(y, window), color=color, ls=ls, lw=1.6, label=labels[k])
-        ax.set_yscale("log")
-        ax.set_xlabel("iteration")
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.set_ylabel(ylabel)
-        ax.set_title(title, fontsize=10)
-        ax.grid(True, which="major", alpha=0.3)
+        loss_axis(ax, ylabel, title)
     handles, texts = axes[0].get_legend_handles_labels()
     handles.append(Line2D([], [], color="tab:gray", alpha=0.35, lw=0.8))
     texts.append("light lines: the raw per-step batch values (each net's colour)")
@@ -325,17 +281,11 @@ def plot(
 
 
 @dataclass
-class Measured:
+class Measured(TutorialMeasured):
     """What mnist-e2e measured: the three nets' per-step histories (cut to the steps all
     of them did), their test errors, wall-clock ms per step (the fair side-by-side
     timing, and each net's own training run), parameter counts and the run's facts."""
 
-    quick: bool
-    config: Config
-    steps_done: int
-    hist: dict[str, mt.History]
-    lr_first_last: tuple[float, float]
-    test_error_pct: dict[str, float]
     ms_per_step: dict[str, float]
     ms_per_step_in_training: dict[str, float]
     load: tuple[str, str]
@@ -403,7 +353,7 @@ def judge(measured: Measured, config: Config) -> list[Claim]:
     for q, what in (("loss", "batch loss"), ("ce", "batch cross-entropy")):
         rows = iterations_to_levels(sm[q], cfg.checkpoints)
         last = rows[-1]
-        worst = [r for r in rows if not _similar(r, cfg.similar)]
+        worst = [r for r in rows if not similar(r, cfg.similar)]
         claims.append(
             Claim.judged(
                 f"The preconditioner alone gives the overparameterized net's speed-up ({what})",

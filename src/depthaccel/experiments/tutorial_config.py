@@ -18,6 +18,8 @@ from depthaccel.reporting import Curve
 
 __all__ = [
     "TutorialConfig",
+    "TutorialMeasured",
+    "loss_axis",
     "common_steps",
     "factor_shapes_text",
     "history_curves",
@@ -331,6 +333,32 @@ def train_net_tasks(
         stored=stored_net_tasks(kind, cfg, data, ctx.device, dtype),
     )
     return {item.key: o for item, o in zip(items, out, strict=True)}
+
+
+@dataclass
+class TutorialMeasured:
+    """The common part of what an experiment on the tutorial net measured (each
+    experiment's ``Measured`` extends it): the nets' per-step histories (cut to the steps
+    all of them did), the learning rate at the first and last step and the test errors."""
+
+    quick: bool
+    config: Any
+    steps_done: int
+    hist: dict[str, mt.History]
+    lr_first_last: tuple[float, float]
+    test_error_pct: dict[str, float]
+
+
+def loss_axis(ax: Any, ylabel: str, title: str) -> None:
+    """A batch-loss panel's axes: log y, integer iteration ticks, labels, title, grid."""
+    from matplotlib.ticker import MaxNLocator
+
+    ax.set_yscale("log")
+    ax.set_xlabel("iteration")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(True, which="major", alpha=0.3)
 
 
 def common_steps(
