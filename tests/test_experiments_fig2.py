@@ -157,10 +157,7 @@ def test_a_rate_above_the_stability_edge_is_reported_as_a_divergence(tmp_path, e
 
 def test_every_curve_has_its_own_style():
     styles = [
-        curve_styles(depth, first)[i]
-        for depth in (2, 3)
-        for first in (True, False)
-        for i in (0, 1)
+        curve_styles(depth, first)[i] for depth in (2, 3) for first in (True, False) for i in (0, 1)
     ]
     keys = [(s["color"], s["ls"], s.get("marker"), s.get("mfc")) for s in styles]
     assert len(set(keys)) == len(keys) == 8

@@ -11,6 +11,8 @@ from depthaccel.experiments.seeds import (
     check_seeds,
     every_seed,
     failing_seeds,
+    gap_range_text,
+    range_text,
     seeds_text,
     spread,
 )
@@ -52,3 +54,23 @@ def test_check_seeds():
     for bad in ([], [0, 0], [0.5], [True]):
         with pytest.raises(ValueError, match="seeds"):
             check_seeds(bad)
+
+
+def test_range_text():
+    assert range_text(spread([0.5])) == "0.5"
+    assert range_text(spread([0.12341, 0.12339])) == "0.123"  # agree to 3 digits
+    assert range_text(spread([2.0, 0.5, 1.0])) == "0.5..2"
+    # a non-finite value anywhere is reported, never hidden behind a finite min and max
+    # (min/max of a list with a NaN in the middle are finite)
+    assert range_text(spread([1.0, float("nan"), 2.0])).startswith("n/a (1 of 3")
+    assert range_text(spread([1.0, float("inf")])).startswith("n/a (1 of 2")
+
+
+def test_gap_range_text():
+    from depthaccel.experiments.loss_scale import gap_text
+
+    assert gap_range_text(spread([2e-3]), 4.0) == gap_text(2e-3, 4.0)
+    assert gap_range_text(spread([3e-3, 1e-3, 2e-3]), 2.0) == (
+        f"{gap_text(1e-3, 2.0)} .. {gap_text(3e-3, 2.0)}"
+    )
+    assert gap_range_text(spread([1e-3, float("nan")]), 4.0).startswith("n/a (1 of 2")

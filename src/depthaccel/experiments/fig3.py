@@ -21,10 +21,17 @@ from typing import Any
 import numpy as np
 
 from depthaccel.experiments.context import ExperimentContext
-from depthaccel.experiments.loss_scale import gap_text, scale_label
+from depthaccel.experiments.loss_scale import scale_label
 from depthaccel.experiments.results import Claim
 from depthaccel.experiments.search import SearchPolicy, search_models
-from depthaccel.experiments.seeds import check_seeds, every_seed, seeds_text, spread
+from depthaccel.experiments.seeds import (
+    check_seeds,
+    every_seed,
+    gap_range_text,
+    range_text,
+    seeds_text,
+    spread,
+)
 from depthaccel.experiments.spec import ExperimentSpec
 from depthaccel.experiments.starts import FairStartConfig, fair_run, initial_gaps_note, start_note
 from depthaccel.reporting import (
@@ -140,11 +147,7 @@ def judge(measured: Measured, config: Config) -> list[Claim]:
     )
 
     def gap_spread(p, d):
-        sp = spread([finals.get((p, d, s), float("nan")) for s in seeds])
-        if sp.n_finite < sp.n:
-            return sp.text()
-        lo, hi = gap_text(sp.min, p), gap_text(sp.max, p)
-        return lo if sp.min == sp.max else f"{lo} .. {hi}"
+        return gap_range_text(spread([finals.get((p, d, s), float("nan")) for s in seeds]), p)
 
     def edge(p):
         return {"chosen lr on its grid's edge": m.edges[p]} if m.edges.get(p) else {}
@@ -192,7 +195,7 @@ def judge(measured: Measured, config: Config) -> list[Claim]:
             Claim.judged(
                 "l4: depth accelerates GD, final gap depth 3 < depth 2 < depth 1",
                 _PAPER_L4,
-                f"final-gap ratio depth {dmax} / depth 1: {_range(ratio[dmax])} over seeds",
+                f"final-gap ratio depth {dmax} / depth 1: {range_text(ratio[dmax])} over seeds",
                 every_seed(holds) if config.assess_claims else None,
                 why="the final gaps are not ordered by depth for seed(s) "
                 + ", ".join(str(s) for s, ok in holds.items() if not ok),
@@ -206,13 +209,6 @@ def judge(measured: Measured, config: Config) -> list[Claim]:
             )
         )
     return claims
-
-
-def _range(sp: Any) -> str:
-    """``min..max`` of a :func:`spread` (one number when they agree)."""
-    if sp.n_finite < sp.n:
-        return sp.text()
-    return f"{sp.min:.3g}" if f"{sp.min:.3g}" == f"{sp.max:.3g}" else f"{sp.min:.3g}..{sp.max:.3g}"
 
 
 def describe(measured: Measured, config: Config) -> str:

@@ -23,16 +23,22 @@ from typing import Any
 import numpy as np
 
 from depthaccel.experiments.context import ExperimentContext
-from depthaccel.experiments.loss_scale import gap_text
 from depthaccel.experiments.lr_curves import (
     below_windows,
     plot_lr_curves,
     windows_text,
     write_lr_curves_csv,
 )
-from depthaccel.experiments.results import Claim
+from depthaccel.experiments.results import Claim, SearchedGaps, searched_settings
 from depthaccel.experiments.search import SearchPolicy, search_models
-from depthaccel.experiments.seeds import check_seeds, every_seed, seeds_text, spread
+from depthaccel.experiments.seeds import (
+    check_seeds,
+    every_seed,
+    gap_range_text,
+    range_text,
+    seeds_text,
+    spread,
+)
 from depthaccel.experiments.spec import ExperimentSpec
 from depthaccel.experiments.starts import FairStartConfig, fair_run, initial_gaps_note, start_note
 from depthaccel.reporting import (
@@ -98,22 +104,13 @@ _STYLES = {
 
 
 @dataclass
-class Measured:
+class Measured(SearchedGaps):
     """What fig4-left measured, keyed by (method, depth, seed): the chosen run's final
     and initial gap (``finals``: NaN when every rate diverged) and rate; ``rates``: every
     rate the search trained and its final gap (None: diverged); ``edges``: models whose
     chosen rate is on its grid's edge; ``lr_rows``: the learning-rate table (CSV);
     ``curves``: the chosen runs' gap curves."""
 
-    quick: bool
-    p: float
-    iters: int
-    seeds: tuple[int, ...]
-    data_source: str
-    loss_scale: str
-    finals: dict[Key, float]
-    inits: dict[Key, float]
-    chosen: dict[Key, float]
     rates: dict[Key, tuple[list[float], list[float | None]]]
     edges: list[str]
     search: dict[str, Any]
@@ -218,10 +215,9 @@ def judge(measured: Measured, config: Config) -> list[Claim]:
     )
 
     def spread_gaps(method, depth):
-        sp = spread([finals.get((method, depth, s), float("nan")) for s in seeds])
-        if sp.n_finite < sp.n:
-            return sp.text()
-        return gap_text(sp.min, p) + ("" if sp.min == sp.max else f" .. {gap_text(sp.max, p)}")
+        return gap_range_text(
+            spread([finals.get((method, depth, s), float("nan")) for s in seeds]), p
+        )
 
     def windows(model, ref_model, s):
         """Rates of ``model`` whose final gap is below ``ref_model``'s best."""
@@ -251,10 +247,7 @@ def judge(measured: Measured, config: Config) -> list[Claim]:
             finals.get((*win, s), float("nan")) / finals.get((*lose, s), float("nan"))
             for s in seeds
         ]
-        sp = spread(ratios)
-        rtext = sp.text() if sp.n_finite < sp.n else (
-            f"{sp.min:.3g}" if f"{sp.min:.3g}" == f"{sp.max:.3g}" else f"{sp.min:.3g}..{sp.max:.3g}"
-        )  # fmt: skip
+        rtext = range_text(spread(ratios))
         bad = [str(s) for s, ok in holds.items() if not ok]
         claims.append(
             Claim.judged(
@@ -286,7 +279,7 @@ def describe(measured: Measured, config: Config) -> str:
 
 
 def settings(measured: Measured, config: Config) -> dict:
-    m, p = measured, config.p
+    m = measured
 
     def keyed(d):
         return {f"{a}/depth{b}/seed{c}": v for (a, b, c), v in d.items()}
@@ -303,13 +296,7 @@ def settings(measured: Measured, config: Config) -> dict:
                     below_windows(*m.rates[key], ref) if key in m.rates else []
                 )
     return {
-        "data_source": m.data_source,
-        "loss_scale_of_figure": m.loss_scale,
-        "grid_search": m.search,
-        "final_gaps": keyed(m.finals),
-        "final_gaps_plain": {k: p * v for k, v in keyed(m.finals).items()},
-        "initial_gaps": keyed(m.inits),
-        "chosen_lr": keyed(m.chosen),
+        **searched_settings(m, keyed),
         "windows": windows,
     }
 

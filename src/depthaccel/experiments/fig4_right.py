@@ -35,9 +35,8 @@ from typing import Any
 import numpy as np
 
 from depthaccel.experiments.context import ExperimentContext
-from depthaccel.experiments.loss_scale import gap_text
 from depthaccel.experiments.results import Claim
-from depthaccel.experiments.seeds import check_seeds, every_seed, seeds_text, spread
+from depthaccel.experiments.seeds import check_seeds, every_seed, gap_range_text, seeds_text, spread
 from depthaccel.experiments.spec import ExperimentSpec
 from depthaccel.experiments.starts import FairStartConfig, fair_run, initial_gaps_note, start_note
 from depthaccel.reporting import (
@@ -391,10 +390,7 @@ def judge(measured: Measured, config: Config) -> list[Claim]:
     tail_pct = f"{100 * TAIL_FRACTION:.0f}%"
 
     def gaps_text(d):
-        sp = spread([m.finals[(d, s)] for s in seeds])
-        if sp.n_finite < sp.n:
-            return sp.text()
-        return gap_text(sp.min, p) + ("" if sp.min == sp.max else f" .. {gap_text(sp.max, p)}")
+        return gap_range_text(spread([m.finals[(d, s)] for s in seeds]), p)
 
     def seed_text(d, s):
         ev, ref = m.evidence[(d, s)], m.evidence[(d1, s)]

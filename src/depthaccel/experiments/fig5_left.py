@@ -27,10 +27,16 @@ from typing import Any
 import numpy as np
 
 from depthaccel.experiments.context import ExperimentContext
-from depthaccel.experiments.loss_scale import gap_text
-from depthaccel.experiments.results import Claim
+from depthaccel.experiments.results import Claim, SearchedGaps, searched_settings
 from depthaccel.experiments.search import SearchPolicy, search_models
-from depthaccel.experiments.seeds import check_seeds, every_seed, seeds_text, spread
+from depthaccel.experiments.seeds import (
+    check_seeds,
+    every_seed,
+    gap_range_text,
+    range_text,
+    seeds_text,
+    spread,
+)
 from depthaccel.experiments.spec import ExperimentSpec
 from depthaccel.experiments.starts import fair_run, initial_gaps_note, start_note
 from depthaccel.reporting import (
@@ -91,20 +97,11 @@ Key = tuple[int, str, int]  # (depth, init, seed)
 
 
 @dataclass
-class Measured:
+class Measured(SearchedGaps):
     """What fig5-left measured, keyed by (depth, init, seed): the chosen run's final and
     initial gap and rate, the iteration it starts to move (None: never), the searched
     range of a model that no rate moved (``stuck``), and the chosen runs' curves."""
 
-    quick: bool
-    p: float
-    iters: int
-    seeds: tuple[int, ...]
-    data_source: str
-    loss_scale: str
-    finals: dict[Key, float]
-    inits: dict[Key, float]
-    chosen: dict[Key, float]
     moves: dict[Key, int | None]
     stuck: dict[Key, list[str]]
     search: dict[str, Any]
@@ -221,24 +218,20 @@ def judge(measured: Measured, config: Config) -> list[Claim]:
                 f"Identity init, depth {d}: moves at once and ends below depth 1",
                 _PAPER_ID,
                 f"moves at iteration {', '.join(it(mv[s]) for s in seeds)}; final-gap ratio "
-                f"{_range(ratios)}",
+                f"{range_text(spread(ratios))}",
                 every_seed(holds),
                 why=f"it moves late or ends above depth 1 for seed(s) {', '.join(bad)}",
                 details={
-                    "final gap": {f"depth {d} identity": _gaps(gi, p), "depth 1": _gaps(g1, p)},
+                    "final gap": {
+                        f"depth {d} identity": gap_range_text(gi, p),
+                        "depth 1": gap_range_text(g1, p),
+                    },
                     "moves within": f"the first {config.move_fraction:.0%} of the iterations",
                     "per seed": seeds_text(holds),
                 },
             )
         )
     return claims
-
-
-def _range(values: list[float]) -> str:
-    lo, hi = min(values), max(values)
-    if not (np.isfinite(lo) and np.isfinite(hi)):
-        return spread(values).text()
-    return f"{lo:.3g}" if f"{lo:.3g}" == f"{hi:.3g}" else f"{lo:.3g}..{hi:.3g}"
 
 
 def describe(measured: Measured, config: Config) -> str:
@@ -250,19 +243,13 @@ def describe(measured: Measured, config: Config) -> str:
 
 
 def settings(measured: Measured, config: Config) -> dict:
-    m, p = measured, measured.p
+    m = measured
 
     def keyed(x):
         return {f"depth{d}/{i}/seed{s}": v for (d, i, s), v in x.items()}
 
     return {
-        "data_source": m.data_source,
-        "loss_scale_of_figure": m.loss_scale,
-        "grid_search": m.search,
-        "final_gaps": keyed(m.finals),
-        "final_gaps_plain": {k: p * v for k, v in keyed(m.finals).items()},
-        "initial_gaps": keyed(m.inits),
-        "chosen_lr": keyed(m.chosen),
+        **searched_settings(m, keyed),
         "move_iteration": keyed(m.moves),
         "stuck_at_every_lr": keyed(m.stuck),
     }
@@ -321,12 +308,6 @@ def render(measured: Measured, claims: list[Claim], outdir: Path) -> list[Path]:
     )
     csv = write_curves_csv(outdir / "curves.csv", [c for _, c in m.curves])
     return [fig, csv]
-
-
-def _gaps(sp, p: float) -> str:
-    if sp.n_finite < sp.n:
-        return sp.text()
-    return gap_text(sp.min, p) + ("" if sp.min == sp.max else f" .. {gap_text(sp.max, p)}")
 
 
 SPEC = ExperimentSpec(

@@ -6,7 +6,7 @@ import dataclasses
 import json
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,8 @@ __all__ = [
     "SETTINGS_NAME",
     "Claim",
     "ExperimentResult",
+    "SearchedGaps",
+    "searched_settings",
     "to_jsonable",
     "write_json",
 ]
@@ -234,6 +236,40 @@ class ExperimentResult:
             device=data.get("device", ""),
             summary=data.get("summary") or str(data.get("settings", {}).get("what_was_run", "")),
         )
+
+
+@dataclass
+class SearchedGaps:
+    """The common part of what a figure whose rates come from the search
+    (:mod:`depthaccel.experiments.search`) measured at one loss ``p``, keyed per model and
+    seed: the chosen run's final gap (``finals``: NaN when every rate diverged), its
+    initial gap (``inits``) and its rate (``chosen``). Figures subclass it with their own
+    fields (a ``search`` record among them)."""
+
+    quick: bool
+    p: float
+    iters: int
+    seeds: tuple[int, ...]
+    data_source: str
+    loss_scale: str
+    finals: dict[Any, float]
+    inits: dict[Any, float]
+    chosen: dict[Any, float]
+
+
+def searched_settings(m: Any, keyed: Callable[[dict], dict]) -> dict[str, Any]:
+    """The settings such a figure records (a :class:`SearchedGaps` with a ``search``
+    record), its per-model dicts keyed by ``keyed``; the final gaps also in the plain
+    scale (``p`` times the paper's)."""
+    return {
+        "data_source": m.data_source,
+        "loss_scale_of_figure": m.loss_scale,
+        "grid_search": m.search,
+        "final_gaps": keyed(m.finals),
+        "final_gaps_plain": {k: m.p * v for k, v in keyed(m.finals).items()},
+        "initial_gaps": keyed(m.inits),
+        "chosen_lr": keyed(m.chosen),
+    }
 
 
 def _shorten(text: str, words: int) -> str:

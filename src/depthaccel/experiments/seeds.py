@@ -12,7 +12,18 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-__all__ = ["Spread", "check_seeds", "every_seed", "failing_seeds", "spread", "seeds_text"]
+from depthaccel.experiments.loss_scale import gap_text
+
+__all__ = [
+    "Spread",
+    "check_seeds",
+    "every_seed",
+    "failing_seeds",
+    "gap_range_text",
+    "range_text",
+    "spread",
+    "seeds_text",
+]
 
 
 def check_seeds(seeds: Sequence[int]) -> tuple[int, ...]:
@@ -67,6 +78,24 @@ def spread(values: Sequence[float]) -> Spread:
         else 0.0
     )
     return Spread(len(vals), len(fin), min(vals), max(vals), mean, sd)
+
+
+def range_text(sp: Spread) -> str:
+    """``min..max`` of a :class:`Spread` to 3 significant digits (one number when they
+    agree there); its ``"n/a ..."`` text when a value is not finite."""
+    if sp.n_finite < sp.n:
+        return sp.text()
+    return f"{sp.min:.3g}" if f"{sp.min:.3g}" == f"{sp.max:.3g}" else f"{sp.min:.3g}..{sp.max:.3g}"
+
+
+def gap_range_text(sp: Spread, p: float) -> str:
+    """``min .. max`` of a :class:`Spread` of loss gaps at loss ``p``, each as
+    :func:`~depthaccel.experiments.loss_scale.gap_text` writes it (one gap when they are
+    equal); its ``"n/a ..."`` text when a value is not finite."""
+    if sp.n_finite < sp.n:
+        return sp.text()
+    lo = gap_text(sp.min, p)
+    return lo if sp.min == sp.max else f"{lo} .. {gap_text(sp.max, p)}"
 
 
 def every_seed(holds: Mapping[int, bool | None]) -> bool | None:
