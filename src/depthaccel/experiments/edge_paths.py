@@ -4,6 +4,7 @@ sensitivity study, which runs the same task at other feature scales."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -12,7 +13,7 @@ import numpy as np
 from depthaccel.reporting import format_lr, stamp_quick
 
 if TYPE_CHECKING:
-    from depthaccel.experiments.context import ExperimentContext
+    from depthaccel.experiments.context import ExperimentContext, StoredTasks
     from depthaccel.experiments.fig2 import Config
 
 
@@ -85,13 +86,26 @@ def run_edge_job(job: EdgeJob) -> dict[str, dict[str, Any]]:
     return out
 
 
+def edge_path_tasks(label: Callable[[EdgeJob], str]) -> StoredTasks:
+    """How the results store keeps an :class:`EdgeJob`'s result: task kind
+    ``fig2-edge-path/1``, keyed by :func:`_edge_job_config` (fig2 and the setup
+    sensitivity study share these tasks); ``label`` names a task in progress lines."""
+    from depthaccel.experiments.context import StoredTasks
+
+    return StoredTasks(
+        kind="fig2-edge-path/1",
+        config=_edge_job_config,
+        encode=lambda r: r,
+        decode=lambda r: r,
+        label=label,
+    )
+
+
 def edge_paths(
     ctx: ExperimentContext, config: Config, X: np.ndarray, y: np.ndarray, p: float
 ) -> dict[str, dict[str, Any]]:
     """:func:`run_edge_job` for the balanced and near-zero starts of ``config`` at loss
     ``p``, kept in the results store (task ``fig2-edge-path/1``)."""
-    from depthaccel.experiments.context import StoredTasks
-
     starts = tuple(
         (init, float(scale), int(depth)) for init, scale in config.inits for depth in config.depths
     )
@@ -106,13 +120,7 @@ def edge_paths(
         int(config.iters),
         int(config.edge_points),
     )
-    stored = StoredTasks(
-        kind="fig2-edge-path/1",
-        config=_edge_job_config,
-        encode=lambda r: r,
-        decode=lambda r: r,
-        label=lambda j: f"fig2: Eq. 12 paths and their stability edge, l{j.p:g}",
-    )
+    stored = edge_path_tasks(lambda j: f"fig2: Eq. 12 paths and their stability edge, l{j.p:g}")
     (out,) = ctx.map(run_edge_job, [job], stored=stored)
     return out
 

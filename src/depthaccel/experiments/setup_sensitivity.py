@@ -131,8 +131,7 @@ def _settings(config: Config) -> list[tuple[str | float, str]]:
 
 
 def _paths_at(ctx: ExperimentContext, config: Config, setup: SetupAxes) -> dict[str, PathRecord]:
-    from depthaccel.experiments.context import StoredTasks
-    from depthaccel.experiments.edge_paths import EdgeJob, _edge_job_config, run_edge_job
+    from depthaccel.experiments.edge_paths import EdgeJob, edge_path_tasks, run_edge_job
 
     child = dataclasses.replace(ctx, setup=setup)
     task = child.ethanol()
@@ -153,13 +152,7 @@ def _paths_at(ctx: ExperimentContext, config: Config, setup: SetupAxes) -> dict[
                 config.edge_points,
             )  # fmt: skip
         )
-    stored = StoredTasks(
-        kind="fig2-edge-path/1",
-        config=_edge_job_config,
-        encode=lambda r: r,
-        decode=lambda r: r,
-        label=lambda j: f"setup: Eq. 12 paths, l{j.p:g}, k={j.X.std():.3g}",
-    )
+    stored = edge_path_tasks(lambda j: f"setup: Eq. 12 paths, l{j.p:g}, k={j.X.std():.3g}")
     results = ctx.map(run_edge_job, jobs, stored=stored)
     out = {}
     for job, res in zip(jobs, results, strict=True):
