@@ -14,7 +14,6 @@ from depthaccel.reporting import format_lr, stamp_quick
 
 if TYPE_CHECKING:
     from depthaccel.experiments.context import ExperimentContext, StoredTasks
-    from depthaccel.experiments.fig2 import Config
 
 
 @dataclass(frozen=True)
@@ -102,7 +101,7 @@ def edge_path_tasks(label: Callable[[EdgeJob], str]) -> StoredTasks:
 
 
 def edge_paths(
-    ctx: ExperimentContext, config: Config, X: np.ndarray, y: np.ndarray, p: float
+    ctx: ExperimentContext, config: Any, X: np.ndarray, y: np.ndarray, p: float
 ) -> dict[str, dict[str, Any]]:
     """:func:`run_edge_job` for the balanced and near-zero starts of ``config`` at loss
     ``p``, kept in the results store (task ``fig2-edge-path/1``)."""
@@ -127,7 +126,7 @@ def edge_paths(
 
 def plot_edge_paths(
     path: Any,
-    config: Config,
+    config: Any,
     paths: dict[str, Any],
     diverged: dict[str, Any],
     *,
@@ -188,7 +187,7 @@ def plot_edge_paths(
     return path
 
 
-def _path_note(config: Config, paths: dict[str, Any], diverged: dict[str, Any]) -> str:
+def _path_note(config: Any, paths: dict[str, Any], diverged: dict[str, Any]) -> str:
     """The divergence predicted along the path against where the runs diverged."""
     parts = []
     for loss, per in paths.items():

@@ -4,16 +4,13 @@ Eq. 12 path, how deviations are measured)."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from depthaccel.experiments.edge_paths import _path_note
 from depthaccel.reporting import format_lr
 
-if TYPE_CHECKING:
-    from depthaccel.experiments.fig2 import Config, Measured
 
-
-def describe(measured: Measured, config: Config) -> str:
+def describe(measured: Any, config: Any) -> str:
     return (
         f"GD on depth {', '.join(map(str, config.depths))} nets of width "
         f"{', '.join(map(str, config.widths))} and the matching Eq. 12 runs, lr "
@@ -23,7 +20,7 @@ def describe(measured: Measured, config: Config) -> str:
     )
 
 
-def settings(measured: Measured, config: Config) -> dict:
+def settings(measured: Any, config: Any) -> dict:
     m = measured
     return {
         "data_source": m.data_source,
@@ -44,7 +41,7 @@ def settings(measured: Measured, config: Config) -> dict:
     }
 
 
-def notes(measured: Measured, config: Config) -> list[str]:
+def notes(measured: Any, config: Any) -> list[str]:
     m = measured
     skip_txt = f"after the first {config.skip_fraction:.0%} of iterations"
     return [
@@ -103,7 +100,7 @@ def _group_initial_gaps(gaps: dict[str, float]) -> dict[tuple[str, float], list[
     return out
 
 
-def _stability_note(config: Config, edges: dict[str, Any], diverged: dict[str, Any]) -> str:
+def _stability_note(config: Any, edges: dict[str, Any], diverged: dict[str, Any]) -> str:
     """The stability edges at the optimum, which (loss, depth) the run's rate exceeds,
     and which of those diverged within the run."""
     parts = []

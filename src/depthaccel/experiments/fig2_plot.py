@@ -4,13 +4,12 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from depthaccel.experiments.edge_paths import plot_edge_paths
 from depthaccel.reporting import Curve, format_lr, gap_ylabel, plot_gap_panels, write_curves_csv
 
 if TYPE_CHECKING:
-    from depthaccel.experiments.fig2 import Measured
     from depthaccel.experiments.results import Claim
 
 
@@ -44,7 +43,7 @@ def curve_styles(depth: int, first_width: bool) -> tuple[dict, dict]:
     return net, scheme
 
 
-def render(measured: Measured, claims: list[Claim], outdir: Path) -> list[Path]:
+def render(measured: Any, claims: list[Claim], outdir: Path) -> list[Path]:
     m, config = measured, measured.config
     # one legend for all panels: the control row's nets are labelled like the others
     # (its panel title says they are the balanced ones)
