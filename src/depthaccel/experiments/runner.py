@@ -9,6 +9,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from depthaccel.data.ethanol import N_FEATURES, N_ROWS
 from depthaccel.experiments import registry
 from depthaccel.experiments.context import ExperimentContext
 from depthaccel.experiments.report import write_report
@@ -79,10 +80,6 @@ def compact(measured: Any) -> Any:
     return walk(to_jsonable(measured))
 
 
-# the shape of the Ethanol design matrix: what the feature-scale presets depend on
-_ETHANOL_SHAPE = (2565, 128)
-
-
 def run_experiment(
     name: str,
     out_root: str | os.PathLike,
@@ -142,7 +139,7 @@ def run_experiment(
     result.settings["ran_on"] = ctx.ran_on()
     if registry.EXPERIMENTS[name].data == "ethanol":
         ps = getattr(config, "losses", None) or (getattr(config, "p", 4.0),)
-        result.settings["setup"] = ctx.setup_settings(_ETHANOL_SHAPE, ps)
+        result.settings["setup"] = ctx.setup_settings((N_ROWS, N_FEATURES), ps)
     store = ctx.store_summary()
     if store is not None:
         result.settings["results_store"] = store

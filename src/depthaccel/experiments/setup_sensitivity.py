@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from depthaccel.data.ethanol import N_FEATURES, N_ROWS
 from depthaccel.data.scaling import DEFAULT_SETUP, LOSS_SCALES, SetupAxes, parse_feature_scale
 from depthaccel.experiments.context import ExperimentContext
 from depthaccel.experiments.results import Claim
@@ -180,7 +181,7 @@ def measure(config: Config, ctx: ExperimentContext) -> Measured:
     from depthaccel.experiments import fig4_right
 
     k, paths, adam = {}, {}, {}
-    shape = (2565, 128)
+    shape = (N_ROWS, N_FEATURES)  # what the presets' k depends on
     for scale, ls in _settings(config):
         setup = SetupAxes(scale, ls)
         k[_label(scale)] = setup.factors(shape, 2.0)[0]
