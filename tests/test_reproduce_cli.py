@@ -150,7 +150,7 @@ def test_reproduce_all_quick_real(tmp_path, capsys, ethanol_data_dir):
     assert f"{n}/{n} experiments ran" in out
     report = (tmp_path / "REPORT.md").read_text()
     for name in EXPERIMENTS:
-        assert f"## {name}: " in report
+        assert f"\n## {name}\n" in report  # each experiment has its section
         saved = json.loads((tmp_path / name / "result.json").read_text())
         assert saved["status"] == "ok" and saved["mode"] == "quick"
         assert saved["figures"] and all((tmp_path / f).is_file() for f in saved["figures"])
