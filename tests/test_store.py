@@ -219,13 +219,13 @@ def test_missing_directory_and_no_create(tmp_path):
 
 WRITER = textwrap.dedent(
     """
-    import importlib.util, os, sys, time
-    # Load store.py alone (numpy + sqlite3): importing the package would import torch,
-    # which costs seconds per process on a loaded machine.
-    spec = importlib.util.spec_from_file_location("dstore", {store!r})
-    store = importlib.util.module_from_spec(spec)
-    sys.modules["dstore"] = store
-    spec.loader.exec_module(store)
+    import os, sys, time, types
+    # Load the store's modules alone (numpy + sqlite3): the package's __init__ would
+    # import torch, which costs seconds per process on a loaded machine.
+    pkg = types.ModuleType("depthaccel")
+    pkg.__path__ = [{package!r}]
+    sys.modules["depthaccel"] = pkg
+    import depthaccel.store as store
     sys.path.insert(0, {tests!r})
     import store_fixtures
     path, wid, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
@@ -252,7 +252,7 @@ def test_concurrent_writers_do_not_corrupt(tmp_path):
     path = tmp_path / "s.sqlite"
     script = tmp_path / "writer.py"
     script.write_text(
-        WRITER.format(tests=str(Path(__file__).parent), store=str(REPO / "src/depthaccel/store.py"))
+        WRITER.format(tests=str(Path(__file__).parent), package=str(REPO / "src/depthaccel"))
     )
     n = 80
     env = dict(os.environ)

@@ -6,46 +6,9 @@ written once with its whole curve and read back instead of being recomputed. Lon
 of runs save their latest state here every K iterations, so a killed process resumes
 where it left off.
 
-Schema (``SCHEMA_VERSION`` 2; the file carries ``PRAGMA application_id = APPLICATION_ID``
-and ``PRAGMA user_version = SCHEMA_VERSION``, both checked on open)::
-
-    runs(
-      key              TEXT PRIMARY KEY,  -- run_key(config, data_fingerprint, math_version)
-      config           TEXT NOT NULL,     -- JSON of the run's full configuration (Run.config_dict())
-      data_fingerprint TEXT NOT NULL,     -- sha256 hex of the data and the trainer settings
-      math_version     TEXT NOT NULL,     -- depthaccel.sweep.MATH_VERSION when computed
-      label            TEXT NOT NULL,     -- human-readable name of the run
-      iters            BLOB NOT NULL,     -- logged iterations, little-endian int64
-      gap              BLOB NOT NULL,     -- loss minus optimum at those iterations, little-endian float64
-      first_hit        TEXT NOT NULL,     -- JSON list of [threshold, first iteration or null]
-      final_gap        REAL,              -- gap after the last iteration (NULL if not finite)
-      diverged         INTEGER NOT NULL,  -- 0 or 1
-      diverged_at      INTEGER,           -- iteration at which it diverged, or NULL
-      wall_time        REAL NOT NULL,     -- seconds of the training call that produced it
-      extra            TEXT NOT NULL,     -- JSON object: anything else (device, dtype, ...)
-      created_at       REAL NOT NULL,     -- Unix time of the insert
-      checksum         TEXT               -- sha256 hex of all the columns above (NULL: from v1)
-    )
-    checkpoints(
-      group_key  TEXT PRIMARY KEY,        -- sha256 hex of the group's ordered run keys
-      run_keys   TEXT NOT NULL,           -- JSON list of those run keys, in training order
-      iteration  INTEGER NOT NULL,        -- iterations done when the state was taken
-      state      BLOB NOT NULL,           -- the trainer's state (bytes; torch.save in sweep)
-      updated_at REAL NOT NULL,
-      checksum   TEXT                     -- sha256 hex of the columns above (NULL: from v1)
-    )
-    meta(name TEXT PRIMARY KEY, value TEXT NOT NULL)   -- 'created_by', 'created_at'
-    tasks(                                -- results of independent tasks (e.g. one MNIST net)
-      key        TEXT PRIMARY KEY,        -- task_key(kind, config, math_version)
-      label      TEXT NOT NULL,           -- human-readable name of the task
-      value      TEXT NOT NULL,           -- the result as JSON (the experiment's own codec)
-      created_at REAL NOT NULL,
-      checksum   TEXT NOT NULL            -- sha256 hex of the columns above
-    )
-
-``tasks`` was added without a schema bump: it is created on the first task result a store
-receives, a store without it simply has no stored tasks, and versions that do not know it
-leave it alone (they check only that their own tables exist).
+Schema: see :mod:`depthaccel.store_schema` (the tables, ``StoredRun``, ``Checkpoint`` and
+the rows' checksums); keys: :mod:`depthaccel.store_keys` (``run_key``, ``task_key``,
+``group_key``). Both are re-exported here.
 
 Concurrency: the file is opened in WAL mode with a busy timeout, and every write is one
 ``BEGIN IMMEDIATE`` transaction, so several processes may read and write one store at
@@ -73,68 +36,50 @@ schema-1 file cannot be upgraded and raises ``StoreError``.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import math
 import os
 import sqlite3
-import struct
 import time
 import warnings
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
+from depthaccel.store_keys import canonical_json, group_key, run_key, task_key
+from depthaccel.store_schema import (
+    APPLICATION_ID,
+    CHECKPOINT_COLUMNS,
+    DEFAULT_FILENAME,
+    RUN_COLUMNS,
+    SCHEMA,
+    SCHEMA_VERSION,
+    SQLITE_HEADER,
+    TABLES,
+    TASK_COLUMNS,
+    TASK_TABLE,
+    Checkpoint,
+    StoredRun,
+    row_checksum,
+    row_to_run,
+    run_to_row,
+)
 
-APPLICATION_ID = 0x44414343  # "DACC"
-SCHEMA_VERSION = 2
-DEFAULT_FILENAME = "depthaccel-store.sqlite"
-SQLITE_HEADER = b"SQLite format 3\x00"
-
-_SCHEMA = """
-CREATE TABLE runs (
-  key TEXT PRIMARY KEY,
-  config TEXT NOT NULL,
-  data_fingerprint TEXT NOT NULL,
-  math_version TEXT NOT NULL,
-  label TEXT NOT NULL,
-  iters BLOB NOT NULL,
-  gap BLOB NOT NULL,
-  first_hit TEXT NOT NULL,
-  final_gap REAL,
-  diverged INTEGER NOT NULL,
-  diverged_at INTEGER,
-  wall_time REAL NOT NULL,
-  extra TEXT NOT NULL,
-  created_at REAL NOT NULL,
-  checksum TEXT
-);
-CREATE TABLE checkpoints (
-  group_key TEXT PRIMARY KEY,
-  run_keys TEXT NOT NULL,
-  iteration INTEGER NOT NULL,
-  state BLOB NOT NULL,
-  updated_at REAL NOT NULL,
-  checksum TEXT
-);
-CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
-"""
-_TABLES = {"runs", "checkpoints", "meta"}
-_RUN_COLUMNS = (
-    "key", "config", "data_fingerprint", "math_version", "label", "iters", "gap",
-    "first_hit", "final_gap", "diverged", "diverged_at", "wall_time", "extra", "created_at",
-)  # fmt: skip
-_CHECKPOINT_COLUMNS = ("group_key", "run_keys", "iteration", "state", "updated_at")
-_TASK_TABLE = """CREATE TABLE IF NOT EXISTS tasks (
-  key TEXT PRIMARY KEY,
-  label TEXT NOT NULL,
-  value TEXT NOT NULL,
-  created_at REAL NOT NULL,
-  checksum TEXT NOT NULL
-)"""
-_TASK_COLUMNS = ("key", "label", "value", "created_at")
+__all__ = [
+    "APPLICATION_ID",
+    "DEFAULT_FILENAME",
+    "SCHEMA_VERSION",
+    "SQLITE_HEADER",
+    "Checkpoint",
+    "Store",
+    "StoreError",
+    "StoreIntegrityWarning",
+    "StoredRun",
+    "canonical_json",
+    "group_key",
+    "row_checksum",
+    "run_key",
+    "task_key",
+]
 
 
 class StoreError(Exception):
@@ -195,156 +140,6 @@ class StoreIntegrityWarning(UserWarning):
     """A stored run or checkpoint failed its checksum (or is unverified): it is not used."""
 
 
-def row_checksum(values: Sequence[Any]) -> str:
-    """sha256 hex of a row's column values exactly as SQLite stores them.
-
-    Each value is encoded with a type tag and its length: NULL, INTEGER (decimal), REAL
-    (IEEE-754 little-endian float64, bit-exact), TEXT (UTF-8) or BLOB (raw bytes), so any
-    flipped byte in any column changes the digest.
-    """
-    h = hashlib.sha256()
-    for v in values:
-        if v is None:
-            h.update(b"N")
-            continue
-        if isinstance(v, bool):
-            v = int(v)
-        if isinstance(v, int):
-            tag, data = b"I", str(v).encode()
-        elif isinstance(v, float):
-            tag, data = b"R", struct.pack("<d", v)
-        elif isinstance(v, str):
-            tag, data = b"T", v.encode("utf-8", "surrogatepass")
-        elif isinstance(v, bytes | bytearray | memoryview):
-            tag, data = b"B", bytes(v)
-        else:
-            raise TypeError(f"cannot checksum a {type(v).__name__}")
-        h.update(tag + struct.pack("<Q", len(data)) + data)
-    return h.hexdigest()
-
-
-def canonical_json(obj: Any) -> str:
-    """JSON with sorted keys and no whitespace: equal objects give equal strings.
-
-    Floats are written with Python's shortest round-trip repr, so they are exact.
-    Non-finite floats are rejected (they have no portable JSON form).
-    """
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), allow_nan=False)
-
-
-def run_key(config: Mapping[str, Any], data_fingerprint: str, math_version: str) -> str:
-    """sha256 hex of ``{"config": config, "data": data_fingerprint, "math": math_version}``
-    in canonical JSON: the identity of a run's result."""
-    payload = canonical_json(
-        {"config": config, "data": data_fingerprint, "math": str(math_version)}
-    )
-    return hashlib.sha256(payload.encode()).hexdigest()
-
-
-def task_key(kind: str, config: Mapping[str, Any], math_version: str) -> str:
-    """sha256 hex of ``{"task": kind, "config": config, "math": math_version}`` in canonical
-    JSON: the identity of an independent task's result (``config`` must name everything
-    the result depends on, the data's checksums included)."""
-    payload = canonical_json({"task": str(kind), "config": config, "math": str(math_version)})
-    return hashlib.sha256(payload.encode()).hexdigest()
-
-
-def group_key(run_keys: Sequence[str]) -> str:
-    """sha256 hex of an ordered list of run keys: the identity of a checkpointed group."""
-    return hashlib.sha256(canonical_json(list(run_keys)).encode()).hexdigest()
-
-
-@dataclass(frozen=True)
-class StoredRun:
-    """One finished run as held in the store."""
-
-    key: str
-    config: dict[str, Any]
-    data_fingerprint: str
-    math_version: str
-    label: str
-    iters: np.ndarray  # int64
-    gap: np.ndarray  # float64
-    first_hit: dict[float, int | None]
-    final_gap: float
-    diverged: bool
-    diverged_at: int | None
-    wall_time: float
-    extra: dict[str, Any] = field(default_factory=dict)
-    created_at: float = 0.0
-
-
-@dataclass(frozen=True)
-class Checkpoint:
-    """The latest saved state of a group of runs being trained together."""
-
-    group_key: str
-    run_keys: list[str]
-    iteration: int
-    state: bytes
-    updated_at: float
-
-
-def _blob(a: np.ndarray, dtype: str) -> bytes:
-    return np.ascontiguousarray(np.asarray(a), dtype=np.dtype(dtype)).tobytes()
-
-
-def _row_to_run(row: sqlite3.Row) -> StoredRun:
-    final_gap = row["final_gap"]
-    for name, item in (("iters", 8), ("gap", 8)):
-        if not isinstance(row[name], bytes) or len(row[name]) % item:
-            raise ValueError(f"column {name} is not a whole number of 8-byte values")
-    return StoredRun(
-        key=row["key"],
-        config=json.loads(row["config"]),
-        data_fingerprint=row["data_fingerprint"],
-        math_version=row["math_version"],
-        label=row["label"],
-        iters=np.frombuffer(row["iters"], dtype="<i8").astype(np.int64),
-        gap=np.frombuffer(row["gap"], dtype="<f8").astype(np.float64),
-        first_hit={
-            float(t): (None if i is None else int(i)) for t, i in json.loads(row["first_hit"])
-        },
-        final_gap=math.nan if final_gap is None else float(final_gap),
-        diverged=bool(row["diverged"]),
-        diverged_at=None if row["diverged_at"] is None else int(row["diverged_at"]),
-        wall_time=float(row["wall_time"]),
-        extra=json.loads(row["extra"]),
-        created_at=float(row["created_at"]),
-    )
-
-
-def _run_to_row(run: StoredRun, now: float) -> tuple:
-    """The row's column values in ``_RUN_COLUMNS`` order, plus its checksum."""
-    iters = np.asarray(run.iters)
-    gap = np.asarray(run.gap)
-    if iters.ndim != 1 or gap.shape != iters.shape:
-        raise ValueError(
-            f"run {run.label!r}: iters and gap must be 1-D of equal length, "
-            f"got shapes {iters.shape} and {gap.shape}"
-        )
-    final_gap = float(run.final_gap)
-    first_hit = [
-        [float(t), None if i is None else int(i)] for t, i in sorted(run.first_hit.items())
-    ]
-    return (
-        run.key,
-        canonical_json(run.config),
-        run.data_fingerprint,
-        str(run.math_version),
-        run.label,
-        _blob(iters, "<i8"),
-        _blob(gap, "<f8"),
-        json.dumps(first_hit),
-        final_gap if math.isfinite(final_gap) else None,
-        int(bool(run.diverged)),
-        None if run.diverged_at is None else int(run.diverged_at),
-        float(run.wall_time),
-        canonical_json(run.extra),
-        float(now),
-    )
-
-
 class Store:
     """A depthaccel results store in one SQLite file (see the module docstring).
 
@@ -393,9 +188,9 @@ class Store:
     def _validate_or_init(self) -> None:
         c = self._conn
         app_id, version, tables = self._identity()
-        if app_id == APPLICATION_ID and version == SCHEMA_VERSION and _TABLES <= tables:
+        if app_id == APPLICATION_ID and version == SCHEMA_VERSION and TABLES <= tables:
             return
-        if app_id == APPLICATION_ID and version == 1 and _TABLES <= tables:
+        if app_id == APPLICATION_ID and version == 1 and TABLES <= tables:
             self._migrate_from_v1()
             return
         self._raise_if_foreign(app_id, version, tables)
@@ -405,7 +200,7 @@ class Store:
         try:
             app_id, version, tables = self._identity()
             if not tables and app_id == 0 and version == 0:
-                for stmt in _SCHEMA.strip().split(";"):
+                for stmt in SCHEMA.strip().split(";"):
                     if stmt.strip():
                         c.execute(stmt)
                 c.executemany(
@@ -420,7 +215,7 @@ class Store:
             raise
         app_id, version, tables = self._identity()
         self._raise_if_foreign(app_id, version, tables)
-        if not (app_id == APPLICATION_ID and version == SCHEMA_VERSION and _TABLES <= tables):
+        if not (app_id == APPLICATION_ID and version == SCHEMA_VERSION and TABLES <= tables):
             raise StoreError(f"{self.path}: could not initialise the store schema")
 
     def _migrate_from_v1(self) -> None:
@@ -459,10 +254,10 @@ class Store:
         if stored is None:
             self._warn(f"run {key} has no checksum (written by store schema 1): unverified")
             return None
-        values = [row[c] for c in _RUN_COLUMNS]
+        values = [row[c] for c in RUN_COLUMNS]
         try:
             ok = row_checksum(values) == stored
-            run = _row_to_run(row) if ok else None
+            run = row_to_run(row) if ok else None
         except (TypeError, ValueError) as e:  # undecodable: same treatment as a mismatch
             ok, run = False, None
             detail = f" ({e})"
@@ -516,7 +311,7 @@ class Store:
                 f"{p} was written by a newer depthaccel (store schema {version}, this version "
                 f"reads {SCHEMA_VERSION}); it was left untouched. Upgrade depthaccel."
             )
-        if version != SCHEMA_VERSION or not _TABLES <= tables:
+        if version != SCHEMA_VERSION or not TABLES <= tables:
             raise StoreError(
                 f"{p} is a damaged or incompatible depthaccel store (schema {version}, "
                 f"tables: {', '.join(sorted(tables)) or 'none'}); it was left untouched."
@@ -631,7 +426,7 @@ class Store:
             self._warn(f"checkpoint {group} has no checksum (written by store schema 1)")
             return None
         try:
-            ok = row_checksum([row[c] for c in _CHECKPOINT_COLUMNS]) == row["checksum"]
+            ok = row_checksum([row[c] for c in CHECKPOINT_COLUMNS]) == row["checksum"]
             run_keys = json.loads(row["run_keys"]) if ok else None
         except (TypeError, ValueError):
             ok = False
@@ -661,11 +456,11 @@ class Store:
     def finish_group(self, group: str | None, runs: Iterable[StoredRun]) -> None:
         """Insert the group's finished runs and delete its checkpoint, atomically."""
         now = time.time()
-        rows = [_run_to_row(r, now) for r in runs]
+        rows = [run_to_row(r, now) for r in runs]
         stmts: list[tuple[str, Sequence[Any]]] = [
             (
-                f"INSERT OR REPLACE INTO runs({', '.join(_RUN_COLUMNS)}, checksum) "
-                f"VALUES ({', '.join('?' * (len(_RUN_COLUMNS) + 1))})",
+                f"INSERT OR REPLACE INTO runs({', '.join(RUN_COLUMNS)}, checksum) "
+                f"VALUES ({', '.join('?' * (len(RUN_COLUMNS) + 1))})",
                 (*row, row_checksum(row)),
             )
             for row in rows
@@ -682,9 +477,9 @@ class Store:
         values = (str(key), str(label), str(value), time.time())
         self._write(
             [
-                (_TASK_TABLE, ()),
+                (TASK_TABLE, ()),
                 (
-                    f"INSERT OR REPLACE INTO tasks({', '.join(_TASK_COLUMNS)}, checksum) "
+                    f"INSERT OR REPLACE INTO tasks({', '.join(TASK_COLUMNS)}, checksum) "
                     "VALUES (?, ?, ?, ?, ?)",
                     (*values, row_checksum(values)),
                 ),
@@ -706,7 +501,7 @@ class Store:
             return None
         row = rows[0]
         try:
-            ok = row_checksum([row[c] for c in _TASK_COLUMNS]) == row["checksum"]
+            ok = row_checksum([row[c] for c in TASK_COLUMNS]) == row["checksum"]
         except TypeError:
             ok = False
         if not ok:
