@@ -213,6 +213,110 @@ def test_log_grid():
         log_grid(1.0, 0.1)
 
 
+# The rate grids of every caller, pinned: rates are part of stored runs' keys, so the
+# one log_grid (with the formula each caller used before the experiments' grid moved
+# here) must give these exact floats. "logspace": compare's default rates, sec7;
+# "geometric": the experiments' SearchPolicy.grid (with extra rates merged in).
+_DECADES_2 = [1e-4, 3.162e-4, 1e-3, 3.162e-3, 1e-2, 3.162e-2, 0.1, 0.3162, 1.0]
+_SEC7_QUICK = [m * 10.0**e for e in range(-7, 1) for m in (1.0, 1.778, 3.162, 5.623)] + [10.0]
+_SEC7_FULL = [
+    m * 10.0**e
+    for e in range(-7, 1)
+    for m in (1.0, 1.334, 1.778, 2.371, 3.162, 4.217, 5.623, 7.499)
+] + [10.0]
+
+
+def _exact_grid(lo: float, hi: float, per_decade: int, digits: int = 4) -> list[float]:
+    """Independent reference: lo * (hi/lo)^(i/n) in 50-digit decimal arithmetic from the
+    decimal text of lo and hi, rounded half-even to ``digits`` significant digits."""
+    from decimal import Decimal, localcontext
+
+    with localcontext() as c:
+        c.prec = 50
+        dlo, dhi = Decimal(repr(lo)), Decimal(repr(hi))
+        n = round(math.log10(hi / lo) * per_decade)
+        out = []
+        for i in range(n + 1):
+            x = dlo * (dhi / dlo) ** (Decimal(i) / Decimal(n)) if n else dlo
+            out.append(float(x.quantize(Decimal(1).scaleb(x.adjusted() - digits + 1))))
+        return out
+
+
+def _pinned(values):
+    return [float(f"{v:.4g}") for v in values]  # 3.162 * 1e-4 -> 0.0003162 exactly
+
+
+@pytest.mark.parametrize(
+    ("lo", "hi", "per_decade", "want"),
+    [
+        (1e-4, 1.0, 2, _DECADES_2),  # compare's DEFAULT_LRS
+        (1e-7, 10.0, 4, _SEC7_QUICK),  # sec7 quick
+        (1e-7, 10.0, 8, _SEC7_FULL),  # sec7 full
+        (1e-3, 10.0, 5, None),  # benchmarks/bench_classify.py
+    ],
+)
+def test_log_grid_rates_of_compare_and_sec7_are_pinned(lo, hi, per_decade, want):
+    got = log_grid(lo, hi, per_decade)  # the call style of compare and sec7
+    assert list(got) == _exact_grid(lo, hi, per_decade)
+    assert got == log_grid(lo, hi, per_decade, digits=4, formula="logspace")
+    if want is not None:
+        assert list(got) == _pinned(want)
+
+
+@pytest.mark.parametrize(
+    ("policy", "args", "want"),
+    [
+        (dict(lr_min=1e-4, lr_max=1.0), (), _DECADES_2),  # fig3/fig5-left full
+        (dict(lr_min=1e-3, lr_max=0.1, per_decade=1), (), [1e-3, 1e-2, 0.1]),  # quick
+        (dict(per_decade=1), (0.1, 10.0), [0.1, 1.0, 10.0]),  # fig4-left quick, per model
+        (dict(), (1e-3, 100.0), _DECADES_2[2:] + [3.162, 10.0, 31.62, 100.0]),  # fig4-left
+        (dict(extra_lrs=(1e-3, 0.005, 1e-2)), (1e-3, 10.0), None),  # extra rates merged
+        (dict(lr_min=1e-6, lr_max=3e-2, per_decade=7, lr_digits=3), (), None),
+    ],
+)
+def test_search_policy_grid_rates_are_pinned(policy, args, want):
+    from depthaccel.experiments.search import SearchPolicy
+
+    pol = SearchPolicy(**policy)
+    got = pol.grid(*args)  # the call style of the experiments
+    lo, hi = args or (pol.lr_min, pol.lr_max)
+    ref = _exact_grid(lo, hi, pol.per_decade, pol.lr_digits)
+    extras = [float(f"{v:.{pol.lr_digits}g}") for v in pol.extra_lrs]
+    assert got == sorted(set(ref) | set(extras))
+    coarse = log_grid(lo, hi, pol.per_decade, digits=pol.lr_digits, formula="geometric")
+    assert got == sorted(set(coarse) | set(extras))
+    if want is not None:
+        assert got == _pinned(want)
+
+
+def test_log_grid_formulas_differ_only_on_a_rounding_boundary():
+    """Why log_grid keeps both formulas: from lo = 1.0005e-4 (a point on a 4-digit
+    rounding boundary) numpy's logspace lands just below it and the power just above,
+    so each caller keeps the formula its stored rates were built with."""
+    assert log_grid(1.0005e-4, 1.0005e-2, 2) == (1e-4, 3.164e-4, 1e-3, 3.164e-3, 1.001e-2)
+    assert log_grid(1.0005e-4, 1.0005e-2, 2, formula="geometric") == (
+        1.001e-4, 3.164e-4, 1.001e-3, 3.164e-3, 1.001e-2,
+    )  # fmt: skip
+    from depthaccel.experiments.search import SearchPolicy
+
+    # the experiments' grids are the geometric ones, compare's and sec7's the logspace ones
+    boundary = SearchPolicy(lr_min=1.0005e-4, lr_max=1.0005e-2).grid()
+    assert boundary == [1.001e-4, 3.164e-4, 1.001e-3, 3.164e-3, 1.001e-2]
+    with pytest.raises(ValueError, match="formula"):
+        log_grid(1e-3, 1e-1, 1, formula="linear")
+
+
+def test_merge_rates_and_spacing_at_best():
+    from depthaccel.train.grid import merge_rates, round_rate, spacing_at_best
+
+    assert merge_rates([0.1, 0.01], [0.01 * (1 + 1e-12), 0.05, 0.05]) == [0.01, 0.05, 0.1]
+    assert round_rate(10**-3.5, 4) == 3.162e-4 and round_rate(0.123456, None) == 0.123456
+    fake, _ = synthetic(1e-2, diverge_above=0.05)
+    (ms,) = grid_search(None, None, 4, [Run("gd", lr) for lr in GRID3], 10, train=fake, warn=False)
+    near, edge = spacing_at_best(ms)  # GRID3 = 1e-3, 1e-2, 1e-1; 1e-1 diverged
+    assert near == pytest.approx(10.0) and edge == pytest.approx(10.0)
+
+
 def test_search_record_is_json():
     import json
 

@@ -29,9 +29,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-__all__ = ["SearchPolicy", "search_models"]
+from depthaccel.train.grid import (
+    grid_search,
+    log_grid,
+    merge_rates,
+    model_id,
+    round_rate,
+    search_record,
+    spacing_at_best,
+)
 
-_REL = 1e-9  # rates closer than this (relative) are the same rate
+__all__ = ["SearchPolicy", "search_models"]
 
 
 @dataclass(frozen=True)
@@ -75,15 +83,17 @@ class SearchPolicy:
         return 10 ** (1 / self.per_decade)
 
     def grid(self, lr_min: float | None = None, lr_max: float | None = None) -> list[float]:
-        """The coarse grid (optionally over another range) with ``extra_lrs``, sorted."""
+        """The coarse grid (optionally over another range) with ``extra_lrs``, sorted:
+        ``depthaccel.train.grid.log_grid`` with its ``"geometric"`` formula, rounded to
+        ``lr_digits``."""
         lo = self.lr_min if lr_min is None else lr_min
         hi = self.lr_max if lr_max is None else lr_max
-        n = round(math.log10(hi / lo) * self.per_decade)
-        vals = [lo * (hi / lo) ** (i / n) for i in range(n + 1)] if n else [lo]
-        return _merge([], [self._round(v) for v in (*vals, *self.extra_lrs)])
+        coarse = log_grid(lo, hi, self.per_decade, digits=self.lr_digits, formula="geometric")
+        return self._with_extras(coarse)
 
-    def _round(self, lr: float) -> float:
-        return float(f"{lr:.{self.lr_digits}g}")
+    def _with_extras(self, grid: Sequence[float]) -> list[float]:
+        """``grid`` and ``extra_lrs``, each rounded to ``lr_digits``, without repeats."""
+        return merge_rates([], [round_rate(v, self.lr_digits) for v in (*grid, *self.extra_lrs)])
 
     def describe(self, iters: int, grid: str | None = None) -> str:
         """The report's sentence on the search (``grid``: how the coarse grids were set,
@@ -99,34 +109,6 @@ class SearchPolicy:
             "the stability edge (largest stable vs smallest diverged rate); lowest final gap "
             "wins, diverged runs never. Every grid, gap and chosen rate is in the settings."
         )
-
-
-def _merge(have: Sequence[float], new: Sequence[float]) -> list[float]:
-    out = sorted(have)
-    for v in new:
-        if all(abs(v / h - 1) > _REL for h in out):
-            out.append(v)
-            out.sort()
-    return out
-
-
-def _spacing(ms: Any) -> tuple[float | None, float | None]:
-    """Largest ratio between the best rate and a neighbour; ratio across the stability
-    edge (None when there is no diverged rate above the best)."""
-    if ms.best_lr is None:
-        return None, None
-    lrs = ms.lrs
-    i = lrs.index(ms.best_lr)
-    near = [
-        lrs[j] / lrs[i] if j > i else lrs[i] / lrs[j] for j in (i - 1, i + 1) if 0 <= j < len(lrs)
-    ]
-    div = [r.diverged for r in ms.results]
-    above = [j for j in range(i + 1, len(lrs)) if div[j]]
-    edge = None
-    if above:
-        s = max(j for j in range(i, above[0]) if not div[j])
-        edge = lrs[above[0]] / lrs[s]
-    return (max(near) if near else None), edge
 
 
 def search_models(
@@ -146,8 +128,6 @@ def search_models(
     policy's extension and refinement. ``grids``: one coarse grid per model instead of
     ``policy.grid()`` (``extra_lrs`` are added to each). Returns one
     ``depthaccel.train.grid.ModelSearch`` per model, in order, and a JSON-able record."""
-    from depthaccel.train.grid import grid_search, model_id, search_record
-
     models = list(models)
     if grids is None:
         grids = [policy.grid()] * len(models)
@@ -155,7 +135,7 @@ def search_models(
         raise ValueError(f"{len(grids)} grids for {len(models)} models")
     if len({model_id(m) for m in models}) != len(models):
         raise ValueError("two models differ only in their learning rate")
-    grids = [_merge([], [policy._round(v) for v in (*g, *policy.extra_lrs)]) for g in grids]
+    grids = [policy._with_extras(g) for g in grids]
     runs = [replace(m, lr=lr) for m, g in zip(models, grids, strict=True) for lr in g]
     found = grid_search(
         X,
@@ -174,7 +154,7 @@ def search_models(
     )
     rows = []
     for ms, base in zip(found, search_record(found), strict=True):
-        near, edge = _spacing(ms)
+        near, edge = spacing_at_best(ms)
         rounds = base.pop("extensions")
         rows.append(
             {

@@ -28,6 +28,12 @@ smallest diverged rate above the best are farther apart than that (the stability
 rates in between are added, evenly spaced on a log scale and at most ``fill_ratio``
 apart (:func:`refinement_rates`). The search of a model ends when its choice is interior
 and both neighbourhoods are that fine, or after ``max_extensions`` rounds.
+
+**Rate grids.** :func:`log_grid` builds a coarse log grid (``compare``'s default rates,
+sec7's and the experiments' :class:`~depthaccel.experiments.search.SearchPolicy` grids),
+:func:`round_rate` rounds a rate to significant digits, :func:`merge_rates` adds rates to a
+grid without repeats (two rates within a relative ``SAME_RATE`` are one rate), and
+:func:`spacing_at_best` measures how fine a finished search is.
 """
 
 from __future__ import annotations
@@ -37,7 +43,7 @@ import math
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -46,6 +52,7 @@ from depthaccel.train.engine import train as engine_train
 from depthaccel.train.runs import Run, RunResult
 
 __all__ = [
+    "SAME_RATE",
     "GridEdgeWarning",
     "ModelSearch",
     "best_result",
@@ -53,15 +60,21 @@ __all__ = [
     "fill_rates",
     "grid_search",
     "log_grid",
+    "merge_rates",
     "model_id",
     "on_edge",
     "refinement_rates",
+    "round_rate",
     "search_record",
+    "spacing_at_best",
 ]
 
 #: ``train(X, y, p, runs, iters, **options) -> list[RunResult]``: ``depthaccel.train.train``
 #: or a drop-in such as ``ExperimentContext.train``.
 TrainFn = Callable[..., list[RunResult]]
+
+#: Two rates closer than this (relative) are the same rate.
+SAME_RATE = 1e-9
 
 
 class GridEdgeWarning(UserWarning):
@@ -156,8 +169,25 @@ def _step(lrs: Sequence[float]) -> float:
     return (g[-1] / g[0]) ** (1 / (len(g) - 1)) if len(g) > 1 else 10.0
 
 
-def _round(lr: float, digits: int | None) -> float:
+def round_rate(lr: float, digits: int | None) -> float:
+    """``lr`` rounded to ``digits`` significant digits (None: unchanged), through its
+    decimal text (``float(f"{lr:.{digits}g}")``), so 0.00031622776 -> 0.0003162 at 4."""
     return lr if digits is None else float(f"{lr:.{digits}g}")
+
+
+def _is_new(v: float, have: Sequence[float]) -> bool:
+    return all(abs(v / h - 1) > SAME_RATE for h in have)
+
+
+def merge_rates(have: Sequence[float], new: Sequence[float]) -> list[float]:
+    """``have`` sorted, plus each rate of ``new`` (in order) not within ``SAME_RATE`` of a
+    rate already there; sorted."""
+    out = sorted(have)
+    for v in new:
+        if _is_new(v, out):
+            out.append(v)
+            out.sort()
+    return out
 
 
 def grid_search(
@@ -229,9 +259,9 @@ def grid_search(
             new: list[float] = []
             if ms.on_edge:
                 if ms.best is not None and ms.best_lr == ms.lrs[-1]:
-                    new.append(_round(ms.lrs[-1] * steps[mk], lr_digits))
+                    new.append(round_rate(ms.lrs[-1] * steps[mk], lr_digits))
                 else:  # the smallest rate is best, or every run diverged
-                    new.append(_round(ms.lrs[0] / steps[mk], lr_digits))
+                    new.append(round_rate(ms.lrs[0] / steps[mk], lr_digits))
             if fill_ratio is not None and ms.best is not None:
                 new += refinement_rates(
                     ms.lrs,
@@ -240,7 +270,7 @@ def grid_search(
                     max_ratio=fill_ratio,
                     digits=lr_digits,
                 )
-            new = [v for v in dict.fromkeys(new) if all(abs(v / h - 1) > 1e-9 for h in ms.lrs)]
+            new = [v for v in dict.fromkeys(new) if _is_new(v, ms.lrs)]
             new_runs += [replace(ms.results[0].run, lr=lr) for lr in new]
             extensions[mk] += bool(new)
         if not new_runs:
@@ -275,7 +305,7 @@ def fill_rates(lo: float, hi: float, max_ratio: float, digits: int | None = 4) -
     if not (0 < lo < hi) or not max_ratio > 1:
         raise ValueError(f"need 0 < lo < hi and max_ratio > 1, got {lo}, {hi}, {max_ratio}")
     n = math.ceil(math.log(hi / lo) / math.log(max_ratio) - 1e-9)
-    return [_round(lo * (hi / lo) ** (k / n), digits) for k in range(1, n)]
+    return [round_rate(lo * (hi / lo) ** (k / n), digits) for k in range(1, n)]
 
 
 def refinement_rates(
@@ -310,20 +340,71 @@ def refinement_rates(
             new += fill_rates(lrs[s], lrs[above[0]], max_ratio, digits)
     out: list[float] = []
     for v in sorted(new):
-        if all(abs(v / h - 1) > 1e-9 for h in (*lrs, *out)):
+        if _is_new(v, (*lrs, *out)):
             out.append(v)
     return out
 
 
-def log_grid(lo: float, hi: float, per_decade: int = 2) -> tuple[float, ...]:
-    """Learning rates ``lo .. hi`` on a log scale with ``per_decade`` points per decade
-    (both ends included, rounded to 4 significant digits), e.g. ``log_grid(1e-4, 1, 2)``
-    = 1e-4, 3.162e-4, ..., 1."""
+#: How :func:`log_grid` computes its points before rounding (see there).
+GridFormula = Literal["logspace", "geometric"]
+
+
+def log_grid(
+    lo: float,
+    hi: float,
+    per_decade: int = 2,
+    *,
+    digits: int = 4,
+    formula: GridFormula = "logspace",
+) -> tuple[float, ...]:
+    """Learning rates ``lo .. hi`` on a log scale, ``n = round(log10(hi / lo) * per_decade)``
+    steps (both ends included), each rounded to ``digits`` significant digits
+    (:func:`round_rate`), e.g. ``log_grid(1e-4, 1, 2)`` = 1e-4, 3.162e-4, ..., 1.
+
+    ``formula`` says how the i-th point is computed before rounding; the two agree up to
+    the last bit of a float, so after rounding they differ only when a point falls on a
+    rounding boundary (rare: e.g. ``lo = 1.0005e-4``). Stored runs are keyed by their
+    rate, so each caller keeps the formula its grids were first built with:
+
+    * ``"logspace"``: ``numpy.logspace(log10(lo), log10(hi), n + 1)`` (``compare``'s
+      default rates, sec7);
+    * ``"geometric"``: ``lo * (hi / lo) ** (i / n)`` (the experiments'
+      :class:`~depthaccel.experiments.search.SearchPolicy` grids).
+
+    ``lo == hi`` (or ``n == 0``) gives the one rate ``lo``, rounded."""
     if not (0 < lo <= hi) or per_decade < 1:
         raise ValueError(f"need 0 < lo <= hi and per_decade >= 1, got {lo}, {hi}, {per_decade}")
     n = round(math.log10(hi / lo) * per_decade)
-    vals = np.logspace(math.log10(lo), math.log10(hi), n + 1) if n else np.array([lo])
-    return tuple(float(f"{v:.4g}") for v in vals)
+    if not n:
+        vals: Sequence[float] = [lo]
+    elif formula == "logspace":
+        vals = [float(v) for v in np.logspace(math.log10(lo), math.log10(hi), n + 1)]
+    elif formula == "geometric":
+        vals = [lo * (hi / lo) ** (i / n) for i in range(n + 1)]
+    else:
+        raise ValueError(f"formula must be 'logspace' or 'geometric', got {formula!r}")
+    return tuple(round_rate(v, digits) for v in vals)
+
+
+def spacing_at_best(ms: ModelSearch) -> tuple[float | None, float | None]:
+    """How fine a model's search is around its choice: the largest ratio between the best
+    rate and a trained neighbour (None: no neighbour), and the ratio across the stability
+    edge, the smallest diverged rate above the best over the largest stable rate below it
+    (None: no diverged rate above the best). Both None when every run diverged."""
+    if ms.best_lr is None:
+        return None, None
+    lrs = ms.lrs
+    i = lrs.index(ms.best_lr)
+    near = [
+        lrs[j] / lrs[i] if j > i else lrs[i] / lrs[j] for j in (i - 1, i + 1) if 0 <= j < len(lrs)
+    ]
+    div = [r.diverged for r in ms.results]
+    above = [j for j in range(i + 1, len(lrs)) if div[j]]
+    edge = None
+    if above:
+        s = max(j for j in range(i, above[0]) if not div[j])
+        edge = lrs[above[0]] / lrs[s]
+    return (max(near) if near else None), edge
 
 
 def search_record(found: Sequence[ModelSearch]) -> list[dict[str, Any]]:
