@@ -190,3 +190,36 @@ def test_lp_hessian_rejects_bad_input():
         lp_hessian(X, y, np.array([0.0, np.nan, 0.0]), 4)
     with pytest.raises(ValueError):
         lp_hessian(X, y, np.zeros(3), 1.5)
+
+
+def test_read_only_arrays_are_copied_without_torch_s_warning():
+    # Arrays from Ray's object store are read-only: torch warns (once per process, so
+    # checked in a fresh one) when a tensor shares their memory.
+    import subprocess
+    import sys
+    import textwrap
+
+    script = textwrap.dedent(
+        """
+        import warnings
+        import numpy as np
+        from depthaccel.experiments.sec7 import trajectory
+        from depthaccel.losses import as_float64
+
+        warnings.simplefilter("error")
+        a = np.arange(6.0).reshape(2, 3)
+        a.flags.writeable = False
+        t = as_float64("a", a)
+        assert t.tolist() == a.tolist()
+        t[0, 0] = 7.0  # a copy: the array is untouched
+        assert a[0, 0] == 0.0
+        w0 = np.full(3, 0.5)
+        w0.flags.writeable = False
+        trajectory(np.array([1.0, -0.5, 2.0]), 1e-3, 2, w0, p=2, iters=3, points=4)
+        b = np.ones(3)
+        assert as_float64("b", b).data_ptr() == b.ctypes.data  # writable: shared
+        print("ok")
+        """
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert done.stdout.strip() == "ok", done.stderr[-2000:]

@@ -143,7 +143,10 @@ def as_float64(name: str, a) -> torch.Tensor:
     if isinstance(a, torch.Tensor):
         t = a.detach().to(device="cpu", dtype=torch.float64)
     else:
-        t = torch.as_tensor(np.asarray(a, dtype=np.float64))
+        arr = np.asarray(a, dtype=np.float64)
+        # shared when writable; a read-only array (e.g. from Ray's object store) is copied:
+        # torch warns about, and must not write to, a tensor over read-only memory
+        t = torch.from_numpy(arr if arr.flags.writeable else arr.copy())
     if not torch.isfinite(t).all():
         raise ValueError(f"{name} contains NaN or inf")
     return t

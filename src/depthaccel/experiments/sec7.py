@@ -147,7 +147,7 @@ def trajectory(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Loss (= gap) of one run at ~``points`` log-spaced iterations (for the figure)."""
     yt = torch.tensor(y, dtype=torch.float64)
-    w = torch.from_numpy(np.asarray(w0, dtype=np.float64)).clone()
+    w = torch.tensor(np.asarray(w0, dtype=np.float64))  # a copy: w0 may be read-only
     keep = set(np.unique(np.geomspace(1, iters + 1, points).astype(int) - 1).tolist())
     its, vals = [], []
     for t in range(iters + 1):
