@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from depthaccel.cli import main
-from depthaccel.losses import SoftmaxCE, ce_loss_grad, ce_optimum
+from depthaccel.losses import SoftmaxCE, ce_accuracy, ce_loss_grad, ce_optimum
 from depthaccel.preconditioner import end_to_end_direction
 from depthaccel.train import Run, initial_factors, train
 
@@ -47,6 +47,43 @@ def np_ce(W, X, y, lam):
         s[y[i]] -= 1.0
         G += np.outer(s, X[i])
     return loss / m + 0.5 * lam * (W * W).sum(), G / m + lam * W
+
+
+def test_batched_loss_and_gradient_match_the_numpy_loop_per_run():
+    X, y = blobs(m=37, d=5, k=4)
+    rng = np.random.default_rng(1)
+    Ws = rng.standard_normal((2, 3, 4, 5))  # two leading batch dimensions
+    lam = 0.03
+    Wt = torch.from_numpy(Ws)
+    out = torch.full_like(Wt, float("nan"))
+    loss, G = ce_loss_grad(Wt, torch.from_numpy(X), torch.from_numpy(y), lam, out=out)
+    assert G is out
+    for i in range(2):
+        for j in range(3):
+            ref_loss, ref_G = np_ce(Ws[i, j], X, y, lam)
+            assert float(loss[i, j]) == pytest.approx(ref_loss, rel=1e-13)
+            np.testing.assert_allclose(G[i, j].numpy(), ref_G, rtol=1e-12, atol=1e-15)
+
+
+def test_accuracy_matches_a_first_index_argmax_loop():
+    X, y = blobs(m=41, d=3, k=5)
+    rng = np.random.default_rng(2)
+    Ws = rng.standard_normal((6, 5, 3))
+    Ws[1] = 0.0  # every score ties: the first class wins
+    Ws[2, 3] = Ws[2, 1]  # classes 1 and 3 tie on every row
+    Ws[3, 0, 0] = np.nan  # class 0's score is NaN wherever x_0 != 0
+    Ws[4] = np.round(Ws[4])  # scores tie on some rows
+    Xr = np.round(X)
+    acc = ce_accuracy(torch.from_numpy(Ws), torch.from_numpy(Xr), torch.from_numpy(y))
+    for r in range(6):
+        right = 0
+        for i in range(len(y)):
+            z = list(Ws[r] @ Xr[i])
+            if any(np.isnan(z)):
+                continue  # a NaN score counts as wrong
+            right += z.index(max(z)) == y[i]  # first index of the largest score
+        assert float(acc[r]) == right / len(y), r
+    assert float(acc[1]) == np.mean(y == 0)
 
 
 def test_depth1_gd_matches_a_numpy_loop():

@@ -381,34 +381,59 @@ def ce_labels(y, n_classes: int) -> torch.Tensor:
 
 
 def ce_loss_grad(
-    W: torch.Tensor, X: torch.Tensor, labels: torch.Tensor, l2: float
+    W: torch.Tensor,
+    X: torch.Tensor,
+    labels: torch.Tensor,
+    l2: float,
+    out: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Losses (...,) and gradients (..., k, d) of :class:`SoftmaxCE` at ``W`` (..., k, d)
     (any leading batch dimensions), in W's dtype: ``dL/dW = (1/m) (S - E)^T X + l2 W``
-    with S the softmax probabilities and E the one-hot labels (m x k)."""
+    with S the softmax probabilities and E the one-hot labels (m x k).
+
+    The loss of a row is ``log sum_c exp(z_c - z_max) - (z_y - z_max)`` (shifted by the
+    row's largest logit, so exp never overflows). All runs' logits are one GEMM of the
+    stacked rows of W (and the gradient one more): a batched 3-D matmul would run one
+    small GEMM per run. ``out`` (same shape as W, not W itself) receives the gradient."""
     m = X.shape[0]
-    Z = W @ X.T  # (..., k, m)
-    zmax = Z.amax(dim=-2, keepdim=True)
-    E = torch.exp(Z - zmax)  # one exp serves the loss and the softmax
+    k, d = W.shape[-2:]
+    lead = W.shape[:-2]
+    D = (W.reshape(-1, d) @ X.T).view(*lead, k, m)  # logits z, then z - z_max, then exp
+    D.sub_(D.amax(dim=-2, keepdim=True))
+    idx = labels.view(*([1] * len(lead)), 1, m).expand(*lead, 1, m)
+    dy = D.gather(-2, idx)  # z_y - z_max
+    E = D.exp_()
     s = E.sum(dim=-2, keepdim=True)
-    lse = s.log().add_(zmax)
-    idx = labels.view(*([1] * (Z.dim() - 2)), 1, m).expand(*Z.shape[:-2], 1, m)
-    zy = Z.gather(-2, idx)
-    loss = (lse - zy).sum((-2, -1)) / m
+    loss = (s.log() - dy).sum((-2, -1)).div_(m)
     S = E.div_(s)
-    S.scatter_add_(-2, idx, torch.full_like(zy, -1.0))
-    G = S @ X / m
+    S.scatter_add_(-2, idx, torch.full_like(dy, -1.0))  # S - E (one-hot)
+    G = W.new_empty(W.shape) if out is None else out
+    torch.mm(S.view(-1, m), X, out=G.view(-1, d))
+    G.div_(m)
     if l2:
         loss = loss + 0.5 * l2 * (W * W).sum((-2, -1))
-        G = G + l2 * W
+        G.add_(W, alpha=l2)
     return loss, G
 
 
 def ce_accuracy(W: torch.Tensor, X: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """Fraction (...,) of rows whose largest score ``w_c^T x_i`` is their class's (ties:
-    the first class)."""
-    pred = (W @ X.T).argmax(dim=-2)  # (..., m)
-    return (pred == labels).to(torch.float64).mean(-1)
+    the first class wins, as ``argmax``; a NaN score counts as wrong).
+
+    Row i is right when ``z_y = max_c z_c`` and no class ``c < y`` reaches that maximum:
+    comparisons with the max, which (unlike ``argmax`` over the class axis, a strided
+    one here) vectorise."""
+    m = X.shape[0]
+    k, d = W.shape[-2:]
+    lead = W.shape[:-2]
+    Z = (W.reshape(-1, d) @ X.T).view(*lead, k, m)
+    top = Z.amax(dim=-2, keepdim=True)
+    idx = labels.view(*([1] * len(lead)), 1, m).expand(*lead, 1, m)
+    at_top = Z == top  # (..., k, m)
+    earlier = torch.arange(k, device=Z.device).view(k, 1) < labels.view(1, m)  # c < y
+    beaten = (at_top & earlier).any(dim=-2)
+    right = at_top.gather(-2, idx).squeeze(-2) & ~beaten
+    return right.to(torch.float64).mean(-1)
 
 
 @dataclass(frozen=True)

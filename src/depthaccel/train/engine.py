@@ -306,9 +306,7 @@ class _Forward:
         module docstring."""
         prob, S, k, d = self.prob, self.S, self.prob.k, self.prob.d
         if prob.ce is not None:  # softmax cross-entropy: losses.ce_loss_grad
-            loss, G = ce_loss_grad(self.Wp, prob.X, prob.labels, prob.ce.l2)
-            self.Gp.copy_(G)
-            return loss
+            return ce_loss_grad(self.Wp, prob.X, prob.labels, prob.ce.l2, out=self.Gp)[0]
         Wf = self.Wp.view(S * k, d)
         if prob.gram:
             torch.mm(Wf, prob.A, out=self.WA)
