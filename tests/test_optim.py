@@ -159,17 +159,17 @@ def test_nonfinite_check_finds_every_position_and_layout(dtype, n):
     """The fused check (aminmax on the CPU) finds NaN, inf and -inf at the first, middle
     and last entry of gradients of several sizes (vectorised body and scalar tail),
     contiguous or not, and passes huge finite values of either sign; the culprit is named."""
-    from depthaccel.optim import _first_nonfinite
+    from depthaccel.optim_step import first_nonfinite
 
     big = torch.finfo(dtype).max
     ok = [torch.ones(3, dtype=dtype), torch.full((n,), big, dtype=dtype)]
-    assert _first_nonfinite([*ok, -ok[1]]) is None
+    assert first_nonfinite([*ok, -ok[1]]) is None
     for pos in sorted({0, n // 2, n - 1}):
         for bad in (float("nan"), float("inf"), -float("inf")):
             g = torch.randn(n).to(dtype)
             g[pos] = bad
             for layout in (g, g.view(n, 1).expand(n, 2).t(), g.flip(0)):
-                assert _first_nonfinite([*ok, layout, ok[0]]) == 2, (pos, bad)
+                assert first_nonfinite([*ok, layout, ok[0]]) == 2, (pos, bad)
 
 
 @pytest.mark.parametrize(
