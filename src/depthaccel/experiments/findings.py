@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from depthaccel.experiments.report import key_claim, load_results
+from depthaccel.experiments.results import LEGACY_WHY
 
 __all__ = ["BEGIN", "END", "findings_section", "update_readme"]
 
@@ -46,7 +47,9 @@ def findings_section(out_root: str | os.PathLike, link: str = "docs/reproduction
     if fails:
         lines += ["", "Where the paper's claims did not hold here:", ""]
         for name, c in fails:
-            lines.append(f"- `{name}`: {c.statement} Measured: {c.measured}")
+            why = f" {c.why.rstrip('.')}." if c.why and c.why != LEGACY_WHY else ""
+            said = c.statement if c.statement.endswith("...") else c.statement.rstrip(".") + "."
+            lines.append(f"- `{name}`: {said} Measured: {c.measured}.{why}")
     return "\n".join(lines)
 
 

@@ -33,6 +33,7 @@ SETTINGS_NAME = "settings.json"
 
 #: The three verdicts a claim can get.
 VERDICTS = ("PASS", "FAIL", "NOT ASSESSED")
+LEGACY_WHY = "see the measured values in full"  # the why of an older-form FAIL without a note
 
 
 @dataclass
@@ -89,7 +90,7 @@ class Claim:
         most 20 and 15 words) and the full texts kept in ``details``; the note goes to
         ``details`` (and is the ``why`` of a FAIL)."""
         details = {"note": note} if note else {}
-        why = (note or "see the measured values in full") if passed is False else ""
+        why = (note or LEGACY_WHY) if passed is False else ""
         claim = cls.judged(text, "", measured, passed, why=why, details=details)
         short_text, short_measured = _shorten(text, 20), _shorten(measured, 15)
         if short_text != text:
@@ -272,15 +273,27 @@ def searched_settings(m: Any, keyed: Callable[[dict], dict]) -> dict[str, Any]:
     }
 
 
+def _drop_remarks(text: str) -> str:
+    """``text`` without its parenthetical remarks: a parenthesis opened after a space, up
+    to its matching close (nested ones included); math such as ``K(s_r, s_r')`` or
+    ``y1^(p-2)``, whose parenthesis follows a character, stays."""
+    out, depth = [], 0
+    for i, ch in enumerate(text):
+        if depth:
+            depth += {"(": 1, ")": -1}.get(ch, 0)
+        elif ch == "(" and i > 0 and text[i - 1] == " ":
+            depth = 1
+            if out and out[-1] == " ":
+                out.pop()
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
 def _shorten(text: str, words: int) -> str:
     """``text`` without parenthetical remarks, cut at its first ';' and to ``words``
     words (an ellipsis marks a cut)."""
-    import re
-
-    short = text
-    for _ in range(3):  # nested parentheses, innermost first
-        short = re.sub(r"\s+\([^()]*\)", "", short)
-    short = short.split(";")[0].strip()
+    short = _drop_remarks(text).split(";")[0].strip()
     parts = short.split()
     if len(parts) > words:
         short = " ".join(parts[:words]) + " ..."
