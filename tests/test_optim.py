@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -643,6 +644,83 @@ def test_new_options_validated_at_construction(kwargs, match):
     with pytest.raises(ValueError, match=match):
         opt.add_param_group({"params": [torch.nn.Parameter(torch.ones(3))], **kwargs})
     assert len(opt.param_groups) == 1
+
+
+@pytest.mark.parametrize(
+    "key,bad,message",
+    [
+        ("lr", -1, "lr must be a finite number >= 0 or a 1-element tensor, got -1"),
+        ("lr", True, "lr must be a finite number >= 0 or a 1-element tensor, got True"),
+        ("depth", 0.5, "depth must be a finite number >= 1, got 0.5"),
+        ("depth", True, "depth must be a finite number >= 1, got True"),
+        ("momentum", float("inf"), "momentum must be a finite number >= 0, got inf"),
+        ("dampening", float("nan"), "dampening must be a finite number, got nan"),
+        ("weight_decay", -0.1, "weight_decay must be a finite number >= 0, got -0.1"),
+        ("nesterov", 1, "nesterov must be True or False, got 1"),
+        ("maximize", np.bool_(True), f"maximize must be True or False, got {np.bool_(True)!r}"),
+        ("precondition_every", 2.0, "precondition_every must be an integer >= 1, got 2.0"),
+        ("precondition_every", True, "precondition_every must be an integer >= 1, got True"),
+        ("matrix_params", "3d", "matrix_params must be one of 'all', '2d', 'none', got '3d'"),
+        ("foreach", 0, "foreach must be None, True or False, got 0"),
+        (
+            "precondition_dtype",
+            torch.float16,
+            "precondition_dtype must be one of None, torch.float32, torch.float64, "
+            "torch.bfloat16, got torch.float16 (float16 is refused: Claim 1's eigenvalues "
+            "can exceed its range)",
+        ),
+    ],
+)
+def test_hyperparameter_messages_are_the_shared_declarations(key, bad, message):
+    """Every hyperparameter is checked by its declaration in optim_checks.CONSTRAINTS
+    (depthaccel.validation's Interval / Options): the same one-line message at
+    construction, in add_param_group and at step time; bools are never numbers."""
+    from depthaccel.optim_checks import CONSTRAINTS
+    from depthaccel.validation import Interval, Options
+
+    assert all(isinstance(c, (Interval, Options)) for c in CONSTRAINTS.values())
+    kw = dict(lr=0.1, depth=2, precondition_every=5) | {key: bad}
+    with pytest.raises(ValueError) as err:
+        EndToEndSGD([torch.nn.Parameter(torch.ones(2, 2))], **kw)
+    assert str(err.value) == message
+    p, opt = _one_weight_opt(precondition_every=5)
+    with pytest.raises(ValueError) as err:
+        opt.add_param_group({"params": [torch.nn.Parameter(torch.ones(3))], key: bad})
+    assert str(err.value) == message and len(opt.param_groups) == 1
+    opt.param_groups[0][key] = bad
+    with pytest.raises(ValueError) as err:
+        opt.step()
+    assert str(err.value) == message and torch.equal(p, torch.ones(2, 2))
+
+
+def test_numpy_scalar_hyperparameters_step_as_python_numbers():
+    """numpy integers and floats are numbers like Python's (validation's rule): the same
+    steps, bit for bit (values exact in float32)."""
+    res = []
+    for cast in (lambda v: v, np.float64, np.float32):
+        torch.manual_seed(0)
+        w = torch.nn.Parameter(torch.randn(3, 4, dtype=torch.float64))
+        opt = EndToEndSGD(
+            [w],
+            lr=cast(0.125),
+            depth=cast(2.5),
+            momentum=cast(0.5),
+            precondition_every=np.int64(2) if cast is np.float32 else 2,
+        )
+        for _ in range(4):
+            opt.zero_grad()
+            (w.sum() ** 2).backward()
+            opt.step()
+        res.append(w.detach().clone())
+    assert torch.equal(res[0], res[1]) and torch.equal(res[0], res[2])
+
+
+def test_a_replaced_group_without_every_key_is_refused_in_one_line():
+    p, opt = _one_weight_opt()
+    opt.param_groups[0] = {"params": [p], "lr": 0.1, "depth": 2}
+    with pytest.raises(ValueError, match=r"^a param group lacks momentum, dampening, .*lr=0.1\)$"):
+        opt.step()
+    assert torch.equal(p, torch.ones(2, 2))
 
 
 @pytest.mark.parametrize("every", [1, 2])

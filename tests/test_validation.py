@@ -104,3 +104,54 @@ def test_the_library_and_the_command_line_share_the_declarations():
     with pytest.raises(ValueError, match="seed must be an integer, got 1.5"):
         Run("gd", 0.1, seed=1.5)
     assert Run("gd", 0.1, seed=2.0).seed == 2 and type(Run("gd", 0.1, hidden=3.0).hidden) is int
+
+
+def test_options_match_by_type_and_value():
+    from depthaccel.validation import BOOL, Options
+
+    assert True in BOOL and False in BOOL
+    for bad in (1, 0, np.bool_(True), "yes", None):
+        assert bad not in BOOL, bad
+    names = Options(("all", "2d", "none"))
+    assert "2d" in names and np.str_("2d") in names  # a str subclass counts
+    assert "3d" not in names and 2 not in names and None not in names
+    some = Options((None, 1.5, True))
+    assert None in some and 1.5 in some and True in some
+    assert 1 not in some and 0 not in some  # bool and int never stand for each other
+    with pytest.raises(ValueError, match=r"^nesterov must be True or False, got 1$"):
+        check("nesterov", 1, BOOL)
+    with pytest.raises(ValueError, match=r"^mode must be one of 'all', '2d', 'none', got '3d'$"):
+        check("mode", "3d", names)
+    why = Options((None, False), note=" (no fused kernel)")
+    with pytest.raises(ValueError, match=r"^fused must be None or False, got True \(no fused"):
+        check("fused", True, why)
+    assert check("foreach", None, Options((None, True, False))) is None
+
+
+def test_check_text_parses_then_checks():
+    from depthaccel.validation import check_text
+
+    assert check_text("iters", " 20 ", COUNT) == 20
+    assert check_text("iters", "2.0", COUNT) == 2 and check_text("iters", "1e3", COUNT) == 1000
+    assert check_text("lr", "1e-3", Interval(Real, 0, None)) == 1e-3
+    strict = Interval(Integral, 1, 1024)  # no whole floats: "2.0" is not an integer
+    for text, shown in (("2.0", "'2.0'"), ("x", "'x'"), ("", "''"), ("0", "0"), ("1025", "1025")):
+        with pytest.raises(
+            ValueError, match=rf"^n must be an integer in \[1, 1024\], got {shown}$"
+        ):
+            check_text("n", text, strict)
+    with pytest.raises(ValueError, match=r"^iters must be an integer >= 1, got 1.5$"):
+        check_text("iters", "1.5", COUNT)
+
+
+def test_bounds_are_printed_exactly_and_labels_name_the_kind():
+    seed = Interval(Integral, -(2**63), 2**63 - 1, label="a 64-bit integer")
+    assert seed.describe() == (
+        "a 64-bit integer in [-9223372036854775808, 9223372036854775807]"
+    )  # fmt: skip
+    assert Interval(Integral, 1, 10**12).describe() == "an integer in [1, 1e+12]"
+    assert Interval(Real, 0.5, None).describe() == "a finite number >= 0.5"
+    with pytest.raises(
+        ValueError, match=rf"^seed must be a 64-bit integer in \[.*\], got {2**64}$"
+    ):
+        check("seed", 2**64, seed)
