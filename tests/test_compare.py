@@ -60,29 +60,84 @@ def test_parse_loss():
 @pytest.mark.parametrize(
     "kw, match",
     [
-        ({"depths": (0, 1)}, r"depths are integers in \[1, 10000\]"),
-        ({"depths": (1.5,)}, r"depths are integers in \[1, 10000\]"),
-        ({"depths": (10**9,)}, r"depths are integers in \[1, 10000\]"),
+        ({"depths": (0, 1)}, r"depth must be an integer in \[1, 10000\]"),
+        ({"depths": (1.5,)}, r"depth must be an integer in \[1, 10000\]"),
+        ({"depths": (10**9,)}, r"depth must be an integer in \[1, 10000\]"),
         ({"loss": "l1000"}, "p must be <= 100"),
         ({"methods": ("e2e",), "depths": (1,)}, "e2e scheme needs a depth > 1"),
         ({"depths": ()}, "depths must not be empty"),
         ({"methods": ("gd", "sgd")}, r"unknown method\(s\) \['sgd'\]"),
-        ({"iters": 0}, "iters must be >= 1"),
+        ({"iters": 0}, r"iters must be an integer in \[1, 1e\+12\], got 0"),
         ({"iters": 1.5}, "iters must be an integer"),
-        ({"lrs": (1e-3, -1.0)}, "learning rates must be finite and > 0"),
+        ({"lrs": (1e-3, -1.0)}, "learning rate must be a finite number > 0"),
         ({"lrs": ()}, "learning rates must not be empty"),
-        ({"thresholds": (0.0,)}, "thresholds must be finite and > 0"),
+        ({"thresholds": (0.0,)}, "threshold must be a finite number > 0"),
         ({"dtype": "float16"}, "dtype must be float32 or float64"),
         ({"loss": "l1"}, "p must be a finite number >= 2"),
-        ({"checkpoint_every": 0}, "checkpoint_every must be >= 1"),
+        ({"checkpoint_every": 0}, "checkpoint_every must be an integer >= 1"),
         ({"device": "gpu7"}, "unknown device"),
         ({"init": "zeros"}, "unknown init 'zeros'"),
-        ({"init_scale": -1.0}, "init_scale must be finite and >= 0"),
+        ({"init_scale": -1.0}, "init_scale must be a finite number >= 0"),
     ],
 )
 def test_config_rejects_bad_values(kw, match):
     with pytest.raises(ValueError, match=match):
         CompareConfig(data=Path("t.csv"), **kw)
+
+
+@pytest.mark.parametrize(
+    "kw, message",
+    [
+        ({"seed": None}, "seed must be a 64-bit integer in ["),  # was a TypeError
+        ({"seed": True}, "seed must be a 64-bit integer in ["),
+        ({"loss": "ce", "l2": "x"}, "l2 must be a finite number >= 0, got 'x'"),  # was float()'s
+        ({"loss": "ce", "l2": True}, "l2 must be a finite number >= 0, got True"),
+        ({"init_scale": True}, "init_scale must be a finite number >= 0, got True"),  # accepted
+        ({"init_scale": "0.1"}, "init_scale must be a finite number >= 0, got '0.1'"),
+        ({"hidden": True}, "hidden must be an integer >= 1, got True"),
+        ({"log_points": 1}, "log_points must be an integer >= 2, got 1"),
+        ({"lrs": (0.1, True)}, "learning rate must be a finite number > 0, got True"),
+        ({"standardize": "no"}, "standardize must be True or False, got 'no'"),  # was truthy
+        ({"force": 1}, "force must be True or False, got 1"),
+        ({"header": 0}, "header must be None, True or False, got 0"),
+    ],
+)
+def test_config_numbers_and_switches_are_the_shared_declarations(kw, message):
+    """CompareConfig checks its numbers and switches with depthaccel.validation (bools are
+    never numbers), one line each; values that used to raise a TypeError or a raw float()
+    error, or pass unchecked, now name the setting."""
+    with pytest.raises(ValueError) as err:
+        CompareConfig(data=Path("t.csv"), **kw)
+    assert str(err.value).startswith(message) and "\n" not in str(err.value)
+
+
+def test_config_converts_numbers_as_before():
+    """The values runs are built from (and so their store keys) keep their types: ints for
+    counts, depths and seeds (whole floats, numpy integers and strings of digits too),
+    floats for rates."""
+    cfg = CompareConfig(
+        data=Path("t.csv"),
+        depths=(3, 1.0, "2", np.int64(2)),
+        lrs=(1, "0.5", np.float32(0.25)),
+        thresholds=("1e-3", 1),
+        iters=np.int64(50),
+        checkpoint_every=5.0,
+        hidden="3",
+        seed=np.int64(-7),
+        log_points=100.0,
+        init_scale=0,
+    )
+    assert cfg.depths == (1, 2, 3) and all(type(d) is int for d in cfg.depths)
+    assert cfg.lrs == (0.25, 0.5, 1.0) and all(type(v) is float for v in cfg.lrs)
+    assert cfg.thresholds == (1e-3, 1.0) and all(type(v) is float for v in cfg.thresholds)
+    for name, want in (("iters", 50), ("checkpoint_every", 5), ("hidden", 3), ("seed", -7)):
+        assert type(getattr(cfg, name)) is int and getattr(cfg, name) == want, name
+    assert type(cfg.log_points) is int and cfg.init_scale == 0
+    (run, *_) = build_runs(cfg)
+    assert (
+        run.config_dict()
+        == Run("gd", 0.25, depth=1, hidden=3, seed=-7, init_scale=0.0).config_dict()
+    )
 
 
 def test_build_runs_grid():
@@ -248,7 +303,7 @@ def test_bad_arguments_give_clear_errors(tmp_path, capsys):
         (["--depths", "1,two"], 2, "bad depth 'two'"),
         (["--loss", "huber"], 2, "unknown loss 'huber'"),
         (["--lrs", "0.1,-1"], 2, "bad learning rate '-1'"),
-        (["--iters", "0"], 2, "--iters must be >= 1"),
+        (["--iters", "0"], 2, "--iters must be an integer in [1, 1e+12], got 0"),
         (["--depths", "1", "--methods", "e2e"], 2, "e2e scheme needs a depth > 1"),
         (["--target", "nope"], 1, "no target column 'nope'"),
     ]
@@ -280,12 +335,12 @@ def test_corrupt_store_in_out_dir_is_refused_untouched(tmp_path, capsys):
 @pytest.mark.parametrize(
     "extra, match",
     [
-        (["--iters", "99999999999999999999"], "--iters must be <= 1e+12"),
+        (["--iters", "99999999999999999999"], "--iters must be an integer in [1, 1e+12]"),
         (["--device", "mps"], "unsupported device 'mps'"),
         (["--device", "meta"], "unsupported device 'meta'"),
         (["--device", "cpu:1"], "unsupported device 'cpu:1'"),
         (["--seed", "99999999999999999999999"], "--seed must be a 64-bit integer"),
-        (["--seed", "1.5"], "--seed must be an integer"),
+        (["--seed", "1.5"], "--seed must be a 64-bit integer in"),
     ],
 )
 def test_argument_errors_exit_2_before_any_file(tmp_path, capsys, extra, match):
@@ -304,7 +359,9 @@ def test_config_checks_device_and_seed():
             CompareConfig(data=Path("t.csv"), device=dev)
     with pytest.raises(ValueError, match="seed must be a 64-bit integer in"):
         CompareConfig(data=Path("t.csv"), seed=2**64)
-    with pytest.raises(ValueError, match="iters must be <="):
+    with pytest.raises(
+        ValueError, match=r"iters must be an integer in \[1, 1e\+12\], got 10000000000000"
+    ):
         CompareConfig(data=Path("t.csv"), iters=10**13)
 
 

@@ -195,13 +195,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     p.add_argument(
         "--lrs",
-        type=_csv_list(lambda s: check_positive("learning rates", s), "learning rate"),
+        type=_csv_list(lambda s: check_positive("learning rate", s), "learning rate"),
         default=DEFAULT_LRS,
         help="comma-separated learning rates (default: 1e-4..1, two per decade)",
     )
     p.add_argument(
         "--thresholds",
-        type=_csv_list(lambda s: check_positive("thresholds", s), "threshold"),
+        type=_csv_list(lambda s: check_positive("threshold", s), "threshold"),
         default=None,
         help="comma-separated gap thresholds for iterations-to-reach "
         "(default: 1e-1..1e-6 times the initial gap)",

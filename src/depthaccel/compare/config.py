@@ -1,5 +1,6 @@
 """The settings of ``depthaccel compare``: :class:`CompareConfig`, its validators (one per
-kind of value, shared with the CLI's argument types) and the grid of runs it describes."""
+kind of value, shared with the CLI's argument types; the numbers are declared once as
+``depthaccel.validation`` intervals) and the grid of runs it describes."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-import numpy as np
 import torch
 
 from depthaccel.data.scaling import SetupAxes, check_loss_scale, parse_feature_scale
@@ -16,6 +17,7 @@ from depthaccel.losses import MAX_P
 from depthaccel.train import CONVENTIONS, INITS, METHODS, Run
 from depthaccel.train.grid import log_grid
 from depthaccel.train.runs import MAX_DEPTH
+from depthaccel.validation import BOOL, COUNT, Integral, Interval, Options, Real, check, check_text
 
 __all__ = [
     "DEFAULT_CE_L2",
@@ -24,7 +26,13 @@ __all__ = [
     "DEFAULT_LRS",
     "DEFAULT_METHODS",
     "DEFAULT_RELATIVE_THRESHOLDS",
+    "DEPTH",
+    "ITERS",
+    "LOG_POINTS",
     "MAX_ITERS",
+    "NONNEGATIVE",
+    "POSITIVE",
+    "SEED",
     "SEED_RANGE",
     "CompareConfig",
     "build_runs",
@@ -50,6 +58,15 @@ SEED_RANGE = (-(2**63), 2**63 - 1)
 DEFAULT_CHECKPOINT_EVERY = 2_000
 #: The default L2 term of ``--loss ce``: small, but positive so that the optimum exists.
 DEFAULT_CE_L2 = 1e-3
+
+# What CompareConfig's numbers may be (a whole float such as 2.0 counts as an integer; a
+# string is parsed first, as the command line's text).
+ITERS = Interval(Integral, 1, MAX_ITERS, whole_floats=True)
+DEPTH = Interval(Integral, 1, MAX_DEPTH, whole_floats=True)
+SEED = Interval(Integral, *SEED_RANGE, whole_floats=True, label="a 64-bit integer")
+LOG_POINTS = Interval(Integral, 2, None, whole_floats=True)
+POSITIVE = Interval(Real, 0, None, closed="neither")
+NONNEGATIVE = Interval(Real, 0, None)
 _NOTHING_TO_RUN = (
     "nothing to run: the e2e scheme needs a depth > 1 (at depth 1 it is GD); "
     "add a depth > 1 or another method"
@@ -96,48 +113,21 @@ def check_device(device: str) -> str:
     return str(dev)
 
 
-def _number(v: object) -> float:
-    """A real number from an int, a float or a string; ValueError otherwise (bools too)."""
-    if isinstance(v, str):
-        try:
-            return float(v)
-        except ValueError:
-            raise ValueError("not a number") from None
-    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
-        raise ValueError(f"not a number: {v!r}")
-    return float(v)
+def _checked(name: str, v: Any, interval: Interval) -> Any:
+    """``depthaccel.validation.check`` of ``v``, or ``check_text`` when it is a string
+    (the command line's text): an int or float, else ValueError, one line naming ``name``."""
+    return check_text(name, v, interval) if isinstance(v, str) else check(name, v, interval)
 
 
 def check_int(name: str, v: object, lo: int, hi: int | None = None) -> int:
-    """``v`` as an int in ``[lo, hi]`` (``hi`` None: no upper bound); ints and strings of
-    digits only (not bools, not 1.5, not "1e3")."""
-    if isinstance(v, str):
-        try:
-            n = int(v.strip())
-        except ValueError:
-            raise ValueError(f"{name} must be an integer, got {v!r}") from None
-    elif isinstance(v, (int, np.integer)) and not isinstance(v, bool):
-        n = int(v)
-    elif isinstance(v, (float, np.floating)) and float(v).is_integer():
-        n = int(v)
-    else:
-        raise ValueError(f"{name} must be an integer, got {v!r}")
-    if n < lo:
-        raise ValueError(f"{name} must be >= {lo}, got {n}")
-    if hi is not None and n > hi:
-        raise ValueError(f"{name} must be <= {hi:.4g}, got {v}")
-    return n
+    """``v`` as an int in ``[lo, hi]`` (``hi`` None: no upper bound): an integer, a whole
+    float (``2.0``) or a string of one (not a bool, not 1.5)."""
+    return _checked(name, v, Interval(Integral, lo, hi, whole_floats=True))
 
 
 def check_depth(v: object) -> int:
     """A depth: an integer in [1, ``MAX_DEPTH``] (``2.0`` and ``"2"`` are accepted)."""
-    try:
-        d = _number(v)
-    except ValueError:
-        d = math.nan
-    if not (d.is_integer() and 1 <= d <= MAX_DEPTH):
-        raise ValueError(f"depths are integers in [1, {MAX_DEPTH}], got {v!r}")
-    return int(d)
+    return _checked("depth", v, DEPTH)
 
 
 def check_method(v: object) -> str:
@@ -149,37 +139,21 @@ def check_method(v: object) -> str:
 
 
 def check_positive(name: str, v: object) -> float:
-    """A finite number > 0."""
-    try:
-        x = _number(v)
-    except ValueError:
-        raise ValueError(f"{name} must be numbers, got {v!r}") from None
-    if not (math.isfinite(x) and x > 0):
-        raise ValueError(f"{name} must be finite and > 0, got {v!r}")
-    return x
+    """A finite number > 0 (a string is parsed first)."""
+    return _checked(name, v, POSITIVE)
 
 
 def check_seed(v: object, name: str = "seed") -> int:
     """A seed of torch's generator: an integer in ``SEED_RANGE``."""
-    lo, hi = SEED_RANGE
-    if isinstance(v, str):
-        try:
-            n = int(v.strip())
-        except ValueError:
-            raise ValueError(f"{name} must be an integer, got {v!r}") from None
-    elif isinstance(v, bool) or int(v) != v:
-        raise ValueError(f"{name} must be an integer, got {v!r}")
-    else:
-        n = int(v)
-    if not lo <= n <= hi:
-        raise ValueError(f"{name} must be a 64-bit integer in [{lo}, {hi}], got {v}")
-    return n
+    return _checked(name, v, SEED)
 
 
-def _positive_sorted(name: str, values: Sequence[object]) -> tuple[float, ...]:
-    out = [check_positive(name, v) for v in values]
+def _positive_sorted(what: str, values: Sequence[object]) -> tuple[float, ...]:
+    """Each of ``values`` a finite number > 0 (``what``: one of them, e.g. "threshold");
+    sorted, without repeats; not empty."""
+    out = [check_positive(what, v) for v in values]
     if not out:
-        raise ValueError(f"{name} must not be empty")
+        raise ValueError(f"{what}s must not be empty")
     return tuple(sorted(set(out)))
 
 
@@ -262,10 +236,7 @@ class CompareConfig:
         if self.l2 is not None:
             if not self.is_ce:
                 raise ValueError("l2 applies to the ce loss only (--loss ce)")
-            lam = _number(self.l2) if not isinstance(self.l2, str) else float(self.l2)
-            if not (math.isfinite(lam) and lam >= 0):
-                raise ValueError(f"l2 must be finite and >= 0, got {self.l2!r}")
-            set_("l2", lam)
+            set_("l2", _checked("l2", self.l2, NONNEGATIVE))
         set_("feature_scale", parse_feature_scale(self.feature_scale))
         check_loss_scale(self.loss_scale)
         if self.is_ce and self.loss_scale != "paper":
@@ -284,27 +255,28 @@ class CompareConfig:
         set_("methods", tuple(dict.fromkeys(methods)))
         if self.methods == ("e2e",) and self.depths == (1,):
             raise ValueError(_NOTHING_TO_RUN)
-        set_("iters", check_int("iters", self.iters, 1, MAX_ITERS))
-        set_("lrs", _positive_sorted("learning rates", self.lrs))
+        set_("iters", _checked("iters", self.iters, ITERS))
+        set_("lrs", _positive_sorted("learning rate", self.lrs))
         if self.thresholds is not None:
-            set_("thresholds", _positive_sorted("thresholds", self.thresholds))
+            set_("thresholds", _positive_sorted("threshold", self.thresholds))
         if self.checkpoint_every is not None:
-            set_("checkpoint_every", check_int("checkpoint_every", self.checkpoint_every, 1))
+            set_("checkpoint_every", _checked("checkpoint_every", self.checkpoint_every, COUNT))
         if self.dtype not in ("float32", "float64"):
             raise ValueError(f"dtype must be float32 or float64, got {self.dtype!r}")
         if self.convention not in CONVENTIONS:
             raise ValueError(f"convention must be one of {CONVENTIONS}, got {self.convention!r}")
         if self.hidden is not None:
-            set_("hidden", check_int("hidden", self.hidden, 1))
+            set_("hidden", _checked("hidden", self.hidden, COUNT))
         if self.init not in INITS:
             raise ValueError(f"unknown init {self.init!r}; choose from {', '.join(INITS)}")
-        if self.init_scale is not None and not (
-            math.isfinite(float(self.init_scale)) and float(self.init_scale) >= 0
-        ):
-            raise ValueError(f"init_scale must be finite and >= 0, got {self.init_scale!r}")
+        if self.init_scale is not None:
+            check("init_scale", self.init_scale, NONNEGATIVE)  # Run takes it as given
         set_("seed", check_seed(self.seed))
-        set_("log_points", check_int("log_points", self.log_points, 2))
+        set_("log_points", _checked("log_points", self.log_points, LOG_POINTS))
         set_("device", check_device(self.device))
+        check("standardize", self.standardize, BOOL)
+        check("force", self.force, BOOL)
+        check("header", self.header, Options((None, True, False)))
 
     @property
     def p(self) -> float:
