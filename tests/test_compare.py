@@ -341,6 +341,10 @@ def test_corrupt_store_in_out_dir_is_refused_untouched(tmp_path, capsys):
         (["--device", "cpu:1"], "unsupported device 'cpu:1'"),
         (["--seed", "99999999999999999999999"], "--seed must be a 64-bit integer"),
         (["--seed", "1.5"], "--seed must be a 64-bit integer in"),
+        (["--init-scale", "nan"], "--init-scale must be a finite number >= 0, got nan"),
+        (["--hidden", "0"], "--hidden must be an integer >= 1, got 0"),
+        (["--threads", "-1"], "--threads must be an integer in [0, 1024], got -1"),
+        (["--checkpoint-every", "x"], "--checkpoint-every must be an integer >= 0, got 'x'"),
     ],
 )
 def test_argument_errors_exit_2_before_any_file(tmp_path, capsys, extra, match):

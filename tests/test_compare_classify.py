@@ -297,9 +297,9 @@ def test_l2_zero_on_separable_classes_reports_the_loss(tmp_path, capsys):
             "missing (NaN or empty) labels in column 'species', rows 2",
         ),
         (["a", ""] + ["b"] * 58, [], 1, "missing (NaN or empty) labels"),
-        (None, ["--l2", "-1"], 2, "--l2 must be finite and >= 0"),
-        (None, ["--l2", "inf"], 2, "--l2 must be finite and >= 0"),
-        (None, ["--l2", "nan"], 2, "--l2 must be finite and >= 0"),
+        (None, ["--l2", "-1"], 2, "--l2 must be a finite number >= 0"),
+        (None, ["--l2", "inf"], 2, "--l2 must be a finite number >= 0"),
+        (None, ["--l2", "nan"], 2, "--l2 must be a finite number >= 0"),
         (None, ["--target", "f0,f0"], 2, "the ce loss takes one target column"),
     ],
 )

@@ -17,17 +17,17 @@ from depthaccel.compare import (
     DEFAULT_LRS,
     DEFAULT_METHODS,
     DEFAULT_RELATIVE_THRESHOLDS,
-    MAX_ITERS,
     CompareConfig,
     run_compare,
 )
 from depthaccel.compare.config import (
+    ITERS,
+    NONNEGATIVE,
+    SEED,
     check_depth,
     check_device,
-    check_int,
     check_method,
     check_positive,
-    check_seed,
     parse_loss,
 )
 from depthaccel.data.scaling import LOSS_SCALES, parse_feature_scale
@@ -38,6 +38,7 @@ from depthaccel.resources import MemoryEstimateError
 from depthaccel.signals import exit_status
 from depthaccel.store import StoreError
 from depthaccel.train import METHODS
+from depthaccel.validation import COUNT, Integral, Interval, arg_type
 
 _EPILOG = f"""\
 Models: every method at every depth (the Eq. 12 end-to-end scheme 'e2e' only at depths
@@ -106,16 +107,6 @@ def _csv_list(check, what: str):
     return parse
 
 
-def _l2(s: str) -> float:
-    try:
-        v = float(s)
-    except ValueError:
-        raise ValueError(f"--l2 must be a number, got {s!r}") from None
-    if not (v >= 0 and v < float("inf")):
-        raise ValueError(f"--l2 must be finite and >= 0, got {s}")
-    return v
-
-
 def _loss(s: str) -> str:
     parse_loss(s)
     return s.lower()
@@ -154,7 +145,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     p.add_argument(
         "--l2",
-        type=_arg(_l2),
+        type=arg_type(NONNEGATIVE, "--l2"),
         default=None,
         metavar="LAMBDA",
         help=f"L2 term (LAMBDA/2)||W||^2 of --loss ce (default: {DEFAULT_CE_L2:g}, so that the "
@@ -189,7 +180,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     p.add_argument(
         "--iters",
-        type=_arg(lambda s: check_int("--iters", s, 1, MAX_ITERS)),
+        type=arg_type(ITERS, "--iters"),
         default=DEFAULT_ITERS,
         help=f"full-batch iterations per run (default: {DEFAULT_ITERS})",
     )
@@ -217,7 +208,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     p.add_argument(
         "--checkpoint-every",
-        type=_arg(lambda s: check_int("--checkpoint-every", s, 0)),
+        type=arg_type(Interval(Integral, 0, None, whole_floats=True), "--checkpoint-every"),
         default=DEFAULT_CHECKPOINT_EVERY,
         metavar="K",
         help=f"save the training state every K iterations, 0 = never (default: {DEFAULT_CHECKPOINT_EVERY})",
@@ -247,7 +238,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     p.add_argument(
         "--hidden",
-        type=_arg(lambda s: check_int("--hidden", s, 1)),
+        type=arg_type(COUNT, "--hidden"),
         default=None,
         help="hidden width (default: the number of outputs k; 1 for one target, as in the paper)",
     )
@@ -259,13 +250,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     p.add_argument(
         "--init-scale",
-        type=float,
+        type=arg_type(NONNEGATIVE, "--init-scale"),
         default=None,
         help="std of the initial Gaussian draws (default: the trainer's, 1e-3 for near_zero)",
     )
     p.add_argument(
         "--seed",
-        type=_arg(lambda s: check_seed(s, "--seed")),
+        type=arg_type(SEED, "--seed"),
         default=0,
         help="initialisation seed (default: 0)",
     )
@@ -277,7 +268,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     p.add_argument(
         "--threads",
-        type=_arg(lambda s: check_int("--threads", s, 0, jobs.MAX_THREADS)),
+        type=arg_type(Interval(Integral, 0, jobs.MAX_THREADS, whole_floats=True), "--threads"),
         default=1,
         help="torch CPU threads, 0 = torch's default (default: 1: these GEMMs are small, and "
         "extra threads slowed training 14x on a busy 2-core machine)",

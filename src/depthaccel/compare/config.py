@@ -38,7 +38,6 @@ __all__ = [
     "build_runs",
     "check_depth",
     "check_device",
-    "check_int",
     "check_method",
     "check_positive",
     "check_seed",
@@ -117,12 +116,6 @@ def _checked(name: str, v: Any, interval: Interval) -> Any:
     """``depthaccel.validation.check`` of ``v``, or ``check_text`` when it is a string
     (the command line's text): an int or float, else ValueError, one line naming ``name``."""
     return check_text(name, v, interval) if isinstance(v, str) else check(name, v, interval)
-
-
-def check_int(name: str, v: object, lo: int, hi: int | None = None) -> int:
-    """``v`` as an int in ``[lo, hi]`` (``hi`` None: no upper bound): an integer, a whole
-    float (``2.0``) or a string of one (not a bool, not 1.5)."""
-    return _checked(name, v, Interval(Integral, lo, hi, whole_floats=True))
 
 
 def check_depth(v: object) -> int:
