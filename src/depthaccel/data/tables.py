@@ -53,6 +53,19 @@ def _open_text(path: Path) -> io.TextIOBase:
     return open(path, encoding="utf-8-sig", newline="")
 
 
+def _read_text(path: Path) -> str:
+    """The whole text of a (gzipped) CSV file; ValueError, naming the file, when it cannot
+    be read as UTF-8 text or holds NUL bytes (a binary file)."""
+    try:
+        with _open_text(path) as f:
+            text = f.read()
+    except (OSError, EOFError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path}: cannot read ({type(exc).__name__}: {exc})") from exc
+    if "\x00" in text:
+        raise ValueError(f"{path}: not a text table (it holds NUL bytes: a binary file?)")
+    return text
+
+
 def _is_number(s: str) -> bool:
     try:
         float(s)
@@ -74,13 +87,7 @@ def read_numeric_csv(
     line = row + 1, or = row without a header).
     """
     path = Path(path)
-    try:
-        with _open_text(path) as f:
-            text = f.read()
-    except (OSError, EOFError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: cannot read ({type(exc).__name__}: {exc})") from exc
-    if "\x00" in text:
-        raise ValueError(f"{path}: not a text table (it holds NUL bytes: a binary file?)")
+    text = _read_text(path)
     try:
         return _parse_numeric_csv(path, text, header)
     except csv.Error as exc:  # e.g. a field longer than the csv module's limit
@@ -95,13 +102,7 @@ def read_labeled_csv(
     label column's name, one label string per row, stripped)``; the other columns must
     be numeric, with the same checks and messages as :func:`read_numeric_csv`."""
     path = Path(path)
-    try:
-        with _open_text(path) as f:
-            text = f.read()
-    except (OSError, EOFError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{path}: cannot read ({type(exc).__name__}: {exc})") from exc
-    if "\x00" in text:
-        raise ValueError(f"{path}: not a text table (it holds NUL bytes: a binary file?)")
+    text = _read_text(path)
     try:
         lines = [ln for ln in text.splitlines()]
         while lines and not lines[-1].strip():
