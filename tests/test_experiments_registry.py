@@ -18,6 +18,7 @@ from depthaccel.experiments.registry import (
     get_experiment,
 )
 from depthaccel.experiments.results import to_jsonable
+from depthaccel.experiments.spec import describe_run
 
 PAPER_NAMES = {
     "fig2",
@@ -80,3 +81,25 @@ def test_every_registered_module_imports_and_provides_the_interface():
         assert type(q) is type(f) is mod.Config
         assert q != f, f"{name}: quick and full configs are the same"
         json.dumps(to_jsonable(q))
+
+
+def test_describe_template_joins_sequences_and_takes_fields():
+    template = "depth {config.depths:g} (seeds {measured.seeds}), {n} runs"
+    config = types.SimpleNamespace(depths=(2.0, 3.5))
+    measured = types.SimpleNamespace(seeds=[0, 1])
+    assert describe_run(template, measured, config, {"n": 4}) == "depth 2, 3.5 (seeds 0, 1), 4 runs"
+    with pytest.raises(KeyError):
+        describe_run(template, measured, config)  # a field the module did not provide
+
+
+def test_every_experiment_describes_what_was_run():
+    """Each DESCRIBE names only config, measured and the module's describe_fields."""
+    import string
+
+    for name in EXPERIMENTS:
+        mod = get_experiment(name)
+        fields = {f for _, f, _, _ in string.Formatter().parse(mod.DESCRIBE) if f}
+        roots = {f.split(".")[0].split("[")[0] for f in fields}
+        extra = roots - {"config", "measured"}
+        assert mod.DESCRIBE, name
+        assert not extra or callable(getattr(mod, "describe_fields", None)), (name, extra)

@@ -72,8 +72,11 @@ def test_claim_reads_the_older_json_form():
     "text, words, short",
     [
         # remarks go, nested ones included; the first clause is kept
-        ("ms per step (mean of 100 steps; batch 64, 1 thread(s)): a 1.0, b 2.0; c", 15,
-         "ms per step: a 1.0, b 2.0"),
+        (
+            "ms per step (mean of 100 steps; batch 64, 1 thread(s)): a 1.0, b 2.0; c",
+            15,
+            "ms per step: a 1.0, b 2.0",
+        ),
         # math parentheses (no space before them) stay
         ("eigenvalues are K(s_r, s_r') of Claim 1", 20, "eigenvalues are K(s_r, s_r') of Claim 1"),
         ("lr x y1^(p-2) = 1.78 (largest stable)", 20, "lr x y1^(p-2) = 1.78"),

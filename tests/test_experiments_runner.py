@@ -58,7 +58,7 @@ def _fake_module(fail: bool = False) -> types.ModuleType:
         return [fig, csv]
 
     mod.Config, mod.measure, mod.judge, mod.render = Config, measure, judge, render
-    mod.describe = lambda m, config: f"A fake run of {m.iters} iterations."
+    mod.DESCRIBE = "A fake run of {measured.iters} iterations."
     mod.NOTES = ("a choice",)
     mod.SPEC = ExperimentSpec("fake", "fakepkg.exp_ok", "fake; claims: none", title="A fake one")
     return mod

@@ -40,6 +40,12 @@ from depthaccel.reporting import finish_figure, pyplot
 
 NAME = "claim1"
 TITLE = "Claim 1: the spectrum of the end-to-end preconditioner P_W"
+#: what was run, for the report: a template (experiments/spec.py, describe_run)
+DESCRIBE = (
+    "{case_count} matrix shapes and ranks (rank-deficient, zero and repeated "
+    "singular values included) x {config.trials} random matrices x depths "
+    "{config.depths:g}, in float64."
+)
 
 
 @dataclass(frozen=True)
@@ -270,12 +276,9 @@ def judge(measured: Measured, config: Config) -> list[Claim]:
     return claims
 
 
-def describe(measured: Measured, config: Config) -> str:
-    return (
-        f"{len(config.cases)} matrix shapes and ranks (rank-deficient, zero and repeated "
-        f"singular values included) x {config.trials} random matrices x depths "
-        f"{', '.join(f'{d:g}' for d in config.depths)}, in float64."
-    )
+def describe_fields(measured: Measured, config: Config) -> dict:
+    """Values for ``DESCRIBE``."""
+    return {"case_count": len(config.cases)}
 
 
 def render(measured: Measured, claims: list[Claim], outdir: Path) -> list[Path]:

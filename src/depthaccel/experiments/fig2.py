@@ -40,7 +40,7 @@ from depthaccel.experiments.deviations import (
     rel_dev_until,
 )
 from depthaccel.experiments.edge_paths import edge_paths
-from depthaccel.experiments.fig2_notes import describe as describe
+from depthaccel.experiments.fig2_notes import describe_fields as describe_fields
 from depthaccel.experiments.fig2_notes import notes as notes
 from depthaccel.experiments.fig2_notes import settings as settings
 from depthaccel.experiments.fig2_plot import curve_styles
@@ -56,6 +56,11 @@ from depthaccel.reporting import (
 
 NAME = "fig2"
 TITLE = "Fig. 2: depth-2/3 linear nets vs the Eq. 12 scheme (l2 and l4, Ethanol)"
+#: what was run, for the report: a template (experiments/spec.py, describe_run)
+DESCRIBE = (
+    "GD on depth {config.depths} nets of width {config.widths} and the matching Eq. 12 "
+    "runs, lr {lr}, {config.iters} iterations, l2 and l4 losses, inits {inits}{control}."
+)
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,5 @@
-"""fig2's text: the one-line description, the settings recorded with the results and the
-notes of the report (initialisations, iterations, stability at the optimum and along the
+"""fig2's text: the values of its one-line description, the settings recorded with the
+results and the notes of the report (initialisations, iterations, stability at the optimum and along the
 Eq. 12 path, how deviations are measured)."""
 
 from __future__ import annotations
@@ -10,14 +10,14 @@ from depthaccel.experiments.edge_paths import _path_note
 from depthaccel.reporting import format_lr
 
 
-def describe(measured: Any, config: Any) -> str:
-    return (
-        f"GD on depth {', '.join(map(str, config.depths))} nets of width "
-        f"{', '.join(map(str, config.widths))} and the matching Eq. 12 runs, lr "
-        f"{format_lr(config.lr)}, {config.iters} iterations, l2 and l4 losses, "
-        f"inits {', '.join(f'{i} ({s:g})' for i, s in config.inits)}"
-        + (", plus balanced nets from the near-zero W_e (control)." if config.control else ".")
-    )
+def describe_fields(measured: Any, config: Any) -> dict:
+    """Values for fig2's ``DESCRIBE``."""
+    control = ", plus balanced nets from the near-zero W_e (control)" if config.control else ""
+    return {
+        "lr": format_lr(config.lr),
+        "inits": [f"{i} ({s:g})" for i, s in config.inits],
+        "control": control,
+    }
 
 
 def settings(measured: Any, config: Any) -> dict:

@@ -45,6 +45,12 @@ from depthaccel.reporting import (
 
 NAME = "fig3"
 TITLE = "Fig. 3: depth 1/2/3, lr grid-searched per model (l2 and l4, Ethanol)"
+#: what was run, for the report: a template (experiments/spec.py, describe_run)
+DESCRIBE = (
+    "GD on depth {config.depths} (width {config.hidden}), {config.iters} "
+    "iterations, l2 and l4, lr grid-searched per model and seed (seeds "
+    "{measured.seeds})."
+)
 
 
 @dataclass(frozen=True)
@@ -209,14 +215,6 @@ def judge(measured: Measured, config: Config) -> list[Claim]:
             )
         )
     return claims
-
-
-def describe(measured: Measured, config: Config) -> str:
-    return (
-        f"GD on depth {', '.join(map(str, config.depths))} (width {config.hidden}), "
-        f"{config.iters} iterations, l2 and l4, lr grid-searched per model and seed "
-        f"(seeds {', '.join(map(str, measured.seeds))})."
-    )
 
 
 def settings(measured: Measured, config: Config) -> dict:

@@ -52,6 +52,11 @@ from depthaccel.reporting import (
 
 NAME = "fig4-left"
 TITLE = "Fig. 4 left: depth-3 GD vs AdaGrad and AdaDelta on a single layer (l4, Ethanol)"
+#: what was run, for the report: a template (experiments/spec.py, describe_run)
+DESCRIBE = (
+    "l{config.p:g}, {config.iters} iterations: {models}, learning rate "
+    "grid-searched per model and seed (seeds {measured.seeds})."
+)
 _NAMES = {"gd": "GD", "adagrad": "AdaGrad", "adadelta": "AdaDelta"}
 
 
@@ -268,14 +273,9 @@ def judge(measured: Measured, config: Config) -> list[Claim]:
     return claims
 
 
-def describe(measured: Measured, config: Config) -> str:
-    return (
-        f"l{config.p:g}, {config.iters} iterations: "
-        + ", ".join(f"{m} depth {d}" for m, d, _, _ in config.models)
-        + ", learning rate grid-searched per model and seed (seeds "
-        + ", ".join(map(str, measured.seeds))
-        + ")."
-    )
+def describe_fields(measured: Measured, config: Config) -> dict:
+    """Values for ``DESCRIBE``."""
+    return {"models": [f"{m} depth {d}" for m, d, _, _ in config.models]}
 
 
 def settings(measured: Measured, config: Config) -> dict:

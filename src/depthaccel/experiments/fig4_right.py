@@ -50,6 +50,11 @@ from depthaccel.reporting import (
 
 NAME = "fig4-right"
 TITLE = "Fig. 4 right: Adam (TensorFlow defaults) on depth 1/2/3 (l4, Ethanol)"
+#: what was run, for the report: a template (experiments/spec.py, describe_run)
+DESCRIBE = (
+    "Adam ({config.convention}, lr {lr}) on depth {config.depths}, l{measured.p:g}, "
+    "{config.iters} iterations, seeds {measured.seeds}."
+)
 
 
 @dataclass(frozen=True)
@@ -427,12 +432,9 @@ def judge(measured: Measured, config: Config) -> list[Claim]:
     return claims
 
 
-def describe(measured: Measured, config: Config) -> str:
-    return (
-        f"Adam ({config.convention}, lr {format_lr(measured.lr)}) on depth "
-        f"{', '.join(map(str, config.depths))}, l{measured.p:g}, {config.iters} "
-        f"iterations, seeds {', '.join(map(str, measured.seeds))}."
-    )
+def describe_fields(measured: Measured, config: Config) -> dict:
+    """Values for ``DESCRIBE``."""
+    return {"lr": format_lr(measured.lr)}
 
 
 def settings(measured: Measured, config: Config) -> dict:

@@ -50,6 +50,12 @@ from depthaccel.reporting import (
 
 NAME = "fig5-left"
 TITLE = "Fig. 5 left: depth 4/8, near-zero vs near-identity init, vs depth 1 (l4, Ethanol)"
+#: what was run, for the report: a template (experiments/spec.py, describe_run)
+DESCRIBE = (
+    "GD, l{measured.p:g}, {measured.iters} iterations: depth 1, depth {deep} with "
+    "near-zero and identity init, lr grid-searched per model and seed (seeds "
+    "{measured.seeds})."
+)
 
 
 @dataclass(frozen=True)
@@ -234,12 +240,9 @@ def judge(measured: Measured, config: Config) -> list[Claim]:
     return claims
 
 
-def describe(measured: Measured, config: Config) -> str:
-    return (
-        f"GD, l{measured.p:g}, {measured.iters} iterations: depth 1, depth "
-        f"{' and '.join(map(str, config.deep))} with near-zero and identity init, "
-        f"lr grid-searched per model and seed (seeds {', '.join(map(str, measured.seeds))})."
-    )
+def describe_fields(measured: Measured, config: Config) -> dict:
+    """Values for ``DESCRIBE``."""
+    return {"deep": " and ".join(map(str, config.deep))}
 
 
 def settings(measured: Measured, config: Config) -> dict:

@@ -79,6 +79,14 @@ TITLE = (
     "Fig. 5 right: MNIST conv tutorial vs the same net with each dense matrix a product "
     "of two; claim: the overparameterized net's batch loss falls faster"
 )
+#: what was run, for the report: a template (experiments/spec.py, describe_run)
+DESCRIBE = (
+    "TensorFlow's MNIST conv tutorial in PyTorch ({measured.device}, "
+    "{measured.dtype}), {measured.steps_done} SGD+momentum steps of batch "
+    "{config.batch_size} on {config.train_size} training images, original vs each "
+    "dense matrix a product of {config.depth} (hidden width "
+    "{config.factor_hidden!r})."
+)
 FACTOR_INITS = mt.FACTOR_INITS
 L2_TARGETS = mt.L2_TARGETS
 
@@ -499,15 +507,6 @@ def judge(measured: Measured, config: Config) -> list[Claim]:
             )
         )
     return claims
-
-
-def describe(measured: Measured, config: Config) -> str:
-    return (
-        f"TensorFlow's MNIST conv tutorial in PyTorch ({measured.device}, {measured.dtype}), "
-        f"{measured.steps_done} SGD+momentum steps of batch {config.batch_size} on "
-        f"{config.train_size} training images, original vs each dense matrix a product of "
-        f"{config.depth} (hidden width {config.factor_hidden!r})."
-    )
 
 
 def settings(measured: Measured, config: Config) -> dict:

@@ -71,6 +71,14 @@ TITLE = (
     "EndToEndSGD(depth=2) on its dense layers; claim: the preconditioner alone gives the "
     "overparameterized net's speed-up"
 )
+#: what was run, for the report: a template (experiments/spec.py, describe_run)
+DESCRIBE = (
+    "TensorFlow's MNIST tutorial in PyTorch ({measured.device}, {measured.dtype}): "
+    "{measured.steps_done} steps of batch {config.batch_size} on "
+    "{config.train_size} images, original vs overparameterized vs "
+    "EndToEndSGD(depth={config.depth}, "
+    "precondition_every={config.precondition_every})."
+)
 NETS = ("original", "overparameterized", "e2e")
 
 
@@ -422,15 +430,6 @@ def judge(measured: Measured, config: Config) -> list[Claim]:
             )
         )
     return claims
-
-
-def describe(measured: Measured, config: Config) -> str:
-    return (
-        f"TensorFlow's MNIST tutorial in PyTorch ({measured.device}, {measured.dtype}): "
-        f"{measured.steps_done} steps of batch {config.batch_size} on {config.train_size} "
-        f"images, original vs overparameterized vs EndToEndSGD(depth={config.depth}, "
-        f"precondition_every={config.precondition_every})."
-    )
 
 
 def settings(measured: Measured, config: Config) -> dict:

@@ -20,6 +20,7 @@ from depthaccel.experiments.results import (
     to_jsonable,
     write_json,
 )
+from depthaccel.experiments.spec import describe_run
 from depthaccel.outdir import OutputFolder
 
 __all__ = ["judge_and_render", "measure_judge_render", "run_experiment"]
@@ -35,12 +36,17 @@ def judge_and_render(mod: Any, config: Any, measured: Any, out_dir: Path) -> Exp
     (the config and every measured number that is not a curve) and the notes."""
     claims = list(mod.judge(measured, config))
     paths = [Path(p) for p in mod.render(measured, claims, Path(out_dir))]
-    describe = getattr(mod, "describe", None)
+    fields = getattr(mod, "describe_fields", None)
     settings = getattr(mod, "settings", None)
     return ExperimentResult(
         name=mod.SPEC.name,
         title=mod.SPEC.title,
-        summary=describe(measured, config) if callable(describe) else "",
+        summary=describe_run(
+            getattr(mod, "DESCRIBE", ""),
+            measured,
+            config,
+            fields(measured, config) if callable(fields) else {},
+        ),
         settings={
             "config": to_jsonable(config),
             **(settings(measured, config) if callable(settings) else {}),

@@ -48,6 +48,12 @@ from depthaccel.train.grid import log_grid
 
 NAME = "sec7"
 TITLE = "Section 7: GD vs the Eq. 12 scheme on the two-point l4 problem"
+#: what was run, for the report: a template (experiments/spec.py, describe_run)
+DESCRIBE = (
+    "p = {config.p}, y2 = {config.y2:g}, y1/y2 in [{config.ratios}]; GD and Eq. 12 "
+    "with N in [{config.depths}]; {lr_count} learning rates x {config.starts} "
+    "starting points per method and ratio; tolerance {config.tol:g}."
+)
 
 
 @dataclass(frozen=True)
@@ -407,12 +413,9 @@ def judge(measured: Measured, config: Config) -> list[Claim]:
     return claims
 
 
-def describe(measured: Measured, config: Config) -> str:
-    return (
-        f"p = {config.p}, y2 = {config.y2:g}, y1/y2 in {list(config.ratios)}; GD and Eq. "
-        f"12 with N in {list(config.depths)}; {len(measured.lrs)} learning rates x "
-        f"{config.starts} starting points per method and ratio; tolerance {config.tol:g}."
-    )
+def describe_fields(measured: Measured, config: Config) -> dict:
+    """Values for ``DESCRIBE``."""
+    return {"lr_count": len(measured.lrs)}
 
 
 def settings(measured: Measured, config: Config) -> dict:

@@ -42,6 +42,13 @@ from depthaccel.experiments.spec import ExperimentSpec
 
 NAME = "setup"
 TITLE = "The unstated setup: the feature scale chosen by the paper's Fig. 2 text, and the fixed-rate claims across it"
+#: what was run, for the report: a template (experiments/spec.py, describe_run)
+DESCRIBE = (
+    "Eq. 12 at lr {config.lr:g} for {config.iters} iterations from Fig. 2's starts "
+    "(depths {config.depths}, l2 and l4) under each feature-scale preset and k in "
+    "the grid, both loss scales; Fig. 4 right's Adam claims at {config.adam_iters} "
+    "iterations for each k."
+)
 
 _PAPER_FIG2 = (
     "Figure 2 shows convergence ... of gradient descent optimizing depth-2 and depth-3 "
@@ -328,15 +335,6 @@ def render(measured: Measured, claims: list[Claim], outdir: Path) -> list[Path]:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return [path]
-
-
-def describe(measured: Measured, config: Config) -> str:
-    return (
-        f"Eq. 12 at lr {config.lr:g} for {config.iters} iterations from Fig. 2's starts "
-        f"(depths {', '.join(map(str, config.depths))}, l2 and l4) under each feature-scale "
-        f"preset and k in the grid, both loss scales; Fig. 4 right's Adam claims at "
-        f"{config.adam_iters} iterations for each k."
-    )
 
 
 def settings(measured: Measured, config: Config) -> dict:

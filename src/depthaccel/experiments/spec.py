@@ -12,8 +12,10 @@ An experiment is one module ``depthaccel.experiments.<module>`` with
 - ``judge(measured, config) -> list[Claim]``: the paper's claims against those numbers
   (pure: tested on synthetic ``Measured`` values);
 - ``render(measured, claims, outdir) -> list[Path]``: figures (PNG) and curves (CSV);
-- optionally ``describe(measured, config) -> str``: what was run, in 2-3 lines,
-  ``settings(measured, config) -> dict``: the choices made, for ``settings.json``,
+- ``DESCRIBE``: what was run, in 2-3 lines, a template over ``config``, ``measured``
+  and, optionally, the module's ``describe_fields(measured, config) -> dict`` (values
+  that take code to write: counts, joined labels; see :func:`describe_run`);
+- optionally ``settings(measured, config) -> dict``: the choices made, for ``settings.json``,
   ``NOTES`` (static) and ``notes(measured, config) -> list[str]``: choices where the
   paper is silent, for the report's collapsed notes.
 
@@ -23,10 +25,12 @@ modules it lists.
 
 from __future__ import annotations
 
+import string
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["ExperimentSpec"]
+__all__ = ["ExperimentSpec", "describe_run"]
 
 
 @dataclass(frozen=True)
@@ -55,3 +59,21 @@ class ExperimentSpec:
     title: str = ""
     cost: tuple[float, float] = (5.0, 300.0)
     config: Any = None
+
+
+def describe_run(template: str, measured: Any, config: Any, fields: Mapping[str, Any] = ()) -> str:
+    """An experiment's ``DESCRIBE`` filled in for one result: a ``str.format`` template over
+    ``config``, ``measured`` and ``fields`` (the module's ``describe_fields(measured,
+    config)``, if it has them), where a list or tuple is written as its items joined by
+    ", ", each item in the field's format (``{config.depths:g}``: ``2, 3.5``)."""
+    return _Outline().format(template, measured=measured, config=config, **dict(fields))
+
+
+class _Outline(string.Formatter):
+    """``str.format`` that writes a list or tuple as its items joined by ", " (each
+    formatted with the field's format spec)."""
+
+    def format_field(self, value: Any, format_spec: str) -> str:
+        if isinstance(value, list | tuple):
+            return ", ".join(format(v, format_spec) for v in value)
+        return format(value, format_spec)

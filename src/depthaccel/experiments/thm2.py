@@ -48,6 +48,12 @@ from depthaccel.reporting import finish_figure, pyplot
 
 NAME = "thm2"
 TITLE = "Theorem 2: the end-to-end field F is not a gradient field for N > 2"
+#: what was run, for the report: a template (experiments/spec.py, describe_run)
+DESCRIBE = (
+    "Line integral of F_N around Gamma_(r,R) for N in {config.depths:g} and R in "
+    "[{config.radii}] (r = {config.r_over_R:g} R), float64 Gauss-Legendre "
+    "quadrature."
+)
 
 
 @dataclass(frozen=True)
@@ -315,14 +321,6 @@ def judge(measured: Measured, config: Config) -> list[Claim]:
             )
         )
     return claims
-
-
-def describe(measured: Measured, config: Config) -> str:
-    return (
-        f"Line integral of F_N around Gamma_(r,R) for N in "
-        f"{', '.join(f'{d:g}' for d in config.depths)} and R in {list(config.radii)} "
-        f"(r = {config.r_over_R:g} R), float64 Gauss-Legendre quadrature."
-    )
 
 
 def settings(measured: Measured, config: Config) -> dict:
