@@ -178,57 +178,68 @@ class Comparison:
         lower/higher, never) comes from the numbers it quotes (``numbers=False``: the
         numbers in parentheses are left out, the word stays; ``terse``: the predicate
         only, without the models' names and numbers)."""
+        short, full = self._clause_forms(kind, numbers)
+        return short if terse else full
+
+    def _clause_forms(self, kind: str, numbers: bool) -> tuple[str, str]:
+        """(terse, full) forms of :meth:`clause`: each case says both at once."""
         a, b = self.a.label, self.b.label
         if kind == "speed":
             t, ib, ia = self.common
             nums = f" ({ib} vs {ia})" if numbers else ""
             r = self.speedup
             if r is None or _band(r) == 0:
-                if terse:
-                    return f"about as many iterations to {self.name(t)}"
-                return f"{b} and {a} need about as many iterations to reach {self.name(t)}{nums}"
+                return (
+                    f"about as many iterations to {self.name(t)}",
+                    f"{b} and {a} need about as many iterations to reach {self.name(t)}{nums}",
+                )
             more, x = ("fewer", r) if _band(r) > 0 else ("more", 1 / r)
-            if terse:
-                return f"{_times(x)} {more} iterations to {self.name(t)}"
-            return f"{b} needs {_times(x)} {more} iterations than {a} to reach {self.name(t)}{nums}"
+            return (
+                f"{_times(x)} {more} iterations to {self.name(t)}",
+                f"{b} needs {_times(x)} {more} iterations than {a} to reach {self.name(t)}{nums}",
+            )
         if kind == "reach":
             if self.only_b is not None and (self.reach_sign > 0 or self.only_a is None):
                 t = self.only_b
-                if terse:
-                    return f"reaches {self.name(t)}, {a} never"
                 nums = f" (in {self.hits(t)[0]} iterations)" if numbers else ""
-                return f"{b} reaches {self.name(t)}{nums}, which {a} never does"
+                return (
+                    f"reaches {self.name(t)}, {a} never",
+                    f"{b} reaches {self.name(t)}{nums}, which {a} never does",
+                )
             t = self.only_a
-            if terse:
-                return f"never reaches {self.name(t)}"
             nums = f" in {self.hits(t)[1]} iterations" if numbers else ""
-            return f"{b} never reaches {self.name(t)}, which {a} does{nums}"
+            return (
+                f"never reaches {self.name(t)}",
+                f"{b} never reaches {self.name(t)}, which {a} does{nums}",
+            )
         # final
         fb, fa = self.b.best.final_gap, self.a.best.final_gap
         if self.a_at_floor and self.b_at_floor:
-            if terse:
-                return "both end at the optimum"
-            return f"{b} and {a} both end at the optimum to round-off"
+            return "both end at the optimum", f"{b} and {a} both end at the optimum to round-off"
         if self.b_at_floor:
-            if terse:
-                return "ends at the optimum, the other above it"
             nums = f" ({fmt(fa)})" if numbers else ""
-            return f"{b} ends at the optimum to round-off, {a} above it{nums}"
+            return (
+                "ends at the optimum, the other above it",
+                f"{b} ends at the optimum to round-off, {a} above it{nums}",
+            )
         if self.a_at_floor:
-            if terse:
-                return "ends above the optimum, the other at it"
             nums = f" ({fmt(fb)})" if numbers else ""
-            return f"{b} ends above the optimum{nums}, {a} at it to round-off"
+            return (
+                "ends above the optimum, the other at it",
+                f"{b} ends above the optimum{nums}, {a} at it to round-off",
+            )
         nums = f" ({fmt(fb)} vs {fmt(fa)})" if numbers else ""
         r = self.final_ratio
         if _band(r) == 0:
-            if terse:
-                return f"about the same final {self.word}"
-            return f"{b} and {a} end at about the same {self.word}{nums}"
+            return (
+                f"about the same final {self.word}",
+                f"{b} and {a} end at about the same {self.word}{nums}",
+            )
         lower, x = ("lower", r) if _band(r) > 0 else ("higher", 1 / r)
-        if terse:
-            return f"{_times(x)} {lower} final {self.word}"
-        return f"{b} ends at a {_times(x)} {lower} {self.word} than {a}{nums}"
+        return (
+            f"{_times(x)} {lower} final {self.word}",
+            f"{b} ends at a {_times(x)} {lower} {self.word} than {a}{nums}",
+        )
 
     def key(self, *, numbers: bool = True, terse: bool = False) -> str:
         """The clause the headline quotes: for a better/worse outcome the first measure
