@@ -33,6 +33,29 @@ def fmt(x: float) -> str:
     return f"{x:.3g}"
 
 
+#: The wording of the two ratio measures (speed: iterations to a threshold; final: the
+#: final gap): (terse, full) when about the same, (terse, full) for a lead or lag of
+#: ``{x}`` times, and the word for b ahead / behind (``{more}``).
+_RATIO_WORDS = {
+    "speed": (
+        (
+            "about as many iterations to {name}",
+            "{b} and {a} need about as many iterations to reach {name}{nums}",
+        ),
+        (
+            "{x} {more} iterations to {name}",
+            "{b} needs {x} {more} iterations than {a} to reach {name}{nums}",
+        ),
+        ("fewer", "more"),
+    ),
+    "final": (
+        ("about the same final {word}", "{b} and {a} end at about the same {word}{nums}"),
+        ("{x} {more} final {word}", "{b} ends at a {x} {more} {word} than {a}{nums}"),
+        ("lower", "higher"),
+    ),
+}
+
+
 def _band(ratio: float | None) -> int:
     """+1 above ``SAME_FACTOR``, -1 below its inverse, 0 in between (or None)."""
     if ratio is None or math.isnan(ratio):
@@ -187,17 +210,7 @@ class Comparison:
         if kind == "speed":
             t, ib, ia = self.common
             nums = f" ({ib} vs {ia})" if numbers else ""
-            r = self.speedup
-            if r is None or _band(r) == 0:
-                return (
-                    f"about as many iterations to {self.name(t)}",
-                    f"{b} and {a} need about as many iterations to reach {self.name(t)}{nums}",
-                )
-            more, x = ("fewer", r) if _band(r) > 0 else ("more", 1 / r)
-            return (
-                f"{_times(x)} {more} iterations to {self.name(t)}",
-                f"{b} needs {_times(x)} {more} iterations than {a} to reach {self.name(t)}{nums}",
-            )
+            return self._ratio_forms("speed", self.speedup, name=self.name(t), nums=nums)
         if kind == "reach":
             if self.only_b is not None and (self.reach_sign > 0 or self.only_a is None):
                 t = self.only_b
@@ -229,17 +242,20 @@ class Comparison:
                 f"{b} ends above the optimum{nums}, {a} at it to round-off",
             )
         nums = f" ({fmt(fb)} vs {fmt(fa)})" if numbers else ""
-        r = self.final_ratio
+        return self._ratio_forms("final", self.final_ratio, nums=nums)
+
+    def _ratio_forms(self, kind: str, r: float | None, **fields: str) -> tuple[str, str]:
+        """(terse, full) wording of a ratio measure (``_RATIO_WORDS``): about the same
+        within ``SAME_FACTOR``, else b's lead or lag by ``x`` = r or 1/r (>= 1)."""
+        same, lead, (ahead, behind) = _RATIO_WORDS[kind]
+        values = {"a": self.a.label, "b": self.b.label, "word": self.word, **fields}
         if _band(r) == 0:
-            return (
-                f"about the same final {self.word}",
-                f"{b} and {a} end at about the same {self.word}{nums}",
-            )
-        lower, x = ("lower", r) if _band(r) > 0 else ("higher", 1 / r)
-        return (
-            f"{_times(x)} {lower} final {self.word}",
-            f"{b} ends at a {_times(x)} {lower} {self.word} than {a}{nums}",
-        )
+            forms = same
+        else:
+            assert r is not None
+            more, x = (ahead, r) if _band(r) > 0 else (behind, 1 / r)
+            forms, values = lead, {**values, "more": more, "x": _times(x)}
+        return forms[0].format(**values), forms[1].format(**values)
 
     def key(self, *, numbers: bool = True, terse: bool = False) -> str:
         """The clause the headline quotes: for a better/worse outcome the first measure
