@@ -84,4 +84,17 @@ def test_policy_validation():
     ):
         with pytest.raises(ValueError):
             SearchPolicy(**bad)
+    # the shared declarations (depthaccel.validation): bools are not numbers, a count is a
+    # whole integer (2.5 used to pass as 2; lr_digits=4.0 used to fail later, formatting)
+    for bad, message in (
+        (dict(per_decade=True), "per_decade must be an integer >= 1, got True"),
+        (dict(per_decade=2.5), "per_decade must be an integer >= 1, got 2.5"),
+        (dict(lr_digits=4.0), "lr_digits must be an integer >= 3, got 4.0"),
+        (dict(max_rounds=-1), "max_rounds must be an integer >= 0, got -1"),
+        (dict(max_ratio=math.inf), "max_ratio must be a finite number > 1, got inf"),
+        (dict(extra_lrs=(1e-3, math.nan)), "extra_lrs must be a finite number > 0, got nan"),
+    ):
+        with pytest.raises(ValueError) as err:
+            SearchPolicy(**bad)
+        assert str(err.value) == message
     assert SearchPolicy(lr_min=1e-4, lr_max=1.0, per_decade=2).grid()[:3] == [1e-4, 3.162e-4, 1e-3]

@@ -211,6 +211,15 @@ def test_log_grid():
     assert log_grid(1e-3, 1e-3) == (1e-3,)
     with pytest.raises(ValueError):
         log_grid(1.0, 0.1)
+    for args, message in (
+        ((0.0, 1.0), "lo must be a finite number > 0, got 0.0"),
+        ((1e-3, math.inf), "hi must be a finite number > 0, got inf"),
+        ((1e-3, 1.0, True), "per_decade must be an integer >= 1, got True"),
+        ((1e-3, 1.0, 2.5), "per_decade must be an integer >= 1, got 2.5"),  # used to pass
+    ):
+        with pytest.raises(ValueError) as err:
+            log_grid(*args)
+        assert str(err.value) == message
 
 
 # The rate grids of every caller, pinned: rates are part of stored runs' keys, so the

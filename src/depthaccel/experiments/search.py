@@ -24,7 +24,6 @@ record and the claims say so).
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -38,8 +37,19 @@ from depthaccel.train.grid import (
     search_record,
     spacing_at_best,
 )
+from depthaccel.validation import Integral, Interval, Real, check, check_params
 
 __all__ = ["SearchPolicy", "search_models"]
+
+_RATE = Interval(Real, 0, None, closed="neither")
+_POLICY = {
+    "lr_min": _RATE,
+    "lr_max": _RATE,
+    "per_decade": Interval(Integral, 1, None),
+    "max_ratio": Interval(Real, 1, None, closed="neither"),
+    "max_rounds": Interval(Integral, 0, None),
+    "lr_digits": Interval(Integral, 3, None),
+}
 
 
 @dataclass(frozen=True)
@@ -64,18 +74,13 @@ class SearchPolicy:
     lr_digits: int = 4
 
     def __post_init__(self) -> None:
-        if not (0 < self.lr_min <= self.lr_max and math.isfinite(self.lr_max)):
-            raise ValueError(f"need 0 < lr_min <= lr_max, got {self.lr_min}, {self.lr_max}")
-        if isinstance(self.per_decade, bool) or int(self.per_decade) < 1:
-            raise ValueError(f"per_decade must be >= 1, got {self.per_decade}")
-        if not (math.isfinite(self.max_ratio) and self.max_ratio > 1):
-            raise ValueError(f"max_ratio must be > 1, got {self.max_ratio}")
-        if int(self.max_rounds) < 0:
-            raise ValueError(f"max_rounds must be >= 0, got {self.max_rounds}")
-        if any(not (math.isfinite(v) and v > 0) for v in self.extra_lrs):
-            raise ValueError(f"extra_lrs must be positive, got {self.extra_lrs}")
-        if int(self.lr_digits) < 3:
-            raise ValueError(f"lr_digits must be >= 3, got {self.lr_digits}")
+        # checks only: the fields are kept as given (they are part of the experiments'
+        # stored settings)
+        check_params(dataclasses.asdict(self), _POLICY)
+        for v in self.extra_lrs:
+            check("extra_lrs", v, _RATE)
+        if self.lr_min > self.lr_max:
+            raise ValueError(f"need lr_min <= lr_max, got {self.lr_min}, {self.lr_max}")
 
     @property
     def step(self) -> float:

@@ -50,6 +50,7 @@ import numpy as np
 from depthaccel.losses import LpOptimum, lp_optimum
 from depthaccel.train.engine import train as engine_train
 from depthaccel.train.runs import Run, RunResult
+from depthaccel.validation import Integral, Interval, Real, check, check_params
 
 __all__ = [
     "SAME_RATE",
@@ -72,6 +73,8 @@ __all__ = [
 #: ``train(X, y, p, runs, iters, **options) -> list[RunResult]``: ``depthaccel.train.train``
 #: or a drop-in such as ``ExperimentContext.train``.
 TrainFn = Callable[..., list[RunResult]]
+
+_RATIO = Interval(Real, 1, None, closed="neither")  # a finite ratio > 1
 
 #: Two rates closer than this (relative) are the same rate.
 SAME_RATE = 1e-9
@@ -247,8 +250,8 @@ def grid_search(
     steps = {mk: _step([r.run.effective_lr for r in res]) for mk, res in models.items()}
     extensions = dict.fromkeys(models, 0)
     rounds = max(max_extensions, rescue_diverged) if extend else 0
-    if fill_ratio is not None and not (math.isfinite(fill_ratio) and fill_ratio > 1):
-        raise ValueError(f"fill_ratio must be > 1, got {fill_ratio!r}")
+    if fill_ratio is not None:
+        check("fill_ratio", fill_ratio, _RATIO)
     for round_ in range(rounds):
         new_runs: list[Run] = []
         for mk, res in models.items():
@@ -345,6 +348,13 @@ def refinement_rates(
     return out
 
 
+_LOG_GRID = {
+    "lo": Interval(Real, 0, None, closed="neither"),
+    "hi": Interval(Real, 0, None, closed="neither"),
+    "per_decade": Interval(Integral, 1, None),
+    "digits": Interval(Integral, 1, 17),
+}
+
 #: How :func:`log_grid` computes its points before rounding (see there).
 GridFormula = Literal["logspace", "geometric"]
 
@@ -372,8 +382,9 @@ def log_grid(
       :class:`~depthaccel.experiments.search.SearchPolicy` grids).
 
     ``lo == hi`` (or ``n == 0``) gives the one rate ``lo``, rounded."""
-    if not (0 < lo <= hi) or per_decade < 1:
-        raise ValueError(f"need 0 < lo <= hi and per_decade >= 1, got {lo}, {hi}, {per_decade}")
+    check_params(dict(lo=lo, hi=hi, per_decade=per_decade, digits=digits), _LOG_GRID)
+    if lo > hi:
+        raise ValueError(f"need lo <= hi, got {lo}, {hi}")
     n = round(math.log10(hi / lo) * per_decade)
     if not n:
         vals: Sequence[float] = [lo]
