@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 
-from depthaccel.executors.base import Checkpoint, Done, Note, Progress, Shard, Started, TrainSpec
+from depthaccel.executors.base import Checkpoint, Done, Note, Progress, Shard, Started, SweepSpec
 from depthaccel.executors.worker import callback_every, run_shard
 from depthaccel.losses import lp_optimum
 from depthaccel.sweep import checkpoint_blob, dumps_state, loads_state
@@ -33,7 +35,7 @@ def test_callback_every_divides_K_and_ticks_about_1_in_50(iters, K):
 def spec_and_shard(iters=300, K=40):
     X, y = problem()
     runs = grid()
-    spec = TrainSpec(
+    spec = SweepSpec(
         X=X, y=y, p=4.0, iters=iters, optimum=lp_optimum(X, y, 4).loss, log_points=50,
         checkpoint_every=K,
     )  # fmt: skip
@@ -106,3 +108,42 @@ def test_checkpoint_blob_is_what_the_sweep_stores():
     back = loads_state(checkpoint_blob(state, [1e-3]))
     assert back["iteration"] == 12 and back["thresholds"] == [1e-3]
     assert torch.equal(back["trainer"]["x"], state["x"])
+
+
+def test_an_error_of_the_driver_after_a_resume_is_not_taken_for_a_bad_state():
+    """The fallback is for a state the trainer refuses before it trains; a ValueError
+    raised by ``emit`` once training has resumed (e.g. the store could not save the
+    next checkpoint) propagates: no 'cannot resume' note, no restart from 0."""
+    spec, shard = spec_and_shard()
+    events = []
+    run_shard(spec, shard, events.append)
+    ck = [e for e in events if isinstance(e, Checkpoint)][0]
+    seen = []
+
+    def emit(event):
+        seen.append(event)
+        if isinstance(event, Checkpoint):
+            raise ValueError("disk full")
+
+    with pytest.raises(ValueError, match="disk full"):
+        run_shard(spec, Shard(**{**shard.__dict__, "resume": ck.blob}), emit)
+    assert not [e for e in seen if isinstance(e, Note)]
+    assert [e.iteration for e in seen if isinstance(e, Started)] == [ck.iteration]
+
+
+@pytest.mark.parametrize("progress", [False, True])
+def test_progress_events_only_for_a_progress_bar(progress):
+    """Without a bar the trainer calls back at the checkpoints only (K = 40: 40, ...,
+    280; 300 is no multiple of K); with one about 50 times (every 5 iterations)."""
+    spec, shard = spec_and_shard()
+    spec = dataclasses.replace(spec, progress=progress)
+    events = []
+    run_shard(spec, shard, events.append)
+    cks = [e.iteration for e in events if isinstance(e, Checkpoint)]
+    ticks = [e.iteration for e in events if isinstance(e, Progress)]
+    assert cks == list(range(40, 300, 40))
+    if progress:
+        assert ticks == [t for t in range(5, 301, 5) if t % 40]  # callback_every(40, 300) = 5
+    else:
+        assert ticks == []
+    assert_same(events[-1].results, reference(spec, shard))

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 
+import depthaccel.executors.worker as worker_mod
 import depthaccel.sweep as sweep_mod
 from depthaccel.store import Store
 from depthaccel.sweep import MATH_VERSION, data_fingerprint, dumps_state, loads_state, sweep
@@ -131,7 +132,7 @@ def test_sweep_equals_train_and_reuses(tmp_path, monkeypatch):
     def boom(*a, **k):
         raise AssertionError("train must not be called: everything is stored")
 
-    monkeypatch.setattr(sweep_mod, "train", boom)
+    monkeypatch.setattr(worker_mod, "train", boom)
     again = sweep(X, y, 4, runs, 400, store=tmp_path, log=logs.append, **kw)
     assert (again.reused, again.computed) == (len(runs), 0)
     assert_same(again.results, direct)
@@ -147,13 +148,13 @@ def test_sweep_equals_train_and_reuses(tmp_path, monkeypatch):
     # One more run: only it is trained.
     more = runs + [Run("gd", 3e-2, depth=3)]
     calls = []
-    real = sweep_mod.train
+    real = worker_mod.train
 
     def counting(X, y, p, rs, *a, **k):
         calls.append(len(rs))
         return real(X, y, p, rs, *a, **k)
 
-    monkeypatch.setattr(sweep_mod, "train", counting)
+    monkeypatch.setattr(worker_mod, "train", counting)
     res = sweep(X, y, 4, more, 400, store=tmp_path, **kw)
     assert calls == [1] and (res.reused, res.computed) == (len(runs), 1)
     assert_same(res.results[:-1], direct)
@@ -205,13 +206,13 @@ def test_in_process_crash_resumes_from_checkpoint(tmp_path, monkeypatch):
         assert s.count_runs() == 0 and [it for _, it in s.checkpoints()] == [3 * K]
 
     started = []
-    real_train = sweep_mod.train
+    real_train = worker_mod.train
 
     def spy(*a, **k):
         started.append(k.get("resume", {}).get("t", 0) if k.get("resume") else 0)
         return real_train(*a, **k)
 
-    monkeypatch.setattr(sweep_mod, "train", spy)
+    monkeypatch.setattr(worker_mod, "train", spy)
     res = sweep(X, y, 4, runs, T, store=tmp_path, checkpoint_every=K, **kw)
     # the first shard (the width-1 gd runs) resumes, the e2e and adam shards start anew
     assert started == [3 * K, 0, 0] and list(res.resumed.values()) == [3 * K]
@@ -421,13 +422,13 @@ def test_bit_rot_in_a_stored_run_is_reported_and_retrained(tmp_path, monkeypatch
         8 * 5 + 7,  # the exponent byte of the 6th logged gap
     )
     trained = []
-    real = sweep_mod.train
+    real = worker_mod.train
 
     def spy(X, y, p, rs, *a, **k):
         trained.append(list(rs))
         return real(X, y, p, rs, *a, **k)
 
-    monkeypatch.setattr(sweep_mod, "train", spy)
+    monkeypatch.setattr(worker_mod, "train", spy)
     logs: list[str] = []
     with pytest.warns(StoreIntegrityWarning, match=f"run {bad} failed its checksum"):
         again = sweep(X, y, 4, runs, 200, store=tmp_path, log=logs.append, **kw)
@@ -481,13 +482,13 @@ def test_bit_rot_in_a_checkpoint_is_not_resumed_from(tmp_path, monkeypatch):
         size // 2,
     )
     started = []
-    real_train = sweep_mod.train
+    real_train = worker_mod.train
 
     def spy(*a, **k):
         started.append(k["resume"]["t"] if k.get("resume") else 0)
         return real_train(*a, **k)
 
-    monkeypatch.setattr(sweep_mod, "train", spy)
+    monkeypatch.setattr(worker_mod, "train", spy)
     with pytest.warns(StoreIntegrityWarning, match=f"checkpoint {gk} failed its checksum"):
         res = sweep(X, y, 4, runs, T, store=tmp_path, checkpoint_every=K, **kw)
     assert started == [0] and res.resumed == {}

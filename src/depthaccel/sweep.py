@@ -7,12 +7,15 @@
   shapes), p, the number of iterations, the logging settings and the compute dtype;
 * runs already in the store (with first-hit iterations for every requested threshold)
   are read back, not trained; the result says how many (``SweepResult.reused``);
-* the other runs are split into shards (``depthaccel.executors.shards.split_runs``: by
-  the trainer's batching group, pieces of at most ``shard_runs`` runs; a function of the
-  runs only) and each shard is trained as one ``train`` call (a "group"), which saves
-  its state into the store every ``checkpoint_every`` iterations; when it finishes, its
-  runs are stored and its checkpoint deleted in one transaction. In this process the
-  groups train one after another; an executor trains the same groups, several at once;
+* the call's data and settings become one ``SweepSpec`` (``depthaccel.executors.base``);
+  the other runs go to the driver (``depthaccel.executors.driver``), which splits them
+  into shards (``depthaccel.executors.shards.split_runs``: by the trainer's batching
+  group, pieces of at most ``shard_runs`` runs; a function of the runs only) and has an
+  executor train each shard as one ``train`` call (a "group"); the driver saves the
+  group's state into the store every ``checkpoint_every`` iterations and, when it
+  finishes, stores its runs and deletes its checkpoint in one transaction. The default
+  executor (``LocalExecutor``) trains the groups in this process, one after another;
+  ``RayExecutor`` trains the same groups, several at once;
 * after a crash or ``kill -9``, the same call finds the checkpoint of its group and
   resumes from it: at most ``checkpoint_every`` iterations are redone, no finished run
   is recomputed, and the curves equal those of an uninterrupted run (float64, same
@@ -20,9 +23,9 @@
   pending runs include all of the checkpointed group's runs (e.g. a re-run with one
   more depth): that group resumes, the new runs train in a group of their own.
 
-``MATH_VERSION`` names the version of the numbers the code computes: bump it whenever a
-change to the trainer, the losses or the optimum can change any run's curve, so stale
-results are not reused.
+``MATH_VERSION`` (``depthaccel.records``) names the version of the numbers the code
+computes: bump it whenever a change to the trainer, the losses or the optimum can change
+any run's curve, so stale results are not reused.
 """
 
 from __future__ import annotations
@@ -37,10 +40,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from depthaccel.losses import LpOptimum, loss_token
-from depthaccel.records import checkpoint_blob, dumps_state, loads_state
-from depthaccel.store import Store, StoredRun, canonical_json, group_key, run_key
-from depthaccel.train import Run, RunResult, train
+from depthaccel.executors.base import SweepSpec
+from depthaccel.executors.driver import train_pending
+from depthaccel.executors.local import LocalExecutor
+from depthaccel.executors.shards import SHARD_RUNS
+from depthaccel.losses import loss_token
+from depthaccel.records import MATH_VERSION, checkpoint_blob, dumps_state, loads_state, run_result
+from depthaccel.store import Store, canonical_json, run_key
+from depthaccel.train import Run, RunResult
 from depthaccel.train.runs import check_runs
 
 if TYPE_CHECKING:
@@ -50,18 +57,14 @@ __all__ = [
     "MATH_VERSION",
     "StoreTrainer",
     "SweepResult",
+    "SweepSpec",
     "checkpoint_blob",
     "data_fingerprint",
     "dumps_state",
     "loads_state",
+    "spec_fingerprint",
     "sweep",
 ]
-
-#: Version of the math behind every stored number (trainer, losses, optimum, logging).
-MATH_VERSION = "2"  # 2: Eq. 12 uses a scaled norm (last-bit changes for k = 1)
-
-# Keyword arguments of depthaccel.train.train that sweep passes on (and fingerprints).
-_TRAIN_OPTIONS = {"log_scale", "diverge_factor", "gram", "fast_width1"}
 
 
 def data_fingerprint(
@@ -100,12 +103,20 @@ def data_fingerprint(
     return h.hexdigest()
 
 
-def _dtype_name(dtype: Any) -> str:
-    if dtype is None:
-        return "default"
-    if isinstance(dtype, torch.dtype):
-        return str(dtype).removeprefix("torch.")
-    return str(dtype)
+def spec_fingerprint(spec: SweepSpec) -> str:
+    """``data_fingerprint`` of a sweep's data and settings, the optimum as the caller
+    gave it (``SweepSpec.optimum`` before the driver fills in L*; None hashes as
+    "computed")."""
+    return data_fingerprint(
+        spec.X,
+        spec.y,
+        spec.p,
+        spec.iters,
+        log_points=spec.log_points,
+        dtype=spec.dtype_name,
+        optimum=spec.optimum,
+        options=dict(spec.options),
+    )
 
 
 # ---------------------------------------------------------------------------- the sweep
@@ -137,44 +148,6 @@ class SweepResult:
     @property
     def total(self) -> int:
         return self.reused + self.computed
-
-
-def _stored_to_result(run: Run, s: StoredRun, thresholds: Sequence[float]) -> RunResult:
-    acc = s.extra.get("accuracy")
-    return RunResult(
-        run=run,
-        iters=s.iters,
-        gap=s.gap,
-        first_hit={t: s.first_hit[t] for t in thresholds},
-        final_gap=s.final_gap,
-        diverged=s.diverged,
-        diverged_at=s.diverged_at,
-        wall_time=s.wall_time,
-        accuracy=None if acc is None else np.array(acc, dtype=np.float64),  # None -> NaN
-    )
-
-
-def _result_to_stored(key: str, r: RunResult, fingerprint: str, extra: dict[str, Any]) -> StoredRun:
-    return StoredRun(
-        key=key,
-        config=r.run.config_dict(),
-        data_fingerprint=fingerprint,
-        math_version=MATH_VERSION,
-        label=r.run.label(),
-        iters=np.asarray(r.iters, dtype=np.int64),
-        gap=np.asarray(r.gap, dtype=np.float64),
-        first_hit={float(t): i for t, i in r.first_hit.items()},
-        final_gap=float(r.final_gap),
-        diverged=bool(r.diverged),
-        diverged_at=r.diverged_at,
-        wall_time=float(r.wall_time),
-        extra=extra if r.accuracy is None else {**extra, "accuracy": _json_floats(r.accuracy)},
-    )
-
-
-def _json_floats(a: np.ndarray) -> list[float | None]:
-    """Floats for JSON, NaN as None (JSON has no NaN)."""
-    return [float(x) if np.isfinite(x) else None for x in np.asarray(a, dtype=np.float64)]
 
 
 def sweep(
@@ -209,138 +182,57 @@ def sweep(
     part of the data fingerprint. ``optimum`` (a float or an ``LpOptimum``) fixes L*;
     by default ``train`` computes it.
 
-    ``executor`` (``depthaccel.executors``): None trains the groups here, one after
-    another; an executor trains the same groups where it runs tasks (this process, a Ray
-    cluster), ``executor.workers`` at once. The shard plan never depends on the executor,
-    so every executor gives bit-identical float64 results. Either way this process is
-    the only one that writes to the store (``depthaccel.executors.driver``).
+    ``executor`` (``depthaccel.executors``): where the groups train; None is a
+    ``LocalExecutor()`` (this process, one group after another); a ``RayExecutor``
+    trains the same groups on a Ray cluster, ``executor.workers`` at once. The shard
+    plan never depends on the executor, so every executor gives bit-identical float64
+    results. Either way this process is the only one that writes to the store
+    (``depthaccel.executors.driver``).
 
     Round-off note: a reused run was computed in the batch it was first trained in; the
     trainer's float64 results can differ in the last bits between batch compositions
     (e.g. a run reused by another experiment, or stored by an older version).
 
     Raises:
-        ValueError: ``shard_runs`` or ``checkpoint_every`` < 1, unknown train options.
+        ValueError: ``shard_runs`` or ``checkpoint_every`` < 1, unknown train options
+            (``SweepSpec``), bad runs, or what ``train`` refuses.
     """
     runs = check_runs(runs)
-    iters = int(iters)
-    if checkpoint_every is not None and int(checkpoint_every) < 1:
-        raise ValueError(f"checkpoint_every must be >= 1 or None, got {checkpoint_every!r}")
-    from depthaccel.executors.shards import SHARD_RUNS, check_max_runs
-
-    shard_runs = check_max_runs(SHARD_RUNS if shard_runs is None else shard_runs)
-    thresholds = sorted({float(t) for t in thresholds})
-    if isinstance(optimum, LpOptimum):
-        optimum = optimum.loss
-    unknown = set(train_options) - _TRAIN_OPTIONS
-    if unknown:
-        raise ValueError(
-            f"unknown train option(s) {sorted(unknown)}; sweep passes on {sorted(_TRAIN_OPTIONS)}"
-        )
-    call = _SweepCall(
-        X=_c_order(X),
-        y=_c_order(y),
+    spec = SweepSpec(
+        X=X,
+        y=y,
         p=p,
         iters=iters,
         optimum=optimum,
-        thresholds=thresholds,
+        thresholds=tuple(thresholds),
         log_points=log_points,
         device=device,
         dtype=dtype,
-        checkpoint_every=checkpoint_every,
-        progress=progress,
-        say=log or (lambda msg: None),
         options=train_options,
-        executor=executor,
-        shard_runs=shard_runs,
+        checkpoint_every=checkpoint_every,
+        shard_runs=SHARD_RUNS if shard_runs is None else shard_runs,
+        progress=progress,
     )
     own = not isinstance(store, Store)
     st = Store(store) if own else store
     try:
-        return _sweep(st, call, runs)
+        return _sweep(
+            st,
+            spec,
+            runs,
+            executor if executor is not None else LocalExecutor(),
+            log or (lambda msg: None),
+        )
     finally:
         if own:
             st.close()
 
 
-def _c_order(a: Any) -> Any:
-    """``a`` in C order (same dtype and device): the memory layout of the data decides
-    which GEMM kernel runs and so the last bits of the results; the executors' workers
-    get C-order float64 arrays (``executors.driver``), and the in-process path must
-    train on the same layout to give the same numbers (e.g. a Fortran-order X)."""
-    if isinstance(a, torch.Tensor):
-        return a.contiguous()
-    if isinstance(a, np.ndarray):
-        return np.ascontiguousarray(a)
-    return a
-
-
-@dataclass(frozen=True)
-class _SweepCall:
-    """One sweep call's data and settings: everything but the runs and the store."""
-
-    X: Any
-    y: Any
-    p: float
-    iters: int
-    optimum: float | None
-    thresholds: list[float]  # the requested ones, sorted
-    log_points: int
-    device: Any
-    dtype: Any
-    checkpoint_every: int | None
-    progress: bool
-    say: Callable[[str], None]
-    options: dict[str, Any]  # the trainer options that change numbers (fingerprinted)
-    shard_runs: int  # most runs per group (default ``executors.shards.SHARD_RUNS``)
-    executor: Executor | None = None
-
-    def fingerprint(self) -> str:
-        return data_fingerprint(
-            self.X,
-            self.y,
-            self.p,
-            self.iters,
-            log_points=self.log_points,
-            dtype=_dtype_name(self.dtype),
-            optimum=self.optimum,
-            options=self.options,
-        )
-
-    def train(
-        self,
-        runs: list[Run],
-        thresholds: Sequence[float],
-        *,
-        checkpoint: Callable[[dict[str, Any]], None] | None = None,
-        resume: dict[str, Any] | None = None,
-    ) -> list[RunResult]:
-        """``depthaccel.train.train`` on ``runs`` with this call's settings; ``checkpoint``
-        is called every ``checkpoint_every`` iterations (when that is set)."""
-        every = {}
-        if checkpoint is not None and self.checkpoint_every is not None:
-            every = {"checkpoint_every": int(self.checkpoint_every), "checkpoint": checkpoint}
-        return train(
-            self.X,
-            self.y,
-            self.p,
-            runs,
-            self.iters,
-            optimum=self.optimum,
-            thresholds=list(thresholds),
-            log_points=self.log_points,
-            device=self.device,
-            dtype=self.dtype,
-            progress=self.progress,
-            resume=resume,
-            **self.options,
-            **every,
-        )
-
-
-def _sweep(st: Store, call: _SweepCall, runs: list[Run]) -> SweepResult:
-    fp = call.fingerprint()
-    thresholds, say = call.thresholds, call.say
+def _sweep(
+    st: Store, spec: SweepSpec, runs: list[Run], executor: Executor, say: Callable[[str], None]
+) -> SweepResult:
+    fp = spec_fingerprint(spec)
+    thresholds = list(spec.thresholds)
     keys = [run_key(r.config_dict(), fp, MATH_VERSION) for r in runs]
     by_key: dict[str, Run] = dict(zip(keys, runs, strict=True))
     stored = st.get_runs(by_key)
@@ -348,7 +240,7 @@ def _sweep(st: Store, call: _SweepCall, runs: list[Run]) -> SweepResult:
     extra_thresholds: set[float] = set()
     for k, s in stored.items():
         if all(t in s.first_hit for t in thresholds):
-            done[k] = _stored_to_result(by_key[k], s, thresholds)
+            done[k] = run_result(by_key[k], s, thresholds)
         else:  # stored without some threshold: retrain, keeping the thresholds it had
             extra_thresholds.update(s.first_hit)
     reused = len(done)
@@ -358,46 +250,19 @@ def _sweep(st: Store, call: _SweepCall, runs: list[Run]) -> SweepResult:
         + (f", {len(pending)} to train" if pending else "")
     )
     all_thresholds = sorted(set(thresholds) | extra_thresholds)
-    groups = _plan_groups(st, pending, all_thresholds)
-    if call.executor is None:  # the same shards as an executor's (``driver.plan_shards``)
-        split: list[tuple[list[str], dict[str, Any] | None]] = []
-        for gkeys, ck_state in groups:
-            if ck_state is not None:  # a checkpointed group resumes as it was
-                split.append((gkeys, ck_state))
-            else:
-                split.extend((keys, None) for keys in _split_fresh(call, gkeys, by_key))
-        groups = split
-    resumed: dict[str, int] = {}
-    if call.executor is not None and groups:
-        from depthaccel.executors.driver import sweep_on_executor
-
-        trained = sweep_on_executor(
-            st, call.executor, call.X, call.y, call.p, call.iters, groups, by_key,
-            optimum=call.optimum, thresholds=all_thresholds, log_points=call.log_points,
-            device=call.device, dtype=call.dtype, dtype_name=_dtype_name(call.dtype),
-            checkpoint_every=call.checkpoint_every, progress=call.progress, say=say,
-            options=call.options, fingerprint=fp, shard_runs=call.shard_runs,
-            to_stored=_result_to_stored,
-            reused=reused, resumed=resumed,
-        )  # fmt: skip
-        for k, r in trained.items():
-            done[k] = replace(r, first_hit={t: r.first_hit[t] for t in thresholds})
-        groups = []
-    for gkeys, ck_state in groups:
-        gk = group_key(gkeys)
-        group_thresholds = ck_state["thresholds"] if ck_state is not None else all_thresholds
-        if ck_state is not None:
-            resumed[gk] = int(ck_state["iteration"])
-            say(
-                f"resuming {len(gkeys)} runs from iteration {ck_state['iteration']} of {call.iters}"
-            )
-        else:
-            say(f"training {len(gkeys)} runs for {call.iters} iterations")
-        results = _train_group(
-            st, call, fp, gkeys, [by_key[k] for k in gkeys], group_thresholds, ck_state
-        )
-        for k, r in zip(gkeys, results, strict=True):
-            done[k] = replace(r, first_hit={t: r.first_hit[t] for t in thresholds})
+    trained, resumed = train_pending(
+        st,
+        executor,
+        spec,
+        _plan_groups(st, pending, all_thresholds),
+        by_key,
+        thresholds=all_thresholds,
+        fingerprint=fp,
+        say=say,
+        reused=reused,
+    )
+    for k, r in trained.items():
+        done[k] = replace(r, first_hit={t: r.first_hit[t] for t in thresholds})
     return SweepResult(
         results=[done[k] for k in keys],
         reused=reused,
@@ -414,7 +279,7 @@ def _plan_groups(
 ) -> list[tuple[list[str], dict[str, Any] | None]]:
     """Split the pending runs into groups: first every stored checkpoint whose runs are
     all pending (and which tracks every threshold needed), then the rest, fresh (split
-    into shards afterwards: ``_split_fresh``, ``executors.driver.plan_shards``)."""
+    into shards by the driver: ``executors.driver.plan_shards``)."""
     left = set(pending)
     groups: list[tuple[list[str], dict[str, Any] | None]] = []
     for gk, _ in sorted(st.checkpoints(of_runs=True), key=lambda c: -c[1]):
@@ -434,53 +299,6 @@ def _plan_groups(
     if rest:
         groups.append((rest, None))
     return groups
-
-
-def _split_fresh(call: _SweepCall, keys: list[str], by_key: dict[str, Run]) -> list[list[str]]:
-    """The fresh runs ``keys`` cut into the shards an executor would train
-    (``executors.driver.plan_shards``: same ``split_runs``, same engine groups)."""
-    from depthaccel.executors.shards import engine_group, split_runs
-
-    d = int(np.shape(call.X)[1])
-    k = 1 if len(np.shape(call.y)) == 1 else int(np.shape(call.y)[1])
-    fast = bool(call.options.get("fast_width1", True))
-    runs = [by_key[key] for key in keys]
-    pieces = split_runs(runs, lambda r: engine_group(r, d, k, fast), call.shard_runs)
-    return [[keys[i] for i in idx] for idx in pieces]
-
-
-def _train_group(
-    st: Store,
-    call: _SweepCall,
-    fp: str,
-    gkeys: list[str],
-    runs: list[Run],
-    thresholds: list[float],
-    ck_state: dict[str, Any] | None,
-) -> list[RunResult]:
-    """Train one group of pending runs (store keys ``gkeys``), from its checkpoint
-    ``ck_state`` when there is one, checkpointing into the store; store its results."""
-    gk = group_key(gkeys)
-
-    def save(state: dict[str, Any]) -> None:
-        st.save_checkpoint(gk, gkeys, int(state["t"]), checkpoint_blob(state, thresholds))
-
-    if ck_state is None:
-        results = call.train(runs, thresholds, checkpoint=save)
-    else:
-        try:
-            results = call.train(runs, thresholds, checkpoint=save, resume=ck_state["trainer"])
-        except ValueError as e:  # e.g. saved by another version of the trainer
-            warnings.warn(
-                f"cannot resume from the checkpoint ({e}); training these runs from the start",
-                stacklevel=3,
-            )
-            results = call.train(runs, thresholds, checkpoint=save)
-    extra = {"device": str(call.device), "dtype": _dtype_name(call.dtype), "group_size": len(runs)}
-    st.finish_group(
-        gk, [_result_to_stored(k, r, fp, extra) for k, r in zip(gkeys, results, strict=True)]
-    )
-    return results
 
 
 class StoreTrainer:

@@ -1,15 +1,16 @@
 """Executors: where a sweep's shards of runs and an experiment's independent tasks run.
 
-* :class:`LocalExecutor` -- this process (the default; no Ray needed, none imported);
+* :class:`LocalExecutor` -- this process (the default of ``sweep``; no Ray needed, none
+  imported);
 * ``RayExecutor`` (``depthaccel.executors.ray_executor``; needs the ``ray`` extra) -- a
   local Ray cluster it starts, or an existing one it joins.
 
-``sweep.sweep(..., executor=...)`` splits its new runs into shards of at most
+``sweep.sweep(..., executor=...)`` describes its data and settings as one
+:class:`SweepSpec`; the driver (``driver``) splits the new runs into shards of at most
 ``shard_runs`` runs (``shards.split_runs``: a function of the runs only, the same plan
-as the in-process sweep's, whatever the executor), the executor trains them,
-``executor.workers`` at once (``worker.run_shard`` wherever they run) and streams
-checkpoints and results back; the driver (``driver``) is the only
-writer of the results store. ``executor.map(fn, items)`` runs independent tasks (e.g.
+whatever the executor), the executor trains them, ``executor.workers`` at once
+(``worker.run_shard`` wherever they run) and streams checkpoints and results back; the
+driver is the only writer of the results store. ``executor.map(fn, items)`` runs independent tasks (e.g.
 one MNIST net each). ``make_executor`` builds the executor the command-line options ask
 for.
 """
@@ -26,7 +27,7 @@ from depthaccel.executors.base import (
     Shard,
     ShardEvent,
     ShardFailedError,
-    TrainSpec,
+    SweepSpec,
 )
 from depthaccel.executors.local import LocalExecutor
 from depthaccel.validation import COUNT, check
@@ -42,7 +43,7 @@ __all__ = [
     "Shard",
     "ShardEvent",
     "ShardFailedError",
-    "TrainSpec",
+    "SweepSpec",
     "make_executor",
 ]
 
@@ -69,8 +70,8 @@ def make_executor(
 ) -> Executor | None:
     """The executor of the command-line options ``--jobs``, ``--ray-address``, ``--threads``.
 
-    ``jobs == 1`` and no address (``address``, else ``$RAY_ADDRESS``): None (train in
-    this process, today's path). ``jobs > 1``: a ``RayExecutor`` that starts a local
+    ``jobs == 1`` and no address (``address``, else ``$RAY_ADDRESS``): None (``sweep``
+    then trains in this process, with a ``LocalExecutor``). ``jobs > 1``: a ``RayExecutor`` that starts a local
     cluster of ``jobs`` CPUs (one shard at a time per ``threads`` CPUs). An address: a
     ``RayExecutor`` that joins that cluster (``jobs`` is then not used).
 

@@ -1,28 +1,32 @@
-"""What executors share: the ``Executor`` protocol, the work they receive, the events they send.
+"""What the sweep and its executors share: the ``SweepSpec``, the work, the events, the protocol.
 
-A sweep (``depthaccel.sweep.sweep``) hands an executor a :class:`TrainSpec` (the data and
-every trainer setting, identical for all of the sweep's shards) and a list of
-:class:`Shard` s (runs trained together as one ``depthaccel.train.train`` call). Wherever
-a shard runs, ``depthaccel.executors.worker.run_shard`` trains it and reports
+``depthaccel.sweep.sweep`` turns its arguments into one :class:`SweepSpec` (the data and
+every trainer setting, identical for all of the sweep's shards), splits its new runs
+into :class:`Shard` s (runs trained together as one ``depthaccel.train.train`` call) and
+hands both to an ``Executor`` (``LocalExecutor`` in this process by default, or
+``RayExecutor``) through the driver (``depthaccel.executors.driver``). Wherever a shard
+runs, ``depthaccel.executors.worker.run_shard`` trains it and reports
 :data:`ShardEvent` s to the driver: ``Started`` (who runs it, from which iteration),
 ``Progress``, ``Checkpoint`` (the serialised state every ``checkpoint_every``
-iterations), ``Note`` (a message), and finally ``Done`` (the results). The driver
-(``depthaccel.executors.driver``) is the only process that touches the results store.
+iterations), ``Note`` (a message), and finally ``Done`` (the results). The driver is
+the only code that touches the results store.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 import torch
 
-from depthaccel.losses import SoftmaxCE
+from depthaccel.executors.shards import SHARD_RUNS, check_max_runs, engine_group
+from depthaccel.losses import LpOptimum, SoftmaxCE, optimum_loss
 from depthaccel.train import Run, RunResult
 
 __all__ = [
+    "TRAIN_OPTIONS",
     "Checkpoint",
     "Done",
     "Executor",
@@ -34,8 +38,12 @@ __all__ = [
     "ShardSink",
     "ShardFailedError",
     "Started",
-    "TrainSpec",
+    "SweepSpec",
 ]
+
+#: Keyword arguments of ``depthaccel.train.train`` that a sweep passes on (they change
+#: numbers, so they are part of the data fingerprint): ``SweepSpec.options``.
+TRAIN_OPTIONS = frozenset({"log_scale", "diverge_factor", "gram", "fast_width1"})
 
 
 class ExecutorError(RuntimeError):
@@ -46,27 +54,127 @@ class ShardFailedError(RuntimeError):
     """A shard failed more often than the executor retries; finished runs stay stored."""
 
 
-@dataclass(frozen=True)
-class TrainSpec:
-    """The part of a training call that every shard of a sweep shares.
+@dataclass(frozen=True, eq=False)  # eq: arrays have no truth value; compared by identity
+class SweepSpec:
+    """One sweep's data and trainer settings: everything but its runs, its store and
+    where it trains. ``depthaccel.sweep.sweep`` builds it from its arguments; the driver
+    and every executor and worker receive it (an executor sends it once, e.g. into
+    Ray's object store); all of the sweep's shards share it.
 
-    ``X`` (m x d) and ``y`` ((m,) or (m, k)) are float64 numpy arrays (an executor sends
-    them once, e.g. into Ray's object store); ``optimum`` is L* (computed once by the
-    driver); ``options`` are the trainer options that change numbers (``log_scale``,
-    ``diverge_factor``, ``gram``, ``fast_width1``); ``checkpoint_every`` is K (None: no
-    checkpoints).
+    Construction normalises and checks the fields, so that every path (the sweep's
+    fingerprint, the driver, each worker) sees the same values.
+
+    Attributes:
+        X: the design matrix (m x d), stored as a float64 C-order numpy array (the
+            memory layout picks the GEMM kernel, hence the last bits: every path trains
+            on this one copy).
+        y: targets (m,) or (m, k), float64 C-order (class indices for a ``SoftmaxCE``).
+        p: the l_p exponent as a float, or a :class:`depthaccel.losses.SoftmaxCE`.
+        iters: T, the number of updates of every run.
+        optimum: L* as the caller fixed it (a float; an ``LpOptimum`` gives its
+            ``loss``), or None: computed from the data (``losses.optimum_loss``). The data
+            fingerprint hashes it as given. The driver computes a None once, when there
+            is something to train, and hands the executors a spec with it filled in
+            (``with_optimum``); a worker given None leaves it to ``train``.
+        thresholds: the first-hit thresholds the caller asked for, sorted, without
+            duplicates (a shard may track more: ``Shard.thresholds``).
+        log_points: about this many logged iterations per run (``train``).
+        device: the torch device of the computation, as a string.
+        dtype: the compute dtype (None: ``train``'s default, float64).
+        options: the other trainer options that change numbers (a subset of
+            ``TRAIN_OPTIONS``: ``log_scale``, ``diverge_factor``, ``gram``,
+            ``fast_width1``), values as given (they are fingerprinted as given).
+        checkpoint_every: K, a checkpoint every K iterations (None: none).
+        shard_runs: most runs per shard (``shards.split_runs``; default ``SHARD_RUNS``).
+        progress: show one progress bar for the whole sweep (the driver's).
+
+    Raises:
+        ValueError: ``checkpoint_every`` or ``shard_runs`` below 1 (or not whole), an
+            option outside ``TRAIN_OPTIONS``, data that are not numbers.
     """
 
     X: np.ndarray
     y: np.ndarray
-    p: float | SoftmaxCE  # the l_p exponent, or the softmax cross-entropy (y: classes)
+    p: float | SoftmaxCE
     iters: int
-    optimum: float
+    optimum: float | None = None
+    thresholds: tuple[float, ...] = ()
     log_points: int = 1000
     device: str = "cpu"
     dtype: torch.dtype | None = None
-    options: dict[str, Any] = field(default_factory=dict)
+    options: Mapping[str, Any] = field(default_factory=dict)
     checkpoint_every: int | None = None
+    shard_runs: int = SHARD_RUNS
+    progress: bool = False
+
+    def __post_init__(self) -> None:
+        if self.checkpoint_every is not None and not int(self.checkpoint_every) >= 1:
+            raise ValueError(
+                f"checkpoint_every must be >= 1 or None, got {self.checkpoint_every!r}"
+            )
+        shard_runs = check_max_runs(self.shard_runs)
+        unknown = set(self.options) - TRAIN_OPTIONS
+        if unknown:
+            raise ValueError(
+                f"unknown train option(s) {sorted(unknown)}; "
+                f"sweep passes on {sorted(TRAIN_OPTIONS)}"
+            )
+        optimum = self.optimum.loss if isinstance(self.optimum, LpOptimum) else self.optimum
+        fields = {
+            "X": _float64(self.X),
+            "y": _float64(self.y),
+            "p": self.p if isinstance(self.p, SoftmaxCE) else float(self.p),
+            "iters": int(self.iters),
+            "optimum": None if optimum is None else float(optimum),
+            "thresholds": _sorted_floats(self.thresholds),
+            "log_points": int(self.log_points),
+            "device": str(self.device),
+            "options": dict(self.options),
+            "checkpoint_every": None
+            if self.checkpoint_every is None
+            else int(self.checkpoint_every),
+            "shard_runs": shard_runs,
+            "progress": bool(self.progress),
+        }
+        for name, value in fields.items():
+            object.__setattr__(self, name, value)
+
+    @property
+    def dtype_name(self) -> str:
+        """The compute dtype's name as stored runs and the fingerprint spell it
+        (``"float64"``, ``"float32"``; ``"default"`` for None)."""
+        if self.dtype is None:
+            return "default"
+        if isinstance(self.dtype, torch.dtype):
+            return str(self.dtype).removeprefix("torch.")
+        return str(self.dtype)
+
+    def engine_group(self, run: Run) -> Any:
+        """The key by which ``shards.split_runs`` partitions the runs: the trainer's
+        batching group (``shards.engine_group``) on d features and k = y's columns (1
+        for a vector y, class labels included: the shard plan has always used that k)."""
+        k = 1 if self.y.ndim == 1 else int(self.y.shape[1])
+        fast = bool(self.options.get("fast_width1", True))
+        return engine_group(run, int(self.X.shape[1]), k, fast)
+
+    def with_optimum(self) -> SweepSpec:
+        """This spec with L* filled in: ``optimum`` as fixed, else computed from the data
+        in float64 (as ``train`` computes it: the same float64 tensors)."""
+        if self.optimum is not None:
+            return self
+        lstar = optimum_loss(torch.as_tensor(self.X), torch.as_tensor(self.y), self.p)
+        return replace(self, optimum=float(lstar))
+
+
+def _float64(a: Any) -> np.ndarray:
+    """``a`` (numpy, torch, nested lists) as a float64 C-order numpy array."""
+    if isinstance(a, torch.Tensor):
+        a = a.detach().to(device="cpu", dtype=torch.float64).numpy()
+    return np.ascontiguousarray(np.asarray(a, dtype=np.float64))
+
+
+def _sorted_floats(values: Iterable[float]) -> tuple[float, ...]:
+    return tuple(sorted({float(v) for v in values}))
 
 
 @dataclass(frozen=True)
@@ -164,7 +272,7 @@ class Executor(Protocol):
     @property
     def workers(self) -> int: ...
 
-    def train_shards(self, spec: TrainSpec, shards: Sequence[Shard], sink: ShardSink) -> None:
+    def train_shards(self, spec: SweepSpec, shards: Sequence[Shard], sink: ShardSink) -> None:
         """Train every shard; report each one's events to ``sink`` (in the caller's
         process and thread); return when all are done. Exceptions of the training code
         propagate; a lost task is resubmitted via ``sink.retry``."""

@@ -1,10 +1,11 @@
-"""The driver side of a sweep on an executor: the only code that writes to the store.
+"""The driver side of a sweep: the only code that writes its results to the store.
 
-``train_groups(st, executor, spec, groups, ...)`` takes the sweep's pending groups (a
-checkpointed group keeps its composition and resumes; the new runs are split by
-``shards.split_runs`` into shards of at most ``max_runs`` runs, the same plan whatever
-the executor and its workers), has the executor train them, and handles every event in
-the caller's process:
+Every sweep trains through here, whatever the executor (``LocalExecutor`` in this
+process, ``RayExecutor``). ``train_pending(st, executor, spec, groups, ...)`` takes the
+sweep's pending groups (a checkpointed group keeps its composition and resumes; the
+new runs are split by ``shards.split_runs`` into shards of at most ``spec.shard_runs``
+runs: ``plan_shards``, the same plan whatever the executor and its workers), has the
+executor train them (``train_shards``), and handles every event in the caller's process:
 
 * ``Checkpoint``: ``store.save_checkpoint(group_key(shard.keys), ...)``, so a lost
   worker costs at most ``checkpoint_every`` iterations;
@@ -27,9 +28,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-import numpy as np
-import torch
-
 from depthaccel.executors.base import (
     Checkpoint,
     Done,
@@ -40,15 +38,14 @@ from depthaccel.executors.base import (
     ShardEvent,
     ShardFailedError,
     Started,
-    TrainSpec,
+    SweepSpec,
 )
-from depthaccel.executors.shards import engine_group, split_runs
-from depthaccel.losses import SoftmaxCE, optimum_loss
-from depthaccel.records import dumps_state, loads_state
+from depthaccel.executors.shards import split_runs
+from depthaccel.records import dumps_state, loads_state, stored_run
 from depthaccel.store import Store, group_key
 from depthaccel.train import Run, RunResult
 
-__all__ = ["DEFAULT_MAX_RETRIES", "plan_shards", "sweep_on_executor", "train_groups"]
+__all__ = ["DEFAULT_MAX_RETRIES", "plan_shards", "train_pending", "train_shards"]
 
 #: How often one shard may be resubmitted after its task was lost.
 DEFAULT_MAX_RETRIES = 3
@@ -72,10 +69,10 @@ class _Driver:
         self,
         st: Store,
         executor: Executor,
-        spec: TrainSpec,
+        spec: SweepSpec,
         shards: list[Shard],
         *,
-        to_stored: Callable[[str, RunResult, dict[str, Any]], Any],
+        fingerprint: str,
         extra: dict[str, Any],
         say: Callable[[str], None],
         progress: bool,
@@ -90,7 +87,7 @@ class _Driver:
         self.state = {s.index: _ShardState(s, group_key(s.keys)) for s in shards}
         for index, it in (start_iters or {}).items():  # resumed shards: done up to there
             self.state[index].done_iters = self.state[index].start = int(it)
-        self.to_stored = to_stored
+        self.fingerprint = fingerprint
         self.extra = extra
         self.say = say
         self.max_retries = max_retries
@@ -177,7 +174,10 @@ class _Driver:
         )
         self.st.finish_group(
             s.group,
-            [self.to_stored(k, r, extra) for k, r in zip(shard.keys, results, strict=True)],
+            [
+                stored_run(k, r, self.fingerprint, extra)
+                for k, r in zip(shard.keys, results, strict=True)
+            ],
         )
         for k, r in zip(shard.keys, results, strict=True):
             self.results[k] = r
@@ -218,14 +218,15 @@ class _Driver:
 def plan_shards(
     groups: Sequence[tuple[list[str], dict[str, Any] | None]],
     by_key: dict[str, Run],
-    max_runs: int,
+    spec: SweepSpec,
     thresholds: Sequence[float],
-    group_of: Callable[[Run], Any],
 ) -> list[Shard]:
     """Shards of the sweep's pending ``groups`` (run keys, checkpoint state or None): a
-    checkpointed group is one shard that resumes from its state; the fresh runs are split
-    by ``split_runs`` into shards of at most ``max_runs`` runs (a function of the runs
-    only: the in-process sweep trains the same pieces)."""
+    checkpointed group is one shard that resumes from its state (and tracks the
+    thresholds it was saved with); the fresh runs are split by ``split_runs`` into
+    shards of at most ``spec.shard_runs`` runs by their engine group
+    (``SweepSpec.engine_group``) and track ``thresholds``. A function of the runs only,
+    never of the executor."""
     shards: list[Shard] = []
     for gkeys, state in groups:
         if state is not None:
@@ -240,7 +241,7 @@ def plan_shards(
             )
             continue
         runs = [by_key[k] for k in gkeys]
-        for idx in split_runs(runs, group_of, max_runs):
+        for idx in split_runs(runs, spec.engine_group, spec.shard_runs):
             shards.append(
                 Shard(
                     index=len(shards),
@@ -252,112 +253,76 @@ def plan_shards(
     return shards
 
 
-def _float64(a: Any) -> np.ndarray:
-    if isinstance(a, torch.Tensor):
-        a = a.detach().to(device="cpu", dtype=torch.float64).numpy()
-    return np.ascontiguousarray(np.asarray(a, dtype=np.float64))
-
-
-def sweep_on_executor(
+def train_pending(
     st: Store,
     executor: Executor,
-    X: Any,
-    y: Any,
-    p: float,
-    iters: int,
+    spec: SweepSpec,
     groups: Sequence[tuple[list[str], dict[str, Any] | None]],
     by_key: dict[str, Run],
     *,
-    optimum: float | None,
     thresholds: Sequence[float],
-    log_points: int,
-    device: Any,
-    dtype: Any,
-    dtype_name: str,
-    checkpoint_every: int | None,
-    progress: bool,
-    say: Callable[[str], None],
-    options: dict[str, Any],
     fingerprint: str,
-    shard_runs: int,
-    to_stored: Callable[[str, RunResult, str, dict[str, Any]], Any],
-    reused: int,
-    resumed: dict[str, int],
-) -> dict[str, RunResult]:
-    """``depthaccel.sweep.sweep``'s pending groups trained on ``executor``: builds the
-    shared ``TrainSpec`` (data as float64 arrays, L* computed once here when not given),
-    plans the shards (at most ``shard_runs`` runs each) and trains them
-    (``train_groups``); fills ``resumed`` (group key -> iteration) and returns the
-    results by run key."""
-    X64, y64 = _float64(X), _float64(y)
-    if optimum is None:
-        # as ``train`` computes it (the same float64 tensors), once for every shard
-        optimum = optimum_loss(torch.as_tensor(X64), torch.as_tensor(y64), p)
-    spec = TrainSpec(
-        X=X64,
-        y=y64,
-        p=p if isinstance(p, SoftmaxCE) else float(p),
-        iters=int(iters),
-        optimum=float(optimum),
-        log_points=int(log_points),
-        device=str(device),
-        dtype=dtype,
-        options=dict(options),
-        checkpoint_every=None if checkpoint_every is None else int(checkpoint_every),
-    )
-    d = X64.shape[1]
-    k = 1 if y64.ndim == 1 else y64.shape[1]
-    fast = bool(options.get("fast_width1", True))
-    shards = plan_shards(
-        groups, by_key, shard_runs, thresholds, lambda r: engine_group(r, d, k, fast)
-    )
+    say: Callable[[str], None],
+    reused: int = 0,
+) -> tuple[dict[str, RunResult], dict[str, int]]:
+    """``depthaccel.sweep.sweep``'s pending ``groups`` trained on ``executor``: fills in
+    L* once (``SweepSpec.with_optimum``), plans the shards (``plan_shards``; the fresh
+    ones track ``thresholds``), trains them (``train_shards``; stored runs keyed with
+    ``fingerprint``) and returns the results by run key and, for each resumed group,
+    the iteration it resumed from (group key -> iteration). ``reused``: how many of the
+    sweep's runs came from the store (for the progress bar)."""
+    shards = plan_shards(groups, by_key, spec, thresholds)
+    resumed: dict[str, int] = {}
+    if not shards:
+        return {}, resumed
+    spec = spec.with_optimum()
     start_iters: dict[int, int] = {}
     for s in shards:
         if s.resume is not None:
             it = int(loads_state(s.resume)["iteration"])
             resumed[group_key(s.keys)] = start_iters[s.index] = it
-            say(f"resuming {len(s)} runs from iteration {it} of {iters}")
+            say(f"resuming {len(s)} runs from iteration {it} of {spec.iters}")
     fresh = sum(len(s) for s in shards if s.resume is None)
     if fresh:
         say(
-            f"training {fresh} runs for {iters} iterations on {executor.name} "
+            f"training {fresh} runs for {spec.iters} iterations on {executor.name} "
             f"({sum(s.resume is None for s in shards)} shards)"
         )
-    extra = {"device": str(device), "dtype": dtype_name, "executor": executor.name}
-    return train_groups(
+    extra = {"device": spec.device, "dtype": spec.dtype_name, "executor": executor.name}
+    results = train_shards(
         st,
         executor,
         spec,
         shards,
-        to_stored=lambda key, r, ex: to_stored(key, r, fingerprint, ex),
+        fingerprint=fingerprint,
         extra=extra,
         say=say,
-        progress=progress,
         total_runs=reused + sum(len(s) for s in shards),
         reused=reused,
         max_retries=getattr(executor, "max_retries", DEFAULT_MAX_RETRIES),
         start_iters=start_iters,
     )
+    return results, resumed
 
 
-def train_groups(
+def train_shards(
     st: Store,
     executor: Executor,
-    spec: TrainSpec,
+    spec: SweepSpec,
     shards: list[Shard],
     *,
-    to_stored: Callable[[str, RunResult, dict[str, Any]], Any],
+    fingerprint: str,
     extra: dict[str, Any],
     say: Callable[[str], None],
-    progress: bool = False,
     total_runs: int = 0,
     reused: int = 0,
     max_retries: int = DEFAULT_MAX_RETRIES,
     start_iters: dict[int, int] | None = None,
 ) -> dict[str, RunResult]:
     """Train ``shards`` on ``executor``, writing checkpoints and results to ``st`` (see
-    the module docstring); returns the results by run key. ``start_iters``: the
-    iteration each resumed shard (by index) starts from (for the progress bar)."""
+    the module docstring; a progress bar when ``spec.progress``); returns the results by
+    run key. ``start_iters``: the iteration each resumed shard (by index) starts from
+    (for the progress bar)."""
     if not shards:
         return {}
     t0 = time.perf_counter()
@@ -366,10 +331,10 @@ def train_groups(
         executor,
         spec,
         shards,
-        to_stored=to_stored,
+        fingerprint=fingerprint,
         extra=extra,
         say=say,
-        progress=progress,
+        progress=spec.progress,
         total_runs=total_runs or sum(len(s) for s in shards),
         reused=reused,
         max_retries=max_retries,

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from depthaccel.executors.base import Shard, ShardEvent, ShardSink, TrainSpec
+from depthaccel.executors.base import Shard, ShardEvent, ShardSink, SweepSpec
 from depthaccel.executors.worker import run_shard
 from depthaccel.validation import COUNT, check
 
@@ -13,11 +13,11 @@ __all__ = ["LocalExecutor"]
 
 
 class LocalExecutor:
-    """Train shards in this process, one after another (the default, today's path).
+    """Train shards in this process, one after another (``sweep``'s default executor).
 
-    The shards are those of the in-process sweep and of any Ray executor (the plan
-    depends on the runs only: ``shards.split_runs``), so all give bit-identical float64
-    results (same torch thread count assumed). ``workers`` (default 1) is what this
+    The shards are those of any Ray executor (the driver's plan depends on the runs
+    only: ``shards.split_runs``), so all give bit-identical float64 results (same torch
+    thread count assumed). ``workers`` (default 1) is what this
     executor reports as its capacity (``Executor.workers``); it trains one shard at a
     time whatever it is, and it never changes the shards. Nothing is retried: an
     exception here is a bug or bad input, not a lost worker.
@@ -39,7 +39,7 @@ class LocalExecutor:
     def workers(self) -> int:
         return self._workers
 
-    def train_shards(self, spec: TrainSpec, shards: Sequence[Shard], sink: ShardSink) -> None:
+    def train_shards(self, spec: SweepSpec, shards: Sequence[Shard], sink: ShardSink) -> None:
         for shard in shards:
             run_shard(spec, shard, lambda event, shard=shard: sink.event(shard, event))
 

@@ -6,7 +6,7 @@ in ``close()``); ``RayExecutor(address=ADDR)`` joins a running cluster (``ray st
 dependencies installed) and leaves it running; when Ray is already initialised in this
 process the executor uses that and leaves it alone.
 
-Sweeps (``train_shards``): the ``TrainSpec`` (data and settings) goes into the object
+Sweeps (``train_shards``): the ``SweepSpec`` (data and settings) goes into the object
 store once (``ray.put``); each shard is one task (``num_cpus=threads``, one GPU with
 ``device="cuda"``) that runs ``worker.run_shard`` in a thread and yields its events
 (a streaming generator, ``num_returns="streaming"``): the driver receives every
@@ -48,7 +48,7 @@ from depthaccel.executors.base import (
     Shard,
     ShardEvent,
     ShardSink,
-    TrainSpec,
+    SweepSpec,
 )
 from depthaccel.executors.turns import DriverTurns
 from depthaccel.executors.worker import run_shard
@@ -114,7 +114,7 @@ def _events_of(run: Callable[[Callable[[Any], None]], None], name: str) -> Itera
     th.join()
 
 
-def _shard_events(spec: TrainSpec, shard: Shard, threads: int) -> Iterator[ShardEvent]:
+def _shard_events(spec: SweepSpec, shard: Shard, threads: int) -> Iterator[ShardEvent]:
     """Run ``run_shard`` in a thread of this worker and yield its events as they come."""
     import torch
 
@@ -279,18 +279,18 @@ class RayExecutor:
             "workers": self.workers,
         }
 
-    def _task_options(self, spec: TrainSpec | None = None, gpu: bool = False) -> dict[str, Any]:
+    def _task_options(self, spec: SweepSpec | None = None, gpu: bool = False) -> dict[str, Any]:
         use_gpu = gpu or (spec is not None and str(spec.device).startswith("cuda"))
         return {"num_cpus": self.threads, "num_gpus": 1 if use_gpu else 0}
 
     def _waiting(self):
         return self.turns.released() if self.turns is not None else nullcontext()
 
-    def train_shards(self, spec: TrainSpec, shards: Sequence[Shard], sink: ShardSink) -> None:
+    def train_shards(self, spec: SweepSpec, shards: Sequence[Shard], sink: ShardSink) -> None:
         with self._waiting():
             self._train_shards(spec, shards, sink)
 
-    def _train_shards(self, spec: TrainSpec, shards: Sequence[Shard], sink: ShardSink) -> None:
+    def _train_shards(self, spec: SweepSpec, shards: Sequence[Shard], sink: ShardSink) -> None:
         spec_ref = ray.put(spec)
         opts = self._task_options(spec)
 

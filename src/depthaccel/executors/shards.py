@@ -15,8 +15,8 @@ is nearly the same for every run; a shard's cost is its number of runs.
 3. the pieces are the shards; inside a shard, runs keep the order they were given in.
 
 The plan is a deterministic function of the run list (and ``max_runs``) only, never of
-the executor or its number of workers: every path of ``depthaccel.sweep.sweep`` (in
-this process, ``LocalExecutor``, ``RayExecutor`` with any number of workers) trains
+the executor or its number of workers: every path of ``depthaccel.sweep.sweep`` (``LocalExecutor``
+in this process, ``RayExecutor`` with any number of workers) trains
 exactly the same batches, so their float64 results are bit-identical and ``--jobs N``
 reproduces ``--jobs 1``. (A batch's composition changes MKL's rounding of the batched
 GEMM rows in the last bits, and runs near the stability edge or escaping the saddle at

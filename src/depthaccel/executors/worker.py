@@ -4,11 +4,18 @@
 runs. It never sees the results store: checkpoints leave as bytes in ``Checkpoint``
 events and results in the final ``Done`` event; the driver writes them.
 
-Event timing: ``train`` calls back every ``c = callback_every(K, iters)`` iterations;
-a callback at a multiple of K (below ``iters``) sends a ``Checkpoint``, the others a
-``Progress``. ``c`` divides K, so checkpoints are taken at exactly the iterations the
-in-process sweep checkpoints at (K, 2K, ...), and a lost worker costs at most K
-iterations of work.
+Event timing: with a progress bar (``spec.progress``) ``train`` calls back every
+``c = callback_every(K, iters)`` iterations, without one every K iterations (never
+without checkpoints); a callback at a multiple of K (below ``iters``) sends a
+``Checkpoint``, the others a ``Progress``. ``c`` divides K, so checkpoints are taken at
+exactly the iterations K, 2K, ... below ``iters`` whatever the bar, and a lost worker
+costs at most K iterations of work. (Calling back does not change the numbers: it only
+reads the trainer's state.)
+
+Resume fallback: a resume state that ``train`` refuses (a ValueError before the first
+iteration, e.g. a checkpoint written by another version of the trainer) is reported as
+a ``Note`` and the shard starts over at iteration 0. This is the only copy of that
+rule: every executor, this process's included, trains through ``run_shard``.
 """
 
 from __future__ import annotations
@@ -18,7 +25,7 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
-from depthaccel.executors.base import Checkpoint, Done, Note, Progress, Shard, Started, TrainSpec
+from depthaccel.executors.base import Checkpoint, Done, Note, Progress, Shard, Started, SweepSpec
 from depthaccel.records import checkpoint_blob, loads_state
 from depthaccel.train import train
 
@@ -48,21 +55,28 @@ def callback_every(checkpoint_every: int | None, iters: int, ticks: int = PROGRE
     return K
 
 
-def run_shard(spec: TrainSpec, shard: Shard, emit: Callable[[Any], None]) -> None:
+def run_shard(spec: SweepSpec, shard: Shard, emit: Callable[[Any], None]) -> None:
     """Train ``shard`` with the settings of ``spec``; report events through ``emit``.
 
     Emits ``Started`` first, then ``Progress``/``Checkpoint`` events while training and
     ``Done`` last. A resume blob that the trainer refuses (e.g. written by another
-    version of it) is reported as a ``Note`` and the shard starts over at iteration 0,
-    as the in-process sweep does.
+    version of it) is reported as a ``Note`` and the shard starts over at iteration 0.
+    An exception of ``emit`` (e.g. the store could not save a checkpoint) propagates.
     """
     K = spec.checkpoint_every
     state = loads_state(shard.resume) if shard.resume is not None else None
     start = int(state["iteration"]) if state is not None else 0
     thresholds = list(shard.thresholds)
+    if spec.progress:
+        every: int | None = callback_every(K, spec.iters)
+    else:
+        every = K  # checkpoints only
+    called_back = False
     emit(Started(pid=os.getpid(), node=socket.gethostname(), iteration=start))
 
     def callback(trainer_state: dict[str, Any]) -> None:
+        nonlocal called_back
+        called_back = True
         t = int(trainer_state["t"])
         if K is not None and t % K == 0 and t < spec.iters:
             emit(Checkpoint(t, checkpoint_blob(trainer_state, thresholds)))
@@ -82,8 +96,8 @@ def run_shard(spec: TrainSpec, shard: Shard, emit: Callable[[Any], None]) -> Non
             device=spec.device,
             dtype=spec.dtype,
             progress=False,
-            checkpoint_every=callback_every(K, spec.iters),
-            checkpoint=callback,
+            checkpoint_every=every,
+            checkpoint=callback if every is not None else None,
             resume=resume,
             **spec.options,
         )
@@ -94,6 +108,8 @@ def run_shard(spec: TrainSpec, shard: Shard, emit: Callable[[Any], None]) -> Non
         try:
             results = run(state["trainer"])
         except ValueError as e:  # e.g. saved by another version of the trainer
+            if called_back:  # training had resumed: not the state's fault
+                raise
             emit(
                 Note(f"cannot resume from the checkpoint ({e}); training these runs from the start")
             )
