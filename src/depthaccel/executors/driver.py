@@ -5,7 +5,8 @@ process, ``RayExecutor``). ``train_pending(st, executor, spec, groups, ...)`` ta
 sweep's pending groups (a checkpointed group keeps its composition and resumes; the
 new runs are split by ``shards.split_runs`` into shards of at most ``spec.shard_runs``
 runs: ``plan_shards``, the same plan whatever the executor and its workers), has the
-executor train them (``train_shards``), and handles every event in the caller's process:
+executor train them (``Executor.train_shards``), and handles every event in the
+caller's process:
 
 * ``Checkpoint``: ``store.save_checkpoint(group_key(shard.keys), ...)``, so a lost
   worker costs at most ``checkpoint_every`` iterations;
@@ -45,7 +46,7 @@ from depthaccel.records import dumps_state, loads_state, stored_run
 from depthaccel.store import Store, group_key
 from depthaccel.train import Run, RunResult
 
-__all__ = ["DEFAULT_MAX_RETRIES", "plan_shards", "train_pending", "train_shards"]
+__all__ = ["DEFAULT_MAX_RETRIES", "plan_shards", "train_pending"]
 
 #: How often one shard may be resubmitted after its task was lost.
 DEFAULT_MAX_RETRIES = 3
@@ -73,30 +74,27 @@ class _Driver:
         shards: list[Shard],
         *,
         fingerprint: str,
-        extra: dict[str, Any],
         say: Callable[[str], None],
-        progress: bool,
-        total_runs: int,
         reused: int,
-        max_retries: int,
-        start_iters: dict[int, int] | None = None,
+        start_iters: dict[int, int],
     ):
+        total_runs = reused + sum(len(s) for s in shards)
         self.st = st
         self.executor = executor
         self.spec = spec
         self.state = {s.index: _ShardState(s, group_key(s.keys)) for s in shards}
-        for index, it in (start_iters or {}).items():  # resumed shards: done up to there
+        for index, it in start_iters.items():  # resumed shards: done up to there
             self.state[index].done_iters = self.state[index].start = int(it)
         self.fingerprint = fingerprint
-        self.extra = extra
+        self.extra = {"device": spec.device, "dtype": spec.dtype_name, "executor": executor.name}
         self.say = say
-        self.max_retries = max_retries
+        self.max_retries = getattr(executor, "max_retries", DEFAULT_MAX_RETRIES)
         self.results: dict[str, RunResult] = {}
         self.total_runs = total_runs
         self.runs_done = reused
         self.reused = reused
         self.bar = None
-        if progress:
+        if spec.progress:
             from tqdm.auto import tqdm
 
             class _Bar(tqdm):
@@ -265,12 +263,14 @@ def train_pending(
     say: Callable[[str], None],
     reused: int = 0,
 ) -> tuple[dict[str, RunResult], dict[str, int]]:
-    """``depthaccel.sweep.sweep``'s pending ``groups`` trained on ``executor``: fills in
-    L* once (``SweepSpec.with_optimum``), plans the shards (``plan_shards``; the fresh
-    ones track ``thresholds``), trains them (``train_shards``; stored runs keyed with
-    ``fingerprint``) and returns the results by run key and, for each resumed group,
-    the iteration it resumed from (group key -> iteration). ``reused``: how many of the
-    sweep's runs came from the store (for the progress bar)."""
+    """``depthaccel.sweep.sweep``'s pending ``groups`` trained on ``executor``: plans the
+    shards (``plan_shards``; the fresh ones track ``thresholds``), fills in L* once
+    (``SweepSpec.with_optimum``), has the executor train them while this process
+    handles every event (see the module docstring; stored runs are keyed with
+    ``fingerprint``; one progress bar when ``spec.progress``), and returns the results
+    by run key and, for each resumed group, the iteration it resumed from (group key ->
+    iteration). ``reused``: how many of the sweep's runs came from the store (for the
+    progress bar)."""
     shards = plan_shards(groups, by_key, spec, thresholds)
     resumed: dict[str, int] = {}
     if not shards:
@@ -288,58 +288,11 @@ def train_pending(
             f"training {fresh} runs for {spec.iters} iterations on {executor.name} "
             f"({sum(s.resume is None for s in shards)} shards)"
         )
-    extra = {"device": spec.device, "dtype": spec.dtype_name, "executor": executor.name}
-    results = train_shards(
-        st,
-        executor,
-        spec,
-        shards,
-        fingerprint=fingerprint,
-        extra=extra,
-        say=say,
-        total_runs=reused + sum(len(s) for s in shards),
-        reused=reused,
-        max_retries=getattr(executor, "max_retries", DEFAULT_MAX_RETRIES),
-        start_iters=start_iters,
-    )
-    return results, resumed
-
-
-def train_shards(
-    st: Store,
-    executor: Executor,
-    spec: SweepSpec,
-    shards: list[Shard],
-    *,
-    fingerprint: str,
-    extra: dict[str, Any],
-    say: Callable[[str], None],
-    total_runs: int = 0,
-    reused: int = 0,
-    max_retries: int = DEFAULT_MAX_RETRIES,
-    start_iters: dict[int, int] | None = None,
-) -> dict[str, RunResult]:
-    """Train ``shards`` on ``executor``, writing checkpoints and results to ``st`` (see
-    the module docstring; a progress bar when ``spec.progress``); returns the results by
-    run key. ``start_iters``: the iteration each resumed shard (by index) starts from
-    (for the progress bar)."""
-    if not shards:
-        return {}
     t0 = time.perf_counter()
     driver = _Driver(
-        st,
-        executor,
-        spec,
-        shards,
-        fingerprint=fingerprint,
-        extra=extra,
-        say=say,
-        progress=spec.progress,
-        total_runs=total_runs or sum(len(s) for s in shards),
-        reused=reused,
-        max_retries=max_retries,
-        start_iters=start_iters,
-    )
+        st, executor, spec, shards,
+        fingerprint=fingerprint, say=say, reused=reused, start_iters=start_iters,
+    )  # fmt: skip
     try:
         executor.train_shards(spec, shards, driver)
     finally:
@@ -351,4 +304,4 @@ def train_shards(
         f"{executor.name}: trained {sum(len(s) for s in shards)} runs in {len(shards)} shards "
         f"in {time.perf_counter() - t0:.1f} s"
     )
-    return driver.results
+    return driver.results, resumed
