@@ -44,7 +44,7 @@ from depthaccel.executors.base import SweepSpec
 from depthaccel.executors.driver import train_pending
 from depthaccel.executors.local import LocalExecutor
 from depthaccel.executors.shards import SHARD_RUNS
-from depthaccel.losses import loss_token
+from depthaccel.losses import SoftmaxCE, loss_token
 from depthaccel.records import MATH_VERSION, checkpoint_blob, dumps_state, loads_state, run_result
 from depthaccel.store import Store, canonical_json, run_key
 from depthaccel.train import Run, RunResult
@@ -70,7 +70,7 @@ __all__ = [
 def data_fingerprint(
     X: Any,
     y: Any,
-    p: float,
+    p: float | SoftmaxCE,
     iters: int,
     *,
     log_points: int,
@@ -206,15 +206,14 @@ def sweep(
         optimum=optimum,
         thresholds=tuple(thresholds),
         log_points=log_points,
-        device=device,
+        device=str(device),
         dtype=dtype,
         options=train_options,
         checkpoint_every=checkpoint_every,
         shard_runs=SHARD_RUNS if shard_runs is None else shard_runs,
         progress=progress,
     )
-    own = not isinstance(store, Store)
-    st = Store(store) if own else store
+    st = store if isinstance(store, Store) else Store(store)
     try:
         return _sweep(
             st,
@@ -224,7 +223,7 @@ def sweep(
             log or (lambda msg: None),
         )
     finally:
-        if own:
+        if st is not store:
             st.close()
 
 
@@ -324,7 +323,9 @@ class StoreTrainer:
         self.reused = 0
         self.computed = 0
 
-    def __call__(self, X: Any, y: Any, p: float, runs: Sequence[Run], iters: int, **kwargs: Any):
+    def __call__(
+        self, X: Any, y: Any, p: float, runs: Sequence[Run], iters: int, **kwargs: Any
+    ) -> list[RunResult]:
         for name in ("checkpoint", "resume"):
             if kwargs.pop(name, None) is not None:
                 raise ValueError(f"StoreTrainer handles checkpoints itself; do not pass {name}=")

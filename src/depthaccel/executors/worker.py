@@ -27,7 +27,7 @@ from typing import Any
 
 from depthaccel.executors.base import Checkpoint, Done, Note, Progress, Shard, Started, SweepSpec
 from depthaccel.records import checkpoint_blob, loads_state
-from depthaccel.train import train
+from depthaccel.train import RunResult, train
 
 __all__ = ["callback_every", "run_shard"]
 
@@ -83,7 +83,7 @@ def run_shard(spec: SweepSpec, shard: Shard, emit: Callable[[Any], None]) -> Non
         else:
             emit(Progress(t))
 
-    def run(resume: dict[str, Any] | None) -> list:
+    def run(resume: dict[str, Any] | None) -> list[RunResult]:
         return train(
             spec.X,
             spec.y,
