@@ -67,9 +67,11 @@ from depthaccel.experiments.tutorial_config import (
     TutorialMeasured,
     common_steps,
     factor_shapes_text,
+    final_validation_errors,
     history_curves,
-    loss_axis,
+    plot_histories,
     train_net_tasks,
+    train_seconds,
 )
 from depthaccel.models import mnist_tutorial as mt
 from depthaccel.reporting import finish_figure, pyplot, write_curves_csv
@@ -242,37 +244,24 @@ def plot(
     colors = {"original": "tab:blue", "overparameterized": "tab:red"}
     extra = iter(["tab:green", "tab:orange", "tab:purple", "tab:brown", "tab:gray"] * 4)
     colors |= {k: next(extra) for k in hist if k not in colors}
-    for ax, key, title, ylabel in (
-        (
-            axes[0],
-            "loss",
-            "batch loss (cross-entropy + L2, the tutorial's objective)",
-            r"$\mathrm{CE} + \lambda \|W\|^2$",
-        ),
-        (axes[1], "ce", "batch cross-entropy", r"$\mathrm{CE}$ (batch mean)"),
-    ):
-        for k, h in hist.items():
-            y = np.asarray(getattr(h, key))
-            x = np.arange(1, len(y) + 1)
-            c = colors[k]
-            main = k in ("original", "overparameterized")
-            if main:  # raw batch losses only for the two nets of the claim
-                ax.plot(x, y, color=c, alpha=0.18, lw=0.6)
-            ax.plot(
-                x,
-                smooth(y, window),
-                color=c,
-                lw=1.6 if main else 1.1,
-                ls="-" if main else "--",
-                label=f"{labels[k]} (smoothed)",
-            )
-        if key == "loss":
-            ax.plot(
-                [], [], color="tab:gray", alpha=0.35, lw=0.8, label="light: raw per-step values"
-            )
-        loss_axis(ax, ylabel, title)
-        if key == "loss":
-            ax.legend(fontsize=7)
+
+    def draw(ax: Any, key: str, k: str, x: np.ndarray, y: np.ndarray) -> None:
+        c = colors[k]
+        main = k in ("original", "overparameterized")
+        if main:  # raw batch losses only for the two nets of the claim
+            ax.plot(x, y, color=c, alpha=0.18, lw=0.6)
+        ax.plot(
+            x,
+            smooth(y, window),
+            color=c,
+            lw=1.6 if main else 1.1,
+            ls="-" if main else "--",
+            label=f"{labels[k]} (smoothed)",
+        )
+
+    plot_histories(axes, hist, "batch loss (cross-entropy + L2, the tutorial's objective)", draw)
+    axes[0].plot([], [], color="tab:gray", alpha=0.35, lw=0.8, label="light: raw per-step values")
+    axes[0].legend(fontsize=7)
     fig.suptitle(f"Fig. 5 right: MNIST tutorial, SGD+momentum (moving average over {window})")
     return finish_figure(fig, path, quick)
 
@@ -517,16 +506,14 @@ def settings(measured: Measured, config: Config) -> dict:
         "params": m.params,
         "dense_factors": m.factor_shapes,
         "test_error_pct": m.test_error_pct,
-        "final_validation_error_pct": {
-            k: (h.val_error[-1] if h.val_error else None) for k, h in m.hist.items()
-        },
+        "final_validation_error_pct": final_validation_errors(m.hist),
         "speedups": rows,
         "speedups_variants": variant_rows,
         "loss_split": splits,
         "l2_at_init": m.init_l2,
         "end_to_end_entry_std_vs_original": m.init_std,
         "lr_first_last": list(m.lr_first_last),
-        "train_seconds": {k: h.seconds for k, h in m.hist.items()},
+        "train_seconds": train_seconds(m.hist),
         "torch_threads": m.torch_threads,
         "data_source": m.data_source,
     }

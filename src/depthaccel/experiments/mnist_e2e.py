@@ -57,9 +57,11 @@ from depthaccel.experiments.tutorial_config import (
     TutorialMeasured,
     common_steps,
     factor_shapes_text,
+    final_validation_errors,
     history_curves,
-    loss_axis,
+    plot_histories,
     train_net_tasks,
+    train_seconds,
 )
 from depthaccel.models import mnist_tutorial as mt
 from depthaccel.optim import EndToEndSGD
@@ -266,17 +268,13 @@ def plot(
         "overparameterized": ("tab:red", "--"),
         "e2e": ("tab:green", "-."),
     }
-    for ax, key, title, ylabel in (
-        (axes[0], "loss", "batch loss (cross-entropy + L2)", r"$\mathrm{CE} + \lambda \|W\|^2$"),
-        (axes[1], "ce", "batch cross-entropy", r"$\mathrm{CE}$ (batch mean)"),
-    ):
-        for k, h in hist.items():
-            y = np.asarray(getattr(h, key))
-            x = np.arange(1, len(y) + 1)
-            color, ls = styles.get(k, ("tab:gray", ":"))
-            ax.plot(x, y, color=color, alpha=0.12, lw=0.5)
-            ax.plot(x, smooth(y, window), color=color, ls=ls, lw=1.6, label=labels[k])
-        loss_axis(ax, ylabel, title)
+
+    def draw(ax: Any, key: str, k: str, x: np.ndarray, y: np.ndarray) -> None:
+        color, ls = styles.get(k, ("tab:gray", ":"))
+        ax.plot(x, y, color=color, alpha=0.12, lw=0.5)
+        ax.plot(x, smooth(y, window), color=color, ls=ls, lw=1.6, label=labels[k])
+
+    plot_histories(axes, hist, "batch loss (cross-entropy + L2)", draw)
     handles, texts = axes[0].get_legend_handles_labels()
     handles.append(Line2D([], [], color="tab:gray", alpha=0.35, lw=0.8))
     texts.append("light lines: the raw per-step batch values (each net's colour)")
@@ -438,13 +436,11 @@ def settings(measured: Measured, config: Config) -> dict:
         "steps_done": m.steps_done,
         "params": m.params,
         "test_error_pct": m.test_error_pct,
-        "final_validation_error_pct": {
-            k: (h.val_error[-1] if h.val_error else None) for k, h in m.hist.items()
-        },
+        "final_validation_error_pct": final_validation_errors(m.hist),
         "ms_per_step": m.ms_per_step,
         "ms_per_step_in_training": m.ms_per_step_in_training,
         "load_average_before_after": list(m.load),
-        "train_seconds": {k: h.seconds for k, h in m.hist.items()},
+        "train_seconds": train_seconds(m.hist),
         "lr_first_last": list(m.lr_first_last),
         "data_source": m.data_source,
     }

@@ -22,7 +22,10 @@ __all__ = [
     "loss_axis",
     "common_steps",
     "factor_shapes_text",
+    "final_validation_errors",
     "history_curves",
+    "plot_histories",
+    "train_seconds",
     "CHECKPOINT_EVERY",
     "checkpointing",
     "mnist_fingerprint",
@@ -359,6 +362,36 @@ def loss_axis(ax: Any, ylabel: str, title: str) -> None:
     ax.set_ylabel(ylabel)
     ax.set_title(title, fontsize=10)
     ax.grid(True, which="major", alpha=0.3)
+
+
+#: The batch-loss panel's y-label, and the cross-entropy panel (History field, title,
+#: y-label) of a tutorial-net figure.
+_LOSS_YLABEL = r"$\mathrm{CE} + \lambda \|W\|^2$"
+_CE_PANEL = ("ce", "batch cross-entropy", r"$\mathrm{CE}$ (batch mean)")
+
+
+def plot_histories(axes: Any, hist: dict[str, mt.History], loss_title: str, draw: Any) -> None:
+    """The two panels of a tutorial-net figure: the batch loss (CE + L2, titled
+    ``loss_title``) on ``axes[0]`` and the batch cross-entropy on ``axes[1]``;
+    ``draw(ax, field, net, x, y)`` draws one net's per-step values ``y`` (at the 1-based
+    steps ``x``), then each panel gets :func:`loss_axis`."""
+    for ax, (key, title, ylabel) in zip(
+        axes, (("loss", loss_title, _LOSS_YLABEL), _CE_PANEL), strict=True
+    ):
+        for k, h in hist.items():
+            y = np.asarray(getattr(h, key))
+            draw(ax, key, k, np.arange(1, len(y) + 1), y)
+        loss_axis(ax, ylabel, title)
+
+
+def final_validation_errors(hist: dict[str, mt.History]) -> dict[str, float | None]:
+    """Each net's last validation error (%), None for a net never validated."""
+    return {k: (h.val_error[-1] if h.val_error else None) for k, h in hist.items()}
+
+
+def train_seconds(hist: dict[str, mt.History]) -> dict[str, float]:
+    """Each net's training time (s)."""
+    return {k: h.seconds for k, h in hist.items()}
 
 
 def common_steps(
