@@ -29,6 +29,7 @@ from depthaccel.experiments.seeds import (
     every_seed,
     gap_range_text,
     range_text,
+    seed_title,
     seeds_text,
     spread,
 )
@@ -279,8 +280,9 @@ def render(measured: Measured, claims: list[Claim], outdir: Path) -> list[Path]:
     fig = plot_gap_panels(
         outdir / "fig3.png",
         panels,
-        suptitle="GD: single layer vs depth-2/3 linear nets, lr grid-searched per model"
-        + (f" (seed {seeds[0]})" if len(seeds) > 1 else ""),
+        suptitle=seed_title(
+            "GD: single layer vs depth-2/3 linear nets, lr grid-searched per model", seeds
+        ),
         ylabel=gap_ylabel(m.loss_scale),
         quick=m.quick,
     )

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from depthaccel.experiments.context import ExperimentContext
+from depthaccel.experiments.loss_scale import data_note
 from depthaccel.experiments.lr_curves import (
     below_windows,
     plot_lr_curves,
@@ -36,6 +37,7 @@ from depthaccel.experiments.seeds import (
     every_seed,
     gap_range_text,
     range_text,
+    seed_title,
     seeds_text,
     spread,
 )
@@ -304,9 +306,7 @@ def settings(measured: Measured, config: Config) -> dict:
 def notes(measured: Measured, config: Config) -> list[str]:
     m, seeds, p = measured, measured.seeds, config.p
     return [
-        f"Data: {m.data_source}; features and target standardised; l{p:g} loss "
-        "(1/m) sum (1/p)(x^T w - y)^p, no bias; gaps also in the plain scale (1/m) sum "
-        f"|r|^p (= p times); the figures show the {m.loss_scale} scale.",
+        data_note(m.data_source, p, m.loss_scale, figures="the figures show"),
         start_note(config.single_layer_scale, config.init_scale)
         + f" Hidden width {config.hidden}.",
         initial_gaps_note(
@@ -362,8 +362,7 @@ def render(measured: Measured, claims: list[Claim], outdir: Path) -> list[Path]:
     fig = plot_gap_panels(
         outdir / "fig4_left.png",
         [(f"l{p:g} loss", plotted)],
-        suptitle="Depth-3 GD vs AdaGrad / AdaDelta on a single layer"
-        + (f" (seed {seeds[0]})" if len(seeds) > 1 else ""),
+        suptitle=seed_title("Depth-3 GD vs AdaGrad / AdaDelta on a single layer", seeds),
         ylabel=gap_ylabel(m.loss_scale),
         panel_size=(7.0, 4.6),
         quick=m.quick,

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from depthaccel.experiments.context import ExperimentContext
+from depthaccel.experiments.loss_scale import data_note
 from depthaccel.experiments.results import Claim
 from depthaccel.experiments.seeds import check_seeds, every_seed, gap_range_text, seeds_text, spread
 from depthaccel.experiments.spec import ExperimentSpec
@@ -459,9 +460,7 @@ def notes(measured: Measured, config: Config) -> list[str]:
     m, seeds, p = measured, measured.seeds, measured.p
     tail_pct = f"{100 * TAIL_FRACTION:.0f}%"
     return [
-        f"Data: {m.data_source}; features and target standardised; l{p:g} loss "
-        "(1/m) sum (1/p)(x^T w - y)^p, no bias; gaps also in the plain scale (1/m) sum "
-        f"|r|^p (= p times); the figure shows the {m.loss_scale} scale.",
+        data_note(m.data_source, p, m.loss_scale),
         f"Adam, {config.convention} conventions, lr {format_lr(m.lr)} (TensorFlow's default, "
         "as in the paper; no grid search), on every factor; hidden width "
         f"{config.hidden}.",

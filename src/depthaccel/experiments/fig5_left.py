@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from depthaccel.experiments.context import ExperimentContext
+from depthaccel.experiments.loss_scale import data_note
 from depthaccel.experiments.results import Claim, SearchedGaps, searched_settings
 from depthaccel.experiments.search import SearchPolicy, search_models
 from depthaccel.experiments.seeds import (
@@ -34,6 +35,7 @@ from depthaccel.experiments.seeds import (
     every_seed,
     gap_range_text,
     range_text,
+    seed_title,
     seeds_text,
     spread,
 )
@@ -264,9 +266,7 @@ def notes(measured: Measured, config: Config) -> list[str]:
     labels.update({(d, "near_zero"): f"depth {d} near-zero" for d in config.deep})
     labels.update({(d, "identity"): f"depth {d} identity" for d in config.deep})
     return [
-        f"Data: {m.data_source}; features and target standardised; l{p:g} loss "
-        "(1/m) sum (1/p)(x^T w - y)^p, no bias; gaps also in the plain scale (1/m) sum "
-        f"|r|^p (= p times); the figure shows the {m.loss_scale} scale.",
+        data_note(m.data_source, p, m.loss_scale),
         start_note(config.single_layer_scale, config.near_zero_scale)
         + " Identity init: first row of the identity and unit scalars plus "
         f"N(0, {config.identity_scale:g}^2) noise. Widths {config.hidden}.",
@@ -303,8 +303,7 @@ def render(measured: Measured, claims: list[Claim], outdir: Path) -> list[Path]:
     fig = plot_gap_panels(
         outdir / "fig5_left.png",
         [(f"l{m.p:g} loss", plotted)],
-        suptitle="Deeper nets: near-zero vs identity initialisation"
-        + (f" (seed {seeds[0]})" if len(seeds) > 1 else ""),
+        suptitle=seed_title("Deeper nets: near-zero vs identity initialisation", seeds),
         ylabel=gap_ylabel(m.loss_scale),
         panel_size=(7.0, 4.6),
         quick=m.quick,

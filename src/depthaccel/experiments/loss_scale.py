@@ -19,6 +19,7 @@ from depthaccel.data.scaling import LOSS_SCALES, check_loss_scale
 __all__ = [
     "LOSS_SCALES",
     "check_loss_scale",
+    "data_note",
     "gap_text",
     "plain_factor",
     "scale_factor",
@@ -60,3 +61,15 @@ def scale_label(p: float, loss_scale: str) -> str:
     """An axis label naming the scale, e.g. ``l4 gap, (1/m) sum (1/p)|r|^p - L*``."""
     body = "(1/m) sum (1/p)|r|^p" if check_loss_scale(loss_scale) == "paper" else "(1/m) sum |r|^p"
     return f"l{_check_p(p):g} gap, {body} - min"
+
+
+def data_note(
+    data_source: str, p: float, loss_scale: str, *, figures: str = "the figure shows"
+) -> str:
+    """The report's note on an Ethanol figure's data and loss: where the data came from,
+    the l_p loss with its 1/p, and which scale ``figures`` show (the tables give both)."""
+    return (
+        f"Data: {data_source}; features and target standardised; l{p:g} loss "
+        "(1/m) sum (1/p)(x^T w - y)^p, no bias; gaps also in the plain scale (1/m) sum "
+        f"|r|^p (= p times); {figures} the {loss_scale} scale."
+    )

@@ -22,6 +22,7 @@ __all__ = [
     "gap_range_text",
     "range_text",
     "spread",
+    "seed_title",
     "seeds_text",
 ]
 
@@ -125,3 +126,9 @@ def seeds_text(holds: Mapping[int, bool | None]) -> str:
     if any(v is None for v in holds.values()):
         return f"not assessed (seeds {names})"
     return f"holds for every seed ({names})"
+
+
+def seed_title(title: str, seeds: Sequence[int]) -> str:
+    """A figure's title for a figure of the first seed: it says which seed when there are
+    several."""
+    return title + (f" (seed {seeds[0]})" if len(seeds) > 1 else "")
