@@ -22,7 +22,7 @@ import numpy as np
 
 from depthaccel.experiments.context import ExperimentContext
 from depthaccel.experiments.loss_scale import scale_label
-from depthaccel.experiments.results import Claim
+from depthaccel.experiments.results import Claim, searched_settings
 from depthaccel.experiments.search import SearchPolicy, search_models
 from depthaccel.experiments.seeds import (
     check_seeds,
@@ -224,17 +224,7 @@ def settings(measured: Measured, config: Config) -> dict:
     def keyed(d):
         return {f"l{p:g}/depth{dd}/seed{s}": v for (p, dd, s), v in d.items()}
 
-    return {
-        "data_source": m.data_source,
-        "loss_scale_of_figure": m.loss_scale,
-        "grid_search": m.search,
-        "final_gaps": keyed(m.finals),
-        "final_gaps_plain": {
-            f"l{p:g}/depth{d}/seed{s}": p * g for (p, d, s), g in m.finals.items()
-        },
-        "initial_gaps": keyed(m.inits),
-        "chosen_lr": keyed(m.lrs),
-    }
+    return searched_settings(m, keyed, chosen=m.lrs, p_of=lambda key: key[0])
 
 
 def notes(measured: Measured, config: Config) -> list[str]:

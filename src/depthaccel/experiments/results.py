@@ -258,18 +258,27 @@ class SearchedGaps:
     chosen: dict[Any, float]
 
 
-def searched_settings(m: Any, keyed: Callable[[dict], dict]) -> dict[str, Any]:
+def searched_settings(
+    m: Any,
+    keyed: Callable[[dict], dict],
+    *,
+    chosen: dict[Any, float] | None = None,
+    p_of: Callable[[Any], float] | None = None,
+) -> dict[str, Any]:
     """The settings such a figure records (a :class:`SearchedGaps` with a ``search``
     record), its per-model dicts keyed by ``keyed``; the final gaps also in the plain
-    scale (``p`` times the paper's)."""
+    scale (``p`` times the paper's). A figure of several losses gives each model's rate
+    (``chosen``, default ``m.chosen``) and its loss (``p_of(key)``, default ``m.p``)."""
+    chosen = m.chosen if chosen is None else chosen
+    plain = {k: (m.p if p_of is None else p_of(k)) * v for k, v in m.finals.items()}
     return {
         "data_source": m.data_source,
         "loss_scale_of_figure": m.loss_scale,
         "grid_search": m.search,
         "final_gaps": keyed(m.finals),
-        "final_gaps_plain": {k: m.p * v for k, v in keyed(m.finals).items()},
+        "final_gaps_plain": keyed(plain),
         "initial_gaps": keyed(m.inits),
-        "chosen_lr": keyed(m.chosen),
+        "chosen_lr": keyed(chosen),
     }
 
 
