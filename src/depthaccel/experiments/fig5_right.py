@@ -62,19 +62,8 @@ from depthaccel.experiments.mnist_analysis import loss_split, smooth, speedups, 
 from depthaccel.experiments.mnist_analysis import speedup_text as _speedup_text
 from depthaccel.experiments.results import Claim
 from depthaccel.experiments.spec import ExperimentSpec
-from depthaccel.experiments.tutorial_config import (
-    TutorialConfig,
-    TutorialMeasured,
-    common_steps,
-    factor_shapes_text,
-    final_validation_errors,
-    history_curves,
-    plot_histories,
-    train_net_tasks,
-    train_seconds,
-)
 from depthaccel.models import mnist_tutorial as mt
-from depthaccel.reporting import finish_figure, pyplot, write_curves_csv
+from depthaccel.reporting import finish_figure, pyplot
 
 NAME = "fig5-right"
 TITLE = (
@@ -94,7 +83,7 @@ L2_TARGETS = mt.L2_TARGETS
 
 
 @dataclass(frozen=True)
-class Config(TutorialConfig):
+class Config(tutorial_config.TutorialConfig):
     """Settings of the Fig. 5 right experiment (defaults = the tutorial = ``full()``; the
     shared fields: :class:`~depthaccel.experiments.tutorial_config.TutorialConfig`)."""
 
@@ -259,7 +248,9 @@ def plot(
             label=f"{labels[k]} (smoothed)",
         )
 
-    plot_histories(axes, hist, "batch loss (cross-entropy + L2, the tutorial's objective)", draw)
+    tutorial_config.plot_histories(
+        axes, hist, "batch loss (cross-entropy + L2, the tutorial's objective)", draw
+    )
     axes[0].plot([], [], color="tab:gray", alpha=0.35, lw=0.8, label="light: raw per-step values")
     axes[0].legend(fontsize=7)
     fig.suptitle(f"Fig. 5 right: MNIST tutorial, SGD+momentum (moving average over {window})")
@@ -319,13 +310,15 @@ def _train_all(
         )
         errs = {k: mt.error_rate(m, splits.test_x, splits.test_y) for k, m in nets.items()}
         return hist, lrs, done, errs
-    return common_steps(
-        train_net_tasks(ctx, train_net, jobs, kind=NAME, cfg=cfg, data=data, dtype=dtype)
+    return tutorial_config.common_steps(
+        tutorial_config.train_net_tasks(
+            ctx, train_net, jobs, kind=NAME, cfg=cfg, data=data, dtype=dtype
+        )
     )
 
 
 @dataclass
-class Measured(TutorialMeasured):
+class Measured(tutorial_config.TutorialMeasured):
     """What fig5-right measured: every net's per-step history (cut to the steps all did),
     test errors, parameter counts, the L2 term at init (``init_l2``: the penalty of the
     original and of the overparameterized net on the product and on the factors;
@@ -372,24 +365,14 @@ def measure(config: Config, ctx: ExperimentContext) -> Measured:
         tdtype = ctx.dtype or torch.float32
         data = load_mnist(ctx.data_dir)
         plain, over, summary = build_models(cfg, "cpu", tdtype)  # for counts and the summary
-        hist, lrs, done, test_err = _train_all(cfg, ctx, _jobs(cfg), data, tdtype)
+        steps = _train_all(cfg, ctx, _jobs(cfg), data, tdtype)
         init_l2, init_std = init_l2_and_std(cfg, plain, over)
-        threads = torch.get_num_threads()
+        fields = tutorial_config.measured_fields(ctx, cfg, steps, data, tdtype, summary)
     return Measured(
-        quick=ctx.quick,
-        config=cfg,
-        steps_done=done,
-        hist=hist,
-        lr_first_last=(lrs[0], lrs[-1]),
-        test_error_pct=test_err,
+        **fields,
         params={"original": _count(plain), "overparameterized": _count(over)},
-        factor_shapes=factor_shapes_text(summary),
         init_l2=init_l2,
         init_std=init_std,
-        torch_threads=threads,
-        device=ctx.device,
-        dtype=str(tdtype)[6:],
-        data_source=ctx.data_source(data) if hasattr(data, "source") else "",
     )
 
 
@@ -506,30 +489,23 @@ def settings(measured: Measured, config: Config) -> dict:
         "params": m.params,
         "dense_factors": m.factor_shapes,
         "test_error_pct": m.test_error_pct,
-        "final_validation_error_pct": final_validation_errors(m.hist),
+        "final_validation_error_pct": tutorial_config.final_validation_errors(m.hist),
         "speedups": rows,
         "speedups_variants": variant_rows,
         "loss_split": splits,
         "l2_at_init": m.init_l2,
         "end_to_end_entry_std_vs_original": m.init_std,
         "lr_first_last": list(m.lr_first_last),
-        "train_seconds": train_seconds(m.hist),
+        "train_seconds": tutorial_config.train_seconds(m.hist),
         "torch_threads": m.torch_threads,
         "data_source": m.data_source,
     }
 
 
 def render(measured: Measured, claims: list[Claim], outdir: Path) -> list[Path]:
-    labels = _labels(measured.config)
-    csv_path = write_curves_csv(outdir / "curves.csv.gz", history_curves(measured.hist, labels))
-    fig_path = plot(
-        outdir / "fig5_right.png",
-        measured.hist,
-        measured.config.smooth_window,
-        labels,
-        quick=measured.quick,
+    return tutorial_config.render_histories(
+        measured, outdir, "fig5_right.png", _labels(measured.config), plot
     )
-    return [fig_path, csv_path]
 
 
 NOTES = (

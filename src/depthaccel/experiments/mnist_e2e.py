@@ -52,20 +52,9 @@ from depthaccel.experiments.context import ExperimentContext
 from depthaccel.experiments.mnist_analysis import iterations_to_levels, similar, smooth
 from depthaccel.experiments.results import Claim
 from depthaccel.experiments.spec import ExperimentSpec
-from depthaccel.experiments.tutorial_config import (
-    TutorialConfig,
-    TutorialMeasured,
-    common_steps,
-    factor_shapes_text,
-    final_validation_errors,
-    history_curves,
-    plot_histories,
-    train_net_tasks,
-    train_seconds,
-)
 from depthaccel.models import mnist_tutorial as mt
 from depthaccel.optim import EndToEndSGD
-from depthaccel.reporting import finish_figure, pyplot, write_curves_csv
+from depthaccel.reporting import finish_figure, pyplot
 
 NAME = "mnist-e2e"
 TITLE = (
@@ -85,7 +74,7 @@ NETS = ("original", "overparameterized", "e2e")
 
 
 @dataclass(frozen=True)
-class Config(TutorialConfig):
+class Config(tutorial_config.TutorialConfig):
     """Settings of the experiment (defaults: the tutorial, 10 epochs = ``full()``; the
     shared fields: :class:`~depthaccel.experiments.tutorial_config.TutorialConfig`)."""
 
@@ -274,7 +263,7 @@ def plot(
         ax.plot(x, y, color=color, alpha=0.12, lw=0.5)
         ax.plot(x, smooth(y, window), color=color, ls=ls, lw=1.6, label=labels[k])
 
-    plot_histories(axes, hist, "batch loss (cross-entropy + L2)", draw)
+    tutorial_config.plot_histories(axes, hist, "batch loss (cross-entropy + L2)", draw)
     handles, texts = axes[0].get_legend_handles_labels()
     handles.append(Line2D([], [], color="tab:gray", alpha=0.35, lw=0.8))
     texts.append("light lines: the raw per-step batch values (each net's colour)")
@@ -287,7 +276,7 @@ def plot(
 
 
 @dataclass
-class Measured(TutorialMeasured):
+class Measured(tutorial_config.TutorialMeasured):
     """What mnist-e2e measured: the three nets' per-step histories (cut to the steps all
     of them did), their test errors, wall-clock ms per step (the fair side-by-side
     timing, and each net's own training run), parameter counts and the run's facts."""
@@ -309,31 +298,22 @@ def measure(config: Config, ctx: ExperimentContext) -> Measured:
     with config.torch_threads():
         data, splits, dev, dtype = config.data(ctx)
         nets, summary = build_nets(config, "cpu", dtype)  # for counts and the summary
-        out = train_net_tasks(
+        out = tutorial_config.train_net_tasks(
             ctx, train_net, [NetTask(k) for k in NETS], kind=NAME, cfg=config, data=data,
             dtype=dtype,
         )  # fmt: skip
-        hist, lrs, done, test_err = common_steps(out)
         own_ms = {k: 1e3 * out[k][0].seconds / max(out[k][2], 1) for k in NETS}
         load_before = _load()
         ms = step_times_ms(config, splits, dev, dtype)
-        threads = torch.get_num_threads()
+        fields = tutorial_config.measured_fields(
+            ctx, config, tutorial_config.common_steps(out), data, dtype, summary
+        )
     return Measured(
-        quick=ctx.quick,
-        config=config,
-        steps_done=done,
-        hist=hist,
-        lr_first_last=(lrs[0], lrs[-1]),
-        test_error_pct=test_err,
+        **fields,
         ms_per_step=ms,
         ms_per_step_in_training=own_ms,
         load=(load_before, _load()),
         params={k: sum(p.numel() for p in m.parameters()) for k, m in nets.items()},
-        factor_shapes=factor_shapes_text(summary),
-        torch_threads=threads,
-        device=ctx.device,
-        dtype=str(dtype)[6:],
-        data_source=ctx.data_source(data) if hasattr(data, "source") else "",
     )
 
 
@@ -436,11 +416,11 @@ def settings(measured: Measured, config: Config) -> dict:
         "steps_done": m.steps_done,
         "params": m.params,
         "test_error_pct": m.test_error_pct,
-        "final_validation_error_pct": final_validation_errors(m.hist),
+        "final_validation_error_pct": tutorial_config.final_validation_errors(m.hist),
         "ms_per_step": m.ms_per_step,
         "ms_per_step_in_training": m.ms_per_step_in_training,
         "load_average_before_after": list(m.load),
-        "train_seconds": train_seconds(m.hist),
+        "train_seconds": tutorial_config.train_seconds(m.hist),
         "lr_first_last": list(m.lr_first_last),
         "data_source": m.data_source,
     }
@@ -457,13 +437,9 @@ def _labels(cfg: Config) -> dict[str, str]:
 
 
 def render(measured: Measured, claims: list[Claim], outdir: Path) -> list[Path]:
-    cfg = measured.config
-    labels = _labels(cfg)
-    csv_path = write_curves_csv(outdir / "curves.csv.gz", history_curves(measured.hist, labels))
-    fig_path = plot(
-        outdir / "mnist_e2e.png", measured.hist, cfg.smooth_window, labels, quick=measured.quick
+    return tutorial_config.render_histories(
+        measured, outdir, "mnist_e2e.png", _labels(measured.config), plot
     )
-    return [fig_path, csv_path]
 
 
 NOTES = (

@@ -8,13 +8,14 @@ import contextlib
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from depthaccel.models import mnist_tutorial as mt
-from depthaccel.reporting import Curve
+from depthaccel.reporting import Curve, write_curves_csv
 
 __all__ = [
     "TutorialConfig",
@@ -24,7 +25,9 @@ __all__ = [
     "factor_shapes_text",
     "final_validation_errors",
     "history_curves",
+    "measured_fields",
     "plot_histories",
+    "render_histories",
     "train_seconds",
     "CHECKPOINT_EVERY",
     "checkpointing",
@@ -432,6 +435,46 @@ def history_curves(hist: dict[str, mt.History], labels: dict[str, str]) -> list[
                 Curve(labels[k], np.asarray(h.val_steps), np.asarray(h.val_error), "val_error_pct")
             )
     return curves
+
+
+def measured_fields(
+    ctx: Any, config: TutorialConfig, steps: tuple, data: Any, dtype: torch.dtype, summary: Any
+) -> dict[str, Any]:
+    """The fields every tutorial experiment's ``Measured`` takes from its run: the
+    :class:`TutorialMeasured` fields of ``steps`` (:func:`common_steps`'s result), the
+    factor shapes of ``summary`` (an ``overparameterize`` summary) and the run's facts
+    (torch threads, device, dtype, data source). Call it inside ``config.torch_threads()``."""
+    hist, lrs, done, test_err = steps
+    return {
+        "quick": ctx.quick,
+        "config": config,
+        "steps_done": done,
+        "hist": hist,
+        "lr_first_last": (lrs[0], lrs[-1]),
+        "test_error_pct": test_err,
+        "factor_shapes": factor_shapes_text(summary),
+        "torch_threads": torch.get_num_threads(),
+        "device": ctx.device,
+        "dtype": str(dtype)[6:],
+        "data_source": ctx.data_source(data) if hasattr(data, "source") else "",
+    }
+
+
+def render_histories(
+    measured: TutorialMeasured, outdir: Path, figure: str, labels: dict[str, str], plot: Any
+) -> list[Path]:
+    """A tutorial experiment's outputs: every net's curves (``curves.csv.gz``:
+    :func:`history_curves`) and its figure ``figure``, drawn by ``plot(path, hist,
+    smooth_window, labels, quick=)``."""
+    csv_path = write_curves_csv(outdir / "curves.csv.gz", history_curves(measured.hist, labels))
+    fig_path = plot(
+        outdir / figure,
+        measured.hist,
+        measured.config.smooth_window,
+        labels,
+        quick=measured.quick,
+    )
+    return [fig_path, csv_path]
 
 
 def factor_shapes_text(summary: Any) -> str:
