@@ -13,8 +13,10 @@ times or divided by p).
 from __future__ import annotations
 
 import math
+from numbers import Real
 
 from depthaccel.data.scaling import LOSS_SCALES, check_loss_scale
+from depthaccel.validation import Interval, check
 
 __all__ = [
     "LOSS_SCALES",
@@ -27,11 +29,12 @@ __all__ = [
 ]
 
 
+#: The exponent of an l_p loss: a finite number >= 1.
+_P = Interval(Real, 1, None)
+
+
 def _check_p(p: float) -> float:
-    p = float(p)
-    if not (math.isfinite(p) and p >= 1):
-        raise ValueError(f"p must be a finite number >= 1, got {p!r}")
-    return p
+    return float(check("p", p, _P))
 
 
 def plain_factor(p: float) -> float:
