@@ -334,6 +334,22 @@ def test_eta_scales_the_cost_table():
     assert _eta(names, 0, 0.0, quick=False).endswith((" min left", " h left"))
 
 
+def test_eta_does_not_extrapolate_from_little_evidence_or_concurrent_time():
+    from depthaccel.commands.reproduce import _eta
+
+    names = ["claim1", "fig3"]
+    c1, c3 = EXPERIMENTS["claim1"].cost[1], EXPERIMENTS["fig3"].cost[1]
+    assert c1 < 0.1 * (c1 + c3)  # claim1 is too small a sample of the pace
+    # claim1 took 15x its typical cost (a loaded machine, or Ray starting): fig3's
+    # typical cost stands, not 15x it
+    assert _eta(names, 1, 15 * c1, quick=False) == _eta(names, 0, 15 * c1, quick=False)
+    # concurrently, two workers share the remaining typical cost, unscaled
+    two = _eta(["fig3", "fig2"], 1, 1e6, quick=False, workers=2)
+    from depthaccel.commands.reproduce import _fmt_time
+
+    assert two.endswith(f"about {_fmt_time(EXPERIMENTS['fig2'].cost[1] / 2)} left")
+
+
 def test_store_messages_are_not_doubled(tmp_path):
     from depthaccel.experiments.context import ExperimentContext
     from depthaccel.train import Run

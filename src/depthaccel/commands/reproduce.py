@@ -47,7 +47,8 @@ OUT must be a new or empty folder or one that depthaccel wrote (a manifest,
 OUT/.depthaccel-outputs.json, lists its files; a results folder of an earlier version is
 recognised); a folder holding other files is refused unless --force. Files are replaced
 atomically. Progress: each experiment's line says the time so far and an estimate of the
-time left (from a table of typical costs, scaled to this machine's pace).
+time left (from a table of typical costs; run one after another, scaled to this
+machine's pace once a tenth of the work is done).
 
 Exit status: 0 when every experiment ran (a FAIL claim is a result, not an error: the
 summary line says so), 1 when an experiment raised an error (the others still run), 2 on
@@ -342,16 +343,25 @@ def _output_folder(args: argparse.Namespace, names: list[str]) -> OutputFolder:
     return OutputFolder(args.out, force=args.force, allowed=allowed, adopt=_adopt_legacy)
 
 
-def _eta(names: list[str], done: int, elapsed: float, quick: bool) -> str:
+def _eta(
+    names: list[str], done: int, elapsed: float, quick: bool, workers: int = 1
+) -> str:
     """ "elapsed 1.2 min, about 3 min left": the remaining experiments' typical costs
-    (their ``SPEC.cost``), scaled by how this run's finished ones compare with theirs."""
+    (their ``SPEC.cost``, shared by ``workers`` when experiments run concurrently).
+
+    One after another (``workers`` 1), the costs are scaled by how the finished
+    experiments compare with theirs, once those make up at least a tenth of the total
+    (a few seconds of reused or tiny experiments say nothing about the pace of hours of
+    training). Concurrently, the elapsed time also went into the experiments still
+    running, so it is no measure of pace: the typical costs are given as they are."""
     col = 0 if quick else 1
     cost = [EXPERIMENTS[n].cost[col] if n in EXPERIMENTS else (5.0, 300.0)[col] for n in names]
-    left = sum(cost[done:])
-    if done and sum(cost[:done]) > 0:
-        left *= elapsed / sum(cost[:done])
     if done == len(names):
         return f"elapsed {_fmt_time(elapsed)}"
+    left = sum(cost[done:]) / max(1, workers)
+    seen = sum(cost[:done])
+    if workers <= 1 and done and seen > 0 and seen >= 0.1 * sum(cost):
+        left *= elapsed / seen
     return f"elapsed {_fmt_time(elapsed)}, about {_fmt_time(left)} left"
 
 
@@ -480,14 +490,16 @@ def _run_all(args: argparse.Namespace, names: list[str], executor: Any = None) -
         print(
             f"[{i}/{len(names)}] {name}: done in {res.wall_time:.1f} s; "
             f"{_claims_words(res, mode)}{runs}; "
-            f"{_eta(order, done, time.perf_counter() - t_all, args.quick)}",
+            f"{_eta(order, done, time.perf_counter() - t_all, args.quick, workers)}",
             flush=True,
         )
         assessed[0] += res.n_assessed
         if res.n_failed:
             failed_claims.append(name)
 
-    if _concurrent(executor, names):
+    concurrent = _concurrent(executor, names)
+    workers = max(1, int(getattr(executor, "workers", 1))) if concurrent else 1
+    if concurrent:
         _run_concurrently(names, one, tell, executor, mode)
     else:
         for i, name in enumerate(names, 1):
