@@ -559,6 +559,7 @@ def _run_concurrently(names, one, tell, executor, mode) -> None:
     executor.turns = turns
     finished: list[str] = []
     ended = {n: threading.Event() for n in names}
+    stopped = threading.Event()  # the command was interrupted: the threads end quietly
     waits = {n: [a for a in EXPERIMENTS[n].after if a in ended] for n in names}
 
     def work(i: int, name: str) -> None:
@@ -566,8 +567,12 @@ def _run_concurrently(names, one, tell, executor, mode) -> None:
             for a in waits[name]:  # runs it reuses from `a`: never trained twice at once
                 ended[a].wait()
             with turns.turn():
+                if stopped.is_set():
+                    return
                 print(f"[{i}/{len(names)}] {name} ({mode}) ... started", flush=True)
                 res = one(name)
+                if stopped.is_set():  # its error is the closing executor's, not its own
+                    return
                 finished.append(name)
                 order = finished + [n for n in names if n not in finished]
                 tell(i, name, res, order, len(finished))
@@ -589,5 +594,8 @@ def _run_concurrently(names, one, tell, executor, mode) -> None:
         for t in threads:
             while t.is_alive():
                 t.join(timeout=0.5)  # a short wait: Ctrl-C reaches this thread
+    except BaseException:
+        stopped.set()  # before the executor closes and the threads' Ray calls fail
+        raise
     finally:
         executor.turns = None

@@ -200,6 +200,10 @@ class RayExecutor:
         self._log = log or (lambda msg: None)
         self._owns = False
         self._closed = False
+        # threads inside train_shards/map, and the flag that makes them leave (close)
+        self._closing = threading.Event()
+        self._in_ray = 0
+        self._in_ray_lock = threading.Lock()
         self.address = address
         self.pids: list[int] = []
         if ray.is_initialized():
@@ -286,8 +290,24 @@ class RayExecutor:
     def _waiting(self):
         return self.turns.released() if self.turns is not None else nullcontext()
 
+    @contextlib.contextmanager
+    def _using_ray(self) -> Iterator[None]:
+        """A thread's stay in Ray's API (``train_shards``, ``map``): refused once the
+        executor is closing, counted so that ``close`` shuts Ray down only after every
+        thread has left (a thread still inside Ray's core worker when it is shut down
+        makes Ray end the whole process with status 1)."""
+        with self._in_ray_lock:
+            if self._closing.is_set():
+                raise ExecutorClosed("the Ray executor was shut down")
+            self._in_ray += 1
+        try:
+            yield
+        finally:
+            with self._in_ray_lock:
+                self._in_ray -= 1
+
     def train_shards(self, spec: SweepSpec, shards: Sequence[Shard], sink: ShardSink) -> None:
-        with self._waiting():
+        with self._using_ray(), self._waiting():
             self._train_shards(spec, shards, sink)
 
     def _train_shards(self, spec: SweepSpec, shards: Sequence[Shard], sink: ShardSink) -> None:
@@ -300,7 +320,7 @@ class RayExecutor:
         running: dict[Any, Shard] = {submit(s): s for s in shards}
         finished: set[int] = set()
         try:
-            for gen, ref in _streamed_refs(running):
+            for gen, ref in _streamed_refs(running, self._closing):
                 shard = running[gen]
                 try:
                     event = ray.get(ref)
@@ -329,23 +349,29 @@ class RayExecutor:
         resume: Sequence[Any] | None = None,
         on_checkpoint: Callable[[int, int, Any], None] | None = None,
     ) -> list:
-        if on_checkpoint is not None:
-            return self._map_checkpointed(fn, items, gpu, on_result, resume, on_checkpoint)
+        with self._using_ray():
+            if on_checkpoint is not None:
+                return self._map_checkpointed(fn, items, gpu, on_result, resume, on_checkpoint)
+            return self._map(fn, items, gpu, on_result)
+
+    def _map(self, fn, items, gpu, on_result) -> list:
         opts = dict(self._task_options(gpu=gpu), max_retries=self.max_task_retries)
         fn_ref = ray.put(fn)  # the function (and what it holds, e.g. data) goes out once
         refs = [_map_task.options(**opts).remote(fn_ref, item, self.threads) for item in items]
         try:
             with self._waiting():
-                if on_result is None:
-                    return ray.get(refs)
                 index = {r: i for i, r in enumerate(refs)}
                 out: list[Any] = [None] * len(refs)
                 pending = list(refs)
                 while pending:  # in order of completion
-                    done, pending = ray.wait(pending, num_returns=1)
+                    done, pending = ray.wait(pending, num_returns=1, timeout=1.0)
+                    if not done:
+                        _raise_if_closing(self._closing)
+                        continue
                     i = index[done[0]]
                     out[i] = ray.get(done[0])
-                    on_result(i, out[i])
+                    if on_result is not None:
+                        on_result(i, out[i])
                 return out
         except BaseException:
             _cancel_unfinished(refs)
@@ -366,7 +392,7 @@ class RayExecutor:
         out: list[Any] = [None] * len(items)
         try:
             with self._waiting():
-                for gen, ref in _streamed_refs(running):
+                for gen, ref in _streamed_refs(running, self._closing):
                     i = running[gen]
                     kind, a, b = ray.get(ref)
                     del ref
@@ -388,6 +414,7 @@ class RayExecutor:
         joined one keeps running, only this driver disconnects)."""
         if self._owns and not self._closed:
             self._closed = True
+            self._leave_ray()
             leftovers = _ray_descendants()
             try:
                 ray.shutdown()
@@ -395,6 +422,16 @@ class RayExecutor:
                 _end_processes(leftovers)  # whatever ray.shutdown did not stop
             if self.mode == "started":
                 self._log("ray: local cluster shut down")
+
+    def _leave_ray(self, wait: float = 10.0) -> None:
+        """Make the threads inside ``train_shards``/``map`` leave them (they raise
+        :class:`ExecutorClosed` at their next poll, within about a second, cancelling
+        their tasks on the way out) and wait for them, at most ``wait`` seconds."""
+        with self._in_ray_lock:
+            self._closing.set()
+        deadline = time.monotonic() + wait
+        while self._in_ray and time.monotonic() < deadline:
+            time.sleep(0.05)
 
     def _abort_start(self) -> None:
         """Undo a ``ray.init`` that failed or was interrupted: shut Ray down and end the
@@ -419,11 +456,24 @@ class RayExecutor:
         return f"RayExecutor(mode={self.mode!r}, cpus={self.cpus}, threads={self.threads})"
 
 
-def _streamed_refs(running: dict[Any, Any]) -> Iterator[tuple[Any, Any]]:
+class ExecutorClosed(RuntimeError):
+    """Raised in a thread that was waiting on the cluster when the executor closed."""
+
+
+def _raise_if_closing(closing: threading.Event) -> None:
+    if closing.is_set():
+        raise ExecutorClosed("the Ray executor was shut down")
+
+
+def _streamed_refs(
+    running: dict[Any, Any], closing: threading.Event
+) -> Iterator[tuple[Any, Any]]:
     """``(generator, object ref)`` for each item the streaming tasks that are the keys of
     ``running`` yield, in order of arrival, until ``running`` is empty; a generator that
-    ends is removed from it. The caller may add or remove generators between items."""
+    ends is removed from it. The caller may add or remove generators between items.
+    Raises :class:`ExecutorClosed` once ``closing`` is set (checked every second)."""
     while running:
+        _raise_if_closing(closing)
         ready, _ = ray.wait(list(running), num_returns=1, timeout=1.0)
         for gen in ready:
             if gen not in running:  # removed by the caller meanwhile
