@@ -380,6 +380,20 @@ def ce_labels(y, n_classes: int) -> torch.Tensor:
     return f.to(torch.int64)
 
 
+def _logits_and_label_index(
+    W: torch.Tensor, X: torch.Tensor, labels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The logits ``Z = W X^T`` (..., k, m) of every run of W (..., k, d), one GEMM of the
+    stacked rows of W (a batched 3-D matmul would run one small GEMM per run), and the
+    labels as a gather index (..., 1, m) into Z's class axis."""
+    m = X.shape[0]
+    k, d = W.shape[-2:]
+    lead = W.shape[:-2]
+    Z = (W.reshape(-1, d) @ X.T).view(*lead, k, m)
+    idx = labels.view(*([1] * len(lead)), 1, m).expand(*lead, 1, m)
+    return Z, idx
+
+
 def ce_loss_grad(
     W: torch.Tensor,
     X: torch.Tensor,
@@ -392,15 +406,12 @@ def ce_loss_grad(
     with S the softmax probabilities and E the one-hot labels (m x k).
 
     The loss of a row is ``log sum_c exp(z_c - z_max) - (z_y - z_max)`` (shifted by the
-    row's largest logit, so exp never overflows). All runs' logits are one GEMM of the
-    stacked rows of W (and the gradient one more): a batched 3-D matmul would run one
-    small GEMM per run. ``out`` (same shape as W, not W itself) receives the gradient."""
-    m = X.shape[0]
-    k, d = W.shape[-2:]
-    lead = W.shape[:-2]
-    D = (W.reshape(-1, d) @ X.T).view(*lead, k, m)  # logits z, then z - z_max, then exp
+    row's largest logit, so exp never overflows). The logits are one GEMM over all runs
+    (``_logits_and_label_index``), the gradient one more. ``out`` (same shape as W, not W
+    itself) receives the gradient."""
+    m, d = X.shape
+    D, idx = _logits_and_label_index(W, X, labels)  # logits z, then z - z_max, then exp
     D.sub_(D.amax(dim=-2, keepdim=True))
-    idx = labels.view(*([1] * len(lead)), 1, m).expand(*lead, 1, m)
     dy = D.gather(-2, idx)  # z_y - z_max
     E = D.exp_()
     s = E.sum(dim=-2, keepdim=True)
@@ -423,13 +434,9 @@ def ce_accuracy(W: torch.Tensor, X: torch.Tensor, labels: torch.Tensor) -> torch
     Row i is right when ``z_y = max_c z_c`` and no class ``c < y`` reaches that maximum:
     comparisons with the max, which (unlike ``argmax`` over the class axis, a strided
     one here) vectorise."""
-    m = X.shape[0]
-    k, d = W.shape[-2:]
-    lead = W.shape[:-2]
-    Z = (W.reshape(-1, d) @ X.T).view(*lead, k, m)
-    top = Z.amax(dim=-2, keepdim=True)
-    idx = labels.view(*([1] * len(lead)), 1, m).expand(*lead, 1, m)
-    at_top = Z == top  # (..., k, m)
+    Z, idx = _logits_and_label_index(W, X, labels)
+    k, m = Z.shape[-2:]
+    at_top = Z == Z.amax(dim=-2, keepdim=True)  # (..., k, m)
     earlier = torch.arange(k, device=Z.device).view(k, 1) < labels.view(1, m)  # c < y
     beaten = (at_top & earlier).any(dim=-2)
     right = at_top.gather(-2, idx).squeeze(-2) & ~beaten
