@@ -12,6 +12,7 @@ from depthaccel.executors import (
     Executor,
     ExecutorError,
     LocalExecutor,
+    TaskHooks,
     make_executor,
 )
 
@@ -57,7 +58,8 @@ def test_local_executor_is_an_executor():
     assert ex.workers == 2 and ex.name == "local"
     assert ex.map(lambda x: x * x, [1, 2, 3]) == [1, 4, 9]
     got = []
-    assert ex.map(lambda x: -x, [1, 2], on_result=lambda i, r: got.append((i, r))) == [-1, -2]
+    hooks = TaskHooks(on_result=lambda i, r: got.append((i, r)))
+    assert ex.map(lambda x: -x, [1, 2], hooks=hooks) == [-1, -2]
     assert got == [(0, -1), (1, -2)]
     assert ex.settings() == {"executor": "local", "workers": 2}
     with pytest.raises(ValueError, match="workers"):

@@ -14,7 +14,12 @@ from executor_fixtures import THRESHOLDS, assert_same, grid, problem
 
 pytest.importorskip("ray")
 
-from depthaccel.executors import Executor, LocalExecutor, ShardFailedError  # noqa: E402
+from depthaccel.executors import (  # noqa: E402
+    Executor,
+    LocalExecutor,
+    ShardFailedError,
+    TaskHooks,
+)
 from depthaccel.executors.base import Checkpoint, Done, Started  # noqa: E402
 from depthaccel.executors.ray_executor import RayExecutor  # noqa: E402
 from depthaccel.store import Store  # noqa: E402
@@ -96,7 +101,7 @@ def test_map_reports_each_result_in_the_driver_as_it_ends(tmp_path):
                 time.sleep(0.01)
         return x * x
 
-    assert ex.map(square, [3, 4], on_result=on_result) == [9, 16]
+    assert ex.map(square, [3, 4], hooks=TaskHooks(on_result=on_result)) == [9, 16]
     assert got == [(1, 16), (0, 9)] and threads == {threading.get_ident()}
 
 
@@ -164,7 +169,7 @@ def test_a_shard_lost_too_often_stops_the_sweep_and_a_rerun_resumes(tmp_path):
 
 
 def test_checkpointed_tasks_stream_their_checkpoints_to_the_driver():
-    """``map(..., on_checkpoint=, resume=)``: each task is called as ``fn(item, start,
+    """``map(..., hooks=TaskHooks(on_checkpoint=, resume=))``: each task is called as ``fn(item, start,
     emit)`` in a worker; every ``emit`` reaches the driver's thread while the task runs,
     before its result; ``resume[i]`` is the task's ``start``; a task's exception stops
     the map and propagates."""
@@ -188,7 +193,8 @@ def test_checkpointed_tasks_stream_their_checkpoints_to_the_driver():
     def on_result(i, r):
         events.append(("result", i, r))
 
-    out = ex.map(count, [5, 4], resume=[None, 1], on_checkpoint=on_checkpoint, on_result=on_result)
+    hooks = TaskHooks(on_result=on_result, on_checkpoint=on_checkpoint, resume=[None, 1])
+    out = ex.map(count, [5, 4], hooks=hooks)
     assert out == [(None, 5), (1, 4)]
     for i, steps in ((0, [2, 4]), (1, [2])):
         mine = [e for e in events if e[1] == i]
@@ -201,4 +207,4 @@ def test_checkpointed_tasks_stream_their_checkpoints_to_the_driver():
         raise ValueError("bad task")
 
     with pytest.raises(ValueError, match="bad task"):
-        ex.map(boom, [1], on_checkpoint=lambda *a: None)
+        ex.map(boom, [1], hooks=TaskHooks(on_checkpoint=lambda *a: None))

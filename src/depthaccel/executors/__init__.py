@@ -11,7 +11,7 @@
 whatever the executor), the executor trains them, ``executor.workers`` at once
 (``worker.run_shard`` wherever they run) and streams checkpoints and results back; the
 driver is the only writer of the results store. ``executor.map(fn, items)`` runs independent tasks (e.g.
-one MNIST net each). ``make_executor`` builds the executor the command-line options ask
+one MNIST net each; :class:`TaskHooks` report their results and checkpoints as they come). ``make_executor`` builds the executor the command-line options ask
 for.
 """
 
@@ -30,6 +30,7 @@ from depthaccel.executors.base import (
     SweepSpec,
 )
 from depthaccel.executors.local import LocalExecutor
+from depthaccel.executors.tasks import TaskHooks
 from depthaccel.validation import COUNT, check
 
 if TYPE_CHECKING:
@@ -44,6 +45,7 @@ __all__ = [
     "ShardEvent",
     "ShardFailedError",
     "SweepSpec",
+    "TaskHooks",
     "make_executor",
 ]
 

@@ -16,18 +16,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import numpy as np
 import torch
 
 from depthaccel.executors.shards import SHARD_RUNS, check_max_runs, engine_group
+from depthaccel.executors.tasks import TaskFn, TaskHooks
 from depthaccel.losses import LpOptimum, SoftmaxCE, optimum_loss
 from depthaccel.train import Run, RunResult
 
 __all__ = [
     "TRAIN_OPTIONS",
     "Checkpoint",
+    "ClosesOnExit",
     "Done",
     "Executor",
     "ExecutorError",
@@ -52,6 +54,23 @@ class ExecutorError(RuntimeError):
 
 class ShardFailedError(RuntimeError):
     """A shard failed more often than the executor retries; finished runs stay stored."""
+
+
+_Self = TypeVar("_Self", bound="ClosesOnExit")
+
+
+class ClosesOnExit:
+    """An executor as a context manager: ``with executor:`` calls its ``close`` on the
+    way out."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self: _Self) -> _Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 @dataclass(frozen=True, eq=False)  # eq: arrays have no truth value; compared by identity
@@ -278,24 +297,11 @@ class Executor(Protocol):
         propagate; a lost task is resubmitted via ``sink.retry``."""
 
     def map(
-        self,
-        fn: Callable[[Any], Any],
-        items: Sequence[Any],
-        *,
-        gpu: bool = False,
-        on_result: Callable[[int, Any], None] | None = None,
-        resume: Sequence[Any] | None = None,
-        on_checkpoint: Callable[[int, int, Any], None] | None = None,
+        self, fn: TaskFn, items: Sequence[Any], *, gpu: bool = False, hooks: TaskHooks | None = None
     ) -> list:
         """``[fn(item) for item in items]``, each item an independent task (``gpu``: each
-        task needs one GPU). ``on_result(i, result)`` is called in the caller's process and
-        thread as soon as item ``i`` is done (so a driver can store it before the others
-        end).
-
-        Checkpointed tasks: with ``on_checkpoint``, each task is called as
-        ``fn(item, start, emit)`` with ``start = resume[i]`` (None without ``resume``), and
-        every ``emit(step, state)`` of the task reaches ``on_checkpoint(i, step, state)``
-        in the caller's process and thread while the task runs."""
+        task needs one GPU); ``hooks`` report each task's result (and checkpoints) to the
+        caller while the others run (:class:`TaskHooks`)."""
 
     def settings(self) -> dict[str, Any]:
         """What a report should say about this executor (JSON-able)."""

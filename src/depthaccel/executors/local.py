@@ -5,14 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from depthaccel.executors.base import Shard, ShardEvent, ShardSink, SweepSpec
+from depthaccel.executors.base import ClosesOnExit, Shard, ShardEvent, ShardSink, SweepSpec
+from depthaccel.executors.tasks import TaskFn, TaskHooks
 from depthaccel.executors.worker import run_shard
 from depthaccel.validation import COUNT, check
 
 __all__ = ["LocalExecutor"]
 
 
-class LocalExecutor:
+class LocalExecutor(ClosesOnExit):
     """Train shards in this process, one after another (``sweep``'s default executor).
 
     The shards are those of any Ray executor (the driver's plan depends on the runs
@@ -44,37 +45,16 @@ class LocalExecutor:
             run_shard(spec, shard, lambda event, shard=shard: sink.event(shard, event))
 
     def map(
-        self,
-        fn: Callable[[Any], Any],
-        items: Sequence[Any],
-        *,
-        gpu: bool = False,
-        on_result: Callable[[int, Any], None] | None = None,
-        resume: Sequence[Any] | None = None,
-        on_checkpoint: Callable[[int, int, Any], None] | None = None,
+        self, fn: TaskFn, items: Sequence[Any], *, gpu: bool = False, hooks: TaskHooks | None = None
     ) -> list:
-        out = []
-        for i, item in enumerate(items):
-            if on_checkpoint is None:
-                out.append(fn(item))
-            else:
-                start = None if resume is None else resume[i]
-                out.append(fn(item, start, lambda step, state, i=i: on_checkpoint(i, step, state)))
-            if on_result is not None:
-                on_result(i, out[-1])
-        return out
+        hooks = hooks or TaskHooks()
+        return [hooks.run(fn, i, item) for i, item in enumerate(items)]
 
     def settings(self) -> dict[str, Any]:
         return {"executor": "local", "workers": self._workers}
 
     def close(self) -> None:
         pass
-
-    def __enter__(self) -> LocalExecutor:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"LocalExecutor(workers={self._workers})"

@@ -43,6 +43,7 @@ import ray
 import ray.exceptions
 
 from depthaccel.executors.base import (
+    ClosesOnExit,
     Done,
     ExecutorError,
     Shard,
@@ -50,6 +51,7 @@ from depthaccel.executors.base import (
     ShardSink,
     SweepSpec,
 )
+from depthaccel.executors.tasks import TaskFn, TaskHooks
 from depthaccel.executors.turns import DriverTurns
 from depthaccel.executors.worker import run_shard
 from depthaccel.signals import terminated
@@ -155,7 +157,7 @@ _map_task = ray.remote(_call)
 _checkpointed_task = ray.remote(num_returns="streaming", max_retries=0)(_checkpointed_call)
 
 
-class RayExecutor:
+class RayExecutor(ClosesOnExit):
     """Shards and tasks on a Ray cluster (see the module docstring).
 
     Args:
@@ -340,21 +342,15 @@ class RayExecutor:
             raise
 
     def map(
-        self,
-        fn: Callable[[Any], Any],
-        items: Sequence[Any],
-        *,
-        gpu: bool = False,
-        on_result: Callable[[int, Any], None] | None = None,
-        resume: Sequence[Any] | None = None,
-        on_checkpoint: Callable[[int, int, Any], None] | None = None,
+        self, fn: TaskFn, items: Sequence[Any], *, gpu: bool = False, hooks: TaskHooks | None = None
     ) -> list:
+        hooks = hooks or TaskHooks()
         with self._using_ray():
-            if on_checkpoint is not None:
-                return self._map_checkpointed(fn, items, gpu, on_result, resume, on_checkpoint)
-            return self._map(fn, items, gpu, on_result)
+            if hooks.checkpointed:
+                return self._map_checkpointed(fn, items, gpu, hooks)
+            return self._map(fn, items, gpu, hooks)
 
-    def _map(self, fn, items, gpu, on_result) -> list:
+    def _map(self, fn, items, gpu, hooks) -> list:
         opts = dict(self._task_options(gpu=gpu), max_retries=self.max_task_retries)
         fn_ref = ray.put(fn)  # the function (and what it holds, e.g. data) goes out once
         refs = [_map_task.options(**opts).remote(fn_ref, item, self.threads) for item in items]
@@ -370,23 +366,20 @@ class RayExecutor:
                         continue
                     i = index[done[0]]
                     out[i] = ray.get(done[0])
-                    if on_result is not None:
-                        on_result(i, out[i])
+                    hooks.done(i, out[i])
                 return out
         except BaseException:
             _cancel_unfinished(refs)
             raise
 
-    def _map_checkpointed(self, fn, items, gpu, on_result, resume, on_checkpoint) -> list:
-        """Each item a streaming task: its checkpoints reach ``on_checkpoint`` while it
+    def _map_checkpointed(self, fn, items, gpu, hooks) -> list:
+        """Each item a streaming task: its checkpoints reach ``hooks.on_checkpoint`` while it
         runs. Not retried by Ray or here: a lost or failed task stops the map (the others
         are cancelled) and the caller resumes it from its latest checkpoint next time."""
         opts = self._task_options(gpu=gpu)
         fn_ref = ray.put(fn)
         running = {
-            _checkpointed_task.options(**opts).remote(
-                fn_ref, item, None if resume is None else resume[i], self.threads
-            ): i
+            _checkpointed_task.options(**opts).remote(fn_ref, item, hooks.start(i), self.threads): i
             for i, item in enumerate(items)
         }
         out: list[Any] = [None] * len(items)
@@ -397,11 +390,10 @@ class RayExecutor:
                     kind, a, b = ray.get(ref)
                     del ref
                     if kind == "checkpoint":
-                        on_checkpoint(i, a, b)
+                        hooks.on_checkpoint(i, a, b)
                     else:
                         out[i] = a
-                        if on_result is not None:
-                            on_result(i, a)
+                        hooks.done(i, a)
             return out
         except BaseException:
             _cancel_streams(running)
@@ -445,12 +437,6 @@ class RayExecutor:
             pass
         finally:
             _end_processes(leftovers + _ray_descendants())
-
-    def __enter__(self) -> RayExecutor:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"RayExecutor(mode={self.mode!r}, cpus={self.cpus}, threads={self.threads})"

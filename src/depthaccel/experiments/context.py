@@ -11,7 +11,6 @@ reproduce all`` does, so the Ethanol table and each l_p optimum are computed onc
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import sys
 import warnings
@@ -232,6 +231,7 @@ class ExperimentContext:
     ) -> list:
         import json
 
+        from depthaccel.executors.tasks import TaskHooks
         from depthaccel.store import Store, task_key
         from depthaccel.sweep import MATH_VERSION
 
@@ -269,7 +269,7 @@ class ExperimentContext:
                     st.delete_checkpoint(keys[i])
 
             pending = [items[i] for i in todo]
-            resume = on_checkpoint = None
+            hooks = TaskHooks(on_result=finished)
             if stored.resumable:
                 starts = [st.load_checkpoint(keys[i]) for i in todo]
                 resume = [None if c is None else c.state for c in starts]
@@ -283,16 +283,13 @@ class ExperimentContext:
                 def on_checkpoint(j: int, step: int, state: bytes) -> None:
                     st.save_checkpoint(keys[todo[j]], [], int(step), bytes(state))
 
+                hooks = TaskHooks(on_result=finished, on_checkpoint=on_checkpoint, resume=resume)
+
             if self.executor is not None:
-                kw = {"on_checkpoint": on_checkpoint, "resume": resume} if stored.resumable else {}
-                self.executor.map(fn, pending, gpu=gpu, on_result=finished, **kw)
+                self.executor.map(fn, pending, gpu=gpu, hooks=hooks)
             else:
                 for j, item in enumerate(pending):
-                    if not stored.resumable:
-                        finished(j, fn(item))
-                    else:
-                        emit = functools.partial(on_checkpoint, j)
-                        finished(j, fn(item, resume[j], emit))
+                    hooks.run(fn, j, item)
         return out
 
     def ran_on(self) -> dict[str, Any]:
