@@ -10,17 +10,14 @@ import sys
 
 from depthaccel.commands import jobs
 from depthaccel.commands.flags import add_output_flags, progress
-from depthaccel.compare import (
+from depthaccel.compare import CompareConfig, run_compare
+from depthaccel.compare.config import (
     DEFAULT_CE_L2,
     DEFAULT_CHECKPOINT_EVERY,
     DEFAULT_ITERS,
     DEFAULT_LRS,
     DEFAULT_METHODS,
     DEFAULT_RELATIVE_THRESHOLDS,
-    CompareConfig,
-    run_compare,
-)
-from depthaccel.compare.config import (
     ITERS,
     NONNEGATIVE,
     SEED,

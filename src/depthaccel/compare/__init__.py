@@ -25,27 +25,14 @@ net, or the Eq. 10/12 scheme that emulates one) against depth-1 GD, the best ada
 optimizer on a single layer against that deep model, caveats and what to try next. It
 states what was measured (one seed, a finite grid, T iterations), not more.
 
-One job per module: :mod:`~depthaccel.compare.config` (settings, validators, the grid of
-runs), :mod:`~depthaccel.compare.select` (best rate per model),
-:mod:`~depthaccel.compare.floor` (round-off floor of the gap),
+One job per module: :mod:`~depthaccel.compare.config` (settings with their defaults and
+limits, validators, the grid of runs), :mod:`~depthaccel.compare.select` (best rate per
+model), :mod:`~depthaccel.compare.floor` (round-off floor of the gap),
 :mod:`~depthaccel.compare.verdict`, :mod:`~depthaccel.compare.run` (``run_compare``),
 :mod:`~depthaccel.compare.outputs` (CSV, plot, report).
 """
 
-from depthaccel.compare.config import (
-    DEFAULT_CE_L2,
-    DEFAULT_CHECKPOINT_EVERY,
-    DEFAULT_ITERS,
-    DEFAULT_LRS,
-    DEFAULT_METHODS,
-    DEFAULT_RELATIVE_THRESHOLDS,
-    MAX_ITERS,
-    SEED_RANGE,
-    CompareConfig,
-    build_runs,
-    check_device,
-    parse_loss,
-)
+from depthaccel.compare.config import CompareConfig, build_runs, check_device, parse_loss
 from depthaccel.compare.floor import FLOOR_SAFETY, roundoff_floor
 from depthaccel.compare.outputs import OUTPUT_NAMES, STORE_NAMES, output_folder, write_outputs
 from depthaccel.compare.result import CompareResult
@@ -54,17 +41,9 @@ from depthaccel.compare.select import ModelBest, select_best
 from depthaccel.compare.verdict import SAME_FACTOR, STALL_FRACTION, Comparison, Verdict, verdict
 
 __all__ = [
-    "DEFAULT_CE_L2",
-    "DEFAULT_CHECKPOINT_EVERY",
-    "DEFAULT_ITERS",
-    "DEFAULT_LRS",
-    "DEFAULT_METHODS",
-    "DEFAULT_RELATIVE_THRESHOLDS",
     "FLOOR_SAFETY",
-    "MAX_ITERS",
     "OUTPUT_NAMES",
     "SAME_FACTOR",
-    "SEED_RANGE",
     "STALL_FRACTION",
     "STORE_NAMES",
     "CompareConfig",
