@@ -84,6 +84,47 @@ def test_accuracy_matches_a_first_index_argmax_loop():
             right += z.index(max(z)) == y[i]  # first index of the largest score
         assert float(acc[r]) == right / len(y), r
     assert float(acc[1]) == np.mean(y == 0)
+    # the loss kernel's accuracies come from its own logits: the same numbers
+    from_loss = torch.full((6,), -1.0, dtype=torch.float64)
+    Wt = torch.from_numpy(Ws)
+    ce_loss_grad(Wt, torch.from_numpy(Xr), torch.from_numpy(y), 0.1, accuracy_out=from_loss)
+    assert torch.equal(from_loss, acc)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_logged_accuracy_survives_compaction_and_float32(dtype):
+    """Runs that diverge leave the tensor program (compaction moves the others to new
+    slots); the logged accuracies of those left are still those of a numpy loop, and in
+    float32 they come from float64 end-to-end matrices."""
+    X, y = blobs(m=30, d=4, k=3, seed=3)
+    lam, T = 1e-2, 12
+    lrs = [0.5, 1e9, 0.2, 1e9, 0.9, 0.05, 1e9, 0.3]
+    runs = [Run("gd", lr, init_scale=0.3, seed=i) for i, lr in enumerate(lrs)]
+    res = train(
+        X,
+        y.astype(float),
+        SoftmaxCE(3, lam),
+        runs,
+        T,
+        optimum=0.0,
+        log_points=T + 1,
+        compact_every=2,
+        dtype=dtype,
+    )
+    assert [r.diverged for r in res] == [lr > 1 for lr in lrs]
+    for r in res:
+        if r.diverged:
+            assert np.isnan(r.accuracy[-1])
+            continue
+        W = initial_factors(r.run, 4, 3)[0].numpy().astype(np.float64)
+        acc = []
+        for _ in range(T + 1):
+            acc.append(np.mean((W @ X.T).argmax(0) == y))
+            W = W - r.run.lr * np_ce(W, X, y, lam)[1]
+        if dtype == torch.float64:
+            np.testing.assert_array_equal(r.accuracy, acc)
+        else:  # float32 iterates: the same classes but for near-ties
+            assert np.abs(r.accuracy - acc).max() <= 2 / len(y)
 
 
 def test_depth1_gd_matches_a_numpy_loop():

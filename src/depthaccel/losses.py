@@ -400,6 +400,7 @@ def ce_loss_grad(
     labels: torch.Tensor,
     l2: float,
     out: torch.Tensor | None = None,
+    accuracy_out: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Losses (...,) and gradients (..., k, d) of :class:`SoftmaxCE` at ``W`` (..., k, d)
     (any leading batch dimensions), in W's dtype: ``dL/dW = (1/m) (S - E)^T X + l2 W``
@@ -408,10 +409,14 @@ def ce_loss_grad(
     The loss of a row is ``log sum_c exp(z_c - z_max) - (z_y - z_max)`` (shifted by the
     row's largest logit, so exp never overflows). The logits are one GEMM over all runs
     (``_logits_and_label_index``), the gradient one more. ``out`` (same shape as W, not W
-    itself) receives the gradient."""
+    itself) receives the gradient; ``accuracy_out`` (float64, shape W.shape[:-2]), when
+    given, receives :func:`ce_accuracy` of W, read from the same logits (no third GEMM)."""
     m, d = X.shape
     D, idx = _logits_and_label_index(W, X, labels)  # logits z, then z - z_max, then exp
-    D.sub_(D.amax(dim=-2, keepdim=True))
+    zmax = D.amax(dim=-2, keepdim=True)
+    if accuracy_out is not None:
+        torch.mean(_right_rows(D, zmax, idx, labels).to(torch.float64), -1, out=accuracy_out)
+    D.sub_(zmax)
     dy = D.gather(-2, idx)  # z_y - z_max
     E = D.exp_()
     s = E.sum(dim=-2, keepdim=True)
@@ -435,12 +440,20 @@ def ce_accuracy(W: torch.Tensor, X: torch.Tensor, labels: torch.Tensor) -> torch
     comparisons with the max, which (unlike ``argmax`` over the class axis, a strided
     one here) vectorise."""
     Z, idx = _logits_and_label_index(W, X, labels)
+    return _right_rows(Z, Z.amax(dim=-2, keepdim=True), idx, labels).to(torch.float64).mean(-1)
+
+
+def _right_rows(
+    Z: torch.Tensor, zmax: torch.Tensor, idx: torch.Tensor, labels: torch.Tensor
+) -> torch.Tensor:
+    """Bool (..., m): whether row i's largest logit of ``Z`` (..., k, m), whose maximum
+    over the class axis is ``zmax``, is its class's, the first class winning ties (see
+    :func:`ce_accuracy`; ``idx`` from ``_logits_and_label_index``)."""
     k, m = Z.shape[-2:]
-    at_top = Z == Z.amax(dim=-2, keepdim=True)  # (..., k, m)
+    at_top = Z == zmax  # (..., k, m)
     earlier = torch.arange(k, device=Z.device).view(k, 1) < labels.view(1, m)  # c < y
     beaten = (at_top & earlier).any(dim=-2)
-    right = at_top.gather(-2, idx).squeeze(-2) & ~beaten
-    return right.to(torch.float64).mean(-1)
+    return at_top.gather(-2, idx).squeeze(-2) & ~beaten
 
 
 @dataclass(frozen=True)

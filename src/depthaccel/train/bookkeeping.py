@@ -127,15 +127,30 @@ class Monitor:
         self.thr = torch.tensor(state.thresholds, device=prob.device, dtype=prob.dtype)
         self.next_log = int(np.searchsorted(state.log_iters, state.t))
         self.exact_log = prob.dtype == torch.float64 and not prob.gram
+        # the forward's own accuracies are exact when its logits are float64
+        self.forward_accuracy = prob.ce is not None and self.exact_log
+
+    def wants_accuracy(self, t: int) -> bool:
+        """Whether :meth:`observe` at iteration t takes the train accuracies from the
+        forward (a logged iteration of a cross-entropy problem computed in float64)."""
+        st = self.state
+        return (
+            self.forward_accuracy
+            and self.next_log < len(st.log_iters)
+            and t == st.log_iters[self.next_log]
+        )
 
     def logged(self, loss: Tensor, We: Tensor) -> Tensor:
         """The logged (float64) losses of the program's runs: ``loss`` itself in float64
         residual form, else exact float64 losses of the end-to-end matrices ``We``."""
         return loss.to(torch.float64) if self.exact_log else self.prob.loss64(We)
 
-    def observe(self, t: int, loss: Tensor, We: Tensor) -> Tensor | None:
+    def observe(
+        self, t: int, loss: Tensor, We: Tensor, accuracy: Tensor | None = None
+    ) -> Tensor | None:
         """Book iteration t's losses (those of the program's runs, whose end-to-end
-        matrices are ``We``); return the runs still active (None: all of them, and
+        matrices are ``We``; ``accuracy``: their train accuracies, when
+        :meth:`wants_accuracy`); return the runs still active (None: all of them, and
         nothing needs masking)."""
         st = self.state
         if self.limit is None:
@@ -157,7 +172,7 @@ class Monitor:
             torch.minimum(self.first_hit, torch.where(hit, t, NEVER), out=self.first_hit)
         if self.next_log < len(st.log_iters) and t == st.log_iters[self.next_log]:
             vals = self.logged(loss, We)
-            acc = self.prob.accuracy64(We)
+            acc = accuracy if accuracy is not None else self.prob.accuracy64(We)
             if self.rows is None:
                 st.log_vals[self.next_log] = vals
                 if acc is not None:

@@ -345,8 +345,9 @@ def train(
     t = state.t
     with torch.no_grad():
         while prog.fwd is not None:  # until t = T, or until no run is left
-            loss = prog.fwd()
-            active = monitor.observe(t, loss, prog.fwd.We)
+            with_acc = monitor.wants_accuracy(t)
+            loss = prog.fwd(with_acc)
+            active = monitor.observe(t, loss, prog.fwd.We, prog.fwd.acc if with_acc else None)
             if t == T:
                 break
             prog.step(active, t)

@@ -133,8 +133,10 @@ class Forward:
         else:
             self.We = torch.zeros(R, k, d, **opts)
             self.G = torch.zeros(R, k, d, **opts)
+        self.acc: Tensor | None = None  # the runs' train accuracies, when asked for
         if prob.ce is not None:
             self.Xc = prob.X
+            self.accp = torch.empty(S, device=prob.device, dtype=torch.float64)
         elif prob.gram:
             self.WA = torch.empty(S * k, d, **opts)
             self.tmp = torch.empty(S, k, d, **opts)
@@ -144,17 +146,26 @@ class Forward:
         self.scale = 1.0 / (prob.p * m) if prob.ce is None else 0.0
         self.inv_m = 1.0 / m
 
-    def __call__(self) -> Tensor:
-        """Fill self.G with dL/dW_e at self.We; return the losses (R,) in the compute dtype."""
+    def __call__(self, accuracy: bool = False) -> Tensor:
+        """Fill self.G with dL/dW_e at self.We; return the losses (R,) in the compute dtype.
+
+        ``accuracy`` (cross-entropy only): also set ``self.acc`` to the runs' train
+        accuracies (R,), from the logits of this forward (exact when they are float64)."""
+        if accuracy and self.prob.ce is None:
+            raise ValueError("train accuracy is defined for the cross-entropy loss only")
         if self.slots is None:
-            return self._padded()[: self.R]
+            loss = self._padded(accuracy)[: self.R]
+            self.acc = self.accp[: self.R] if accuracy else None
+            return loss
         self.Wp.index_copy_(0, self.slots, self.We)
-        loss = self._padded()
+        loss = self._padded(accuracy)
         torch.index_select(self.Gp, 0, self.slots, out=self.G)
+        self.acc = self.accp.index_select(0, self.slots) if accuracy else None
         return loss.index_select(0, self.slots)
 
-    def _padded(self) -> Tensor:
-        """Losses (S,) and gradients (``Gp``) of the S runs of ``Wp``.
+    def _padded(self, accuracy: bool = False) -> Tensor:
+        """Losses (S,) and gradients (``Gp``) of the S runs of ``Wp`` (and, when
+        ``accuracy``, their train accuracies in ``accp``).
 
         Residual form, with P = W_e X^T overwritten in place: r = P - Y^T, then
         ``losses.lp_sum_and_phi_`` gives sum |r|^p and phi = |r|^{p-2} r (in place), and
@@ -162,7 +173,10 @@ class Forward:
         :mod:`depthaccel.train.engine`."""
         prob, S, k, d = self.prob, self.S, self.prob.k, self.prob.d
         if prob.ce is not None:  # softmax cross-entropy: losses.ce_loss_grad
-            return ce_loss_grad(self.Wp, prob.X, prob.labels, prob.ce.l2, out=self.Gp)[0]
+            acc = self.accp if accuracy else None
+            return ce_loss_grad(
+                self.Wp, prob.X, prob.labels, prob.ce.l2, out=self.Gp, accuracy_out=acc
+            )[0]
         Wf = self.Wp.view(S * k, d)
         if prob.gram:
             torch.mm(Wf, prob.A, out=self.WA)
