@@ -20,29 +20,14 @@ from typing import Any
 
 import numpy as np
 
+from depthaccel import reporting
+from depthaccel.experiments import seeds as over_seeds
 from depthaccel.experiments.context import ExperimentContext
 from depthaccel.experiments.loss_scale import scale_label
 from depthaccel.experiments.results import Claim, searched_settings
 from depthaccel.experiments.search import SearchPolicy, search_models
-from depthaccel.experiments.seeds import (
-    check_seeds,
-    every_seed,
-    gap_range_text,
-    range_text,
-    seed_title,
-    seeds_text,
-    spread,
-)
 from depthaccel.experiments.spec import ExperimentSpec
 from depthaccel.experiments.starts import FairStartConfig, fair_run, initial_gaps_note, start_note
-from depthaccel.reporting import (
-    Curve,
-    format_lr,
-    gap_ylabel,
-    plot_gap_panels,
-    run_curve,
-    write_curves_csv,
-)
 
 NAME = "fig3"
 TITLE = "Fig. 3: depth 1/2/3, lr grid-searched per model (l2 and l4, Ethanol)"
@@ -96,11 +81,11 @@ class Measured:
     lrs: dict[tuple[float, int, int], float]
     edges: dict[float, list[str]]
     search: dict[str, Any]
-    curves: list[Curve]
+    curves: list[reporting.Curve]
 
 
 def measure(config: Config, ctx: ExperimentContext) -> Measured:
-    seeds = check_seeds(config.seeds)
+    seeds = over_seeds.check_seeds(config.seeds)
     task = ctx.ethanol()
     models = [fair_run(config, "gd", 1.0, depth=d, seed=s) for s in seeds for d in config.depths]
     curves, searched, finals, inits, lrs, edges = [], {}, {}, {}, {}, {}
@@ -123,9 +108,9 @@ def measure(config: Config, ctx: ExperimentContext) -> Measured:
             if f.on_edge:
                 edges.setdefault(p, []).append(f"depth {m.depth} seed {m.seed}")
             curves.append(
-                run_curve(
+                reporting.run_curve(
                     f.best,
-                    f"{m.depth}-layer, lr {format_lr(f.best_lr)}"
+                    f"{m.depth}-layer, lr {reporting.format_lr(f.best_lr)}"
                     + (f", seed {m.seed}" if len(seeds) > 1 else ""),
                     f"l{p:g}",
                 )
@@ -154,7 +139,9 @@ def judge(measured: Measured, config: Config) -> list[Claim]:
     )
 
     def gap_spread(p, d):
-        return gap_range_text(spread([finals.get((p, d, s), float("nan")) for s in seeds]), p)
+        return over_seeds.gap_range_text(
+            over_seeds.spread([finals.get((p, d, s), float("nan")) for s in seeds]), p
+        )
 
     def edge(p):
         return {"chosen lr on its grid's edge": m.edges[p]} if m.edges.get(p) else {}
@@ -172,16 +159,16 @@ def judge(measured: Measured, config: Config) -> list[Claim]:
                 "l2: depth does not accelerate GD",
                 _PAPER_L2,
                 f"smallest final-gap ratio deeper / depth 1: {low:.3g} (every seed)",
-                every_seed(holds) if config.assess_claims else None,
+                over_seeds.every_seed(holds) if config.assess_claims else None,
                 why=f"a deeper net ends more than {config.l2_tolerance:.0%} below depth 1 "
                 f"for seed(s) {', '.join(str(s) for s, ok in holds.items() if not ok)}",
                 details={
                     **short,
                     "final gap ratio to depth 1": {
-                        f"depth {d}": spread(v).text() for d, v in ratios.items()
+                        f"depth {d}": over_seeds.spread(v).text() for d, v in ratios.items()
                     },
                     "depth-1 final gap": gap_spread(2.0, d1),
-                    "per seed": seeds_text(holds),
+                    "per seed": over_seeds.seeds_text(holds),
                     **edge(2.0),
                 },
             )
@@ -195,22 +182,24 @@ def judge(measured: Measured, config: Config) -> list[Claim]:
                 all(np.isfinite(g)) and all(a < b for a, b in zip(g, g[1:], strict=False))
             )
         ratio = {
-            d: spread([finals[(4.0, d, s)] / finals[(4.0, d1, s)] for s in seeds]) for d in deeper
+            d: over_seeds.spread([finals[(4.0, d, s)] / finals[(4.0, d1, s)] for s in seeds])
+            for d in deeper
         }
         dmax = max(deeper)
         claims.append(
             Claim.judged(
                 "l4: depth accelerates GD, final gap depth 3 < depth 2 < depth 1",
                 _PAPER_L4,
-                f"final-gap ratio depth {dmax} / depth 1: {range_text(ratio[dmax])} over seeds",
-                every_seed(holds) if config.assess_claims else None,
+                f"final-gap ratio depth {dmax} / depth 1: "
+                f"{over_seeds.range_text(ratio[dmax])} over seeds",
+                over_seeds.every_seed(holds) if config.assess_claims else None,
                 why="the final gaps are not ordered by depth for seed(s) "
                 + ", ".join(str(s) for s, ok in holds.items() if not ok),
                 details={
                     **short,
                     "final gaps": {f"depth {d}": gap_spread(4.0, d) for d in order},
                     "ratio to depth 1": {f"depth {d}": r.text() for d, r in ratio.items()},
-                    "per seed": seeds_text(holds),
+                    "per seed": over_seeds.seeds_text(holds),
                     **edge(4.0),
                 },
             )
@@ -267,16 +256,16 @@ def render(measured: Measured, claims: list[Claim], outdir: Path) -> list[Path]:
             if c.panel == panel and (len(seeds) == 1 or c.label.endswith(first))
         ]
         panels.append((f"{panel} loss", pc))
-    fig = plot_gap_panels(
+    fig = reporting.plot_gap_panels(
         outdir / "fig3.png",
         panels,
-        suptitle=seed_title(
+        suptitle=over_seeds.seed_title(
             "GD: single layer vs depth-2/3 linear nets, lr grid-searched per model", seeds
         ),
-        ylabel=gap_ylabel(m.loss_scale),
+        ylabel=reporting.gap_ylabel(m.loss_scale),
         quick=m.quick,
     )
-    csv = write_curves_csv(outdir / "curves.csv", m.curves)
+    csv = reporting.write_curves_csv(outdir / "curves.csv", m.curves)
     return [fig, csv]
 
 

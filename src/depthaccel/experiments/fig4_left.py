@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from depthaccel import reporting
+from depthaccel.experiments import seeds as over_seeds
 from depthaccel.experiments.context import ExperimentContext
 from depthaccel.experiments.loss_scale import data_note
 from depthaccel.experiments.lr_curves import (
@@ -32,25 +34,8 @@ from depthaccel.experiments.lr_curves import (
 )
 from depthaccel.experiments.results import Claim, SearchedGaps, searched_settings
 from depthaccel.experiments.search import SearchPolicy, search_models
-from depthaccel.experiments.seeds import (
-    check_seeds,
-    every_seed,
-    gap_range_text,
-    range_text,
-    seed_title,
-    seeds_text,
-    spread,
-)
 from depthaccel.experiments.spec import ExperimentSpec
 from depthaccel.experiments.starts import FairStartConfig, fair_run, initial_gaps_note, start_note
-from depthaccel.reporting import (
-    Curve,
-    format_lr,
-    gap_ylabel,
-    plot_gap_panels,
-    run_curve,
-    write_curves_csv,
-)
 
 NAME = "fig4-left"
 TITLE = "Fig. 4 left: depth-3 GD vs AdaGrad and AdaDelta on a single layer (l4, Ethanol)"
@@ -122,11 +107,11 @@ class Measured(SearchedGaps):
     edges: list[str]
     search: dict[str, Any]
     lr_rows: list[dict[str, Any]]
-    curves: list[tuple[Key, Curve]]
+    curves: list[tuple[Key, reporting.Curve]]
 
 
 def measure(config: Config, ctx: ExperimentContext) -> Measured:
-    seeds = check_seeds(config.seeds)
+    seeds = over_seeds.check_seeds(config.seeds)
     task = ctx.ethanol()
     p = config.p
     X, y = ctx.lp_data(task.X, task.y, p)
@@ -171,10 +156,10 @@ def measure(config: Config, ctx: ExperimentContext) -> Measured:
         chosen[key] = f.best_lr
         if f.on_edge:
             edges.append(f"{m.method} depth {m.depth} seed {m.seed}")
-        label = f"{name}, lr {format_lr(f.best_lr)}" + (
+        label = f"{name}, lr {reporting.format_lr(f.best_lr)}" + (
             f", seed {m.seed}" if len(seeds) > 1 else ""
         )
-        curves.append((key, run_curve(f.best, label, f"l{p:g}")))
+        curves.append((key, reporting.run_curve(f.best, label, f"l{p:g}")))
     return Measured(
         ctx.quick, p, config.iters, seeds, ctx.data_source(task), ctx.loss_scale, finals,
         inits, chosen, rates,
@@ -222,8 +207,8 @@ def judge(measured: Measured, config: Config) -> list[Claim]:
     )
 
     def spread_gaps(method, depth):
-        return gap_range_text(
-            spread([finals.get((method, depth, s), float("nan")) for s in seeds]), p
+        return over_seeds.gap_range_text(
+            over_seeds.spread([finals.get((method, depth, s), float("nan")) for s in seeds]), p
         )
 
     def windows(model, ref_model, s):
@@ -254,19 +239,19 @@ def judge(measured: Measured, config: Config) -> list[Claim]:
             finals.get((*win, s), float("nan")) / finals.get((*lose, s), float("nan"))
             for s in seeds
         ]
-        rtext = range_text(spread(ratios))
+        rtext = over_seeds.range_text(over_seeds.spread(ratios))
         bad = [str(s) for s, ok in holds.items() if not ok]
         claims.append(
             Claim.judged(
                 statement,
                 paper,
                 f"final-gap ratio {wname} / {lname}: {rtext} over seeds",
-                every_seed(holds) if config.assess_claims else None,
+                over_seeds.every_seed(holds) if config.assess_claims else None,
                 why=f"{lname} ends lower for seed(s) {', '.join(bad)}",
                 details={
                     **short,
                     "final gap": {wname: spread_gaps(*win), lname: spread_gaps(*lose)},
-                    "per seed": seeds_text(holds),
+                    "per seed": over_seeds.seeds_text(holds),
                     "windows of rates": per_seed,
                     **({"chosen lr on its grid's edge": m.edges} if m.edges else {}),
                 },
@@ -321,11 +306,14 @@ def notes(measured: Measured, config: Config) -> list[str]:
         f"Adaptive optimizers with the {config.convention} conventions (TensorFlow 1: "
         "AdaGrad initial accumulator 0.1; AdaDelta rho 0.95, eps 1e-8). Coarse grids: "
         + ", ".join(
-            f"{_NAMES[a]} depth {d}: {format_lr(lo)}..{format_lr(hi)}"
+            f"{_NAMES[a]} depth {d}: {reporting.format_lr(lo)}..{reporting.format_lr(hi)}"
             for a, d, lo, hi in config.models
         )
         + "; TensorFlow's default rates always trained: "
-        + ", ".join(f"{_NAMES[a]} {', '.join(map(format_lr, v))}" for a, v in config.tf_default_lrs)
+        + ", ".join(
+            f"{_NAMES[a]} {', '.join(map(reporting.format_lr, v))}"
+            for a, v in config.tf_default_lrs
+        )
         + " (AdaDelta 1e-3: TF1 and Keras; AdaGrad 1e-3: Keras, TF1 has no default, 0.01: "
         "torch's).",
         config.search.describe(config.iters, grid="per model (above)"),
@@ -359,11 +347,11 @@ def render(measured: Measured, claims: list[Claim], outdir: Path) -> list[Path]:
         if seed == seeds[0]
         for name in [f"{depth}-layer {_NAMES[method]}"]
     ]
-    fig = plot_gap_panels(
+    fig = reporting.plot_gap_panels(
         outdir / "fig4_left.png",
         [(f"l{p:g} loss", plotted)],
-        suptitle=seed_title("Depth-3 GD vs AdaGrad / AdaDelta on a single layer", seeds),
-        ylabel=gap_ylabel(m.loss_scale),
+        suptitle=over_seeds.seed_title("Depth-3 GD vs AdaGrad / AdaDelta on a single layer", seeds),
+        ylabel=reporting.gap_ylabel(m.loss_scale),
         panel_size=(7.0, 4.6),
         quick=m.quick,
     )
@@ -372,9 +360,9 @@ def render(measured: Measured, claims: list[Claim], outdir: Path) -> list[Path]:
         lr_series,
         title=f"Final gap after {m.iters} iterations vs learning rate (seed {seeds[0]})"
         + (" [quick mode]" if m.quick else ""),
-        ylabel=gap_ylabel(m.loss_scale) + " (final)",
+        ylabel=reporting.gap_ylabel(m.loss_scale) + " (final)",
     )
-    csv = write_curves_csv(outdir / "curves.csv", [c for _, c in m.curves])
+    csv = reporting.write_curves_csv(outdir / "curves.csv", [c for _, c in m.curves])
     csv_lr = write_lr_curves_csv(outdir / "lr_curves.csv", m.lr_rows)
     return [fig, fig_lr, csv, csv_lr]
 

@@ -34,20 +34,13 @@ from typing import Any
 
 import numpy as np
 
+from depthaccel import reporting
+from depthaccel.experiments import seeds as over_seeds
 from depthaccel.experiments.context import ExperimentContext
 from depthaccel.experiments.loss_scale import data_note
 from depthaccel.experiments.results import Claim
-from depthaccel.experiments.seeds import check_seeds, every_seed, gap_range_text, seeds_text, spread
 from depthaccel.experiments.spec import ExperimentSpec
 from depthaccel.experiments.starts import FairStartConfig, fair_run, initial_gaps_note, start_note
-from depthaccel.reporting import (
-    Curve,
-    format_lr,
-    gap_ylabel,
-    plot_gap_panels,
-    run_curve,
-    write_curves_csv,
-)
 
 NAME = "fig4-right"
 TITLE = "Fig. 4 right: Adam (TensorFlow defaults) on depth 1/2/3 (l4, Ethanol)"
@@ -248,17 +241,17 @@ def diagnosis_note(
         verdict = (
             " Each failing run was below the single layer's final gap earlier and ended "
             "above its own minimum, on an upswing of the kind counted above as spikes "
-            f"(Adam at the fixed rate {format_lr(lr)}; the single layer has {single_spikes} "
-            "spikes over all seeds): the end point fails while the curve is below the single "
-            "layer's at most logged iterations; the spikes themselves are a cost that depth "
-            "brings to Adam at this rate."
+            f"(Adam at the fixed rate {reporting.format_lr(lr)}; the single layer has "
+            f"{single_spikes} spikes over all seeds): the end point fails while the curve is "
+            "below the single layer's at most logged iterations; the spikes themselves are a "
+            "cost that depth brings to Adam at this rate."
         )
     return text + " Where the claim fails: " + "; ".join(parts) + "." + verdict
 
 
 def _plot(
     path: Any,
-    curves: Sequence[Curve],
+    curves: Sequence[reporting.Curve],
     keys: Sequence[tuple[int, int]],
     m: Any,
     seeds: Sequence[int],
@@ -281,19 +274,19 @@ def _plot(
         }
         vals = np.asarray(c.values, dtype=np.float64)
         its = np.asarray(c.iters)
-        whole.append(Curve(c.label, its, vals, c.panel, style))
+        whole.append(reporting.Curve(c.label, its, vals, c.panel, style))
         keep = its >= (1.0 - TAIL_FRACTION) * its[-1]
         end = {"marker": "o", "ms": 4, "markevery": [int(np.count_nonzero(keep)) - 1]}
-        tail.append(Curve(c.label, its[keep], vals[keep], c.panel, style | end))
-    return plot_gap_panels(
+        tail.append(reporting.Curve(c.label, its[keep], vals[keep], c.panel, style | end))
+    return reporting.plot_gap_panels(
         path,
         [
             (f"l{p:g} loss, whole run", whole),
             (f"last {100 * TAIL_FRACTION:.0f}% of the run (the claim reads the last point)", tail),
         ],
-        suptitle=f"Adam (lr {format_lr(m.lr)}) on depth {', '.join(map(str, depths))}"
+        suptitle=f"Adam (lr {reporting.format_lr(m.lr)}) on depth {', '.join(map(str, depths))}"
         + (f" (seeds {', '.join(map(str, seeds))})" if len(seeds) > 1 else ""),
-        ylabel=gap_ylabel(loss_scale),
+        ylabel=reporting.gap_ylabel(loss_scale),
         panel_size=(6.4, 4.6),
         quick=m.quick,
     )
@@ -317,11 +310,11 @@ class Measured:
     hits: dict[tuple[int, int], dict[str, int | None]]
     evidence: dict[tuple[int, int], TailEvidence]
     log_every: float
-    curves: list[tuple[tuple[int, int], Curve]]
+    curves: list[tuple[tuple[int, int], reporting.Curve]]
 
 
 def measure(config: Config, ctx: ExperimentContext) -> Measured:
-    seeds = check_seeds(config.seeds)
+    seeds = over_seeds.check_seeds(config.seeds)
     task = ctx.ethanol()
     p = config.p
     X, y = ctx.lp_data(task.X, task.y, p)
@@ -336,9 +329,9 @@ def measure(config: Config, ctx: ExperimentContext) -> Measured:
     curves = [
         (
             (r.run.depth, r.run.seed),
-            run_curve(
+            reporting.run_curve(
                 r,
-                f"{r.run.depth}-layer Adam, lr {format_lr(lr)}"
+                f"{r.run.depth}-layer Adam, lr {reporting.format_lr(lr)}"
                 + (f", seed {r.run.seed}" if len(seeds) > 1 else ""),
                 f"l{p:g}",
             ),
@@ -396,7 +389,7 @@ def judge(measured: Measured, config: Config) -> list[Claim]:
     tail_pct = f"{100 * TAIL_FRACTION:.0f}%"
 
     def gaps_text(d):
-        return gap_range_text(spread([m.finals[(d, s)] for s in seeds]), p)
+        return over_seeds.gap_range_text(over_seeds.spread([m.finals[(d, s)] for s in seeds]), p)
 
     def seed_text(d, s):
         ev, ref = m.evidence[(d, s)], m.evidence[(d1, s)]
@@ -420,12 +413,12 @@ def judge(measured: Measured, config: Config) -> list[Claim]:
                 f"Depth helps Adam: the depth-{d} net ends lower than the single layer",
                 _PAPER,
                 f"final-gap ratio depth {d} / depth {d1}: {_range(ratios)} over seeds",
-                every_seed(holds) if config.assess_claims else None,
+                over_seeds.every_seed(holds) if config.assess_claims else None,
                 why=f"depth {d} ends above the single layer for seed(s) {', '.join(bad)}",
                 details={
                     **short,
                     "final gap": {f"depth {d}": gaps_text(d), f"depth {d1}": gaps_text(d1)},
-                    "per seed": seeds_text(holds),
+                    "per seed": over_seeds.seeds_text(holds),
                     **{f"seed {s}": seed_text(d, s) for s in seeds},
                 },
             )
@@ -435,7 +428,7 @@ def judge(measured: Measured, config: Config) -> list[Claim]:
 
 def describe_fields(measured: Measured, config: Config) -> dict:
     """Values for ``DESCRIBE``."""
-    return {"lr": format_lr(measured.lr)}
+    return {"lr": reporting.format_lr(measured.lr)}
 
 
 def settings(measured: Measured, config: Config) -> dict:
@@ -461,8 +454,8 @@ def notes(measured: Measured, config: Config) -> list[str]:
     tail_pct = f"{100 * TAIL_FRACTION:.0f}%"
     return [
         data_note(m.data_source, p, m.loss_scale),
-        f"Adam, {config.convention} conventions, lr {format_lr(m.lr)} (TensorFlow's default, "
-        "as in the paper; no grid search), on every factor; hidden width "
+        f"Adam, {config.convention} conventions, lr {reporting.format_lr(m.lr)} (TensorFlow's "
+        "default, as in the paper; no grid search), on every factor; hidden width "
         f"{config.hidden}.",
         start_note(config.single_layer_scale, config.init_scale),
         initial_gaps_note(
@@ -496,7 +489,7 @@ def render(measured: Measured, claims: list[Claim], outdir: Path) -> list[Path]:
         m.seeds,
         m.loss_scale,
     )
-    csv = write_curves_csv(outdir / "curves.csv", curves)
+    csv = reporting.write_curves_csv(outdir / "curves.csv", curves)
     return [fig, csv]
 
 

@@ -26,29 +26,14 @@ from typing import Any
 
 import numpy as np
 
+from depthaccel import reporting
+from depthaccel.experiments import seeds as over_seeds
 from depthaccel.experiments.context import ExperimentContext
 from depthaccel.experiments.loss_scale import data_note
 from depthaccel.experiments.results import Claim, SearchedGaps, searched_settings
 from depthaccel.experiments.search import SearchPolicy, search_models
-from depthaccel.experiments.seeds import (
-    check_seeds,
-    every_seed,
-    gap_range_text,
-    range_text,
-    seed_title,
-    seeds_text,
-    spread,
-)
 from depthaccel.experiments.spec import ExperimentSpec
 from depthaccel.experiments.starts import fair_run, initial_gaps_note, start_note
-from depthaccel.reporting import (
-    Curve,
-    format_lr,
-    gap_ylabel,
-    plot_gap_panels,
-    run_curve,
-    write_curves_csv,
-)
 
 NAME = "fig5-left"
 TITLE = "Fig. 5 left: depth 4/8, near-zero vs near-identity init, vs depth 1 (l4, Ethanol)"
@@ -113,11 +98,11 @@ class Measured(SearchedGaps):
     moves: dict[Key, int | None]
     stuck: dict[Key, list[str]]
     search: dict[str, Any]
-    curves: list[tuple[Key, Curve]]
+    curves: list[tuple[Key, reporting.Curve]]
 
 
 def measure(config: Config, ctx: ExperimentContext) -> Measured:
-    seeds = check_seeds(config.seeds)
+    seeds = over_seeds.check_seeds(config.seeds)
     task = ctx.ethanol()
     p = config.p
     X, y = ctx.lp_data(task.X, task.y, p)
@@ -149,19 +134,19 @@ def measure(config: Config, ctx: ExperimentContext) -> Measured:
             if m.depth == 1
             else (", near-zero init" if m.init == "near_zero" else ", identity init")
         )
-        lr_txt = f"lr {format_lr(f.best_lr)}"
+        lr_txt = f"lr {reporting.format_lr(f.best_lr)}"
         if all(
             move_iteration(r.iters, r.gap, config.move_drop) is None
             for r in f.results
             if not r.diverged
         ):
             # no rate moved it: the "best" rate is arbitrary (final gaps tie to round-off)
-            stuck[key] = [format_lr(min(f.lrs)), format_lr(max(f.lrs))]
+            stuck[key] = [reporting.format_lr(min(f.lrs)), reporting.format_lr(max(f.lrs))]
             lr_txt = f"stuck at every lr in {stuck[key][0]}..{stuck[key][1]}"
         label = f"{m.depth}-layer{init_txt}, {lr_txt}" + (
             f", seed {m.seed}" if len(seeds) > 1 else ""
         )
-        curves.append((key, run_curve(b, label, "l4")))
+        curves.append((key, reporting.run_curve(b, label, "l4")))
     return Measured(
         ctx.quick, p, config.iters, seeds, ctx.data_source(task), ctx.loss_scale, finals,
         inits, chosen, moves, stuck, record, curves,
@@ -200,11 +185,11 @@ def judge(measured: Measured, config: Config) -> list[Claim]:
                 statement,
                 _PAPER_STALL,
                 "starts to move at iteration " + ", ".join(it(mv[s]) for s in seeds),
-                every_seed(holds) if config.assess_stall else None,
+                over_seeds.every_seed(holds) if config.assess_stall else None,
                 why=f"it moves early for seed(s) {', '.join(bad)}",
                 details={
                     **short,
-                    "per seed": seeds_text(holds),
+                    "per seed": over_seeds.seeds_text(holds),
                     "depth 1 moves at": [m.moves.get((1, "near_zero", s)) for s in seeds],
                     "paper": "~65k of 100k iterations",
                 },
@@ -218,24 +203,24 @@ def judge(measured: Measured, config: Config) -> list[Claim]:
             g1 = m.finals.get((1, "near_zero", s), float("nan"))
             ratios.append(g / g1)
             holds[s] = bool(mv[s] is not None and mv[s] <= config.move_fraction * T and g < g1)
-        gi = spread([m.finals.get((d, "identity", s), float("nan")) for s in seeds])
-        g1 = spread([m.finals.get((1, "near_zero", s), float("nan")) for s in seeds])
+        gi = over_seeds.spread([m.finals.get((d, "identity", s), float("nan")) for s in seeds])
+        g1 = over_seeds.spread([m.finals.get((1, "near_zero", s), float("nan")) for s in seeds])
         bad = [str(s) for s, ok in holds.items() if not ok]
         claims.append(
             Claim.judged(
                 f"Identity init, depth {d}: moves at once and ends below depth 1",
                 _PAPER_ID,
                 f"moves at iteration {', '.join(it(mv[s]) for s in seeds)}; final-gap ratio "
-                f"{range_text(spread(ratios))}",
-                every_seed(holds),
+                f"{over_seeds.range_text(over_seeds.spread(ratios))}",
+                over_seeds.every_seed(holds),
                 why=f"it moves late or ends above depth 1 for seed(s) {', '.join(bad)}",
                 details={
                     "final gap": {
-                        f"depth {d} identity": gap_range_text(gi, p),
-                        "depth 1": gap_range_text(g1, p),
+                        f"depth {d} identity": over_seeds.gap_range_text(gi, p),
+                        "depth 1": over_seeds.gap_range_text(g1, p),
                     },
                     "moves within": f"the first {config.move_fraction:.0%} of the iterations",
-                    "per seed": seeds_text(holds),
+                    "per seed": over_seeds.seeds_text(holds),
                 },
             )
         )
@@ -300,15 +285,15 @@ def render(measured: Measured, claims: list[Claim], outdir: Path) -> list[Path]:
                 "ls": "--" if init == "near_zero" and depth > 1 else "-",
             }
             plotted.append(pc)
-    fig = plot_gap_panels(
+    fig = reporting.plot_gap_panels(
         outdir / "fig5_left.png",
         [(f"l{m.p:g} loss", plotted)],
-        suptitle=seed_title("Deeper nets: near-zero vs identity initialisation", seeds),
-        ylabel=gap_ylabel(m.loss_scale),
+        suptitle=over_seeds.seed_title("Deeper nets: near-zero vs identity initialisation", seeds),
+        ylabel=reporting.gap_ylabel(m.loss_scale),
         panel_size=(7.0, 4.6),
         quick=m.quick,
     )
-    csv = write_curves_csv(outdir / "curves.csv", [c for _, c in m.curves])
+    csv = reporting.write_curves_csv(outdir / "curves.csv", [c for _, c in m.curves])
     return [fig, csv]
 
 
