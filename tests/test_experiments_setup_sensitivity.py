@@ -161,3 +161,45 @@ def test_the_path_edge_predicts_where_fig2_diverges_at_k_1(ethanol_data_dir):
     run = Run("gd", 1e-3, depth=3, hidden=1, init="balanced", init_scale=1e-2, seed=0)
     (net,) = train(X, y, 4.0, [run], 120_000, log_points=100)
     assert net.diverged_at is not None and pred <= net.diverged_at <= 1.05 * pred
+
+
+def _transport_problem():
+    rng = np.random.default_rng(7)
+    X = rng.standard_normal((40, 5))
+    y = X @ rng.standard_normal(5) + 0.3 * rng.standard_normal(40)
+    return X, y
+
+
+@pytest.mark.parametrize("k", [0.1, 0.5])
+def test_grid_searched_methods_see_k_only_as_the_notes_say(k):
+    """The notes' transports, against the trainer in float64 (l4): under X k, GD on a
+    depth-N net at lr eta from factors W is GD on X at eta k^(2/N) from k^(1/N) W, and
+    AdaGrad (TensorFlow's, initial accumulator a) at lr eta is AdaGrad on X at eta k with
+    accumulator a / k^2 (w -> k w). The same losses at every iteration."""
+    from depthaccel.train import Run, train
+
+    X, y = _transport_problem()
+    T = 60
+    pairs = [
+        (Run("gd", 0.02, init_scale=0.0), Run("gd", 0.02 * k**2, init_scale=0.0)),
+        (
+            Run("gd", 0.02, depth=3, init_scale=0.4, seed=3),
+            Run("gd", 0.02 * k ** (2 / 3), depth=3, init_scale=0.4 * k ** (1 / 3), seed=3),
+        ),
+        (
+            Run("adagrad", 0.05, init_scale=0.0, hparams=(("initial_accumulator", 0.1),)),
+            Run(
+                "adagrad", 0.05 * k, init_scale=0.0, hparams=(("initial_accumulator", 0.1 / k**2),)
+            ),
+        ),
+    ]
+    for on_kx, on_x in pairs:
+        a = train(k * X, y, 4.0, [on_kx], T, optimum=0.0, log_points=T + 1)[0]
+        b = train(X, y, 4.0, [on_x], T, optimum=0.0, log_points=T + 1)[0]
+        assert a.gap[0] - a.gap[-1] > 0.05 * a.gap[0], on_kx  # it moved
+        np.testing.assert_allclose(a.gap, b.gap, rtol=1e-10, atol=0, err_msg=str(on_kx))
+    # and AdaGrad's accumulator is what k moves: with a kept, the curves part
+    a = train(k * X, y, 4.0, [pairs[2][0]], T, optimum=0.0, log_points=T + 1)[0]
+    c = train(X, y, 4.0, [Run("adagrad", 0.05 * k, init_scale=0.0)], T, optimum=0.0,
+              log_points=T + 1)[0]  # fmt: skip
+    assert np.abs(a.gap / c.gap - 1).max() > 1e-4

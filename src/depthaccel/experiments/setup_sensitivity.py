@@ -365,8 +365,13 @@ def notes(measured: Measured, config: Config) -> list[str]:
         f"A run converges if it never diverges and ends below {config.converge_fraction:g} "
         "of its initial gap; 'plain' trains (1/m) sum |r|^p (every gradient p times the "
         "paper's), so a fixed-rate run there is the paper's run at p times the rate.",
-        "Fig. 4 left (AdaGrad and AdaDelta) is grid-searched, so k enters only through "
-        "AdaDelta's epsilon and AdaGrad's initial accumulator: not in this grid.",
+        "Fig. 4 left is grid-searched per model, and not in this grid. Under X k, GD on a "
+        "depth-N net at lr eta is GD on X at eta k^(2/N) from factors scaled by k^(1/N), so "
+        "its search sees k only through the grid's spacing and the start; AdaGrad at lr "
+        "eta with initial accumulator a is AdaGrad on X at eta k with accumulator a/k^2 "
+        "(both checked against the trainer by the tests), and AdaDelta's epsilon enters "
+        "as eps k^2 above and eps/k^2 below its ratio: only these two move with k, and a "
+        "search of them at each k is not part of this experiment.",
         *cut,
     ]
 
