@@ -118,6 +118,16 @@ class Config(tutorial_config.TutorialConfig):
     def shares_dropout_masks(self) -> bool:
         return self.same_dropout_masks
 
+    def labels(self) -> dict[str, str]:
+        labels = {
+            "original": "original",
+            "overparameterized": f"overparameterized (depth-{self.depth} dense; init "
+            f"{self.factor_init}, L2 on {self.l2_on})",
+        }
+        for init, target in self.variants:
+            labels[f"variant {init}/{target}"] = f"variant: overparam. init {init}, L2 on {target}"
+        return labels
+
     def validate(self) -> None:
         """ValueError naming the first bad field."""
         super().validate()
@@ -217,17 +227,12 @@ def init_l2_note(cfg: Config, plain: nn.Module, over: nn.Module) -> str:
 # ------------------------------------------------------------------------------ plotting
 
 
-def plot(
-    path: Path,
-    hist: dict[str, mt.History],
-    window: int,
-    labels: dict[str, str],
-    *,
-    quick: bool = False,
-) -> Path:
-    """Two panels (batch loss = CE + L2; batch cross-entropy) vs iteration: raw light,
-    smoothed solid, log y, integer iteration ticks."""
-
+def plot(path: Path, measured: Measured) -> Path:
+    """Two panels (batch loss = CE + L2; batch cross-entropy) vs iteration of each net of
+    ``measured``: raw light, smoothed solid (moving average over the config's
+    ``smooth_window``), log y, integer iteration ticks."""
+    hist, window = measured.hist, measured.config.smooth_window
+    labels = measured.config.labels()
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.6))
     colors = {"original": "tab:blue", "overparameterized": "tab:red"}
@@ -254,7 +259,11 @@ def plot(
     axes[0].plot([], [], color="tab:gray", alpha=0.35, lw=0.8, label="light: raw per-step values")
     axes[0].legend(fontsize=7)
     fig.suptitle(f"Fig. 5 right: MNIST tutorial, SGD+momentum (moving average over {window})")
-    return finish_figure(fig, path, quick)
+    return finish_figure(fig, path, measured.quick)
+
+
+#: the experiment's render(measured, claims, outdir): this figure and every net's curves
+render = tutorial_config.renderer("fig5_right.png", plot)
 
 
 # ----------------------------------------------------------------------------------- run
@@ -342,17 +351,6 @@ def _jobs(cfg: Config) -> list[NetJob]:
     for init, target in cfg.variants:
         jobs.append(NetJob(f"variant {init}/{target}", "overparameterized", init, target))
     return jobs
-
-
-def _labels(cfg: Config) -> dict[str, str]:
-    labels = {
-        "original": "original",
-        "overparameterized": f"overparameterized (depth-{cfg.depth} dense; init "
-        f"{cfg.factor_init}, L2 on {cfg.l2_on})",
-    }
-    for init, target in cfg.variants:
-        labels[f"variant {init}/{target}"] = f"variant: overparam. init {init}, L2 on {target}"
-    return labels
 
 
 def measure(config: Config, ctx: ExperimentContext) -> Measured:
@@ -500,12 +498,6 @@ def settings(measured: Measured, config: Config) -> dict:
         "torch_threads": m.torch_threads,
         "data_source": m.data_source,
     }
-
-
-def render(measured: Measured, claims: list[Claim], outdir: Path) -> list[Path]:
-    return tutorial_config.render_histories(
-        measured, outdir, "fig5_right.png", _labels(measured.config), plot
-    )
 
 
 NOTES = (

@@ -108,6 +108,15 @@ class Config(tutorial_config.TutorialConfig):
     def optimizers(self, item: Any) -> dict[str, Any] | None:
         return _optimizers(self, item.key)
 
+    def labels(self) -> dict[str, str]:
+        return {
+            "original": "original (SGD + momentum)",
+            "overparameterized": f"overparameterized (depth-{self.depth} dense, L2 on the "
+            f"{self.l2_on}; SGD + momentum)",
+            "e2e": f"original + EndToEndSGD(depth={self.depth}, momentum={self.momentum}, "
+            f"precondition_every={self.precondition_every}) on the dense layers",
+        }
+
     def validate(self) -> None:
         """ValueError naming the first bad field."""
         super().validate()
@@ -238,18 +247,14 @@ def step_times_ms(
     return {k: 1e3 * hist[k].seconds / done for k in nets}
 
 
-def plot(
-    path: Path,
-    hist: dict[str, mt.History],
-    window: int,
-    labels: dict[str, str],
-    *,
-    quick: bool = False,
-) -> Path:
-    """Batch loss and batch cross-entropy vs iteration (raw light, smoothed solid; log y;
-    integer iteration ticks)."""
+def plot(path: Path, measured: Measured) -> Path:
+    """Batch loss and batch cross-entropy vs iteration of each net of ``measured`` (raw
+    light, smoothed solid over the config's ``smooth_window``; log y; integer iteration
+    ticks)."""
     from matplotlib.lines import Line2D
 
+    hist, window = measured.hist, measured.config.smooth_window
+    labels = measured.config.labels()
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
     styles = {
@@ -269,7 +274,11 @@ def plot(
     texts.append("light lines: the raw per-step batch values (each net's colour)")
     fig.legend(handles, texts, loc="lower center", ncol=2, fontsize=8, frameon=False)
     fig.suptitle(f"MNIST tutorial: depth without depth (moving average over {window})")
-    return finish_figure(fig, path, quick, rect=(0, 0.12, 1, 1))
+    return finish_figure(fig, path, measured.quick, rect=(0, 0.12, 1, 1))
+
+
+#: the experiment's render(measured, claims, outdir): this figure and every net's curves
+render = tutorial_config.renderer("mnist_e2e.png", plot)
 
 
 # ---------------------------------------------------------------------------------- run
@@ -424,22 +433,6 @@ def settings(measured: Measured, config: Config) -> dict:
         "lr_first_last": list(m.lr_first_last),
         "data_source": m.data_source,
     }
-
-
-def _labels(cfg: Config) -> dict[str, str]:
-    return {
-        "original": "original (SGD + momentum)",
-        "overparameterized": f"overparameterized (depth-{cfg.depth} dense, L2 on the "
-        f"{cfg.l2_on}; SGD + momentum)",
-        "e2e": f"original + EndToEndSGD(depth={cfg.depth}, momentum={cfg.momentum}, "
-        f"precondition_every={cfg.precondition_every}) on the dense layers",
-    }
-
-
-def render(measured: Measured, claims: list[Claim], outdir: Path) -> list[Path]:
-    return tutorial_config.render_histories(
-        measured, outdir, "mnist_e2e.png", _labels(measured.config), plot
-    )
 
 
 NOTES = (

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ __all__ = [
     "history_curves",
     "measured_fields",
     "plot_histories",
-    "render_histories",
+    "renderer",
     "train_seconds",
     "CHECKPOINT_EVERY",
     "checkpointing",
@@ -146,6 +146,11 @@ class TutorialConfig:
         """``mt.train_side_by_side``'s optimizers for ``item`` (None: the tutorial's SGD
         with momentum)."""
         return None
+
+    def labels(self) -> dict[str, str]:
+        """Each net's name in the figure and the curves, by its history key (the
+        experiment's Config defines it)."""
+        raise NotImplementedError
 
     def shares_dropout_masks(self) -> bool:
         """Whether the global RNG is re-seeded per step (the same masks for every net)."""
@@ -460,21 +465,17 @@ def measured_fields(
     }
 
 
-def render_histories(
-    measured: TutorialMeasured, outdir: Path, figure: str, labels: dict[str, str], plot: Any
-) -> list[Path]:
-    """A tutorial experiment's outputs: every net's curves (``curves.csv.gz``:
-    :func:`history_curves`) and its figure ``figure``, drawn by ``plot(path, hist,
-    smooth_window, labels, quick=)``."""
-    csv_path = write_curves_csv(outdir / "curves.csv.gz", history_curves(measured.hist, labels))
-    fig_path = plot(
-        outdir / figure,
-        measured.hist,
-        measured.config.smooth_window,
-        labels,
-        quick=measured.quick,
-    )
-    return [fig_path, csv_path]
+def renderer(figure: str, plot: Any) -> Callable[[TutorialMeasured, Any, Path], list[Path]]:
+    """A tutorial experiment's ``render(measured, claims, outdir)``: every net's curves
+    (``curves.csv.gz``: :func:`history_curves`, named by ``config.labels()``) and its
+    figure ``figure``, drawn by ``plot(path, measured)``."""
+
+    def render(measured: TutorialMeasured, claims: Any, outdir: Path) -> list[Path]:
+        curves = history_curves(measured.hist, measured.config.labels())
+        csv_path = write_curves_csv(outdir / "curves.csv.gz", curves)
+        return [plot(outdir / figure, measured), csv_path]
+
+    return render
 
 
 def factor_shapes_text(summary: Any) -> str:
