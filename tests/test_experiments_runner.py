@@ -199,3 +199,53 @@ def test_the_scorecard_leads_with_a_fail_then_an_assessed_claim():
     assert key_claim(ExperimentResult(claims=[na, ok])) is ok
     assert key_claim(ExperimentResult(claims=[na])) is na
     assert key_claim(ExperimentResult()) is None
+
+
+def _setup_settings(feature_scale, loss_scale="paper"):
+    from depthaccel.data.scaling import DEFAULT_RULE, DEFAULT_SETUP, SetupAxes
+
+    shape = (2565, 128)
+    out = SetupAxes(feature_scale, loss_scale).describe(shape)
+    out["default"] = {"setup": DEFAULT_SETUP.describe(shape), "rule": DEFAULT_RULE}
+    return out
+
+
+def test_setup_text_names_the_axes_k_and_whether_they_are_the_default():
+    from depthaccel.data.scaling import DEFAULT_SETUP
+    from depthaccel.experiments.report import setup_text
+
+    text = setup_text(_setup_settings("zscore-unit-row"))
+    assert text.startswith("feature scale zscore-unit-row (k = 0.0884: unit mean squared row")
+    assert "paper loss scale (1/p)|r|^p" in text
+    assert text.endswith("(the default)") == (DEFAULT_SETUP.feature_scale == "zscore-unit-row")
+    assert setup_text(_setup_settings("zscore")).endswith("(NOT the default)")
+    plain = setup_text(_setup_settings(0.3, "plain"))
+    assert plain.startswith("feature scale k = 0.3 (k = 0.3), plain loss scale |r|^p")
+    assert plain.endswith("(NOT the default)")
+
+
+def test_the_report_opens_with_the_setup_and_the_rule(tmp_path):
+    from depthaccel.data.scaling import DEFAULT_RULE
+    from depthaccel.experiments.report import _setup_opening
+
+    def result(name, setup=None):
+        settings = {} if setup is None else {"setup": setup}
+        return ExperimentResult(name, "T", "full", settings)
+
+    assert _setup_opening([result("claim1")]) == []  # no Ethanol experiment: no note
+    rs = [
+        result("claim1"),
+        result("fig2", _setup_settings("zscore-unit-row")),
+        result("fig3", _setup_settings("zscore-unit-row")),
+        result("fig4-right", _setup_settings("zscore")),
+        result("setup", _setup_settings("zscore-unit-row")),  # spans many: not listed
+    ]
+    note = " ".join(_setup_opening(rs))
+    assert "fig2, fig3: feature scale zscore-unit-row (k = 0.0884" in note
+    assert "fig4-right: feature scale zscore (k = 1: unit variance per column)" in note
+    assert "(NOT the default)" in note and DEFAULT_RULE in note
+    assert "setup: feature" not in note and "[setup](#setup)" in note
+    section = report_section(rs[3], tmp_path)
+    assert "*Mode: full; feature scale zscore (k = 1" in section
+    assert "feature scale" not in report_section(rs[4], tmp_path)
+    assert "feature scale" not in report_section(rs[0], tmp_path)

@@ -55,6 +55,8 @@ def test_quick_reproduction_keeps_its_store_keys_and_the_report_limits(tmp_path)
     assert set(runs) == set(pinned["runs"]) and set(tasks) == set(pinned["tasks"])
     report = (out / "REPORT.md").read_text()
     assert check_report(report) == []
+    assert "feature scale zscore (k = 1: unit variance per column)" in report
+    assert "(NOT the default)" in report  # the pinned keys' setup, said so at the top
 
 
 def test_readme_findings_are_generated_from_the_committed_results():

@@ -35,6 +35,7 @@ import numpy as np
 __all__ = [
     "DEFAULT_RULE",
     "DEFAULT_SETUP",
+    "FEATURE_SCALE_MEANING",
     "FEATURE_SCALE_PRESETS",
     "LOSS_SCALES",
     "SetupAxes",
@@ -45,6 +46,12 @@ __all__ = [
 ]
 
 FEATURE_SCALE_PRESETS = ("zscore", "zscore-unit-row", "zscore-unit-col")
+#: What each preset makes unit (the module table), for reports.
+FEATURE_SCALE_MEANING = {
+    "zscore": "unit variance per column",
+    "zscore-unit-row": "unit mean squared row norm",
+    "zscore-unit-col": "unit-norm centred columns",
+}
 LOSS_SCALES = ("paper", "plain")
 
 

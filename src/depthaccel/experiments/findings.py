@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from depthaccel.experiments.report import key_claim, load_results
+from depthaccel.experiments.report import key_claim, load_results, setups_ran
 from depthaccel.experiments.results import LEGACY_WHY
 
 __all__ = ["BEGIN", "END", "findings_section", "update_readme"]
@@ -34,6 +34,12 @@ def findings_section(out_root: str | os.PathLike, link: str = "docs/reproduction
         f"({', '.join(modes)} mode; the full report: [{link}]({link})).",
         "",
     ]
+    ran, _ = setups_ran(results)
+    if ran:
+        lines += [
+            f"Setup the paper does not state (the report says how the default was chosen): {ran}.",
+            "",
+        ]
     for r in results:
         if r.status != "ok":
             lines.append(

@@ -2,7 +2,8 @@
 registry order (re-running an experiment replaces its section, running a new one adds a
 section).
 
-Layout: one table at the top (experiment | claims PASS/assessed | the key claim beside
+Layout: a note on the unstated setup (the feature and loss scales the Ethanol
+experiments ran at, and the rule behind the default), one table at the top (experiment | claims PASS/assessed | the key claim beside
 our number | mode | time), the experiments not in the report (why, and the command that
 gets them), then per experiment: what was run (2-3 lines), the figure, the claims table
 (claim | paper | measured | verdict) and a collapsed block with the details behind each
@@ -21,6 +22,7 @@ from typing import Any
 
 from depthaccel.experiments import registry
 from depthaccel.experiments.results import RESULT_NAME, SETTINGS_NAME, Claim, ExperimentResult
+from depthaccel.experiments.setup_sensitivity import NAME as SETUP_NAME
 from depthaccel.outdir import OutputFolder
 from depthaccel.reporting import format_seconds
 
@@ -32,6 +34,8 @@ __all__ = [
     "load_results",
     "report_section",
     "scorecard",
+    "setup_text",
+    "setups_ran",
     "write_report",
 ]
 
@@ -82,6 +86,69 @@ def _store_text(settings: Mapping[str, Any]) -> str:
     return "; ".join(parts)
 
 
+def setup_text(setup: Mapping[str, Any]) -> str:
+    """The setup axes of an Ethanol experiment (``settings["setup"]``) in words, e.g.
+    ``feature scale zscore-unit-row (k = 0.0884: unit mean squared row norm), paper loss
+    scale (1/p)|r|^p (the default)``."""
+    from depthaccel.data.scaling import FEATURE_SCALE_MEANING
+
+    fs = setup.get("feature_scale")
+    k = setup.get("feature_scale_k")
+    name = fs if isinstance(fs, str) else f"k = {fs:g}" if isinstance(fs, (int, float)) else "?"
+    k_text = f"k = {k:.3g}" if isinstance(k, (int, float)) else "k unknown"
+    meaning = FEATURE_SCALE_MEANING.get(fs) if isinstance(fs, str) else None
+    ls = setup.get("loss_scale", "?")
+    loss = {"paper": "(1/p)|r|^p", "plain": "|r|^p"}.get(ls, "")
+    text = (
+        f"feature scale {name} ({k_text}{': ' + meaning if meaning else ''}), "
+        f"{ls} loss scale{' ' + loss if loss else ''}"
+    )
+    default = (setup.get("default") or {}).get("setup")
+    if default:
+        same = (default.get("feature_scale"), default.get("loss_scale")) == (fs, ls)
+        text += " (the default)" if same else " (NOT the default)"
+    return text
+
+
+def setups_ran(results: list[ExperimentResult]) -> tuple[str, str]:
+    """``(ran, rule)``: the setups the finished Ethanol experiments ran at, each with its
+    experiments (``fig2, fig3: feature scale ...``; empty when there is none), and the
+    rule that chose the default."""
+    by_setup: dict[str, list[str]] = {}
+    rule = ""
+    for r in results:
+        setup = r.settings.get("setup")
+        if r.status == "ok" and isinstance(setup, Mapping) and r.name != SETUP_NAME:
+            by_setup.setdefault(setup_text(setup), []).append(r.name)
+            rule = rule or str((setup.get("default") or {}).get("rule", ""))
+    ran = "; ".join(f"{', '.join(names)}: {text}" for text, names in by_setup.items())
+    return ran, rule
+
+
+def _setup_opening(results: list[ExperimentResult]) -> list[str]:
+    """The report's opening note on the setup the paper leaves unstated: the axes the
+    Ethanol experiments ran at (each distinct setup, with its experiments) and the rule
+    that chose the default."""
+    ran, rule = setups_ran(results)
+    if not ran:
+        return []
+    lines = [
+        "> **Setup the paper leaves unstated.** The Ethanol experiments standardise "
+        "features and target per column, then scale the features by a global k and use "
+        f"the loss (1/m) sum l_p. Here: {ran}. "
+        + (f"How the default was chosen: {rule} " if rule else "")
+        + (
+            f"The [{SETUP_NAME}](#{SETUP_NAME}) section shows the fixed-rate claims at other k "
+            "and without the 1/p."
+            if any(r.name == SETUP_NAME for r in results)
+            else f"`depthaccel reproduce {SETUP_NAME}` measures the fixed-rate claims at "
+            "other k and without the 1/p."
+        ),
+        "",
+    ]
+    return lines
+
+
 def _fmt_value(v: Any) -> str:
     """A detail value on one line: numbers to 4 significant digits, lists joined."""
     if isinstance(v, bool) or v is None:
@@ -122,10 +189,13 @@ def report_section(result: ExperimentResult, root: Path) -> str:
         return "\n".join(lines)
     settings_link = f"{result.name}/{SETTINGS_NAME}"
     what = result.summary or str(result.settings.get("what_was_run", ""))
+    setup = result.settings.get("setup")
+    at_one = isinstance(setup, Mapping) and result.name != SETUP_NAME  # setup spans many
+    setup_part = f"; {setup_text(setup)}" if at_one else ""
     lines += [
         (what + " " if what else "")
-        + f"*Mode: {result.mode}; took {format_seconds(result.wall_time)}; settings: "
-        f"[{SETTINGS_NAME}]({settings_link}).*",
+        + f"*Mode: {result.mode}{setup_part}; took {format_seconds(result.wall_time)}; "
+        f"settings: [{SETTINGS_NAME}]({settings_link}).*",
         "",
     ]
     for fig in data["figures"]:
@@ -275,6 +345,7 @@ def write_report(
             "titles.",
             "",
         ]
+    lines += _setup_opening(results)
     lines += [
         f"{_totals(results)} Each experiment's section below says what was run, shows the "
         "figure and its claims (the paper's words beside our number); the numbers behind "
