@@ -365,7 +365,8 @@ def notes(measured: Measured, config: Config) -> list[str]:
         f"A run converges if it never diverges and ends below {config.converge_fraction:g} "
         "of its initial gap; 'plain' trains (1/m) sum |r|^p (every gradient p times the "
         "paper's), so a fixed-rate run there is the paper's run at p times the rate.",
-        "Fig. 4 left is grid-searched per model, and not in this grid. Under X k, GD on a "
+        "Fig. 4 left is grid-searched per model (the paper: 'optimal learning rates, "
+        "chosen individually via grid search'), and not in this grid. Under X k, GD on a "
         "depth-N net at lr eta is GD on X at eta k^(2/N) from factors scaled by k^(1/N), so "
         "its search sees k only through the grid's spacing and the start; AdaGrad at lr "
         "eta with initial accumulator a is AdaGrad on X at eta k with accumulator a/k^2 "
