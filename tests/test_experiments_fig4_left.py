@@ -67,7 +67,7 @@ def _synthetic(gd3: float, gd1: float, adagrad: float, adadelta: float):
             finals[(*key, s)] = g
     rates = {k: ([1e-3, 1e-2], [2 * g, g]) for k, g in finals.items()}
     m = fig4_left.Measured(
-        False, 4.0, 10, seeds, "", "paper", finals, {}, {}, rates, [], {}, [], []
+        False, 4.0, 10, seeds, "", "paper", finals, {}, {}, [], rates, [], {}, []
     )
     return m, cfg
 

@@ -55,7 +55,7 @@ def _synthetic(near4: int | None, near8: int | None, ident: int, ident_gap: floa
         finals.update({(1, "near_zero", s): 1e-2, (4, "identity", s): ident_gap,
                        (8, "identity", s): ident_gap})  # fmt: skip
     m = fig5_left.Measured(
-        False, 4.0, 100_000, seeds, "", "paper", finals, {}, {}, moves, {}, {}, []
+        False, 4.0, 100_000, seeds, "", "paper", finals, {}, {}, [], moves, {}, {}
     )
     return m, cfg
 

@@ -20,8 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from depthaccel import reporting
 from depthaccel.experiments import seeds as over_seeds
 from depthaccel.experiments.context import ExperimentContext
@@ -32,7 +30,12 @@ from depthaccel.experiments.lr_curves import (
     windows_text,
     write_lr_curves_csv,
 )
-from depthaccel.experiments.results import Claim, SearchedGaps, searched_settings
+from depthaccel.experiments.results import (
+    Claim,
+    SearchedGaps,
+    searched_figure,
+    searched_settings,
+)
 from depthaccel.experiments.search import SearchPolicy, search_models
 from depthaccel.experiments.spec import ExperimentSpec
 from depthaccel.experiments.starts import FairStartConfig, fair_run, initial_gaps_note, start_note
@@ -107,7 +110,6 @@ class Measured(SearchedGaps):
     edges: list[str]
     search: dict[str, Any]
     lr_rows: list[dict[str, Any]]
-    curves: list[tuple[Key, reporting.Curve]]
 
 
 def measure(config: Config, ctx: ExperimentContext) -> Measured:
@@ -162,8 +164,7 @@ def measure(config: Config, ctx: ExperimentContext) -> Measured:
         curves.append((key, reporting.run_curve(f.best, label, f"l{p:g}")))
     return Measured(
         ctx.quick, p, config.iters, seeds, ctx.data_source(task), ctx.loss_scale, finals,
-        inits, chosen, rates,
-        edges, record, lr_rows, curves,
+        inits, chosen, curves, rates, edges, record, lr_rows,
     )  # fmt: skip
 
 
@@ -330,30 +331,23 @@ def notes(measured: Measured, config: Config) -> list[str]:
 
 
 def render(measured: Measured, claims: list[Claim], outdir: Path) -> list[Path]:
-    m, seeds, p = measured, measured.seeds, measured.p
+    m, seeds = measured, measured.seeds
     defaults = {}
     for row in m.lr_rows:
         if row["marker"]:
             defaults.setdefault(row["model"], set()).add(row["lr"])
-    plotted = []
-    for (method, depth, seed), c in m.curves:
-        if seed == seeds[0]:
-            pc = type(c)(c.label, c.iters, np.asarray(c.values, dtype=np.float64), c.panel)
-            pc.style = dict(_STYLES.get((method, depth), {}))
-            plotted.append(pc)
     lr_series = [
         (name, lrs, gaps, tuple(sorted(defaults.get(name, ()))))
         for (method, depth, seed), (lrs, gaps) in m.rates.items()
         if seed == seeds[0]
         for name in [f"{depth}-layer {_NAMES[method]}"]
     ]
-    fig = reporting.plot_gap_panels(
-        outdir / "fig4_left.png",
-        [(f"l{p:g} loss", plotted)],
-        suptitle=over_seeds.seed_title("Depth-3 GD vs AdaGrad / AdaDelta on a single layer", seeds),
-        ylabel=reporting.gap_ylabel(m.loss_scale),
-        panel_size=(7.0, 4.6),
-        quick=m.quick,
+    fig, csv = searched_figure(
+        m,
+        outdir,
+        "fig4_left.png",
+        "Depth-3 GD vs AdaGrad / AdaDelta on a single layer",
+        lambda key: dict(_STYLES.get(key[:2], {})),  # key: (method, depth, seed)
     )
     fig_lr = plot_lr_curves(
         outdir / "fig4_left_lr.png",
@@ -362,7 +356,6 @@ def render(measured: Measured, claims: list[Claim], outdir: Path) -> list[Path]:
         + (" [quick mode]" if m.quick else ""),
         ylabel=reporting.gap_ylabel(m.loss_scale) + " (final)",
     )
-    csv = reporting.write_curves_csv(outdir / "curves.csv", [c for _, c in m.curves])
     csv_lr = write_lr_curves_csv(outdir / "lr_curves.csv", m.lr_rows)
     return [fig, fig_lr, csv, csv_lr]
 

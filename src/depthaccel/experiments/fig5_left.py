@@ -30,7 +30,12 @@ from depthaccel import reporting
 from depthaccel.experiments import seeds as over_seeds
 from depthaccel.experiments.context import ExperimentContext
 from depthaccel.experiments.loss_scale import data_note
-from depthaccel.experiments.results import Claim, SearchedGaps, searched_settings
+from depthaccel.experiments.results import (
+    Claim,
+    SearchedGaps,
+    searched_figure,
+    searched_settings,
+)
 from depthaccel.experiments.search import SearchPolicy, search_models
 from depthaccel.experiments.spec import ExperimentSpec
 from depthaccel.experiments.starts import fair_run, initial_gaps_note, start_note
@@ -98,7 +103,6 @@ class Measured(SearchedGaps):
     moves: dict[Key, int | None]
     stuck: dict[Key, list[str]]
     search: dict[str, Any]
-    curves: list[tuple[Key, reporting.Curve]]
 
 
 def measure(config: Config, ctx: ExperimentContext) -> Measured:
@@ -149,7 +153,7 @@ def measure(config: Config, ctx: ExperimentContext) -> Measured:
         curves.append((key, reporting.run_curve(b, label, "l4")))
     return Measured(
         ctx.quick, p, config.iters, seeds, ctx.data_source(task), ctx.loss_scale, finals,
-        inits, chosen, moves, stuck, record, curves,
+        inits, chosen, curves, moves, stuck, record,
     )  # fmt: skip
 
 
@@ -274,27 +278,22 @@ def notes(measured: Measured, config: Config) -> list[str]:
 
 
 def render(measured: Measured, claims: list[Claim], outdir: Path) -> list[Path]:
-    m, seeds = measured, measured.seeds
     colors = {1: "tab:gray", 4: "tab:blue", 8: "tab:red"}
-    plotted = []
-    for (depth, init, seed), c in m.curves:
-        if seed == seeds[0]:
-            pc = type(c)(c.label, c.iters, np.asarray(c.values, dtype=np.float64), c.panel)
-            pc.style = {
-                "color": colors.get(depth, "k"),
-                "ls": "--" if init == "near_zero" and depth > 1 else "-",
-            }
-            plotted.append(pc)
-    fig = reporting.plot_gap_panels(
-        outdir / "fig5_left.png",
-        [(f"l{m.p:g} loss", plotted)],
-        suptitle=over_seeds.seed_title("Deeper nets: near-zero vs identity initialisation", seeds),
-        ylabel=reporting.gap_ylabel(m.loss_scale),
-        panel_size=(7.0, 4.6),
-        quick=m.quick,
+
+    def style(key: Key) -> dict[str, Any]:
+        depth, init, _ = key
+        return {
+            "color": colors.get(depth, "k"),
+            "ls": "--" if init == "near_zero" and depth > 1 else "-",
+        }
+
+    return searched_figure(
+        measured,
+        outdir,
+        "fig5_left.png",
+        "Deeper nets: near-zero vs identity initialisation",
+        style,
     )
-    csv = reporting.write_curves_csv(outdir / "curves.csv", [c for _, c in m.curves])
-    return [fig, csv]
 
 
 SPEC = ExperimentSpec(

@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 
 from depthaccel.atomic import write_atomic
+from depthaccel.experiments.seeds import seed_title
+from depthaccel.reporting import Curve, gap_ylabel, plot_gap_panels, write_curves_csv
 
 __all__ = [
     "RESULT_NAME",
@@ -22,6 +24,7 @@ __all__ = [
     "Claim",
     "ExperimentResult",
     "SearchedGaps",
+    "searched_figure",
     "searched_settings",
     "to_jsonable",
     "write_json",
@@ -244,8 +247,9 @@ class SearchedGaps:
     """The common part of what a figure whose rates come from the search
     (:mod:`depthaccel.experiments.search`) measured at one loss ``p``, keyed per model and
     seed: the chosen run's final gap (``finals``: NaN when every rate diverged), its
-    initial gap (``inits``) and its rate (``chosen``). Figures subclass it with their own
-    fields (a ``search`` record among them)."""
+    initial gap (``inits``), its rate (``chosen``) and its gap curve (``curves``: (key,
+    curve) pairs). Figures subclass it with their own fields (a ``search`` record among
+    them)."""
 
     quick: bool
     p: float
@@ -256,6 +260,7 @@ class SearchedGaps:
     finals: dict[Any, float]
     inits: dict[Any, float]
     chosen: dict[Any, float]
+    curves: list[tuple[Any, Curve]]
 
 
 def searched_settings(
@@ -280,6 +285,32 @@ def searched_settings(
         "initial_gaps": keyed(m.inits),
         "chosen_lr": keyed(chosen),
     }
+
+
+def searched_figure(
+    m: SearchedGaps,
+    outdir: Path,
+    figure: str,
+    title: str,
+    style: Callable[[Any], dict[str, Any]],
+) -> list[Path]:
+    """Such a figure's gap curves: the first seed's in one l_p panel (``outdir/figure``,
+    titled ``title`` and the seed, each curve drawn with ``style(key)``) and every seed's
+    in ``outdir/curves.csv``; returns both paths."""
+    plotted = [
+        Curve(c.label, c.iters, np.asarray(c.values, dtype=np.float64), c.panel, style(key))
+        for key, c in m.curves
+        if key[-1] == m.seeds[0]  # a key's last element is its seed
+    ]
+    fig = plot_gap_panels(
+        outdir / figure,
+        [(f"l{m.p:g} loss", plotted)],
+        suptitle=seed_title(title, m.seeds),
+        ylabel=gap_ylabel(m.loss_scale),
+        panel_size=(7.0, 4.6),
+        quick=m.quick,
+    )
+    return [fig, write_curves_csv(outdir / "curves.csv", [c for _, c in m.curves])]
 
 
 def _drop_remarks(text: str) -> str:
