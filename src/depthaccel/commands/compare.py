@@ -37,6 +37,12 @@ from depthaccel.store import StoreError
 from depthaccel.train import METHODS
 from depthaccel.validation import COUNT, Integral, Interval, arg_type
 
+_DESCRIPTION = """\
+Train linear models of several depths and optimizers on your regression or
+classification table (CSV or NPZ), pick each model's best learning rate, and report
+whether depth accelerates gradient descent on it, by how much, and against the adaptive
+optimizers."""
+
 _EPILOG = f"""\
 Models: every method at every depth (the Eq. 12 end-to-end scheme 'e2e' only at depths
 > 1; at depth 1 it is plain GD), hidden width --hidden (k, the
@@ -113,13 +119,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p = subparsers.add_parser(
         "compare",
         help="does depth accelerate GD on your table? (grid, best rates, plot, verdict)",
-        description=(
-            "Train linear models of several depths and optimizers on your regression or "
-            "classification table (CSV or NPZ), pick each model's best learning rate, and "
-            "report whether "
-            "depth accelerates gradient descent on it, by how much, and against the "
-            "adaptive optimizers."
-        ),
+        description=_DESCRIPTION,
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

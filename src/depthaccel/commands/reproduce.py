@@ -30,6 +30,10 @@ from depthaccel.store import DEFAULT_FILENAME as STORE_FILENAME
 
 _STORE_NAMES = tuple(STORE_FILENAME + s for s in ("", "-wal", "-shm", "-journal"))
 
+_DESCRIPTION = """\
+Reproduce the experiments and claims of Arora, Cohen & Hazan (ICML 2018): figures,
+curves, settings and a PASS/FAIL claims report."""
+
 _EPILOG_HEAD = """\
 experiments (run in this order by 'all'):
 """
@@ -81,10 +85,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     p = subparsers.add_parser(
         "reproduce",
         help="reproduce the paper's experiments (figures + claims report)",
-        description=(
-            "Reproduce the experiments and claims of Arora, Cohen & Hazan (ICML 2018): "
-            "figures, curves, settings and a PASS/FAIL claims report."
-        ),
+        description=_DESCRIPTION,
         epilog=_epilog(),
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
