@@ -14,6 +14,8 @@ the only code that touches the results store.
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Protocol, TypeVar, runtime_checkable
@@ -223,6 +225,11 @@ class Started:
     pid: int
     node: str
     iteration: int
+
+    @classmethod
+    def here(cls, iteration: int) -> Started:
+        """This process on this host, at ``iteration``."""
+        return cls(os.getpid(), socket.gethostname(), iteration)
 
 
 @dataclass(frozen=True)

@@ -20,8 +20,6 @@ rule: every executor, this process's included, trains through ``run_shard``.
 
 from __future__ import annotations
 
-import os
-import socket
 from collections.abc import Callable
 from typing import Any
 
@@ -72,7 +70,7 @@ def run_shard(spec: SweepSpec, shard: Shard, emit: Callable[[Any], None]) -> Non
     else:
         every = K  # checkpoints only
     called_back = False
-    emit(Started(pid=os.getpid(), node=socket.gethostname(), iteration=start))
+    emit(Started.here(start))
 
     def callback(trainer_state: dict[str, Any]) -> None:
         nonlocal called_back
@@ -113,6 +111,6 @@ def run_shard(spec: SweepSpec, shard: Shard, emit: Callable[[Any], None]) -> Non
             emit(
                 Note(f"cannot resume from the checkpoint ({e}); training these runs from the start")
             )
-            emit(Started(pid=os.getpid(), node=socket.gethostname(), iteration=0))
+            emit(Started.here(0))
             results = run(None)
     emit(Done(results))
