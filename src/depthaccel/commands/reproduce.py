@@ -344,9 +344,7 @@ def _output_folder(args: argparse.Namespace, names: list[str]) -> OutputFolder:
     return OutputFolder(args.out, force=args.force, allowed=allowed, adopt=_adopt_legacy)
 
 
-def _eta(
-    names: list[str], done: int, elapsed: float, quick: bool, workers: int = 1
-) -> str:
+def _eta(names: list[str], done: int, elapsed: float, quick: bool, workers: int = 1) -> str:
     """ "elapsed 1.2 min, about 3 min left": the remaining experiments' typical costs
     (their ``SPEC.cost``, shared by ``workers`` when experiments run concurrently).
 

@@ -451,9 +451,7 @@ def _raise_if_closing(closing: threading.Event) -> None:
         raise ExecutorClosed("the Ray executor was shut down")
 
 
-def _streamed_refs(
-    running: dict[Any, Any], closing: threading.Event
-) -> Iterator[tuple[Any, Any]]:
+def _streamed_refs(running: dict[Any, Any], closing: threading.Event) -> Iterator[tuple[Any, Any]]:
     """``(generator, object ref)`` for each item the streaming tasks that are the keys of
     ``running`` yield, in order of arrival, until ``running`` is empty; a generator that
     ends is removed from it. The caller may add or remove generators between items.
