@@ -58,7 +58,14 @@ from torch import nn
 from depthaccel.experiments import tutorial_config
 from depthaccel.experiments.context import ExperimentContext
 from depthaccel.experiments.mnist_analysis import first_reach as first_reach  # re-exported
-from depthaccel.experiments.mnist_analysis import loss_split, smooth, speedups, why_text
+from depthaccel.experiments.mnist_analysis import (
+    l2_cause,
+    levels_measured,
+    loss_split,
+    smooth,
+    speedups,
+    why_text,
+)
 from depthaccel.experiments.mnist_analysis import speedup_text as _speedup_text
 from depthaccel.experiments.results import Claim
 from depthaccel.experiments.spec import ExperimentSpec
@@ -403,12 +410,6 @@ def _analysis(m: Measured) -> tuple[dict, dict, dict, dict]:
     return sm, rows, variant_rows, splits
 
 
-def _last(rows: list[dict[str, Any]]) -> str:
-    r = rows[-1]
-    other = f"at {r['iteration_other']}" if r["iteration_other"] else "never"
-    return f"original's last level: reached at {r['iteration']} (original), {other} (overparam.)"
-
-
 def judge(measured: Measured, config: Config) -> list[Claim]:
     """The overparameterized net reaches each of the original's checkpoint levels in fewer
     iterations (batch loss; cross-entropy; each variant's batch loss); every net reaches
@@ -431,17 +432,18 @@ def judge(measured: Measured, config: Config) -> list[Claim]:
             ],
             "window": w,
         }
+        why = f"it reaches {len(slow)} of the original's {len(r)} levels late or never"
         if q == "loss":
             details["why"] = why_text(splits["overparameterized"], r, w)
+            why = l2_cause(splits["overparameterized"], r) or why
         literal = " (the literal edit)" if cfg.l2_on == "product" else ""
         claims.append(
             Claim.judged(
                 f"The overparameterized net's {what} falls faster{literal}",
                 _PAPER,
-                _last(r),
+                levels_measured(r),
                 not slow if assessable else None,
-                why=f"it is not ahead at {len(slow)} of {len(r)} checkpoints"
-                + (" (its L2 term; see details)" if q == "loss" else ""),
+                why=why,
                 details=details,
             )
         )
@@ -452,10 +454,9 @@ def judge(measured: Measured, config: Config) -> list[Claim]:
             Claim.judged(
                 f"Variant (init {init}, L2 on the {target}): its batch loss falls faster",
                 "the paper leaves the factor init and the L2 placement open",
-                _last(vr["loss"]),
+                levels_measured(vr["loss"]),
                 not slow if assessable else None,
-                why=f"it is not ahead at {len(slow)} of {len(vr['loss'])} checkpoints "
-                "(its L2 term; see details)",
+                why=l2_cause(splits[k], vr["loss"]),
                 details={
                     **short,
                     "batch loss": _speedup_text(vr["loss"]),

@@ -18,6 +18,8 @@ __all__ = [
     "speedups",
     "speedup_text",
     "why_text",
+    "levels_measured",
+    "l2_cause",
 ]
 
 
@@ -190,6 +192,53 @@ def why_text(split: dict[str, Any], rows: list[dict[str, Any]], window: int) -> 
         f"original's at {100 * split['ce_below_frac']:.0f}% of steps)"
     )
     return text
+
+
+def levels_measured(rows: list[dict[str, Any]]) -> str:
+    """A claim's measured cell from :func:`speedups` rows: where the other net falls
+    behind (how many levels, the first of them), else how much sooner it reaches the
+    last level; e.g. ``behind at 1 of 5 levels (3.18: it. 560 vs the original's 430);
+    9.42x sooner at the last``."""
+
+    def at(r: dict[str, Any]) -> str:
+        other = f"it. {r['iteration_other']}" if r["iteration_other"] else "never"
+        return f"{r['level']:.3g}: {other} vs the original's {r['iteration']}"
+
+    slow = [r for r in rows if r["speedup"] <= 1.0]
+    last = rows[-1]
+    if not slow:
+        return f"ahead at all {len(rows)} levels; {last['speedup']:.2f}x sooner at the last"
+    text = f"behind at {len(slow)} of {len(rows)} levels ({at(slow[0])})"
+    if last["speedup"] > 1.0:
+        text += f"; {last['speedup']:.2f}x sooner at the last"
+    return text
+
+
+def l2_cause(split: dict[str, Any], rows: list[dict[str, Any]]) -> str:
+    """One sentence for a batch-loss FAIL: at the levels the other net reaches late or
+    never, how its two terms (L2 term, cross-entropy) differ from the original's there
+    (:func:`loss_split` at the original's iterations)."""
+    at = {a["iteration"]: a for a in split["at"]}
+    slow = [r["iteration"] for r in rows if r["speedup"] <= 1.0]
+    if not slow:
+        return ""
+    missing = [t for t in slow if t not in at]
+    if missing:
+        raise ValueError(f"loss_split has no values at checkpoint step(s) {missing}")
+    dl = [at[t]["l2"][1] - at[t]["l2"][0] for t in slow]
+    dc = [at[t]["ce"][1] - at[t]["ce"][0] for t in slow]
+
+    def compared(d: list[float], name: str, up: str, down: str) -> str:
+        span = f"{d[0]:+.3g}" if len(d) == 1 else f"{min(d):+.3g}..{max(d):+.3g}"
+        if min(d) > 0 or max(d) < 0:
+            return f"{name} is {up if min(d) > 0 else down} than the original's ({span})"
+        return f"{name} is within {span} of the original's"
+
+    where = f"at it. {slow[0]}" if len(slow) == 1 else f"at the {len(slow)} levels it misses"
+    return (
+        f"{where}, {compared(dl, 'its L2 term', 'larger', 'smaller')}, and "
+        f"{compared(dc, 'its cross-entropy', 'higher', 'lower')}"
+    )
 
 
 def iterations_to_levels(
