@@ -66,6 +66,11 @@ def test_judge_on_synthetic_moves():
     assert [c.verdict for c in claims] == ["PASS", "PASS", "PASS", "PASS"]
     assert claims[0].measured == "starts to move at iteration 60000, 60000"
     assert claims[2].measured == "moves at iteration 100, 100; final-gap ratio 0.1"
+    assert claims[1].measured == "does not move within the run (any seed)"
+    m, cfg = _synthetic(near4=None, near8=None, ident=None, ident_gap=1e-3)
+    claims = fig5_left.judge(m, cfg)
+    assert claims[2].measured.startswith("does not move within the run (any seed); ")
+    assert claims[2].verdict == "FAIL"
     m, cfg = _synthetic(near4=500, near8=90_000, ident=5_000, ident_gap=2e-2)
     claims = fig5_left.judge(m, cfg)
     assert [c.verdict for c in claims] == ["FAIL", "FAIL", "FAIL", "FAIL"]

@@ -171,6 +171,11 @@ def judge(measured: Measured, config: Config) -> list[Claim]:
     def it(v):
         return "never" if v is None else str(v)
 
+    def moves(verb: str, mv: dict) -> str:
+        if all(mv[s] is None for s in seeds):
+            return "does not move within the run" + (" (any seed)" if len(seeds) > 1 else "")
+        return f"{verb} at iteration " + ", ".join(it(mv[s]) for s in seeds)
+
     claims = []
     for d in config.deep:
         mv = {s: m.moves.get((d, "near_zero", s)) for s in seeds}
@@ -188,7 +193,7 @@ def judge(measured: Measured, config: Config) -> list[Claim]:
             Claim.judged(
                 statement,
                 _PAPER_STALL,
-                "starts to move at iteration " + ", ".join(it(mv[s]) for s in seeds),
+                moves("starts to move", mv),
                 over_seeds.every_seed(holds) if config.assess_stall else None,
                 why=f"it moves early for seed(s) {', '.join(bad)}",
                 details={
@@ -214,7 +219,7 @@ def judge(measured: Measured, config: Config) -> list[Claim]:
             Claim.judged(
                 f"Identity init, depth {d}: moves at once and ends below depth 1",
                 _PAPER_ID,
-                f"moves at iteration {', '.join(it(mv[s]) for s in seeds)}; final-gap ratio "
+                f"{moves('moves', mv)}; final-gap ratio "
                 f"{over_seeds.range_text(over_seeds.spread(ratios))}",
                 over_seeds.every_seed(holds),
                 why=f"it moves late or ends above depth 1 for seed(s) {', '.join(bad)}",
