@@ -208,7 +208,8 @@ def test_step_times_are_measured_side_by_side_for_all_three_nets():
     )
     splits = cfg.splits(_fake_mnist())
     ms = me.step_times_ms(cfg, splits, torch.device("cpu"), torch.float32)
-    assert set(ms) == {*me.NETS, me.BF16} and all(v > 0 for v in ms.values())
+    assert set(ms) == {*me.NETS, me.BF16}
+    assert all(len(v) == 4 and min(v) > 0 for v in ms.values())  # ms of each of the 4 steps
     exact = dataclasses.replace(cfg, precondition_every=1)  # bfloat16 needs a cache: not timed
     assert set(me.step_times_ms(exact, splits, torch.device("cpu"), torch.float32)) == set(me.NETS)
     net = mt.tutorial_net(cfg.seed)
@@ -343,6 +344,16 @@ def _synthetic(e2e_loss: np.ndarray, ms_e2e: float, steps: int = 2000):
     return m, cfg
 
 
+def _timed(m, jitter: float, n: int = 200, seed: int = 1):
+    """Per-step times around each net's mean (relative noise ``jitter``), rescaled so
+    their means are exactly ``m.ms_per_step``."""
+    rng = np.random.default_rng(seed)
+    for k, v in m.ms_per_step.items():
+        x = 1.0 + jitter * rng.standard_normal(n)
+        m.step_ms[k] = list(v * x / x.mean())
+    return m
+
+
 def test_judge_on_synthetic_histories():
     t = np.arange(1, 2001, dtype=float)
     m, cfg = _synthetic(5.0 / t**0.5, ms_e2e=150.0)  # e2e as fast as overparameterized
@@ -353,5 +364,43 @@ def test_judge_on_synthetic_histories():
     claims = me.judge(m, cfg)
     assert [c.verdict for c in claims[:3]] == ["FAIL", "FAIL", "FAIL"]
     assert claims[2].why == "an e2e step took 1.18x the overparameterized net's"
+    # with the per-step times, the ratio comes with its interval; noise decides nothing
+    _timed(m, jitter=0.02)
+    claims = me.judge(m, cfg)
+    assert claims[2].why.startswith("an e2e step took 1.176x (95% interval 1.1")
+    assert claims[2].why.endswith(" over 200 steps) the overparameterized net's")
+    assert "timing noise" not in claims[2].measured
+    close, _ = _synthetic(5.0 / t**0.5, ms_e2e=170.5)  # 0.3% slower: within the noise
+    claims = me.judge(_timed(close, jitter=0.2), cfg)
+    assert claims[2].verdict == "FAIL"  # the criterion is unchanged: the mean decides
+    assert "; within the timing noise (ratio 1.003, 95% " in claims[2].measured
     m.steps_done = 20  # a short run assesses nothing but the accuracy check
     assert [c.verdict for c in me.judge(m, cfg)[:3]] == ["NOT ASSESSED"] * 3
+
+
+def test_ratio_of_means_against_its_definition_and_a_slow_bootstrap():
+    from depthaccel.experiments.mnist_analysis import ratio_of_means
+
+    rng = np.random.default_rng(3)
+    b = 100.0 + 10.0 * rng.standard_normal(50)
+    a = 1.1 * b + 5.0 * rng.standard_normal(50)
+    r, lo, hi = ratio_of_means(a, b, n_boot=300, seed=7)
+    assert r == pytest.approx(a.mean() / b.mean(), rel=1e-15)
+    # the same resamples drawn one by one, in a plain loop
+    gen = np.random.default_rng(7)
+    idx = gen.integers(0, 50, size=(300, 50))
+    boots = sorted(sum(a[i] for i in row) / sum(b[i] for i in row) for row in idx)
+    want = np.percentile(boots, [2.5, 97.5])
+    assert (lo, hi) == pytest.approx(tuple(want), rel=1e-12)
+    assert lo < r < hi
+    assert ratio_of_means(2 * b, b) == pytest.approx((2.0, 2.0, 2.0))  # no noise, no width
+    # four times the steps: about half the width
+    b4 = 100.0 + 10.0 * rng.standard_normal(200)
+    a4 = 1.1 * b4 + 5.0 * rng.standard_normal(200)
+    _, lo4, hi4 = ratio_of_means(a4, b4)
+    _, lo1, hi1 = ratio_of_means(a, b)
+    assert 0.35 < (hi4 - lo4) / (hi1 - lo1) < 0.7
+    with pytest.raises(ValueError, match="paired"):
+        ratio_of_means(a, b[:-1])
+    with pytest.raises(ValueError, match="finite"):
+        ratio_of_means(a, np.full(50, np.nan))

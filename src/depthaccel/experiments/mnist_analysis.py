@@ -19,6 +19,7 @@ __all__ = [
     "speedup_text",
     "why_text",
     "levels_measured",
+    "ratio_of_means",
     "l2_cause",
 ]
 
@@ -192,6 +193,26 @@ def why_text(split: dict[str, Any], rows: list[dict[str, Any]], window: int) -> 
         f"original's at {100 * split['ce_below_frac']:.0f}% of steps)"
     )
     return text
+
+
+def ratio_of_means(
+    a: Any, b: Any, level: float = 0.95, n_boot: int = 2000, seed: int = 0
+) -> tuple[float, float, float]:
+    """``mean(a) / mean(b)`` of paired samples (``a[i]``, ``b[i]`` measured side by side,
+    e.g. two nets' times of step i) and its ``level`` percentile-bootstrap interval:
+    ``n_boot`` resamples of the pairs (with replacement, a fixed ``seed``). Returns
+    ``(ratio, low, high)``."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if a.ndim != 1 or a.shape != b.shape or a.size == 0:
+        raise ValueError(f"need two paired 1-d samples of one length, got {a.shape}, {b.shape}")
+    if not (np.isfinite(a).all() and np.isfinite(b).all() and b.sum() > 0):
+        raise ValueError("samples must be finite, with a positive mean of b")
+    idx = np.random.default_rng(seed).integers(0, a.size, size=(n_boot, a.size))
+    boots = a[idx].mean(1) / b[idx].mean(1)
+    tail = 50.0 * (1.0 - level)
+    low, high = np.percentile(boots, [tail, 100.0 - tail])
+    return float(a.mean() / b.mean()), float(low), float(high)
 
 
 def levels_measured(rows: list[dict[str, Any]]) -> str:

@@ -419,6 +419,7 @@ def common_steps(
             h,
             loss=h.loss[:done],
             ce=h.ce[:done],
+            step_seconds=h.step_seconds[:done],
             val_steps=[h.val_steps[i] for i in keep],
             val_error=[h.val_error[i] for i in keep],
         )

@@ -360,6 +360,7 @@ class History:
     val_steps: list[int] = dataclasses.field(default_factory=list)
     val_error: list[float] = dataclasses.field(default_factory=list)
     seconds: float = 0.0
+    step_seconds: list[float] = dataclasses.field(default_factory=list)  # wall-clock, per step
 
 
 @dataclass(frozen=True)
@@ -490,7 +491,9 @@ def train_side_by_side(
                     )
                 hist[k].loss.append(lv)
                 hist[k].ce.append(cv)
-                hist[k].seconds += time.perf_counter() - t0
+                dt = time.perf_counter() - t0
+                hist[k].seconds += dt
+                hist[k].step_seconds.append(dt)
             every = schedule.eval_every
             if every and (step + 1) % every == 0 and schedule.validation_eval:
                 for k, model in nets.items():
