@@ -560,3 +560,54 @@ def test_checkpoints_of_runs_leave_out_task_checkpoints(tmp_path):
         s.save_checkpoint("task", [], 500, b"net")
         assert sorted(s.checkpoints()) == [("group", 10), ("task", 500)]
         assert s.checkpoints(of_runs=True) == [("group", 10)]
+
+
+def _rolled_back_reads(monkeypatch, fails: int):
+    """Openers whose first ``fails`` reads of the schema version meet lock contention as
+    SQLite reports it inside a read transaction: the transaction is rolled back and the
+    read raises "database is locked" (SQLITE_BUSY)."""
+    import sqlite3
+
+    real_connect = sqlite3.connect
+    left = [fails]
+
+    class Contended(sqlite3.Connection):
+        def execute(self, sql, *args):
+            if sql == "PRAGMA user_version" and left[0] > 0 and self.in_transaction:
+                left[0] -= 1
+                super().execute("ROLLBACK")
+                err = sqlite3.OperationalError("database is locked")
+                err.sqlite_errorcode = sqlite3.SQLITE_BUSY
+                raise err
+            return super().execute(sql, *args)
+
+    def connect(*args, **kwargs):
+        return real_connect(*args, factory=Contended, **kwargs)
+
+    monkeypatch.setattr(store_module.sqlite3, "connect", connect)
+    monkeypatch.setattr(store_module, "_OPEN_RETRY_WAITS", (0.01, 0.01, 0.01), raising=False)
+    monkeypatch.setattr(store_module.time, "sleep", lambda s: None)
+    return left
+
+
+def test_opening_waits_out_lock_contention(tmp_path, monkeypatch):
+    """Found in a long reproduce run: a new connection met lock contention while reading
+    the store's identity; SQLite rolled the read back, the COMMIT after it failed with
+    "cannot commit - no transaction is active", and the experiment stopped with "not a
+    usable depthaccel store". Now the opener tries again."""
+    path = tmp_path / "s.sqlite"
+    with Store(path) as s:
+        s.put_run(make_run(1))
+    left = _rolled_back_reads(monkeypatch, fails=2)
+    with Store(path) as s:
+        assert s.count_runs() == 1
+    assert left == [0]
+
+
+def test_opening_reports_lasting_contention_as_a_lock_not_as_damage(tmp_path, monkeypatch):
+    path = tmp_path / "s.sqlite"
+    Store(path).close()
+    _rolled_back_reads(monkeypatch, fails=99)
+    with pytest.raises(StoreError, match="cannot open the store .*database is locked") as info:
+        Store(path)
+    assert "not a usable" not in str(info.value) and "no transaction" not in str(info.value)

@@ -124,6 +124,24 @@ def _is_environment_error(e: sqlite3.Error) -> bool:
     return any(w in str(e).lower() for w in _ENVIRONMENT_WORDS)
 
 
+#: Lock contention that passes: an opener that meets it tries again after these waits
+#: (seconds), beyond the busy timeout that SQLite itself waits for a lock.
+_OPEN_RETRY_WAITS = (0.1, 0.3, 1.0, 3.0)
+_TRANSIENT_CODES = {
+    getattr(sqlite3, name)
+    for name in ("SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_PROTOCOL")
+    if hasattr(sqlite3, name)
+}
+
+
+def _is_transient(e: sqlite3.Error) -> bool:
+    """True for SQLite's lock-contention errors (busy, locked, WAL locking protocol)."""
+    code = getattr(e, "sqlite_errorcode", None)
+    if code is not None:
+        return (int(code) & 0xFF) in _TRANSIENT_CODES
+    return "locked" in str(e).lower() or "locking protocol" in str(e).lower()
+
+
 #: Errors SQLite raises for a damaged file ("database disk image is malformed", text
 #: that does not decode); not their subclasses for misuse (IntegrityError, ...).
 _FILE_ERRORS = (sqlite3.DatabaseError, sqlite3.OperationalError, sqlite3.InternalError)
@@ -168,7 +186,14 @@ class Store:
         self._conn.row_factory = sqlite3.Row
         try:
             self._conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
-            self._validate_or_init()
+            for wait in (*_OPEN_RETRY_WAITS, None):
+                try:
+                    self._validate_or_init()
+                    break
+                except sqlite3.OperationalError as e:
+                    if wait is None or not _is_transient(e):
+                        raise
+                    time.sleep(wait)  # another process holds the file for a moment
             self._conn.execute("PRAGMA journal_mode = WAL")
             self._conn.execute("PRAGMA synchronous = NORMAL")
         except sqlite3.DatabaseError as e:
@@ -291,7 +316,9 @@ class Store:
                 for r in c.execute("SELECT name FROM sqlite_master WHERE type IN ('table', 'view')")
             }
         finally:
-            if own:
+            # SQLite may have rolled the read back itself (an error on the way): commit
+            # only a transaction that is still open, so that the error is the one raised
+            if own and c.in_transaction:
                 c.execute("COMMIT")
         return app_id, version, tables
 
