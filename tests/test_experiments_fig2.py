@@ -290,3 +290,47 @@ def test_judge_on_synthetic_deviations():
     (claim,) = fig2.judge(m, cfg)
     assert claim.verdict == "FAIL" and claim.why == "the worst deviation is 2.00e-01 > 0.05"
     assert claim.details["worst pair"] == "balanced/l2/depth2/width1"
+
+
+def _near_zero(dev: float, aligned: float, width_dev: float, width_aligned: float):
+    cfg = Config(losses=(2.0,), depths=(3,), widths=(1, 100), inits=(("near_zero", 1e-2),),
+                 control=False)  # fmt: skip
+    devs, escapes = {}, {}
+    for w, (t_net, t_sch) in ((1, (446038, 402741)), (100, (18858, 23681))):
+        key = f"near_zero/l2/depth3/width{w}"
+        devs.update({f"{key}/scheme_vs_net": 1.5, f"{key}/scheme_vs_net_after_skip": dev / w,
+                     f"{key}/aligned_after_skip": aligned,
+                     f"{key}/final_gap": {"net": 1e-2, "scheme": 1e-2}})  # fmt: skip
+        escapes[key] = {"net": t_net, "scheme": t_sch, "shift": t_net - t_sch}
+    wkey = "near_zero/l2/depth3/width100_vs_width1"
+    devs.update({wkey: 1.0, f"{wkey}/after_skip": width_dev,
+                 f"{wkey}/aligned_after_skip": width_aligned, f"{wkey}/final": 0.3})  # fmt: skip
+    m = fig2.Measured(False, cfg, "", "paper", devs, escapes, {}, {}, {}, {}, [], [])
+    return m, cfg
+
+
+def test_a_near_zero_fail_explained_by_the_saddle_escape_says_so():
+    """Near-zero curves that differ only in when they leave the saddle: the FAIL's why
+    names the escape iterations and the aligned deviation; when aligning does not help
+    either, the why stays the plain deviation."""
+    m, cfg = _near_zero(dev=0.87, aligned=9.2e-3, width_dev=0.96, width_aligned=7.2e-3)
+    emulate, aligned, width, width_aligned = fig2.judge(m, cfg)
+    assert [c.verdict for c in (emulate, aligned, width, width_aligned)] == [
+        "FAIL",
+        "PASS",
+        "FAIL",
+        "PASS",
+    ]
+    assert emulate.why == (  # the worst pair is the width-1 one (dev / width)
+        "the net and the scheme leave the near-zero saddle at iterations 446038 and 402741 "
+        "(near_zero/l2/depth3/width1); aligned at their escapes the curves differ by only "
+        "9.20e-03"
+    )
+    assert width.why == (
+        "the width-100 and width-1 depth-3 nets leave the near-zero saddle at iterations "
+        "18858 and 446038; aligned at their escapes the curves differ by only 7.20e-03"
+    )
+    m, cfg = _near_zero(dev=0.87, aligned=0.5, width_dev=0.96, width_aligned=0.4)
+    emulate, _, width, _ = fig2.judge(m, cfg)
+    assert emulate.why == "the worst deviation is 8.70e-01 > 0.1"
+    assert width.why == "the worst deviation is 9.60e-01 > 0.1"
