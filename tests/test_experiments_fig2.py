@@ -334,3 +334,26 @@ def test_a_near_zero_fail_explained_by_the_saddle_escape_says_so():
     emulate, _, width, _ = fig2.judge(m, cfg)
     assert emulate.why == "the worst deviation is 8.70e-01 > 0.1"
     assert width.why == "the worst deviation is 9.60e-01 > 0.1"
+
+
+def test_the_edge_figure_explains_its_crosses_only_when_it_draws_one(tmp_path, monkeypatch):
+    import matplotlib.figure
+
+    from depthaccel.experiments.edge_paths import plot_edge_paths
+
+    seen = []
+    real = matplotlib.figure.Figure.legend
+
+    def legend(self, handles, labels, **kw):
+        seen.append(list(labels))
+        return real(self, handles, labels, **kw)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "legend", legend)
+    rec = {"iters": [0, 10, 20], "edge": [1.0, 0.1, 0.01]}
+    paths = {"l4": {"balanced/depth2": rec, "near_zero/depth3": rec}}
+    cfg = Config()
+    plot_edge_paths(tmp_path / "a.png", cfg, paths, {})
+    crossed = {"near_zero/l4/depth3/width1": {"net": 15, "scheme": None}}
+    plot_edge_paths(tmp_path / "b.png", cfg, paths, crossed)
+    assert "a GD net diverged" not in seen[0] and "a GD net diverged" in seen[1]
+    assert (tmp_path / "a.png").exists() and (tmp_path / "b.png").exists()

@@ -178,8 +178,9 @@ def plot_edge_paths(
         ax.grid(True, which="both", alpha=0.3)
     axes[0][0].set_ylabel(r"$2/\lambda_{\max}(P_w^{1/2} H_w P_w^{1/2})$")
     handles, labels = axes[0][0].get_legend_handles_labels()
-    handles.append(plt.Line2D([], [], ls="", marker="x", color="k", ms=8, mew=2))
-    labels.append("a GD net diverged")
+    if any(v["net"] for v in diverged.values()):  # a cross is drawn: say what it means
+        handles.append(plt.Line2D([], [], ls="", marker="x", color="k", ms=8, mew=2))
+        labels.append("a GD net diverged")
     fig.legend(handles, labels, loc="outside lower center", ncol=min(5, len(labels)), fontsize=8)
     stamp_quick(fig, quick)
     fig.savefig(path, dpi=110)
