@@ -611,3 +611,27 @@ def test_opening_reports_lasting_contention_as_a_lock_not_as_damage(tmp_path, mo
     with pytest.raises(StoreError, match="cannot open the store .*database is locked") as info:
         Store(path)
     assert "not a usable" not in str(info.value) and "no transaction" not in str(info.value)
+
+
+def test_opening_a_second_store_keeps_the_first_ones_locks(tmp_path):
+    """Found in a long reproduce run (several experiments in threads, writers in other
+    processes): opening a store read the file's header with Python's open(), and its
+    close() dropped every POSIX lock this process held on the file, the open
+    connections' included. Another process closing its store then took itself for the
+    last connection and deleted the WAL and its index under them ('disk I/O error')."""
+    path = tmp_path / "s.sqlite"
+    with Store(path) as a:
+        a.count_runs()
+        Store(path).close()  # a second opener in this process (another thread's store)
+        code = textwrap.dedent(
+            f"""
+            import sys
+            sys.path.insert(0, {str(Path(__file__).parent)!r})
+            import depthaccel.store as sm, store_fixtures
+            with sm.Store({str(path)!r}) as s:
+                s.put_run(store_fixtures.make_run(sm, 1, 7, False))
+            """
+        )
+        subprocess.run([sys.executable, "-c", code], check=True)
+        assert (tmp_path / "s.sqlite-shm").exists()  # a is open: the index stays
+        assert a.count_runs() == 1

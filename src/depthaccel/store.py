@@ -14,6 +14,9 @@ Concurrency: the file is opened in WAL mode with a busy timeout, and every write
 ``BEGIN IMMEDIATE`` transaction, so several processes may read and write one store at
 once (on a local file system; SQLite's WAL mode does not work over network file systems).
 A finished group's runs are inserted and its checkpoint deleted in the same transaction.
+Nothing but SQLite opens the file: a plain open() and close() of a database file in a
+process drops that process's POSIX locks on it, its live connections' included (see
+``_check_path``).
 
 Safety: a file that is not an SQLite database, or an SQLite database that is not a
 depthaccel store (another ``application_id``, or tables of its own), or a store written by
@@ -124,6 +127,8 @@ def _is_environment_error(e: sqlite3.Error) -> bool:
     return any(w in str(e).lower() for w in _ENVIRONMENT_WORDS)
 
 
+_SQLITE_NOTADB = getattr(sqlite3, "SQLITE_NOTADB", 26)
+
 #: Lock contention that passes: an opener that meets it tries again after these waits
 #: (seconds), beyond the busy timeout that SQLite itself waits for a lock.
 _OPEN_RETRY_WAITS = (0.1, 0.3, 1.0, 3.0)
@@ -171,7 +176,7 @@ class Store:
         if p.is_dir():
             p = p / DEFAULT_FILENAME
         self.path = p
-        _check_header(p)
+        _check_path(p)
         if not p.exists():
             if not create:
                 raise FileNotFoundError(f"no depthaccel store at {p}")
@@ -200,6 +205,10 @@ class Store:
             self._conn.close()
             if _is_environment_error(e):
                 raise StoreError(f"cannot open the store {p}: {e}") from e
+            if (getattr(e, "sqlite_errorcode", None) or 0) & 0xFF == _SQLITE_NOTADB or (
+                "file is not a database" in str(e)
+            ):
+                raise _not_a_database(p) from e
             raise StoreError(
                 f"{p} is not a usable depthaccel store (SQLite says: {e}); "
                 "it was left untouched. Choose another output directory or move the file away."
@@ -537,20 +546,21 @@ class Store:
         return str(row["value"])
 
 
-def _check_header(p: Path) -> None:
-    """Refuse, before SQLite touches it, a non-empty file that is not an SQLite database."""
+def _check_path(p: Path) -> None:
+    """Refuse a directory in place of the store file.
+
+    Nothing here opens the file: closing any descriptor of a database file in a process
+    drops every POSIX lock that process holds on it, including the locks of its open
+    SQLite connections (another thread's store), and another process then takes itself
+    for the last connection and deletes the WAL and its index under them. A file that
+    is not an SQLite database is refused by SQLite itself (:func:`_not_a_database`)."""
     if p.is_dir():
         raise StoreError(f"{p} is a directory, not a store file")
-    if not p.exists():
-        return
-    try:
-        with open(p, "rb") as f:
-            head = f.read(len(SQLITE_HEADER))
-    except OSError as e:
-        raise StoreError(f"cannot read store {p}: {e}") from e
-    if head and head != SQLITE_HEADER[: len(head)] or 0 < len(head) < len(SQLITE_HEADER):
-        raise StoreError(
-            f"{p} is not a depthaccel store (not an SQLite database: it may be corrupt or "
-            "another kind of file); it was left untouched. Choose another output directory "
-            "or move the file away."
-        )
+
+
+def _not_a_database(p: Path) -> StoreError:
+    return StoreError(
+        f"{p} is not a depthaccel store (not an SQLite database: it may be corrupt or "
+        "another kind of file); it was left untouched. Choose another output directory "
+        "or move the file away."
+    )
