@@ -174,3 +174,16 @@ def test_divergence_is_predicted_by_the_path_edge():
     assert good.loss[-1] == pytest.approx(lp_optimum(X, y, 2.0).loss, rel=1e-8)
     with pytest.raises(ValueError, match="depths"):
         eq12_paths(X, y, 2.0, w0, [0.5], 0.1, 10)
+
+
+def test_a_diverging_path_is_caught_quietly():
+    """A run far above the edge overflows on its way out; the path records where it
+    diverged and numpy says nothing (Ray workers printed these warnings into the log)."""
+    import warnings
+
+    X, y = problem(seed=3)
+    w0 = np.full((2, X.shape[1]), 0.1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        paths = eq12_paths(X, y, 4.0, w0, [2.0, 3.0], 1.0, 3000, n_points=31)
+    assert all(p.diverged_at is not None for p in paths)

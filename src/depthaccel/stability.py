@@ -215,17 +215,18 @@ def eq12_paths(
             if t == iters or not alive.any():
                 break
         Wa = W[alive]
-        if p == 2.0:
-            G = Wa @ H - b
-        else:
-            Rr = Wa @ X.T - y
-            G = (np.abs(Rr) ** (p - 2.0) * Rr) @ X / m
-        norm = np.linalg.norm(Wa, axis=1, keepdims=True)
-        safe = np.where(norm > 0, norm, 1.0)
-        what = Wa / safe
-        proj = (G * what).sum(1, keepdims=True)
-        scale = np.where(norm > 0, norm ** expo[alive], np.where(expo[alive] == 0, 1.0, 0.0))
+        # a run on its way to divergence overflows here; it is caught just below
         with np.errstate(over="ignore", invalid="ignore"):
+            if p == 2.0:
+                G = Wa @ H - b
+            else:
+                Rr = Wa @ X.T - y
+                G = (np.abs(Rr) ** (p - 2.0) * Rr) @ X / m
+            norm = np.linalg.norm(Wa, axis=1, keepdims=True)
+            safe = np.where(norm > 0, norm, 1.0)
+            what = Wa / safe
+            proj = (G * what).sum(1, keepdims=True)
+            scale = np.where(norm > 0, norm ** expo[alive], np.where(expo[alive] == 0, 1.0, 0.0))
             W[alive] = Wa - lr * scale * (G + (N[alive, None] - 1.0) * proj * what)
         bad = alive.copy()
         bad[alive] = ~np.isfinite(W[alive]).all(1)
