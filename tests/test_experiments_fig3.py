@@ -101,3 +101,46 @@ def test_judge_on_synthetic_gaps():
     assert [c.verdict for c in claims] == ["FAIL", "FAIL"]
     assert claims[0].why.endswith("for seed(s) 0, 1")
     assert claims[0].measured == "smallest final-gap ratio deeper / depth 1: 0.5 (every seed)"
+
+
+def _row(depth: int, seed: int, grid: list[float], gaps: list[float | None], chosen: float):
+    return {"model": f"depth-{depth} GD" + ("" if depth == 1 else " (width 1)"), "seed": seed,
+            "grid": grid, "final_gap": gaps, "chosen_lr": chosen}  # fmt: skip
+
+
+def _l4_search(g3: float, seeds=(0, 1)) -> dict:
+    """Records where depth 2 and 3 sit one step below a diverged rate; a step down the
+    grid multiplies depth 2's gap by 1.3 and depth 3's by 1.5."""
+    rows = []
+    for s in seeds:
+        rows.append(_row(1, s, [0.1, 0.2, 0.4], [3e-2, 2e-2, 1e-2], 0.4))
+        rows.append(_row(2, s, [1e-3, 2e-3, 4e-3], [1.3e-3 * 1.3, 1.3e-3, None], 2e-3))
+        rows.append(_row(3, s, [1e-4, 2e-4, 4e-4], [g3 * 1.5, g3, None], 2e-4))
+    return {"l4": {"search": rows}}
+
+
+def test_order_why_names_the_pair_and_the_grid_resolution():
+    # depth 3 ends 1.1x above depth 2: within one grid step of either (x1.3, x1.5)
+    m, cfg = _synthetic({1: 1e-3, 2: 1.1e-3, 3: 1.2e-3}, {1: 1e-2, 2: 1.3e-3, 3: 1.43e-3})
+    m.search = _l4_search(1.43e-3)
+    claim = fig3.judge(m, cfg)[1]
+    assert claim.verdict == "FAIL"
+    assert claim.why == (
+        "depth 3 ends at 1.1x depth 2's final gap (seeds 0, 1), a smaller difference than "
+        "one lr-grid step makes to either (x1.30..x1.50); each chosen rate is the largest "
+        "stable one"
+    )
+    # 2x apart: more than a grid step explains, and the why must not say otherwise
+    m, cfg = _synthetic({1: 1e-3, 2: 1.1e-3, 3: 1.2e-3}, {1: 1e-2, 2: 1.3e-3, 3: 2.6e-3})
+    m.search = _l4_search(2.6e-3)
+    why = fig3.judge(m, cfg)[1].why
+    assert why.startswith("depth 3 ends at 2x depth 2's final gap (seeds 0, 1); one lr-grid")
+    assert "smaller difference" not in why
+    # without search records: the pair and its ratio only
+    m, cfg = _synthetic({1: 1e-3, 2: 1.1e-3, 3: 1.2e-3}, {1: 1e-2, 2: 2e-3, 3: 1e-2})
+    assert fig3.judge(m, cfg)[1].why == "depth 3 ends at 5x depth 2's final gap (seeds 0, 1)"
+    m, cfg = _synthetic({1: 1e-3, 2: 1.1e-3, 3: 1.2e-3}, {1: 1e-2, 2: 2e-2, 3: 4e-2})
+    assert fig3.judge(m, cfg)[1].why == (
+        "depth 3 ends at 2x depth 2's final gap; depth 2 ends at 2x depth 1's final gap"
+        " (seeds 0, 1)"
+    )

@@ -193,8 +193,7 @@ def judge(measured: Measured, config: Config) -> list[Claim]:
                 f"final-gap ratio depth {dmax} / depth 1: "
                 f"{over_seeds.range_text(ratio[dmax])} over seeds",
                 over_seeds.every_seed(holds) if config.assess_claims else None,
-                why="the final gaps are not ordered by depth for seed(s) "
-                + ", ".join(str(s) for s, ok in holds.items() if not ok),
+                why=_order_why(m, order, holds),
                 details={
                     **short,
                     "final gaps": {f"depth {d}": gap_spread(4.0, d) for d in order},
@@ -205,6 +204,73 @@ def judge(measured: Measured, config: Config) -> list[Claim]:
             )
         )
     return claims
+
+
+def _search_row(measured: Measured, p: float, depth: int, seed: int) -> dict | None:
+    """The grid-search record of the (depth, seed) model at loss ``p``, if stored."""
+    for row in measured.search.get(f"l{p:g}", {}).get("search", []):
+        if row.get("seed") == seed and str(row.get("model", "")).startswith(f"depth-{depth} "):
+            return row
+    return None
+
+
+def _one_step(row: dict | None) -> tuple[float, bool] | None:
+    """How much one step down the lr grid changes the chosen run's final gap (the next
+    lower stable rate's gap / the chosen one's, >= 1 when the chosen rate is the better),
+    and whether the chosen rate is the largest stable one below a diverged rate. None
+    without a record or a lower stable rate."""
+    if row is None or row.get("chosen_lr") is None:
+        return None
+    pairs = sorted(zip(row["grid"], row["final_gap"], strict=True))
+    i = next((j for j, (lr, _) in enumerate(pairs) if lr == row["chosen_lr"]), None)
+    if i is None:
+        return None
+    lower = [g for _, g in pairs[:i] if g is not None and np.isfinite(g)]
+    if not lower:
+        return None
+    at_edge = i + 1 < len(pairs) and pairs[i + 1][1] is None
+    return lower[-1] / pairs[i][1], at_edge
+
+
+def _order_why(m: Measured, order: list[int], holds: dict[int, bool]) -> str:
+    """Why the l4 order fails: which deeper net ends at or above a shallower one, by how
+    much, and whether that is within what one step of the lr grid changes a final gap."""
+    failing = [s for s, ok in holds.items() if not ok]
+    broken: dict[tuple[int, int], list[float]] = {}
+    steps: list[float] = []
+    edge = True
+    for s in failing:
+        g = {d: m.finals[(4.0, d, s)] for d in order}
+        if not all(np.isfinite(v) for v in g.values()):
+            return f"a run diverged at every rate for seed(s) {', '.join(map(str, failing))}"
+        for deep, shallow in zip(order, order[1:], strict=False):
+            if g[deep] >= g[shallow]:
+                broken.setdefault((deep, shallow), []).append(g[deep] / g[shallow])
+                for d in (deep, shallow):
+                    one = _one_step(_search_row(m, 4.0, d, s))
+                    if one is None:
+                        edge = False
+                    else:
+                        steps.append(one[0])
+                        edge = edge and one[1]
+    seeds = ", ".join(map(str, failing))
+    parts = [
+        f"depth {deep} ends at {over_seeds.range_text(over_seeds.spread(r))}x depth "
+        f"{shallow}'s final gap"
+        for (deep, shallow), r in broken.items()
+    ]
+    why = "; ".join(parts) + f" (seeds {seeds})"
+    if steps and len(steps) == 2 * sum(len(r) for r in broken.values()):
+        worst = max(max(r) for r in broken.values())
+        lo, hi = min(steps), max(steps)
+        step = f"x{lo:.2f}..x{hi:.2f}" if hi - lo >= 0.005 else f"x{lo:.2f}"
+        if worst < lo:
+            why += f", a smaller difference than one lr-grid step makes to either ({step})"
+        else:
+            why += f"; one lr-grid step changes either's final gap by {step}"
+        if edge:
+            why += "; each chosen rate is the largest stable one"
+    return why
 
 
 def settings(measured: Measured, config: Config) -> dict:
