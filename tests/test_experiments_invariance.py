@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from depthaccel.experiments.invariance import compare_searched, feature_scale_k, main
+from depthaccel.experiments.invariance import compare_searched, feature_scale_k, main, summary
 
 
 def _gd_depth_n(X, y, layers, lr, T):
@@ -94,3 +94,44 @@ def test_command_line_prints_a_table(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "| l2 | 2 | 1 | 0.001 | 0.002 | 2 | 2 | 1 | yes |" in out
     assert main([]) == 2
+
+
+def _searched(depth, seed, grid, gaps, chosen):
+    return {"model": f"depth-{depth} GD", "seed": seed, "grid": grid, "final_gap": gaps,
+            "chosen_lr": chosen, "spacing_at_best": 1.26}  # fmt: skip
+
+
+def test_gaps_agree_within_a_grid_step_or_the_seed_spread():
+    keys = [f"l4/depth2/seed{s}" for s in (0, 1)]
+
+    def per_seed(*values):
+        return dict(zip(keys, values, strict=True))
+
+    # k 1 -> 0.5 at depth 2: the rate should double (0.002 -> 0.004)
+    a = {"chosen_lr": per_seed(0.002, 0.002), "final_gaps": per_seed(1e-2, 1.1e-2)}
+    b = {
+        "setup": {"feature_scale_k": 0.5},
+        "chosen_lr": per_seed(0.004, 0.004),
+        # seed 0: 0.8x a's gap, and one step down the grid moves it by x1.3 (agrees);
+        # seed 1: 0.5x, beyond both one step (x1.2; the diverged step above is ignored)
+        # and the seed spread (x1.1 at a, x1.45 at b)
+        "final_gaps": per_seed(8e-3, 5.5e-3),
+        "grid_search": {"l4": {"search": [
+            _searched(2, 0, [0.002, 0.004, 0.008], [1.04e-2, 8e-3, None], 0.004),
+            _searched(2, 1, [0.002, 0.004, 0.008], [6.6e-3, 5.5e-3, None], 0.004),
+        ]}},
+    }  # fmt: skip
+    rows = compare_searched(a, b)
+    assert [r.gap_step for r in rows] == pytest.approx([1.3, 1.2])
+    assert [r.seed_spread for r in rows] == pytest.approx([8 / 5.5, 8 / 5.5])
+    assert [r.gap_agrees for r in rows] == [True, False]
+    text = summary(rows)
+    assert text.startswith("2 of 2 chosen rates moved")
+    assert "1 of 2 final gaps agree" in text and "(not: l4 depth 2 seed 1)" in text
+    # without search records the seed spread alone decides (x1.1 at a; at b as given)
+    bare = {**b, "grid_search": {}}
+    rows = compare_searched(a, {**bare, "final_gaps": per_seed(1.05e-2, 1.1e-2)})
+    assert np.isnan(rows[0].gap_step)
+    assert [r.gap_agrees for r in rows] == [True, True]
+    rows = compare_searched(a, {**bare, "final_gaps": per_seed(2e-2, 2.2e-2)})
+    assert [r.gap_agrees for r in rows] == [False, False]

@@ -9,13 +9,16 @@ indifferent to k: going from scale ``k_a`` to ``k_b`` the chosen rates move by
 
 and the final gaps agree. Only approximately: the initialisation is not rescaled (a
 near-zero start is the same absolute scale at every k, so its distance to the optimum
-differs), and the chosen rate is only known to the grid's resolution.
+differs), and the chosen rate is only known to the grid's resolution. A final gap
+therefore counts as agreeing when the two scales' gaps differ by no more than one grid
+step changes it (the chosen rate's stable neighbours at scale b) or than the gaps
+spread across seeds (same loss and depth, at either scale).
 
 :func:`compare_searched` reads two ``settings.json`` of a grid-searched figure (fig3's:
 ``chosen_lr``, ``final_gaps`` keyed ``loss/depthN/seedS``, ``grid_search`` with the
 spacing at the chosen rate; ``setup.feature_scale_k``, 1 when absent: runs made before
 the axis existed used z-scores) and lists, per loss, depth and seed, the observed and the
-predicted rate ratio and the final gaps. Command line::
+predicted rate ratio, the final gaps and whether they agree. Command line::
 
     python -m depthaccel.experiments.invariance OLD/fig3/settings.json NEW/fig3/settings.json
 """
@@ -31,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RateRow", "compare_searched", "feature_scale_k", "markdown_table"]
+__all__ = ["RateRow", "compare_searched", "feature_scale_k", "markdown_table", "summary"]
 
 _KEY = re.compile(r"^(?P<loss>[^/]+)/depth(?P<depth>\d+)/seed(?P<seed>\d+)$")
 
@@ -49,6 +52,21 @@ class RateRow:
     spacing: float  # the grid's ratio between neighbouring rates at the chosen rate (b)
     gap_a: float
     gap_b: float
+    gap_step: float = math.nan  # largest factor one grid step changes the gap by (b), >= 1
+    seed_spread: float = math.nan  # max / min gap over seeds (same loss, depth), a or b
+
+    @property
+    def resolution(self) -> float:
+        """The factor within which two final gaps count as the same: the larger of
+        ``gap_step`` and ``seed_spread`` (NaN when neither is known)."""
+        known = [v for v in (self.gap_step, self.seed_spread) if math.isfinite(v)]
+        return max(known) if known else math.nan
+
+    @property
+    def gap_agrees(self) -> bool:
+        """The final gaps differ by no more than :attr:`resolution`."""
+        res = self.resolution
+        return math.isfinite(res) and abs(math.log(self.gap_ratio)) <= math.log(res) * (1 + 1e-9)
 
     @property
     def ratio(self) -> float:
@@ -86,10 +104,48 @@ def _spacings(settings: Mapping[str, Any]) -> dict[tuple[str, int, int], float]:
     return out
 
 
+def _gap_steps(settings: Mapping[str, Any]) -> dict[tuple[str, int, int], float]:
+    """Per (loss, depth, seed): the largest factor by which the final gap changes from
+    the chosen rate to a stable neighbouring rate on its searched grid."""
+    out: dict[tuple[str, int, int], float] = {}
+    for loss, record in (settings.get("grid_search") or {}).items():
+        for entry in record.get("search", []):
+            m = re.search(r"depth-(\d+)", entry.get("model", ""))
+            grid, gaps = entry.get("grid"), entry.get("final_gap")
+            if not m or not grid or gaps is None or entry.get("chosen_lr") not in grid:
+                continue
+            pairs = sorted(zip(grid, gaps, strict=True))
+            i = [lr for lr, _ in pairs].index(entry["chosen_lr"])
+            best = pairs[i][1]
+            steps = [
+                max(g / best, best / g)
+                for _, g in pairs[max(i - 1, 0) : i + 2]
+                if g is not None and math.isfinite(g) and g > 0 and best
+            ]
+            if steps:
+                out[(loss, int(m.group(1)), int(entry["seed"]))] = max(steps)
+    return out
+
+
+def _seed_spreads(*settings: Mapping[str, Any]) -> dict[tuple[str, int], float]:
+    """Per (loss, depth): the largest max/min ratio of final gaps over seeds, over the
+    given settings."""
+    out: dict[tuple[str, int], float] = {}
+    for s in settings:
+        groups: dict[tuple[str, int], list[float]] = {}
+        for key, gap in s.get("final_gaps", {}).items():
+            m = _KEY.match(key)
+            if m and gap is not None and math.isfinite(gap) and gap > 0:
+                groups.setdefault((m.group("loss"), int(m.group("depth"))), []).append(gap)
+        for key, gaps in groups.items():
+            out[key] = max(out.get(key, 1.0), max(gaps) / min(gaps))
+    return out
+
+
 def compare_searched(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[RateRow]:
     """The rows for every (loss, depth, seed) that both settings chose a rate for."""
     ka, kb = feature_scale_k(a), feature_scale_k(b)
-    spacing = _spacings(b)
+    spacing, steps, spreads = _spacings(b), _gap_steps(b), _seed_spreads(a, b)
     rows = []
     for key, lr_b in b["chosen_lr"].items():
         m = _KEY.match(key)
@@ -107,6 +163,8 @@ def compare_searched(a: Mapping[str, Any], b: Mapping[str, Any]) -> list[RateRow
                 spacing.get((loss, depth, seed), math.nan),
                 float(a["final_gaps"][key]),
                 float(b["final_gaps"][key]),
+                steps.get((loss, depth, seed), math.nan),
+                spreads.get((loss, depth), math.nan),
             )
         )
     return sorted(rows, key=lambda r: (r.loss, r.depth, r.seed))
@@ -117,16 +175,38 @@ def markdown_table(rows: list[RateRow], ka: float, kb: float) -> str:
     head = (
         f"| loss | N | seed | lr at k={ka:.3g} | lr at k={kb:.3g} | ratio | predicted "
         "(k_a/k_b)^(2/N) | observed / predicted | within one grid step | final gap a | "
-        "final gap b |"
+        "final gap b | gap b / a | one step / seed spread moves the gap by | gaps agree |"
     )
-    lines = [head, "|" + "---|" * 11]
+    lines = [head, "|" + "---|" * 14]
     for r in rows:
         lines.append(
             f"| {r.loss} | {r.depth} | {r.seed} | {r.lr_a:.4g} | {r.lr_b:.4g} | "
             f"{r.ratio:.3g} | {r.predicted_ratio:.3g} | {r.off_by:.3g} | "
-            f"{'yes' if r.within_grid else 'no'} | {r.gap_a:.4g} | {r.gap_b:.4g} |"
+            f"{'yes' if r.within_grid else 'no'} | {r.gap_a:.4g} | {r.gap_b:.4g} | "
+            f"{r.gap_ratio:.3g} | x{r.gap_step:.3g} / x{r.seed_spread:.3g} | "
+            f"{'yes' if r.gap_agrees else 'no'} |"
         )
     return "\n".join(lines)
+
+
+def summary(rows: list[RateRow]) -> str:
+    """One paragraph: how many rates moved as predicted and how many gaps agree, naming
+    the rows that do not."""
+
+    def name(r: RateRow) -> str:
+        return f"{r.loss} depth {r.depth} seed {r.seed}"
+
+    rate_off = [name(r) for r in rows if not r.within_grid]
+    gap_off = [name(r) for r in rows if not r.gap_agrees]
+    n = len(rows)
+    text = (
+        f"{n - len(rate_off)} of {n} chosen rates moved by the predicted (k_a/k_b)^(2/N) to "
+        f"within one grid step"
+        + (f" (not: {', '.join(rate_off)})" if rate_off else "")
+        + f"; {n - len(gap_off)} of {n} final gaps agree within one grid step's change or "
+        "the spread across seeds" + (f" (not: {', '.join(gap_off)})" if gap_off else "") + "."
+    )
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -135,7 +215,10 @@ def main(argv: list[str] | None = None) -> int:
         print(__doc__.strip().splitlines()[-1].strip(), file=sys.stderr)
         return 2
     a, b = (json.loads(Path(p).read_text()) for p in args)
-    print(markdown_table(compare_searched(a, b), feature_scale_k(a), feature_scale_k(b)))
+    rows = compare_searched(a, b)
+    print(markdown_table(rows, feature_scale_k(a), feature_scale_k(b)))
+    print()
+    print(summary(rows))
     return 0
 
 
