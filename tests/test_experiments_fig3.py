@@ -126,7 +126,7 @@ def test_order_why_names_the_pair_and_the_grid_resolution():
     claim = fig3.judge(m, cfg)[1]
     assert claim.verdict == "FAIL"
     assert claim.why == (
-        "depth 3 ends at 1.1x depth 2's final gap (seeds 0, 1), a smaller difference than "
+        "depth 3 ends at 1.10x depth 2's final gap (seeds 0, 1), a smaller difference than "
         "one lr-grid step makes to either (x1.30..x1.50); each chosen rate is the largest "
         "stable one"
     )
@@ -134,13 +134,13 @@ def test_order_why_names_the_pair_and_the_grid_resolution():
     m, cfg = _synthetic({1: 1e-3, 2: 1.1e-3, 3: 1.2e-3}, {1: 1e-2, 2: 1.3e-3, 3: 2.6e-3})
     m.search = _l4_search(2.6e-3)
     why = fig3.judge(m, cfg)[1].why
-    assert why.startswith("depth 3 ends at 2x depth 2's final gap (seeds 0, 1); one lr-grid")
+    assert why.startswith("depth 3 ends at 2.00x depth 2's final gap (seeds 0, 1); one lr-grid")
     assert "smaller difference" not in why
     # without search records: the pair and its ratio only
     m, cfg = _synthetic({1: 1e-3, 2: 1.1e-3, 3: 1.2e-3}, {1: 1e-2, 2: 2e-3, 3: 1e-2})
-    assert fig3.judge(m, cfg)[1].why == "depth 3 ends at 5x depth 2's final gap (seeds 0, 1)"
+    assert fig3.judge(m, cfg)[1].why == "depth 3 ends at 5.00x depth 2's final gap (seeds 0, 1)"
     m, cfg = _synthetic({1: 1e-3, 2: 1.1e-3, 3: 1.2e-3}, {1: 1e-2, 2: 2e-2, 3: 4e-2})
     assert fig3.judge(m, cfg)[1].why == (
-        "depth 3 ends at 2x depth 2's final gap; depth 2 ends at 2x depth 1's final gap"
+        "depth 3 ends at 2.00x depth 2's final gap; depth 2 ends at 2.00x depth 1's final gap"
         " (seeds 0, 1)"
     )

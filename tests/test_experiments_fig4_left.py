@@ -77,8 +77,36 @@ def test_judge_on_synthetic_gaps():
     claims = fig4_left.judge(m, cfg)
     assert [c.verdict for c in claims] == ["PASS", "PASS", "FAIL"]  # AdaGrad beats GD-1
     assert claims[0].measured == "final-gap ratio 3-layer GD / 1-layer AdaGrad: 0.1 over seeds"
-    assert claims[2].why == "1-layer AdaGrad ends lower for seed(s) 0, 1"
+    # no chosen rates recorded: the pair and its ratio only
+    assert claims[2].why == "1-layer GD ends at 2.00x 1-layer AdaGrad's final gap (seeds 0, 1)"
     m, cfg = _synthetic(gd3=1e-2, gd1=1e-3, adagrad=1e-2, adadelta=5e-3)
     claims = fig4_left.judge(m, cfg)
     assert [c.verdict for c in claims] == ["FAIL", "FAIL", "PASS"]
     assert claims[1].details["windows of rates"]["seed 0"].startswith("1-layer AdaDelta ends")
+
+
+def test_why_weighs_the_ratio_against_one_grid_step():
+    # GD-1 ends 1.05x above AdaGrad; one step along either grid moves the gap by x1.2
+    # (GD-1: the rate above diverged, so its chosen rate is the largest stable one;
+    # AdaGrad: the rate above is stable)
+    m, cfg = _synthetic(gd3=1e-3, gd1=1.05e-2, adagrad=1e-2, adadelta=5e-3)
+    for s in m.seeds:
+        m.chosen[("gd", 1, s)] = m.chosen[("adagrad", 1, s)] = 1e-2
+        m.rates[("gd", 1, s)] = ([1e-3, 1e-2, 1e-1], [1.2 * 1.05e-2, 1.05e-2, None])
+        m.rates[("adagrad", 1, s)] = ([1e-3, 1e-2, 1e-1], [1.2e-2, 1e-2, 1.1e-2])
+    why = fig4_left.judge(m, cfg)[2].why
+    assert why == (
+        "1-layer GD ends at 1.05x 1-layer AdaGrad's final gap (seeds 0, 1), a smaller "
+        "difference than one lr-grid step makes to either (x1.20)"
+    )
+    # 1.5x apart is more than a step; and with AdaGrad's rate above diverged too, every
+    # chosen rate is the largest stable one
+    m, cfg = _synthetic(gd3=1e-3, gd1=1.5e-2, adagrad=1e-2, adadelta=5e-3)
+    for s in m.seeds:
+        m.chosen[("gd", 1, s)] = m.chosen[("adagrad", 1, s)] = 1e-2
+        m.rates[("gd", 1, s)] = ([1e-3, 1e-2, 1e-1], [1.2 * 1.5e-2, 1.5e-2, None])
+        m.rates[("adagrad", 1, s)] = ([1e-3, 1e-2, 1e-1], [1.2e-2, 1e-2, None])
+    assert fig4_left.judge(m, cfg)[2].why == (
+        "1-layer GD ends at 1.50x 1-layer AdaGrad's final gap (seeds 0, 1); one lr-grid "
+        "step changes either's final gap by x1.20; each chosen rate is the largest stable one"
+    )

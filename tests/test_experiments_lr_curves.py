@@ -1,4 +1,5 @@
-"""Learning-rate curves: windows of rates below a reference, and the CSV."""
+"""Learning-rate curves: windows of rates below a reference, the CSV, and how much one
+grid step changes a chosen run's gap."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import pytest
 
 from depthaccel.experiments.lr_curves import (
     below_windows,
+    grid_step_change,
     plot_lr_curves,
+    resolution_text,
     windows_text,
     write_lr_curves_csv,
 )
@@ -61,3 +64,31 @@ def test_csv_and_plot(tmp_path):
         ylabel="gap",
     )
     assert png.stat().st_size > 1000
+
+
+def test_grid_step_change_is_the_largest_factor_to_a_stable_neighbour():
+    lrs, gaps = [0.4, 0.1, 0.2, 0.8], [1.5, 3.0, 1.2, None]  # unsorted on purpose
+    # chosen 0.4: neighbours 0.2 (1.2/1.5 -> x1.25 either way round) and 0.8 (diverged)
+    assert grid_step_change(lrs, gaps, 0.4) == pytest.approx((1.25, True))
+    # chosen 0.2: neighbours 0.1 (x2.5) and 0.4 (x1.25); the rate above is stable
+    assert grid_step_change(lrs, gaps, 0.2) == pytest.approx((2.5, False))
+    assert grid_step_change(lrs, gaps, 0.3) is None  # not on the grid
+    assert grid_step_change(lrs, gaps, 0.8) is None  # diverged
+    assert grid_step_change([0.1, 0.2], [1.0, None], 0.1) is None  # no stable neighbour
+    with pytest.raises(ValueError, match="differ in length"):
+        grid_step_change([0.1], [1.0, 2.0], 0.1)
+
+
+def test_resolution_text_compares_the_ratio_with_the_smallest_step():
+    assert resolution_text(1.1, [1.3, 1.5], False) == (
+        ", a smaller difference than one lr-grid step makes to either (x1.30..x1.50)"
+    )
+    # either way round: 1/1.1 is the same difference
+    assert resolution_text(1 / 1.1, [1.3], True) == (
+        ", a smaller difference than one lr-grid step makes to either (x1.30); each chosen "
+        "rate is the largest stable one"
+    )
+    assert resolution_text(1.4, [1.3, 1.5], False) == (
+        "; one lr-grid step changes either's final gap by x1.30..x1.50"
+    )
+    assert resolution_text(1.4, [], True) == ""

@@ -24,6 +24,7 @@ from depthaccel import reporting
 from depthaccel.experiments import seeds as over_seeds
 from depthaccel.experiments.context import ExperimentContext
 from depthaccel.experiments.loss_scale import scale_label
+from depthaccel.experiments.lr_curves import grid_step_change, ratio_range_text, resolution_text
 from depthaccel.experiments.results import Claim, searched_settings
 from depthaccel.experiments.search import SearchPolicy, search_models
 from depthaccel.experiments.spec import ExperimentSpec
@@ -214,31 +215,13 @@ def _search_row(measured: Measured, p: float, depth: int, seed: int) -> dict | N
     return None
 
 
-def _one_step(row: dict | None) -> tuple[float, bool] | None:
-    """How much one step down the lr grid changes the chosen run's final gap (the next
-    lower stable rate's gap / the chosen one's, >= 1 when the chosen rate is the better),
-    and whether the chosen rate is the largest stable one below a diverged rate. None
-    without a record or a lower stable rate."""
-    if row is None or row.get("chosen_lr") is None:
-        return None
-    pairs = sorted(zip(row["grid"], row["final_gap"], strict=True))
-    i = next((j for j, (lr, _) in enumerate(pairs) if lr == row["chosen_lr"]), None)
-    if i is None:
-        return None
-    lower = [g for _, g in pairs[:i] if g is not None and np.isfinite(g)]
-    if not lower:
-        return None
-    at_edge = i + 1 < len(pairs) and pairs[i + 1][1] is None
-    return lower[-1] / pairs[i][1], at_edge
-
-
 def _order_why(m: Measured, order: list[int], holds: dict[int, bool]) -> str:
     """Why the l4 order fails: which deeper net ends at or above a shallower one, by how
     much, and whether that is within what one step of the lr grid changes a final gap."""
     failing = [s for s, ok in holds.items() if not ok]
     broken: dict[tuple[int, int], list[float]] = {}
     steps: list[float] = []
-    edge = True
+    known, edge = True, True
     for s in failing:
         g = {d: m.finals[(4.0, d, s)] for d in order}
         if not all(np.isfinite(v) for v in g.values()):
@@ -247,29 +230,23 @@ def _order_why(m: Measured, order: list[int], holds: dict[int, bool]) -> str:
             if g[deep] >= g[shallow]:
                 broken.setdefault((deep, shallow), []).append(g[deep] / g[shallow])
                 for d in (deep, shallow):
-                    one = _one_step(_search_row(m, 4.0, d, s))
+                    row = _search_row(m, 4.0, d, s)
+                    one = None if row is None else grid_step_change(
+                        row["grid"], row["final_gap"], row.get("chosen_lr")
+                    )  # fmt: skip
                     if one is None:
-                        edge = False
+                        known = False
                     else:
                         steps.append(one[0])
                         edge = edge and one[1]
-    seeds = ", ".join(map(str, failing))
     parts = [
-        f"depth {deep} ends at {over_seeds.range_text(over_seeds.spread(r))}x depth "
-        f"{shallow}'s final gap"
+        f"depth {deep} ends at {ratio_range_text(r)}x depth {shallow}'s final gap"
         for (deep, shallow), r in broken.items()
     ]
-    why = "; ".join(parts) + f" (seeds {seeds})"
-    if steps and len(steps) == 2 * sum(len(r) for r in broken.values()):
+    why = "; ".join(parts) + f" (seeds {', '.join(map(str, failing))})"
+    if known and steps:
         worst = max(max(r) for r in broken.values())
-        lo, hi = min(steps), max(steps)
-        step = f"x{lo:.2f}..x{hi:.2f}" if hi - lo >= 0.005 else f"x{lo:.2f}"
-        if worst < lo:
-            why += f", a smaller difference than one lr-grid step makes to either ({step})"
-        else:
-            why += f"; one lr-grid step changes either's final gap by {step}"
-        if edge:
-            why += "; each chosen rate is the largest stable one"
+        why += resolution_text(worst, steps, edge)
     return why
 
 

@@ -16,6 +16,7 @@ holds. Fair starts and seeds as fig3.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,10 @@ from depthaccel.experiments.context import ExperimentContext
 from depthaccel.experiments.loss_scale import data_note
 from depthaccel.experiments.lr_curves import (
     below_windows,
+    grid_step_change,
     plot_lr_curves,
+    ratio_range_text,
+    resolution_text,
     windows_text,
     write_lr_curves_csv,
 )
@@ -241,14 +245,14 @@ def judge(measured: Measured, config: Config) -> list[Claim]:
             for s in seeds
         ]
         rtext = over_seeds.range_text(over_seeds.spread(ratios))
-        bad = [str(s) for s, ok in holds.items() if not ok]
+        bad = [s for s, ok in holds.items() if not ok]
         claims.append(
             Claim.judged(
                 statement,
                 paper,
                 f"final-gap ratio {wname} / {lname}: {rtext} over seeds",
                 over_seeds.every_seed(holds) if config.assess_claims else None,
-                why=f"{lname} ends lower for seed(s) {', '.join(bad)}",
+                why=_why(m, win, lose, bad),
                 details={
                     **short,
                     "final gap": {wname: spread_gaps(*win), lname: spread_gaps(*lose)},
@@ -259,6 +263,30 @@ def judge(measured: Measured, config: Config) -> list[Claim]:
             )
         )
     return claims
+
+
+def _why(m: Measured, win: tuple[str, int], lose: tuple[str, int], bad: list[int]) -> str:
+    """For the seeds where ``lose`` ends at or below ``win``: by how much, and whether
+    that is smaller than what one lr-grid step changes either's final gap ("" when
+    there are no such seeds)."""
+    if not bad:
+        return ""
+    wname, lname = (f"{k[1]}-layer {_NAMES[k[0]]}" for k in (win, lose))
+    ratios = [m.finals.get((*win, s), float("nan")) / m.finals.get((*lose, s), float("nan"))
+              for s in bad]  # fmt: skip
+    seeds = ", ".join(map(str, bad))
+    if not all(math.isfinite(r) for r in ratios):
+        return f"a model diverged at every rate for seed(s) {seeds}"
+    why = f"{wname} ends at {ratio_range_text(ratios)}x {lname}'s final gap (seeds {seeds})"
+    steps, edge = [], True
+    for s in bad:
+        for key in ((*win, s), (*lose, s)):
+            one = grid_step_change(*m.rates[key], m.chosen.get(key)) if key in m.rates else None
+            if one is None:
+                return why
+            steps.append(one[0])
+            edge = edge and one[1]
+    return why + resolution_text(max(max(r, 1 / r) for r in ratios), steps, edge)
 
 
 def describe_fields(measured: Measured, config: Config) -> dict:

@@ -34,6 +34,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from depthaccel.experiments.lr_curves import grid_step_change
+
 __all__ = ["RateRow", "compare_searched", "feature_scale_k", "markdown_table", "summary"]
 
 _KEY = re.compile(r"^(?P<loss>[^/]+)/depth(?P<depth>\d+)/seed(?P<seed>\d+)$")
@@ -112,18 +114,11 @@ def _gap_steps(settings: Mapping[str, Any]) -> dict[tuple[str, int, int], float]
         for entry in record.get("search", []):
             m = re.search(r"depth-(\d+)", entry.get("model", ""))
             grid, gaps = entry.get("grid"), entry.get("final_gap")
-            if not m or not grid or gaps is None or entry.get("chosen_lr") not in grid:
+            if not m or not grid or gaps is None:
                 continue
-            pairs = sorted(zip(grid, gaps, strict=True))
-            i = [lr for lr, _ in pairs].index(entry["chosen_lr"])
-            best = pairs[i][1]
-            steps = [
-                max(g / best, best / g)
-                for _, g in pairs[max(i - 1, 0) : i + 2]
-                if g is not None and math.isfinite(g) and g > 0 and best
-            ]
-            if steps:
-                out[(loss, int(m.group(1)), int(entry["seed"]))] = max(steps)
+            one = grid_step_change(grid, gaps, entry.get("chosen_lr"))
+            if one is not None:
+                out[(loss, int(m.group(1)), int(entry["seed"]))] = one[0]
     return out
 
 

@@ -1,5 +1,6 @@
 """Learning-rate curves: the final gap of every rate a search trained, as a CSV and a
-figure, and the windows of rates in which a comparison holds."""
+figure, the windows of rates in which a comparison holds, and how finely the grid
+decides a comparison (what one grid step changes a chosen run's final gap by)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,15 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["below_windows", "plot_lr_curves", "windows_text", "write_lr_curves_csv"]
+__all__ = [
+    "below_windows",
+    "grid_step_change",
+    "plot_lr_curves",
+    "ratio_range_text",
+    "resolution_text",
+    "windows_text",
+    "write_lr_curves_csv",
+]
 
 
 def below_windows(
@@ -35,6 +44,64 @@ def below_windows(
             out.append((float(start), float(end)))
             start = None
     return out
+
+
+def grid_step_change(
+    lrs: Sequence[float], gaps: Sequence[float | None], chosen: float | None
+) -> tuple[float, bool] | None:
+    """How much one step along a searched grid changes the chosen rate's final gap: the
+    largest factor (>= 1) between its gap and a stable neighbour's (a diverged neighbour
+    is skipped), and whether the next rate up diverged (the chosen rate is the largest
+    stable one). None when ``chosen`` is not on the grid, its gap is not a positive
+    finite number, or it has no stable neighbour."""
+    if len(lrs) != len(gaps):
+        raise ValueError("lrs and gaps differ in length")
+    pairs = sorted(zip(lrs, gaps, strict=True))
+    at = [i for i, (lr, _) in enumerate(pairs) if lr == chosen]
+    if not at:
+        return None
+    i = at[0]
+    best = pairs[i][1]
+    if best is None or not math.isfinite(best) or best <= 0:
+        return None
+    steps = [
+        max(g / best, best / g)
+        for j in (i - 1, i + 1)
+        if 0 <= j < len(pairs)
+        for g in [pairs[j][1]]
+        if g is not None and math.isfinite(g) and g > 0
+    ]
+    if not steps:
+        return None
+    largest_stable = i + 1 < len(pairs) and (
+        pairs[i + 1][1] is None or not math.isfinite(pairs[i + 1][1])
+    )
+    return max(steps), largest_stable
+
+
+def ratio_range_text(ratios: Sequence[float]) -> str:
+    """``min..max`` of gap ratios near 1, to two decimals (``"1.00..1.01"``; one number
+    when they agree there)."""
+    lo, hi = f"{min(ratios):.2f}", f"{max(ratios):.2f}"
+    return lo if lo == hi else f"{lo}..{hi}"
+
+
+def resolution_text(ratio: float, steps: Sequence[float], largest_stable: bool) -> str:
+    """The clause a why appends to "A ends at r x B's final gap": whether that difference
+    (``ratio``, either way round) is smaller than what one grid step changes either run's
+    final gap by (``steps``: :func:`grid_step_change` of each), and whether every chosen
+    rate is the largest stable one. ``""`` without steps."""
+    if not steps:
+        return ""
+    lo, hi = min(steps), max(steps)
+    step = f"x{lo:.2f}" if f"{lo:.2f}" == f"{hi:.2f}" else f"x{lo:.2f}..x{hi:.2f}"
+    worst = max(ratio, 1 / ratio)
+    text = (
+        f", a smaller difference than one lr-grid step makes to either ({step})"
+        if worst < lo
+        else f"; one lr-grid step changes either's final gap by {step}"
+    )
+    return text + ("; each chosen rate is the largest stable one" if largest_stable else "")
 
 
 def windows_text(windows: Sequence[tuple[float, float]]) -> str:
