@@ -53,7 +53,8 @@ def findings_section(out_root: str | os.PathLike, link: str = "docs/reproduction
     if fails:
         lines += ["", "Where the paper's claims did not hold here:", ""]
         for name, c in fails:
-            why = f" {c.why.rstrip('.')}." if c.why and c.why != LEGACY_WHY else ""
+            why = c.why.rstrip(".") if c.why and c.why != LEGACY_WHY else ""
+            why = f" {why[:1].upper()}{why[1:]}." if why else ""
             said = c.statement if c.statement.endswith("...") else c.statement.rstrip(".") + "."
             lines.append(f"- `{name}`: {said} Measured: {c.measured}.{why}")
     return "\n".join(lines)
