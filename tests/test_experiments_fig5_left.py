@@ -75,3 +75,23 @@ def test_judge_on_synthetic_moves():
     claims = fig5_left.judge(m, cfg)
     assert [c.verdict for c in claims] == ["FAIL", "FAIL", "FAIL", "FAIL"]
     assert claims[2].why == "it moves late or ends above depth 1 for seed(s) 0, 1"
+
+
+def test_rebound_note_names_runs_that_climb_back():
+    from depthaccel.reporting import Curve
+
+    m, _ = _synthetic(near4=60_000, near8=None, ident=100, ident_gap=1e-3)
+    iters = np.arange(0, 1000, 100)
+    falls = np.linspace(1.3, 0.2, 10)  # keeps falling: no note
+    back = np.array([1.3, 1.3, 1.2, 0.5, 0.13, 1.1, 1.1, 1.1, 1.1, 1.1])
+    m.curves = [((4, "near_zero", 0), Curve("a", iters, back, "l4")),
+                ((4, "identity", 0), Curve("b", iters, falls, "l4"))]  # fmt: skip
+    m.chosen[(4, "near_zero", 0)] = 0.01
+    assert fig5_left.rebound_note(m) == [
+        "Runs that fall and climb back without diverging (the chosen rate is the best of its "
+        "grid at the last iteration only): depth 4 near-zero seed 0 (lr 0.01): down to 0.13 "
+        "at iteration 400, then back up to 1.1 at the end."
+    ]
+    # ending at 2x the lowest point or less is not a rebound
+    m.curves = [((4, "near_zero", 0), Curve("a", iters, np.minimum(back, 0.26), "l4"))]
+    assert fig5_left.rebound_note(m) == []

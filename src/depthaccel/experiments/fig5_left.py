@@ -279,6 +279,34 @@ def notes(measured: Measured, config: Config) -> list[str]:
         f"the initial gap (logged every ~{max(1, T // config.log_points)} iterations).",
         f"Seeds {', '.join(map(str, seeds))}: each (model, seed) has its own search; the "
         f"claims must hold for every seed; the figure shows seed {seeds[0]}, the CSV every seed.",
+        *rebound_note(m),
+    ]
+
+
+def rebound_note(measured: Measured, factor: float = 2.0) -> list[str]:
+    """A note naming every chosen run that falls and then climbs back: it ends above
+    ``factor`` x the lowest gap it reached (logged points; [] when none does). Such a
+    run's rate is the best of its grid at the last iteration only, and its curve jumps
+    up without diverging."""
+    found = []
+    for (depth, init, seed), c in measured.curves:
+        v = np.asarray(c.values, dtype=np.float64)
+        if v.size == 0 or not np.all(np.isfinite(v)):
+            continue
+        i = int(np.argmin(v))
+        if v[-1] > factor * v[i]:
+            lr = measured.chosen.get((depth, init, seed))
+            found.append(
+                f"depth {depth} {init.replace('_', '-')} seed {seed}"
+                + (f" (lr {lr:.3g})" if lr is not None else "")
+                + f": down to {v[i]:.3g} at iteration {int(c.iters[i])}, then back up to "
+                f"{v[-1]:.3g} at the end"
+            )
+    if not found:
+        return []
+    return [
+        "Runs that fall and climb back without diverging (the chosen rate is the best of "
+        f"its grid at the last iteration only): {'; '.join(found)}."
     ]
 
 
