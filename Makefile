@@ -28,6 +28,7 @@ setup: $(BIN)/depthaccel
 
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check src tests benchmarks
 
 test: setup lint
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile
