@@ -59,7 +59,8 @@ def test_check_seeds():
 def test_range_text():
     assert range_text(spread([0.5])) == "0.5"
     assert range_text(spread([0.12341, 0.12339])) == "0.123"  # agree to 3 digits
-    assert range_text(spread([2.0, 0.5, 1.0])) == "0.5..2"
+    assert range_text(spread([2.0, 0.5, 1.0])) == "0.500..2.00"
+    assert range_text(spread([1.004, 1.0, 1.012])) == "1.00..1.01"  # not "1..1.01"
     # a non-finite value anywhere is reported, never hidden behind a finite min and max
     # (min/max of a list with a NaN in the middle are finite)
     assert range_text(spread([1.0, float("nan"), 2.0])).startswith("n/a (1 of 3")

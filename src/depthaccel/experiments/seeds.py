@@ -82,11 +82,14 @@ def spread(values: Sequence[float]) -> Spread:
 
 
 def range_text(sp: Spread) -> str:
-    """``min..max`` of a :class:`Spread` to 3 significant digits (one number when they
-    agree there); its ``"n/a ..."`` text when a value is not finite."""
+    """``min..max`` of a :class:`Spread` to 3 significant digits, trailing zeros kept so
+    the two ends read alike (``"1.00..1.01"``, not ``"1..1.01"``); one number when they
+    agree there; its ``"n/a ..."`` text when a value is not finite."""
     if sp.n_finite < sp.n:
         return sp.text()
-    return f"{sp.min:.3g}" if f"{sp.min:.3g}" == f"{sp.max:.3g}" else f"{sp.min:.3g}..{sp.max:.3g}"
+    if f"{sp.min:.3g}" == f"{sp.max:.3g}":
+        return f"{sp.min:.3g}"
+    return f"{sp.min:#.3g}..{sp.max:#.3g}"
 
 
 def gap_range_text(sp: Spread, p: float) -> str:
