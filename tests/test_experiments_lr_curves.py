@@ -10,6 +10,7 @@ import pytest
 from depthaccel.experiments.lr_curves import (
     below_windows,
     grid_step_change,
+    grid_steps,
     plot_lr_curves,
     resolution_text,
     windows_text,
@@ -92,3 +93,15 @@ def test_resolution_text_compares_the_ratio_with_the_smallest_step():
         "; one lr-grid step changes either's final gap by x1.30..x1.50"
     )
     assert resolution_text(1.4, [], True) == ""
+
+
+def test_grid_steps_gathers_every_search_or_none():
+    stable_above = ([0.1, 0.2, 0.4], [2.0, 1.0, 1.5], 0.2)  # x2 below, x1.5 above
+    edge = ([0.1, 0.2, 0.4], [1.3, 1.0, None], 0.2)  # the rate above diverged
+    steps, largest_stable = grid_steps([edge, edge])
+    assert steps == pytest.approx([1.3, 1.3]) and largest_stable is True
+    steps, largest_stable = grid_steps([edge, stable_above])
+    assert steps == pytest.approx([1.3, 2.0]) and largest_stable is False
+    assert grid_steps([edge, None]) is None  # a search without a record
+    assert grid_steps([edge, ([0.1, 0.2], [1.0, None], 0.1)]) is None  # no stable step
+    assert grid_steps([]) == ([], True)

@@ -24,7 +24,7 @@ from depthaccel import reporting
 from depthaccel.experiments import seeds as over_seeds
 from depthaccel.experiments.context import ExperimentContext
 from depthaccel.experiments.loss_scale import scale_label
-from depthaccel.experiments.lr_curves import grid_step_change, ratio_range_text, resolution_text
+from depthaccel.experiments.lr_curves import grid_steps, ratio_range_text, resolution_text
 from depthaccel.experiments.results import Claim, searched_settings
 from depthaccel.experiments.search import SearchPolicy, search_models
 from depthaccel.experiments.spec import ExperimentSpec
@@ -220,8 +220,7 @@ def _order_why(m: Measured, order: list[int], holds: dict[int, bool]) -> str:
     much, and whether that is within what one step of the lr grid changes a final gap."""
     failing = [s for s, ok in holds.items() if not ok]
     broken: dict[tuple[int, int], list[float]] = {}
-    steps: list[float] = []
-    known, edge = True, True
+    searches = []
     for s in failing:
         g = {d: m.finals[(4.0, d, s)] for d in order}
         if not all(np.isfinite(v) for v in g.values()):
@@ -231,22 +230,19 @@ def _order_why(m: Measured, order: list[int], holds: dict[int, bool]) -> str:
                 broken.setdefault((deep, shallow), []).append(g[deep] / g[shallow])
                 for d in (deep, shallow):
                     row = _search_row(m, 4.0, d, s)
-                    one = None if row is None else grid_step_change(
-                        row["grid"], row["final_gap"], row.get("chosen_lr")
-                    )  # fmt: skip
-                    if one is None:
-                        known = False
-                    else:
-                        steps.append(one[0])
-                        edge = edge and one[1]
+                    searches.append(
+                        None
+                        if row is None
+                        else (row["grid"], row["final_gap"], row.get("chosen_lr"))
+                    )
     parts = [
         f"depth {deep} ends at {ratio_range_text(r)}x depth {shallow}'s final gap"
         for (deep, shallow), r in broken.items()
     ]
     why = "; ".join(parts) + f" (seeds {', '.join(map(str, failing))})"
-    if known and steps:
-        worst = max(max(r) for r in broken.values())
-        why += resolution_text(worst, steps, edge)
+    steps = grid_steps(searches)
+    if steps is not None and broken:
+        why += resolution_text(max(max(r) for r in broken.values()), *steps)
     return why
 
 

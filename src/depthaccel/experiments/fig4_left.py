@@ -27,7 +27,7 @@ from depthaccel.experiments.context import ExperimentContext
 from depthaccel.experiments.loss_scale import data_note
 from depthaccel.experiments.lr_curves import (
     below_windows,
-    grid_step_change,
+    grid_steps,
     plot_lr_curves,
     ratio_range_text,
     resolution_text,
@@ -278,15 +278,13 @@ def _why(m: Measured, win: tuple[str, int], lose: tuple[str, int], bad: list[int
     if not all(math.isfinite(r) for r in ratios):
         return f"a model diverged at every rate for seed(s) {seeds}"
     why = f"{wname} ends at {ratio_range_text(ratios)}x {lname}'s final gap (seeds {seeds})"
-    steps, edge = [], True
-    for s in bad:
-        for key in ((*win, s), (*lose, s)):
-            one = grid_step_change(*m.rates[key], m.chosen.get(key)) if key in m.rates else None
-            if one is None:
-                return why
-            steps.append(one[0])
-            edge = edge and one[1]
-    return why + resolution_text(max(max(r, 1 / r) for r in ratios), steps, edge)
+    steps = grid_steps(
+        [(*m.rates[key], m.chosen.get(key)) if key in m.rates else None
+         for s in bad for key in ((*win, s), (*lose, s))]
+    )  # fmt: skip
+    if steps is None:
+        return why
+    return why + resolution_text(max(max(r, 1 / r) for r in ratios), *steps)
 
 
 def describe_fields(measured: Measured, config: Config) -> dict:

@@ -29,7 +29,7 @@ import json
 import math
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,29 +96,33 @@ def feature_scale_k(settings: Mapping[str, Any]) -> float:
     return float((settings.get("setup") or {}).get("feature_scale_k", 1.0))
 
 
-def _spacings(settings: Mapping[str, Any]) -> dict[tuple[str, int, int], float]:
-    out: dict[tuple[str, int, int], float] = {}
+def _searched(settings: Mapping[str, Any]) -> Iterator[tuple[tuple[str, int, int], Any]]:
+    """Every grid-search record of the settings, keyed (loss, depth, seed)."""
     for loss, record in (settings.get("grid_search") or {}).items():
         for entry in record.get("search", []):
             m = re.search(r"depth-(\d+)", entry.get("model", ""))
-            if m and entry.get("spacing_at_best"):
-                out[(loss, int(m.group(1)), int(entry["seed"]))] = float(entry["spacing_at_best"])
-    return out
+            if m:
+                yield (loss, int(m.group(1)), int(entry["seed"])), entry
+
+
+def _spacings(settings: Mapping[str, Any]) -> dict[tuple[str, int, int], float]:
+    return {
+        key: float(entry["spacing_at_best"])
+        for key, entry in _searched(settings)
+        if entry.get("spacing_at_best")
+    }
 
 
 def _gap_steps(settings: Mapping[str, Any]) -> dict[tuple[str, int, int], float]:
     """Per (loss, depth, seed): the largest factor by which the final gap changes from
     the chosen rate to a stable neighbouring rate on its searched grid."""
     out: dict[tuple[str, int, int], float] = {}
-    for loss, record in (settings.get("grid_search") or {}).items():
-        for entry in record.get("search", []):
-            m = re.search(r"depth-(\d+)", entry.get("model", ""))
-            grid, gaps = entry.get("grid"), entry.get("final_gap")
-            if not m or not grid or gaps is None:
-                continue
+    for key, entry in _searched(settings):
+        grid, gaps = entry.get("grid"), entry.get("final_gap")
+        if grid and gaps is not None:
             one = grid_step_change(grid, gaps, entry.get("chosen_lr"))
             if one is not None:
-                out[(loss, int(m.group(1)), int(entry["seed"]))] = one[0]
+                out[key] = one[0]
     return out
 
 

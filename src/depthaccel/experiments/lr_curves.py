@@ -15,6 +15,7 @@ import numpy as np
 __all__ = [
     "below_windows",
     "grid_step_change",
+    "grid_steps",
     "plot_lr_curves",
     "ratio_range_text",
     "resolution_text",
@@ -77,6 +78,23 @@ def grid_step_change(
         pairs[i + 1][1] is None or not math.isfinite(pairs[i + 1][1])
     )
     return max(steps), largest_stable
+
+
+def grid_steps(
+    searches: Sequence[tuple[Sequence[float], Sequence[float | None], float | None] | None],
+) -> tuple[list[float], bool] | None:
+    """:func:`grid_step_change` of every ``(lrs, gaps, chosen)`` search: the factors, and
+    whether every chosen rate is the largest stable one (the two arguments
+    :func:`resolution_text` takes after the ratio). None when a search is missing (None)
+    or has no step."""
+    steps, largest_stable = [], True
+    for search in searches:
+        one = None if search is None else grid_step_change(*search)
+        if one is None:
+            return None
+        steps.append(one[0])
+        largest_stable = largest_stable and one[1]
+    return steps, largest_stable
 
 
 def ratio_range_text(ratios: Sequence[float]) -> str:
